@@ -1,0 +1,2 @@
+//! Benchmarks for squashfs (filled in by its issue).
+fn main() {}

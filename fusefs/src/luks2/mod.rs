@@ -1,0 +1,1 @@
+//! LUKS2: header parsing, keyslot unlock, data-segment decryption and volume creation.

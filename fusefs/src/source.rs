@@ -1,0 +1,236 @@
+//! Positional-read byte sources.
+//!
+//! Every layer of the read path (a partition inside a SIF, the LUKS2 decrypting
+//! view of it, the squashfs reader on top) reads by offset through `&self`. There is
+//! no shared cursor and no `Read + Seek` behind a mutex, so any number of threads
+//! can read at once.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A thread-safe source of bytes read by absolute offset.
+pub trait ReadAt: Send + Sync {
+    /// Total length of the source in bytes.
+    fn len(&self) -> u64;
+
+    /// True when the source holds no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fill `buf` with the bytes at `offset`. A read that would go past
+    /// [`ReadAt::len`] fails with [`io::ErrorKind::UnexpectedEof`] and must not
+    /// return partial data as success.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+/// Checks that `[offset, offset + n)` lies inside a source of length `len`.
+pub fn check_range(len: u64, offset: u64, n: usize) -> io::Result<()> {
+    match offset.checked_add(n as u64) {
+        Some(end) if end <= len => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("read of {n} bytes at offset {offset} past the end ({len} bytes)"),
+        )),
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for &T {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+}
+
+/// In-memory bytes: tests, fuzzing, and small decoded objects.
+impl ReadAt for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(<[u8]>::len(self) as u64, offset, buf.len())?;
+        let start = offset as usize;
+        buf.copy_from_slice(&self[start..start + buf.len()]);
+        Ok(())
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.as_slice().read_exact_at(buf, offset)
+    }
+}
+
+/// A whole file read with `pread(2)`. The length is fixed when opened: images are
+/// immutable while in use.
+#[derive(Debug)]
+pub struct FileSource {
+    file: File,
+    len: u64,
+}
+
+impl FileSource {
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        Self::new(File::open(path)?)
+    }
+
+    pub fn new(file: File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self { file, len })
+    }
+}
+
+impl ReadAt for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self.len, offset, buf.len())?;
+        self.file.read_exact_at(buf, offset)
+    }
+}
+
+/// A whole file mapped into memory. Reads are copies out of the page cache with no
+/// system call.
+#[derive(Debug)]
+pub struct MmapSource {
+    map: memmap2::Mmap,
+}
+
+impl MmapSource {
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        Self::new(&File::open(path)?)
+    }
+
+    pub fn new(file: &File) -> io::Result<Self> {
+        // SAFETY: the mapping is read-only and private to this process. Images are
+        // treated as immutable while open; if another process truncates the file
+        // anyway, access past the new end raises SIGBUS, which is the documented
+        // hazard of file mappings and the reason `FileSource` exists as well.
+        let map = unsafe { memmap2::MmapOptions::new().map(file)? };
+        Ok(Self { map })
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl ReadAt for MmapSource {
+    fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.bytes().read_exact_at(buf, offset)
+    }
+}
+
+/// The window `[offset, offset + len)` of another source, seen as a source of its own
+/// starting at 0: a partition inside a SIF, a data segment inside a LUKS2 volume.
+#[derive(Debug, Clone)]
+pub struct Slice<R> {
+    inner: R,
+    offset: u64,
+    len: u64,
+}
+
+impl<R: ReadAt> Slice<R> {
+    /// Fails when the window does not lie inside `inner`.
+    pub fn new(inner: R, offset: u64, len: u64) -> io::Result<Self> {
+        match offset.checked_add(len) {
+            Some(end) if end <= inner.len() => Ok(Self { inner, offset, len }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "window of {len} bytes at offset {offset} lies outside a source of {} bytes",
+                    inner.len()
+                ),
+            )),
+        }
+    }
+
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl<R: ReadAt> ReadAt for Slice<R> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self.len, offset, buf.len())?;
+        self.inner.read_exact_at(buf, self.offset + offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn slices_read_inside_and_refuse_outside() {
+        let data: Vec<u8> = (0..=255u8).collect();
+        let s = Slice::new(data.clone(), 10, 20).unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact_at(&mut buf, 15).unwrap();
+        assert_eq!(buf, [25, 26, 27, 28, 29]);
+        assert_eq!(
+            s.read_exact_at(&mut buf, 16).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+        assert!(s.read_exact_at(&mut buf, u64::MAX).is_err());
+        assert!(Slice::new(data.clone(), 250, 7).is_err());
+        assert!(Slice::new(data, u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn file_and_mmap_agree() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        let a = FileSource::open(f.path()).unwrap();
+        let b = MmapSource::open(f.path()).unwrap();
+        assert_eq!(a.len(), 10_000);
+        assert_eq!(b.len(), 10_000);
+        let (mut x, mut y) = ([0u8; 333], [0u8; 333]);
+        a.read_exact_at(&mut x, 4321).unwrap();
+        b.read_exact_at(&mut y, 4321).unwrap();
+        assert_eq!(x, y);
+        assert_eq!(&x[..], &data[4321..4321 + 333]);
+        assert!(a.read_exact_at(&mut x, 9_800).is_err());
+        assert!(b.read_exact_at(&mut x, 9_800).is_err());
+    }
+}

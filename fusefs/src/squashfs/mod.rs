@@ -1,0 +1,1 @@
+//! A read-only, random-access squashfs reader over any [`crate::source::ReadAt`].

@@ -1,0 +1,1 @@
+//! SIF (Singularity Image Format) container format.
