@@ -1,6 +1,8 @@
 //! veil: a rootless runtime for SIF container images, including LUKS2-encrypted ones.
 //!
 //! Layers, dependencies pointing down: `cli -> {build, sign, launch} -> {image, crypt}
-//! -> {sif, veil_fusefs}`.
+//! -> {sif, veil_fusefs}`. `fsutil` is a leaf helper any layer may use.
 
+pub mod cli;
+pub mod fsutil;
 pub mod sif;

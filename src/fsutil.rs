@@ -1,0 +1,91 @@
+//! File helpers shared by the layers that write outputs: nothing half-written is ever
+//! left at a destination path.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The directory a path lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// A temporary file beside its destination, removed on drop unless persisted.
+pub struct TempFile {
+    path: PathBuf,
+    file: File,
+    keep: bool,
+}
+
+impl TempFile {
+    /// Creates `.<name>.veil-XXXXXXXX` in `dir` (mode 0644 before umask) for `target`.
+    pub fn new_in(dir: &Path, target: &Path) -> io::Result<TempFile> {
+        let base = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        loop {
+            let suffix = uuid::Uuid::new_v4().as_u128() as u32;
+            let path = dir.join(format!(".{base}.veil-{suffix:08x}"));
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)
+            {
+                Ok(file) => return Ok(TempFile { path, file, keep: false }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot create a file in {}: {e}", dir.display()),
+                    ));
+                }
+            }
+        }
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes the file to disk and renames it to `dest`.
+    pub fn persist(mut self, dest: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.path, dest)?;
+        self.keep = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes `dest` atomically: `fill` writes into a temporary file, which replaces `dest`
+/// only if `fill` succeeds.
+pub fn write_atomic<E>(dest: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<(), E>) -> Result<(), E>
+where
+    E: From<io::Error>,
+{
+    let tmp = TempFile::new_in(parent_dir(dest), dest)?;
+    let mut w = io::BufWriter::new(tmp.file().try_clone()?);
+    fill(&mut w)?;
+    w.flush()?;
+    drop(w);
+    tmp.persist(dest)?;
+    Ok(())
+}
