@@ -38,7 +38,13 @@ impl TempFile {
                 .mode(0o644)
                 .open(&path)
             {
-                Ok(file) => return Ok(TempFile { path, file, keep: false }),
+                Ok(file) => {
+                    return Ok(TempFile {
+                        path,
+                        file,
+                        keep: false,
+                    });
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {
                     return Err(io::Error::new(
@@ -77,7 +83,10 @@ impl Drop for TempFile {
 
 /// Writes `dest` atomically: `fill` writes into a temporary file, which replaces `dest`
 /// only if `fill` succeeds.
-pub fn write_atomic<E>(dest: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<(), E>) -> Result<(), E>
+pub fn write_atomic<E>(
+    dest: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<(), E>
 where
     E: From<io::Error>,
 {

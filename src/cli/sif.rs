@@ -10,8 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::sif::{
     Arch, CreateOptions, DataType, DeleteOptions, Editor, Extra, FINGERPRINT_LEN, FormatType,
-    FsType, HashType, Link, MessageType, NewObject, ObjectData, PartType, SbomFormat, Sif,
-    report,
+    FsType, HashType, Link, MessageType, NewObject, ObjectData, PartType, SbomFormat, Sif, report,
 };
 
 #[derive(Debug, Args)]
@@ -89,13 +88,15 @@ enum SifCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Data types: 1 Deffile, 2 EnvVar, 3 Labels, 4 Partition, 5 Signature, \
+#[command(
+    after_help = "Data types: 1 Deffile, 2 EnvVar, 3 Labels, 4 Partition, 5 Signature, \
 6 GenericJSON, 7 Generic, 8 CryptoMessage, 9 SBOM, 10 OCI root index, 11 OCI blob.
 Partition filesystems: 1 Squash, 2 Ext3, 3 ImmuObj, 4 Raw, 5 Encrypted squashfs, 6 Gocryptfs squashfs.
 Partition types: 1 System, 2 PrimSys, 3 Data, 4 Overlay.
 Architectures: 1 386, 2 amd64, 3 arm, 4 arm64, 5 ppc64, 6 ppc64le, 7 mips, 8 mipsle, \
 9 mips64, 10 mips64le, 11 s390x, 12 riscv64, 13 loong64.
-Signature hashes: 1 SHA256, 2 SHA384, 3 SHA512, 4 BLAKE2s_256, 5 BLAKE2b_256.")]
+Signature hashes: 1 SHA256, 2 SHA384, 3 SHA512, 4 BLAKE2s_256, 5 BLAKE2b_256."
+)]
 struct AddArgs {
     sif: PathBuf,
     /// File holding the object's bytes ("-" for stdin)
@@ -160,7 +161,11 @@ pub fn run(args: SifArgs) -> Result<ExitCode> {
             let img = open(&sif)?;
             let d = img.object(id).with_context(|| sif.display().to_string())?;
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&report::object_json(d))?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&report::object_json(d))?
+                )?;
             } else {
                 out.write_all(report::info_text(d).as_bytes())?;
             }
@@ -176,7 +181,10 @@ pub fn run(args: SifArgs) -> Result<ExitCode> {
         }
         SifCommand::Dump { id, sif, output } => {
             let img = open(&sif)?;
-            let d = img.object(id).with_context(|| sif.display().to_string())?.clone();
+            let d = img
+                .object(id)
+                .with_context(|| sif.display().to_string())?
+                .clone();
             let src = img.object_source(&d)?;
             match output {
                 Some(path) => crate::fsutil::write_atomic(&path, |w| copy_source(&src, w))?,
@@ -192,7 +200,10 @@ pub fn run(args: SifArgs) -> Result<ExitCode> {
             force,
         } => {
             if !force && sif.exists() {
-                bail!("{} already exists (use --force to overwrite)", sif.display());
+                bail!(
+                    "{} already exists (use --force to overwrite)",
+                    sif.display()
+                );
             }
             let id = id
                 .map(|s| {
@@ -212,14 +223,20 @@ pub fn run(args: SifArgs) -> Result<ExitCode> {
                 .with_context(|| format!("creating {}", sif.display()))?;
         }
         SifCommand::Add(a) => add(a)?,
-        SifCommand::Del { id, sif, zero, compact } => {
+        SifCommand::Del {
+            id,
+            sif,
+            zero,
+            compact,
+        } => {
             let mut ed = edit(&sif)?;
             ed.delete(id, DeleteOptions { zero, compact })
                 .with_context(|| sif.display().to_string())?;
         }
         SifCommand::Setprim { id, sif } => {
             let mut ed = edit(&sif)?;
-            ed.set_primary(id).with_context(|| sif.display().to_string())?;
+            ed.set_primary(id)
+                .with_context(|| sif.display().to_string())?;
         }
     }
     out.flush()?;
@@ -261,7 +278,8 @@ fn add(a: AddArgs) -> Result<()> {
             if !part.is_known() {
                 bail!("unknown --parttype {} (1-4)", part.code());
             }
-            let arch = Arch::from_cli_number(n).with_context(|| format!("unknown --partarch {n} (1-13)"))?;
+            let arch = Arch::from_cli_number(n)
+                .with_context(|| format!("unknown --partarch {n} (1-13)"))?;
             Extra::Partition { fs, part, arch }
         }
         DataType::Signature => {
@@ -275,17 +293,23 @@ fn add(a: AddArgs) -> Result<()> {
                 fingerprint: Some(parse_fingerprint(entity)?),
             }
         }
+        // siftool has no flags for these and leaves the fields zero; veil does the same
+        // unless they are given.
+        DataType::CryptoMessage if a.msgformat.is_none() && a.msgtype.is_none() => Extra::None,
         DataType::CryptoMessage => {
-            let format = FormatType::from_code(a.msgformat.unwrap_or(1));
-            let message = MessageType::from_code(a.msgtype.unwrap_or(0x100));
+            let format = FormatType::from_code(a.msgformat.unwrap_or(0));
+            let message = MessageType::from_code(a.msgtype.unwrap_or(0));
             if !format.is_known() || !message.is_known() {
-                bail!("unknown --msgformat/--msgtype (formats 1-2, types 256 or 512)");
+                bail!(
+                    "--msgformat must be 1 (OpenPGP) or 2 (PEM) and --msgtype 256 (clear signature) or 512 (RSA-OAEP)"
+                );
             }
             Extra::CryptoMessage { format, message }
         }
         DataType::Sbom => {
             let name = a.sbomformat.as_deref().ok_or_else(|| need("sbomformat"))?;
-            let format = SbomFormat::from_name(name).with_context(|| format!("unknown --sbomformat {name:?}"))?;
+            let format = SbomFormat::from_name(name)
+                .with_context(|| format!("unknown --sbomformat {name:?}"))?;
             Extra::Sbom { format }
         }
         _ => Extra::None,

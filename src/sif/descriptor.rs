@@ -1,7 +1,9 @@
 //! The 585-byte data object descriptor (spec/sif.md §3–4) and its typed Extra field.
 
 use super::header::cstr;
-use super::types::{Arch, DataType, FormatType, FsType, HashType, MessageType, PartType, SbomFormat};
+use super::types::{
+    Arch, DataType, FormatType, FsType, HashType, MessageType, PartType, SbomFormat,
+};
 
 pub const DESCRIPTOR_LEN: usize = 585;
 pub const NAME_LEN: usize = 128;

@@ -37,7 +37,9 @@ impl<R: ReadAt> Sif<R> {
     pub fn open(src: R) -> Result<Self> {
         let file_len = src.len();
         if file_len < HEADER_LEN as u64 {
-            return Err(SifError::NotSif("file is shorter than the 128-byte SIF header"));
+            return Err(SifError::NotSif(
+                "file is shorter than the 128-byte SIF header",
+            ));
         }
         let mut hb = [0u8; HEADER_LEN];
         src.read_exact_at(&mut hb, 0)?;
@@ -64,7 +66,9 @@ impl<R: ReadAt> Sif<R> {
     /// The used descriptor with this ID.
     pub fn object(&self, id: u32) -> Result<&Descriptor> {
         if id == 0 {
-            return Err(SifError::Invalid("object ID 0 does not exist (IDs start at 1)".into()));
+            return Err(SifError::Invalid(
+                "object ID 0 does not exist (IDs start at 1)".into(),
+            ));
         }
         self.objects()
             .find(|d| d.id == id)
@@ -113,7 +117,11 @@ impl<R: ReadAt + Clone> Sif<R> {
     /// The object's bytes as a source of their own, without copying: this is how a
     /// partition reaches the squashfs reader or the LUKS2 layer.
     pub fn object_source(&self, d: &Descriptor) -> Result<Slice<R>> {
-        Ok(Slice::new(self.src.clone(), d.offset as u64, d.size as u64)?)
+        Ok(Slice::new(
+            self.src.clone(),
+            d.offset as u64,
+            d.size as u64,
+        )?)
     }
 }
 
@@ -157,7 +165,9 @@ fn read_table<R: ReadAt>(src: &R, h: &Header, file_len: u64) -> Result<Vec<Descr
     }
     match (h.data_offset as u64).checked_add(h.data_size as u64) {
         Some(end) if h.data_size >= 0 && end <= file_len => {}
-        _ if h.data_size < 0 => return Err(malformed(format!("negative data size {}", h.data_size))),
+        _ if h.data_size < 0 => {
+            return Err(malformed(format!("negative data size {}", h.data_size)));
+        }
         _ => {
             return Err(malformed(format!(
                 "truncated: the data section should end at byte {} but the file has {file_len}",
@@ -209,7 +219,11 @@ fn validate_objects(h: &Header, slots: &[Descriptor], file_len: u64) -> Result<(
                 d.id
             )));
         }
-        if let Extra::Partition { part: PartType::PrimSys, .. } = d.extra() {
+        if let Extra::Partition {
+            part: PartType::PrimSys,
+            ..
+        } = d.extra()
+        {
             primaries += 1;
         }
         if d.size > 0 {
@@ -217,12 +231,17 @@ fn validate_objects(h: &Header, slots: &[Descriptor], file_len: u64) -> Result<(
         }
     }
     if primaries > 1 {
-        return Err(malformed(format!("{primaries} primary system partitions (at most one is allowed)")));
+        return Err(malformed(format!(
+            "{primaries} primary system partitions (at most one is allowed)"
+        )));
     }
     ranges.sort_unstable();
     for w in ranges.windows(2) {
         if w[1].0 < w[0].1 {
-            return Err(malformed(format!("objects {} and {} overlap", w[0].2, w[1].2)));
+            return Err(malformed(format!(
+                "objects {} and {} overlap",
+                w[0].2, w[1].2
+            )));
         }
     }
     Ok(())

@@ -17,7 +17,9 @@ pub use error::{Result, SifError};
 pub use header::{DEFAULT_LAUNCH_SCRIPT, GO_ZERO_TIME, HEADER_LEN, Header};
 pub use image::{MAX_DESCRIPTORS, Sif};
 pub use types::{Arch, DataType, FormatType, FsType, HashType, MessageType, PartType, SbomFormat};
-pub use writer::{DEFAULT_DESCRIPTORS, CreateOptions, DeleteOptions, Editor, NewObject, ObjectData, create};
+pub use writer::{
+    CreateOptions, DEFAULT_DESCRIPTORS, DeleteOptions, Editor, NewObject, ObjectData, create,
+};
 
 /// Fuzzing entry point: parse arbitrary bytes as a SIF and touch everything a reader
 /// would. Shared by the cargo-fuzz target and the corpus replay test.

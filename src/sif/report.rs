@@ -106,7 +106,8 @@ const RULE: &str = "------------------------------------------------------------
 
 /// `siftool list`.
 pub fn list_text<'a>(objects: impl Iterator<Item = &'a Descriptor>) -> String {
-    let mut out = format!("{RULE}\nID   |GROUP   |LINK    |SIF POSITION (start-end)  |TYPE\n{RULE}\n");
+    let mut out =
+        format!("{RULE}\nID   |GROUP   |LINK    |SIF POSITION (start-end)  |TYPE\n{RULE}\n");
     for d in objects {
         let group = match d.group() {
             0 => "NONE".to_string(),
@@ -189,7 +190,11 @@ pub fn hex_upper(b: &[u8]) -> String {
 }
 
 fn time_json(t: i64) -> Value {
-    if t == GO_ZERO_TIME { Value::Null } else { json!(t) }
+    if t == GO_ZERO_TIME {
+        Value::Null
+    } else {
+        json!(t)
+    }
 }
 
 /// The header as JSON. Times are unix seconds, `null` for the Go zero time.

@@ -250,7 +250,10 @@ mod tests {
         assert_eq!(DataType::from_code(0x4010).code(), 0x4010);
         assert_eq!(FsType::from_code(5).name(), "Encrypted squashfs");
         assert_eq!(PartType::PrimSys.name(), "*System");
-        assert_eq!(SbomFormat::from_name("spdx-yaml"), Some(SbomFormat::SpdxYaml));
+        assert_eq!(
+            SbomFormat::from_name("spdx-yaml"),
+            Some(SbomFormat::SpdxYaml)
+        );
         assert_eq!(SbomFormat::from_code(99).name(), "unknown");
     }
 

@@ -222,11 +222,13 @@ impl Editor {
             .unwrap_or(self.header.data_offset)
             .max(self.header.data_offset);
         self.header.data_size = data_end - self.header.data_offset;
-        let alignment = obj.alignment.unwrap_or(if obj.data_type == DataType::Partition {
-            PARTITION_ALIGNMENT
-        } else {
-            0
-        });
+        let alignment = obj
+            .alignment
+            .unwrap_or(if obj.data_type == DataType::Partition {
+                PARTITION_ALIGNMENT
+            } else {
+                0
+            });
         let offset = next_aligned(data_end as u64, alignment)?;
 
         let wants_digest = matches!(obj.data_type, DataType::OciRootIndex | DataType::OciBlob)
@@ -265,7 +267,12 @@ impl Editor {
                 None => obj.extra.encode(),
             },
         };
-        if let Extra::Partition { part: PartType::PrimSys, arch, .. } = obj.extra {
+        if let Extra::Partition {
+            part: PartType::PrimSys,
+            arch,
+            ..
+        } = obj.extra
+        {
             self.header.arch = arch;
         }
         self.header.descriptors_free -= 1;
@@ -298,10 +305,14 @@ impl Editor {
         }
         match obj.link {
             Link::Object(id) if id & GROUP_MASK == GROUP_MASK => {
-                return Err(SifError::Invalid(format!("link to object ID {id} is out of range")));
+                return Err(SifError::Invalid(format!(
+                    "link to object ID {id} is out of range"
+                )));
             }
             Link::Group(g) if g > MAX_GROUP => {
-                return Err(SifError::Invalid(format!("link to group {g} is out of range")));
+                return Err(SifError::Invalid(format!(
+                    "link to group {g} is out of range"
+                )));
             }
             _ => {}
         }
@@ -312,7 +323,9 @@ impl Editor {
         }
         if let Extra::Partition { part, arch, .. } = obj.extra {
             if obj.data_type != DataType::Partition {
-                return Err(SifError::Invalid("partition metadata on a non-partition object".into()));
+                return Err(SifError::Invalid(
+                    "partition metadata on a non-partition object".into(),
+                ));
             }
             if !arch.is_known() {
                 return Err(SifError::Invalid(format!(
@@ -333,7 +346,12 @@ impl Editor {
 
     /// Copies the object's bytes to `offset`; returns their length and, when asked, their
     /// OCI digest (`sha256:<hex>`), computed while streaming as the reference writer does.
-    fn write_data(&self, offset: u64, data: ObjectData<'_>, digest: bool) -> Result<(u64, Option<String>)> {
+    fn write_data(
+        &self,
+        offset: u64,
+        data: ObjectData<'_>,
+        digest: bool,
+    ) -> Result<(u64, Option<String>)> {
         let mut hasher = digest.then(Sha256::new);
         let n = match data {
             ObjectData::Bytes(mut b) => copy_at(&mut b, &self.file, offset, hasher.as_mut())?,
@@ -347,7 +365,10 @@ impl Editor {
         };
         let digest = hasher.map(|h| {
             let d = h.finalize();
-            format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            format!(
+                "sha256:{}",
+                d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
         });
         Ok((n, digest))
     }
@@ -390,7 +411,10 @@ impl Editor {
             Extra::Partition { fs, part, arch } => (fs, part, arch),
             _ => return Err(SifError::NotPartition(id)),
         };
-        if part != PartType::System && part != PartType::PrimSys {
+        if part == PartType::PrimSys {
+            return Ok(()); // already primary: nothing changes, not even the times
+        }
+        if part != PartType::System {
             return Err(SifError::NotSystemPartition(id));
         }
         let t = self.op_time();
@@ -398,14 +422,23 @@ impl Editor {
             let d = &self.slots[i];
             if i != slot && d.used && is_primary(d) {
                 if let Extra::Partition { fs, arch, .. } = d.extra() {
-                    let demoted = Extra::Partition { fs, part: PartType::System, arch };
+                    let demoted = Extra::Partition {
+                        fs,
+                        part: PartType::System,
+                        arch,
+                    };
                     self.slots[i].extra = demoted.encode();
                     self.slots[i].modified_at = t;
                     self.write_slot(i)?;
                 }
             }
         }
-        self.slots[slot].extra = Extra::Partition { fs, part: PartType::PrimSys, arch }.encode();
+        self.slots[slot].extra = Extra::Partition {
+            fs,
+            part: PartType::PrimSys,
+            arch,
+        }
+        .encode();
         self.slots[slot].modified_at = t;
         self.write_slot(slot)?;
         self.header.arch = arch;
@@ -434,7 +467,13 @@ impl Editor {
 }
 
 fn is_primary(d: &Descriptor) -> bool {
-    matches!(d.extra(), Extra::Partition { part: PartType::PrimSys, .. })
+    matches!(
+        d.extra(),
+        Extra::Partition {
+            part: PartType::PrimSys,
+            ..
+        }
+    )
 }
 
 /// `x` rounded up to a multiple of `a` (unchanged when `a` is 0).

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what building and testing veil needs on Debian or Ubuntu, then makes sure a
+# Rust toolchain (1.85 or newer, for edition 2024) is on PATH.
+#
+# RHEL family (Rocky, Alma, RHEL 9, with EPEL enabled) equivalents:
+#   dnf install gcc make pkgconf-pkg-config squashfs-tools squashfuse fuse3 cryptsetup \
+#       python3 python3-cryptography python3-argon2-cffi busybox gnupg2 openssl attr \
+#       util-linux shadow-utils
+#   siftool is not packaged there: build it from Sylabs' sif repository with Go.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+packages=(
+  build-essential pkg-config   # C compiler for the bundled libdeflate, zstd and xz sources
+  siftool                      # Sylabs' reference SIF tool: interop tests
+  squashfs-tools squashfuse    # mksquashfs/unsquashfs: fixtures and checks; squashfuse_ll: benchmark anchor
+  fuse3                        # /dev/fuse, fusermount3
+  cryptsetup-bin               # LUKS2 interop (no device-mapper needed)
+  python3 python3-cryptography python3-argon2  # shared/interop scripts
+  busybox-static               # a tiny rootfs for container tests
+  gnupg openssl                # signature and crypto cross-checks
+  attr                         # setfattr/getfattr: xattr fixtures
+  uidmap util-linux            # newuidmap/newgidmap, unshare
+  curl ca-certificates git
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  case "$p" in \#*) continue ;; esac
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# /dev/fuse must exist and be usable by unprivileged users for rootless runs.
+if [ ! -e /dev/fuse ]; then
+  $SUDO mknod -m 0666 /dev/fuse c 10 229 || echo "warning: could not create /dev/fuse"
+elif [ "$(stat -c %a /dev/fuse)" != "666" ]; then
+  $SUDO chmod 0666 /dev/fuse || echo "warning: could not make /dev/fuse accessible"
+fi
+
+# Rust: use the one on PATH if it is new enough, else install rustup's stable toolchain.
+if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+need_rust=1
+if command -v cargo >/dev/null 2>&1; then
+  v=$(rustc --version | awk '{print $2}')
+  if [ "$(printf '%s\n1.85.0\n' "$v" | sort -V | head -1)" = "1.85.0" ]; then need_rust=0; fi
+fi
+if [ "$need_rust" -eq 1 ]; then
+  echo "installing the Rust toolchain with rustup"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+  . "$HOME/.cargo/env"
+fi
