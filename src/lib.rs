@@ -5,4 +5,5 @@
 
 pub mod cli;
 pub mod fsutil;
+pub mod launch;
 pub mod sif;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod run;
 mod sif;
 
 /// Rootless runtime for SIF containers, including LUKS2-encrypted ones.
@@ -17,6 +18,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the image's runscript
+    Run(run::RunArgs),
+    /// Run a command in the image
+    Exec(run::RunArgs),
+    /// Start an interactive shell in the image
+    Shell(run::ShellArgs),
+    /// Run the image's test script
+    Test(run::RunArgs),
     /// Inspect and edit SIF files (siftool-compatible)
     Sif(sif::SifArgs),
 }
@@ -25,6 +34,10 @@ enum Command {
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(a) => run::run(crate::launch::Action::Run, a, None),
+        Command::Exec(a) => run::run(crate::launch::Action::Exec, a, None),
+        Command::Shell(a) => run::shell(a),
+        Command::Test(a) => run::run(crate::launch::Action::Test, a, None),
         Command::Sif(args) => sif::run(args),
     }
 }

@@ -1,0 +1,144 @@
+//! `veil run | exec | shell | test`: the container actions, with Apptainer's flags.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::launch::{self, Action, LaunchSpec, Options, RootSource, binds, env};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Bind a host path: src[:dst[:ro|rw]], comma-separated or repeated (also APPTAINER_BIND / SINGULARITY_BIND / VEIL_BIND)
+    #[arg(short = 'B', long = "bind", value_name = "SPEC")]
+    bind: Vec<String>,
+    /// Use minimal /dev and empty /tmp, /var/tmp and home instead of the host's
+    #[arg(short = 'c', long)]
+    contain: bool,
+    /// --contain plus --cleanenv and a PID namespace
+    #[arg(short = 'C', long)]
+    containall: bool,
+    /// Do not mount the home directory
+    #[arg(long)]
+    no_home: bool,
+    /// Home directory: src[:dst] (default: your home, at the same path)
+    #[arg(short = 'H', long, value_name = "SPEC")]
+    home: Option<String>,
+    /// Initial working directory inside the container
+    #[arg(long, value_name = "DIR")]
+    pwd: Option<PathBuf>,
+    /// Do not pass the host environment (except TERM, LANG, LC_*, TZ, DISPLAY)
+    #[arg(short = 'e', long)]
+    cleanenv: bool,
+    /// Set variables: NAME=VALUE, comma-separated or repeated
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Read NAME=VALUE lines from a file
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Let the container write to its root, into memory that vanishes at exit
+    #[arg(long)]
+    writable_tmpfs: bool,
+    /// Run in a new PID namespace (a private /proc)
+    #[arg(short = 'p', long)]
+    pid: bool,
+    /// Run in a new UTS namespace (own hostname)
+    #[arg(long)]
+    uts: bool,
+    /// Hostname inside the container (implies --uts)
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Be root inside the container (uid 0, mapped to you)
+    #[arg(short = 'f', long)]
+    fakeroot: bool,
+    /// The image: a SIF file, a squashfs file, or a sandbox directory
+    image: String,
+    /// Arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The shell to start (default: /bin/bash if present, else /bin/sh)
+    #[arg(short = 's', long)]
+    shell: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn env_var(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| std::env::var(n).ok()).filter(|v| !v.is_empty())
+}
+
+fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
+    let mut bind_specs = Vec::new();
+    // Environment binds first, as the peers: they apply before the command line's.
+    if let Some(list) = env_var(&["VEIL_BIND", "APPTAINER_BIND", "SINGULARITY_BIND"]) {
+        bind_specs.extend(binds::parse_list(&list)?);
+    }
+    for b in &a.bind {
+        bind_specs.extend(binds::parse_list(b)?);
+    }
+    let mut env_pairs = Vec::new();
+    for f in &a.env_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("--env-file {}", f.display()))?;
+        env_pairs.extend(env::parse_env_file(&text, &f.display().to_string())?);
+    }
+    for e in &a.env {
+        env_pairs.extend(env::parse_env_flag(e)?);
+    }
+    let home = match &a.home {
+        None => None,
+        Some(spec) => {
+            let (src, dst) = spec.split_once(':').unwrap_or((spec.as_str(), spec.as_str()));
+            if !dst.starts_with('/') {
+                bail!("--home {spec:?}: the destination must be an absolute path");
+            }
+            Some((PathBuf::from(src), PathBuf::from(dst)))
+        }
+    };
+    Ok(Options {
+        binds: bind_specs,
+        contain: a.contain || a.containall,
+        cleanenv: a.cleanenv || a.containall,
+        no_home: a.no_home,
+        home,
+        pwd: a.pwd.clone(),
+        env: env_pairs,
+        writable_tmpfs: a.writable_tmpfs,
+        pid: a.pid || a.containall,
+        uts: a.uts || a.hostname.is_some(),
+        hostname: a.hostname.clone(),
+        fakeroot: a.fakeroot,
+        shell,
+    })
+}
+
+fn root_source(image: &str) -> Result<RootSource> {
+    let p = PathBuf::from(image);
+    let meta = std::fs::metadata(&p).with_context(|| format!("image {image}"))?;
+    if meta.is_dir() {
+        return Ok(RootSource::Directory(p));
+    }
+    bail!("{image}: running SIF and squashfs images needs the FUSE server, which is not built yet; sandbox directories work")
+}
+
+pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode> {
+    let options = options(&a, shell)?;
+    let spec = LaunchSpec {
+        action,
+        image_name: a.image.clone(),
+        root: root_source(&a.image)?,
+        args: a.args,
+        options,
+    };
+    let code = launch::launch(spec)?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+pub fn shell(a: ShellArgs) -> Result<ExitCode> {
+    run(Action::Shell, a.run, a.shell)
+}

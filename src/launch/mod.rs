@@ -1,0 +1,327 @@
+//! The rootless launcher: user namespace, mount namespace, session assembly, binds,
+//! exec, signals.
+//!
+//! Process model:
+//! 1. The launcher enters new user and mount namespaces, mounts a staging tmpfs, and
+//!    mounts the image's root in it (a sandbox directory is bound; a squashfs is served
+//!    by the launcher's own FUSE threads).
+//! 2. It forks the container process *before* starting any thread. The child waits
+//!    until the image is being served, takes a mount namespace of its own, applies the
+//!    mount plan (`plan` says what, `sys` does it), pivots into the container root,
+//!    sets no_new_privs and a parent-death signal, and `exec`s the action.
+//! 3. The launcher forwards signals, waits, and exits with the container's status.
+//!    Everything it mounted lives only in its namespaces, so it vanishes with them.
+
+pub mod action;
+pub mod binds;
+pub mod env;
+pub mod error;
+pub mod identity;
+pub mod plan;
+mod process;
+mod sys;
+mod userns;
+
+use std::ffi::{CString, OsString};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, open};
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigmaskHow, Signal, sigprocmask};
+use nix::sys::stat::Mode;
+use nix::unistd::{ForkResult, fork, pipe2};
+
+pub use action::Action;
+pub use error::{LaunchError, Result};
+use error::SysContext;
+use identity::Identity;
+
+/// Where the image's root filesystem comes from.
+#[derive(Debug)]
+pub enum RootSource {
+    /// A sandbox directory on the host, used read-only.
+    Directory(PathBuf),
+}
+
+/// Everything `run`, `exec`, `shell` and `test` take.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    pub binds: Vec<binds::BindSpec>,
+    pub contain: bool,
+    pub cleanenv: bool,
+    pub no_home: bool,
+    /// `--home src[:dst]`.
+    pub home: Option<(PathBuf, PathBuf)>,
+    pub pwd: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub writable_tmpfs: bool,
+    pub pid: bool,
+    pub uts: bool,
+    pub hostname: Option<String>,
+    pub fakeroot: bool,
+    pub shell: Option<String>,
+}
+
+pub struct LaunchSpec {
+    pub action: Action,
+    /// The image as the user named it (for APPTAINER_CONTAINER).
+    pub image_name: String,
+    pub root: RootSource,
+    pub args: Vec<OsString>,
+    pub options: Options,
+}
+
+/// Staging directory in the launcher's mount namespace: a tmpfs covers the host's /tmp
+/// there (only there), and the child pivots into it. /tmp exists on every Linux system.
+const STAGE: &str = "/tmp";
+
+/// Runs the container and returns its exit status.
+pub fn launch(spec: LaunchSpec) -> Result<i32> {
+    userns::check_kernel()?;
+    let o = &spec.options;
+    let id = Identity::current(o.fakeroot);
+
+    // Everything the child needs is computed here, before any namespace or thread.
+    let (home_src, home_dst) = match &o.home {
+        Some((src, dst)) => (
+            Some(src.canonicalize().map_err(|_| LaunchError::BindSource(src.display().to_string()))?),
+            dst.clone(),
+        ),
+        None => {
+            let host_home = PathBuf::from(&id.host_home);
+            let dst = if o.fakeroot { PathBuf::from("/root") } else { host_home.clone() };
+            (host_home.canonicalize().ok(), dst)
+        }
+    };
+    let host_cwd = std::env::current_dir().ok().and_then(|p| p.canonicalize().ok());
+    let (image_passwd, image_group) = match &spec.root {
+        RootSource::Directory(dir) => (
+            read_in_root(dir, "etc/passwd"),
+            read_in_root(dir, "etc/group"),
+        ),
+    };
+    let home_str = home_dst.to_string_lossy().into_owned();
+    let req = plan::MountRequest {
+        direct_root: false,
+        writable_tmpfs: o.writable_tmpfs,
+        contain: o.contain,
+        no_home: o.no_home,
+        pid_namespace: o.pid,
+        home_src,
+        home_dst: home_dst.clone(),
+        cwd: host_cwd.clone(),
+        binds: o.binds.clone(),
+        passwd: identity::passwd(image_passwd.as_deref(), &id, &home_str).into_bytes(),
+        group: identity::group(image_group.as_deref(), &id).into_bytes(),
+        resolv_conf: host_file("/etc/resolv.conf"),
+        hosts: host_file("/etc/hosts"),
+        localtime: host_file("/etc/localtime"),
+    };
+    let steps = plan::build(&req);
+    let root = PathBuf::from(plan::root_dir(&req));
+    if std::env::var_os("VEIL_DEBUG").is_some() {
+        for s in &steps {
+            eprintln!("veil: plan: {s:?}");
+        }
+    }
+
+    let env = env::compute(&env::EnvRequest {
+        host: std::env::vars_os().collect(),
+        cleanenv: o.cleanenv,
+        cli: o.env.clone(),
+        home: home_str.clone(),
+        user: if o.fakeroot { "root".into() } else { id.name.clone() },
+        container: spec.image_name.clone(),
+        container_name: Path::new(&spec.image_name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    })?;
+    let argv = action::build(spec.action, &spec.args, &env, o.shell.as_deref())?;
+    // The container starts in --pwd, else the working directory if it is visible inside,
+    // else the home directory.
+    let start_dir = o.pwd.clone().or_else(|| if o.contain { None } else { host_cwd.clone() });
+    let start_dirs: Vec<CString> = [start_dir, Some(home_dst), Some(PathBuf::from("/"))]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
+        .collect();
+    let hostname = o.hostname.clone().or_else(|| o.uts.then(|| "veil".to_string()));
+
+    let old_mask = process::block_signals().ctx(|| "blocking signals".into())?;
+    let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
+
+    userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid, o.pid)?;
+    stage(&spec.root)?;
+    // The launcher may hold secrets (issue: encrypted images): no core dumps, no ptrace
+    // by other processes of the user. Set after the id maps, which need a dumpable writer.
+    let _ = nix::sys::prctl::set_dumpable(false);
+
+    // SAFETY: no other thread exists yet (the FUSE server starts after the fork), so the
+    // child is a complete copy of a single-threaded process and may do anything.
+    match unsafe { fork() }.ctx(|| "fork".into())? {
+        ForkResult::Child => {
+            drop(go_w);
+            drop(err_r);
+            let err = child(ChildSetup {
+                go: go_r,
+                old_mask,
+                hostname,
+                uts: o.uts || o.hostname.is_some(),
+                pid_ns: o.pid,
+                steps: &steps,
+                root: &root,
+                start_dirs: &start_dirs,
+                argv: &argv,
+            });
+            let mut w = fs::File::from(err_w);
+            let _ = w.write_all(err.to_string().as_bytes());
+            // SAFETY: _exit is always safe; it skips destructors and atexit handlers that
+            // belong to the parent's state.
+            unsafe { libc::_exit(255) }
+        }
+        ForkResult::Parent { child } => {
+            drop(go_r);
+            drop(err_w);
+            // (The FUSE server will start here, before the child is released.)
+            fs::File::from(go_w).write_all(b"g")?;
+            let mut msg = String::new();
+            let _ = fs::File::from(err_r).read_to_string(&mut msg);
+            if !msg.is_empty() {
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(LaunchError::Child(msg));
+            }
+            Ok(process::supervise(child))
+        }
+    }
+}
+
+/// The staging tmpfs with the image root mounted at `.image` and an empty `.host`.
+fn stage(root: &RootSource) -> Result<()> {
+    // Nothing we mount may propagate back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .ctx(|| "making the mount namespace private".into())?;
+    // Opened in the new namespace (a bind source must belong to it) and before the
+    // staging tmpfs covers /tmp, where the directory may live.
+    let root_fd: OwnedFd = match root {
+        RootSource::Directory(dir) => open(
+            dir.as_path(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("opening {}", dir.display()))?,
+    };
+    mount(Some("veil"), STAGE, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))
+        .ctx(|| "mounting the staging tmpfs".into())?;
+    for d in [".host", ".image"] {
+        fs::create_dir(Path::new(STAGE).join(d))?;
+    }
+    let image = Path::new(STAGE).join(".image");
+    let src = format!("/proc/self/fd/{}", root_fd.as_raw_fd());
+    mount(Some(src.as_str()), &image, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .ctx(|| "binding the image directory".into())?;
+    sys::remount_readonly(&image).ctx(|| "making the image read-only".into())?;
+    Ok(())
+}
+
+struct ChildSetup<'a> {
+    go: OwnedFd,
+    old_mask: nix::sys::signal::SigSet,
+    hostname: Option<String>,
+    uts: bool,
+    pid_ns: bool,
+    steps: &'a [plan::Step],
+    root: &'a Path,
+    start_dirs: &'a [CString],
+    argv: &'a action::ActionArgv,
+}
+
+/// The container process: returns only on failure.
+fn child(s: ChildSetup<'_>) -> LaunchError {
+    match child_setup(s) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
+    // Die with the launcher, whatever kills it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+    let mut go = [0u8; 1];
+    if fs::File::from(s.go).read(&mut go)? != 1 {
+        // The launcher gave up (its error is reported there).
+        // SAFETY: see the fork above.
+        unsafe { libc::_exit(1) }
+    }
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if s.uts {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    unshare(flags).ctx(|| "creating the container's mount namespace".into())?;
+    nix::unistd::pivot_root(STAGE, &Path::new(STAGE).join(".host")).ctx(|| "entering the staging area".into())?;
+    nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
+    sys::apply(s.steps, s.root)?;
+    sys::pivot_into(s.root)?;
+    if let Some(h) = &s.hostname {
+        nix::unistd::sethostname(h).ctx(|| format!("setting the hostname to {h}"))?;
+    }
+    if s.pid_ns {
+        become_init()?;
+    }
+    for d in s.start_dirs {
+        if nix::unistd::chdir(d.as_c_str()).is_ok() {
+            break;
+        }
+    }
+    nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&s.old_mask), None).ctx(|| "restoring the signal mask".into())?;
+    let sh = CString::new("/bin/sh").expect("no NUL");
+    let has_shell = nix::unistd::access(sh.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok();
+    match (&s.argv.direct, has_shell) {
+        (Some((argv, envp)), false) => {
+            let e = nix::unistd::execvpe(&argv[0], argv, envp).unwrap_err();
+            Err(LaunchError::Invalid(format!("cannot run {}: {e}", argv[0].to_string_lossy())))
+        }
+        (None, false) => Err(LaunchError::Invalid(
+            "the image has no /bin/sh, so only `exec` of a program works".into(),
+        )),
+        (_, true) => {
+            let (argv, envp) = &s.argv.with_shell;
+            let e = nix::unistd::execve(&argv[0], argv, envp).unwrap_err();
+            Err(LaunchError::Invalid(format!("cannot run /bin/sh in the image: {e}")))
+        }
+    }
+}
+
+/// In a PID namespace the child is PID 1, which the kernel shields from signals it does
+/// not handle. So it forks: the grandchild runs the action, and PID 1 reaps orphans and
+/// forwards signals until the action ends, then exits with its status.
+fn become_init() -> Result<()> {
+    // SAFETY: single-threaded (the child never started threads).
+    match unsafe { fork() }.ctx(|| "fork".into())? {
+        ForkResult::Child => Ok(()),
+        ForkResult::Parent { child } => {
+            let code = process::supervise_as_init(child);
+            // SAFETY: exit without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// A file inside a sandbox directory, read with the image's symlinks resolved inside it.
+fn read_in_root(root: &Path, rel: &str) -> Option<String> {
+    let p = sys::resolve_in_root(root, Path::new(rel)).ok()?;
+    fs::read_to_string(p).ok()
+}
+
+/// The canonical path of a host file, if it exists (symlinks such as
+/// /etc/resolv.conf -> /run/... are resolved on the host, where they mean something).
+fn host_file(p: &str) -> Option<PathBuf> {
+    Path::new(p).canonicalize().ok().filter(|c| c.is_file())
+}

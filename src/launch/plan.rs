@@ -1,0 +1,308 @@
+//! The container's mount plan: which mounts, in which order, and why. Building it is
+//! pure (unit-tested without privileges); `sys` applies it in the container process.
+//!
+//! Where things are while the plan runs (the container process has pivoted into the
+//! launcher's staging tmpfs):
+//!
+//! | path | what |
+//! |---|---|
+//! | `/.host` | the host's root, for bind sources |
+//! | `/.image` | the image's root (FUSE, kernel squashfs, or a bound sandbox directory) |
+//! | `/.session` | a tmpfs for generated files, contained home/tmp, overlay layers |
+//! | `/.root` | the container's root as it is assembled (an overlay), or `/.image` itself |
+
+use std::path::{Path, PathBuf};
+
+use super::binds::{BindSpec, clean};
+
+pub const HOST: &str = "/.host";
+pub const IMAGE: &str = "/.image";
+pub const SESSION: &str = "/.session";
+pub const OVERLAY_ROOT: &str = "/.root";
+
+/// What a step mounts over or creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A fresh tmpfs (nosuid, nodev).
+    Tmpfs { dst: PathBuf, mode: u32 },
+    /// A directory in the session tmpfs (or any writable place).
+    Mkdir { path: PathBuf, mode: u32 },
+    /// A file with generated contents in the session tmpfs.
+    WriteFile { path: PathBuf, contents: Vec<u8> },
+    /// An overlay of `/.image` with its upper layer in the session tmpfs, so mount points
+    /// can be added (and, with --writable-tmpfs, files written) without touching the image.
+    Overlay { dst: PathBuf },
+    /// A bind mount onto a path inside the container root. The mount point is resolved
+    /// inside the root (symlinks in the image are followed as the container would) and
+    /// created when missing and the root allows it.
+    /// A session bind whose mount point cannot be made (a read-only root, or a directory
+    /// of the image the user may not write) is skipped with a warning, as Apptainer does;
+    /// a `--bind` the user asked for is `required` and fails instead.
+    Bind { src: PathBuf, dst: PathBuf, recursive: bool, readonly: bool, file: bool, required: bool, why: &'static str },
+    /// A new procfs (with a PID namespace).
+    Proc { dst: PathBuf },
+    /// A private devpts instance.
+    Devpts { dst: PathBuf },
+    /// A symlink inside the container root.
+    Symlink { target: PathBuf, link: PathBuf },
+    /// Remount the container root read-only (it is an overlay that let us add mount points).
+    RemountRootReadOnly,
+}
+
+/// What the user asked for, as far as mounts are concerned.
+#[derive(Debug, Clone, Default)]
+pub struct MountRequest {
+    /// The root is the image mount itself (FUSE with synthetic mount points, no overlay).
+    pub direct_root: bool,
+    pub writable_tmpfs: bool,
+    pub contain: bool,
+    pub no_home: bool,
+    pub pid_namespace: bool,
+    /// Host home (canonical) and where it appears inside.
+    pub home_src: Option<PathBuf>,
+    pub home_dst: PathBuf,
+    /// Host working directory (canonical), bound when not contained.
+    pub cwd: Option<PathBuf>,
+    pub binds: Vec<BindSpec>,
+    pub passwd: Vec<u8>,
+    pub group: Vec<u8>,
+    /// Host files to bind over `/etc/...`, canonical, when they exist.
+    pub resolv_conf: Option<PathBuf>,
+    pub hosts: Option<PathBuf>,
+    pub localtime: Option<PathBuf>,
+}
+
+/// The container root's path while the plan runs.
+pub fn root_dir(req: &MountRequest) -> &'static str {
+    if req.direct_root && !req.writable_tmpfs { IMAGE } else { OVERLAY_ROOT }
+}
+
+fn host(p: &Path) -> PathBuf {
+    Path::new(HOST).join(p.strip_prefix("/").unwrap_or(p))
+}
+
+fn under(root: &str, p: &Path) -> PathBuf {
+    Path::new(root).join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// True when `p` is `base` or inside it.
+fn is_within(p: &Path, base: &Path) -> bool {
+    p.starts_with(base)
+}
+
+pub fn build(req: &MountRequest) -> Vec<Step> {
+    let mut steps = vec![Step::Tmpfs { dst: SESSION.into(), mode: 0o755 }];
+    let root = root_dir(req);
+    if root == OVERLAY_ROOT {
+        steps.push(Step::Mkdir { path: format!("{SESSION}/upper").into(), mode: 0o755 });
+        steps.push(Step::Mkdir { path: format!("{SESSION}/work").into(), mode: 0o755 });
+        steps.push(Step::Mkdir { path: OVERLAY_ROOT.into(), mode: 0o755 });
+        steps.push(Step::Overlay { dst: OVERLAY_ROOT.into() });
+    }
+    let r = |p: &str| under(root, Path::new(p));
+    let bind = |src: PathBuf, dst: &Path, file: bool, why: &'static str| Step::Bind {
+        src,
+        dst: under(root, dst),
+        recursive: true,
+        readonly: false,
+        file,
+        required: false,
+        why,
+    };
+
+    // /proc and /sys: the host's, or a private /proc in a PID namespace.
+    if req.pid_namespace {
+        steps.push(Step::Proc { dst: r("/proc") });
+    } else {
+        steps.push(bind(host(Path::new("/proc")), Path::new("/proc"), false, "/proc"));
+    }
+    steps.push(bind(host(Path::new("/sys")), Path::new("/sys"), false, "/sys"));
+
+    // /dev: the host's, or a minimal one when contained.
+    if req.contain {
+        steps.push(Step::Tmpfs { dst: r("/dev"), mode: 0o755 });
+        for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let p = format!("/dev/{dev}");
+            steps.push(bind(host(Path::new(&p)), Path::new(&p), true, "minimal /dev"));
+        }
+        steps.push(Step::Tmpfs { dst: r("/dev/shm"), mode: 0o1777 });
+        steps.push(Step::Devpts { dst: r("/dev/pts") });
+        steps.push(Step::Symlink { target: "pts/ptmx".into(), link: r("/dev/ptmx") });
+        steps.push(Step::Symlink { target: "/proc/self/fd".into(), link: r("/dev/fd") });
+        for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+            steps.push(Step::Symlink { target: format!("/proc/self/fd/{i}").into(), link: r(&format!("/dev/{name}")) });
+        }
+    } else {
+        steps.push(bind(host(Path::new("/dev")), Path::new("/dev"), false, "/dev"));
+    }
+
+    // Temporary directories.
+    for t in ["/tmp", "/var/tmp"] {
+        if req.contain {
+            let s = PathBuf::from(format!("{SESSION}{t}"));
+            steps.push(Step::Mkdir { path: s.clone(), mode: 0o1777 });
+            steps.push(bind(s, Path::new(t), false, "contained temporary directory"));
+        } else {
+            steps.push(bind(host(Path::new(t)), Path::new(t), false, "temporary directory"));
+        }
+    }
+
+    // Home.
+    let mut bound: Vec<PathBuf> = vec!["/tmp".into(), "/var/tmp".into()];
+    if !req.no_home {
+        match (&req.home_src, req.contain) {
+            (Some(src), false) => {
+                steps.push(bind(host(src), &req.home_dst, false, "home directory"));
+            }
+            _ => {
+                let s = PathBuf::from(format!("{SESSION}/home"));
+                steps.push(Step::Mkdir { path: s.clone(), mode: 0o755 });
+                steps.push(bind(s, &req.home_dst, false, "contained home directory"));
+            }
+        }
+        bound.push(req.home_dst.clone());
+    }
+
+    // Host files the network and the clock need.
+    for (src, dst) in [
+        (&req.resolv_conf, "/etc/resolv.conf"),
+        (&req.hosts, "/etc/hosts"),
+        (&req.localtime, "/etc/localtime"),
+    ] {
+        if let Some(src) = src {
+            steps.push(bind(host(src), Path::new(dst), true, "host configuration"));
+        }
+    }
+
+    // Identity.
+    for (name, contents) in [("passwd", &req.passwd), ("group", &req.group)] {
+        let s = PathBuf::from(format!("{SESSION}/{name}"));
+        steps.push(Step::WriteFile { path: s.clone(), contents: contents.clone() });
+        steps.push(bind(s, Path::new(&format!("/etc/{name}")), true, "user identity"));
+    }
+
+    // The working directory, unless contained or already visible.
+    if let Some(cwd) = &req.cwd
+        && !req.contain
+        && cwd != Path::new("/")
+        && !bound.iter().any(|b| is_within(cwd, b))
+        && !SYSTEM_DIRS.iter().any(|d| is_within(cwd, Path::new(d)))
+    {
+        steps.push(bind(host(cwd), cwd, false, "working directory"));
+    }
+
+    // The user's binds, last, so they can cover anything above.
+    for b in &req.binds {
+        steps.push(Step::Bind {
+            src: host(&b.src),
+            dst: under(root, &clean(&b.dst)),
+            recursive: true,
+            readonly: b.readonly,
+            file: !b.src.is_dir(),
+            required: true,
+            why: "--bind",
+        });
+    }
+
+    if root == OVERLAY_ROOT && !req.writable_tmpfs {
+        steps.push(Step::RemountRootReadOnly);
+    }
+    steps
+}
+
+/// Directories whose host version never replaces the image's (a working directory inside
+/// them is not bound; the container starts in its home instead).
+const SYSTEM_DIRS: [&str; 10] = ["/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot"];
+
+/// The mount points the plan needs inside the container root, for a root that cannot
+/// create them itself (the FUSE root synthesises them): `(path, is_file)`.
+pub fn mount_points(steps: &[Step], root: &str) -> Vec<(PathBuf, bool)> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Bind { dst, file, .. } => Some((dst, *file)),
+            Step::Tmpfs { dst, .. } | Step::Proc { dst } | Step::Devpts { dst } => Some((dst, false)),
+            _ => None,
+        })
+        .filter_map(|(dst, file)| dst.strip_prefix(root).ok().map(|p| (Path::new("/").join(p), file)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> MountRequest {
+        MountRequest {
+            home_src: Some("/home/ann".into()),
+            home_dst: "/home/ann".into(),
+            cwd: Some("/work/project".into()),
+            passwd: b"p".to_vec(),
+            group: b"g".to_vec(),
+            resolv_conf: Some("/etc/resolv.conf".into()),
+            ..Default::default()
+        }
+    }
+
+    fn binds(steps: &[Step]) -> Vec<(String, String)> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Bind { src, dst, .. } => Some((src.display().to_string(), dst.display().to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn default_session_binds_like_apptainer() {
+        let steps = build(&req());
+        let b = binds(&steps);
+        for (src, dst) in [
+            ("/.host/proc", "/.root/proc"),
+            ("/.host/sys", "/.root/sys"),
+            ("/.host/dev", "/.root/dev"),
+            ("/.host/tmp", "/.root/tmp"),
+            ("/.host/var/tmp", "/.root/var/tmp"),
+            ("/.host/home/ann", "/.root/home/ann"),
+            ("/.host/etc/resolv.conf", "/.root/etc/resolv.conf"),
+            ("/.session/passwd", "/.root/etc/passwd"),
+            ("/.session/group", "/.root/etc/group"),
+            ("/.host/work/project", "/.root/work/project"),
+        ] {
+            assert!(b.contains(&(src.into(), dst.into())), "missing {src} -> {dst} in {b:?}");
+        }
+        assert!(matches!(steps.first(), Some(Step::Tmpfs { .. })));
+        assert_eq!(steps.last(), Some(&Step::RemountRootReadOnly));
+    }
+
+    #[test]
+    fn contain_uses_session_directories_and_a_minimal_dev() {
+        let steps = build(&MountRequest { contain: true, ..req() });
+        let b = binds(&steps);
+        assert!(b.contains(&("/.session/tmp".into(), "/.root/tmp".into())));
+        assert!(b.contains(&("/.session/home".into(), "/.root/home/ann".into())));
+        assert!(b.contains(&("/.host/dev/null".into(), "/.root/dev/null".into())));
+        assert!(!b.iter().any(|(s, _)| s == "/.host/dev" || s == "/.host/work/project"));
+    }
+
+    #[test]
+    fn cwd_inside_home_or_system_dirs_is_not_bound_again() {
+        for cwd in ["/home/ann/src", "/usr/share", "/"] {
+            let b = binds(&build(&MountRequest { cwd: Some(cwd.into()), ..req() }));
+            assert!(!b.iter().any(|(s, _)| s == &format!("/.host{cwd}")), "{cwd}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn direct_root_and_writable_tmpfs() {
+        let direct = build(&MountRequest { direct_root: true, ..req() });
+        assert!(!direct.iter().any(|s| matches!(s, Step::Overlay { .. } | Step::RemountRootReadOnly)));
+        let points = mount_points(&direct, IMAGE);
+        assert!(points.contains(&("/home/ann".into(), false)));
+        assert!(points.contains(&("/etc/passwd".into(), true)));
+        let w = build(&MountRequest { direct_root: true, writable_tmpfs: true, ..req() });
+        assert!(w.iter().any(|s| matches!(s, Step::Overlay { .. })));
+        assert!(!w.contains(&Step::RemountRootReadOnly));
+    }
+}

@@ -1,0 +1,57 @@
+//! Entering a user namespace as an unprivileged user, and telling why when the machine
+//! does not allow it.
+
+use std::fs;
+
+use nix::sched::{CloneFlags, unshare};
+
+use super::error::{LaunchError, Result};
+
+fn read_sysctl(path: &str) -> Option<i64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Checks the kernel version: FUSE mounts in a user namespace need 4.18.
+pub fn check_kernel() -> Result<()> {
+    let uts = nix::sys::utsname::uname().map_err(|e| LaunchError::Invalid(format!("uname: {e}")))?;
+    let release = uts.release().to_string_lossy().into_owned();
+    let mut nums = release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    if (major, minor) < (4, 18) {
+        return Err(LaunchError::KernelTooOld(release));
+    }
+    Ok(())
+}
+
+/// The reason a failed `unshare(CLONE_NEWUSER)` failed, from the sysctls that cause it.
+fn explain(err: nix::Error) -> LaunchError {
+    if read_sysctl("/proc/sys/user/max_user_namespaces") == Some(0) {
+        return LaunchError::UserNsDisabled;
+    }
+    if read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
+        return LaunchError::UserNsCloneDisabled;
+    }
+    if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1) {
+        return LaunchError::UserNsAppArmor;
+    }
+    LaunchError::UserNs(err)
+}
+
+/// Enters new user and mount namespaces (plus a PID namespace for the children when
+/// asked), mapping the caller's uid/gid to `inner_uid`/`inner_gid`. setgroups is denied,
+/// as the kernel requires for an unprivileged single-id map.
+pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32, pid_ns: bool) -> Result<()> {
+    let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
+    if pid_ns {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    unshare(flags).map_err(explain)?;
+    let write = |file: &str, text: String| {
+        fs::write(format!("/proc/self/{file}"), &text)
+            .map_err(|e| LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim())))
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
+    write("gid_map", format!("{inner_gid} {gid} 1\n"))?;
+    Ok(())
+}
