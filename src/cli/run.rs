@@ -70,7 +70,10 @@ pub struct ShellArgs {
 }
 
 fn env_var(names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| std::env::var(n).ok()).filter(|v| !v.is_empty())
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok())
+        .filter(|v| !v.is_empty())
 }
 
 fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
@@ -84,7 +87,8 @@ fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
     }
     let mut env_pairs = Vec::new();
     for f in &a.env_file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("--env-file {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("--env-file {}", f.display()))?;
         env_pairs.extend(env::parse_env_file(&text, &f.display().to_string())?);
     }
     for e in &a.env {
@@ -93,7 +97,9 @@ fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
     let home = match &a.home {
         None => None,
         Some(spec) => {
-            let (src, dst) = spec.split_once(':').unwrap_or((spec.as_str(), spec.as_str()));
+            let (src, dst) = spec
+                .split_once(':')
+                .unwrap_or((spec.as_str(), spec.as_str()));
             if !dst.starts_with('/') {
                 bail!("--home {spec:?}: the destination must be an absolute path");
             }
@@ -123,7 +129,9 @@ fn root_source(image: &str) -> Result<RootSource> {
     if meta.is_dir() {
         return Ok(RootSource::Directory(p));
     }
-    bail!("{image}: running SIF and squashfs images needs the FUSE server, which is not built yet; sandbox directories work")
+    bail!(
+        "{image}: running SIF and squashfs images needs the FUSE server, which is not built yet; sandbox directories work"
+    )
 }
 
 pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode> {

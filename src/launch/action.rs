@@ -42,7 +42,8 @@ pub struct ActionArgv {
 }
 
 fn cstr(b: &[u8]) -> Result<CString> {
-    CString::new(b).map_err(|_| LaunchError::Invalid("an argument or variable contains a NUL byte".into()))
+    CString::new(b)
+        .map_err(|_| LaunchError::Invalid("an argument or variable contains a NUL byte".into()))
 }
 
 fn env_block(env: &[(OsString, OsString)]) -> Result<Vec<CString>> {
@@ -65,10 +66,16 @@ pub fn script(action: Action, env: &ContainerEnv, shell: Option<&str>) -> String
         s.push_str(&format!("export {k}={}\n", sh_quote(v)));
     }
     if let Some(p) = &env.prepend_path {
-        s.push_str(&format!("export PATH={}\"${{PATH:-{DEFAULT_PATH}}}\"\n", sh_quote(&format!("{p}:"))));
+        s.push_str(&format!(
+            "export PATH={}\"${{PATH:-{DEFAULT_PATH}}}\"\n",
+            sh_quote(&format!("{p}:"))
+        ));
     }
     if let Some(p) = &env.append_path {
-        s.push_str(&format!("export PATH=\"${{PATH:-{DEFAULT_PATH}}}\"{}\n", sh_quote(&format!(":{p}"))));
+        s.push_str(&format!(
+            "export PATH=\"${{PATH:-{DEFAULT_PATH}}}\"{}\n",
+            sh_quote(&format!(":{p}"))
+        ));
     }
     match action {
         Action::Exec => s.push_str("exec \"$@\"\n"),
@@ -92,7 +99,12 @@ pub fn script(action: Action, env: &ContainerEnv, shell: Option<&str>) -> String
     s
 }
 
-pub fn build(action: Action, args: &[OsString], env: &ContainerEnv, shell: Option<&str>) -> Result<ActionArgv> {
+pub fn build(
+    action: Action,
+    args: &[OsString],
+    env: &ContainerEnv,
+    shell: Option<&str>,
+) -> Result<ActionArgv> {
     if action == Action::Exec && args.is_empty() {
         return Err(LaunchError::Invalid("exec needs a command to run".into()));
     }
@@ -107,7 +119,10 @@ pub fn build(action: Action, args: &[OsString], env: &ContainerEnv, shell: Optio
     }
     let with_shell = (argv, env_block(&env.initial)?);
     let direct = if action == Action::Exec {
-        let argv = args.iter().map(|a| cstr(a.as_bytes())).collect::<Result<Vec<_>>>()?;
+        let argv = args
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<Result<Vec<_>>>()?;
         Some((argv, env_block(&env.flattened())?))
     } else {
         None

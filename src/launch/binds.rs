@@ -29,18 +29,31 @@ fn parse_one(spec: &str) -> Result<BindSpec> {
         [src, dst] if *dst == "ro" || *dst == "rw" => (*src, *src, Some(*dst)),
         [src, dst] => (*src, *dst, None),
         [src, dst, opts] => (*src, *dst, Some(*opts)),
-        _ => return Err(LaunchError::BindSpec(spec.into(), "expected src[:dst[:ro|rw]]")),
+        _ => {
+            return Err(LaunchError::BindSpec(
+                spec.into(),
+                "expected src[:dst[:ro|rw]]",
+            ));
+        }
     };
     let readonly = match opts {
         None | Some("rw") => false,
         Some("ro") => true,
-        Some(_) => return Err(LaunchError::BindSpec(spec.into(), "options must be ro or rw")),
+        Some(_) => {
+            return Err(LaunchError::BindSpec(
+                spec.into(),
+                "options must be ro or rw",
+            ));
+        }
     };
     if src.is_empty() || dst.is_empty() {
         return Err(LaunchError::BindSpec(spec.into(), "empty path"));
     }
     if !dst.starts_with('/') {
-        return Err(LaunchError::BindSpec(spec.into(), "the destination must be an absolute path"));
+        return Err(LaunchError::BindSpec(
+            spec.into(),
+            "the destination must be an absolute path",
+        ));
     }
     let src_path = Path::new(src)
         .canonicalize()
@@ -75,14 +88,54 @@ mod tests {
     #[test]
     fn parses_the_apptainer_forms() {
         let v = parse_list("/tmp, /etc:/mnt/etc:ro ,/usr:ro,/var:/v:rw").unwrap();
-        assert_eq!(v[0], BindSpec { src: "/tmp".into(), dst: "/tmp".into(), readonly: false });
-        assert_eq!(v[1], BindSpec { src: "/etc".into(), dst: "/mnt/etc".into(), readonly: true });
-        assert_eq!(v[2], BindSpec { src: "/usr".into(), dst: "/usr".into(), readonly: true });
-        assert_eq!(v[3], BindSpec { src: "/var".into(), dst: "/v".into(), readonly: false });
-        assert!(matches!(parse_list("/nonexistent-x"), Err(LaunchError::BindSource(_))));
-        assert!(matches!(parse_list("/tmp:rel"), Err(LaunchError::BindSpec(..))));
-        assert!(matches!(parse_list("/tmp:/x:rx"), Err(LaunchError::BindSpec(..))));
-        assert!(matches!(parse_list("/tmp:/x:ro:y"), Err(LaunchError::BindSpec(..))));
+        assert_eq!(
+            v[0],
+            BindSpec {
+                src: "/tmp".into(),
+                dst: "/tmp".into(),
+                readonly: false
+            }
+        );
+        assert_eq!(
+            v[1],
+            BindSpec {
+                src: "/etc".into(),
+                dst: "/mnt/etc".into(),
+                readonly: true
+            }
+        );
+        assert_eq!(
+            v[2],
+            BindSpec {
+                src: "/usr".into(),
+                dst: "/usr".into(),
+                readonly: true
+            }
+        );
+        assert_eq!(
+            v[3],
+            BindSpec {
+                src: "/var".into(),
+                dst: "/v".into(),
+                readonly: false
+            }
+        );
+        assert!(matches!(
+            parse_list("/nonexistent-x"),
+            Err(LaunchError::BindSource(_))
+        ));
+        assert!(matches!(
+            parse_list("/tmp:rel"),
+            Err(LaunchError::BindSpec(..))
+        ));
+        assert!(matches!(
+            parse_list("/tmp:/x:rx"),
+            Err(LaunchError::BindSpec(..))
+        ));
+        assert!(matches!(
+            parse_list("/tmp:/x:ro:y"),
+            Err(LaunchError::BindSpec(..))
+        ));
         assert_eq!(clean(Path::new("//a/./b/../c/")), PathBuf::from("/a/c"));
         assert_eq!(clean(Path::new("/../../etc")), PathBuf::from("/etc"));
     }

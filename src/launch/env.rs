@@ -68,11 +68,15 @@ impl ContainerEnv {
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| DEFAULT_PATH.to_string());
-        let path = [self.prepend_path.as_deref(), Some(&path), self.append_path.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(":");
+        let path = [
+            self.prepend_path.as_deref(),
+            Some(&path),
+            self.append_path.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(":");
         set("PATH", path);
         env
     }
@@ -111,7 +115,8 @@ pub fn compute(req: &EnvRequest) -> Result<ContainerEnv> {
         .filter_map(|(k, v)| {
             let ks = k.to_str()?;
             let name = ENV_PREFIXES.iter().find_map(|p| ks.strip_prefix(p))?;
-            is_valid_name(name).then(|| (rank(ks), name.to_string(), v.to_string_lossy().into_owned()))
+            is_valid_name(name)
+                .then(|| (rank(ks), name.to_string(), v.to_string_lossy().into_owned()))
         })
         .collect();
     with_rank.sort_by_key(|(r, _, _)| *r);
@@ -119,7 +124,9 @@ pub fn compute(req: &EnvRequest) -> Result<ContainerEnv> {
 
     for (k, v) in prefixed.chain(req.cli.iter().cloned()) {
         if !is_valid_name(&k) {
-            return Err(LaunchError::Invalid(format!("invalid environment variable name {k:?}")));
+            return Err(LaunchError::Invalid(format!(
+                "invalid environment variable name {k:?}"
+            )));
         }
         match k.as_str() {
             "PREPEND_PATH" => out.prepend_path = Some(v),
@@ -177,7 +184,8 @@ pub fn parse_env_file(text: &str, file: &str) -> Result<Vec<(String, String)>> {
         })?;
         let v = v.trim();
         let v = if v.len() >= 2
-            && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
         {
             &v[1..v.len() - 1]
         } else {
@@ -209,7 +217,9 @@ mod tests {
     }
 
     fn get<'a>(env: &'a [(OsString, OsString)], k: &str) -> Option<&'a str> {
-        env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.to_str().unwrap())
+        env.iter()
+            .find(|(ek, _)| ek == k)
+            .map(|(_, v)| v.to_str().unwrap())
     }
 
     #[test]
@@ -240,14 +250,28 @@ mod tests {
         assert_eq!(get(&env.initial, "HOME"), Some("/home/u"));
         assert_eq!(get(&env.initial, "APPTAINER_CONTAINER"), Some("x.sif"));
         assert!(!env.initial.iter().any(|(_, v)| v == "secret"));
-        assert!(!env.initial.iter().any(|(k, _)| k.to_str().unwrap().contains("ENV_")));
+        assert!(
+            !env.initial
+                .iter()
+                .any(|(k, _)| k.to_str().unwrap().contains("ENV_"))
+        );
         // APPTAINERENV_ beats SINGULARITYENV_; --env beats VEILENV_.
-        assert_eq!(env.overrides, vec![("A".into(), "a".into()), ("B".into(), "cli".into())]);
+        assert_eq!(
+            env.overrides,
+            vec![("A".into(), "a".into()), ("B".into(), "cli".into())]
+        );
         assert_eq!(env.prepend_path.as_deref(), Some("/pre"));
         let flat = env.flattened();
-        assert_eq!(get(&flat, "PATH"), Some(format!("/pre:{DEFAULT_PATH}").as_str()));
+        assert_eq!(
+            get(&flat, "PATH"),
+            Some(format!("/pre:{DEFAULT_PATH}").as_str())
+        );
 
-        let clean = compute(&EnvRequest { cleanenv: true, ..req }).unwrap();
+        let clean = compute(&EnvRequest {
+            cleanenv: true,
+            ..req
+        })
+        .unwrap();
         assert_eq!(get(&clean.initial, "FOO"), None);
         assert_eq!(get(&clean.initial, "TERM"), Some("xterm"));
     }
@@ -263,7 +287,9 @@ mod tests {
         assert_eq!(f[0], ("A".into(), "x y".into()));
         assert_eq!(f[1], ("B".into(), "q".into()));
         assert_eq!(f[2], ("C".into(), "plain".into()));
-        let e = parse_env_file("A=1\n1BAD=2\n", "f").unwrap_err().to_string();
+        let e = parse_env_file("A=1\n1BAD=2\n", "f")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("f:2"), "{e}");
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
     }

@@ -35,8 +35,13 @@ impl Identity {
             gid: gid.as_raw(),
             inner_uid: if fakeroot { 0 } else { uid.as_raw() },
             inner_gid: if fakeroot { 0 } else { gid.as_raw() },
-            name: user.as_ref().map(|u| u.name.clone()).unwrap_or_else(|| format!("u{}", uid.as_raw())),
-            group_name: group.map(|g| g.name).unwrap_or_else(|| format!("g{}", gid.as_raw())),
+            name: user
+                .as_ref()
+                .map(|u| u.name.clone())
+                .unwrap_or_else(|| format!("u{}", uid.as_raw())),
+            group_name: group
+                .map(|g| g.name)
+                .unwrap_or_else(|| format!("g{}", gid.as_raw())),
             gecos: user
                 .as_ref()
                 .map(|u| u.gecos.to_string_lossy().into_owned())
@@ -51,7 +56,8 @@ impl Identity {
 }
 
 fn has_entry(db: &str, id: u32) -> bool {
-    db.lines().any(|l| l.split(':').nth(2).and_then(|v| v.parse::<u32>().ok()) == Some(id))
+    db.lines()
+        .any(|l| l.split(':').nth(2).and_then(|v| v.parse::<u32>().ok()) == Some(id))
 }
 
 fn with_newline(mut s: String) -> String {
@@ -85,7 +91,10 @@ pub fn group(image_group: Option<&str>, id: &Identity) -> String {
             out.push_str("root:x:0:\n");
         }
     } else if !has_entry(&out, id.inner_gid) {
-        out.push_str(&format!("{}:x:{}:{}\n", id.group_name, id.inner_gid, id.name));
+        out.push_str(&format!(
+            "{}:x:{}:{}\n",
+            id.group_name, id.inner_gid, id.name
+        ));
     }
     out
 }
@@ -111,13 +120,19 @@ mod tests {
     #[test]
     fn adds_the_user_once() {
         let p = passwd(Some("root:x:0:0:root:/root:/bin/sh"), &id(), "/home/ann");
-        assert_eq!(p, "root:x:0:0:root:/root:/bin/sh\nann:x:1000:1000:Ann:/home/ann:/bin/bash\n");
+        assert_eq!(
+            p,
+            "root:x:0:0:root:/root:/bin/sh\nann:x:1000:1000:Ann:/home/ann:/bin/bash\n"
+        );
         assert_eq!(passwd(Some(&p), &id(), "/home/ann"), p);
         let g = group(None, &id());
         assert_eq!(g, "ann:x:1000:ann\n");
         let mut root = id();
         root.inner_uid = 0;
         root.inner_gid = 0;
-        assert_eq!(passwd(None, &root, "/root"), "root:x:0:0:root:/root:/bin/sh\n");
+        assert_eq!(
+            passwd(None, &root, "/root"),
+            "root:x:0:0:root:/root:/bin/sh\n"
+        );
     }
 }

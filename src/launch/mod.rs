@@ -37,8 +37,8 @@ use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, fork, pipe2};
 
 pub use action::Action;
-pub use error::{LaunchError, Result};
 use error::SysContext;
+pub use error::{LaunchError, Result};
 use identity::Identity;
 
 /// Where the image's root filesystem comes from.
@@ -89,16 +89,25 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     // Everything the child needs is computed here, before any namespace or thread.
     let (home_src, home_dst) = match &o.home {
         Some((src, dst)) => (
-            Some(src.canonicalize().map_err(|_| LaunchError::BindSource(src.display().to_string()))?),
+            Some(
+                src.canonicalize()
+                    .map_err(|_| LaunchError::BindSource(src.display().to_string()))?,
+            ),
             dst.clone(),
         ),
         None => {
             let host_home = PathBuf::from(&id.host_home);
-            let dst = if o.fakeroot { PathBuf::from("/root") } else { host_home.clone() };
+            let dst = if o.fakeroot {
+                PathBuf::from("/root")
+            } else {
+                host_home.clone()
+            };
             (host_home.canonicalize().ok(), dst)
         }
     };
-    let host_cwd = std::env::current_dir().ok().and_then(|p| p.canonicalize().ok());
+    let host_cwd = std::env::current_dir()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
     let (image_passwd, image_group) = match &spec.root {
         RootSource::Directory(dir) => (
             read_in_root(dir, "etc/passwd"),
@@ -135,7 +144,11 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         cleanenv: o.cleanenv,
         cli: o.env.clone(),
         home: home_str.clone(),
-        user: if o.fakeroot { "root".into() } else { id.name.clone() },
+        user: if o.fakeroot {
+            "root".into()
+        } else {
+            id.name.clone()
+        },
         container: spec.image_name.clone(),
         container_name: Path::new(&spec.image_name)
             .file_name()
@@ -145,13 +158,19 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let argv = action::build(spec.action, &spec.args, &env, o.shell.as_deref())?;
     // The container starts in --pwd, else the working directory if it is visible inside,
     // else the home directory.
-    let start_dir = o.pwd.clone().or_else(|| if o.contain { None } else { host_cwd.clone() });
+    let start_dir = o
+        .pwd
+        .clone()
+        .or_else(|| if o.contain { None } else { host_cwd.clone() });
     let start_dirs: Vec<CString> = [start_dir, Some(home_dst), Some(PathBuf::from("/"))]
         .into_iter()
         .flatten()
         .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
         .collect();
-    let hostname = o.hostname.clone().or_else(|| o.uts.then(|| "veil".to_string()));
+    let hostname = o
+        .hostname
+        .clone()
+        .or_else(|| o.uts.then(|| "veil".to_string()));
 
     let old_mask = process::block_signals().ctx(|| "blocking signals".into())?;
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
@@ -205,8 +224,14 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
 /// The staging tmpfs with the image root mounted at `.image` and an empty `.host`.
 fn stage(root: &RootSource) -> Result<()> {
     // Nothing we mount may propagate back to the host.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .ctx(|| "making the mount namespace private".into())?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .ctx(|| "making the mount namespace private".into())?;
     // Opened in the new namespace (a bind source must belong to it) and before the
     // staging tmpfs covers /tmp, where the directory may live.
     let root_fd: OwnedFd = match root {
@@ -217,15 +242,27 @@ fn stage(root: &RootSource) -> Result<()> {
         )
         .ctx(|| format!("opening {}", dir.display()))?,
     };
-    mount(Some("veil"), STAGE, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))
-        .ctx(|| "mounting the staging tmpfs".into())?;
+    mount(
+        Some("veil"),
+        STAGE,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .ctx(|| "mounting the staging tmpfs".into())?;
     for d in [".host", ".image"] {
         fs::create_dir(Path::new(STAGE).join(d))?;
     }
     let image = Path::new(STAGE).join(".image");
     let src = format!("/proc/self/fd/{}", root_fd.as_raw_fd());
-    mount(Some(src.as_str()), &image, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| "binding the image directory".into())?;
+    mount(
+        Some(src.as_str()),
+        &image,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| "binding the image directory".into())?;
     sys::remount_readonly(&image).ctx(|| "making the image read-only".into())?;
     Ok(())
 }
@@ -264,7 +301,8 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
     unshare(flags).ctx(|| "creating the container's mount namespace".into())?;
-    nix::unistd::pivot_root(STAGE, &Path::new(STAGE).join(".host")).ctx(|| "entering the staging area".into())?;
+    nix::unistd::pivot_root(STAGE, &Path::new(STAGE).join(".host"))
+        .ctx(|| "entering the staging area".into())?;
     nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
     sys::apply(s.steps, s.root)?;
     sys::pivot_into(s.root)?;
@@ -280,13 +318,17 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         }
     }
     nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&s.old_mask), None).ctx(|| "restoring the signal mask".into())?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&s.old_mask), None)
+        .ctx(|| "restoring the signal mask".into())?;
     let sh = CString::new("/bin/sh").expect("no NUL");
     let has_shell = nix::unistd::access(sh.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok();
     match (&s.argv.direct, has_shell) {
         (Some((argv, envp)), false) => {
             let e = nix::unistd::execvpe(&argv[0], argv, envp).unwrap_err();
-            Err(LaunchError::Invalid(format!("cannot run {}: {e}", argv[0].to_string_lossy())))
+            Err(LaunchError::Invalid(format!(
+                "cannot run {}: {e}",
+                argv[0].to_string_lossy()
+            )))
         }
         (None, false) => Err(LaunchError::Invalid(
             "the image has no /bin/sh, so only `exec` of a program works".into(),
@@ -294,7 +336,9 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         (_, true) => {
             let (argv, envp) = &s.argv.with_shell;
             let e = nix::unistd::execve(&argv[0], argv, envp).unwrap_err();
-            Err(LaunchError::Invalid(format!("cannot run /bin/sh in the image: {e}")))
+            Err(LaunchError::Invalid(format!(
+                "cannot run /bin/sh in the image: {e}"
+            )))
         }
     }
 }

@@ -38,7 +38,15 @@ pub enum Step {
     /// A session bind whose mount point cannot be made (a read-only root, or a directory
     /// of the image the user may not write) is skipped with a warning, as Apptainer does;
     /// a `--bind` the user asked for is `required` and fails instead.
-    Bind { src: PathBuf, dst: PathBuf, recursive: bool, readonly: bool, file: bool, required: bool, why: &'static str },
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        recursive: bool,
+        readonly: bool,
+        file: bool,
+        required: bool,
+        why: &'static str,
+    },
     /// A new procfs (with a PID namespace).
     Proc { dst: PathBuf },
     /// A private devpts instance.
@@ -74,7 +82,11 @@ pub struct MountRequest {
 
 /// The container root's path while the plan runs.
 pub fn root_dir(req: &MountRequest) -> &'static str {
-    if req.direct_root && !req.writable_tmpfs { IMAGE } else { OVERLAY_ROOT }
+    if req.direct_root && !req.writable_tmpfs {
+        IMAGE
+    } else {
+        OVERLAY_ROOT
+    }
 }
 
 fn host(p: &Path) -> PathBuf {
@@ -91,13 +103,27 @@ fn is_within(p: &Path, base: &Path) -> bool {
 }
 
 pub fn build(req: &MountRequest) -> Vec<Step> {
-    let mut steps = vec![Step::Tmpfs { dst: SESSION.into(), mode: 0o755 }];
+    let mut steps = vec![Step::Tmpfs {
+        dst: SESSION.into(),
+        mode: 0o755,
+    }];
     let root = root_dir(req);
     if root == OVERLAY_ROOT {
-        steps.push(Step::Mkdir { path: format!("{SESSION}/upper").into(), mode: 0o755 });
-        steps.push(Step::Mkdir { path: format!("{SESSION}/work").into(), mode: 0o755 });
-        steps.push(Step::Mkdir { path: OVERLAY_ROOT.into(), mode: 0o755 });
-        steps.push(Step::Overlay { dst: OVERLAY_ROOT.into() });
+        steps.push(Step::Mkdir {
+            path: format!("{SESSION}/upper").into(),
+            mode: 0o755,
+        });
+        steps.push(Step::Mkdir {
+            path: format!("{SESSION}/work").into(),
+            mode: 0o755,
+        });
+        steps.push(Step::Mkdir {
+            path: OVERLAY_ROOT.into(),
+            mode: 0o755,
+        });
+        steps.push(Step::Overlay {
+            dst: OVERLAY_ROOT.into(),
+        });
     }
     let r = |p: &str| under(root, Path::new(p));
     let bind = |src: PathBuf, dst: &Path, file: bool, why: &'static str| Step::Bind {
@@ -114,36 +140,84 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
     if req.pid_namespace {
         steps.push(Step::Proc { dst: r("/proc") });
     } else {
-        steps.push(bind(host(Path::new("/proc")), Path::new("/proc"), false, "/proc"));
+        steps.push(bind(
+            host(Path::new("/proc")),
+            Path::new("/proc"),
+            false,
+            "/proc",
+        ));
     }
-    steps.push(bind(host(Path::new("/sys")), Path::new("/sys"), false, "/sys"));
+    steps.push(bind(
+        host(Path::new("/sys")),
+        Path::new("/sys"),
+        false,
+        "/sys",
+    ));
 
     // /dev: the host's, or a minimal one when contained.
     if req.contain {
-        steps.push(Step::Tmpfs { dst: r("/dev"), mode: 0o755 });
+        steps.push(Step::Tmpfs {
+            dst: r("/dev"),
+            mode: 0o755,
+        });
         for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
             let p = format!("/dev/{dev}");
-            steps.push(bind(host(Path::new(&p)), Path::new(&p), true, "minimal /dev"));
+            steps.push(bind(
+                host(Path::new(&p)),
+                Path::new(&p),
+                true,
+                "minimal /dev",
+            ));
         }
-        steps.push(Step::Tmpfs { dst: r("/dev/shm"), mode: 0o1777 });
+        steps.push(Step::Tmpfs {
+            dst: r("/dev/shm"),
+            mode: 0o1777,
+        });
         steps.push(Step::Devpts { dst: r("/dev/pts") });
-        steps.push(Step::Symlink { target: "pts/ptmx".into(), link: r("/dev/ptmx") });
-        steps.push(Step::Symlink { target: "/proc/self/fd".into(), link: r("/dev/fd") });
+        steps.push(Step::Symlink {
+            target: "pts/ptmx".into(),
+            link: r("/dev/ptmx"),
+        });
+        steps.push(Step::Symlink {
+            target: "/proc/self/fd".into(),
+            link: r("/dev/fd"),
+        });
         for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
-            steps.push(Step::Symlink { target: format!("/proc/self/fd/{i}").into(), link: r(&format!("/dev/{name}")) });
+            steps.push(Step::Symlink {
+                target: format!("/proc/self/fd/{i}").into(),
+                link: r(&format!("/dev/{name}")),
+            });
         }
     } else {
-        steps.push(bind(host(Path::new("/dev")), Path::new("/dev"), false, "/dev"));
+        steps.push(bind(
+            host(Path::new("/dev")),
+            Path::new("/dev"),
+            false,
+            "/dev",
+        ));
     }
 
     // Temporary directories.
     for t in ["/tmp", "/var/tmp"] {
         if req.contain {
             let s = PathBuf::from(format!("{SESSION}{t}"));
-            steps.push(Step::Mkdir { path: s.clone(), mode: 0o1777 });
-            steps.push(bind(s, Path::new(t), false, "contained temporary directory"));
+            steps.push(Step::Mkdir {
+                path: s.clone(),
+                mode: 0o1777,
+            });
+            steps.push(bind(
+                s,
+                Path::new(t),
+                false,
+                "contained temporary directory",
+            ));
         } else {
-            steps.push(bind(host(Path::new(t)), Path::new(t), false, "temporary directory"));
+            steps.push(bind(
+                host(Path::new(t)),
+                Path::new(t),
+                false,
+                "temporary directory",
+            ));
         }
     }
 
@@ -156,7 +230,10 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
             }
             _ => {
                 let s = PathBuf::from(format!("{SESSION}/home"));
-                steps.push(Step::Mkdir { path: s.clone(), mode: 0o755 });
+                steps.push(Step::Mkdir {
+                    path: s.clone(),
+                    mode: 0o755,
+                });
                 steps.push(bind(s, &req.home_dst, false, "contained home directory"));
             }
         }
@@ -177,8 +254,16 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
     // Identity.
     for (name, contents) in [("passwd", &req.passwd), ("group", &req.group)] {
         let s = PathBuf::from(format!("{SESSION}/{name}"));
-        steps.push(Step::WriteFile { path: s.clone(), contents: contents.clone() });
-        steps.push(bind(s, Path::new(&format!("/etc/{name}")), true, "user identity"));
+        steps.push(Step::WriteFile {
+            path: s.clone(),
+            contents: contents.clone(),
+        });
+        steps.push(bind(
+            s,
+            Path::new(&format!("/etc/{name}")),
+            true,
+            "user identity",
+        ));
     }
 
     // The working directory, unless contained or already visible.
@@ -212,7 +297,9 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
 
 /// Directories whose host version never replaces the image's (a working directory inside
 /// them is not bound; the container starts in its home instead).
-const SYSTEM_DIRS: [&str; 10] = ["/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot"];
+const SYSTEM_DIRS: [&str; 10] = [
+    "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot",
+];
 
 /// The mount points the plan needs inside the container root, for a root that cannot
 /// create them itself (the FUSE root synthesises them): `(path, is_file)`.
@@ -221,10 +308,16 @@ pub fn mount_points(steps: &[Step], root: &str) -> Vec<(PathBuf, bool)> {
         .iter()
         .filter_map(|s| match s {
             Step::Bind { dst, file, .. } => Some((dst, *file)),
-            Step::Tmpfs { dst, .. } | Step::Proc { dst } | Step::Devpts { dst } => Some((dst, false)),
+            Step::Tmpfs { dst, .. } | Step::Proc { dst } | Step::Devpts { dst } => {
+                Some((dst, false))
+            }
             _ => None,
         })
-        .filter_map(|(dst, file)| dst.strip_prefix(root).ok().map(|p| (Path::new("/").join(p), file)))
+        .filter_map(|(dst, file)| {
+            dst.strip_prefix(root)
+                .ok()
+                .map(|p| (Path::new("/").join(p), file))
+        })
         .collect()
 }
 
@@ -248,7 +341,9 @@ mod tests {
         steps
             .iter()
             .filter_map(|s| match s {
-                Step::Bind { src, dst, .. } => Some((src.display().to_string(), dst.display().to_string())),
+                Step::Bind { src, dst, .. } => {
+                    Some((src.display().to_string(), dst.display().to_string()))
+                }
                 _ => None,
             })
             .collect()
@@ -270,7 +365,10 @@ mod tests {
             ("/.session/group", "/.root/etc/group"),
             ("/.host/work/project", "/.root/work/project"),
         ] {
-            assert!(b.contains(&(src.into(), dst.into())), "missing {src} -> {dst} in {b:?}");
+            assert!(
+                b.contains(&(src.into(), dst.into())),
+                "missing {src} -> {dst} in {b:?}"
+            );
         }
         assert!(matches!(steps.first(), Some(Step::Tmpfs { .. })));
         assert_eq!(steps.last(), Some(&Step::RemountRootReadOnly));
@@ -278,30 +376,53 @@ mod tests {
 
     #[test]
     fn contain_uses_session_directories_and_a_minimal_dev() {
-        let steps = build(&MountRequest { contain: true, ..req() });
+        let steps = build(&MountRequest {
+            contain: true,
+            ..req()
+        });
         let b = binds(&steps);
         assert!(b.contains(&("/.session/tmp".into(), "/.root/tmp".into())));
         assert!(b.contains(&("/.session/home".into(), "/.root/home/ann".into())));
         assert!(b.contains(&("/.host/dev/null".into(), "/.root/dev/null".into())));
-        assert!(!b.iter().any(|(s, _)| s == "/.host/dev" || s == "/.host/work/project"));
+        assert!(
+            !b.iter()
+                .any(|(s, _)| s == "/.host/dev" || s == "/.host/work/project")
+        );
     }
 
     #[test]
     fn cwd_inside_home_or_system_dirs_is_not_bound_again() {
         for cwd in ["/home/ann/src", "/usr/share", "/"] {
-            let b = binds(&build(&MountRequest { cwd: Some(cwd.into()), ..req() }));
-            assert!(!b.iter().any(|(s, _)| s == &format!("/.host{cwd}")), "{cwd}: {b:?}");
+            let b = binds(&build(&MountRequest {
+                cwd: Some(cwd.into()),
+                ..req()
+            }));
+            assert!(
+                !b.iter().any(|(s, _)| s == &format!("/.host{cwd}")),
+                "{cwd}: {b:?}"
+            );
         }
     }
 
     #[test]
     fn direct_root_and_writable_tmpfs() {
-        let direct = build(&MountRequest { direct_root: true, ..req() });
-        assert!(!direct.iter().any(|s| matches!(s, Step::Overlay { .. } | Step::RemountRootReadOnly)));
+        let direct = build(&MountRequest {
+            direct_root: true,
+            ..req()
+        });
+        assert!(
+            !direct
+                .iter()
+                .any(|s| matches!(s, Step::Overlay { .. } | Step::RemountRootReadOnly))
+        );
         let points = mount_points(&direct, IMAGE);
         assert!(points.contains(&("/home/ann".into(), false)));
         assert!(points.contains(&("/etc/passwd".into(), true)));
-        let w = build(&MountRequest { direct_root: true, writable_tmpfs: true, ..req() });
+        let w = build(&MountRequest {
+            direct_root: true,
+            writable_tmpfs: true,
+            ..req()
+        });
         assert!(w.iter().any(|s| matches!(s, Step::Overlay { .. })));
         assert!(!w.contains(&Step::RemountRootReadOnly));
     }

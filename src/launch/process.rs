@@ -68,7 +68,9 @@ pub fn supervise(child: Pid) -> i32 {
         if sig < 0 || sig == libc::SIGCHLD {
             continue;
         }
-        let from_process = info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE || info.si_code == libc::SI_TKILL;
+        let from_process = info.si_code == libc::SI_USER
+            || info.si_code == libc::SI_QUEUE
+            || info.si_code == libc::SI_TKILL;
         if from_process && let Ok(s) = Signal::try_from(sig) {
             let _ = kill(child, s);
         }

@@ -24,49 +24,87 @@ pub fn apply(steps: &[Step], root: &Path) -> Result<()> {
 fn apply_one(step: &Step, root: &Path) -> Result<()> {
     match step {
         Step::Tmpfs { dst, mode } => {
-            let Some(dst) = optional(mount_point(root, dst, false), false, true)? else { return Ok(()) };
+            let Some(dst) = optional(mount_point(root, dst, false), false, true)? else {
+                return Ok(());
+            };
             let data = format!("mode={mode:o}");
-            mount(Some("tmpfs"), &dst, Some("tmpfs"), NOSUID_NODEV, Some(data.as_str()))
-                .ctx(|| format!("mounting a tmpfs on {}", display(root, &dst)))
+            mount(
+                Some("tmpfs"),
+                &dst,
+                Some("tmpfs"),
+                NOSUID_NODEV,
+                Some(data.as_str()),
+            )
+            .ctx(|| format!("mounting a tmpfs on {}", display(root, &dst)))
         }
         Step::Mkdir { path, mode } => {
-            fs::DirBuilder::new().recursive(true).mode(*mode).create(path)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(*mode)
+                .create(path)?;
             // The umask must not narrow modes like 1777.
             fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
             Ok(())
         }
         Step::WriteFile { path, contents } => Ok(fs::write(path, contents)?),
         Step::Overlay { dst } => {
-            let data = format!("lowerdir={IMAGE},upperdir={SESSION}/upper,workdir={SESSION}/work,userxattr");
+            let data = format!(
+                "lowerdir={IMAGE},upperdir={SESSION}/upper,workdir={SESSION}/work,userxattr"
+            );
             mount(Some("overlay"), dst, Some("overlay"), NOSUID_NODEV, Some(data.as_str())).ctx(|| {
                 "mounting an overlay over the image (the kernel needs unprivileged overlayfs, Linux 5.11 or later)"
                     .to_string()
             })
         }
-        Step::Bind { src, dst, recursive, readonly, file, required, why } => {
+        Step::Bind {
+            src,
+            dst,
+            recursive,
+            readonly,
+            file,
+            required,
+            why,
+        } => {
             // Only a missing home or working directory is worth a warning; the host's
             // /etc files are a convenience the image may not have room for.
             let loud = *required || why.contains("home") || why.contains("working");
-            let Some(dst) = optional(mount_point(root, dst, *file), *required, loud)? else { return Ok(()) };
+            let Some(dst) = optional(mount_point(root, dst, *file), *required, loud)? else {
+                return Ok(());
+            };
             let mut flags = MsFlags::MS_BIND;
             if *recursive {
                 flags |= MsFlags::MS_REC;
             }
             mount(Some(src.as_path()), &dst, None::<&str>, flags, None::<&str>).ctx(|| {
-                format!("binding {} to {} ({why})", strip_host(src), display(root, &dst))
+                format!(
+                    "binding {} to {} ({why})",
+                    strip_host(src),
+                    display(root, &dst)
+                )
             })?;
             if *readonly {
-                remount_readonly(&dst).ctx(|| format!("making {} read-only", display(root, &dst)))?;
+                remount_readonly(&dst)
+                    .ctx(|| format!("making {} read-only", display(root, &dst)))?;
             }
             Ok(())
         }
         Step::Proc { dst } => {
-            let Some(dst) = optional(mount_point(root, dst, false), false, true)? else { return Ok(()) };
-            mount(Some("proc"), &dst, Some("proc"), NOSUID_NODEV | MsFlags::MS_NOEXEC, None::<&str>)
-                .ctx(|| "mounting a private /proc".to_string())
+            let Some(dst) = optional(mount_point(root, dst, false), false, true)? else {
+                return Ok(());
+            };
+            mount(
+                Some("proc"),
+                &dst,
+                Some("proc"),
+                NOSUID_NODEV | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .ctx(|| "mounting a private /proc".to_string())
         }
         Step::Devpts { dst } => {
-            let Some(dst) = optional(mount_point(root, dst, false), false, true)? else { return Ok(()) };
+            let Some(dst) = optional(mount_point(root, dst, false), false, true)? else {
+                return Ok(());
+            };
             // A private devpts may be refused in some user namespaces; the host's terminal
             // still works through the bound /dev/tty, so this is not fatal.
             let _ = mount(
@@ -158,7 +196,11 @@ fn mount_point(root: &Path, dst: &Path, file: bool) -> Result<PathBuf> {
                     if let Some(parent) = resolved.parent() {
                         fs::create_dir_all(parent)?;
                     }
-                    fs::OpenOptions::new().write(true).create(true).truncate(false).open(&resolved)?;
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&resolved)?;
                 } else {
                     fs::create_dir_all(&resolved)?;
                 }
@@ -179,12 +221,15 @@ fn mount_point(root: &Path, dst: &Path, file: bool) -> Result<PathBuf> {
 /// Follows symlinks component by component inside `root` (at most 40, like the kernel).
 pub(crate) fn resolve_in_root(root: &Path, rel: &Path) -> Result<PathBuf> {
     let mut out = root.to_path_buf();
-    let mut pending: Vec<std::ffi::OsString> =
-        rel.components().rev().filter_map(|c| match c {
+    let mut pending: Vec<std::ffi::OsString> = rel
+        .components()
+        .rev()
+        .filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_os_string()),
             Component::ParentDir => Some("..".into()),
             _ => None,
-        }).collect();
+        })
+        .collect();
     let mut links = 0;
     while let Some(c) = pending.pop() {
         if c == ".." {
@@ -248,7 +293,10 @@ mod tests {
             root.join("run/real/resolv.conf")
         );
         // `..` never climbs out of the root.
-        assert_eq!(resolve_in_root(root, Path::new("run/real/up/etc")).unwrap(), root.join("etc"));
+        assert_eq!(
+            resolve_in_root(root, Path::new("run/real/up/etc")).unwrap(),
+            root.join("etc")
+        );
         assert!(resolve_in_root(root, Path::new("loop/x")).is_err());
         let p = mount_point(root, &root.join("etc/resolv.conf"), true).unwrap();
         assert_eq!(p, root.join("run/real/resolv.conf"));

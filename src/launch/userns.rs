@@ -13,9 +13,12 @@ fn read_sysctl(path: &str) -> Option<i64> {
 
 /// Checks the kernel version: FUSE mounts in a user namespace need 4.18.
 pub fn check_kernel() -> Result<()> {
-    let uts = nix::sys::utsname::uname().map_err(|e| LaunchError::Invalid(format!("uname: {e}")))?;
+    let uts =
+        nix::sys::utsname::uname().map_err(|e| LaunchError::Invalid(format!("uname: {e}")))?;
     let release = uts.release().to_string_lossy().into_owned();
-    let mut nums = release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u32>().ok());
     let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
     if (major, minor) < (4, 18) {
         return Err(LaunchError::KernelTooOld(release));
@@ -47,8 +50,9 @@ pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32, pid_ns: bool) -
     }
     unshare(flags).map_err(explain)?;
     let write = |file: &str, text: String| {
-        fs::write(format!("/proc/self/{file}"), &text)
-            .map_err(|e| LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim())))
+        fs::write(format!("/proc/self/{file}"), &text).map_err(|e| {
+            LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim()))
+        })
     };
     write("setgroups", "deny".into())?;
     write("uid_map", format!("{inner_uid} {uid} 1\n"))?;

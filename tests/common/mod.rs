@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -66,4 +67,164 @@ pub fn run_err(cmd: &mut Command) -> String {
 
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An unprivileged identity to run the launcher as: the caller itself when it is not
+/// root; when the tests run as root, uid/gid 65534 (nobody), with the veil binary copied
+/// where that user can execute it and a home directory it owns.
+pub struct Unprivileged {
+    pub uid: u32,
+    pub gid: u32,
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+    pub home: PathBuf,
+}
+
+impl Unprivileged {
+    pub fn new() -> Option<Unprivileged> {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let (uid, gid) = if euid == 0 {
+            (65534, 65534)
+        } else {
+            (euid, unsafe { libc::getegid() })
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("veil-test-")
+            .tempdir_in("/tmp")
+            .ok()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).ok()?;
+        let bin = dir.path().join("veil");
+        std::fs::copy(env!("CARGO_BIN_EXE_veil"), &bin).ok()?;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).ok()?;
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).ok()?;
+        if euid == 0 {
+            chown(&home, Some(uid), Some(gid)).ok()?;
+        }
+        let u = Unprivileged {
+            uid,
+            gid,
+            dir,
+            bin,
+            home,
+        };
+        // Can this user make a user namespace here at all?
+        let probe = Command::new("unshare")
+            .args(["-Urm", "true"])
+            .uid(u.uid)
+            .gid(u.gid)
+            .output();
+        match probe {
+            Ok(o) if o.status.success() => Some(u),
+            Ok(o) => {
+                eprintln!(
+                    "user namespaces are not available to uid {uid}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("cannot run unshare: {e}");
+                None
+            }
+        }
+    }
+
+    /// `veil ARGS`, as this user, in its home directory, with a small fixed environment.
+    pub fn veil(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.uid(self.uid)
+            .gid(self.gid)
+            .current_dir(&self.home)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8");
+        c
+    }
+
+    /// Gives a path (recursively) to this user, as a sandbox the user built would be.
+    pub fn own(&self, path: &Path) {
+        if unsafe { libc::geteuid() } == 0 {
+            let st = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{}:{}", self.uid, self.gid))
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+    }
+}
+
+/// A busybox root filesystem laid out like an Apptainer build: /.singularity.d with a
+/// runscript, a test script, environment scripts and labels.
+pub fn busybox_rootfs(dir: &Path) -> Option<PathBuf> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())?;
+    let root = dir.join("rootfs");
+    for d in [
+        "bin",
+        "etc",
+        "tmp",
+        "home",
+        "root",
+        ".singularity.d/env",
+        ".singularity.d/actions",
+        "data",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+    for tool in [
+        "sh",
+        "ls",
+        "cat",
+        "echo",
+        "id",
+        "pwd",
+        "env",
+        "sleep",
+        "grep",
+        "hostname",
+        "ps",
+        "true",
+        "false",
+        "touch",
+        "wc",
+        "head",
+        "kill",
+        "stat",
+        "readlink",
+        "sha256sum",
+        "dd",
+        "test",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    let sd = root.join(".singularity.d");
+    std::fs::write(
+        sd.join("runscript"),
+        "#!/bin/sh\necho \"runscript: $*\"\nexit ${RUN_EXIT:-0}\n",
+    )
+    .unwrap();
+    std::fs::write(sd.join("test"), "#!/bin/sh\necho test-ok\nexit 0\n").unwrap();
+    std::fs::write(
+        sd.join("env/90-environment.sh"),
+        "export FROM_IMAGE=image-value\nexport OVERRIDDEN=image\n",
+    )
+    .unwrap();
+    std::fs::write(sd.join("labels.json"), "{\"org.label\":\"veil\"}\n").unwrap();
+    std::fs::write(root.join("data/hello.txt"), "hello from the image\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["runscript", "test"] {
+        std::fs::set_permissions(sd.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Some(root)
 }
