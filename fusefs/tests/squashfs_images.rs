@@ -21,7 +21,7 @@ use veil_fusefs::squashfs::{Attr, Error, FileKind, InodeId, Squashfs};
 fn synthetic() -> &'static Path {
     static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
     TREE.get_or_init(|| {
-        let t = tempfile::tempdir().unwrap();
+        let t = fast_tempdir();
         synthetic_tree(&t.path().join("tree"), false);
         t
     })
@@ -35,7 +35,7 @@ fn synthetic() -> &'static Path {
 fn synthetic_huge() -> &'static Path {
     static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
     TREE.get_or_init(|| {
-        let t = tempfile::tempdir().unwrap();
+        let t = fast_tempdir();
         synthetic_tree(&t.path().join("tree"), true);
         t
     })
@@ -47,7 +47,7 @@ fn synthetic_huge() -> &'static Path {
 fn real() -> Option<&'static Path> {
     static TREE: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
     TREE.get_or_init(|| {
-        let t = tempfile::tempdir().unwrap();
+        let t = fast_tempdir();
         real_tree(&t.path().join("tree")).then_some(t)
     })
     .as_ref()
@@ -67,7 +67,7 @@ fn ready() -> bool {
 
 /// Builds an image of `tree`, then checks veil's view of it against unsquashfs.
 fn check_image(tree: &Path, args: &[&str]) {
-    let work = tempfile::tempdir().unwrap();
+    let work = fast_tempdir();
     let img = work.path().join("image.sqfs");
     let t0 = std::time::Instant::now();
     mksquashfs(tree, &img, args);
@@ -163,7 +163,7 @@ fn hardlinks(nodes: &BTreeMap<String, Attr>) -> usize {
 
 /// The synthetic tree's special cases, checked directly.
 fn check_synthetic_details(args: &[&str]) {
-    let work = tempfile::tempdir().unwrap();
+    let work = fast_tempdir();
     let img = work.path().join("image.sqfs");
     mksquashfs(synthetic_huge(), &img, args);
     let fs = Squashfs::open(FileSource::open(&img).unwrap()).unwrap();

@@ -10,6 +10,18 @@ use std::process::Command;
 
 use veil_fusefs::squashfs::{Attr, FileKind, Squashfs};
 
+/// A temporary directory on tmpfs when there is one: reading the holes of a
+/// 4 GiB sparse file costs 11 s on ext4 here and 0.3 s on tmpfs.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(t) = tempfile::tempdir_in(shm) {
+            return t;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 /// Runs a command, panicking with its output on failure.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.env("TZ", "UTC").output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
