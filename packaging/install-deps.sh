@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing veil needs on Debian or Ubuntu, then makes sure a
-# Rust toolchain (1.85 or newer, for edition 2024) is on PATH.
+# Rust toolchain (1.89 or newer) is on PATH.
 #
 # RHEL family (Rocky, Alma, RHEL 9, with EPEL enabled) equivalents:
 #   dnf install gcc make pkgconf-pkg-config squashfs-tools squashfuse fuse3 cryptsetup \
@@ -50,7 +50,7 @@ if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
 need_rust=1
 if command -v cargo >/dev/null 2>&1; then
   v=$(rustc --version | awk '{print $2}')
-  if [ "$(printf '%s\n1.85.0\n' "$v" | sort -V | head -1)" = "1.85.0" ]; then need_rust=0; fi
+  if [ "$(printf '%s\n1.89.0\n' "$v" | sort -V | head -1)" = "1.89.0" ]; then need_rust=0; fi
 fi
 if [ "$need_rust" -eq 1 ]; then
   echo "installing the Rust toolchain with rustup"

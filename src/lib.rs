@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod fsutil;
+pub mod image;
 pub mod launch;
 pub mod sif;

@@ -124,14 +124,7 @@ fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
 }
 
 fn root_source(image: &str) -> Result<RootSource> {
-    let p = PathBuf::from(image);
-    let meta = std::fs::metadata(&p).with_context(|| format!("image {image}"))?;
-    if meta.is_dir() {
-        return Ok(RootSource::Directory(p));
-    }
-    bail!(
-        "{image}: running SIF and squashfs images needs the FUSE server, which is not built yet; sandbox directories work"
-    )
+    Ok(crate::image::open(std::path::Path::new(image))?.into())
 }
 
 pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode> {

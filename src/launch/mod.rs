@@ -35,6 +35,9 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigmaskHow, Signal, sigprocmask};
 use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, fork, pipe2};
+use std::sync::Arc;
+use veil_fusefs::fs::{ImageFs, Owner, Synthetic};
+use veil_fusefs::squashfs::Squashfs;
 
 pub use action::Action;
 use error::SysContext;
@@ -42,10 +45,20 @@ pub use error::{LaunchError, Result};
 use identity::Identity;
 
 /// Where the image's root filesystem comes from.
-#[derive(Debug)]
 pub enum RootSource {
     /// A sandbox directory on the host, used read-only.
     Directory(PathBuf),
+    /// A squashfs served by the launcher's FUSE threads.
+    Squashfs(Arc<Squashfs<crate::image::Source>>),
+}
+
+impl From<crate::image::Root> for RootSource {
+    fn from(r: crate::image::Root) -> Self {
+        match r {
+            crate::image::Root::Directory(d) => RootSource::Directory(d),
+            crate::image::Root::Squashfs(fs) => RootSource::Squashfs(fs),
+        }
+    }
 }
 
 /// Everything `run`, `exec`, `shell` and `test` take.
@@ -113,10 +126,22 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
             read_in_root(dir, "etc/passwd"),
             read_in_root(dir, "etc/group"),
         ),
+        RootSource::Squashfs(fs) => (
+            crate::image::read_small_file(fs, "/etc/passwd"),
+            crate::image::read_small_file(fs, "/etc/group"),
+        ),
     };
+    // A squashfs root is served read-only by FUSE, with the mount points it lacks
+    // presented as empty synthetic nodes; a directory root gets an overlay instead.
+    // Checked now for a clear error before any namespace exists; the descriptor used
+    // for the mount is opened again inside the user namespace, as the kernel requires
+    // (it refuses a /dev/fuse opened in another user namespace).
+    if let RootSource::Squashfs(_) = &spec.root {
+        drop(open_fuse()?);
+    }
     let home_str = home_dst.to_string_lossy().into_owned();
     let req = plan::MountRequest {
-        direct_root: false,
+        direct_root: matches!(spec.root, RootSource::Squashfs(_)),
         writable_tmpfs: o.writable_tmpfs,
         contain: o.contain,
         no_home: o.no_home,
@@ -133,6 +158,12 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     };
     let steps = plan::build(&req);
     let root = PathBuf::from(plan::root_dir(&req));
+    let mut synth = Synthetic::default();
+    if let RootSource::Squashfs(fs) = &spec.root {
+        for (p, is_file) in plan::mount_points(&steps, plan::root_dir(&req)) {
+            synth.add(fs, p.as_os_str().as_bytes(), is_file);
+        }
+    }
     if std::env::var_os("VEIL_DEBUG").is_some() {
         for s in &steps {
             eprintln!("veil: plan: {s:?}");
@@ -176,7 +207,11 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
 
-    userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid, o.pid)?;
+    userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
+    let fuse_fd = match &spec.root {
+        RootSource::Squashfs(_) => Some(open_fuse()?),
+        RootSource::Directory(_) => None,
+    };
     stage(&spec.root)?;
     // The launcher may hold secrets (issue: encrypted images): no core dumps, no ptrace
     // by other processes of the user. Set after the id maps, which need a dumpable writer.
@@ -188,7 +223,9 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         ForkResult::Child => {
             drop(go_w);
             drop(err_r);
+            let mut err_slot = Some(err_w);
             let err = child(ChildSetup {
+                err: &mut err_slot,
                 go: go_r,
                 old_mask,
                 hostname,
@@ -199,8 +236,9 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
                 start_dirs: &start_dirs,
                 argv: &argv,
             });
-            let mut w = fs::File::from(err_w);
-            let _ = w.write_all(err.to_string().as_bytes());
+            if let Some(fd) = err_slot {
+                let _ = fs::File::from(fd).write_all(err.to_string().as_bytes());
+            }
             // SAFETY: _exit is always safe; it skips destructors and atexit handlers that
             // belong to the parent's state.
             unsafe { libc::_exit(255) }
@@ -208,7 +246,17 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         ForkResult::Parent { child } => {
             drop(go_r);
             drop(err_w);
-            // (The FUSE server will start here, before the child is released.)
+            if let (RootSource::Squashfs(fs), Some(fd)) = (&spec.root, fuse_fd) {
+                let owner = Owner {
+                    uid: id.inner_uid,
+                    gid: id.inner_gid,
+                };
+                if let Err(e) = serve_image(fs.clone(), synth, owner, fd, &spec.image_name) {
+                    drop(go_w); // the child sees EOF and exits
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    return Err(e);
+                }
+            }
             fs::File::from(go_w).write_all(b"g")?;
             let mut msg = String::new();
             let _ = fs::File::from(err_r).read_to_string(&mut msg);
@@ -241,6 +289,21 @@ fn stage(root: &RootSource) -> Result<()> {
             Mode::empty(),
         )
         .ctx(|| format!("opening {}", dir.display()))?,
+        RootSource::Squashfs(_) => {
+            // Mounted by the launcher once the child exists (see `serve_image`).
+            mount(
+                Some("veil"),
+                STAGE,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=0755"),
+            )
+            .ctx(|| "mounting the staging tmpfs".into())?;
+            for d in [".host", ".image"] {
+                fs::create_dir(Path::new(STAGE).join(d))?;
+            }
+            return Ok(());
+        }
     };
     mount(
         Some("veil"),
@@ -268,6 +331,9 @@ fn stage(root: &RootSource) -> Result<()> {
 }
 
 struct ChildSetup<'a> {
+    /// Where setup errors go. A process that stays behind to wait (the PID-namespace
+    /// helpers) closes its copy, so the launcher sees end-of-file once the action runs.
+    err: &'a mut Option<OwnedFd>,
     go: OwnedFd,
     old_mask: nix::sys::signal::SigSet,
     hostname: Option<String>,
@@ -300,7 +366,27 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
     if s.uts {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
-    unshare(flags).ctx(|| "creating the container's mount namespace".into())?;
+    if s.pid_ns {
+        // Only children enter a new PID namespace, and /proc must be mounted from inside
+        // it: fork once more, and let this process wait on its behalf.
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    unshare(flags).ctx(|| "creating the container's namespaces".into())?;
+    if s.pid_ns {
+        // SAFETY: single-threaded process.
+        match unsafe { fork() }.ctx(|| "fork".into())? {
+            ForkResult::Child => {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                    .ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+            }
+            ForkResult::Parent { child } => {
+                s.err.take();
+                let code = process::supervise(child);
+                // SAFETY: leave without running destructors that belong to the launcher.
+                unsafe { libc::_exit(code) }
+            }
+        }
+    }
     nix::unistd::pivot_root(STAGE, &Path::new(STAGE).join(".host"))
         .ctx(|| "entering the staging area".into())?;
     nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
@@ -310,7 +396,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         nix::unistd::sethostname(h).ctx(|| format!("setting the hostname to {h}"))?;
     }
     if s.pid_ns {
-        become_init()?;
+        become_init(s.err)?;
     }
     for d in s.start_dirs {
         if nix::unistd::chdir(d.as_c_str()).is_ok() {
@@ -346,16 +432,62 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
 /// In a PID namespace the child is PID 1, which the kernel shields from signals it does
 /// not handle. So it forks: the grandchild runs the action, and PID 1 reaps orphans and
 /// forwards signals until the action ends, then exits with its status.
-fn become_init() -> Result<()> {
+fn become_init(err: &mut Option<OwnedFd>) -> Result<()> {
     // SAFETY: single-threaded (the child never started threads).
     match unsafe { fork() }.ctx(|| "fork".into())? {
         ForkResult::Child => Ok(()),
         ForkResult::Parent { child } => {
+            err.take();
             let code = process::supervise_as_init(child);
             // SAFETY: exit without running the parent's destructors.
             unsafe { libc::_exit(code) }
         }
     }
+}
+
+/// Opens /dev/fuse, saying what to do when that is not possible.
+fn open_fuse() -> Result<OwnedFd> {
+    match open("/dev/fuse", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(nix::errno::Errno::ENOENT)
+        | Err(nix::errno::Errno::ENODEV)
+        | Err(nix::errno::Errno::ENXIO) => Err(LaunchError::NoFuse),
+        Err(e) => Err(LaunchError::FuseAccess(std::io::Error::from(e))),
+    }
+}
+
+/// Mounts the image with FUSE at the staging `.image` and starts the server threads.
+fn serve_image(
+    fs: Arc<Squashfs<crate::image::Source>>,
+    synth: Synthetic,
+    owner: Owner,
+    fd: OwnedFd,
+    image_name: &str,
+) -> Result<()> {
+    let target = Path::new(STAGE).join(".image");
+    let data = veil_fusefs::fs::mount_data(fd.as_raw_fd(), owner.uid, owner.gid);
+    let source = Path::new(image_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().replace([' ', ',', '\\'], "_"))
+        .unwrap_or_else(|| "veil".into());
+    mount(
+        Some(source.as_str()),
+        &target,
+        Some("fuse.veil"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+        Some(data.as_str()),
+    )
+    .ctx(|| "mounting the image with FUSE".into())?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    let session = veil_fusefs::fs::serve(ImageFs::new(fs, synth, owner), fd, threads)
+        .map_err(|e| LaunchError::Invalid(format!("starting the FUSE server: {e}")))?;
+    // The workers serve until the mount namespace goes away with the launcher; the
+    // session handle must not be dropped (that would wait for them).
+    std::mem::forget(session);
+    Ok(())
 }
 
 /// A file inside a sandbox directory, read with the image's symlinks resolved inside it.

@@ -40,15 +40,12 @@ fn explain(err: nix::Error) -> LaunchError {
     LaunchError::UserNs(err)
 }
 
-/// Enters new user and mount namespaces (plus a PID namespace for the children when
-/// asked), mapping the caller's uid/gid to `inner_uid`/`inner_gid`. setgroups is denied,
+/// Enters new user and mount namespaces, mapping the caller's uid/gid to `inner_uid`/`inner_gid`. setgroups is denied,
 /// as the kernel requires for an unprivileged single-id map.
-pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32, pid_ns: bool) -> Result<()> {
-    let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
-    if pid_ns {
-        flags |= CloneFlags::CLONE_NEWPID;
-    }
-    unshare(flags).map_err(explain)?;
+pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
+    // (A PID namespace is made later, by the container process: the launcher itself
+    // starts threads, which the kernel refuses after unshare(CLONE_NEWPID).)
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(explain)?;
     let write = |file: &str, text: String| {
         fs::write(format!("/proc/self/{file}"), &text).map_err(|e| {
             LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim()))

@@ -228,3 +228,51 @@ pub fn busybox_rootfs(dir: &Path) -> Option<PathBuf> {
     }
     Some(root)
 }
+
+/// Packs a root filesystem with the real mksquashfs, and wraps the result in a SIF the
+/// way Apptainer lays it out (primary system partition, group 1). Returns
+/// (squashfs, sif), or None when mksquashfs or a usable /dev/fuse is missing.
+pub fn squash_and_sif(rootfs: &Path, dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    if which("mksquashfs").is_none() {
+        eprintln!("mksquashfs is not installed (apt-get install squashfs-tools)");
+        return None;
+    }
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_err()
+    {
+        eprintln!("/dev/fuse is not usable here");
+        return None;
+    }
+    let sqfs = dir.join("image.sqfs");
+    let st = Command::new("mksquashfs")
+        .arg(rootfs)
+        .arg(&sqfs)
+        .args(["-noappend", "-quiet", "-all-root", "-no-progress"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    assert!(st.success(), "mksquashfs failed");
+    let sif = dir.join("image.sif");
+    sif_from_squashfs(&sqfs, &sif);
+    Some((sqfs, sif))
+}
+
+/// A SIF holding `sqfs` as its primary system partition, as Apptainer builds it.
+pub fn sif_from_squashfs(sqfs: &Path, sif: &Path) {
+    use veil::sif::*;
+    let mut part = NewObject::new(DataType::Partition, ObjectData::Path(sqfs));
+    part.group = 1;
+    part.extra = Extra::Partition {
+        fs: FsType::Squash,
+        part: PartType::PrimSys,
+        arch: Arch::host(),
+    };
+    let opts = CreateOptions {
+        launch_script: DEFAULT_LAUNCH_SCRIPT.into(),
+        ..Default::default()
+    };
+    veil::sif::create(sif, &opts, vec![part]).unwrap();
+}

@@ -1,0 +1,131 @@
+//! Opening an image — a SIF file, a plain squashfs file, or a sandbox directory — and
+//! handing out its root filesystem as a byte source for the squashfs reader.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use veil_fusefs::source::{FileSource, ReadAt, Slice};
+use veil_fusefs::squashfs::Squashfs;
+
+use crate::sif::{Extra, FsType, Sif, SifError};
+
+/// A positional-read source shared by the FUSE threads.
+pub type Source = Arc<dyn ReadAt>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {err}")]
+    Open { path: String, err: std::io::Error },
+    #[error("{0}: not a SIF file, a squashfs image or a directory")]
+    Unknown(String),
+    #[error("{0}: {1}")]
+    Sif(String, SifError),
+    #[error("{0}: the image has no primary system partition")]
+    NoPrimary(String),
+    #[error("{0}: the primary partition is {1}, which veil cannot run (it runs squashfs)")]
+    UnsupportedFs(String, String),
+    #[error(
+        "{0}: this image uses Apptainer's gocryptfs encryption (fstype 6), which veil does not support yet; images made by `apptainer build --encrypt` as root or by `singularity build --encrypt` (LUKS2) work"
+    )]
+    Gocryptfs(String),
+    #[error("{0}: the image is encrypted; running encrypted images is not implemented yet")]
+    Encrypted(String),
+    #[error("{0}: {1}")]
+    Squashfs(String, veil_fusefs::squashfs::Error),
+}
+
+/// An image's root filesystem, ready to serve.
+pub enum Root {
+    /// A sandbox directory.
+    Directory(PathBuf),
+    /// A squashfs, from a plain file or a SIF partition.
+    Squashfs(Arc<Squashfs<Source>>),
+}
+
+const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
+const SIF_MAGIC_AT: u64 = 0x20;
+
+/// Opens `path` and finds the filesystem to run.
+pub fn open(path: &Path) -> Result<Root, ImageError> {
+    let name = path.display().to_string();
+    let io = |err| ImageError::Open {
+        path: name.clone(),
+        err,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_dir() {
+        return Ok(Root::Directory(path.to_path_buf()));
+    }
+    let file = File::open(path).map_err(io)?;
+    let mut head = [0u8; 42];
+    let n = file.read_at(&mut head, 0).map_err(io)?;
+    let src = Arc::new(FileSource::new(file).map_err(io)?);
+    let source: Source =
+        if n >= 42 && &head[SIF_MAGIC_AT as usize..SIF_MAGIC_AT as usize + 9] == b"SIF_MAGIC" {
+            sif_partition(&name, src)?
+        } else if n >= 4 && &head[..4] == SQUASHFS_MAGIC {
+            src
+        } else {
+            return Err(ImageError::Unknown(name));
+        };
+    let fs = Squashfs::open(source).map_err(|e| ImageError::Squashfs(name, e))?;
+    Ok(Root::Squashfs(Arc::new(fs)))
+}
+
+fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Source, ImageError> {
+    let sif = Sif::open(src).map_err(|e| ImageError::Sif(name.into(), e))?;
+    let prim = sif
+        .primary_partition()
+        .ok_or_else(|| ImageError::NoPrimary(name.into()))?;
+    match prim.extra() {
+        Extra::Partition {
+            fs: FsType::Squash, ..
+        } => {}
+        Extra::Partition {
+            fs: FsType::EncryptedSquashfs,
+            ..
+        } => return Err(ImageError::Encrypted(name.into())),
+        Extra::Partition {
+            fs: FsType::GocryptfsSquashfs,
+            ..
+        } => return Err(ImageError::Gocryptfs(name.into())),
+        Extra::Partition { fs, .. } => {
+            return Err(ImageError::UnsupportedFs(name.into(), fs.to_string()));
+        }
+        _ => return Err(ImageError::NoPrimary(name.into())),
+    }
+    let slice: Slice<Arc<FileSource>> = sif
+        .object_source(prim)
+        .map_err(|e| ImageError::Sif(name.into(), e))?;
+    Ok(Arc::new(slice))
+}
+
+/// Reads a small file from the image (following symlinks inside it); `None` when absent.
+pub fn read_small_file(fs: &Squashfs<Source>, path: &str) -> Option<String> {
+    const LIMIT: u64 = 4 << 20;
+    let mut p = path.to_string();
+    for _ in 0..8 {
+        let a = fs.lookup_path(p.as_bytes()).ok()?;
+        match a.kind {
+            veil_fusefs::squashfs::FileKind::Symlink => {
+                let t = String::from_utf8(fs.readlink(a.id).ok()?).ok()?;
+                p = if t.starts_with('/') {
+                    t
+                } else {
+                    let parent = Path::new(&p).parent().unwrap_or(Path::new("/"));
+                    parent.join(t).to_string_lossy().into_owned()
+                };
+            }
+            veil_fusefs::squashfs::FileKind::File if a.size <= LIMIT => {
+                let mut buf = vec![0u8; a.size as usize];
+                let n = fs.read(a.id, 0, &mut buf).ok()?;
+                buf.truncate(n);
+                return String::from_utf8(buf).ok();
+            }
+            _ => return None,
+        }
+    }
+    None
+}
