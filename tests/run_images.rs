@@ -1,0 +1,229 @@
+//! What is particular to images served by veil's FUSE server: the root is the FUSE
+//! mount, large files read correctly from many readers at once, the image's own
+//! attributes show through, and broken images fail cleanly.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use common::*;
+
+struct Env {
+    user: Unprivileged,
+    sqfs: PathBuf,
+    sif: PathBuf,
+    big: Vec<Vec<u8>>,
+}
+
+/// Deterministic, poorly compressible bytes.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn setup() -> Option<Env> {
+    let user = Unprivileged::new()?;
+    let root = busybox_rootfs(user.dir.path())?;
+    // Four large files: half noise, half text, so both stored and compressed blocks occur.
+    let mut big = Vec::new();
+    for i in 0..4u64 {
+        let mut data = noise(6 << 20, i + 1);
+        data.extend(std::iter::repeat_n(b"veil big file line\n".as_slice(), 200_000).flatten());
+        std::fs::write(root.join(format!("data/big{i}")), &data).unwrap();
+        big.push(data);
+    }
+    std::fs::create_dir_all(root.join("data/tree/a/b/c")).unwrap();
+    std::os::unix::fs::symlink("../hello.txt", root.join("data/tree/link")).unwrap();
+    let (sqfs, sif) = squash_and_sif(&root, user.dir.path())?;
+    Some(Env {
+        user,
+        sqfs,
+        sif,
+        big,
+    })
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn the_root_is_the_fuse_mount_and_it_is_read_only() {
+    let e = require!(
+        setup(),
+        "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
+    );
+    let o = run_ok(e.user.veil().arg("exec").arg(&e.sif).args(["sh", "-c", "grep ' / ' /proc/self/mounts; touch /x 2>&1; readlink /data/tree/link; cat /data/tree/link"]));
+    let s = stdout(&o);
+    let first = s.lines().next().unwrap();
+    assert!(
+        first.starts_with("image.sif / fuse.veil ro,nosuid,nodev"),
+        "{s}"
+    );
+    assert!(s.contains("Read-only file system"), "{s}");
+    assert!(s.contains("../hello.txt\nhello from the image\n"), "{s}");
+}
+
+#[test]
+fn eight_parallel_readers_read_the_right_bytes() {
+    let e = require!(
+        setup(),
+        "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
+    );
+    // Eight readers, two per file, started together in one container.
+    let script = "for i in 0 1 2 3 0 1 2 3; do sha256sum /data/big$i & done; wait";
+    for image in [&e.sif, &e.sqfs] {
+        let o = run_ok(
+            e.user
+                .veil()
+                .arg("exec")
+                .arg(image)
+                .args(["sh", "-c", script]),
+        );
+        let s = stdout(&o);
+        assert_eq!(s.lines().count(), 8, "{s}");
+        for line in s.lines() {
+            let (sum, path) = line.split_once("  ").unwrap();
+            let i: usize = path.trim_start_matches("/data/big").parse().unwrap();
+            assert_eq!(sum, sha256_hex(&e.big[i]), "{path} in {}", image.display());
+        }
+    }
+    // Random-offset reads through dd agree with the file.
+    let o = run_ok(e.user.veil().arg("exec").arg(&e.sif).args([
+        "sh",
+        "-c",
+        "dd if=/data/big2 bs=4096 skip=1500 count=3 2>/dev/null",
+    ]));
+    assert_eq!(o.stdout, e.big[2][1500 * 4096..1503 * 4096]);
+}
+
+#[test]
+fn shell_reads_commands_from_stdin() {
+    let e = require!(
+        setup(),
+        "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
+    );
+    let mut c = e
+        .user
+        .veil()
+        .arg("shell")
+        .arg(&e.sif)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo in-shell $FROM_IMAGE\nexit 5\n")
+        .unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "in-shell image-value\n");
+}
+
+#[test]
+fn broken_images_fail_with_one_line_errors() {
+    let e = require!(
+        setup(),
+        "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
+    );
+    let dir = e.user.dir.path();
+    let check = |path: &PathBuf, want: &str| {
+        let o = e
+            .user
+            .veil()
+            .arg("exec")
+            .arg(path)
+            .arg("true")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{}: {err}", path.display());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(want),
+            "{}: expected {want:?} in {err}",
+            path.display()
+        );
+    };
+    // Corrupt superblock.
+    let mut bytes = std::fs::read(&e.sqfs).unwrap();
+    bytes[0] = b'X';
+    let p = dir.join("badmagic.sqfs");
+    std::fs::write(&p, &bytes).unwrap();
+    check(&p, "not a SIF file, a squashfs image or a directory");
+    let mut bytes = std::fs::read(&e.sqfs).unwrap();
+    bytes[20..22].copy_from_slice(&99u16.to_le_bytes()); // compressor id
+    let p = dir.join("badcomp.sqfs");
+    std::fs::write(&p, &bytes).unwrap();
+    check(&p, "compressor");
+    // Truncated squashfs.
+    let bytes = std::fs::read(&e.sqfs).unwrap();
+    let p = dir.join("short.sqfs");
+    std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
+    check(&p, "squashfs");
+    // A SIF without a primary partition.
+    let p = dir.join("noprim.sif");
+    run_ok(veil().args(["sif", "new"]).arg(&p));
+    run_ok(
+        veil()
+            .args(["sif", "add", "--datatype", "1"])
+            .arg(&p)
+            .arg(&e.sqfs),
+    );
+    check(&p, "no primary system partition");
+    // A truncated SIF.
+    let bytes = std::fs::read(&e.sif).unwrap();
+    let p = dir.join("short.sif");
+    std::fs::write(&p, &bytes[..40_000]).unwrap();
+    check(&p, "truncated");
+    // Not there at all.
+    check(&dir.join("missing.sif"), "missing.sif: No such file");
+    // A corrupt data block inside an otherwise valid image: the container sees EIO,
+    // the launcher names the problem once, and nothing hangs. squashfs has no checksums,
+    // so the damage goes where a compressed block is: the data of /a/text.txt, which
+    // mksquashfs writes first, right after the 96-byte superblock.
+    let bad = dir.join("bad");
+    let root = busybox_rootfs(&bad).unwrap();
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    let text: String = (0..60_000)
+        .map(|i| format!("line {i} of a compressible file\n"))
+        .collect();
+    std::fs::write(root.join("a/text.txt"), text).unwrap();
+    let (sqfs, _) = squash_and_sif(&root, &bad).unwrap();
+    let mut bytes = std::fs::read(&sqfs).unwrap();
+    for b in &mut bytes[2000..20_000] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&sqfs, &bytes).unwrap();
+    let o = e
+        .user
+        .veil()
+        .arg("exec")
+        .arg(&sqfs)
+        .args(["sh", "-c", "cat /a/text.txt > /dev/null; echo rc=$?"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        out.trim(),
+        "rc=1",
+        "the reader sees an I/O error: {out} {err}"
+    );
+    assert_eq!(err.matches("error reading the image").count(), 1, "{err}");
+}
