@@ -53,6 +53,9 @@ pub struct RunArgs {
     /// Be root inside the container (uid 0, mapped to you)
     #[arg(short = 'f', long)]
     fakeroot: bool,
+    /// Serve the image with FUSE even when running as root (instead of a loop device)
+    #[arg(long)]
+    fuse: bool,
     /// The image: a SIF file, a squashfs file, or a sandbox directory
     image: String,
     /// Arguments
@@ -120,6 +123,7 @@ fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
         hostname: a.hostname.clone(),
         fakeroot: a.fakeroot,
         shell,
+        fuse: a.fuse,
     })
 }
 

@@ -41,7 +41,20 @@ pub enum Root {
     /// A sandbox directory.
     Directory(PathBuf),
     /// A squashfs, from a plain file or a SIF partition.
-    Squashfs(Arc<Squashfs<Source>>),
+    Squashfs {
+        fs: Arc<Squashfs<Source>>,
+        /// Where its bytes lie in a file, when they are stored in the clear (the
+        /// privileged path can then hand them to the kernel through a loop device).
+        region: Option<FileRegion>,
+    },
+}
+
+/// A byte range of a file.
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub size: u64,
 }
 
 const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
@@ -62,19 +75,27 @@ pub fn open(path: &Path) -> Result<Root, ImageError> {
     let mut head = [0u8; 42];
     let n = file.read_at(&mut head, 0).map_err(io)?;
     let src = Arc::new(FileSource::new(file).map_err(io)?);
-    let source: Source =
+    let (source, offset): (Source, u64) =
         if n >= 42 && &head[SIF_MAGIC_AT as usize..SIF_MAGIC_AT as usize + 9] == b"SIF_MAGIC" {
             sif_partition(&name, src)?
         } else if n >= 4 && &head[..4] == SQUASHFS_MAGIC {
-            src
+            (src, 0)
         } else {
             return Err(ImageError::Unknown(name));
         };
+    let region = FileRegion {
+        path: path.to_path_buf(),
+        offset,
+        size: source.len(),
+    };
     let fs = Squashfs::open(source).map_err(|e| ImageError::Squashfs(name, e))?;
-    Ok(Root::Squashfs(Arc::new(fs)))
+    Ok(Root::Squashfs {
+        fs: Arc::new(fs),
+        region: Some(region),
+    })
 }
 
-fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Source, ImageError> {
+fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<(Source, u64), ImageError> {
     let sif = Sif::open(src).map_err(|e| ImageError::Sif(name.into(), e))?;
     let prim = sif
         .primary_partition()
@@ -99,7 +120,8 @@ fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Source, ImageError>
     let slice: Slice<Arc<FileSource>> = sif
         .object_source(prim)
         .map_err(|e| ImageError::Sif(name.into(), e))?;
-    Ok(Arc::new(slice))
+    let offset = slice.offset();
+    Ok((Arc::new(slice), offset))
 }
 
 /// Reads a small file from the image (following symlinks inside it); `None` when absent.

@@ -17,6 +17,7 @@ pub mod binds;
 pub mod env;
 pub mod error;
 pub mod identity;
+mod loopdev;
 pub mod plan;
 mod process;
 mod sys;
@@ -33,7 +34,7 @@ use nix::fcntl::{OFlag, open};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigmaskHow, Signal, sigprocmask};
-use nix::sys::stat::Mode;
+use nix::sys::stat::Mode as Mode_;
 use nix::unistd::{ForkResult, fork, pipe2};
 use std::sync::Arc;
 use veil_fusefs::fs::{ImageFs, Owner, Synthetic};
@@ -48,15 +49,19 @@ use identity::Identity;
 pub enum RootSource {
     /// A sandbox directory on the host, used read-only.
     Directory(PathBuf),
-    /// A squashfs served by the launcher's FUSE threads.
-    Squashfs(Arc<Squashfs<crate::image::Source>>),
+    /// A squashfs: served by the launcher's FUSE threads, or — with real root privileges
+    /// and a region of a file to hand over — mounted by the kernel from a loop device.
+    Squashfs {
+        fs: Arc<Squashfs<crate::image::Source>>,
+        region: Option<crate::image::FileRegion>,
+    },
 }
 
 impl From<crate::image::Root> for RootSource {
     fn from(r: crate::image::Root) -> Self {
         match r {
             crate::image::Root::Directory(d) => RootSource::Directory(d),
-            crate::image::Root::Squashfs(fs) => RootSource::Squashfs(fs),
+            crate::image::Root::Squashfs { fs, region } => RootSource::Squashfs { fs, region },
         }
     }
 }
@@ -78,6 +83,26 @@ pub struct Options {
     pub hostname: Option<String>,
     pub fakeroot: bool,
     pub shell: Option<String>,
+    /// Use FUSE even with real root privileges.
+    pub fuse: bool,
+}
+
+/// How the image's root is mounted.
+enum Mode {
+    /// A sandbox directory, bound read-only, with an overlay for mount points.
+    Directory(PathBuf),
+    /// FUSE served by the launcher, in a user namespace.
+    Fuse(Arc<Squashfs<crate::image::Source>>),
+    /// Real root: the kernel's squashfs over a loop device, no user namespace.
+    Kernel(crate::image::FileRegion),
+}
+
+/// True for uid 0 in the initial user namespace (not merely root inside a container).
+fn real_root() -> bool {
+    nix::unistd::geteuid().is_root()
+        && fs::read_to_string("/proc/self/uid_map")
+            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+            .unwrap_or(false)
 }
 
 pub struct LaunchSpec {
@@ -126,7 +151,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
             read_in_root(dir, "etc/passwd"),
             read_in_root(dir, "etc/group"),
         ),
-        RootSource::Squashfs(fs) => (
+        RootSource::Squashfs { fs, .. } => (
             crate::image::read_small_file(fs, "/etc/passwd"),
             crate::image::read_small_file(fs, "/etc/group"),
         ),
@@ -136,12 +161,19 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     // Checked now for a clear error before any namespace exists; the descriptor used
     // for the mount is opened again inside the user namespace, as the kernel requires
     // (it refuses a /dev/fuse opened in another user namespace).
-    if let RootSource::Squashfs(_) = &spec.root {
+    let mode = match spec.root {
+        RootSource::Directory(d) => Mode::Directory(d),
+        RootSource::Squashfs {
+            region: Some(r), ..
+        } if real_root() && !o.fuse => Mode::Kernel(r),
+        RootSource::Squashfs { fs, .. } => Mode::Fuse(fs),
+    };
+    if let Mode::Fuse(_) = &mode {
         drop(open_fuse()?);
     }
     let home_str = home_dst.to_string_lossy().into_owned();
     let req = plan::MountRequest {
-        direct_root: matches!(spec.root, RootSource::Squashfs(_)),
+        direct_root: matches!(mode, Mode::Fuse(_)),
         writable_tmpfs: o.writable_tmpfs,
         contain: o.contain,
         no_home: o.no_home,
@@ -159,7 +191,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let steps = plan::build(&req);
     let root = PathBuf::from(plan::root_dir(&req));
     let mut synth = Synthetic::default();
-    if let RootSource::Squashfs(fs) = &spec.root {
+    if let Mode::Fuse(fs) = &mode {
         for (p, is_file) in plan::mount_points(&steps, plan::root_dir(&req)) {
             synth.add(fs, p.as_os_str().as_bytes(), is_file);
         }
@@ -207,12 +239,17 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
 
-    userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
-    let fuse_fd = match &spec.root {
-        RootSource::Squashfs(_) => Some(open_fuse()?),
-        RootSource::Directory(_) => None,
+    if let Mode::Kernel(_) = &mode {
+        // Real root needs no user namespace, and the kernel's squashfs refuses to mount in one.
+        unshare(CloneFlags::CLONE_NEWNS).ctx(|| "creating a mount namespace".into())?;
+    } else {
+        userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
+    }
+    let fuse_fd = match &mode {
+        Mode::Fuse(_) => Some(open_fuse()?),
+        _ => None,
     };
-    stage(&spec.root)?;
+    stage(&mode)?;
     // The launcher may hold secrets (issue: encrypted images): no core dumps, no ptrace
     // by other processes of the user. Set after the id maps, which need a dumpable writer.
     let _ = nix::sys::prctl::set_dumpable(false);
@@ -246,7 +283,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         ForkResult::Parent { child } => {
             drop(go_r);
             drop(err_w);
-            if let (RootSource::Squashfs(fs), Some(fd)) = (&spec.root, fuse_fd) {
+            if let (Mode::Fuse(fs), Some(fd)) = (&mode, fuse_fd) {
                 let owner = Owner {
                     uid: id.inner_uid,
                     gid: id.inner_gid,
@@ -270,7 +307,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
 }
 
 /// The staging tmpfs with the image root mounted at `.image` and an empty `.host`.
-fn stage(root: &RootSource) -> Result<()> {
+fn stage(mode: &Mode) -> Result<()> {
     // Nothing we mount may propagate back to the host.
     mount(
         None::<&str>,
@@ -280,30 +317,23 @@ fn stage(root: &RootSource) -> Result<()> {
         None::<&str>,
     )
     .ctx(|| "making the mount namespace private".into())?;
-    // Opened in the new namespace (a bind source must belong to it) and before the
-    // staging tmpfs covers /tmp, where the directory may live.
-    let root_fd: OwnedFd = match root {
-        RootSource::Directory(dir) => open(
-            dir.as_path(),
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .ctx(|| format!("opening {}", dir.display()))?,
-        RootSource::Squashfs(_) => {
-            // Mounted by the launcher once the child exists (see `serve_image`).
-            mount(
-                Some("veil"),
-                STAGE,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some("mode=0755"),
+    // A directory is opened in the new namespace (a bind source must belong to it) and
+    // before the staging tmpfs covers /tmp, where it may live.
+    let dir_fd: Option<OwnedFd> = match mode {
+        Mode::Directory(dir) => Some(
+            open(
+                dir.as_path(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode_::empty(),
             )
-            .ctx(|| "mounting the staging tmpfs".into())?;
-            for d in [".host", ".image"] {
-                fs::create_dir(Path::new(STAGE).join(d))?;
-            }
-            return Ok(());
-        }
+            .ctx(|| format!("opening {}", dir.display()))?,
+        ),
+        _ => None,
+    };
+    // Likewise the loop device is attached while the image's path is still visible.
+    let loop_dev = match mode {
+        Mode::Kernel(region) => Some(loopdev::attach(&region.path, region.offset, region.size)?),
+        _ => None,
     };
     mount(
         Some("veil"),
@@ -317,16 +347,34 @@ fn stage(root: &RootSource) -> Result<()> {
         fs::create_dir(Path::new(STAGE).join(d))?;
     }
     let image = Path::new(STAGE).join(".image");
-    let src = format!("/proc/self/fd/{}", root_fd.as_raw_fd());
-    mount(
-        Some(src.as_str()),
-        &image,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(|| "binding the image directory".into())?;
-    sys::remount_readonly(&image).ctx(|| "making the image read-only".into())?;
+    match mode {
+        Mode::Directory(_) => {
+            let fd = dir_fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+            let src = format!("/proc/self/fd/{fd}");
+            mount(
+                Some(src.as_str()),
+                &image,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .ctx(|| "binding the image directory".into())?;
+            sys::remount_readonly(&image).ctx(|| "making the image read-only".into())?;
+        }
+        Mode::Kernel(_) => {
+            let Some(dev) = loop_dev else { return Ok(()) };
+            mount(
+                Some(dev.path.as_path()),
+                &image,
+                Some("squashfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                None::<&str>,
+            )
+            .ctx(|| format!("mounting the image's squashfs from {}", dev.path.display()))?;
+            // The mount holds the device now; autoclear detaches it with the mount.
+        }
+        Mode::Fuse(_) => {} // mounted by the launcher once the child exists (`serve_image`)
+    }
     Ok(())
 }
 
@@ -447,7 +495,11 @@ fn become_init(err: &mut Option<OwnedFd>) -> Result<()> {
 
 /// Opens /dev/fuse, saying what to do when that is not possible.
 fn open_fuse() -> Result<OwnedFd> {
-    match open("/dev/fuse", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
+    match open(
+        "/dev/fuse",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode_::empty(),
+    ) {
         Ok(fd) => Ok(fd),
         Err(nix::errno::Errno::ENOENT)
         | Err(nix::errno::Errno::ENODEV)
