@@ -6,3 +6,4 @@
 pub mod cli;
 pub mod fsutil;
 pub mod sif;
+pub mod sign;

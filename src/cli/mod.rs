@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod key;
 mod sif;
+mod sign;
 
 /// Rootless runtime for SIF containers, including LUKS2-encrypted ones.
 #[derive(Debug, Parser)]
@@ -19,6 +21,12 @@ struct Cli {
 enum Command {
     /// Inspect and edit SIF files (siftool-compatible)
     Sif(sif::SifArgs),
+    /// Manage OpenPGP keys (~/.veil/keys; Apptainer's and SingularityCE's keyrings are read too)
+    Key(key::KeyArgs),
+    /// Sign a SIF image (one OpenPGP signature per object group)
+    Sign(sign::SignArgs),
+    /// Verify a SIF image's signatures
+    Verify(sign::VerifyArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -26,5 +34,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Sif(args) => sif::run(args),
+        Command::Key(args) => key::run(args),
+        Command::Sign(args) => sign::run_sign(args),
+        Command::Verify(args) => sign::run_verify(args),
     }
 }
