@@ -10,7 +10,11 @@ use common::*;
 fn gpg_fpr(g: &Path, secret: bool) -> Vec<String> {
     let out = run_ok(gpg_in(g).args([
         "--with-colons",
-        if secret { "--list-secret-keys" } else { "--list-keys" },
+        if secret {
+            "--list-secret-keys"
+        } else {
+            "--list-keys"
+        },
     ]));
     // The first fpr line after each pub/sec line is the primary key's.
     let mut res = Vec::new();
@@ -56,7 +60,12 @@ fn gpg_key_imports_into_veil_and_signs() {
     // Public key, binary; secret key, armored (protected by gpg's passphrase).
     let pubf = dir.join("pub.gpg");
     let secf = dir.join("sec.asc");
-    run_ok(gpg_in(&g).arg("--output").arg(&pubf).args(["--export", &fpr]));
+    run_ok(
+        gpg_in(&g)
+            .arg("--output")
+            .arg(&pubf)
+            .args(["--export", &fpr]),
+    );
     run_ok(
         gpg_in(&g)
             .args(["--passphrase", "gpgpass", "--armor", "--output"])
@@ -77,14 +86,21 @@ fn gpg_key_imports_into_veil_and_signs() {
     // Sign with it (gpg's passphrase), verify with veil and with gpg.
     let img = dir.join("img.sif");
     std::fs::copy(d.join("images/one-group.sif"), &img).unwrap();
-    run_ok(veil_in(dir).env("VEIL_PASSPHRASE", "gpgpass").arg("sign").arg(&img));
+    run_ok(
+        veil_in(dir)
+            .env("VEIL_PASSPHRASE", "gpgpass")
+            .arg("sign")
+            .arg(&img),
+    );
     let out = run_ok(veil_in(dir).args(["verify", "--json"]).arg(&img));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["signatures"][0]["fingerprint"], fpr.as_str());
     let sig = run_ok(veil().args(["sif", "dump", "3"]).arg(&img)).stdout;
     let sigf = dir.join("sig.asc");
     std::fs::write(&sigf, sig).unwrap();
-    let status = stdout(&run_ok(gpg_in(&g).args(["--status-fd", "1", "--verify"]).arg(&sigf)));
+    let status = stdout(&run_ok(
+        gpg_in(&g).args(["--status-fd", "1", "--verify"]).arg(&sigf),
+    ));
     assert!(status.contains(&format!("VALIDSIG {fpr}")), "{status}");
 }
 
@@ -96,7 +112,14 @@ fn veil_key_exports_into_gpg() {
     let out = run_ok(
         veil_in(dir)
             .env("VEIL_PASSPHRASE", "veilpass")
-            .args(["key", "newpair", "-N", "Veil User", "-E", "veil@example.org"])
+            .args([
+                "key",
+                "newpair",
+                "-N",
+                "Veil User",
+                "-E",
+                "veil@example.org",
+            ])
             .args(["-C", "test", "--bit-length", "2048"]),
     );
     let fpr = stdout(&out).trim().rsplit(' ').next().unwrap().to_string();
@@ -104,10 +127,19 @@ fn veil_key_exports_into_gpg() {
     let listed = veil_list(dir, false);
     assert_eq!(listed[0]["fingerprint"], fpr.as_str());
     assert_eq!(listed[0]["algorithm"], "RSA");
-    assert_eq!(listed[0]["user_ids"][0], "Veil User (test) <veil@example.org>");
+    assert_eq!(
+        listed[0]["user_ids"][0],
+        "Veil User (test) <veil@example.org>"
+    );
     let text = stdout(&run_ok(veil_in(dir).args(["key", "list"])));
-    assert!(text.contains("0) User:              Veil User (test) <veil@example.org>"), "{text}");
-    assert!(text.contains(&format!("   Fingerprint:       {fpr}")), "{text}");
+    assert!(
+        text.contains("0) User:              Veil User (test) <veil@example.org>"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("   Fingerprint:       {fpr}")),
+        "{text}"
+    );
     assert!(text.contains("   Length (in bits):  2048"), "{text}");
 
     let g = new_gnupghome(dir);
@@ -115,43 +147,86 @@ fn veil_key_exports_into_gpg() {
     let pb = dir.join("pub.gpg");
     let pa = dir.join("pub.asc");
     run_ok(veil_in(dir).args(["key", "export", &fpr]).arg(&pb));
-    run_ok(veil_in(dir).args(["key", "export", "--armor", &fpr]).arg(&pa));
-    assert!(std::fs::read_to_string(&pa).unwrap().starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    run_ok(
+        veil_in(dir)
+            .args(["key", "export", "--armor", &fpr])
+            .arg(&pa),
+    );
+    assert!(
+        std::fs::read_to_string(&pa)
+            .unwrap()
+            .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    );
     run_ok(gpg_in(&g).arg("--import").arg(&pb));
     assert_eq!(gpg_fpr(&g, false), vec![fpr.clone()]);
     run_ok(gpg_in(&g).arg("--import").arg(&pa));
 
     // Secret, armored: gpg imports it and can sign with veil's passphrase.
     let sa = dir.join("sec.asc");
-    run_ok(veil_in(dir).args(["key", "export", "--secret", "--armor", &fpr]).arg(&sa));
+    run_ok(
+        veil_in(dir)
+            .args(["key", "export", "--secret", "--armor", &fpr])
+            .arg(&sa),
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&sa).unwrap().permissions().mode() & 0o777, 0o600);
-    run_ok(gpg_in(&g).args(["--passphrase", "veilpass", "--import"]).arg(&sa));
+    assert_eq!(
+        std::fs::metadata(&sa).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    run_ok(
+        gpg_in(&g)
+            .args(["--passphrase", "veilpass", "--import"])
+            .arg(&sa),
+    );
     assert_eq!(gpg_fpr(&g, true), vec![fpr.clone()]);
     let msg = dir.join("msg.txt");
     std::fs::write(&msg, "hello").unwrap();
     run_ok(
         gpg_in(&g)
-            .args(["--passphrase", "veilpass", "--local-user", &fpr, "--detach-sign"])
+            .args([
+                "--passphrase",
+                "veilpass",
+                "--local-user",
+                &fpr,
+                "--detach-sign",
+            ])
             .arg(&msg),
     );
     // The wrong passphrase does not unlock it in gpg: it really is protected.
     let g2 = dir.join("g2");
     std::fs::create_dir(&g2).unwrap();
     std::fs::set_permissions(&g2, std::fs::Permissions::from_mode(0o700)).unwrap();
-    run_ok(gpg_in(&g2).args(["--passphrase", "veilpass", "--import"]).arg(&sa));
+    run_ok(
+        gpg_in(&g2)
+            .args(["--passphrase", "veilpass", "--import"])
+            .arg(&sa),
+    );
     run_err(
         gpg_in(&g2)
-            .args(["--passphrase", "wrong", "--local-user", &fpr, "--yes", "--detach-sign"])
+            .args([
+                "--passphrase",
+                "wrong",
+                "--local-user",
+                &fpr,
+                "--yes",
+                "--detach-sign",
+            ])
             .arg(&msg),
     );
 
     // Binary secret export round-trips through veil import too.
     let sb = dir.join("sec.gpg");
-    run_ok(veil_in(dir).args(["key", "export", "--secret", &fpr]).arg(&sb));
+    run_ok(
+        veil_in(dir)
+            .args(["key", "export", "--secret", &fpr])
+            .arg(&sb),
+    );
     let home2 = tempfile::tempdir().unwrap();
     run_ok(veil_in(home2.path()).args(["key", "import"]).arg(&sb));
-    assert_eq!(veil_list(home2.path(), true)[0]["fingerprint"], fpr.as_str());
+    assert_eq!(
+        veil_list(home2.path(), true)[0]["fingerprint"],
+        fpr.as_str()
+    );
 }
 
 #[test]
@@ -159,7 +234,12 @@ fn remove_and_errors() {
     let d = require!(sif_testdata(), "shared/testdata/sif is missing");
     let home = tempfile::tempdir().unwrap();
     let dir = home.path();
-    run_ok(veil_in(dir).env("VEIL_PASSPHRASE", "").args(["key", "import"]).arg(d.join("keys/private.asc")));
+    run_ok(
+        veil_in(dir)
+            .env("VEIL_PASSPHRASE", "")
+            .args(["key", "import"])
+            .arg(d.join("keys/private.asc")),
+    );
     assert_eq!(veil_list(dir, true)[0]["protected"], false);
     let fpr = "12045C8C0B1004D058DE4BEDA20C27EE7FF7BA84";
     // By key ID, lower case.

@@ -39,8 +39,14 @@ fn expect_ok(d: &Path, image: &str, extra: &[&str]) -> String {
 fn expect_err(d: &Path, image: &str, extra: &[&str], msg: &str) -> String {
     let out = verify(d, image, extra);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{image} {extra:?} verified but should not");
-    assert!(err.contains(msg), "{image} {extra:?}: want {msg:?}, got {err:?}");
+    assert!(
+        !out.status.success(),
+        "{image} {extra:?} verified but should not"
+    );
+    assert!(
+        err.contains(msg),
+        "{image} {extra:?}: want {msg:?}, got {err:?}"
+    );
     assert_eq!(err.lines().count(), 1, "one-line error: {err:?}");
     assert!(!err.contains("panicked"));
     stdout(&out)
@@ -89,7 +95,10 @@ fn pgp_signed_images_verify() {
     let d = require!(data(), "shared/testdata/sif is missing");
     let out = expect_ok(&d, "one-group-signed-pgp.sif", &[]);
     assert_eq!(verified_ids(&out), vec![(3, vec![1, 2])]);
-    assert!(out.contains("Signing entity: Unit Test <unit@test.com>"), "{out}");
+    assert!(
+        out.contains("Signing entity: Unit Test <unit@test.com>"),
+        "{out}"
+    );
     assert!(out.contains(&format!("Fingerprint: {FPR}")), "{out}");
 
     let out = expect_ok(&d, "two-groups-signed-pgp.sif", &[]);
@@ -100,8 +109,18 @@ fn pgp_signed_images_verify() {
     assert_eq!(verified_ids(&out), vec![(5, vec![3])]);
     let out = expect_ok(&d, "two-groups-signed-pgp.sif", &["--sif-id", "2"]);
     assert_eq!(verified_ids(&out), vec![(4, vec![2])]);
-    expect_err(&d, "two-groups-signed-pgp.sif", &["--group-id", "7"], "group not found: 7");
-    expect_err(&d, "two-groups-signed-pgp.sif", &["--sif-id", "9"], "object not found: 9");
+    expect_err(
+        &d,
+        "two-groups-signed-pgp.sif",
+        &["--group-id", "7"],
+        "group not found: 7",
+    );
+    expect_err(
+        &d,
+        "two-groups-signed-pgp.sif",
+        &["--sif-id", "9"],
+        "object not found: 9",
+    );
 }
 
 #[test]
@@ -145,7 +164,11 @@ fn unknown_signer_is_rejected() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v[0]["fingerprint"].as_str().unwrap().to_string()
     };
-    run_ok(veil_in(home.path()).args(["key", "export", "--armor", &fpr]).arg(&other));
+    run_ok(
+        veil_in(home.path())
+            .args(["key", "export", "--armor", &fpr])
+            .arg(&other),
+    );
     let err = run_err(
         veil_in(home.path())
             .arg("verify")
@@ -210,10 +233,18 @@ fn legacy_images_need_legacy_insecure() {
     let out = expect_ok(&d, "one-group-signed-legacy.sif", &legacy);
     assert_eq!(verified_ids(&out), vec![(3, vec![2])]);
     assert!(out.contains("legacy PGP"), "{out}");
-    expect_ok(&d, "one-group-signed-legacy.sif", &["--legacy-insecure", "--sif-id", "2"]);
+    expect_ok(
+        &d,
+        "one-group-signed-legacy.sif",
+        &["--legacy-insecure", "--sif-id", "2"],
+    );
 
     // Group form.
-    let out = expect_ok(&d, "one-group-signed-legacy-group.sif", &["--legacy-insecure", "-g", "1"]);
+    let out = expect_ok(
+        &d,
+        "one-group-signed-legacy-group.sif",
+        &["--legacy-insecure", "-g", "1"],
+    );
     assert_eq!(verified_ids(&out), vec![(3, vec![1, 2])]);
     expect_err(
         &d,
@@ -223,7 +254,11 @@ fn legacy_images_need_legacy_insecure() {
     );
 
     // All form.
-    let out = expect_ok(&d, "one-group-signed-legacy-all.sif", &["--legacy-insecure", "--all"]);
+    let out = expect_ok(
+        &d,
+        "one-group-signed-legacy-all.sif",
+        &["--legacy-insecure", "--all"],
+    );
     assert_eq!(verified_ids(&out), vec![(3, vec![1]), (4, vec![2])]);
     expect_err(
         &d,

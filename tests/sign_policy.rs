@@ -33,7 +33,10 @@ fn refused(v: Verdict) -> String {
 
 #[test]
 fn verify_flag_policy() {
-    let signed = require!(img("two-groups-signed-pgp.sif"), "shared/testdata/sif is missing");
+    let signed = require!(
+        img("two-groups-signed-pgp.sif"),
+        "shared/testdata/sif is missing"
+    );
     let p = policy("");
     assert_eq!(p.mode, Mode::Signed);
     assert_eq!(
@@ -55,7 +58,11 @@ fn verify_flag_policy() {
     // Legacy images are refused unless the policy opts in.
     let legacy = img("one-group-signed-legacy.sif").unwrap();
     refused(check(&legacy, &p).unwrap());
-    assert!(check(&legacy, &policy("legacy-insecure = true")).unwrap().is_allowed());
+    assert!(
+        check(&legacy, &policy("legacy-insecure = true"))
+            .unwrap()
+            .is_allowed()
+    );
     // DSSE: refused with a clear reason.
     let r = refused(check(&img("one-group-signed-dsse.sif").unwrap(), &p).unwrap());
     assert!(r.contains("DSSE signatures are not supported yet"), "{r}");
@@ -69,7 +76,10 @@ fn verify_flag_policy() {
 
 #[test]
 fn fingerprint_modes() {
-    let signed = require!(img("two-groups-signed-pgp.sif"), "shared/testdata/sif is missing");
+    let signed = require!(
+        img("two-groups-signed-pgp.sif"),
+        "shared/testdata/sif is missing"
+    );
     let wl = |fps: &[&str], mode: &str| {
         let mut t = format!("mode = {mode}\n");
         for f in fps {
@@ -120,13 +130,25 @@ fn policy_file_syntax() {
     assert_eq!(p.mode, Mode::Whitestrict);
     assert_eq!(p.fingerprints, vec![FPR.to_string()]);
     assert_eq!(p.certs.len(), 1);
-    assert!(check(&img("one-group-signed-pgp.sif").unwrap(), &p).unwrap().is_allowed());
+    assert!(
+        check(&img("one-group-signed-pgp.sif").unwrap(), &p)
+            .unwrap()
+            .is_allowed()
+    );
 
     // Fingerprints without a mode mean a whitelist.
-    assert_eq!(Policy::parse(&format!("fingerprint = {FPR}"), "x").unwrap().mode, Mode::Whitelist);
+    assert_eq!(
+        Policy::parse(&format!("fingerprint = {FPR}"), "x")
+            .unwrap()
+            .mode,
+        Mode::Whitelist
+    );
     for (text, want) in [
         ("mode = maybe", "line 1: unknown mode"),
-        ("fingerprint = 1234", "line 1: fingerprint \"1234\" is not 40 hex digits"),
+        (
+            "fingerprint = 1234",
+            "line 1: fingerprint \"1234\" is not 40 hex digits",
+        ),
         ("\n\nfrobnicate = 1", "line 3: unknown setting"),
         ("legacy-insecure = yes", "must be true or false"),
         ("no equals sign", "expected `key = value`"),
@@ -140,10 +162,17 @@ fn policy_file_syntax() {
 
 #[test]
 fn build_fingerprints_check() {
-    let signed = require!(img("one-group-signed-pgp.sif"), "shared/testdata/sif is missing");
+    let signed = require!(
+        img("one-group-signed-pgp.sif"),
+        "shared/testdata/sif is missing"
+    );
     let d = sif_testdata().unwrap();
     let certs = read_key_file(&d.join("keys/public.asc")).unwrap();
-    assert!(check_fingerprints(&signed, &[FPR.into()], &certs).unwrap().is_allowed());
+    assert!(
+        check_fingerprints(&signed, &[FPR.into()], &certs)
+            .unwrap()
+            .is_allowed()
+    );
     assert!(
         check_fingerprints(&signed, &[OTHER.into(), FPR.to_lowercase()], &certs)
             .unwrap()

@@ -92,11 +92,17 @@ fn signed_text_is_the_reference_metadata_and_gpg_accepts_it() {
     let g = require!(gpg_home(&d, home.path()), "gpg is not installed");
     let sigfile = home.path().join("sig.asc");
     std::fs::write(&sigfile, &sig).unwrap();
-    let out = run_ok(gpg_in(&g).args(["--status-fd", "1", "--verify"]).arg(&sigfile));
+    let out = run_ok(
+        gpg_in(&g)
+            .args(["--status-fd", "1", "--verify"])
+            .arg(&sigfile),
+    );
     let status = stdout(&out);
     assert!(status.contains(&format!("VALIDSIG {FPR}")), "{status}");
     // Tampering with the signed text makes gpg fail too (the test can fail).
-    let bad = String::from_utf8(sig.clone()).unwrap().replacen("\"version\":1", "\"version\":2", 1);
+    let bad = String::from_utf8(sig.clone())
+        .unwrap()
+        .replacen("\"version\":1", "\"version\":2", 1);
     std::fs::write(&sigfile, bad).unwrap();
     run_err(gpg_in(&g).arg("--verify").arg(&sigfile));
 }
@@ -115,7 +121,9 @@ fn siftool_sees_the_signature_object() {
         .unwrap_or_else(|| panic!("no object 3 in:\n{list}"));
     assert!(row.contains("|NONE    |1   (G)"), "{row}");
     assert!(row.contains("Signature (SHA-256)"), "{row}");
-    let info = stdout(&run_ok(Command::new(&siftool).args(["info", "3"]).arg(&img)));
+    let info = stdout(&run_ok(
+        Command::new(&siftool).args(["info", "3"]).arg(&img),
+    ));
     assert!(info.contains(FPR), "{info}");
     // siftool's own dump of the object is what gpg checks.
     let g = require!(gpg_home(&d, home.path()), "gpg is not installed");
@@ -141,7 +149,10 @@ fn two_groups_and_selections() {
     assert_eq!(v["signatures"][1]["verified"], serde_json::json!([3]));
     // The signed JSON of group 2 matches an independent recomputation (relative ID 0).
     let sig5 = String::from_utf8(dump(&img, 5)).unwrap();
-    assert!(sig5.contains("{\"version\":1,\"header\":{\"digest\":\"sha256:"), "{sig5}");
+    assert!(
+        sig5.contains("{\"version\":1,\"header\":{\"digest\":\"sha256:"),
+        "{sig5}"
+    );
     assert!(sig5.contains("\"objects\":[{\"relativeId\":0,"), "{sig5}");
 
     // --group-id 2 only: group 1 stays unsigned.
@@ -149,7 +160,10 @@ fn two_groups_and_selections() {
     std::fs::copy(d.join("images/two-groups.sif"), &img).unwrap();
     sign(dir, &img, &["--group-id", "2"]);
     let err = run_err(veil_in(dir).arg("verify").arg(&img));
-    assert!(err.contains("signature not found for object group 1"), "{err}");
+    assert!(
+        err.contains("signature not found for object group 1"),
+        "{err}"
+    );
     run_ok(veil_in(dir).args(["verify", "--group-id", "2"]).arg(&img));
 
     // --sif-id 2: only object 2 is in the signature, so the full group check fails
@@ -170,7 +184,12 @@ fn two_groups_and_selections() {
     );
     assert!(err.contains("group not found: 9"), "{err}");
     let empty = copy_image(&d, "empty.sif", dir);
-    let err = run_err(veil_in(dir).env("VEIL_PASSPHRASE", PASS).arg("sign").arg(&empty));
+    let err = run_err(
+        veil_in(dir)
+            .env("VEIL_PASSPHRASE", PASS)
+            .arg("sign")
+            .arg(&empty),
+    );
     assert!(err.contains("no groups found"), "{err}");
 }
 
@@ -191,21 +210,38 @@ fn passphrase_handling_and_keyidx() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("passphrase"), "{err}");
-    assert_eq!(std::fs::read(&img).unwrap().len(), 40960, "image must be untouched");
+    assert_eq!(
+        std::fs::read(&img).unwrap().len(),
+        40960,
+        "image must be untouched"
+    );
 
     // Wrong passphrase.
-    let err = run_err(veil_in(dir).env("VEIL_PASSPHRASE", "nope").arg("sign").arg(&img));
+    let err = run_err(
+        veil_in(dir)
+            .env("VEIL_PASSPHRASE", "nope")
+            .arg("sign")
+            .arg(&img),
+    );
     assert!(err.contains("wrong passphrase for key"), "{err}");
     // From a file.
     let pf = dir.join("pass.txt");
     std::fs::write(&pf, format!("{PASS}\n")).unwrap();
-    run_ok(veil_in(dir).args(["sign", "--passphrase-file"]).arg(&pf).arg(&img));
+    run_ok(
+        veil_in(dir)
+            .args(["sign", "--passphrase-file"])
+            .arg(&pf)
+            .arg(&img),
+    );
     run_ok(veil_in(dir).arg("verify").arg(&img));
 
     // The secret keyring is private and the key in it is protected.
     let ring = dir.join(".veil/keys/pgp-secret");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&ring).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&ring).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let list = stdout(&run_ok(veil_in(dir).args(["key", "list", "--secret"])));
     assert!(list.contains("Protected:         yes"), "{list}");
 
@@ -213,11 +249,23 @@ fn passphrase_handling_and_keyidx() {
     run_ok(
         veil_in(dir)
             .env("VEIL_PASSPHRASE", "second")
-            .args(["key", "newpair", "--name", "Second", "--email", "s@example.org"])
+            .args([
+                "key",
+                "newpair",
+                "--name",
+                "Second",
+                "--email",
+                "s@example.org",
+            ])
             .args(["--type", "ed25519"]),
     );
     let img2 = copy_image(&d, "two-groups.sif", dir);
-    let err = run_err(veil_in(dir).env("VEIL_PASSPHRASE", "second").arg("sign").arg(&img2));
+    let err = run_err(
+        veil_in(dir)
+            .env("VEIL_PASSPHRASE", "second")
+            .arg("sign")
+            .arg(&img2),
+    );
     assert!(err.contains("choose one with --keyidx"), "{err}");
     let err = run_err(
         veil_in(dir)
@@ -289,7 +337,11 @@ fn encrypted_image_is_signed_and_verified_without_its_key() {
 
 fn flip(path: &Path, off: u64) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8];
     f.read_exact_at(&mut b, off).unwrap();
     b[0] ^= 0x01;

@@ -64,7 +64,11 @@ impl Fixture {
 }
 
 fn xor(path: &Path, off: u64, mask: u8) {
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8];
     f.read_exact_at(&mut b, off).unwrap();
     b[0] ^= mask;
@@ -85,7 +89,9 @@ fn untouched_image_verifies() {
 #[test]
 fn object_data_changes_name_the_object() {
     let f = require!(fixture(), "shared/testdata/sif is missing");
-    f.expect_fail("obj1", "data object integrity compromised: 1", |p| xor(p, 32768, 1));
+    f.expect_fail("obj1", "data object integrity compromised: 1", |p| {
+        xor(p, 32768, 1)
+    });
     f.expect_fail("obj2", "data object integrity compromised: 2", |p| {
         xor(p, 36864 + 1000, 0x80)
     });
@@ -100,17 +106,25 @@ fn descriptor_changes_name_the_descriptor() {
     f.expect_fail("link", want1, |p| put(p, desc(0, 13), &2u32.to_le_bytes()));
     f.expect_fail("size", want1, |p| put(p, desc(0, 25), &5i64.to_le_bytes()));
     f.expect_fail("created", want2, |p| xor(p, desc(1, 41), 1));
-    f.expect_fail("uid", want1, |p| put(p, desc(0, 57), &1000i64.to_le_bytes()));
-    f.expect_fail("gid", want2, |p| put(p, desc(1, 65), &1000i64.to_le_bytes()));
+    f.expect_fail("uid", want1, |p| {
+        put(p, desc(0, 57), &1000i64.to_le_bytes())
+    });
+    f.expect_fail("gid", want2, |p| {
+        put(p, desc(1, 65), &1000i64.to_le_bytes())
+    });
     f.expect_fail("name", want1, |p| put(p, desc(0, 73), b"evil"));
-    f.expect_fail("fstype", want2, |p| put(p, desc(1, 201), &5i32.to_le_bytes()));
+    f.expect_fail("fstype", want2, |p| {
+        put(p, desc(1, 201), &5i32.to_le_bytes())
+    });
     f.expect_fail("partarch", want2, |p| put(p, desc(1, 201 + 8), b"02\0"));
 }
 
 #[test]
 fn header_changes_are_reported() {
     let f = require!(fixture(), "shared/testdata/sif is missing");
-    f.expect_fail("launch", "header integrity compromised", |p| put(p, 0, b"#!/bin/sh\n"));
+    f.expect_fail("launch", "header integrity compromised", |p| {
+        put(p, 0, b"#!/bin/sh\n")
+    });
     f.expect_fail("id", "header integrity compromised", |p| xor(p, 0x30, 0xFF));
 }
 
@@ -143,7 +157,14 @@ fn veil_bin_add(f: &Fixture, group: u32) -> impl FnOnce(&Path) + '_ {
         std::fs::write(&obj, "{}").unwrap();
         run_ok(
             veil()
-                .args(["sif", "add", "--datatype", "6", "--groupid", &group.to_string()])
+                .args([
+                    "sif",
+                    "add",
+                    "--datatype",
+                    "6",
+                    "--groupid",
+                    &group.to_string(),
+                ])
                 .arg(p)
                 .arg(&obj),
         );
@@ -161,9 +182,11 @@ fn signature_changes_are_reported() {
     );
     // The signed text inside the signature object: the JSON starts after the armor
     // header lines (35 + 13 + 1 bytes).
-    f.expect_fail("signed-text", "signature object 3 not valid: openpgp:", |p| {
-        xor(p, 40960 + 49 + 12, 0x01)
-    });
+    f.expect_fail(
+        "signed-text",
+        "signature object 3 not valid: openpgp:",
+        |p| xor(p, 40960 + 49 + 12, 0x01),
+    );
     // The signature packet itself (inside the base64 block).
     f.expect_fail("packet", "signature object 3 not valid", |p| {
         let f = std::fs::File::open(p).unwrap();
@@ -175,9 +198,11 @@ fn signature_changes_are_reported() {
         put(p, 40960 + at as u64, &[if c == b'A' { b'B' } else { b'A' }]);
     });
     // Not a signature at all.
-    f.expect_fail("garbage", "signature object 3: signature format not recognized", |p| {
-        put(p, 40960, b"garbage garbage garbage garbage garbage")
-    });
+    f.expect_fail(
+        "garbage",
+        "signature object 3: signature format not recognized",
+        |p| put(p, 40960, b"garbage garbage garbage garbage garbage"),
+    );
 }
 
 #[test]
@@ -188,5 +213,6 @@ fn fields_outside_the_signature_do_not_matter() {
     f.verify_after("arch", |p| put(p, 0x2D, b"02\0")).unwrap();
     f.verify_after("hcreated", |p| xor(p, 0x40, 1)).unwrap();
     f.verify_after("hmodified", |p| xor(p, 0x48, 1)).unwrap();
-    f.verify_after("dmodified", |p| xor(p, desc(1, 49), 1)).unwrap();
+    f.verify_after("dmodified", |p| xor(p, desc(1, 49), 1))
+        .unwrap();
 }

@@ -154,14 +154,19 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
             for cert in certs {
                 let fpr = cert.fingerprint().to_hex();
                 if cert.is_tsk() {
-                    let unprotected = cert.keys().secret().any(|k| k.key().has_unencrypted_secret());
+                    let unprotected = cert
+                        .keys()
+                        .secret()
+                        .any(|k| k.key().has_unencrypted_secret());
                     let cert = if unprotected {
                         let pass = source.get(
                             &format!("Enter a passphrase to protect secret key {fpr}: "),
                             true,
                         )?;
                         if pass.is_empty() {
-                            eprintln!("veil: warning: secret key {fpr} is stored without a passphrase");
+                            eprintln!(
+                                "veil: warning: secret key {fpr} is stored without a passphrase"
+                            );
                         }
                         keyring::protect(cert, &pass)?
                     } else {
@@ -230,7 +235,11 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
             for &ring in rings {
                 for c in store.remove(ring, &key)? {
                     removed += 1;
-                    let what = if ring == Ring::Secret { "secret" } else { "public" };
+                    let what = if ring == Ring::Secret {
+                        "secret"
+                    } else {
+                        "public"
+                    };
                     writeln!(out, "Removed {what} key {}", c.fingerprint().to_hex())?;
                 }
             }

@@ -76,8 +76,8 @@ pub fn run_sign(args: SignArgs) -> Result<ExitCode> {
             "there are {n} secret keys: choose one with --keyidx (see `veil key list --secret`)"
         ),
     };
-    let fingerprint = fpr20(&cert.fingerprint())
-        .context("only OpenPGP v4 keys can sign SIF images")?;
+    let fingerprint =
+        fpr20(&cert.fingerprint()).context("only OpenPGP v4 keys can sign SIF images")?;
     let source = PassphraseSource::standard(args.passphrase_file);
     let fpr_hex = hex_upper(&fingerprint);
     let keypair = keyring::signing_keypair(cert, || {
@@ -117,8 +117,8 @@ pub fn run_verify(args: VerifyArgs) -> Result<ExitCode> {
         }
         v
     };
-    let sif = Sif::open_path(&args.image)
-        .with_context(|| format!("reading {}", args.image.display()))?;
+    let sif =
+        Sif::open_path(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let opts = VerifyOptions {
         groups: args.group_id,
         objects: args.sif_id,
@@ -176,18 +176,16 @@ pub fn run_verify(args: VerifyArgs) -> Result<ExitCode> {
     match outcome.error {
         None => {
             if !args.json {
-                writeln!(
-                    out,
-                    "Container verified: {}",
-                    args.image.display()
-                )?;
+                writeln!(out, "Container verified: {}", args.image.display())?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Some(e) => {
             drop(out);
-            Err(anyhow::Error::new(e)
-                .context(format!("failed to verify container {}", args.image.display())))
+            Err(anyhow::Error::new(e).context(format!(
+                "failed to verify container {}",
+                args.image.display()
+            )))
         }
     }
 }

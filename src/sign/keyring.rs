@@ -162,7 +162,10 @@ impl KeyStore {
 
 /// Adds `cert` to `certs`, merging with an existing copy of the same key. True if new.
 fn merge_into(certs: &mut Vec<Cert>, cert: Cert) -> bool {
-    match certs.iter().position(|c| c.fingerprint() == cert.fingerprint()) {
+    match certs
+        .iter()
+        .position(|c| c.fingerprint() == cert.fingerprint())
+    {
         Some(i) => {
             let old = certs[i].clone();
             certs[i] = old.clone().merge_public_and_secret(cert).unwrap_or(old);
@@ -189,8 +192,8 @@ pub fn read_ring_file(path: &Path) -> Result<Vec<Cert>> {
             meta.len()
         )));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| SignError::Key(format!("reading {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| SignError::Key(format!("reading {}: {e}", path.display())))?;
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
@@ -210,8 +213,8 @@ pub fn read_key_file(path: &Path) -> Result<Vec<Cert>> {
     }
     let bytes = std::fs::read(path)
         .map_err(|e| SignError::Key(format!("reading key file {}: {e}", path.display())))?;
-    let certs =
-        parse_certs(&bytes).map_err(|e| SignError::Key(format!("key file {}: {e}", path.display())))?;
+    let certs = parse_certs(&bytes)
+        .map_err(|e| SignError::Key(format!("key file {}: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(SignError::Key(format!(
             "key file {} holds no OpenPGP key",
@@ -379,7 +382,9 @@ pub fn generate(spec: &NewKey, pass: &Passphrase) -> Result<Cert> {
         uid.push_str(&format!(" <{}>", spec.email));
     }
     if uid.trim().is_empty() {
-        return Err(SignError::Key("a key needs a name or an e-mail address".into()));
+        return Err(SignError::Key(
+            "a key needs a name or an e-mail address".into(),
+        ));
     }
     // Back-date a little: a signature made in the same second as the key would otherwise
     // be rejected by verifiers whose clock is slightly behind.

@@ -129,8 +129,8 @@ impl Digest {
         let (alg, hex) = s
             .split_once(':')
             .ok_or_else(|| format!("malformed digest {s:?}"))?;
-        let alg =
-            DigestAlg::from_name(alg).ok_or_else(|| format!("unsupported digest algorithm {alg:?}"))?;
+        let alg = DigestAlg::from_name(alg)
+            .ok_or_else(|| format!("unsupported digest algorithm {alg:?}"))?;
         let value = decode_hex(hex).ok_or_else(|| format!("malformed digest value {hex:?}"))?;
         if value.len() != alg.output_len() {
             return Err(format!(
@@ -210,7 +210,10 @@ pub fn hash_object_into<R: ReadAt>(sif: &Sif<R>, d: &Descriptor, h: &mut Hasher)
 /// The minimum ID among the used descriptors with this group (signatures in the group
 /// included, as the reference does): relative IDs count from it.
 pub fn group_min_id<R: ReadAt>(sif: &Sif<R>, group: u32) -> Option<u32> {
-    sif.objects().filter(|d| d.group() == group).map(|d| d.id).min()
+    sif.objects()
+        .filter(|d| d.group() == group)
+        .map(|d| d.id)
+        .min()
 }
 
 /// The signed JSON, field for field and in Go's order.
@@ -286,7 +289,10 @@ impl ImageMetadata {
 
 /// Checks one digest string against freshly hashed bytes. A digest that does not even
 /// parse counts as a mismatch of the thing it describes.
-pub fn digest_matches(text: &str, compute: impl FnOnce(DigestAlg) -> Result<Vec<u8>>) -> Result<bool> {
+pub fn digest_matches(
+    text: &str,
+    compute: impl FnOnce(DigestAlg) -> Result<Vec<u8>>,
+) -> Result<bool> {
     match Digest::parse(text) {
         Ok(d) => Ok(compute(d.alg)? == d.value),
         Err(_) => Ok(false),
@@ -310,7 +316,14 @@ mod tests {
 
     #[test]
     fn hash_names_and_lengths() {
-        for a in ["sha224", "sha256", "sha384", "sha512", "sha512_224", "sha512_256"] {
+        for a in [
+            "sha224",
+            "sha256",
+            "sha384",
+            "sha512",
+            "sha512_224",
+            "sha512_256",
+        ] {
             let alg = DigestAlg::from_name(a).unwrap();
             assert_eq!(alg.hash(b"blah").len(), alg.output_len());
         }

@@ -71,9 +71,10 @@ impl PassphraseSource {
         if self.use_env
             && let Some(v) = std::env::var_os(PASSPHRASE_ENV)
         {
-            let v = Zeroizing::new(v.into_string().map_err(|_| {
-                SignError::Key(format!("{PASSPHRASE_ENV} is not valid UTF-8"))
-            })?);
+            let v = Zeroizing::new(
+                v.into_string()
+                    .map_err(|_| SignError::Key(format!("{PASSPHRASE_ENV} is not valid UTF-8")))?,
+            );
             return Ok(Passphrase::new(v.to_string()));
         }
         prompt_tty(prompt, confirm)
@@ -90,7 +91,8 @@ fn prompt_tty(prompt: &str, confirm: bool) -> Result<Passphrase> {
     // rpassword reads from /dev/tty with echo off and restores the terminal afterwards.
     let first = Passphrase::new(rpassword::prompt_password(prompt).map_err(no_tty)?);
     if confirm {
-        let again = Passphrase::new(rpassword::prompt_password("Retype passphrase: ").map_err(no_tty)?);
+        let again =
+            Passphrase::new(rpassword::prompt_password("Retype passphrase: ").map_err(no_tty)?);
         if again.expose() != first.expose() {
             return Err(SignError::Key("the passphrases do not match".into()));
         }

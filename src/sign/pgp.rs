@@ -11,12 +11,12 @@ use sequoia_openpgp as openpgp;
 
 use openpgp::cert::Cert;
 use openpgp::crypto::KeyPair;
+use openpgp::packet::Signature;
 use openpgp::packet::signature::SignatureBuilder;
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
     MessageLayer, MessageStructure, VerificationError, VerificationHelper, VerifierBuilder,
 };
-use openpgp::packet::Signature;
 use openpgp::policy::{HashAlgoSecurity, Policy, StandardPolicy};
 use openpgp::serialize::stream::{Message, Signer};
 use openpgp::types::{HashAlgorithm, SignatureType};
@@ -264,8 +264,16 @@ fn split_packet(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         let tag = (h >> 2) & 0x0F;
         match h & 3 {
             0 => (tag, *rest.first()? as usize, &rest[1..]),
-            1 => (tag, u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize, &rest[2..]),
-            2 => (tag, u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize, &rest[4..]),
+            1 => (
+                tag,
+                u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize,
+                &rest[2..],
+            ),
+            2 => (
+                tag,
+                u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize,
+                &rest[4..],
+            ),
             _ => (tag, rest.len(), rest),
         }
     };
@@ -354,9 +362,7 @@ fn primary_user_id(cert: &Cert) -> Option<String> {
 /// The reference's wording for each way a signature can fail.
 fn describe(e: &VerificationError) -> String {
     match e {
-        VerificationError::MissingKey { .. } => {
-            "openpgp: signature made by unknown entity".into()
-        }
+        VerificationError::MissingKey { .. } => "openpgp: signature made by unknown entity".into(),
         VerificationError::BadSignature { error, .. } => {
             format!("openpgp: invalid signature: {error}")
         }

@@ -232,7 +232,11 @@ pub fn judge(outcome: &Outcome, policy: &Policy) -> Verdict {
 /// The check `build` makes for a definition file's `Fingerprints:` header: the bootstrap
 /// image must verify with `certs`, and at least one of `fingerprints` (40 hex digits,
 /// any case) must have signed every group.
-pub fn check_fingerprints(image: &Path, fingerprints: &[String], certs: &[Cert]) -> Result<Verdict> {
+pub fn check_fingerprints(
+    image: &Path,
+    fingerprints: &[String],
+    certs: &[Cert],
+) -> Result<Verdict> {
     let mut fps = Vec::new();
     for f in fingerprints {
         let fp: String = f.chars().filter(|c| !c.is_whitespace()).collect();
@@ -244,7 +248,9 @@ pub fn check_fingerprints(image: &Path, fingerprints: &[String], certs: &[Cert])
         fps.push(fp.to_ascii_uppercase());
     }
     if fps.is_empty() {
-        return Err(SignError::Invalid("Fingerprints: lists no fingerprint".into()));
+        return Err(SignError::Invalid(
+            "Fingerprints: lists no fingerprint".into(),
+        ));
     }
     let policy = Policy {
         mode: Mode::Whitelist,

@@ -11,9 +11,7 @@ use sequoia_openpgp::crypto::KeyPair;
 use super::error::{Result, SignError};
 use super::metadata::{group_min_id, image_metadata};
 use super::pgp;
-use crate::sif::{
-    DataType, Descriptor, Editor, Extra, HashType, Link, NewObject, ObjectData, Sif,
-};
+use crate::sif::{DataType, Descriptor, Editor, Extra, HashType, Link, NewObject, ObjectData, Sif};
 
 /// Which objects to sign.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,7 +40,11 @@ fn plan<R: veil_fusefs::source::ReadAt>(
 ) -> Result<BTreeMap<u32, Vec<u32>>> {
     let mut plan: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     let members = |g: u32| -> Vec<u32> {
-        let mut v: Vec<u32> = sif.objects().filter(|d| d.group() == g).map(|d| d.id).collect();
+        let mut v: Vec<u32> = sif
+            .objects()
+            .filter(|d| d.group() == g)
+            .map(|d| d.id)
+            .collect();
         v.sort_unstable();
         v
     };

@@ -158,7 +158,11 @@ fn tasks<'a, R: ReadAt>(sif: &'a Sif<R>, opts: &VerifyOptions) -> Result<Vec<Tas
             })?;
             objects.insert(p.id);
         } else {
-            groups = sif.objects().map(|d| d.group()).filter(|&g| g != 0).collect();
+            groups = sif
+                .objects()
+                .map(|d| d.group())
+                .filter(|&g| g != 0)
+                .collect();
             if groups.is_empty() {
                 return Err(SignError::NoGroups);
             }

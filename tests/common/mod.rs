@@ -86,8 +86,13 @@ pub fn veil_in(home: &Path) -> Command {
 /// A `gpg` command on a private GNUPGHOME, batch mode, loopback pinentry.
 pub fn gpg_in(gnupghome: &Path) -> Command {
     let mut c = Command::new("gpg");
-    c.env("GNUPGHOME", gnupghome)
-        .args(["--batch", "--no-tty", "--pinentry-mode", "loopback", "--quiet"]);
+    c.env("GNUPGHOME", gnupghome).args([
+        "--batch",
+        "--no-tty",
+        "--pinentry-mode",
+        "loopback",
+        "--quiet",
+    ]);
     c
 }
 
