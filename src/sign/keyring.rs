@@ -85,7 +85,7 @@ impl KeyStore {
                 Ring::Public => PUBLIC_RING,
                 Ring::Secret => SECRET_RING,
             };
-            for c in read_ring_file(&dir.join(name))? {
+            for c in read_peer_ring(&dir.join(name)) {
                 if ring == Ring::Secret && !c.is_tsk() {
                     continue;
                 }
@@ -198,6 +198,23 @@ pub fn read_ring_file(path: &Path) -> Result<Vec<Cert>> {
         return Ok(Vec::new());
     }
     parse_certs(&bytes).map_err(|e| SignError::Key(format!("keyring {}: {e}", path.display())))
+}
+
+/// Reads a peer's keyring, skipping what cannot be read: veil never writes these, and
+/// one odd entry (a key type sequoia does not know, say) must not stop verification
+/// with the keys that are fine.
+fn read_peer_ring(path: &Path) -> Vec<Cert> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() <= MAX_RING => {}
+        _ => return Vec::new(),
+    }
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    match CertParser::from_bytes(&bytes) {
+        Ok(p) => p.filter_map(|c| c.ok()).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Reads a key file (armored or binary, one or more keys).

@@ -411,3 +411,60 @@ pub fn sign_cleartext(text: &[u8], signer: KeyPair) -> Result<Vec<u8>> {
     }
     Ok(sink)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_text_follows_rfc4880() {
+        assert_eq!(canonical_text(b"{\"a\":1}"), b"{\"a\":1}");
+        assert_eq!(canonical_text(b"SIFHASH:\nabc\n"), b"SIFHASH:\r\nabc\r\n");
+        assert_eq!(canonical_text(b"a \t\r\nb  "), b"a\r\nb");
+    }
+
+    #[test]
+    fn packet_headers() {
+        // New format, one-octet length.
+        assert_eq!(
+            split_packet(&[0xC2, 2, 9, 9, 7]),
+            Some((2, &[9u8, 9][..], &[7u8][..]))
+        );
+        // New format, two-octet length (192 + 1).
+        let mut p = vec![0xC2, 192, 1];
+        p.extend(std::iter::repeat_n(5u8, 193));
+        let (tag, body, rest) = split_packet(&p).unwrap();
+        assert_eq!((tag, body.len(), rest.len()), (2, 193, 0));
+        // Old format, one-octet length: tag 2.
+        assert_eq!(split_packet(&[0x88, 1, 4]), Some((2, &[4u8][..], &[][..])));
+        // Truncated, partial lengths, not a packet.
+        assert_eq!(split_packet(&[0xC2, 5, 1]), None);
+        assert_eq!(split_packet(&[0xC2, 224]), None);
+        assert_eq!(split_packet(&[0x02]), None);
+        assert_eq!(split_packet(&[]), None);
+    }
+
+    #[test]
+    fn not_clearsigned() {
+        assert!(!is_clearsigned(b"{\"payloadType\":\"x\"}"));
+        assert!(is_clearsigned(b"\n-----BEGIN PGP SIGNED MESSAGE-----\n"));
+        assert!(check_cleartext(b"garbage", &[]).is_err());
+        // Framed but broken: an error, never a panic.
+        assert!(
+            check_cleartext(
+                b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nx\n",
+                &[]
+            )
+            .is_err()
+                || check_cleartext(
+                    b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nx\n",
+                    &[]
+                )
+                .unwrap()
+                .outcome
+                .is_err()
+        );
+        assert!(repair_signature(&[]).is_none());
+        assert!(repair_signature(&[4, 1, 1, 8, 0xFF, 0xFF]).is_none());
+    }
+}
