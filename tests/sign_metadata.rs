@@ -78,7 +78,10 @@ fn verify_accepts_every_reference_digest_algorithm() {
             serde_json::from_str(&golden(&d, &format!("TestGetImageMetadata/{file}.golden")))
                 .unwrap();
         let h = header_stream(sif.header());
-        assert!(digest_matches(&meta.header.digest, |a| Ok(a.hash(&h))).unwrap(), "{file}");
+        assert!(
+            digest_matches(&meta.header.digest, |a| Ok(a.hash(&h))).unwrap(),
+            "{file}"
+        );
         let mut bad = h;
         bad[0] ^= 1;
         assert!(!digest_matches(&meta.header.digest, |a| Ok(a.hash(&bad))).unwrap());

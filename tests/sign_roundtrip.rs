@@ -347,3 +347,52 @@ fn flip(path: &Path, off: u64) {
     b[0] ^= 0x01;
     f.write_all_at(&b, off).unwrap();
 }
+
+#[test]
+fn passphrase_prompt_on_a_terminal_does_not_echo() {
+    let d = require!(sif_testdata(), "shared/testdata/sif is missing");
+    let script = require!(which("script"), "script(1) (util-linux) is not installed");
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let secret = "tty-secret-8d41";
+    run_ok(
+        veil_in(dir)
+            .env("VEIL_PASSPHRASE", secret)
+            .args(["key", "import"])
+            .arg(d.join("keys/private.asc")),
+    );
+    let img = copy_image(&d, "one-group.sif", dir);
+    // script(1) gives veil a pseudo-terminal as /dev/tty; the passphrase is typed into it.
+    let cmd = format!("{} sign {}", env!("CARGO_BIN_EXE_veil"), img.display());
+    let mut child = Command::new(script)
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("HOME", dir)
+        .env_remove("VEIL_PASSPHRASE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Type only once the prompt is shown, i.e. after echo is off: text typed earlier
+    // would be echoed by the terminal itself.
+    let mut seen = Vec::new();
+    {
+        use std::io::{Read, Write};
+        let mut so = child.stdout.take().unwrap();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("Enter the passphrase for key") {
+            let n = so.read(&mut buf).unwrap();
+            assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{secret}").unwrap();
+        so.read_to_end(&mut seen).unwrap();
+    }
+    let status = child.wait().unwrap();
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let out_ok = status.success();
+    assert!(out_ok, "{text}");
+    assert!(!text.contains(secret), "the passphrase was echoed: {text}");
+    run_ok(veil_in(dir).arg("verify").arg(&img));
+}
