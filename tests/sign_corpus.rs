@@ -209,11 +209,77 @@ fn keyring_in_home_is_used() {
 }
 
 #[test]
-fn dsse_images_are_reported_as_unsupported() {
+fn dsse_images_verify_with_pem_keys() {
     let d = require!(data(), "shared/testdata/sif is missing");
+    // With only OpenPGP keys, the reference's message.
     for img in ["one-group-signed-dsse.sif", "two-groups-signed-dsse.sif"] {
-        expect_err(&d, img, &[], "DSSE signatures are not supported yet");
+        expect_err(
+            &d,
+            img,
+            &[],
+            "key material not provided for DSSE envelope signature",
+        );
     }
+    // Each of the two envelope signers verifies on its own (threshold 1); the keyid
+    // veil computes must match the envelope's, or the signature would be skipped.
+    for (key, keyid) in [
+        (
+            "ed25519",
+            "SHA256:x6l8ZblpSSXGaPMCzySedWg88BwIFcz8jlPb6el0mFs",
+        ),
+        ("rsa", "SHA256:BhCwr7qZulYcOMSl2Jt2DuYHxHNnN6th4NdMqR/PGa4"),
+    ] {
+        let home = tempfile::tempdir().unwrap();
+        let pem = d.join(format!("keys/{key}-public.pem"));
+        let out = run_ok(
+            veil_in(home.path())
+                .arg("verify")
+                .arg("--key")
+                .arg(&pem)
+                .arg(d.join("images/two-groups-signed-dsse.sif")),
+        );
+        let text = stdout(&out);
+        assert_eq!(verified_ids(&text), vec![(4, vec![1, 2]), (5, vec![3])]);
+        assert!(text.contains(&format!("DSSE key {keyid}")), "{text}");
+        run_ok(
+            veil_in(home.path())
+                .args(["verify", "--json", "--key"])
+                .arg(&pem)
+                .arg(d.join("images/one-group-signed-dsse.sif")),
+        );
+    }
+    // A key that signed nothing in the envelope.
+    let home = tempfile::tempdir().unwrap();
+    let err = run_err(
+        veil_in(home.path())
+            .arg("verify")
+            .arg("--key")
+            .arg(d.join("keys/ecdsa-public.pem"))
+            .arg(d.join("images/one-group-signed-dsse.sif")),
+    );
+    assert!(
+        err.contains("signature object 3 not valid: dsse: no signature verified"),
+        "{err}"
+    );
+    // A changed object is caught through the DSSE payload as well.
+    let img = home.path().join("dsse.sif");
+    std::fs::copy(d.join("images/one-group-signed-dsse.sif"), &img).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(b"X", 36864 + 10).unwrap();
+    }
+    let err = run_err(
+        veil_in(home.path())
+            .arg("verify")
+            .arg("--key")
+            .arg(d.join("keys/ed25519-public.pem"))
+            .arg(&img),
+    );
+    assert!(
+        err.contains("data object integrity compromised: 2"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -63,9 +63,12 @@ fn verify_flag_policy() {
             .unwrap()
             .is_allowed()
     );
-    // DSSE: refused with a clear reason.
+    // DSSE: refused with a clear reason (policies trust OpenPGP keys only).
     let r = refused(check(&img("one-group-signed-dsse.sif").unwrap(), &p).unwrap());
-    assert!(r.contains("DSSE signatures are not supported yet"), "{r}");
+    assert!(
+        r.contains("key material not provided for DSSE envelope signature"),
+        "{r}"
+    );
     // Not a SIF at all: an error, not a verdict.
     let d = sif_testdata().unwrap();
     assert!(matches!(

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::sif::{Sif, report::hex_upper};
+use crate::sign::dsse::{DsseKey, is_pem_public_key};
 use crate::sign::keyring::{self, KeyStore};
 use crate::sign::passphrase::PassphraseSource;
 use crate::sign::pgp::fpr20;
@@ -48,7 +49,9 @@ pub struct VerifyArgs {
     /// Accept legacy signatures (they do not protect the header or descriptors)
     #[arg(long)]
     legacy_insecure: bool,
-    /// Verify with the public keys in this file only, not the keyrings (repeatable)
+    /// Verify with the keys in this file instead of the keyrings (repeatable): an OpenPGP
+    /// public key (armored or binary) for PGP signatures, or a PEM public key for DSSE
+    /// signatures
     #[arg(long)]
     key: Vec<PathBuf>,
     /// Only local keys are ever used (accepted for compatibility; veil has no keyserver)
@@ -108,15 +111,24 @@ pub fn run_sign(args: SignArgs) -> Result<ExitCode> {
 
 pub fn run_verify(args: VerifyArgs) -> Result<ExitCode> {
     let _ = args.local;
-    let certs = if args.key.is_empty() {
-        KeyStore::from_env()?.verification_certs()?
-    } else {
-        let mut v = Vec::new();
-        for k in &args.key {
-            v.extend(keyring::read_key_file(k)?);
+    // --key files replace the keyrings: OpenPGP keys (armored or binary) check PGP
+    // signatures, PEM public keys check DSSE signatures.
+    let mut certs = Vec::new();
+    let mut dsse_keys = Vec::new();
+    if args.key.is_empty() {
+        certs = KeyStore::from_env()?.verification_certs()?;
+    }
+    for k in &args.key {
+        let bytes =
+            std::fs::read(k).with_context(|| format!("reading key file {}", k.display()))?;
+        if is_pem_public_key(&bytes) {
+            dsse_keys.push(
+                DsseKey::from_pem(&bytes).with_context(|| format!("key file {}", k.display()))?,
+            );
+        } else {
+            certs.extend(keyring::read_key_file(k)?);
         }
-        v
-    };
+    }
     let sif =
         Sif::open_path(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let opts = VerifyOptions {
@@ -124,6 +136,7 @@ pub fn run_verify(args: VerifyArgs) -> Result<ExitCode> {
         objects: args.sif_id,
         legacy: args.legacy_insecure,
         legacy_all: args.all,
+        dsse_keys,
     };
     let outcome = verify(&sif, &certs, &opts);
     let mut out = std::io::stdout().lock();

@@ -43,8 +43,11 @@ pub enum SignError {
     ObjectNotSigned(u32),
     #[error("object {0}: signed object not found")]
     SignedObjectNotFound(u32),
-    #[error("signature object {0}: DSSE signatures are not supported yet")]
-    DsseUnsupported(u32),
+    #[error(
+        "signature object {0}: key material not provided for DSSE envelope signature \
+         (give its PEM public key with --key)"
+    )]
+    DsseNoKey(u32),
     #[error("signature object {0}: signature format not recognized")]
     FormatNotRecognized(u32),
     #[error("signature object {id}: hash algorithm unsupported ({hash})")]

@@ -4,12 +4,14 @@
 //! - [`metadata`]: the integrity streams and the signed metadata JSON
 //! - [`pgp`]: cleartext signatures through sequoia-openpgp
 //! - [`signer`]: adding signatures to an image
-//! - [`verify`]: the reference verifier's rules; [`legacy`] for `SIFHASH` signatures
+//! - [`verify`]: the reference verifier's rules; [`legacy`] for `SIFHASH` signatures,
+//!   [`dsse`] for DSSE envelopes (PEM keys)
 //! - [`keyring`]: key files and the `~/.veil/keys` rings (peers' rings read too)
 //! - [`passphrase`]: where secret-key passphrases come from
 //! - [`policy`]: the run-time policy (trusted fingerprints) and the build-time
 //!   `Fingerprints:` check
 
+pub mod dsse;
 mod error;
 pub mod keyring;
 pub mod legacy;

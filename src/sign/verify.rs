@@ -8,6 +8,7 @@ use sequoia_openpgp::Cert;
 use serde::Serialize;
 use veil_fusefs::source::ReadAt;
 
+use super::dsse::{self, DsseKey};
 use super::error::{Result, SignError};
 use super::legacy;
 use super::metadata::{
@@ -15,9 +16,6 @@ use super::metadata::{
 };
 use super::pgp::{self, MAX_SIGNATURE_OBJECT, SignerInfo};
 use crate::sif::{DataType, Descriptor, Extra, Link, Sif, report::hex_upper};
-
-/// The media type that marks a DSSE envelope's payload as SIF metadata.
-const DSSE_PAYLOAD_TYPE: &str = "application/vnd.sylabs.sif-metadata+json";
 
 /// What to verify. The default is every group, current-format signatures only.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +30,8 @@ pub struct VerifyOptions {
     pub legacy: bool,
     /// Legacy mode, checking every grouped non-signature object on its own.
     pub legacy_all: bool,
+    /// PEM public keys for DSSE signatures (OpenPGP keys are passed separately).
+    pub dsse_keys: Vec<DsseKey>,
 }
 
 /// The result of checking one signature object.
@@ -120,7 +120,7 @@ fn run<R: ReadAt>(
         return Err(SignError::NonGroupedObject);
     }
     for task in &tasks {
-        run_task(sif, certs, task, results)?;
+        run_task(sif, certs, &opts.dsse_keys, task, results)?;
     }
     Ok(())
 }
@@ -223,17 +223,6 @@ fn is_legacy<R: ReadAt>(sif: &Sif<R>, sig: &Descriptor) -> bool {
     }
 }
 
-fn is_dsse(data: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        #[serde(rename = "payloadType")]
-        payload_type: String,
-    }
-    serde_json::from_slice::<Envelope>(data)
-        .map(|e| e.payload_type == DSSE_PAYLOAD_TYPE)
-        .unwrap_or(false)
-}
-
 fn descriptor_fpr(sig: &Descriptor) -> [u8; 20] {
     match sig.extra() {
         Extra::Signature {
@@ -247,6 +236,7 @@ fn descriptor_fpr(sig: &Descriptor) -> [u8; 20] {
 fn run_task<R: ReadAt>(
     sif: &Sif<R>,
     certs: &[Cert],
+    dsse_keys: &[DsseKey],
     task: &Task<'_>,
     results: &mut Vec<SignatureResult>,
 ) -> Result<()> {
@@ -291,7 +281,7 @@ fn run_task<R: ReadAt>(
             verified: Vec::new(),
             error: None,
         };
-        let res = check_signature(sif, certs, task, sig, &mut r);
+        let res = check_signature(sif, certs, dsse_keys, task, sig, &mut r);
         if let Err(e) = &res {
             r.error = Some(e.to_string());
         }
@@ -305,27 +295,54 @@ fn run_task<R: ReadAt>(
 fn check_signature<R: ReadAt>(
     sif: &Sif<R>,
     certs: &[Cert],
+    dsse_keys: &[DsseKey],
     task: &Task<'_>,
     sig: &Descriptor,
     r: &mut SignatureResult,
 ) -> Result<()> {
     let data = signature_bytes(sif, sig)?;
-    if is_dsse(&data) {
+    // The signed plaintext, and the OpenPGP signer's primary fingerprint (DSSE
+    // signatures have none: their descriptor Entity is empty).
+    let (plaintext, signer_fpr) = if dsse::is_envelope(&data) {
         r.format = "dsse";
-        return Err(SignError::DsseUnsupported(sig.id));
-    }
-    let checked = pgp::check_cleartext(&data, certs).map_err(|reason| {
-        if pgp::is_clearsigned(&data) {
-            SignError::SignatureNotValid { id: sig.id, reason }
-        } else {
-            SignError::FormatNotRecognized(sig.id)
+        if !matches!(task, Task::Group { .. }) {
+            return Err(SignError::FormatNotRecognized(sig.id));
         }
-    })?;
-    let signer: SignerInfo = checked
-        .outcome
-        .map_err(|reason| SignError::SignatureNotValid { id: sig.id, reason })?;
-    r.signer = signer.user_id.clone();
-    r.fingerprint = Some(hex_upper(&signer.fingerprint));
+        if dsse_keys.is_empty() {
+            return Err(SignError::DsseNoKey(sig.id));
+        }
+        let hash = match sig.extra() {
+            Extra::Signature {
+                hash: crate::sif::HashType::Sha384,
+                ..
+            } => super::metadata::DigestAlg::Sha384,
+            Extra::Signature {
+                hash: crate::sif::HashType::Sha512,
+                ..
+            } => super::metadata::DigestAlg::Sha512,
+            _ => super::metadata::DigestAlg::Sha256,
+        };
+        let (payload, keyid) = dsse::verify_envelope(&data, dsse_keys, hash)
+            .map_err(|reason| SignError::SignatureNotValid { id: sig.id, reason })?;
+        r.signer = Some(format!("DSSE key {keyid}"));
+        (payload, None)
+    } else {
+        let checked = pgp::check_cleartext(&data, certs).map_err(|reason| {
+            if pgp::is_clearsigned(&data) {
+                SignError::SignatureNotValid { id: sig.id, reason }
+            } else {
+                SignError::FormatNotRecognized(sig.id)
+            }
+        })?;
+        let signer: SignerInfo = checked
+            .outcome
+            .map_err(|reason| SignError::SignatureNotValid { id: sig.id, reason })?;
+        r.signer = signer.user_id.clone();
+        r.fingerprint = Some(hex_upper(&signer.fingerprint));
+        (checked.plaintext, Some(signer.fingerprint))
+    };
+    // For OpenPGP, the descriptor must name the key that signed.
+    let fpr_ok = signer_fpr.is_none_or(|f| f == descriptor_fpr(sig));
 
     match task {
         Task::Group {
@@ -333,14 +350,13 @@ fn check_signature<R: ReadAt>(
             objects,
             subset,
         } => {
-            let meta: ImageMetadata = serde_json::from_slice(&checked.plaintext).map_err(|e| {
-                SignError::SignatureNotValid {
+            let meta: ImageMetadata =
+                serde_json::from_slice(&plaintext).map_err(|e| SignError::SignatureNotValid {
                     id: sig.id,
                     reason: format!("malformed signed metadata: {e}"),
-                }
-            })?;
+                })?;
             let min_id = group_min_id(sif, *group).ok_or(SignError::GroupNotFound(*group))?;
-            if signer.fingerprint != descriptor_fpr(sig) {
+            if !fpr_ok {
                 return Err(SignError::FingerprintMismatch);
             }
             let entries = meta.objects.as_deref().unwrap_or(&[]);
@@ -380,17 +396,17 @@ fn check_signature<R: ReadAt>(
             }
         }
         Task::LegacyGroup { objects, .. } => {
-            if signer.fingerprint != descriptor_fpr(sig) {
+            if !fpr_ok {
                 return Err(SignError::FingerprintMismatch);
             }
-            legacy::check(sif, sig, &checked.plaintext, objects, None)?;
+            legacy::check(sif, sig, &plaintext, objects, None)?;
             r.verified = objects.iter().map(|d| d.id).collect();
         }
         Task::LegacyObject { object } => {
-            if signer.fingerprint != descriptor_fpr(sig) {
+            if !fpr_ok {
                 return Err(SignError::FingerprintMismatch);
             }
-            legacy::check(sif, sig, &checked.plaintext, &[object], Some(object.id))?;
+            legacy::check(sif, sig, &plaintext, &[object], Some(object.id))?;
             r.verified = vec![object.id];
         }
     }
