@@ -26,3 +26,23 @@ pub use error::{Result, SignError};
 pub use policy::check_fingerprints;
 pub use signer::{Selection, Signed, sign_image};
 pub use verify::{Outcome, SignatureResult, VerifyOptions, verify};
+
+/// Fuzzing entry point: arbitrary bytes as a signature object, a policy file and a SIF
+/// to verify. Shared by the cargo-fuzz target and the mutation test.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    let _ = pgp::check_cleartext(data, &[]);
+    let _ = dsse::is_envelope(data);
+    let _ = serde_json::from_slice::<metadata::ImageMetadata>(data);
+    let _ = policy::Policy::parse(&String::from_utf8_lossy(data), "fuzz");
+    if let Ok(sif) = crate::sif::Sif::open(data) {
+        for (legacy, legacy_all) in [(false, false), (true, false), (true, true)] {
+            let opts = VerifyOptions {
+                legacy,
+                legacy_all,
+                ..Default::default()
+            };
+            let _ = verify(&sif, &[], &opts);
+        }
+    }
+}
