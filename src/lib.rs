@@ -8,3 +8,4 @@ pub mod fsutil;
 pub mod image;
 pub mod launch;
 pub mod sif;
+pub mod sign;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod run;
+mod key;
 mod sif;
+mod sign;
 
 /// Rootless runtime for SIF containers, including LUKS2-encrypted ones.
 #[derive(Debug, Parser)]
@@ -28,6 +30,12 @@ enum Command {
     Test(run::RunArgs),
     /// Inspect and edit SIF files (siftool-compatible)
     Sif(sif::SifArgs),
+    /// Manage OpenPGP keys (~/.veil/keys; Apptainer's and SingularityCE's keyrings are read too)
+    Key(key::KeyArgs),
+    /// Sign a SIF image (one OpenPGP signature per object group)
+    Sign(sign::SignArgs),
+    /// Verify a SIF image's signatures
+    Verify(sign::VerifyArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -39,5 +47,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Shell(a) => run::shell(a),
         Command::Test(a) => run::run(crate::launch::Action::Test, a, None),
         Command::Sif(args) => sif::run(args),
+        Command::Key(args) => key::run(args),
+        Command::Sign(args) => sign::run_sign(args),
+        Command::Verify(args) => sign::run_verify(args),
     }
 }

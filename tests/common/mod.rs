@@ -276,3 +276,40 @@ pub fn sif_from_squashfs(sqfs: &Path, sif: &Path) {
     };
     veil::sif::create(sif, &opts, vec![part]).unwrap();
 }
+
+/// `shared/testdata/sif`: the reference SIF images and test keys.
+pub fn sif_testdata() -> Option<PathBuf> {
+    shared_dir()
+        .map(|d| d.join("testdata/sif"))
+        .filter(|p| p.join("images").is_dir())
+}
+
+/// A `veil` command whose HOME is `home`, so keyrings under it are the only ones seen,
+/// with no passphrase in the environment unless the test sets one.
+pub fn veil_in(home: &Path) -> Command {
+    let mut c = veil();
+    c.env("HOME", home).env_remove("VEIL_PASSPHRASE");
+    c
+}
+
+/// A `gpg` command on a private GNUPGHOME, batch mode, loopback pinentry.
+pub fn gpg_in(gnupghome: &Path) -> Command {
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", gnupghome).args([
+        "--batch",
+        "--no-tty",
+        "--pinentry-mode",
+        "loopback",
+        "--quiet",
+    ]);
+    c
+}
+
+/// A fresh private GNUPGHOME (mode 0700, as gpg insists).
+pub fn new_gnupghome(parent: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let d = parent.join("gnupg");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    d
+}
