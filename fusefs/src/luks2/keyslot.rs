@@ -76,6 +76,15 @@ pub fn open<R: ReadAt + ?Sized>(
         });
     }
     ks.kdf.check(id, limits)?;
+    // The digest's PBKDF2 runs on every try too: the same limit applies.
+    if digest.iterations == 0 || digest.iterations > limits.max_pbkdf2_iterations {
+        return Err(Error::KdfCostTooHigh {
+            slot: id,
+            what: "digest iterations",
+            value: digest.iterations.into(),
+            limit: limits.max_pbkdf2_iterations.into(),
+        });
+    }
 
     let mut dk = Zeroizing::new(vec![0u8; area_key_size]);
     ks.kdf.derive(passphrase.bytes(), &ks.kdf_salt, &mut dk)?;
