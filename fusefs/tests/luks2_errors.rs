@@ -15,17 +15,30 @@ const HDR: usize = 16384;
 fn volume(kdf: KdfParams) -> Vec<u8> {
     let o = CreateOptions {
         sector_size: 512,
-        keyslot: KeyslotOptions { kdf: KdfChoice::Fixed(kdf), ..Default::default() },
+        keyslot: KeyslotOptions {
+            kdf: KdfChoice::Fixed(kdf),
+            ..Default::default()
+        },
         data_offset: 1 << 20,
         ..Default::default()
     };
     let mut out = Vec::new();
-    luks2::create(&mut out, &b"payload"[..], 7, &Passphrase::from_slice(b"pw"), &o).unwrap();
+    luks2::create(
+        &mut out,
+        &b"payload"[..],
+        7,
+        &Passphrase::from_slice(b"pw"),
+        &o,
+    )
+    .unwrap();
     out
 }
 
 fn pbkdf2_volume() -> Vec<u8> {
-    volume(KdfParams::Pbkdf2 { hash: "sha256".into(), iterations: 1000 })
+    volume(KdfParams::Pbkdf2 {
+        hash: "sha256".into(),
+        iterations: 1000,
+    })
 }
 
 fn json_text(v: &[u8], copy: usize) -> String {
@@ -73,11 +86,25 @@ fn baseline_and_wrong_passphrase() {
 #[test]
 fn truncated_volumes() {
     let v = pbkdf2_volume();
-    for cut in [0usize, 100, 4095, 4096, 10_000, HDR, HDR + 5000, 2 * HDR, 40_000, (1 << 20) - 1] {
+    for cut in [
+        0usize,
+        100,
+        4095,
+        4096,
+        10_000,
+        HDR,
+        HDR + 5000,
+        2 * HDR,
+        40_000,
+        (1 << 20) - 1,
+    ] {
         let r = luks2::inspect(&v[..cut]);
         let u = unlock(&v[..cut], b"pw");
         let e = u.err().unwrap_or_else(|| panic!("cut {cut} unlocked"));
-        eprintln!("cut {cut}: inspect {:?} / unlock: {e}", r.as_ref().map(|_| ()));
+        eprintln!(
+            "cut {cut}: inspect {:?} / unlock: {e}",
+            r.as_ref().map(|_| ())
+        );
         if cut < 4096 {
             assert!(matches!(e, Error::Truncated { .. }), "{cut}: {e}");
         } else if cut < HDR {
@@ -87,31 +114,97 @@ fn truncated_volumes() {
             assert!(matches!(e, Error::Truncated { .. }), "{cut}: {e}");
         }
     }
-    assert!(matches!(luks2::inspect(&vec![0u8; 100_000][..]), Err(Error::NotLuks)));
+    assert!(matches!(
+        luks2::inspect(&vec![0u8; 100_000][..]),
+        Err(Error::NotLuks)
+    ));
 }
 
 #[test]
 fn corrupted_json_in_both_copies() {
     let v = pbkdf2_volume();
-    let cases: &[(&str, fn(&str) -> String, &str)] = &[
+    type Edit = fn(&str) -> String;
+    let cases: &[(&str, Edit, &str)] = &[
         ("not JSON", |_| "{nope".into(), "JSON syntax"),
-        ("duplicate key", |t| t.replacen("{\"config\"", "{\"tokens\":{},\"config\"", 1), "duplicate"),
-        ("number for string-uint64", |t| t.replace("\"offset\":\"1048576\"", "\"offset\":1048576"), "segments.0.offset"),
-        ("string for integer", |t| t.replace("\"sector_size\":512", "\"sector_size\":\"512\""), "sector_size"),
-        ("float", |t| t.replace("\"key_size\":64", "\"key_size\":64.0"), "key_size"),
-        ("stripes", |t| t.replace("\"stripes\":4000", "\"stripes\":2000"), "stripes"),
-        ("json_size", |t| t.replace("\"json_size\":\"12288\"", "\"json_size\":\"12289\""), "json_size"),
-        ("missing config", |t| t.replace("\"config\"", "\"konfig\""), "config"),
-        ("area in metadata", |t| t.replacen("\"offset\":\"32768\"", "\"offset\":\"4096\"", 1), "keyslots area"),
-        ("huge offset", |t| t.replace("\"offset\":\"1048576\"", "\"offset\":\"99999999999999999999\""), "decimal"),
-        ("bad base64", |t| t.replacen("\"salt\":\"", "\"salt\":\"!!", 1), "base64"),
-        ("unknown kdf", |t| t.replace("\"type\":\"pbkdf2\"},\"key_size\"", "\"type\":\"scrypt\"},\"key_size\""), "kdf.type"),
-        ("non-decimal id", |t| t.replace("\"keyslots\":{\"0\"", "\"keyslots\":{\"x\""), "decimal id"),
+        (
+            "duplicate key",
+            |t| t.replacen("{\"config\"", "{\"tokens\":{},\"config\"", 1),
+            "duplicate",
+        ),
+        (
+            "number for string-uint64",
+            |t| t.replace("\"offset\":\"1048576\"", "\"offset\":1048576"),
+            "segments.0.offset",
+        ),
+        (
+            "string for integer",
+            |t| t.replace("\"sector_size\":512", "\"sector_size\":\"512\""),
+            "sector_size",
+        ),
+        (
+            "float",
+            |t| t.replace("\"key_size\":64", "\"key_size\":64.0"),
+            "key_size",
+        ),
+        (
+            "stripes",
+            |t| t.replace("\"stripes\":4000", "\"stripes\":2000"),
+            "stripes",
+        ),
+        (
+            "json_size",
+            |t| t.replace("\"json_size\":\"12288\"", "\"json_size\":\"12289\""),
+            "json_size",
+        ),
+        (
+            "missing config",
+            |t| t.replace("\"config\"", "\"konfig\""),
+            "config",
+        ),
+        (
+            "area in metadata",
+            |t| t.replacen("\"offset\":\"32768\"", "\"offset\":\"4096\"", 1),
+            "keyslots area",
+        ),
+        (
+            "huge offset",
+            |t| {
+                t.replace(
+                    "\"offset\":\"1048576\"",
+                    "\"offset\":\"99999999999999999999\"",
+                )
+            },
+            "decimal",
+        ),
+        (
+            "bad base64",
+            |t| t.replacen("\"salt\":\"", "\"salt\":\"!!", 1),
+            "base64",
+        ),
+        (
+            "unknown kdf",
+            |t| {
+                t.replace(
+                    "\"type\":\"pbkdf2\"},\"key_size\"",
+                    "\"type\":\"scrypt\"},\"key_size\"",
+                )
+            },
+            "kdf.type",
+        ),
+        (
+            "non-decimal id",
+            |t| t.replace("\"keyslots\":{\"0\"", "\"keyslots\":{\"x\""),
+            "decimal id",
+        ),
         ("trailing garbage", |t| format!("{t}x"), "JSON"),
     ];
     for (name, edit, needle) in cases {
         let bad = with_json(&v, edit);
-        assert_ne!(json_text(&bad, 0), json_text(&v, 0), "{name}: edit did nothing");
+        assert_ne!(
+            json_text(&bad, 0),
+            json_text(&v, 0),
+            "{name}: edit did nothing"
+        );
         let e = luks2::inspect(&bad[..]).unwrap_err();
         assert!(matches!(e, Error::BadHeader(_)), "{name}: {e}");
         assert!(e.to_string().contains(needle), "{name}: {e}");
@@ -121,21 +214,54 @@ fn corrupted_json_in_both_copies() {
     let mut bad = v.clone();
     bad[4096 + 12000] = 1;
     bad[HDR + 4096 + 12000] = 1;
-    assert!(luks2::inspect(&bad[..]).unwrap_err().to_string().contains("checksum"));
+    assert!(
+        luks2::inspect(&bad[..])
+            .unwrap_err()
+            .to_string()
+            .contains("checksum")
+    );
 }
 
 #[test]
 fn absurd_kdf_costs_are_refused_without_allocating() {
-    let argon = volume(KdfParams::Argon2 { variant: Argon2Variant::Argon2id, time: 4, memory_kib: 32, cpus: 1 });
+    let argon = volume(KdfParams::Argon2 {
+        variant: Argon2Variant::Argon2id,
+        time: 4,
+        memory_kib: 32,
+        cpus: 1,
+    });
     // 64 GiB of argon2 memory: over the default limit (cryptsetup's 4 GiB).
-    let huge = with_json(&argon, |t| t.replace("\"memory\":32", "\"memory\":67108864"));
+    let huge = with_json(&argon, |t| {
+        t.replace("\"memory\":32", "\"memory\":67108864")
+    });
     let s = luks2::inspect(&huge[..]).unwrap();
-    assert!(matches!(s.keyslots[0].kdf, Some(KdfParams::Argon2 { memory_kib: 67108864, .. })));
+    assert!(matches!(
+        s.keyslots[0].kdf,
+        Some(KdfParams::Argon2 {
+            memory_kib: 67108864,
+            ..
+        })
+    ));
     let e = unlock(&huge, b"pw").unwrap_err();
-    assert!(matches!(e, Error::KdfCostTooHigh { what: "memory (KiB)", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::KdfCostTooHigh {
+                what: "memory (KiB)",
+                ..
+            }
+        ),
+        "{e}"
+    );
     eprintln!("{e}");
     // With the limit raised, the memory check refuses instead of allocating 64 GiB.
-    let opts = UnlockOptions { limits: KdfLimits { max_argon2_memory_kib: u32::MAX, ..Default::default() }, ..Default::default() };
+    let opts = UnlockOptions {
+        limits: KdfLimits {
+            max_argon2_memory_kib: u32::MAX,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let e = luks2::unlock(&huge[..], &Passphrase::from_slice(b"pw"), &opts).unwrap_err();
     match &e {
         Error::InsufficientMemory { needed, available } => {
@@ -151,29 +277,116 @@ fn absurd_kdf_costs_are_refused_without_allocating() {
     let pb = pbkdf2_volume();
     // (Members are written in sorted order: the keyslot's kdf has "iterations"
     // before "salt", the digest has it before "keyslots".)
-    let e = luks2::inspect(&with_json(&pb, |t| t.replace("\"iterations\":1000,\"salt\"", "\"iterations\":1099511627776,\"salt\""))[..]).unwrap_err();
+    let e = luks2::inspect(
+        &with_json(&pb, |t| {
+            t.replace(
+                "\"iterations\":1000,\"salt\"",
+                "\"iterations\":1099511627776,\"salt\"",
+            )
+        })[..],
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("keyslots.0.kdf.iterations"), "{e}");
     // u32::MAX iterations fits the type but not the limit, in the keyslot or the digest.
-    let e = unlock(&with_json(&pb, |t| t.replace("\"iterations\":1000,\"salt\"", "\"iterations\":4294967295,\"salt\"")), b"pw").unwrap_err();
-    assert!(matches!(e, Error::KdfCostTooHigh { what: "iterations", .. }), "{e}");
-    let e = unlock(&with_json(&pb, |t| t.replace("\"iterations\":1000,\"keyslots\"", "\"iterations\":4294967295,\"keyslots\"")), b"pw").unwrap_err();
-    assert!(matches!(e, Error::KdfCostTooHigh { what: "digest iterations", .. }), "{e}");
+    let e = unlock(
+        &with_json(&pb, |t| {
+            t.replace(
+                "\"iterations\":1000,\"salt\"",
+                "\"iterations\":4294967295,\"salt\"",
+            )
+        }),
+        b"pw",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::KdfCostTooHigh {
+                what: "iterations",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = unlock(
+        &with_json(&pb, |t| {
+            t.replace(
+                "\"iterations\":1000,\"keyslots\"",
+                "\"iterations\":4294967295,\"keyslots\"",
+            )
+        }),
+        b"pw",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::KdfCostTooHigh {
+                what: "digest iterations",
+                ..
+            }
+        ),
+        "{e}"
+    );
     // Absurd time and lanes.
-    let e = unlock(&with_json(&argon, |t| t.replace("\"time\":4", "\"time\":4000000000")), b"pw").unwrap_err();
-    assert!(matches!(e, Error::KdfCostTooHigh { what: "time", .. }), "{e}");
-    let e = unlock(&with_json(&argon, |t| t.replace("\"cpus\":1", "\"cpus\":16777215")), b"pw").unwrap_err();
-    assert!(matches!(e, Error::KdfCostTooHigh { what: "cpus", .. }), "{e}");
+    let e = unlock(
+        &with_json(&argon, |t| t.replace("\"time\":4", "\"time\":4000000000")),
+        b"pw",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::KdfCostTooHigh { what: "time", .. }),
+        "{e}"
+    );
+    let e = unlock(
+        &with_json(&argon, |t| t.replace("\"cpus\":1", "\"cpus\":16777215")),
+        b"pw",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::KdfCostTooHigh { what: "cpus", .. }),
+        "{e}"
+    );
     // Zero costs are invalid rather than a division by zero somewhere.
-    assert!(unlock(&with_json(&argon, |t| t.replace("\"time\":4", "\"time\":0")), b"pw").is_err());
-    assert!(unlock(&with_json(&pb, |t| t.replace("\"iterations\":1000,\"salt\"", "\"iterations\":0,\"salt\"")), b"pw").is_err());
-    assert!(unlock(&with_json(&pb, |t| t.replace("\"iterations\":1000,\"keyslots\"", "\"iterations\":0,\"keyslots\"")), b"pw").is_err());
+    assert!(
+        unlock(
+            &with_json(&argon, |t| t.replace("\"time\":4", "\"time\":0")),
+            b"pw"
+        )
+        .is_err()
+    );
+    assert!(
+        unlock(
+            &with_json(&pb, |t| t.replace(
+                "\"iterations\":1000,\"salt\"",
+                "\"iterations\":0,\"salt\""
+            )),
+            b"pw"
+        )
+        .is_err()
+    );
+    assert!(
+        unlock(
+            &with_json(&pb, |t| t.replace(
+                "\"iterations\":1000,\"keyslots\"",
+                "\"iterations\":0,\"keyslots\""
+            )),
+            b"pw"
+        )
+        .is_err()
+    );
 }
 
 /// A real argon2id cost (256 MiB, 2 lanes on 2 threads): unlocks, and the memory
 /// check passes on a machine that has the memory.
 #[test]
 fn real_argon2_cost_unlocks() {
-    let v = volume(KdfParams::Argon2 { variant: Argon2Variant::Argon2id, time: 4, memory_kib: 256 * 1024, cpus: 2 });
+    let v = volume(KdfParams::Argon2 {
+        variant: Argon2Variant::Argon2id,
+        time: 4,
+        memory_kib: 256 * 1024,
+        cpus: 2,
+    });
     let t = std::time::Instant::now();
     let u = unlock(&v, b"pw").unwrap();
     eprintln!("argon2id 256 MiB x4, 2 lanes: {:?}", t.elapsed());
@@ -185,15 +398,51 @@ fn real_argon2_cost_unlocks() {
 #[test]
 fn unsupported_features_are_named() {
     let v = pbkdf2_volume();
-    let e = unlock(&with_json(&v, |t| t.replace("aes-xts-plain64\",\"iv_tweak", "serpent-xts-plain64\",\"iv_tweak")), b"pw").unwrap_err();
-    assert!(matches!(e, Error::Unsupported(_)) && e.to_string().contains("serpent"), "{e}");
-    let e = unlock(&with_json(&v, |t| t.replace("\"keyslots_size\"", "\"requirements\":{\"mandatory\":[\"online-reencrypt-v2\"]},\"keyslots_size\"")), b"pw").unwrap_err();
+    let e = unlock(
+        &with_json(&v, |t| {
+            t.replace(
+                "aes-xts-plain64\",\"iv_tweak",
+                "serpent-xts-plain64\",\"iv_tweak",
+            )
+        }),
+        b"pw",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::Unsupported(_)) && e.to_string().contains("serpent"),
+        "{e}"
+    );
+    let e = unlock(
+        &with_json(&v, |t| {
+            t.replace(
+                "\"keyslots_size\"",
+                "\"requirements\":{\"mandatory\":[\"online-reencrypt-v2\"]},\"keyslots_size\"",
+            )
+        }),
+        b"pw",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("online-reencrypt-v2"), "{e}");
-    let e = unlock(&with_json(&v, |t| t.replace("\"iv_tweak\":\"0\"", "\"iv_tweak\":\"8\"")), b"pw").unwrap_err();
+    let e = unlock(
+        &with_json(&v, |t| {
+            t.replace("\"iv_tweak\":\"0\"", "\"iv_tweak\":\"8\"")
+        }),
+        b"pw",
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
     // Priority 0: not tried unless named.
-    let p0 = with_json(&v, |t| t.replacen("\"type\":\"luks2\"", "\"type\":\"luks2\",\"priority\":0", 1));
+    let p0 = with_json(&v, |t| {
+        t.replacen("\"type\":\"luks2\"", "\"type\":\"luks2\",\"priority\":0", 1)
+    });
     assert!(matches!(unlock(&p0, b"pw"), Err(Error::NoUsableKeyslot)));
-    let named = luks2::unlock(&p0[..], &Passphrase::from_slice(b"pw"), &UnlockOptions { keyslot: Some(0), ..Default::default() });
+    let named = luks2::unlock(
+        &p0[..],
+        &Passphrase::from_slice(b"pw"),
+        &UnlockOptions {
+            keyslot: Some(0),
+            ..Default::default()
+        },
+    );
     assert!(named.is_ok());
 }

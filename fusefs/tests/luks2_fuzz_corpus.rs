@@ -23,6 +23,10 @@ fn replay_luks2_corpus_and_artifacts() {
         }
     }
     // The seed corpus is committed: an empty replay would be a silent pass.
-    assert!(n >= 3, "only {n} corpus files found under {}", fuzz.display());
+    assert!(
+        n >= 3,
+        "only {n} corpus files found under {}",
+        fuzz.display()
+    );
     eprintln!("replayed {n} inputs");
 }

@@ -155,7 +155,14 @@ pub fn create<W: Write, R: Read>(
     };
 
     let area_offset = 2 * HDR_SIZE;
-    let ks = keyslot::store(vk, passphrase, &kdf, ks_opts.hash, area_offset, ks_opts.priority)?;
+    let ks = keyslot::store(
+        vk,
+        passphrase,
+        &kdf,
+        ks_opts.hash,
+        area_offset,
+        ks_opts.priority,
+    )?;
     let digest = keyslot::make_digest(vk, digest_iterations, &[0], &[0])?;
     let keyslots_size = opts.data_offset - 2 * HDR_SIZE;
     let meta = json!({
@@ -207,7 +214,12 @@ pub(crate) fn build_headers(bin: &BinHeader, meta: &serde_json::Value) -> Result
     json::from_value(meta.clone(), bin.hdr_size)?;
     let text = json::to_text(meta)?;
     let mut v = header::build_copy(bin, &text, true, &secret::random_vec(64)?)?;
-    v.extend(header::build_copy(bin, &text, false, &secret::random_vec(64)?)?);
+    v.extend(header::build_copy(
+        bin,
+        &text,
+        false,
+        &secret::random_vec(64)?,
+    )?);
     Ok(v)
 }
 

@@ -26,7 +26,9 @@ pub enum Error {
     NotLuks,
 
     /// A LUKS1 volume: recognised, but not something this implementation reads.
-    #[error("this is a LUKS1 volume; only LUKS2 is supported (convert it with `cryptsetup convert --type luks2`)")]
+    #[error(
+        "this is a LUKS1 volume; only LUKS2 is supported (convert it with `cryptsetup convert --type luks2`)"
+    )]
     Luks1Unsupported,
 
     /// Neither binary header copy is valid; the text says why for each copy.

@@ -141,11 +141,7 @@ pub fn read<R: ReadAt + ?Sized>(src: &R) -> Result<Header> {
             })
         }
         (Ok(c), Err(e)) | (Err(e), Ok(c)) => {
-            let which = if c.is_primary {
-                "secondary"
-            } else {
-                "primary"
-            };
+            let which = if c.is_primary { "secondary" } else { "primary" };
             let warnings = vec![format!(
                 "{which} LUKS2 header copy is damaged ({}); using the other copy",
                 reason(&e)
@@ -169,13 +165,18 @@ pub fn read<R: ReadAt + ?Sized>(src: &R) -> Result<Header> {
     }
 }
 
-fn read_copy<R: ReadAt + ?Sized>(src: &R, offset: u64) -> std::result::Result<HeaderCopy, CopyError> {
+fn read_copy<R: ReadAt + ?Sized>(
+    src: &R,
+    offset: u64,
+) -> std::result::Result<HeaderCopy, CopyError> {
     let primary = offset == 0;
     let unusable = |m: String| CopyError::Unusable(m);
     let mut bin = [0u8; BIN_SIZE];
     let end = offset.saturating_add(BIN_SIZE as u64);
     if end > src.len() {
-        return Err(unusable(format!("volume too short for a header at {offset}")));
+        return Err(unusable(format!(
+            "volume too short for a header at {offset}"
+        )));
     }
     src.read_exact_at(&mut bin, offset)
         .map_err(|e| unusable(format!("read error: {e}")))?;
@@ -193,7 +194,9 @@ fn read_copy<R: ReadAt + ?Sized>(src: &R, offset: u64) -> std::result::Result<He
     }
     let hdr_size = be64(&bin, OFF_HDR_SIZE);
     if !HDR_SIZES.contains(&hdr_size) || (!primary && hdr_size != offset) {
-        return Err(unusable(format!("invalid header size {hdr_size} at offset {offset}")));
+        return Err(unusable(format!(
+            "invalid header size {hdr_size} at offset {offset}"
+        )));
     }
     let hdr_offset = be64(&bin, OFF_HDR_OFFSET);
     if hdr_offset != offset {
@@ -206,7 +209,11 @@ fn read_copy<R: ReadAt + ?Sized>(src: &R, offset: u64) -> std::result::Result<He
     let json_end = offset
         .checked_add(hdr_size)
         .filter(|&e| e <= src.len())
-        .ok_or_else(|| rejected(format!("volume too short for the {hdr_size}-byte header at {offset}")))?;
+        .ok_or_else(|| {
+            rejected(format!(
+                "volume too short for the {hdr_size}-byte header at {offset}"
+            ))
+        })?;
     let mut area = vec![0u8; (json_end - offset) as usize - BIN_SIZE];
     src.read_exact_at(&mut area, offset + BIN_SIZE as u64)
         .map_err(|e| rejected(format!("read error: {e}")))?;
@@ -217,7 +224,9 @@ fn read_copy<R: ReadAt + ?Sized>(src: &R, offset: u64) -> std::result::Result<He
     let computed = checksum(hash, &bin, &area);
     let stored = &bin[OFF_CSUM..OFF_CSUM + hash.size()];
     if !bool::from(computed[..hash.size()].ct_eq(stored)) {
-        return Err(rejected(format!("checksum mismatch in the header at {offset}")));
+        return Err(rejected(format!(
+            "checksum mismatch in the header at {offset}"
+        )));
     }
 
     let text = json::area_text(&area).map_err(|e| rejected(e.to_string()))?;
@@ -247,7 +256,12 @@ pub fn checksum(hash: Hash, bin: &[u8; BIN_SIZE], area: &[u8]) -> [u8; LEN_CSUM]
 
 /// Builds one complete header copy (binary header + JSON area, `hdr_size` bytes)
 /// with checksum alg sha256. `salt` is the 64-byte anti-dedup salt of this copy.
-pub fn build_copy(bin: &BinHeader, json_text: &[u8], primary: bool, salt: &[u8]) -> Result<Vec<u8>> {
+pub fn build_copy(
+    bin: &BinHeader,
+    json_text: &[u8],
+    primary: bool,
+    salt: &[u8],
+) -> Result<Vec<u8>> {
     let hdr_size = bin.hdr_size;
     if !HDR_SIZES.contains(&hdr_size) {
         return Err(Error::InvalidOptions(format!("header size {hdr_size}")));
@@ -280,13 +294,25 @@ pub fn build_copy(bin: &BinHeader, json_text: &[u8], primary: bool, salt: &[u8])
     b[OFF_HDR_SIZE..OFF_HDR_SIZE + 8].copy_from_slice(&hdr_size.to_be_bytes());
     b[OFF_SEQID..OFF_SEQID + 8].copy_from_slice(&bin.seqid.to_be_bytes());
     put_str(&mut b, OFF_LABEL, LEN_LABEL, &bin.label, "label")?;
-    put_str(&mut b, OFF_CSUM_ALG, LEN_CSUM_ALG, "sha256", "checksum algorithm")?;
+    put_str(
+        &mut b,
+        OFF_CSUM_ALG,
+        LEN_CSUM_ALG,
+        "sha256",
+        "checksum algorithm",
+    )?;
     if salt.len() != LEN_SALT {
         return Err(Error::InvalidOptions("header salt must be 64 bytes".into()));
     }
     b[OFF_SALT..OFF_SALT + LEN_SALT].copy_from_slice(salt);
     put_str(&mut b, OFF_UUID, LEN_UUID, &bin.uuid, "uuid")?;
-    put_str(&mut b, OFF_SUBSYSTEM, LEN_SUBSYSTEM, &bin.subsystem, "subsystem")?;
+    put_str(
+        &mut b,
+        OFF_SUBSYSTEM,
+        LEN_SUBSYSTEM,
+        &bin.subsystem,
+        "subsystem",
+    )?;
     let off = if primary { 0 } else { hdr_size };
     b[OFF_HDR_OFFSET..OFF_HDR_OFFSET + 8].copy_from_slice(&off.to_be_bytes());
 

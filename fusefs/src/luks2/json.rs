@@ -43,7 +43,9 @@ pub struct Metadata {
 pub enum Keyslot {
     Luks2(Luks2Keyslot),
     /// A keyslot of another type (e.g. "reencrypt"): kept, never used.
-    Other { kind: String },
+    Other {
+        kind: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -206,10 +208,7 @@ pub fn from_value(raw: Value, hdr_size: u64) -> Result<Metadata> {
     }
     for (id, ks) in &keyslots {
         if let Keyslot::Luks2(_) = ks {
-            let n = digests
-                .values()
-                .filter(|d| d.keyslots.contains(id))
-                .count();
+            let n = digests.values().filter(|d| d.keyslots.contains(id)).count();
             if n != 1 {
                 return Err(Error::meta(format!(
                     "keyslot {id} is listed in {n} digests (must be exactly one)"
@@ -280,14 +279,18 @@ fn parse_keyslot(id: u32, v: &Value, hdr_size: u64, meta_end: u64) -> Result<Key
     }
     let key_size = u32_field(o, "key_size", &ctx)?;
     if key_size == 0 || key_size > MAX_KEY_SIZE {
-        return Err(Error::meta(format!("{ctx}.key_size {key_size} out of range")));
+        return Err(Error::meta(format!(
+            "{ctx}.key_size {key_size} out of range"
+        )));
     }
     let priority = match o.get("priority") {
         None => 1,
         Some(_) => u32_field(o, "priority", &ctx)?,
     };
     if priority > 2 {
-        return Err(Error::meta(format!("{ctx}.priority {priority} out of range")));
+        return Err(Error::meta(format!(
+            "{ctx}.priority {priority} out of range"
+        )));
     }
 
     let actx = format!("{ctx}.af");
@@ -393,7 +396,9 @@ fn parse_segment(id: u32, v: &Value, meta_end: u64) -> Result<Segment> {
     let kind = str_field(o, "type", &ctx)?;
     let offset = u64_str(o, "offset", &ctx)?;
     if offset % 512 != 0 {
-        return Err(Error::meta(format!("{ctx}.offset is not a multiple of 512")));
+        return Err(Error::meta(format!(
+            "{ctx}.offset is not a multiple of 512"
+        )));
     }
     if offset < meta_end {
         return Err(Error::meta(format!(
@@ -629,14 +634,20 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_none<E>(self) -> std::result::Result<StrictValue, E> {
         Ok(StrictValue(Value::Null))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<StrictValue, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<StrictValue, A::Error> {
         let mut v = Vec::new();
         while let Some(StrictValue(x)) = seq.next_element()? {
             v.push(x);
         }
         Ok(StrictValue(Value::Array(v)))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<StrictValue, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<StrictValue, A::Error> {
         let mut m = Map::new();
         while let Some(k) = map.next_key::<String>()? {
             if m.contains_key(&k) {

@@ -80,7 +80,9 @@ impl KdfParams {
             KdfParams::Pbkdf2 { iterations, .. } => {
                 over("iterations", iterations, limits.max_pbkdf2_iterations)?;
                 if iterations == 0 {
-                    return Err(Error::meta(format!("keyslot {slot}: pbkdf2 iterations is 0")));
+                    return Err(Error::meta(format!(
+                        "keyslot {slot}: pbkdf2 iterations is 0"
+                    )));
                 }
             }
             KdfParams::Argon2 {
@@ -335,9 +337,13 @@ mod tests {
             cpus: 2,
         };
         let mut out = [0u8; 32];
-        p.derive(b"password", b"somesaltsomesalt", &mut out).unwrap();
+        p.derive(b"password", b"somesaltsomesalt", &mut out)
+            .unwrap();
         let script = "import argon2.low_level as l,sys;sys.stdout.write(l.hash_secret_raw(b'password',b'somesaltsomesalt',3,64,2,32,l.Type.ID,0x13).hex())";
-        match std::process::Command::new("/usr/bin/python3").args(["-c", script]).output() {
+        match std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .output()
+        {
             Ok(o) if o.status.success() => {
                 assert_eq!(hex(&out), String::from_utf8_lossy(&o.stdout));
             }
@@ -361,11 +367,17 @@ mod tests {
             memory_kib: 64 * 1024 * 1024,
             cpus: 1,
         };
-        assert!(matches!(big.check(3, &l), Err(Error::KdfCostTooHigh { slot: 3, .. })));
+        assert!(matches!(
+            big.check(3, &l),
+            Err(Error::KdfCostTooHigh { slot: 3, .. })
+        ));
         let many = KdfParams::Pbkdf2 {
             hash: "sha256".into(),
             iterations: u32::MAX,
         };
-        assert!(matches!(many.check(0, &l), Err(Error::KdfCostTooHigh { .. })));
+        assert!(matches!(
+            many.check(0, &l),
+            Err(Error::KdfCostTooHigh { .. })
+        ));
     }
 }

@@ -42,9 +42,9 @@ pub fn open<R: ReadAt + ?Sized>(
     passphrase: &Passphrase,
     limits: &KdfLimits,
 ) -> Result<Option<VolumeKey>> {
-    let digest = meta.digest_for_keyslot(id).ok_or_else(|| {
-        Error::meta(format!("keyslot {id} has no digest"))
-    })?;
+    let digest = meta
+        .digest_for_keyslot(id)
+        .ok_or_else(|| Error::meta(format!("keyslot {id} has no digest")))?;
     if ks.area_encryption != AREA_CIPHER {
         return Err(Error::Unsupported(format!(
             "keyslot {id} area cipher \"{}\"",
@@ -171,7 +171,12 @@ pub fn store(
 }
 
 /// A new digest object for `vk` over keyslots and segments.
-pub fn make_digest(vk: &VolumeKey, iterations: u32, keyslots: &[u32], segments: &[u32]) -> Result<Value> {
+pub fn make_digest(
+    vk: &VolumeKey,
+    iterations: u32,
+    keyslots: &[u32],
+    segments: &[u32],
+) -> Result<Value> {
     let salt = secret::random_vec(32)?;
     let mut d = [0u8; 32];
     Hash::Sha256.pbkdf2(vk.bytes(), &salt, iterations, &mut d);

@@ -116,7 +116,10 @@ mod tests {
         assert_eq!(cgroup_headroom("4:memory:/missing/path\n", d.path()), None);
         fs::write(g.join("memory.limit_in_bytes"), "2000\n").unwrap();
         fs::write(g.join("memory.usage_in_bytes"), "500\n").unwrap();
-        assert_eq!(cgroup_headroom("4:memory:/missing/path\n", d.path()), Some(1500));
+        assert_eq!(
+            cgroup_headroom("4:memory:/missing/path\n", d.path()),
+            Some(1500)
+        );
     }
 
     #[test]

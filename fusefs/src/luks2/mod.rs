@@ -110,10 +110,12 @@ fn summarize(h: &Header) -> HeaderSummary {
     let seg = data_segment_any(h);
     let key_size = seg
         .and_then(|(id, _)| m.digests.values().find(|d| d.segments.contains(&id)))
-        .and_then(|d| d.keyslots.iter().find_map(|k| match m.keyslots.get(k) {
-            Some(Keyslot::Luks2(ks)) => Some(ks.key_size),
-            _ => None,
-        }))
+        .and_then(|d| {
+            d.keyslots.iter().find_map(|k| match m.keyslots.get(k) {
+                Some(Keyslot::Luks2(ks)) => Some(ks.key_size),
+                _ => None,
+            })
+        })
         .unwrap_or(0);
     HeaderSummary {
         uuid: h.bin.uuid.clone(),
@@ -192,7 +194,9 @@ fn data_segment(h: &Header) -> Result<(u32, &CryptSegment)> {
         )));
     }
     if seg.integrity {
-        return Err(Error::Unsupported("authenticated encryption (integrity)".into()));
+        return Err(Error::Unsupported(
+            "authenticated encryption (integrity)".into(),
+        ));
     }
     if !seg.flags.is_empty() {
         return Err(Error::Unsupported(format!("segment flags {:?}", seg.flags)));
@@ -295,7 +299,9 @@ pub fn unlock<R: ReadAt>(
     let offset = seg.offset;
     let summary = summarize(&h);
     let warnings = h.warnings.clone();
-    Ok(UnlockedVolume::new(src, xts, offset, len, summary, warnings, slot))
+    Ok(UnlockedVolume::new(
+        src, xts, offset, len, summary, warnings, slot,
+    ))
 }
 
 /// Fuzzing entry point: parses headers and JSON from memory and, with tiny KDF
@@ -341,7 +347,10 @@ pub fn fuzz_one(data: &[u8]) {
         let mut buf = vec![0u8; 8192.min(v.len() as usize)];
         let _ = v.read_exact_at(&mut buf, 0);
         let n = 100.min(buf.len());
-        let _ = v.read_exact_at(&mut buf[..n], v.len().saturating_sub(n as u64).saturating_sub(1));
+        let _ = v.read_exact_at(
+            &mut buf[..n],
+            v.len().saturating_sub(n as u64).saturating_sub(1),
+        );
     };
     if let Ok(v) = unlock(data, &pass, &opts) {
         try_read(&v);

@@ -153,7 +153,11 @@ pub fn remove_keyslot(file: &File, slot: u32) -> Result<()> {
         if let Some(l) = d.get_mut("keyslots").and_then(Value::as_array_mut) {
             l.retain(|v| *v != name);
             // A digest left with neither keyslots nor segments is dropped.
-            let empty = |k: &str| d.get(k).and_then(Value::as_array).is_some_and(Vec::is_empty);
+            let empty = |k: &str| {
+                d.get(k)
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty)
+            };
             return !(empty("keyslots") && empty("segments"));
         }
         true
@@ -181,7 +185,10 @@ fn raw_obj<'a>(raw: &'a mut Value, key: &str) -> Result<&'a mut serde_json::Map<
 /// Rewrites both header copies with seqid + 1 (validated before anything is written).
 fn write_headers(file: &File, old: &BinHeader, raw: &Value) -> Result<()> {
     let bin = BinHeader {
-        seqid: old.seqid.checked_add(1).ok_or_else(|| Error::meta("seqid overflow"))?,
+        seqid: old
+            .seqid
+            .checked_add(1)
+            .ok_or_else(|| Error::meta("seqid overflow"))?,
         checksum_alg: "sha256".into(),
         ..old.clone()
     };

@@ -10,7 +10,10 @@ use std::process::{Command, Output};
 pub fn interop() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/interop");
     if !dir.join("make-luks2").is_file() {
-        eprintln!("SKIP: {} not found (shared/ must sit beside the repo)", dir.display());
+        eprintln!(
+            "SKIP: {} not found (shared/ must sit beside the repo)",
+            dir.display()
+        );
         return None;
     }
     if !Path::new("/usr/bin/python3").is_file() {
@@ -40,12 +43,18 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawn");
-    out
+    cmd.output().expect("spawn")
 }
 
 /// make-luks2 with the given extra arguments; panics with its output on failure.
-pub fn make(interop: &Path, dir: &Path, name: &str, payload: &[u8], pass: &str, args: &[&str]) -> PathBuf {
+pub fn make(
+    interop: &Path,
+    dir: &Path,
+    name: &str,
+    payload: &[u8],
+    pass: &str,
+    args: &[&str],
+) -> PathBuf {
     let p = dir.join(format!("{name}.payload"));
     std::fs::write(&p, payload).unwrap();
     let img = dir.join(format!("{name}.img"));
@@ -65,11 +74,20 @@ pub fn make(interop: &Path, dir: &Path, name: &str, payload: &[u8], pass: &str, 
 }
 
 /// check-luks2 on an image; returns (success, combined output).
-pub fn check(interop: &Path, img: &Path, pass: &[u8], payload: Option<&Path>, args: &[&str]) -> (bool, String) {
+pub fn check(
+    interop: &Path,
+    img: &Path,
+    pass: &[u8],
+    payload: Option<&Path>,
+    args: &[&str],
+) -> (bool, String) {
     let kf = img.with_extension("checkkey");
     std::fs::write(&kf, pass).unwrap();
     let mut c = Command::new("/usr/bin/python3");
-    c.arg(interop.join("check-luks2")).arg("-k").arg(&kf).args(args);
+    c.arg(interop.join("check-luks2"))
+        .arg("-k")
+        .arg(&kf)
+        .args(args);
     if let Some(p) = payload {
         c.arg("--payload").arg(p);
     }
