@@ -404,3 +404,49 @@ fn calibrated_argon2id_respects_the_memory_cap() {
     v.read_exact_at(&mut b, 0).unwrap();
     assert_eq!(&b, b"data");
 }
+
+/// The squashfs reader calls from many threads at random offsets: reads through
+/// one shared UnlockedVolume must all see the right plaintext.
+#[test]
+fn concurrent_random_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = luks2_util::payload(3 << 20, 99);
+    let o = CreateOptions {
+        data_offset: 1 << 20,
+        ..opts("pbkdf2", 4096)
+    };
+    let (img, _) = make(dir.path(), "mt", &payload, b"pw", &o);
+    let v = std::sync::Arc::new(
+        luks2::unlock(
+            FileSource::open(&img).unwrap(),
+            &Passphrase::from_slice(b"pw"),
+            &UnlockOptions::default(),
+        )
+        .unwrap(),
+    );
+    let payload = std::sync::Arc::new(payload);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (v, payload) = (v.clone(), payload.clone());
+            std::thread::spawn(move || {
+                // Vec<u8> is itself a ReadAt (len() -> u64): use the slice length.
+                let plen = <[u8]>::len(&payload);
+                let mut x = t + 1;
+                for _ in 0..300 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let off = (x >> 33) as usize % plen;
+                    // Sizes from 1 byte to 1 MiB (large ones take the parallel path).
+                    let len = (((x >> 7) as usize % (1 << 20)) + 1).min(plen - off);
+                    let mut b = vec![0u8; len];
+                    v.read_exact_at(&mut b, off as u64).unwrap();
+                    assert!(b == payload[off..off + len], "thread {t}: {len} at {off}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
