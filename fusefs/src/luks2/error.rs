@@ -1,0 +1,98 @@
+//! The one error type of the LUKS2 module.
+//!
+//! Messages are single lines meant to be printed as `{err}`. Unlock failures are
+//! coarse on purpose: a wrong passphrase never says which step (KDF, AF merge,
+//! digest) disagreed.
+
+use std::io;
+
+/// Everything that can go wrong reading, unlocking or writing a LUKS2 volume.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the underlying volume failed.
+    #[error("I/O error on the LUKS2 volume: {0}")]
+    Io(#[from] io::Error),
+
+    /// The source ends before a structure the header says is there.
+    #[error("LUKS2 volume is truncated: {what} needs {needed} bytes, the volume has {len}")]
+    Truncated {
+        what: &'static str,
+        needed: u64,
+        len: u64,
+    },
+
+    /// No LUKS magic at offset 0 (and no usable secondary header).
+    #[error("not a LUKS volume (no LUKS2 header found)")]
+    NotLuks,
+
+    /// A LUKS1 volume: recognised, but not something this implementation reads.
+    #[error(
+        "this is a LUKS1 volume; only LUKS2 is supported (convert it with `cryptsetup convert --type luks2`)"
+    )]
+    Luks1Unsupported,
+
+    /// Neither binary header copy is valid; the text says why for each copy.
+    #[error("no valid LUKS2 header: {0}")]
+    BadHeader(String),
+
+    /// The JSON metadata area is malformed or inconsistent.
+    #[error("invalid LUKS2 metadata: {0}")]
+    BadMetadata(String),
+
+    /// Valid LUKS2, but uses something this implementation does not do.
+    #[error("unsupported LUKS2 volume: {0}")]
+    Unsupported(String),
+
+    /// The passphrase opens no keyslot that was tried (coarse on purpose).
+    #[error("no key available with this passphrase")]
+    WrongPassphrase,
+
+    /// The caller named a keyslot that does not exist or cannot be used.
+    #[error("keyslot {0} does not exist or is not usable")]
+    NoSuchKeyslot(u32),
+
+    /// The volume has no keyslot that could be tried at all.
+    #[error("the volume has no usable keyslot")]
+    NoUsableKeyslot,
+
+    /// A keyslot's KDF cost is beyond the configured limits (a hostile or broken header).
+    #[error("keyslot {slot}: KDF cost {what} = {value} exceeds the limit of {limit}")]
+    KdfCostTooHigh {
+        slot: u32,
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    },
+
+    /// argon2 would need more memory than the system can give right now.
+    #[error(
+        "argon2 needs {} MiB of memory for this keyslot but only {} MiB is available (MemAvailable / cgroup limit)",
+        .needed.div_ceil(1 << 20), .available >> 20
+    )]
+    InsufficientMemory { needed: u64, available: u64 },
+
+    /// Options given to create or re-key are invalid.
+    #[error("invalid LUKS2 options: {0}")]
+    InvalidOptions(String),
+
+    /// All 32 keyslots are in use, or the keyslots area has no room for another.
+    #[error("no free keyslot: {0}")]
+    NoFreeKeyslot(String),
+
+    /// Removing this keyslot would leave the volume without any way to unlock it.
+    #[error("refusing to remove keyslot {0}: it is the last keyslot of the volume")]
+    LastKeyslot(u32),
+
+    /// The operating system's random generator failed.
+    #[error("random number generator failed: {0}")]
+    Random(String),
+}
+
+/// Result alias for the LUKS2 module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn meta(msg: impl Into<String>) -> Self {
+        Error::BadMetadata(msg.into())
+    }
+}

@@ -1,0 +1,102 @@
+//! Secret types: passphrases and keys.
+//!
+//! They zeroize their memory on drop, cannot be cloned by accident, and print as
+//! `[redacted]`. The bytes are reachable only through crate-private accessors,
+//! except for the passphrase, which callers construct.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use super::error::{Error, Result};
+
+/// A passphrase: arbitrary bytes, used exactly as given (no newline stripping, no
+/// encoding). Apptainer's PEM mode passes a 64-byte binary secret here.
+pub struct Passphrase(Zeroizing<Vec<u8>>);
+
+impl Passphrase {
+    /// Takes ownership of the bytes; they are wiped when the passphrase is dropped.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Passphrase(Zeroizing::new(bytes))
+    }
+
+    /// Copies the bytes (the caller remains responsible for its own copy).
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        Passphrase(Zeroizing::new(bytes.to_vec()))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase([redacted])")
+    }
+}
+
+/// A volume key (the AES-XTS key of the data segment): 32 or 64 bytes.
+pub struct VolumeKey(Zeroizing<Vec<u8>>);
+
+impl VolumeKey {
+    /// A fresh random key of `len` bytes (64 for AES-256-XTS).
+    pub fn random(len: usize) -> Result<Self> {
+        check_key_len(len)?;
+        let mut k = Zeroizing::new(vec![0u8; len]);
+        fill_random(&mut k)?;
+        Ok(VolumeKey(k))
+    }
+
+    /// A caller-chosen key (for reproducible builds and tests): 32 or 64 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        check_key_len(bytes.len())?;
+        Ok(VolumeKey(Zeroizing::new(bytes.to_vec())))
+    }
+
+    pub(crate) fn from_zeroizing(bytes: Zeroizing<Vec<u8>>) -> Self {
+        VolumeKey(bytes)
+    }
+
+    /// Key length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true for a usable key; present for API symmetry with `len`.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for VolumeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VolumeKey([redacted])")
+    }
+}
+
+fn check_key_len(len: usize) -> Result<()> {
+    if len == 32 || len == 64 {
+        Ok(())
+    } else {
+        Err(Error::InvalidOptions(format!(
+            "volume key must be 32 or 64 bytes for aes-xts-plain64, got {len}"
+        )))
+    }
+}
+
+/// Fills `buf` from the OS CSPRNG.
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
+    getrandom::fill(buf).map_err(|e| Error::Random(e.to_string()))
+}
+
+/// `n` random bytes (not secret: salts).
+pub(crate) fn random_vec(n: usize) -> Result<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    fill_random(&mut v)?;
+    Ok(v)
+}
