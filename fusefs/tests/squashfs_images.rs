@@ -59,7 +59,9 @@ fn ready() -> bool {
         return false;
     }
     if !is_root() {
-        eprintln!("SKIP: these tests need root (mknod, chown, trusted.* xattrs, unsquashfs extraction of owners)");
+        eprintln!(
+            "SKIP: these tests need root (mknod, chown, trusted.* xattrs, unsquashfs extraction of owners)"
+        );
         return false;
     }
     true
@@ -74,7 +76,11 @@ fn check_image(tree: &Path, args: &[&str]) {
     let t1 = t0.elapsed();
     let listing = parse_lln(&run(Command::new("unsquashfs").arg("-lln").arg(&img)));
     let out = work.path().join("out");
-    run(Command::new("unsquashfs").arg("-no-progress").arg("-d").arg(&out).arg(&img));
+    run(Command::new("unsquashfs")
+        .arg("-no-progress")
+        .arg("-d")
+        .arg(&out)
+        .arg(&img));
     let xattrs = getfattr_tree(&out);
     let t2 = t0.elapsed();
 
@@ -89,8 +95,15 @@ fn check_image(tree: &Path, args: &[&str]) {
     .unwrap();
 
     // The listing: same paths, types, modes, owners, sizes, times, targets, devices.
-    let ours: BTreeMap<String, Listed> = nodes.iter().map(|(p, a)| (p.clone(), listed(&fs, a))).collect();
-    assert_eq!(ours.len(), listing.len(), "node count differs from unsquashfs -lln");
+    let ours: BTreeMap<String, Listed> = nodes
+        .iter()
+        .map(|(p, a)| (p.clone(), listed(&fs, a)))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        listing.len(),
+        "node count differs from unsquashfs -lln"
+    );
     for (p, theirs) in &listing {
         assert_eq!(ours.get(p), Some(theirs), "listing of {p:?}");
     }
@@ -117,7 +130,13 @@ fn check_image(tree: &Path, args: &[&str]) {
             assert_eq!(m.rdev(), u64::from(a.rdev), "rdev of {p:?}");
         }
         if a.kind == FileKind::Symlink {
-            assert_eq!(fs.readlink(a.id).unwrap(), fs::read_link(&path).unwrap().into_os_string().into_encoded_bytes());
+            assert_eq!(
+                fs.readlink(a.id).unwrap(),
+                fs::read_link(&path)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            );
         }
         if a.kind == FileKind::File {
             assert_eq!(m.size(), a.size, "size of {p:?}");
@@ -137,13 +156,24 @@ fn check_image(tree: &Path, args: &[&str]) {
         for (n, v) in fs.xattrs(a.id).unwrap() {
             ours.insert(String::from_utf8(n).unwrap(), hex(&v));
         }
-        assert_eq!(&ours, xattrs.get(p).unwrap_or(&BTreeMap::new()), "xattrs of {p:?}");
+        assert_eq!(
+            &ours,
+            xattrs.get(p).unwrap_or(&BTreeMap::new()),
+            "xattrs of {p:?}"
+        );
         for (n, v) in &ours {
             assert_eq!(hex(&fs.getxattr(a.id, n.as_bytes()).unwrap()), *v);
         }
-        assert!(matches!(fs.getxattr(a.id, b"user.absent"), Err(Error::NoXattr)));
+        assert!(matches!(
+            fs.getxattr(a.id, b"user.absent"),
+            Err(Error::NoXattr)
+        ));
         // Every path resolves by lookup to the node the walk found.
-        assert_eq!(fs.lookup_path(p.as_bytes()).unwrap().id, a.id, "lookup of {p:?}");
+        assert_eq!(
+            fs.lookup_path(p.as_bytes()).unwrap().id,
+            a.id,
+            "lookup of {p:?}"
+        );
     }
     let s = fs.statfs();
     assert_eq!(s.inodes as usize, nodes.len() - hardlinks(&nodes));
@@ -168,13 +198,22 @@ fn check_synthetic_details(args: &[&str]) {
     mksquashfs(synthetic_huge(), &img, args);
     let fs = Squashfs::open(FileSource::open(&img).unwrap()).unwrap();
     let many = fs.lookup_path(b"many").unwrap();
-    let all: Vec<_> = fs.readdir(many.id, 0).unwrap().collect::<Result<_, _>>().unwrap();
+    let all: Vec<_> = fs
+        .readdir(many.id, 0)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(all.len(), 10_000);
     // Resuming from every 37th cookie yields exactly the rest, in order.
     let mut resumed = Vec::new();
     let mut cookie = 0;
     loop {
-        let chunk: Vec<_> = fs.readdir(many.id, cookie).unwrap().take(37).collect::<Result<_, _>>().unwrap();
+        let chunk: Vec<_> = fs
+            .readdir(many.id, cookie)
+            .unwrap()
+            .take(37)
+            .collect::<Result<_, _>>()
+            .unwrap();
         let Some(last) = chunk.last() else { break };
         cookie = last.cookie;
         resumed.extend(chunk);
@@ -184,7 +223,14 @@ fn check_synthetic_details(args: &[&str]) {
     for e in &all {
         assert_eq!(fs.lookup(many.id, &e.name).unwrap().id, e.id);
     }
-    for missing in [&b"a"[..], b"entry_00000", b"entry_99999", b"zzz", b"entry_05000_y", b"entry_05001_"] {
+    for missing in [
+        &b"a"[..],
+        b"entry_00000",
+        b"entry_99999",
+        b"zzz",
+        b"entry_05000_y",
+        b"entry_05001_",
+    ] {
         assert!(matches!(fs.lookup(many.id, missing), Err(Error::NotFound)));
     }
     let huge = fs.lookup_path(b"huge_sparse").unwrap();
@@ -212,7 +258,14 @@ fn for_compressor(comp: &str) {
         eprintln!("SKIP: this mksquashfs has no {comp} support");
         return;
     }
-    check_image(if comp == "gzip" { synthetic_huge() } else { synthetic() }, &["-comp", comp]);
+    check_image(
+        if comp == "gzip" {
+            synthetic_huge()
+        } else {
+            synthetic()
+        },
+        &["-comp", comp],
+    );
     if let Some(real) = real() {
         check_image(real, &["-comp", comp]);
     }
@@ -254,6 +307,18 @@ fn uncompressed_and_layout_variants() {
         return;
     }
     check_image(synthetic(), &["-noI", "-noD", "-noF", "-noX", "-b", "4096"]);
-    check_image(synthetic(), &["-comp", "zstd", "-no-fragments", "-no-exports", "-b", "1M"]);
-    check_image(synthetic(), &["-comp", "lz4", "-Xhc", "-always-use-fragments", "-no-duplicates"]);
+    check_image(
+        synthetic(),
+        &["-comp", "zstd", "-no-fragments", "-no-exports", "-b", "1M"],
+    );
+    check_image(
+        synthetic(),
+        &[
+            "-comp",
+            "lz4",
+            "-Xhc",
+            "-always-use-fragments",
+            "-no-duplicates",
+        ],
+    );
 }

@@ -24,7 +24,10 @@ pub fn fast_tempdir() -> tempfile::TempDir {
 
 /// Runs a command, panicking with its output on failure.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.env("TZ", "UTC").output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = cmd
+        .env("TZ", "UTC")
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -37,7 +40,9 @@ pub fn run(cmd: &mut Command) -> String {
 /// True when the tools the tests need are present; prints why not otherwise.
 pub fn have_tools(tools: &[&str]) -> bool {
     for t in tools {
-        if Command::new(t).arg("-version").output().is_err() && Command::new(t).arg("--version").output().is_err() {
+        if Command::new(t).arg("-version").output().is_err()
+            && Command::new(t).arg("--version").output().is_err()
+        {
             eprintln!("SKIP: `{t}` is not installed (apt-get install squashfs-tools attr)");
             return false;
         }
@@ -46,32 +51,54 @@ pub fn have_tools(tools: &[&str]) -> bool {
 }
 
 pub fn is_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Compressors of this mksquashfs build (its -help lists them).
 pub fn compressors() -> Vec<String> {
-    let out = Command::new("mksquashfs").arg("-help").output().expect("mksquashfs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new("mksquashfs")
+        .arg("-help")
+        .output()
+        .expect("mksquashfs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     ["gzip", "lzo", "lz4", "xz", "zstd", "lzma"]
         .iter()
-        .filter(|c| text.lines().any(|l| l.trim().trim_end_matches(" (default)") == **c))
+        .filter(|c| {
+            text.lines()
+                .any(|l| l.trim().trim_end_matches(" (default)") == **c)
+        })
         .map(|c| c.to_string())
         .collect()
 }
 
 pub fn mksquashfs(src: &Path, img: &Path, args: &[&str]) {
     let mut c = Command::new("mksquashfs");
-    c.arg(src).arg(img).args(["-noappend", "-no-progress", "-processors", "2"]).args(args);
+    c.arg(src)
+        .arg(img)
+        .args(["-noappend", "-no-progress", "-processors", "2"])
+        .args(args);
     run(&mut c);
 }
 
 fn set_mtime(p: &Path, secs: i64) {
-    run(Command::new("touch").arg("-h").arg("-d").arg(format!("@{secs}")).arg(p));
+    run(Command::new("touch")
+        .arg("-h")
+        .arg("-d")
+        .arg(format!("@{secs}"))
+        .arg(p));
 }
 
 fn setfattr(p: &Path, name: &str, value: &str) {
-    run(Command::new("setfattr").arg("-h").arg("-n").arg(name).arg("-v").arg(value).arg(p));
+    run(Command::new("setfattr")
+        .arg("-h")
+        .arg("-n")
+        .arg(name)
+        .arg("-v")
+        .arg(value)
+        .arg(p));
 }
 
 /// A small deterministic pseudo-random generator (xorshift) for file contents.
@@ -104,7 +131,9 @@ pub fn synthetic_tree(root: &Path, huge: bool) {
     w("empty", b"");
     w("one", b"x");
     w("sub/small.txt", b"hello squashfs\n");
-    let text: Vec<u8> = (0..300_000).flat_map(|i| format!("line {i} of some text\n").into_bytes()).collect();
+    let text: Vec<u8> = (0..300_000)
+        .flat_map(|i| format!("line {i} of some text\n").into_bytes())
+        .collect();
     w("sub/text", &text);
     w("sub/random", &rng.bytes(1_000_000)); // incompressible: stored blocks
     w("exact_block", &rng.bytes(131_072));
@@ -123,8 +152,10 @@ pub fn synthetic_tree(root: &Path, huge: bool) {
         let f = fs::File::create(root.join("huge_sparse")).unwrap();
         use std::os::unix::fs::FileExt;
         f.write_all_at(b"start", 0).unwrap();
-        f.write_all_at(&rng.bytes(300_000), (4u64 << 30) - 100_000).unwrap();
-        f.write_all_at(b"the end", (4u64 << 30) + 1_000_000).unwrap();
+        f.write_all_at(&rng.bytes(300_000), (4u64 << 30) - 100_000)
+            .unwrap();
+        f.write_all_at(b"the end", (4u64 << 30) + 1_000_000)
+            .unwrap();
     }
     fs::hard_link(root.join("sub/small.txt"), root.join("hardlink")).unwrap();
     fs::hard_link(root.join("sub/random"), root.join("sub/deeper/hardlink2")).unwrap();
@@ -138,10 +169,20 @@ pub fn synthetic_tree(root: &Path, huge: bool) {
     run(Command::new("mkfifo").arg(root.join("fifo")));
     let sock = std::os::unix::net::UnixListener::bind(root.join("socket")).unwrap();
     drop(sock);
-    run(Command::new("mknod").arg(root.join("chardev")).args(["c", "1", "3"]));
-    run(Command::new("mknod").arg(root.join("blockdev")).args(["b", "8", "1"]));
-    run(Command::new("mknod").arg(root.join("bigminor")).args(["c", "250", "70000"]));
-    fs::set_permissions(root.join("sub/small.txt"), fs::Permissions::from_mode(0o4755)).unwrap();
+    run(Command::new("mknod")
+        .arg(root.join("chardev"))
+        .args(["c", "1", "3"]));
+    run(Command::new("mknod")
+        .arg(root.join("blockdev"))
+        .args(["b", "8", "1"]));
+    run(Command::new("mknod")
+        .arg(root.join("bigminor"))
+        .args(["c", "250", "70000"]));
+    fs::set_permissions(
+        root.join("sub/small.txt"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
     fs::set_permissions(root.join("one"), fs::Permissions::from_mode(0o2640)).unwrap();
     fs::set_permissions(root.join("sub/deeper"), fs::Permissions::from_mode(0o1777)).unwrap();
     fs::set_permissions(root.join("empty"), fs::Permissions::from_mode(0o000)).unwrap();
@@ -160,7 +201,11 @@ pub fn synthetic_tree(root: &Path, huge: bool) {
     setfattr(&root.join("link"), "trusted.on_link", "yes");
     let many = d("many");
     for i in 0..10_000 {
-        fs::write(many.join(format!("entry_{i:05}_{}", "x".repeat(i % 40))), (i as u32).to_le_bytes()).unwrap();
+        fs::write(
+            many.join(format!("entry_{i:05}_{}", "x".repeat(i % 40))),
+            (i as u32).to_le_bytes(),
+        )
+        .unwrap();
     }
     // Distinct mtimes, set last (writing into a directory changes its mtime).
     set_mtime(&root.join("one"), 1_000_000_000);
@@ -174,7 +219,11 @@ pub fn real_tree(root: &Path) -> bool {
     let mut srcs: Vec<PathBuf> = fs::read_dir("/usr/share/doc")
         .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
-    srcs.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n < "f"));
+    srcs.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n < "f")
+    });
     srcs.sort();
     let perl = PathBuf::from("/usr/lib/x86_64-linux-gnu/perl-base");
     if perl.exists() {
@@ -238,7 +287,11 @@ pub fn utc_minute(t: u32) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y}-{m:02}-{d:02} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
+    format!(
+        "{y}-{m:02}-{d:02} {:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60
+    )
 }
 
 /// One line of `unsquashfs -lln`, split into comparable fields.
@@ -264,14 +317,26 @@ pub fn parse_lln(out: &str) -> BTreeMap<String, Listed> {
             })
             .filter(|(_, t)| !t.is_empty())
             .collect();
-        if toks.len() < 5 || !toks[0].1.starts_with(['d', '-', 'l', 'c', 'b', 'p', 's']) || !toks[1].1.contains('/') {
+        if toks.len() < 5
+            || !toks[0].1.starts_with(['d', '-', 'l', 'c', 'b', 'p', 's'])
+            || !toks[1].1.contains('/')
+        {
             continue;
         }
         // Find the date token (YYYY-MM-DD); everything between owner and it is size/dev.
-        let Some(di) = toks.iter().skip(2).position(|(_, t)| t.len() == 10 && t.as_bytes()[4] == b'-' && t.as_bytes()[7] == b'-').map(|i| i + 2) else {
+        let Some(di) = toks
+            .iter()
+            .skip(2)
+            .position(|(_, t)| t.len() == 10 && t.as_bytes()[4] == b'-' && t.as_bytes()[7] == b'-')
+            .map(|i| i + 2)
+        else {
             continue;
         };
-        let size: String = toks[2..di].iter().map(|(_, t)| *t).collect::<Vec<_>>().join("");
+        let size: String = toks[2..di]
+            .iter()
+            .map(|(_, t)| *t)
+            .collect::<Vec<_>>()
+            .join("");
         let (tpos, ttok) = toks[di + 1];
         let rest = &line[tpos + ttok.len() + 1..];
         let (path, target) = if toks[0].1.starts_with('l') {
@@ -280,7 +345,11 @@ pub fn parse_lln(out: &str) -> BTreeMap<String, Listed> {
         } else {
             (rest, None)
         };
-        let path = path.strip_prefix("squashfs-root").unwrap_or(path).trim_start_matches('/').to_string();
+        let path = path
+            .strip_prefix("squashfs-root")
+            .unwrap_or(path)
+            .trim_start_matches('/')
+            .to_string();
         m.insert(
             path,
             Listed {
@@ -299,7 +368,9 @@ pub fn parse_lln(out: &str) -> BTreeMap<String, Listed> {
 pub fn listed<R: veil_fusefs::source::ReadAt>(fs: &Squashfs<R>, a: &Attr) -> Listed {
     let size_or_dev = match a.kind {
         // unsquashfs prints the raw device field as "data >> 8, data & 0xff".
-        FileKind::CharDevice | FileKind::BlockDevice => format!("{},{}", a.rdev >> 8, a.rdev & 0xff),
+        FileKind::CharDevice | FileKind::BlockDevice => {
+            format!("{},{}", a.rdev >> 8, a.rdev & 0xff)
+        }
         _ => a.size.to_string(),
     };
     Listed {
@@ -307,24 +378,36 @@ pub fn listed<R: veil_fusefs::source::ReadAt>(fs: &Squashfs<R>, a: &Attr) -> Lis
         owner: format!("{}/{}", a.uid, a.gid),
         size_or_dev,
         time: utc_minute(a.mtime),
-        target: (a.kind == FileKind::Symlink).then(|| String::from_utf8_lossy(&fs.readlink(a.id).unwrap()).into_owned()),
+        target: (a.kind == FileKind::Symlink)
+            .then(|| String::from_utf8_lossy(&fs.readlink(a.id).unwrap()).into_owned()),
     }
 }
 
 /// `getfattr` dump of a tree: path (relative) -> name -> hex value.
 pub fn getfattr_tree(root: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
-    let out = run(Command::new("getfattr").args(["-R", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"]).arg(root));
+    let out = run(Command::new("getfattr")
+        .args(["-R", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
+        .arg(root));
     let mut m: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut cur = None;
     let prefix = root.to_string_lossy().into_owned();
     for line in out.lines() {
         if let Some(p) = line.strip_prefix("# file: ") {
-            cur = Some(p.strip_prefix(&prefix).unwrap_or(p).trim_start_matches('/').to_string());
+            cur = Some(
+                p.strip_prefix(&prefix)
+                    .unwrap_or(p)
+                    .trim_start_matches('/')
+                    .to_string(),
+            );
         } else if let (Some(p), Some((n, v))) = (&cur, line.split_once('=')) {
-            m.entry(p.clone()).or_default().insert(n.to_string(), v.trim_start_matches("0x").to_string());
+            m.entry(p.clone())
+                .or_default()
+                .insert(n.to_string(), v.trim_start_matches("0x").to_string());
         } else if let (Some(p), false) = (&cur, line.is_empty()) {
             // A name with an empty value prints without "=".
-            m.entry(p.clone()).or_default().insert(line.to_string(), String::new());
+            m.entry(p.clone())
+                .or_default()
+                .insert(line.to_string(), String::new());
         }
     }
     m
