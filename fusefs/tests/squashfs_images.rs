@@ -27,7 +27,8 @@ fn synthetic() -> &'static Path {
     })
     .path()
     .join("tree")
-    .leak()
+    .into_boxed_path()
+    .leak_path()
 }
 
 /// The synthetic tree plus a sparse file over 4 GiB. mksquashfs spends about 20 s
@@ -41,7 +42,8 @@ fn synthetic_huge() -> &'static Path {
     })
     .path()
     .join("tree")
-    .leak()
+    .into_boxed_path()
+    .leak_path()
 }
 
 fn real() -> Option<&'static Path> {
@@ -51,7 +53,17 @@ fn real() -> Option<&'static Path> {
         real_tree(&t.path().join("tree")).then_some(t)
     })
     .as_ref()
-    .map(|t| &*t.path().join("tree").leak())
+    .map(|t| t.path().join("tree").into_boxed_path().leak_path())
+}
+
+/// `PathBuf::leak` needs Rust 1.89; the MSRV is 1.85.
+trait LeakPath {
+    fn leak_path(self) -> &'static Path;
+}
+impl LeakPath for Box<Path> {
+    fn leak_path(self) -> &'static Path {
+        Box::leak(self)
+    }
 }
 
 fn ready() -> bool {

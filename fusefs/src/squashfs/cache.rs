@@ -169,7 +169,10 @@ impl<V> Shard<V> {
                 self.bytes += e.weight;
             }
         }
-        while self.bytes > budget {
+        // The newest entry always stays, even alone over budget: an inode with a
+        // block list bigger than a shard's share must survive until the next
+        // insertion, or every read of that file would parse the list again.
+        while self.bytes > budget && self.order.len() > 1 {
             let Some((_, victim)) = self.order.pop_first() else {
                 break;
             };
