@@ -5,10 +5,11 @@ mod common_squashfs;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use common_squashfs::*;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use veil_fusefs::source::MmapSource;
 use veil_fusefs::squashfs::{CacheSizes, InodeId, Options, Squashfs};
 
@@ -62,11 +63,6 @@ fn build(comp: &str, opts: Options) -> Option<Fixture> {
     })
 }
 
-fn fixture() -> Option<&'static Fixture> {
-    static F: OnceLock<Option<Fixture>> = OnceLock::new();
-    F.get_or_init(|| build("zstd", Options::default())).as_ref()
-}
-
 fn check(f: &Fixture, file: usize, offset: u64, len: usize) {
     let (id, want) = &f.files[file % f.files.len()];
     let offset = offset % (want.len() as u64 + 10);
@@ -81,14 +77,28 @@ fn check(f: &Fixture, file: usize, offset: u64, len: usize) {
     );
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
-    #[test]
-    fn random_reads_match_extraction(file in 0usize..5, offset in any::<u64>(), len in prop_oneof![1usize..64, 1usize..9000, 100_000usize..400_000]) {
-        if let Some(f) = fixture() {
-            check(f, file, offset, len);
-        }
-    }
+/// Property: any (file, offset, length) reads the extracted bytes. The runner is
+/// driven by hand so one image serves all cases and is removed afterwards.
+#[test]
+fn random_reads_match_extraction() {
+    let Some(f) = build("zstd", Options::default()) else {
+        return;
+    };
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 2000,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        0usize..5,
+        any::<u64>(),
+        prop_oneof![1usize..64, 1usize..9000, 100_000usize..400_000],
+    );
+    runner
+        .run(&strategy, |(file, offset, len)| {
+            check(&f, file, offset, len);
+            Ok(())
+        })
+        .unwrap();
 }
 
 /// Eight threads reading random ranges at once through tiny caches, so blocks
