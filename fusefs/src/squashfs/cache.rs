@@ -188,3 +188,40 @@ impl Weight for Box<[u8]> {
         self[..].len() + 64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_within_its_byte_budget_and_keeps_hot_entries() {
+        let c: Cache<Box<[u8]>> = Cache::new(64 * 1024);
+        for k in 0..10_000u64 {
+            c.get_or_load(k * 4096, || Ok(vec![0u8; 1000].into_boxed_slice()))
+                .unwrap();
+            // Key 0 is touched constantly, so LRU never evicts it.
+            assert!(c.peek(0).is_some(), "hot entry evicted at {k}");
+        }
+        let total: usize = c
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.bytes).unwrap_or(0))
+            .sum();
+        // Each shard may exceed its share by at most its newest entry.
+        assert!(total <= 64 * 1024 + SHARDS * 1064, "{total} bytes cached");
+        let misses = (0..100u64).filter(|k| c.peek(k * 4096).is_none()).count();
+        assert!(misses > 90, "old entries were not evicted");
+    }
+
+    #[test]
+    fn failed_loads_are_not_cached() {
+        let c: Cache<Box<[u8]>> = Cache::new(1 << 20);
+        let e = c.get_or_load(7, || Err(super::super::Error::NotFound));
+        assert!(e.is_err());
+        assert!(c.peek(7).is_none());
+        let v = c
+            .get_or_load(7, || Ok(vec![1u8].into_boxed_slice()))
+            .unwrap();
+        assert_eq!(&v[..], &[1u8]);
+    }
+}

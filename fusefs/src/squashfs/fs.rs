@@ -421,3 +421,25 @@ impl<R: ReadAt> Iterator for ReadDir<'_, R> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Squashfs<crate::source::FileSource>>();
+        shared::<Squashfs<std::sync::Arc<dyn ReadAt>>>();
+    }
+
+    #[test]
+    fn garbage_is_refused_without_panicking() {
+        assert!(Squashfs::open(&b""[..]).is_err());
+        assert!(Squashfs::open(&[0u8; 4096][..]).is_err());
+        assert!(matches!(
+            Squashfs::open(&b"hsqs"[..]),
+            Err(Error::BadSuperblock(_))
+        ));
+    }
+}
