@@ -26,7 +26,10 @@ fn disabled_user_namespaces_and_fuse_give_the_fix() {
     }
     let e = require!(Unprivileged::new(), "no unprivileged user namespace here");
     let root = require!(busybox_rootfs(e.dir.path()), "busybox is not installed");
-    let (_, sif) = require!(squash_and_sif(&root, e.dir.path()), "mksquashfs or /dev/fuse missing");
+    let (_, sif) = require!(
+        squash_and_sif(&root, e.dir.path()),
+        "mksquashfs or /dev/fuse missing"
+    );
     let run = || {
         let o = e.veil().arg("exec").arg(&sif).arg("true").output().unwrap();
         assert_eq!(o.status.code(), Some(1));
@@ -42,7 +45,10 @@ fn disabled_user_namespaces_and_fuse_give_the_fix() {
         }));
         if std::fs::write(knob, "0").is_ok() {
             let err = run();
-            assert!(err.contains("user namespaces are disabled (user.max_user_namespaces = 0)"), "{err}");
+            assert!(
+                err.contains("user namespaces are disabled (user.max_user_namespaces = 0)"),
+                "{err}"
+            );
             assert!(err.contains("sysctl -w user.max_user_namespaces="), "{err}");
         } else {
             eprintln!("SKIP part: {knob} is not writable here");
@@ -58,7 +64,10 @@ fn disabled_user_namespaces_and_fuse_give_the_fix() {
     }));
     std::fs::set_permissions(fuse, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = run();
-    assert!(err.contains("cannot open /dev/fuse") && err.contains("chmod 0666 /dev/fuse"), "{err}");
+    assert!(
+        err.contains("cannot open /dev/fuse") && err.contains("chmod 0666 /dev/fuse"),
+        "{err}"
+    );
     drop(guard);
     // And everything works again afterwards.
     run_ok(e.veil().arg("exec").arg(&sif).arg("true"));

@@ -59,12 +59,12 @@ fn verified_ids(stdout: &str) -> Vec<(u32, Vec<u32>)> {
         if let Some(rest) = line.strip_prefix("Signature object ") {
             let id = rest.split_whitespace().next().unwrap().parse().unwrap();
             res.push((id, vec![]));
-        } else if let Some(first) = line.split('|').next() {
-            if line.contains('|') && !line.starts_with("ID") {
-                if let Ok(id) = first.trim().parse() {
-                    res.last_mut().unwrap().1.push(id);
-                }
-            }
+        } else if let Some(first) = line.split('|').next()
+            && line.contains('|')
+            && !line.starts_with("ID")
+            && let Ok(id) = first.trim().parse()
+        {
+            res.last_mut().unwrap().1.push(id);
         }
     }
     res

@@ -52,7 +52,7 @@ fn mutations_fail_cleanly() {
             let mut buf = orig.clone();
             for _ in 0..1 + rng.next() % 3 {
                 // Mostly the descriptor table and the data; sometimes the header.
-                let at = if rng.next() % 8 == 0 {
+                let at = if rng.next().is_multiple_of(8) {
                     (rng.next() % 128) as usize
                 } else {
                     4096 + (rng.next() as usize) % (buf.len() - 4096)

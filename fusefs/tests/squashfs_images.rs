@@ -11,47 +11,32 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common_squashfs::*;
 use veil_fusefs::source::FileSource;
 use veil_fusefs::squashfs::{Attr, Error, FileKind, InodeId, Squashfs};
 
-/// The synthetic tree, built once and shared by all compressor tests.
-fn synthetic() -> &'static Path {
-    static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let t = fast_tempdir();
-        synthetic_tree(&t.path().join("tree"), false);
-        t
-    })
-    .path()
-    .join("tree")
-    .leak()
+/// A tree built for one test, removed when the test ends (each test builds its
+/// own: a shared static would never be dropped and would leak into /dev/shm).
+struct Tree {
+    dir: tempfile::TempDir,
 }
 
-/// The synthetic tree plus a sparse file over 4 GiB. mksquashfs spends about 20 s
-/// scanning the 4 GiB, so only the gzip test uses it.
-fn synthetic_huge() -> &'static Path {
-    static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let t = fast_tempdir();
-        synthetic_tree(&t.path().join("tree"), true);
-        t
-    })
-    .path()
-    .join("tree")
-    .leak()
-}
+impl Tree {
+    fn synthetic(huge: bool) -> Self {
+        let dir = fast_tempdir();
+        synthetic_tree(&dir.path().join("tree"), huge);
+        Self { dir }
+    }
 
-fn real() -> Option<&'static Path> {
-    static TREE: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let t = fast_tempdir();
-        real_tree(&t.path().join("tree")).then_some(t)
-    })
-    .as_ref()
-    .map(|t| &*t.path().join("tree").leak())
+    fn real() -> Option<Self> {
+        let dir = fast_tempdir();
+        real_tree(&dir.path().join("tree")).then_some(Self { dir })
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("tree")
+    }
 }
 
 fn ready() -> bool {
@@ -192,10 +177,10 @@ fn hardlinks(nodes: &BTreeMap<String, Attr>) -> usize {
 }
 
 /// The synthetic tree's special cases, checked directly.
-fn check_synthetic_details(args: &[&str]) {
+fn check_synthetic_details(tree: &Path, args: &[&str]) {
     let work = fast_tempdir();
     let img = work.path().join("image.sqfs");
-    mksquashfs(synthetic_huge(), &img, args);
+    mksquashfs(tree, &img, args);
     let fs = Squashfs::open(FileSource::open(&img).unwrap()).unwrap();
     let many = fs.lookup_path(b"many").unwrap();
     let all: Vec<_> = fs
@@ -250,53 +235,50 @@ fn check_synthetic_details(args: &[&str]) {
     assert_eq!((dev.rdev_major(), dev.rdev_minor()), (250, 70000));
 }
 
-fn for_compressor(comp: &str) {
+/// Checks the synthetic tree (with the sparse file over 4 GiB when `huge`) and the
+/// real tree with one compressor.
+fn for_compressor(comp: &str, huge: bool) -> Option<Tree> {
     if !ready() {
-        return;
+        return None;
     }
     if !compressors().iter().any(|c| c == comp) {
         eprintln!("SKIP: this mksquashfs has no {comp} support");
-        return;
+        return None;
     }
-    check_image(
-        if comp == "gzip" {
-            synthetic_huge()
-        } else {
-            synthetic()
-        },
-        &["-comp", comp],
-    );
-    if let Some(real) = real() {
-        check_image(real, &["-comp", comp]);
+    let tree = Tree::synthetic(huge);
+    check_image(&tree.path(), &["-comp", comp]);
+    if let Some(real) = Tree::real() {
+        check_image(&real.path(), &["-comp", comp]);
     }
+    Some(tree)
 }
 
+/// mksquashfs spends ~10 s scanning the sparse file over 4 GiB: only gzip has it.
 #[test]
 fn gzip() {
-    for_compressor("gzip");
-    if ready() {
-        check_synthetic_details(&["-comp", "gzip"]);
+    if let Some(tree) = for_compressor("gzip", true) {
+        check_synthetic_details(&tree.path(), &["-comp", "gzip"]);
     }
 }
 
 #[test]
 fn zstd() {
-    for_compressor("zstd");
+    for_compressor("zstd", false);
 }
 
 #[test]
 fn xz() {
-    for_compressor("xz");
+    for_compressor("xz", false);
 }
 
 #[test]
 fn lz4() {
-    for_compressor("lz4");
+    for_compressor("lz4", false);
 }
 
 #[test]
 fn lzo() {
-    for_compressor("lzo");
+    for_compressor("lzo", false);
 }
 
 /// Uncompressed inodes, data, fragments and xattrs; small blocks; no fragments;
@@ -306,13 +288,15 @@ fn uncompressed_and_layout_variants() {
     if !ready() {
         return;
     }
-    check_image(synthetic(), &["-noI", "-noD", "-noF", "-noX", "-b", "4096"]);
+    let tree = Tree::synthetic(false);
+    let t = tree.path();
+    check_image(&t, &["-noI", "-noD", "-noF", "-noX", "-b", "4096"]);
     check_image(
-        synthetic(),
+        &t,
         &["-comp", "zstd", "-no-fragments", "-no-exports", "-b", "1M"],
     );
     check_image(
-        synthetic(),
+        &t,
         &[
             "-comp",
             "lz4",

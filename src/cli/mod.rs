@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod run;
 mod key;
+mod run;
 mod sif;
 mod sign;
 

@@ -420,17 +420,19 @@ impl Editor {
         let t = self.op_time();
         for i in 0..self.slots.len() {
             let d = &self.slots[i];
-            if i != slot && d.used && is_primary(d) {
-                if let Extra::Partition { fs, arch, .. } = d.extra() {
-                    let demoted = Extra::Partition {
-                        fs,
-                        part: PartType::System,
-                        arch,
-                    };
-                    self.slots[i].extra = demoted.encode();
-                    self.slots[i].modified_at = t;
-                    self.write_slot(i)?;
-                }
+            if i != slot
+                && d.used
+                && is_primary(d)
+                && let Extra::Partition { fs, arch, .. } = d.extra()
+            {
+                let demoted = Extra::Partition {
+                    fs,
+                    part: PartType::System,
+                    arch,
+                };
+                self.slots[i].extra = demoted.encode();
+                self.slots[i].modified_at = t;
+                self.write_slot(i)?;
             }
         }
         self.slots[slot].extra = Extra::Partition {
@@ -478,7 +480,7 @@ fn is_primary(d: &Descriptor) -> bool {
 
 /// `x` rounded up to a multiple of `a` (unchanged when `a` is 0).
 fn next_aligned(x: u64, a: u64) -> Result<u64> {
-    if a == 0 || x % a == 0 {
+    if a == 0 || x.is_multiple_of(a) {
         return Ok(x);
     }
     x.checked_add(a - x % a)

@@ -90,7 +90,7 @@ impl CreateOptions {
             )));
         }
         let min = 2 * HDR_SIZE + keyslot::area_len(key_size);
-        if self.data_offset % 4096 != 0
+        if !self.data_offset.is_multiple_of(4096)
             || self.data_offset < min
             || self.data_offset - 2 * HDR_SIZE > json::MAX_KEYSLOTS_SIZE
         {

@@ -163,13 +163,16 @@ impl<V> Shard<V> {
     /// Records the weight of a freshly loaded entry and evicts the least recently
     /// used ones until the shard fits its budget again.
     fn account(&mut self, key: u64, weight: usize, budget: usize) {
-        if let Some(e) = self.map.get_mut(&key) {
-            if e.weight == 0 {
-                e.weight = weight.max(1);
-                self.bytes += e.weight;
-            }
+        if let Some(e) = self.map.get_mut(&key)
+            && e.weight == 0
+        {
+            e.weight = weight.max(1);
+            self.bytes += e.weight;
         }
-        while self.bytes > budget {
+        // The newest entry always stays, even alone over budget: an inode with a
+        // block list bigger than a shard's share must survive until the next
+        // insertion, or every read of that file would parse the list again.
+        while self.bytes > budget && self.order.len() > 1 {
             let Some((_, victim)) = self.order.pop_first() else {
                 break;
             };
@@ -183,5 +186,42 @@ impl<V> Shard<V> {
 impl Weight for Box<[u8]> {
     fn weight(&self) -> usize {
         self[..].len() + 64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_within_its_byte_budget_and_keeps_hot_entries() {
+        let c: Cache<Box<[u8]>> = Cache::new(64 * 1024);
+        for k in 0..10_000u64 {
+            c.get_or_load(k * 4096, || Ok(vec![0u8; 1000].into_boxed_slice()))
+                .unwrap();
+            // Key 0 is touched constantly, so LRU never evicts it.
+            assert!(c.peek(0).is_some(), "hot entry evicted at {k}");
+        }
+        let total: usize = c
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.bytes).unwrap_or(0))
+            .sum();
+        // Each shard may exceed its share by at most its newest entry.
+        assert!(total <= 64 * 1024 + SHARDS * 1064, "{total} bytes cached");
+        let misses = (0..100u64).filter(|k| c.peek(k * 4096).is_none()).count();
+        assert!(misses > 90, "old entries were not evicted");
+    }
+
+    #[test]
+    fn failed_loads_are_not_cached() {
+        let c: Cache<Box<[u8]>> = Cache::new(1 << 20);
+        let e = c.get_or_load(7, || Err(super::super::Error::NotFound));
+        assert!(e.is_err());
+        assert!(c.peek(7).is_none());
+        let v = c
+            .get_or_load(7, || Ok(vec![1u8].into_boxed_slice()))
+            .unwrap();
+        assert_eq!(&v[..], &[1u8]);
     }
 }

@@ -315,6 +315,29 @@ impl<R: ReadAt> Squashfs<R> {
         }
     }
 
+    /// The stored data blocks of a file as (disk offset, size field, decompressed
+    /// length), sparse holes and the fragment tail left out. For benchmarks that
+    /// compare reads against raw decompression of the same blocks.
+    #[doc(hidden)]
+    pub fn data_blocks(&self, id: InodeId) -> Result<Vec<(u64, u32, usize)>> {
+        let i = self.inode(id)?;
+        let Body::File(f) = &i.body else {
+            return Err(Error::NotFile);
+        };
+        let bs = u64::from(self.img.sb.block_size);
+        Ok(f.sizes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s & super::image::BLOCK_SIZE_MASK != 0)
+            .map(|(n, &s)| (f.block_pos(n), s, (f.size - n as u64 * bs).min(bs) as usize))
+            .collect())
+    }
+
+    /// The image's compressor.
+    pub fn compressor(&self) -> super::Compressor {
+        self.img.sb.compressor
+    }
+
     /// All extended attributes as (full name, value).
     pub fn xattrs(&self, id: InodeId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let i = self.inode(id)?;
@@ -396,5 +419,27 @@ impl<R: ReadAt> Iterator for ReadDir<'_, R> {
             kind: e.kind,
             cookie: e.cookie,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Squashfs<crate::source::FileSource>>();
+        shared::<Squashfs<std::sync::Arc<dyn ReadAt>>>();
+    }
+
+    #[test]
+    fn garbage_is_refused_without_panicking() {
+        assert!(Squashfs::open(&b""[..]).is_err());
+        assert!(Squashfs::open(&[0u8; 4096][..]).is_err());
+        assert!(matches!(
+            Squashfs::open(&b"hsqs"[..]),
+            Err(Error::BadSuperblock(_))
+        ));
     }
 }

@@ -14,6 +14,10 @@ pub const METADATA_SIZE: usize = 8192;
 pub const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
 pub const BLOCK_SIZE_MASK: u32 = BLOCK_UNCOMPRESSED - 1;
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One decompressed metadata block and where the next one starts on disk.
 pub struct MetaBlock {
     pub data: Box<[u8]>,
@@ -154,9 +158,14 @@ impl<R: ReadAt> Image<R> {
             }
             return self.read_raw(out, pos);
         }
-        let mut raw = vec![0u8; size];
-        self.read_raw(&mut raw, pos)?;
-        let n = self.decompress(kind, pos, &raw, out)?;
+        // Compressed bytes go through a per-thread scratch buffer: no allocation
+        // and no zeroing per block on the sequential read path.
+        let n = SCRATCH.with(|cell| {
+            let mut raw = cell.borrow_mut();
+            raw.resize(size, 0);
+            self.read_raw(&mut raw, pos)?;
+            self.decompress(kind, pos, &raw, out)
+        })?;
         if n != out.len() {
             return Err(corrupt("data block decompresses to the wrong length", pos));
         }

@@ -67,6 +67,16 @@ impl<'a, R: ReadAt> Cursor<'a, R> {
 
     /// Fills `buf` from the chain.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<()> {
+        // Fast path, most field reads: the bytes lie in the block already held.
+        if let Some(src) = self
+            .block
+            .as_ref()
+            .and_then(|b| b.data.get(self.offset..self.offset + buf.len()))
+        {
+            buf.copy_from_slice(src);
+            self.offset += buf.len();
+            return Ok(());
+        }
         let mut done = 0;
         while done < buf.len() {
             let block = self.current()?;

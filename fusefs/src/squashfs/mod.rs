@@ -7,6 +7,19 @@
 //! Every length and offset in the image is checked before use; a hostile image
 //! yields an [`Error`], never a panic, an unbounded allocation or a hang.
 //!
+//! For the FUSE server (all `&self`, call from any thread):
+//! - [`Squashfs::open`] / [`Squashfs::open_with`] over any `ReadAt`;
+//! - node ids are FUSE node ids: [`InodeId::ROOT`] is 1, every other id is the
+//!   squashfs inode reference + 2 (see [`fs`]); [`Attr::ino`] is `st_ino`;
+//! - [`Squashfs::lookup`], [`Squashfs::getattr`] → [`Attr`];
+//!   [`Squashfs::readdir`]`(dir, cookie)` → entries each carrying the cookie to
+//!   resume after it (0 starts; "." and ".." are the server's);
+//!   [`Squashfs::readlink`]; [`Squashfs::read`]`(id, offset, buf)`;
+//!   [`Squashfs::listxattr`] / [`Squashfs::getxattr`]; [`Squashfs::statfs`];
+//! - [`Error`] variants map to errno in the server: `NotFound` → ENOENT,
+//!   `NotDir` → ENOTDIR, `NotFile` → EISDIR/EINVAL, `NotSymlink` → EINVAL,
+//!   `NoXattr` → ENODATA, `BadInodeId` → ESTALE, everything else → EIO.
+//!
 //! Layout: [`superblock`] → [`image`] (raw reads, block caches) → `metadata`
 //! (cursor over metadata block chains) → `table` (lookup tables), `inode`, `dir`,
 //! `data` (file contents and fragments), `xattr` → [`fs`] (the public API).

@@ -107,3 +107,66 @@ impl Superblock {
         self.xattr_table != ABSENT && self.flags & FLAG_NO_XATTRS == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> [u8; SIZE] {
+        let mut b = [0u8; SIZE];
+        let put32 =
+            |b: &mut [u8; SIZE], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let put16 =
+            |b: &mut [u8; SIZE], at: usize, v: u16| b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        let put64 =
+            |b: &mut [u8; SIZE], at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        put32(&mut b, 0, MAGIC);
+        put32(&mut b, 12, 131_072);
+        put16(&mut b, 20, 1);
+        put16(&mut b, 22, 17);
+        put16(&mut b, 26, 1);
+        put16(&mut b, 28, 4);
+        put64(&mut b, 40, 4096);
+        put64(&mut b, 48, 3000);
+        put64(&mut b, 56, ABSENT);
+        put64(&mut b, 64, 1000);
+        put64(&mut b, 72, 2000);
+        b
+    }
+
+    #[test]
+    fn accepts_a_sane_superblock_and_names_what_is_wrong_otherwise() {
+        assert!(Superblock::parse(&valid(), 4096).is_ok());
+        let mut b = valid();
+        b[0] = 0;
+        assert!(matches!(
+            Superblock::parse(&b, 4096),
+            Err(Error::BadMagic(_))
+        ));
+        let mut b = valid();
+        b[28] = 3;
+        assert!(matches!(
+            Superblock::parse(&b, 4096),
+            Err(Error::UnsupportedVersion(3, 0))
+        ));
+        let mut b = valid();
+        b[20] = 9;
+        assert!(matches!(
+            Superblock::parse(&b, 4096),
+            Err(Error::UnsupportedCompressor(9))
+        ));
+        let mut b = valid();
+        b[22] = 16; // log disagrees with the size
+        assert!(Superblock::parse(&b, 4096).is_err());
+        // bytes_used beyond the image: a truncated file.
+        assert!(matches!(
+            Superblock::parse(&valid(), 4095),
+            Err(Error::BadSuperblock(_))
+        ));
+        let mut b = valid();
+        b[64..72].copy_from_slice(&5000u64.to_le_bytes()); // inode table after directory table
+        assert!(Superblock::parse(&b, 8192).is_err());
+        let e = Superblock::parse(&valid(), 10).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "one-line message: {e}");
+    }
+}

@@ -14,10 +14,10 @@ use veil_fusefs::squashfs::{Attr, FileKind, Squashfs};
 /// 4 GiB sparse file costs 11 s on ext4 here and 0.3 s on tmpfs.
 pub fn fast_tempdir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(t) = tempfile::tempdir_in(shm) {
-            return t;
-        }
+    if shm.is_dir()
+        && let Ok(t) = tempfile::tempdir_in(shm)
+    {
+        return t;
     }
     tempfile::tempdir().unwrap()
 }
