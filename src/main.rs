@@ -3,12 +3,29 @@
 
 use std::process::ExitCode;
 
+/// The error and its causes on one line, "context: cause: cause". Layers often include
+/// their source's text in their own message already; a cause whose text is already
+/// there is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
 fn main() -> ExitCode {
     match veil::cli::main() {
         Ok(code) => code,
         Err(err) => {
-            // `{:#}` joins the context chain on one line: "reading x.sif: malformed SIF: …".
-            eprintln!("veil: error: {err:#}");
+            eprintln!("veil: error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }

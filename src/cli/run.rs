@@ -56,6 +56,12 @@ pub struct RunArgs {
     /// Serve the image with FUSE even when running as root (instead of a loop device)
     #[arg(long)]
     fuse: bool,
+    /// Refuse to run a SIF that is unsigned, tampered with, or signed by a key not in your keyrings
+    #[arg(long)]
+    verify: bool,
+    /// Refuse to run a SIF unless its signatures satisfy this policy file (see docs/sign.md; also VEIL_POLICY)
+    #[arg(long, value_name = "FILE", env = "VEIL_POLICY")]
+    policy: Option<PathBuf>,
     /// The image: a SIF file, a squashfs file, or a sandbox directory
     image: String,
     /// Arguments
@@ -127,12 +133,39 @@ fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
     })
 }
 
+/// The signature check of `--verify` / `--policy`, made before anything is mounted.
+fn check_signatures(a: &RunArgs) -> Result<()> {
+    use crate::sign::{keyring::KeyStore, policy};
+    if !a.verify && a.policy.is_none() {
+        return Ok(());
+    }
+    let path = std::path::Path::new(&a.image);
+    if path.is_dir() || crate::sif::Sif::open_path(path).is_err() {
+        bail!(
+            "{}: --verify and --policy need a SIF image (only SIF files carry signatures)",
+            a.image
+        );
+    }
+    let store = KeyStore::from_env()?;
+    let pol = match &a.policy {
+        Some(file) => policy::Policy::load(file, Some(&store))?,
+        None => policy::Policy::signed_by_known_key(store.verification_certs()?),
+    };
+    match policy::check(path, &pol)? {
+        policy::Verdict::Allowed { .. } => Ok(()),
+        policy::Verdict::Refused { reason } => {
+            bail!("{}: image prohibited by policy: {reason}", a.image)
+        }
+    }
+}
+
 fn root_source(image: &str) -> Result<RootSource> {
     Ok(crate::image::open(std::path::Path::new(image))?.into())
 }
 
 pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode> {
     let options = options(&a, shell)?;
+    check_signatures(&a)?;
     let spec = LaunchSpec {
         action,
         image_name: a.image.clone(),
