@@ -39,9 +39,9 @@ fn verify_refuses_unsigned_and_tampered_images_and_runs_signed_ones() {
     run_ok(&mut as_user(&[
         "key", "newpair", "--name", "Builder", "--type", "ed25519",
     ]));
-    run_ok(&mut as_user(&["sign"]).arg(&sif));
+    run_ok(as_user(&["sign"]).arg(&sif));
     let o = run_ok(
-        &mut as_user(&["exec", "--verify"])
+        as_user(&["exec", "--verify"])
             .arg(&sif)
             .args(["cat", "/data/hello.txt"]),
     );
@@ -63,7 +63,7 @@ fn verify_refuses_unsigned_and_tampered_images_and_runs_signed_ones() {
     );
     std::fs::write(&pol, format!("mode = whitelist\nfingerprint = {fpr}\n")).unwrap();
     run_ok(
-        &mut as_user(&["exec", "--policy", pol.to_str().unwrap()])
+        as_user(&["exec", "--policy", pol.to_str().unwrap()])
             .arg(&sif)
             .arg("true"),
     );
