@@ -164,12 +164,17 @@ fn root_source(image: &str) -> Result<RootSource> {
 }
 
 pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode> {
+    launch::debug_time("arguments parsed");
     let options = options(&a, shell)?;
     check_signatures(&a)?;
     let spec = LaunchSpec {
         action,
         image_name: a.image.clone(),
-        root: root_source(&a.image)?,
+        root: {
+            let r = root_source(&a.image)?;
+            launch::debug_time("image opened");
+            r
+        },
         args: a.args,
         options,
     };

@@ -219,6 +219,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
             .unwrap_or_default(),
     })?;
     let argv = action::build(spec.action, &spec.args, &env, o.shell.as_deref())?;
+    debug_time("plan, environment and action built");
     // The container starts in --pwd, else the working directory if it is visible inside,
     // else the home directory.
     let start_dir = o
@@ -250,6 +251,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         _ => None,
     };
     stage(&mode)?;
+    debug_time("namespaces entered, image staged");
     // The launcher may hold secrets (issue: encrypted images): no core dumps, no ptrace
     // by other processes of the user. Set after the id maps, which need a dumpable writer.
     let _ = nix::sys::prctl::set_dumpable(false);
@@ -294,6 +296,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
                     return Err(e);
                 }
             }
+            debug_time("forked; image served");
             fs::File::from(go_w).write_all(b"g")?;
             let mut msg = String::new();
             let _ = fs::File::from(err_r).read_to_string(&mut msg);
@@ -301,6 +304,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
                 let _ = nix::sys::wait::waitpid(child, None);
                 return Err(LaunchError::Child(msg));
             }
+            debug_time("container set up and exec'd");
             Ok(process::supervise(child))
         }
     }
@@ -552,4 +556,18 @@ fn read_in_root(root: &Path, rel: &str) -> Option<String> {
 /// /etc/resolv.conf -> /run/... are resolved on the host, where they mean something).
 fn host_file(p: &str) -> Option<PathBuf> {
     Path::new(p).canonicalize().ok().filter(|c| c.is_file())
+}
+
+/// With `VEIL_DEBUG` set, prints how long the launcher has been running at each step,
+/// to see where the time to start a container goes.
+pub fn debug_time(step: &str) {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Option<Instant>> = OnceLock::new();
+    if let Some(t0) = START.get_or_init(|| std::env::var_os("VEIL_DEBUG").map(|_| Instant::now())) {
+        eprintln!(
+            "veil: {:8.3} ms  {step}",
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+    }
 }
