@@ -4,6 +4,7 @@
 //! -> {sif, veil_fusefs}`. `fsutil` is a leaf helper any layer may use.
 
 pub mod cli;
+pub mod crypt;
 pub mod fsutil;
 pub mod image;
 pub mod launch;

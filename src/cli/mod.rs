@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod encryption;
 mod key;
 mod run;
 mod sif;
