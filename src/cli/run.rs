@@ -193,6 +193,9 @@ fn root_source(a: &RunArgs) -> Result<RootSource> {
             Ok(root.into())
         }
         Image::Encrypted(enc) => {
+            // Key material is about to enter this process: no core dumps, no
+            // /proc/<pid>/mem or environ for other processes of the user.
+            let _ = nix::sys::prctl::set_dumpable(false);
             let Some(key) = key else {
                 let kind = if enc.message().is_some() {
                     "for an RSA key"
