@@ -188,10 +188,10 @@ impl Simd {
     /// in `tw` for the second XOR. `blocks` and `tw` have the same length, a
     /// multiple of 8 (a sector is at least 32 blocks).
     #[inline(always)]
-    fn apply_tweaks(self, t: u128, blocks: &mut [[u8; 16]], tw: &mut [u128]) {
+    fn apply_tweaks(self, t: &[u8; 16], blocks: &mut [[u8; 16]], tw: &mut [u128]) {
         debug_assert!(blocks.len() == tw.len() && blocks.len().is_multiple_of(8));
         match self {
-            Simd::Portable => apply_tweaks(t, blocks, tw),
+            Simd::Portable => apply_tweaks(u128::from_le_bytes(*t), blocks, tw),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Simd::Avx512` is only chosen by `detect` after the CPU
             // reported every feature `avx512::apply_tweaks` is compiled with.
@@ -250,8 +250,6 @@ fn xor_tweaks(blocks: &mut [[u8; 16]], tweaks: &[u128]) {
 mod avx512 {
     use core::arch::x86_64::*;
 
-    use super::mul_alpha;
-
     /// Tweaks of the next eight blocks: lane-wise multiplication by α⁸.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq")]
@@ -261,21 +259,34 @@ mod avx512 {
         _mm512_xor_si512(_mm512_bslli_epi128::<1>(z), red)
     }
 
+    /// `[t·α^k0, t·α^k1, t·α^k2, t·α^k3]` for shifts k < 64 given per 64-bit
+    /// half (`k` = `[k0, k0, k1, k1, …]`), `t` broadcast to all lanes: a
+    /// 128-bit shift left by k in every lane plus the reduction of the k bits
+    /// shifted out. Built in registers, so the first tweaks of a sector do not
+    /// wait on a serial `u128` chain or on a store-to-load round trip.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq")]
-    pub(super) fn apply_tweaks(t: u128, blocks: &mut [[u8; 16]], tw: &mut [u128]) {
+    fn mul_alpha_k(t: __m512i, k: __m512i, poly: __m512i) -> __m512i {
+        let shifted = _mm512_sllv_epi64(t, k);
+        // Bits leaving each half (a shift by 64 yields 0, right for k = 0).
+        let out = _mm512_srlv_epi64(t, _mm512_sub_epi64(_mm512_set1_epi64(64), k));
+        // Swap halves: the low half's carry goes into the high half, the high
+        // half's (leaving the 128-bit value) is reduced into the low half.
+        let out = _mm512_shuffle_epi32::<0x4E>(out);
+        let red = _mm512_clmulepi64_epi128::<0x00>(out, poly);
+        let carry = _mm512_maskz_mov_epi64(0xAA, out);
+        _mm512_ternarylogic_epi64::<0x96>(shifted, red, carry)
+    }
+
+    /// `t`: the sector's initial tweak, 16 bytes little-endian.
+    #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq")]
+    pub(super) fn apply_tweaks(t: &[u8; 16], blocks: &mut [[u8; 16]], tw: &mut [u128]) {
         let n = blocks.len().min(tw.len()) & !7;
-        let mut first = [0u128; 8];
-        let mut x = t;
-        for slot in &mut first {
-            *slot = x;
-            x = mul_alpha(x);
-        }
         let poly = _mm512_set1_epi64(0x87);
-        // SAFETY: `first` holds 8 × 16 = 128 bytes, two unaligned 64-byte loads.
-        let (mut a, mut b) = unsafe {
-            let p = first.as_ptr().cast::<__m512i>();
-            (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
-        };
+        // SAFETY: `t` is 16 readable bytes; unaligned load.
+        let t = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) });
+        let mut a = mul_alpha_k(t, _mm512_set_epi64(3, 3, 2, 2, 1, 1, 0, 0), poly);
+        let mut b = mul_alpha_k(t, _mm512_set_epi64(7, 7, 6, 6, 5, 5, 4, 4), poly);
         let bp = blocks.as_mut_ptr().cast::<__m512i>();
         let tp = tw.as_mut_ptr().cast::<__m512i>();
         for i in (0..n / 4).step_by(2) {
@@ -293,8 +304,6 @@ mod avx512 {
             a = mul_alpha8(a, poly);
             b = mul_alpha8(b, poly);
         }
-        // The first tweaks are key material too.
-        zeroize::Zeroize::zeroize(&mut first);
     }
 
     #[target_feature(enable = "avx512f")]
@@ -351,7 +360,7 @@ fn crypt<C>(
             .zip(tweaks.chunks_mut(bps))
             .zip(&t0[..nsec])
         {
-            simd.apply_tweaks(u128::from_le_bytes((*b0).into()), sector, tw);
+            simd.apply_tweaks(&(*b0).into(), sector, tw);
         }
         let (ablocks, _) = Array::slice_as_chunks_mut(batch);
         match dir {
