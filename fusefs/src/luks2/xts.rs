@@ -313,6 +313,19 @@ mod avx512 {
         let bp = blocks.as_mut_ptr().cast::<__m512i>();
         let tp = tw.as_mut_ptr().cast::<__m512i>();
         for i in (0..n / 4).step_by(2) {
+            // Start loading the data one batch (8 KiB) ahead: the hardware
+            // prefetcher stops at 4 KiB page boundaries, so without this every
+            // batch of a large buffer begins with cache misses (+4 % on 16 MiB
+            // buffers, measured; a burst of prefetches per batch was slower).
+            let ahead = super::BATCH_BLOCKS / 4;
+            // SAFETY: a prefetch is a hint, not a memory access: it cannot fault,
+            // whatever the address (past the buffer's end it is wasted). The
+            // intrinsic is a safe function in recent Rust, not in older ones.
+            #[allow(unused_unsafe)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(i + ahead).cast());
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(i + ahead + 1).cast());
+            }
             // SAFETY: i + 1 < n / 4, so both 64-byte accesses at register index
             // i and i + 1 lie within the first n blocks of `blocks` and `tw`
             // (each 16 bytes per element); unaligned loads/stores.
