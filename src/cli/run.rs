@@ -244,6 +244,7 @@ pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode
         options,
     };
     let code = launch::launch(spec)?;
+    launch::debug_time("launcher done");
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
