@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Sets up a Debian/Ubuntu machine, builds veil, and runs its main job so far: a SIF image
-# assembled with veil and run rootless — no root, no setuid, no fusermount — through
-# veil's own FUSE server.
+# Sets up a Debian/Ubuntu machine, builds veil, and runs its main job: an encrypted SIF
+# container built and run with no root at all — no setuid helper, no dm-crypt, no
+# fusermount. The image is encrypted for an RSA key exactly as `apptainer build
+# --encrypt` does it (LUKS2 around squashfs, RSA-OAEP key message), and veil serves it
+# to the container through its own FUSE server, decrypting in memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash packaging/install-deps.sh
@@ -12,28 +14,46 @@ veil=$(pwd)/target/release/veil
 work=$(mktemp -d /tmp/veil-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
-root="$work/rootfs"
-mkdir -p "$root/bin" "$root/etc" "$root/.singularity.d/env"
-cp "$(command -v busybox)" "$root/bin/busybox"
-for t in sh cat echo id; do ln -s busybox "$root/bin/$t"; done
-echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
-printf '#!/bin/sh\necho "Hello from a SIF container, running as $(id -un) ($(id -u)) with args: $*"\n' \
-  > "$root/.singularity.d/runscript"
-chmod 755 "$root/.singularity.d/runscript"
-mksquashfs "$root" "$work/root.sqfs" -quiet -noappend -all-root -no-progress >/dev/null
 
-arch=$(case "$(uname -m)" in x86_64) echo 2;; aarch64) echo 4;; riscv64) echo 12;; *) echo 2;; esac)
-$veil sif new --launch-script '#!/usr/bin/env run-singularity\n' "$work/demo.sif"
-$veil sif add "$work/demo.sif" "$work/root.sqfs" --datatype 4 --partfs 1 --parttype 2 --partarch "$arch" --groupid 1
-chmod 644 "$work/demo.sif"
-echo "== veil sif list"; $veil sif list "$work/demo.sif"
-echo "== siftool list (Sylabs' reference tool reads veil's file)"; siftool list "$work/demo.sif"
-
-# The run itself is rootless: as root, drop to an unprivileged user first.
+# Everything below runs as an unprivileged user: as root, drop to nobody first.
 as_user=()
 if [ "$(id -u)" -eq 0 ]; then
   cp "$veil" "$work/veil"; chmod 755 "$work/veil"; veil="$work/veil"
-  as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$work")
+  mkdir "$work/home"; chown 65534:65534 "$work" "$work/home"
+  as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$work/home")
+else
+  mkdir "$work/home"
 fi
-echo "== veil run (rootless)"
-(cd "$work" && "${as_user[@]}" "$veil" run "$work/demo.sif" one two)
+run() { (cd "$work" && "${as_user[@]}" "$@"); }
+
+# A tiny root filesystem (busybox) with a runscript and a secret only the image holds.
+marker="veil-demo-secret-$RANDOM$RANDOM"
+run sh -c "
+  set -e
+  mkdir -p rootfs/bin rootfs/etc rootfs/.singularity.d
+  cp '$(command -v busybox)' rootfs/bin/busybox
+  for t in sh cat echo id; do ln -s busybox rootfs/bin/\$t; done
+  echo 'root:x:0:0:root:/root:/bin/sh' > rootfs/etc/passwd
+  echo '$marker' > rootfs/etc/secret
+  printf '#!/bin/sh\necho \"Hello from an encrypted SIF container, running as \$(id -un) (\$(id -u)) with args: \$*\"\necho \"The image says: \$(cat /etc/secret)\"\n' > rootfs/.singularity.d/runscript
+  chmod 755 rootfs/.singularity.d/runscript
+"
+
+# An RSA key pair in the form Apptainer uses (PKCS#1).
+run openssl genrsa -traditional -out "$work/key.pem" 2048 2>/dev/null
+run openssl rsa -in "$work/key.pem" -RSAPublicKey_out -out "$work/key.pub.pem" 2>/dev/null
+
+echo "== veil build --pem-path key.pub.pem enc.sif rootfs/   (rootless, encrypted)"
+run "$veil" build --pem-path "$work/key.pub.pem" "$work/enc.sif" "$work/rootfs"
+rm -rf "$work/rootfs"
+echo "== siftool list enc.sif   (Sylabs' reference tool reads veil's file)"
+siftool list "$work/enc.sif"
+echo "== veil inspect --encryption enc.sif   (no key needed)"
+run "$veil" inspect --encryption "$work/enc.sif"
+if grep -q "$marker" "$work/enc.sif"; then
+  echo "FAIL: the secret is readable in the image file" >&2; exit 1
+fi
+echo "== the secret is not in the image file: encrypted at rest"
+
+echo "== veil run --pem-path key.pem enc.sif one two   (rootless: user namespace + veil's FUSE server)"
+run "$veil" run --pem-path "$work/key.pem" "$work/enc.sif" one two
