@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod crypt;
 pub mod fsutil;
 pub mod image;
 pub mod launch;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod encryption;
+mod inspect;
 mod key;
 mod run;
 mod sif;
@@ -28,6 +30,8 @@ enum Command {
     Shell(run::ShellArgs),
     /// Run the image's test script
     Test(run::RunArgs),
+    /// Show what an image is, including its encryption parameters (no key needed)
+    Inspect(inspect::InspectArgs),
     /// Inspect and edit SIF files (siftool-compatible)
     Sif(sif::SifArgs),
     /// Manage OpenPGP keys (~/.veil/keys; Apptainer's and SingularityCE's keyrings are read too)
@@ -46,6 +50,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Exec(a) => run::run(crate::launch::Action::Exec, a, None),
         Command::Shell(a) => run::shell(a),
         Command::Test(a) => run::run(crate::launch::Action::Test, a, None),
+        Command::Inspect(args) => inspect::run(args),
         Command::Sif(args) => sif::run(args),
         Command::Key(args) => key::run(args),
         Command::Sign(args) => sign::run_sign(args),

@@ -62,6 +62,11 @@ pub struct RunArgs {
     /// Refuse to run a SIF unless its signatures satisfy this policy file (see docs/sign.md; also VEIL_POLICY)
     #[arg(long, value_name = "FILE", env = "VEIL_POLICY")]
     policy: Option<PathBuf>,
+    #[command(flatten)]
+    keys: super::encryption::EncryptionArgs,
+    /// Refuse to run an image that is not encrypted
+    #[arg(long)]
+    require_encrypted: bool,
     /// The image: a SIF file, a squashfs file, or a sandbox directory
     image: String,
     /// Arguments
@@ -159,8 +164,55 @@ fn check_signatures(a: &RunArgs) -> Result<()> {
     }
 }
 
-fn root_source(image: &str) -> Result<RootSource> {
-    Ok(crate::image::open(std::path::Path::new(image))?.into())
+/// Opens the image and, for an encrypted one, unlocks it with the key the user gave.
+/// Every key error surfaces here, before any namespace or mount exists.
+fn root_source(a: &RunArgs) -> Result<RootSource> {
+    use crate::crypt::source::{self, HOW_TO_GIVE_A_KEY};
+    use crate::image::Image;
+    let flags = a.keys.flags();
+    let key = source::select_from_env(&flags);
+    match crate::image::open(std::path::Path::new(&a.image))? {
+        Image::Plain(root) => {
+            if a.require_encrypted {
+                bail!(
+                    "{}: the image is not encrypted, and --require-encrypted was given",
+                    a.image
+                );
+            }
+            // A key flag for a plain image is probably a mistake worth a word; the
+            // environment variables may be set for other images, so they stay quiet.
+            if flags.any()
+                && let Some(k) = &key
+            {
+                eprintln!(
+                    "WARNING: {}: the image is not encrypted; ignoring {}",
+                    a.image,
+                    k.describe()
+                );
+            }
+            Ok(root.into())
+        }
+        Image::Encrypted(enc) => {
+            let Some(key) = key else {
+                let kind = if enc.message().is_some() {
+                    "for an RSA key"
+                } else {
+                    "with a passphrase"
+                };
+                bail!(
+                    "{}: the image is encrypted {kind}; {HOW_TO_GIVE_A_KEY}",
+                    a.image
+                );
+            };
+            let pass = key
+                .for_run(enc.message())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
+            launch::debug_time("key material read");
+            let root = (*enc).unlock(&pass, &Default::default())?;
+            launch::debug_time("image unlocked");
+            Ok(root.into())
+        }
+    }
 }
 
 pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode> {
@@ -171,7 +223,7 @@ pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode
         action,
         image_name: a.image.clone(),
         root: {
-            let r = root_source(&a.image)?;
+            let r = root_source(&a)?;
             launch::debug_time("image opened");
             r
         },

@@ -11,6 +11,9 @@ use veil_fusefs::squashfs::Squashfs;
 
 use crate::sif::{Extra, FsType, Sif, SifError};
 
+mod encrypted;
+pub use encrypted::Encrypted;
+
 /// A positional-read source shared by the FUSE threads.
 pub type Source = Arc<dyn ReadAt>;
 
@@ -30,10 +33,18 @@ pub enum ImageError {
         "{0}: this image uses Apptainer's gocryptfs encryption (fstype 6), which veil does not support yet; images made by `apptainer build --encrypt` as root or by `singularity build --encrypt` (LUKS2) work"
     )]
     Gocryptfs(String),
-    #[error("{0}: the image is encrypted; running encrypted images is not implemented yet")]
-    Encrypted(String),
+    #[error("{0}: {1}")]
+    Luks(String, veil_fusefs::luks2::Error),
+    #[error("{0}: {1}")]
+    Crypto(String, String),
     #[error("{0}: {1}")]
     Squashfs(String, veil_fusefs::squashfs::Error),
+}
+
+/// An opened image: ready to serve, or encrypted and waiting for its key.
+pub enum Image {
+    Plain(Root),
+    Encrypted(Box<Encrypted>),
 }
 
 /// An image's root filesystem, ready to serve.
@@ -60,8 +71,9 @@ pub struct FileRegion {
 const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
 const SIF_MAGIC_AT: u64 = 0x20;
 
-/// Opens `path` and finds the filesystem to run.
-pub fn open(path: &Path) -> Result<Root, ImageError> {
+/// Opens `path` and finds the filesystem to run. Nothing is decrypted here: an
+/// encrypted image comes back with what can be read without a key.
+pub fn open(path: &Path) -> Result<Image, ImageError> {
     let name = path.display().to_string();
     let io = |err| ImageError::Open {
         path: name.clone(),
@@ -69,7 +81,7 @@ pub fn open(path: &Path) -> Result<Root, ImageError> {
     };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_dir() {
-        return Ok(Root::Directory(path.to_path_buf()));
+        return Ok(Image::Plain(Root::Directory(path.to_path_buf())));
     }
     let file = File::open(path).map_err(io)?;
     let mut head = [0u8; 42];
@@ -77,7 +89,23 @@ pub fn open(path: &Path) -> Result<Root, ImageError> {
     let src = Arc::new(FileSource::new(file).map_err(io)?);
     let (source, offset): (Source, u64) =
         if n >= 42 && &head[SIF_MAGIC_AT as usize..SIF_MAGIC_AT as usize + 9] == b"SIF_MAGIC" {
-            sif_partition(&name, src)?
+            match sif_partition(&name, src)? {
+                Partition::Squashfs(source, offset) => (source, offset),
+                Partition::Encrypted {
+                    volume,
+                    offset,
+                    message,
+                } => {
+                    let region = FileRegion {
+                        path: path.to_path_buf(),
+                        offset,
+                        size: volume.len(),
+                    };
+                    return Ok(Image::Encrypted(Box::new(Encrypted::new(
+                        name, volume, region, message,
+                    )?)));
+                }
+            }
         } else if n >= 4 && &head[..4] == SQUASHFS_MAGIC {
             (src, 0)
         } else {
@@ -89,17 +117,29 @@ pub fn open(path: &Path) -> Result<Root, ImageError> {
         size: source.len(),
     };
     let fs = Squashfs::open(source).map_err(|e| ImageError::Squashfs(name, e))?;
-    Ok(Root::Squashfs {
+    Ok(Image::Plain(Root::Squashfs {
         fs: Arc::new(fs),
         region: Some(region),
-    })
+    }))
 }
 
-fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<(Source, u64), ImageError> {
+enum Partition {
+    /// A plain squashfs and its offset in the file.
+    Squashfs(Source, u64),
+    /// A LUKS2 volume, its offset in the file, and its linked RSA-OAEP crypto message.
+    Encrypted {
+        volume: Source,
+        offset: u64,
+        message: Option<Vec<u8>>,
+    },
+}
+
+fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Partition, ImageError> {
     let sif = Sif::open(src).map_err(|e| ImageError::Sif(name.into(), e))?;
     let prim = sif
         .primary_partition()
         .ok_or_else(|| ImageError::NoPrimary(name.into()))?;
+    let mut encrypted = false;
     match prim.extra() {
         Extra::Partition {
             fs: FsType::Squash, ..
@@ -107,7 +147,7 @@ fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<(Source, u64), Imag
         Extra::Partition {
             fs: FsType::EncryptedSquashfs,
             ..
-        } => return Err(ImageError::Encrypted(name.into())),
+        } => encrypted = true,
         Extra::Partition {
             fs: FsType::GocryptfsSquashfs,
             ..
@@ -121,7 +161,16 @@ fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<(Source, u64), Imag
         .object_source(prim)
         .map_err(|e| ImageError::Sif(name.into(), e))?;
     let offset = slice.offset();
-    Ok((Arc::new(slice), offset))
+    if encrypted {
+        let message =
+            encrypted::crypto_message(&sif, prim).map_err(|e| ImageError::Sif(name.into(), e))?;
+        return Ok(Partition::Encrypted {
+            volume: Arc::new(slice),
+            offset,
+            message,
+        });
+    }
+    Ok(Partition::Squashfs(Arc::new(slice), offset))
 }
 
 /// Reads a small file from the image (following symlinks inside it); `None` when absent.

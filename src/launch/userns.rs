@@ -45,6 +45,7 @@ fn explain(err: nix::Error) -> LaunchError {
 pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
     // (A PID namespace is made later, by the container process: the launcher itself
     // starts threads, which the kernel refuses after unshare(CLONE_NEWPID).)
+    wait_single_threaded();
     unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(explain)?;
     let write = |file: &str, text: String| {
         fs::write(format!("/proc/self/{file}"), &text).map_err(|e| {
@@ -55,4 +56,17 @@ pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
     write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
     write("gid_map", format!("{inner_gid} {gid} 1\n"))?;
     Ok(())
+}
+
+/// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process. Threads
+/// that did work before the launch (the argon2 lanes of an encrypted image's
+/// keyslot) have been told to exit; give the kernel a moment to reap them.
+fn wait_single_threaded() {
+    for _ in 0..2000 {
+        let threads = fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
+        if threads <= 1 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
 }

@@ -131,18 +131,53 @@ impl KdfParams {
                     .map_err(|e| Error::meta(format!("argon2 parameters: {e}")))?;
                 // LUKS2 uses Argon2 version 0x13 (1.3), no secret, no associated data.
                 // With the crate's `parallel` feature the lanes run on rayon threads.
-                argon2::Argon2::new(alg, argon2::Version::V0x13, params)
-                    .hash_password_into(passphrase, salt, out)
-                    .map_err(|e| match e {
-                        argon2::Error::OutOfMemory => Error::InsufficientMemory {
-                            needed: self.memory_bytes(),
-                            available: mem::available_bytes().unwrap_or(0),
-                        },
-                        e => Error::Unsupported(format!("argon2: {e}")),
-                    })
+                let argon = argon2::Argon2::new(alg, argon2::Version::V0x13, params);
+                with_transient_threads(*cpus as usize, || {
+                    argon.hash_password_into(passphrase, salt, out)
+                })
+                .map_err(|e| match e {
+                    argon2::Error::OutOfMemory => Error::InsufficientMemory {
+                        needed: self.memory_bytes(),
+                        available: mem::available_bytes().unwrap_or(0),
+                    },
+                    e => Error::Unsupported(format!("argon2: {e}")),
+                })
             }
         }
     }
+}
+
+/// Runs `f` on a rayon pool of `n` threads that is gone when this returns.
+///
+/// The launcher must still be single-threaded when it calls
+/// `unshare(CLONE_NEWUSER)` after unlocking (the kernel refuses a multi-threaded
+/// caller), so the argon2 lanes cannot leave rayon's global pool behind.
+fn with_transient_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
+    use std::sync::{Arc, Condvar, Mutex};
+    let exited = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let on_exit = exited.clone();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n.max(1))
+        .thread_name(|i| format!("veil-argon2-{i}"))
+        .exit_handler(move |_| {
+            let (count, cv) = &*on_exit;
+            *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            cv.notify_all();
+        })
+        .build();
+    let Ok(pool) = pool else {
+        // No threads to be had: compute the lanes on this thread.
+        return f();
+    };
+    let started = pool.current_num_threads();
+    let out = pool.install(f);
+    drop(pool);
+    let (count, cv) = &*exited;
+    let mut done = count.lock().unwrap_or_else(|e| e.into_inner());
+    while *done < started {
+        done = cv.wait(done).unwrap_or_else(|e| e.into_inner());
+    }
+    out
 }
 
 /// Fails with [`Error::InsufficientMemory`] when `needed` bytes (plus a margin for

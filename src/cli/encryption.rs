@@ -1,0 +1,38 @@
+//! The key flags shared by the actions (`run`, `exec`, `shell`, `test`) and `build`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::crypt::source::KeyFlags;
+
+#[derive(Debug, Clone, Args)]
+pub struct EncryptionArgs {
+    /// RSA key for an encrypted image: the private key to run, the public key to build (PKCS#1, PKCS#8, SPKI or OpenSSH)
+    #[arg(long, value_name = "FILE")]
+    pub pem_path: Option<PathBuf>,
+    /// Read the RSA key from this open file descriptor (e.g. --pem-fd 3 3<key.pem)
+    #[arg(long, value_name = "FD")]
+    pub pem_fd: Option<i32>,
+    /// Ask for the encryption passphrase on the terminal
+    #[arg(long)]
+    pub passphrase: bool,
+    /// Read the encryption passphrase from a file (one trailing newline is dropped)
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Read the encryption passphrase from this open file descriptor
+    #[arg(long, value_name = "FD")]
+    pub passphrase_fd: Option<i32>,
+}
+
+impl EncryptionArgs {
+    pub fn flags(&self) -> KeyFlags {
+        KeyFlags {
+            pem_path: self.pem_path.clone(),
+            pem_fd: self.pem_fd,
+            passphrase: self.passphrase,
+            passphrase_file: self.passphrase_file.clone(),
+            passphrase_fd: self.passphrase_fd,
+        }
+    }
+}

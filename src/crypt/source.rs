@@ -1,0 +1,405 @@
+//! Which key the user gave, with the peers' precedence:
+//! `--pem-path` > `--passphrase` (prompt) > `*_ENCRYPTION_PEM_PATH` >
+//! `*_ENCRYPTION_PEM_DATA` > `*_ENCRYPTION_PASSPHRASE`, each variable looked up
+//! with the `VEIL_`, `APPTAINER_` and `SINGULARITY_` prefixes in that order.
+//! veil's batch-friendly flags slot in next to their kind: `--pem-fd` right after
+//! `--pem-path`, `--passphrase-file` and `--passphrase-fd` right after `--passphrase`.
+//!
+//! Choosing a source ([`select`]) reads nothing: an image that turns out not to be
+//! encrypted never triggers a prompt. Reading happens in [`KeySource::for_run`] /
+//! [`select_for_build`].
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use veil_fusefs::luks2::Passphrase;
+use zeroize::Zeroizing;
+
+use super::error::{CryptError, Result};
+use super::key::{self, PublicKey};
+use super::message;
+
+/// The key-related flags of `run`/`exec`/`shell`/`test` and `build`.
+#[derive(Debug, Default, Clone)]
+pub struct KeyFlags {
+    pub pem_path: Option<PathBuf>,
+    pub pem_fd: Option<i32>,
+    /// `--passphrase`: ask on the terminal.
+    pub passphrase: bool,
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase_fd: Option<i32>,
+}
+
+impl KeyFlags {
+    /// True when any key flag was given (for build: these imply `--encrypt`).
+    pub fn any(&self) -> bool {
+        self.pem_path.is_some()
+            || self.pem_fd.is_some()
+            || self.passphrase
+            || self.passphrase_file.is_some()
+            || self.passphrase_fd.is_some()
+    }
+}
+
+/// Environment variable prefixes, in lookup order.
+pub const ENV_PREFIXES: [&str; 3] = ["VEIL_", "APPTAINER_", "SINGULARITY_"];
+
+/// Where the key comes from. Holds no secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    PemPath(PathBuf),
+    PemFd(i32),
+    PassphrasePrompt,
+    PassphraseFile(PathBuf),
+    PassphraseFd(i32),
+    /// `*_ENCRYPTION_PEM_PATH`: the variable's name and its value.
+    PemPathEnv(String, PathBuf),
+    /// `*_ENCRYPTION_PEM_DATA`: the variable's name (the value is read later).
+    PemDataEnv(String),
+    /// `*_ENCRYPTION_PASSPHRASE`: the variable's name.
+    PassphraseEnv(String),
+}
+
+impl KeySource {
+    /// How to name the source in a message (never its value).
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::PemPath(p) => format!("--pem-path {}", p.display()),
+            KeySource::PemFd(fd) => format!("--pem-fd {fd}"),
+            KeySource::PassphrasePrompt => "--passphrase".into(),
+            KeySource::PassphraseFile(p) => format!("--passphrase-file {}", p.display()),
+            KeySource::PassphraseFd(fd) => format!("--passphrase-fd {fd}"),
+            KeySource::PemPathEnv(var, p) => format!("{var}={}", p.display()),
+            KeySource::PemDataEnv(var) | KeySource::PassphraseEnv(var) => var.clone(),
+        }
+    }
+
+    /// True for an RSA private/public key source, false for a passphrase.
+    pub fn is_pem(&self) -> bool {
+        matches!(
+            self,
+            KeySource::PemPath(_)
+                | KeySource::PemFd(_)
+                | KeySource::PemPathEnv(..)
+                | KeySource::PemDataEnv(_)
+        )
+    }
+
+    fn read_pem(&self) -> Result<Zeroizing<Vec<u8>>> {
+        match self {
+            KeySource::PemPath(p) | KeySource::PemPathEnv(_, p) => read_file(p, "key file"),
+            KeySource::PemFd(fd) => read_fd(*fd, "--pem-fd"),
+            KeySource::PemDataEnv(var) => {
+                env_bytes(var).ok_or_else(|| CryptError::bad_key(format!("{var} is empty")))
+            }
+            _ => Err(CryptError::bad_key("not a key source")),
+        }
+    }
+
+    /// The bytes that unlock the image's LUKS2 keyslot. `message` is the
+    /// image's crypto message, if it has one (used only for a PEM source).
+    pub fn for_run(&self, message: Option<&[u8]>) -> Result<Passphrase> {
+        if self.is_pem() {
+            let pem = self.read_pem()?;
+            let what = self.describe();
+            let key = key::load_private_key(&pem, &|| prompt_key_password(&what))
+                .map_err(|e| CryptError::BadKey(format!("invalid private key ({what}): {e}")))?;
+            let msg = message.ok_or_else(|| {
+                CryptError::BadKey(
+                    "the image has no RSA-encrypted key (crypto message): it was encrypted with a passphrase, so use --passphrase"
+                        .into(),
+                )
+            })?;
+            let secret = message::unwrap_secret(&key, msg)?;
+            return Ok(Passphrase::from_slice(&secret));
+        }
+        self.read_passphrase("Enter encryption passphrase: ", false)
+    }
+
+    fn read_passphrase(&self, prompt: &str, confirm: bool) -> Result<Passphrase> {
+        let bytes = match self {
+            KeySource::PassphrasePrompt => prompt_tty(prompt, confirm)?,
+            KeySource::PassphraseFile(p) => strip_newline(read_file(p, "passphrase file")?),
+            KeySource::PassphraseFd(fd) => strip_newline(read_fd(*fd, "--passphrase-fd")?),
+            KeySource::PassphraseEnv(var) => env_bytes(var).unwrap_or_default(),
+            _ => return Err(CryptError::bad_key("not a passphrase source")),
+        };
+        if bytes.is_empty() {
+            return Err(CryptError::NoPassphrase(format!(
+                "{}: the passphrase is empty",
+                self.describe()
+            )));
+        }
+        Ok(Passphrase::from_slice(&bytes))
+    }
+}
+
+/// The chosen key source, or `None` when the user gave none. `env` looks up a
+/// variable (the process environment in real use); empty values count as unset.
+pub fn select(flags: &KeyFlags, env: &dyn Fn(&str) -> Option<String>) -> Option<KeySource> {
+    if let Some(p) = &flags.pem_path {
+        return Some(KeySource::PemPath(p.clone()));
+    }
+    if let Some(fd) = flags.pem_fd {
+        return Some(KeySource::PemFd(fd));
+    }
+    if flags.passphrase {
+        return Some(KeySource::PassphrasePrompt);
+    }
+    if let Some(p) = &flags.passphrase_file {
+        return Some(KeySource::PassphraseFile(p.clone()));
+    }
+    if let Some(fd) = flags.passphrase_fd {
+        return Some(KeySource::PassphraseFd(fd));
+    }
+    let var = |suffix: &str| {
+        ENV_PREFIXES.iter().find_map(|p| {
+            let name = format!("{p}{suffix}");
+            env(&name).filter(|v| !v.is_empty()).map(|v| (name, v))
+        })
+    };
+    if let Some((name, v)) = var("ENCRYPTION_PEM_PATH") {
+        return Some(KeySource::PemPathEnv(name, PathBuf::from(v)));
+    }
+    if let Some((name, _)) = var("ENCRYPTION_PEM_DATA") {
+        return Some(KeySource::PemDataEnv(name));
+    }
+    if let Some((name, _)) = var("ENCRYPTION_PASSPHRASE") {
+        return Some(KeySource::PassphraseEnv(name));
+    }
+    None
+}
+
+/// [`select`] over the process environment.
+pub fn select_from_env(flags: &KeyFlags) -> Option<KeySource> {
+    select(flags, &|k| std::env::var(k).ok())
+}
+
+/// What the message for an encrypted image without a key lists.
+pub const HOW_TO_GIVE_A_KEY: &str = "give the key with --pem-path PRIVATE.pem or --passphrase (also --pem-fd, --passphrase-file, --passphrase-fd, or VEIL_ENCRYPTION_PEM_PATH, VEIL_ENCRYPTION_PEM_DATA, VEIL_ENCRYPTION_PASSPHRASE; APPTAINER_ and SINGULARITY_ prefixes work too)";
+
+/// Key material for encrypting a new image.
+pub enum BuildKey {
+    Passphrase(Passphrase),
+    Recipient(PublicKey),
+}
+
+/// The key for `build`. Flags imply encryption; environment variables alone do not
+/// (a warning says so, as the peers do) unless `encrypt` is set. A prompted
+/// passphrase is asked twice; an empty one is refused.
+pub fn select_for_build(flags: &KeyFlags, encrypt: bool) -> Result<Option<BuildKey>> {
+    let Some(src) = select_from_env(flags) else {
+        if encrypt {
+            return Err(CryptError::NoPassphrase(
+                "--encrypt needs a key: --pem-path PUBLIC.pem or --passphrase (or --passphrase-file, --pem-fd, --passphrase-fd, or the VEIL_/APPTAINER_/SINGULARITY_ENCRYPTION_PEM_PATH, _PEM_DATA, _PASSPHRASE variables)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if !flags.any() && !encrypt {
+        eprintln!(
+            "WARNING: encryption related environment variables found ({}), but --encrypt was not specified: NOT encrypting the image",
+            src.describe()
+        );
+        return Ok(None);
+    }
+    if src.is_pem() {
+        let pem = src.read_pem()?;
+        let key = key::load_public_key(&pem).map_err(|e| {
+            CryptError::BadKey(format!(
+                "invalid encryption public key ({}): {e}",
+                src.describe()
+            ))
+        })?;
+        return Ok(Some(BuildKey::Recipient(key)));
+    }
+    Ok(Some(BuildKey::Passphrase(
+        src.read_passphrase("Enter encryption passphrase: ", true)?,
+    )))
+}
+
+/// Key files are small; refuse to slurp a device or a huge file by mistake.
+const MAX_KEY_FILE: u64 = 1 << 20;
+/// cryptsetup's own cap on key files.
+const MAX_PASSPHRASE: u64 = 8 << 20;
+
+fn read_limited(mut r: impl Read, limit: u64, what: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::new());
+    r.by_ref()
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|err| CryptError::Io {
+            what: what.to_string(),
+            err,
+        })?;
+    if buf.len() as u64 > limit {
+        return Err(CryptError::bad_key(format!(
+            "{what} is larger than {limit} bytes; it is not a key"
+        )));
+    }
+    Ok(buf)
+}
+
+fn read_file(p: &Path, kind: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let what = format!("{kind} {}", p.display());
+    let f = std::fs::File::open(p).map_err(|err| CryptError::Io {
+        what: what.clone(),
+        err,
+    })?;
+    let limit = if kind.starts_with("passphrase") {
+        MAX_PASSPHRASE
+    } else {
+        MAX_KEY_FILE
+    };
+    read_limited(f, limit, &what)
+}
+
+/// Reads a descriptor the caller passed open (`--pem-fd 3 3<key.pem`, or a pipe),
+/// through /proc so no raw-descriptor ownership games are needed.
+fn read_fd(fd: i32, flag: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let what = format!("{flag} {fd}");
+    if fd < 0 {
+        return Err(CryptError::bad_key(format!(
+            "{what}: not a file descriptor"
+        )));
+    }
+    let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|err| CryptError::Io {
+        what: what.clone(),
+        err,
+    })?;
+    read_limited(f, MAX_PASSPHRASE, &what)
+}
+
+fn env_bytes(var: &str) -> Option<Zeroizing<Vec<u8>>> {
+    use std::os::unix::ffi::OsStringExt;
+    std::env::var_os(var)
+        .map(|v| Zeroizing::new(v.into_vec()))
+        .filter(|v| !v.is_empty())
+}
+
+/// One trailing newline (LF or CRLF) is dropped, as `echo secret > file` adds it.
+fn strip_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    if v.last() == Some(&b'\n') {
+        v.pop();
+        if v.last() == Some(&b'\r') {
+            v.pop();
+        }
+    }
+    v
+}
+
+fn prompt_tty(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+    let no_tty = |e: std::io::Error| {
+        CryptError::NoPassphrase(format!(
+            "--passphrase asks on a terminal, and there is none ({e}); use --passphrase-file, --passphrase-fd or VEIL_ENCRYPTION_PASSPHRASE"
+        ))
+    };
+    // rpassword reads /dev/tty with echo off and restores the terminal afterwards.
+    let first = Zeroizing::new(rpassword::prompt_password(prompt).map_err(no_tty)?);
+    if confirm {
+        if first.is_empty() {
+            return Err(CryptError::NoPassphrase(
+                "cannot encrypt an image with an empty passphrase".into(),
+            ));
+        }
+        let again = Zeroizing::new(
+            rpassword::prompt_password("Retype encryption passphrase: ").map_err(no_tty)?,
+        );
+        if *again != *first {
+            return Err(CryptError::NoPassphrase(
+                "the passphrases do not match".into(),
+            ));
+        }
+    }
+    Ok(Zeroizing::new(first.as_bytes().to_vec()))
+}
+
+fn prompt_key_password(what: &str) -> Result<Zeroizing<String>> {
+    rpassword::prompt_password(format!("Enter the password of the private key ({what}): "))
+        .map(Zeroizing::new)
+        .map_err(|e| {
+            CryptError::NoPassphrase(format!(
+                "the private key is password-protected and there is no terminal to ask on ({e}); decrypt it first: openssl pkey -in KEY -out plain.pem"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn precedence() {
+        let all_env = env_of(&[
+            ("SINGULARITY_ENCRYPTION_PEM_PATH", "/s.pem"),
+            ("APPTAINER_ENCRYPTION_PEM_PATH", "/a.pem"),
+            ("VEIL_ENCRYPTION_PEM_DATA", "x"),
+            ("APPTAINER_ENCRYPTION_PASSPHRASE", "p"),
+        ]);
+        let mut f = KeyFlags {
+            pem_path: Some("/k.pem".into()),
+            passphrase: true,
+            passphrase_file: Some("/pw".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            select(&f, &all_env),
+            Some(KeySource::PemPath("/k.pem".into()))
+        );
+        f.pem_path = None;
+        assert_eq!(select(&f, &all_env), Some(KeySource::PassphrasePrompt));
+        f.passphrase = false;
+        assert_eq!(
+            select(&f, &all_env),
+            Some(KeySource::PassphraseFile("/pw".into()))
+        );
+        let none = KeyFlags::default();
+        assert_eq!(
+            select(&none, &all_env),
+            Some(KeySource::PemPathEnv(
+                "APPTAINER_ENCRYPTION_PEM_PATH".into(),
+                "/a.pem".into()
+            ))
+        );
+        let data_over_pass = env_of(&[
+            ("SINGULARITY_ENCRYPTION_PEM_DATA", "x"),
+            ("VEIL_ENCRYPTION_PASSPHRASE", "p"),
+        ]);
+        assert_eq!(
+            select(&none, &data_over_pass),
+            Some(KeySource::PemDataEnv(
+                "SINGULARITY_ENCRYPTION_PEM_DATA".into()
+            ))
+        );
+        let empty_is_unset = env_of(&[
+            ("VEIL_ENCRYPTION_PEM_PATH", ""),
+            ("SINGULARITY_ENCRYPTION_PASSPHRASE", "p"),
+        ]);
+        assert_eq!(
+            select(&none, &empty_is_unset),
+            Some(KeySource::PassphraseEnv(
+                "SINGULARITY_ENCRYPTION_PASSPHRASE".into()
+            ))
+        );
+        assert_eq!(select(&none, &env_of(&[])), None);
+    }
+
+    #[test]
+    fn newline_stripping() {
+        let s = |b: &[u8]| strip_newline(Zeroizing::new(b.to_vec())).to_vec();
+        assert_eq!(s(b"pw\n"), b"pw");
+        assert_eq!(s(b"pw\r\n"), b"pw");
+        assert_eq!(s(b"pw\n\n"), b"pw\n");
+        assert_eq!(s(b"pw"), b"pw");
+    }
+}
