@@ -261,15 +261,32 @@ pub fn convert(opts: &BuildOptions, src: &Path, time: i64) -> Result<Summary> {
             arch = a;
             match fs {
                 FsType::Squash => Arc::new(sif.object_source(prim)?),
-                FsType::EncryptedSquashfs => match &opts.source_key {
-                    Some(unlock) => unlock(src)?,
-                    None => {
+                FsType::EncryptedSquashfs => {
+                    let Some(key) = &opts.source_key else {
                         return Err(BuildError::Source(format!(
-                            "{}: the source image is encrypted; give its key (--source-pem-path or --source-passphrase)",
-                            src.display()
+                            "{}: the source image is encrypted; {}",
+                            src.display(),
+                            super::SOURCE_KEY_HINT
                         )));
-                    }
-                },
+                    };
+                    let message = sif
+                        .objects_of_type(DataType::CryptoMessage)
+                        .find(|d| {
+                            d.link() == Link::Object(prim.id)
+                                && d.extra()
+                                    == Extra::CryptoMessage {
+                                        format: FormatType::Pem,
+                                        message: MessageType::RsaOaep,
+                                    }
+                        })
+                        .and_then(|d| sif.read_object(d, 64 << 10).ok());
+                    let pass = key
+                        .for_run(message.as_deref())
+                        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+                    let vol = luks2::unlock(sif.object_source(prim)?, &pass, &Default::default())
+                        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+                    Arc::new(vol)
+                }
                 other => {
                     return Err(BuildError::Source(format!(
                         "{}: cannot rebuild a {other} partition",

@@ -27,6 +27,7 @@ use self::encrypt::{Encryption, KdfCost};
 use self::recipe::{Bootstrap, Recipe};
 use self::squash::SquashOptions;
 use self::tree::{IdRange, Owners, ScanOptions, Tree};
+use crate::crypt::source::KeySource;
 
 /// What to build and how.
 pub struct BuildOptions {
@@ -47,13 +48,9 @@ pub struct BuildOptions {
     pub tmpdir: Option<PathBuf>,
     /// SOURCE_DATE_EPOCH: fixed times and ids for reproducible output.
     pub source_date_epoch: Option<i64>,
-    /// Also accept an encrypted SIF source: its unlocked partition.
-    pub source_key: Option<SourceUnlock>,
+    /// The key of an encrypted source image.
+    pub source_key: Option<KeySource>,
 }
-
-/// Opens an encrypted source image's partition (given by the CLI, which owns keys).
-pub type SourceUnlock =
-    Box<dyn Fn(&Path) -> Result<std::sync::Arc<dyn veil_fusefs::source::ReadAt>>>;
 
 /// What a build produced.
 #[derive(Debug, Clone)]
@@ -99,31 +96,37 @@ fn is_image(path: &Path) -> bool {
 /// bare squashfs).
 fn open_image(
     path: &Path,
-    unlock: Option<&SourceUnlock>,
+    key: Option<&KeySource>,
 ) -> Result<std::sync::Arc<veil_fusefs::squashfs::Squashfs<crate::image::Source>>> {
-    match crate::image::open(path) {
-        Ok(crate::image::Root::Squashfs { fs, .. }) => Ok(fs),
-        Ok(crate::image::Root::Directory(_)) => Err(BuildError::Source(format!(
-            "{} is a directory",
-            path.display()
-        ))),
-        Err(crate::image::ImageError::Encrypted(_))
-        | Err(crate::image::ImageError::Gocryptfs(_))
-            if unlock.is_some() =>
-        {
-            let src = (unlock.expect("checked"))(path)?;
-            veil_fusefs::squashfs::Squashfs::open(src)
-                .map(std::sync::Arc::new)
-                .map_err(|e| {
-                    BuildError::Source(format!("{}: decrypted partition: {e}", path.display()))
-                })
+    use crate::image::{Image, Root};
+    let src = |e: String| BuildError::Source(e);
+    match crate::image::open(path).map_err(|e| src(e.to_string()))? {
+        Image::Plain(Root::Squashfs { fs, .. }) => Ok(fs),
+        Image::Plain(Root::Directory(_)) => Err(src(format!("{} is a directory", path.display()))),
+        Image::Encrypted(e) => {
+            let Some(key) = key else {
+                return Err(src(format!(
+                    "{}: the source image is encrypted; {}",
+                    path.display(),
+                    SOURCE_KEY_HINT
+                )));
+            };
+            let pass = key
+                .for_run(e.message())
+                .map_err(|err| src(format!("{}: {err}", path.display())))?;
+            match e
+                .unlock(&pass, &Default::default())
+                .map_err(|err| src(err.to_string()))?
+            {
+                Root::Squashfs { fs, .. } => Ok(fs),
+                Root::Directory(_) => Err(src("unexpected directory".into())),
+            }
         }
-        Err(crate::image::ImageError::Encrypted(n)) => Err(BuildError::Source(format!(
-            "{n}: the source image is encrypted; give its key (--source-pem-path or --source-passphrase)"
-        ))),
-        Err(e) => Err(BuildError::Source(e.to_string())),
     }
 }
+
+/// How to give the key of an encrypted source image.
+pub const SOURCE_KEY_HINT: &str = "give its key with --source-pem-path PRIVATE.pem or --source-passphrase-file FILE (or --source-passphrase)";
 
 /// A temporary directory removed (even when read-only inside) on drop.
 struct StageDir(PathBuf);
@@ -394,6 +397,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
                 let ctx = post::Context {
                     file,
                     section: "setup",
+                    trace: true,
                 };
                 post::run_setup(&ctx, setup, &s.0)?;
             }
@@ -402,6 +406,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
                 let ctx = post::Context {
                     file,
                     section: "post",
+                    trace: true,
                 };
                 eprintln!("veil build: running %post");
                 post::run_in_root(&ctx, p, &s.0, &[])?;
@@ -435,6 +440,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
                 let ctx = post::Context {
                     file,
                     section: "test",
+                    trace: false,
                 };
                 eprintln!("veil build: running %test");
                 let script = recipe::Script {

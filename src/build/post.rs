@@ -23,11 +23,17 @@ pub const BUILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 pub struct Context<'a> {
     pub file: &'a str,
     pub section: &'a str,
+    /// Trace commands (`sh -x`), as `%post` and `%setup` do.
+    pub trace: bool,
 }
 
-fn argv(script: &Script) -> Vec<CString> {
+fn argv(script: &Script, trace: bool) -> Vec<CString> {
     let interp = script.interpreter.as_deref().unwrap_or("/bin/sh");
-    let mut v = vec![interp.to_string(), "-e".into(), "-x".into(), "-c".into()];
+    let mut v = vec![interp.to_string(), "-e".into()];
+    if trace {
+        v.push("-x".into());
+    }
+    v.push("-c".into());
     v.push(script.body.clone());
     v.into_iter().filter_map(|s| CString::new(s).ok()).collect()
 }
@@ -54,7 +60,7 @@ fn status_error(ctx: &Context<'_>, script: &Script, st: WaitStatus) -> Result<()
 /// Runs `%setup` on the host, as the caller, with `$APPTAINER_ROOTFS` set to the
 /// staging tree.
 pub fn run_setup(ctx: &Context<'_>, script: &Script, rootfs: &Path) -> Result<()> {
-    let a = argv(script);
+    let a = argv(script, ctx.trace);
     let mut cmd = std::process::Command::new(std::ffi::OsStr::from_bytes(a[0].as_bytes()));
     for x in &a[1..] {
         cmd.arg(std::ffi::OsStr::from_bytes(x.as_bytes()));
@@ -134,7 +140,7 @@ pub fn run_in_root(
     root: &Path,
     extra_env: &[(String, String)],
 ) -> Result<()> {
-    let a = argv(script);
+    let a = argv(script, ctx.trace);
     let mut vars = vec![
         ("PATH".to_string(), BUILD_PATH.to_string()),
         ("HOME".into(), "/root".into()),
