@@ -177,6 +177,17 @@ fn finish(
         ..Default::default()
     };
     crate::sif::create(final_tmp.path(), &copts, objects)?;
+    if let Some(t) = opts.source_date_epoch {
+        // The writer stamps the header's "modified" field (offset 72) with the time of
+        // the last object added; a reproducible build pins it to SOURCE_DATE_EPOCH too.
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(final_tmp.path())
+            .map_err(|e| BuildError::io(final_tmp.path(), e))?;
+        f.write_all_at(&t.to_le_bytes(), 72)
+            .map_err(|e| BuildError::io(final_tmp.path(), e))?;
+    }
     drop(luks_tmp);
     drop(sqfs);
     verify(final_tmp.path(), fs_type, secret.as_ref())?;

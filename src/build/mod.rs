@@ -388,8 +388,10 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     let base = layout::base_entries();
     if let Some(s) = &stage {
         layout::apply_to_dir(&s.0, &base).map_err(|e| BuildError::io(&s.0, e))?;
+        // What %post appends to $APPTAINER_ENVIRONMENT; removed again if it stays empty.
         let env91 = s.0.join(".singularity.d/env/91-environment.sh");
-        if !env91.exists() {
+        let made_env91 = !env91.exists();
+        if made_env91 {
             std::fs::write(&env91, "").map_err(|e| BuildError::io(&env91, e))?;
         }
         if let Some((r, file)) = &recipe {
@@ -411,6 +413,9 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
                 eprintln!("veil build: running %post");
                 post::run_in_root(&ctx, p, &s.0, &[])?;
             }
+        }
+        if made_env91 && std::fs::metadata(&env91).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&env91);
         }
     }
 

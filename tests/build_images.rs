@@ -1,0 +1,574 @@
+//! `veil build` end to end, unprivileged (uid 65534 when the tests run as root): every
+//! source type, checked with the real siftool, unsquashfs and (for encrypted builds)
+//! shared/interop/check-encrypted-sif, then run with `veil run`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+struct Env {
+    user: Unprivileged,
+    /// A directory the unprivileged user owns (sources and outputs).
+    work: PathBuf,
+    /// SOURCE_DATE_EPOCH for every build (so separate builds have equal labels).
+    sde: Option<String>,
+}
+
+fn setup() -> Option<Env> {
+    which("siftool")?;
+    which("unsquashfs")?;
+    let user = Unprivileged::new()?;
+    let work = user.dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    busybox_rootfs(&work)?;
+    std::fs::write(work.join("payload.txt"), "copied by %files\n").unwrap();
+    user.own(&work);
+    Some(Env {
+        user,
+        work,
+        sde: None,
+    })
+}
+
+fn build(env: &Env, args: &[&str]) -> std::process::Output {
+    let mut c = env.user.veil();
+    c.current_dir(&env.work).arg("build").arg("-q").args(args);
+    if let Some(t) = &env.sde {
+        c.env("SOURCE_DATE_EPOCH", t);
+    }
+    c.output().unwrap()
+}
+
+fn build_ok(env: &Env, args: &[&str]) {
+    let o = build(env, args);
+    assert!(
+        o.status.success(),
+        "veil build {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn siftool_list(sif: &Path) -> String {
+    stdout(&run_ok(Command::new("siftool").arg("list").arg(sif)))
+}
+
+/// The primary partition's bytes, via `siftool dump`.
+fn dump_partition(sif: &Path, to: &Path) {
+    let list = siftool_list(sif);
+    let id = list
+        .lines()
+        .find(|l| l.contains("*System"))
+        .and_then(|l| l.split('|').next())
+        .map(|s| s.trim().to_string())
+        .expect("a primary partition");
+    let o = run_ok(Command::new("siftool").arg("dump").arg(id).arg(sif));
+    std::fs::write(to, &o.stdout).unwrap();
+}
+
+fn unsquashfs_paths(img: &Path) -> Vec<String> {
+    let o = run_ok(Command::new("unsquashfs").args(["-lln", "-d", ""]).arg(img));
+    stdout(&o)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5).map(|p| p.to_string()))
+        .collect()
+}
+
+fn tree_paths(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, p: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            let path = e.path();
+            out.push(format!("/{}", path.strip_prefix(root).unwrap().display()));
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(root, root, &mut v);
+    v
+}
+
+const DEF: &str = "\
+Bootstrap: localimage
+From: rootfs
+
+%arguments
+    WHO=world
+
+%files
+    payload.txt /opt/payload.txt
+
+%post
+    echo \"hello {{ WHO }}\" > /opt/greeting
+    echo 'export FROM_POST=post-value' >> $APPTAINER_ENVIRONMENT
+    [ \"$(id -u)\" = 0 ]
+
+%environment
+    export GREETING_FILE=/opt/greeting
+
+%runscript
+    cat $GREETING_FILE
+    echo \"args: $* post: $FROM_POST\"
+
+%startscript
+    echo started
+
+%test
+    grep -q hello /opt/greeting
+
+%labels
+    Author veil-tests
+    Version 1.2
+
+%help
+    Say hello.
+";
+
+#[test]
+fn definition_file_builds_the_apptainer_layout_and_runs() {
+    let env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    std::fs::write(env.work.join("app.def"), DEF).unwrap();
+    build_ok(&env, &["--build-arg", "WHO=veil", "app.sif", "app.def"]);
+    let sif = env.work.join("app.sif");
+    let list = siftool_list(&sif);
+    assert!(list.contains("|Def.FILE"), "{list}");
+    assert!(list.contains("|JSON.Generic"), "{list}");
+    assert!(list.contains("FS (Squashfs/*System/"), "{list}");
+    let info = stdout(&run_ok(
+        Command::new("siftool").args(["info", "2"]).arg(&sif),
+    ));
+    assert!(info.contains("inspect-metadata.json"), "{info}");
+    let def = stdout(&run_ok(
+        Command::new("siftool").args(["dump", "1"]).arg(&sif),
+    ));
+    assert!(
+        def.contains("From: rootfs") && def.contains("hello veil"),
+        "{def}"
+    );
+    let meta = stdout(&run_ok(
+        Command::new("siftool").args(["dump", "2"]).arg(&sif),
+    ));
+    let v: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    let attrs = &v["data"]["attributes"];
+    assert_eq!(attrs["labels"]["Author"], "veil-tests");
+    assert!(
+        attrs["runscript"]
+            .as_str()
+            .unwrap()
+            .contains("cat $GREETING_FILE")
+    );
+    assert!(attrs["deffile"].as_str().unwrap().contains("%post"));
+
+    let part = env.work.join("part.sqfs");
+    dump_partition(&sif, &part);
+    let paths = unsquashfs_paths(&part);
+    for p in [
+        "/.singularity.d/runscript",
+        "/.singularity.d/startscript",
+        "/.singularity.d/test",
+        "/.singularity.d/labels.json",
+        "/.singularity.d/runscript.help",
+        "/.singularity.d/env/01-base.sh",
+        "/.singularity.d/env/90-environment.sh",
+        "/.singularity.d/env/91-environment.sh",
+        "/.singularity.d/env/99-base.sh",
+        "/.singularity.d/actions/run",
+        "/.singularity.d/actions/exec",
+        "/singularity",
+        "/environment",
+        "/opt/payload.txt",
+        "/opt/greeting",
+    ] {
+        assert!(paths.iter().any(|x| x == p), "{p} missing from {paths:?}");
+    }
+    // Every file of the source tree is in the image, owned by root.
+    for p in tree_paths(&env.work.join("rootfs")) {
+        assert!(paths.contains(&p), "{p} missing");
+    }
+    let ll = stdout(&run_ok(
+        Command::new("unsquashfs")
+            .args(["-lln", "-d", ""])
+            .arg(&part),
+    ));
+    assert!(ll.lines().all(|l| l.contains(" 0/0 ")), "{ll}");
+
+    let o = env
+        .user
+        .veil()
+        .arg("run")
+        .arg(&sif)
+        .args(["a", "b"])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("hello veil"), "{out}");
+    assert!(out.contains("args: a b post: post-value"), "{out}");
+    let o = env
+        .user
+        .veil()
+        .arg("exec")
+        .arg(&sif)
+        .args(["cat", "/.singularity.d/labels.json"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("\"Version\": \"1.2\""),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn directory_sandbox_and_sif_sources() {
+    let env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    // Directory -> SIF: the tree is the source tree plus the layout.
+    build_ok(&env, &["dir.sif", "rootfs"]);
+    let sif = env.work.join("dir.sif");
+    let part = env.work.join("dir.sqfs");
+    dump_partition(&sif, &part);
+    let paths = unsquashfs_paths(&part);
+    for p in tree_paths(&env.work.join("rootfs")) {
+        assert!(paths.contains(&p), "{p} missing");
+    }
+    assert!(paths.iter().any(|p| p == "/.singularity.d/actions/run"));
+    // The image's own runscript (from busybox_rootfs) is kept.
+    let o = env
+        .user
+        .veil()
+        .arg("run")
+        .arg(&sif)
+        .arg("x")
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("runscript: x"), "{}", stdout(&o));
+    // SIF -> sandbox -> SIF.
+    build_ok(&env, &["--sandbox", "sb", "dir.sif"]);
+    assert!(env.work.join("sb/.singularity.d/runscript").is_file());
+    assert!(env.work.join("sb/data/hello.txt").is_file());
+    build_ok(&env, &["sb.sif", "sb"]);
+    let o = env
+        .user
+        .veil()
+        .arg("exec")
+        .arg(env.work.join("sb.sif"))
+        .args(["cat", "/data/hello.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "hello from the image\n");
+    // Bootstrap: scratch with %files.
+    std::fs::write(
+        env.work.join("scratch.def"),
+        "Bootstrap: scratch\n%files\n    rootfs/bin /bin\n    payload.txt\n%runscript\n    echo scratch-ok\n",
+    )
+    .unwrap();
+    build_ok(&env, &["scratch.sif", "scratch.def"]);
+    let o = env
+        .user
+        .veil()
+        .arg("run")
+        .arg(env.work.join("scratch.sif"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&o),
+        "scratch-ok\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn reproducible_with_source_date_epoch() {
+    let env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    for name in ["r1.sif", "r2.sif"] {
+        let o = env
+            .user
+            .veil()
+            .current_dir(&env.work)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "-q", name, "rootfs"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let a = std::fs::read(env.work.join("r1.sif")).unwrap();
+    let b = std::fs::read(env.work.join("r2.sif")).unwrap();
+    assert!(a == b, "two builds with SOURCE_DATE_EPOCH differ");
+}
+
+fn pem_pair(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    which("openssl")?;
+    let pri = dir.join("pri.pem");
+    let publ = dir.join("pub.pem");
+    run_ok(
+        Command::new("openssl")
+            .args(["genrsa", "-traditional", "-out"])
+            .arg(&pri)
+            .arg("2048"),
+    );
+    run_ok(
+        Command::new("openssl")
+            .args(["rsa", "-RSAPublicKey_out", "-in"])
+            .arg(&pri)
+            .arg("-out")
+            .arg(&publ),
+    );
+    std::fs::set_permissions(&pri, std::fs::Permissions::from_mode(0o644)).unwrap();
+    Some((pri, publ))
+}
+
+fn check_encrypted(sif: &Path, key: &[&str], compare: &Path) -> Option<()> {
+    let script = shared_dir()?.join("interop/check-encrypted-sif");
+    script.is_file().then_some(())?;
+    let o = Command::new(script)
+        .arg(sif)
+        .args(key)
+        .arg("--compare-dir")
+        .arg(compare)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "check-encrypted-sif {key:?}: {}{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Some(())
+}
+
+#[test]
+fn encrypted_builds_pass_the_interop_check_and_run() {
+    let mut env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    env.sde = Some("1700000000".into());
+    let (pri, publ) = require!(pem_pair(&env.work), "openssl missing");
+    std::fs::write(env.work.join("pass"), "correct horse\n").unwrap();
+    env.user.own(&env.work);
+    let fast = ["--kdf-time", "50", "--kdf-memory", "16"];
+    let mut args = fast.to_vec();
+    args.extend(["--passphrase-file", "pass", "pass.sif", "rootfs"]);
+    build_ok(&env, &args);
+    build_ok(
+        &env,
+        &["--pem-path", publ.to_str().unwrap(), "pem.sif", "rootfs"],
+    );
+    let list = siftool_list(&env.work.join("pem.sif"));
+    assert!(list.contains("FS (Encrypted squashfs/*System/"), "{list}");
+    assert!(
+        list.contains("Cryptographic Message (PEM/RSA-OAEP)"),
+        "{list}"
+    );
+    assert!(!siftool_list(&env.work.join("pass.sif")).contains("Cryptographic"));
+    // Environment variable alone: no encryption, with a warning; with -e: encrypted.
+    let o = env
+        .user
+        .veil()
+        .current_dir(&env.work)
+        .env("APPTAINER_ENCRYPTION_PASSPHRASE", "pw")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "-q", "noenc.sif", "rootfs"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NOT encrypting"));
+    assert!(siftool_list(&env.work.join("noenc.sif")).contains("FS (Squashfs/"));
+    let mut args = vec!["build", "-q", "-e"];
+    args.extend(fast);
+    args.extend(["envenc.sif", "rootfs"]);
+    let o = env
+        .user
+        .veil()
+        .current_dir(&env.work)
+        .env("APPTAINER_ENCRYPTION_PASSPHRASE", "pw")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // What the image must hold: the same build, as a sandbox.
+    build_ok(&env, &["--sandbox", "expected", "rootfs"]);
+    let rootfs = env.work.join("expected");
+    if check_encrypted(
+        &env.work.join("pass.sif"),
+        &["--passphrase", "correct horse"],
+        &rootfs,
+    )
+    .is_none()
+    {
+        eprintln!("SKIP interop check: shared/interop/check-encrypted-sif missing");
+    }
+    check_encrypted(
+        &env.work.join("pem.sif"),
+        &["--pem-path", pri.to_str().unwrap()],
+        &rootfs,
+    );
+    check_encrypted(
+        &env.work.join("envenc.sif"),
+        &["--passphrase", "pw"],
+        &rootfs,
+    );
+
+    let o = env
+        .user
+        .veil()
+        .arg("run")
+        .arg("--pem-path")
+        .arg(&pri)
+        .arg(env.work.join("pem.sif"))
+        .arg("pem")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("runscript: pem"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = env
+        .user
+        .veil()
+        .arg("run")
+        .arg("--passphrase-file")
+        .arg(env.work.join("pass"))
+        .arg(env.work.join("pass.sif"))
+        .arg("pp")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("runscript: pp"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Conversions: encrypted -> plain, and re-encryption for another key, without
+    // unpacking; the metadata objects are kept, or left out on request.
+    build_ok(
+        &env,
+        &[
+            "--source-pem-path",
+            pri.to_str().unwrap(),
+            "plain.sif",
+            "pem.sif",
+        ],
+    );
+    assert!(siftool_list(&env.work.join("plain.sif")).contains("FS (Squashfs/"));
+    let o = env
+        .user
+        .veil()
+        .arg("run")
+        .arg(env.work.join("plain.sif"))
+        .arg("dec")
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("runscript: dec"));
+    build_ok(
+        &env,
+        &[
+            "--source-passphrase-file",
+            "pass",
+            "--pem-path",
+            publ.to_str().unwrap(),
+            "--no-plaintext-metadata",
+            "re.sif",
+            "pass.sif",
+        ],
+    );
+    check_encrypted(
+        &env.work.join("re.sif"),
+        &["--pem-path", pri.to_str().unwrap()],
+        &rootfs,
+    );
+    let o = build(&env, &["nokey.sif", "pem.sif"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("encrypted"));
+    assert!(!env.work.join("nokey.sif").exists());
+}
+
+fn no_temporaries(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".veil"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn bad_recipes_name_the_line_and_leave_nothing() {
+    let env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "unknown.def",
+            "Bootstrap: localimage\nFrom: rootfs\n\n%post\n  true\n%bogus\n",
+            "unknown.def:6: unknown section %bogus",
+        ),
+        (
+            "nofrom.def",
+            "# x\nBootstrap: localimage\n%post\n  true\n",
+            "nofrom.def:2: Bootstrap: localimage needs a `From:` header",
+        ),
+        (
+            "fails.def",
+            "Bootstrap: localimage\nFrom: rootfs\n\n%post\n  echo before\n  false\n  echo after\n",
+            "fails.def:4: %post failed (exit status 1)",
+        ),
+        (
+            "badfrom.def",
+            "Bootstrap: localimage\nFrom: nowhere\n",
+            "badfrom.def:2: From: nowhere",
+        ),
+        (
+            "noarg.def",
+            "Bootstrap: scratch\n%runscript\n  echo {{ MISSING }}\n",
+            "noarg.def:3: build argument \"MISSING\"",
+        ),
+    ];
+    for (name, text, want) in cases {
+        std::fs::write(env.work.join(name), text).unwrap();
+        let o = build(&env, &["bad.sif", name]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name} built");
+        let last = err.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("veil: error: ") && last.contains(want),
+            "{name}: {err}"
+        );
+        assert!(!env.work.join("bad.sif").exists());
+        no_temporaries(&env.work);
+    }
+    // An existing output is kept without --force, replaced with it, and a failed
+    // build leaves the old one untouched.
+    build_ok(&env, &["keep.sif", "rootfs"]);
+    let before = std::fs::read(env.work.join("keep.sif")).unwrap();
+    let o = build(&env, &["keep.sif", "rootfs"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists (use --force"));
+    let o = build(&env, &["--force", "keep.sif", "fails.def"]);
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read(env.work.join("keep.sif")).unwrap(), before);
+    build_ok(
+        &env,
+        &["--force", "--compression", "zstd", "keep.sif", "rootfs"],
+    );
+    assert_ne!(std::fs::read(env.work.join("keep.sif")).unwrap(), before);
+    no_temporaries(&env.work);
+}
