@@ -250,13 +250,11 @@ pub fn extract_squashfs<R: ReadAt>(fs_: &Squashfs<R>, dest: &Path) -> Result<Ski
 /// build's staging tree can be removed), then removes it.
 pub fn remove_tree(root: &Path) {
     fn walk(p: &Path) {
-        if let Ok(md) = fs::symlink_metadata(p) {
-            if md.is_dir() {
-                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
-                if let Ok(rd) = fs::read_dir(p) {
-                    for e in rd.flatten() {
-                        walk(&e.path());
-                    }
+        if fs::symlink_metadata(p).is_ok_and(|md| md.is_dir()) {
+            let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path());
                 }
             }
         }

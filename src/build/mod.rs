@@ -440,21 +440,21 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
 
     if let Some(s) = &stage {
         layout::apply_to_dir(&s.0, &entries).map_err(|e| BuildError::io(&s.0, e))?;
-        if let Some((r, file)) = &recipe {
-            if let (Some(t), false) = (&r.test, opts.notest) {
-                let ctx = post::Context {
-                    file,
-                    section: "test",
-                    trace: false,
-                };
-                eprintln!("veil build: running %test");
-                let script = recipe::Script {
+        if let Some((r, file)) = &recipe
+            && let (Some(t), false) = (&r.test, opts.notest)
+        {
+            let ctx = post::Context {
+                file,
+                section: "test",
+                trace: false,
+            };
+            eprintln!("veil build: running %test");
+            let script = recipe::Script {
                     body: "for f in /.singularity.d/env/*.sh; do [ -f \"$f\" ] && . \"$f\"; done\nexec /.singularity.d/test\n".into(),
                     interpreter: None,
                     line: t.line,
                 };
-                post::run_in_root(&ctx, &script, &s.0, &[])?;
-            }
+            post::run_in_root(&ctx, &script, &s.0, &[])?;
         }
     }
 

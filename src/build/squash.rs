@@ -111,7 +111,10 @@ struct Sqfs {
     dm: *mut ffi::sqfs_meta_writer_t,
     dw: *mut ffi::sqfs_dir_writer_t,
     /// Inodes: file inodes belong to the library (`sqfs_free`), the others are ours
-    /// (`libc::free`); both are the C allocator's.
+    /// (`libc::free`); both are the C allocator's. Boxed on purpose: the block processor
+    /// keeps the address of each slot and updates it, so slots must not move when the
+    /// vector grows.
+    #[allow(clippy::vec_box)]
     inodes: Vec<Box<*mut ffi::sqfs_inode_generic_t>>,
 }
 

@@ -241,11 +241,11 @@ impl Tree {
             let kind = if ft.is_dir() {
                 Kind::Dir(BTreeMap::new())
             } else if ft.is_file() {
-                if md.nlink() > 1 {
-                    if let Some(&first) = links.get(&(md.dev(), md.ino())) {
-                        self.link(parent, name.into_vec(), Kind::HardLink(first), meta);
-                        continue;
-                    }
+                if md.nlink() > 1
+                    && let Some(&first) = links.get(&(md.dev(), md.ino()))
+                {
+                    self.link(parent, name.into_vec(), Kind::HardLink(first), meta);
+                    continue;
                 }
                 Kind::File(FileData::Path(path.clone()), md.len())
             } else if ft.is_symlink() {
