@@ -6,6 +6,7 @@
 //! squashfs in-process → encrypt it when asked → assemble the SIF in a temporary file →
 //! verify it → rename it over the destination. Any failure removes every temporary.
 
+pub mod archive;
 pub mod assemble;
 pub mod encrypt;
 pub mod error;
@@ -67,6 +68,8 @@ enum Input {
     Dir(PathBuf),
     /// A SIF or plain squashfs file.
     Image(PathBuf),
+    /// A rootfs tarball, docker-archive or oci-archive.
+    Archive(PathBuf, archive::Kind),
     Scratch,
 }
 
@@ -181,6 +184,16 @@ fn owners() -> Owners {
 /// Resolves the source argument: a definition file is parsed, anything else is used
 /// as is.
 fn resolve(opts: &BuildOptions) -> Result<(Input, Option<(Recipe, String)>)> {
+    for (prefix, kind) in [
+        ("docker-archive:", archive::Kind::DockerArchive),
+        ("oci-archive:", archive::Kind::OciArchive),
+    ] {
+        if let Some(rest) = opts.source.strip_prefix(prefix) {
+            let p = Path::new(rest);
+            std::fs::metadata(p).map_err(|e| BuildError::io(p, e))?;
+            return Ok((Input::Archive(p.to_path_buf(), kind), None));
+        }
+    }
     let p = Path::new(&opts.source);
     let md = std::fs::metadata(p).map_err(|e| BuildError::io(p, e))?;
     if md.is_dir() {
@@ -188,6 +201,10 @@ fn resolve(opts: &BuildOptions) -> Result<(Input, Option<(Recipe, String)>)> {
     }
     if is_image(p) {
         return Ok((Input::Image(p.to_path_buf()), None));
+    }
+    if archive::is_tar(p) {
+        let kind = archive::detect(p)?;
+        return Ok((Input::Archive(p.to_path_buf(), kind), None));
     }
     if md.len() > 4 << 20 {
         return Err(BuildError::Source(format!(
@@ -228,14 +245,29 @@ fn resolve(opts: &BuildOptions) -> Result<(Input, Option<(Recipe, String)>)> {
             }
         }
         Bootstrap::DockerArchive | Bootstrap::OciArchive => {
-            return Err(BuildError::Recipe {
-                file: name,
+            let from = r.from.clone().unwrap_or_default();
+            let from = from
+                .strip_prefix(&format!("{}:", r.bootstrap.name()))
+                .unwrap_or(&from)
+                .to_string();
+            let mut fp = PathBuf::from(&from);
+            if !fp.exists() && fp.is_relative() {
+                let alt = crate::fsutil::parent_dir(p).join(&from);
+                if alt.exists() {
+                    fp = alt;
+                }
+            }
+            std::fs::metadata(&fp).map_err(|e| BuildError::Recipe {
+                file: name.clone(),
                 line: r.from_line,
-                msg: format!(
-                    "Bootstrap: {} is not implemented yet in veil build",
-                    r.bootstrap.name()
-                ),
-            });
+                msg: format!("From: {from}: {e}"),
+            })?;
+            let kind = if r.bootstrap == Bootstrap::DockerArchive {
+                archive::Kind::DockerArchive
+            } else {
+                archive::Kind::OciArchive
+            };
+            Input::Archive(fp, kind)
         }
     };
     Ok((input, Some((r, name))))
@@ -366,6 +398,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
         opts.tmpdir.clone().unwrap_or_else(|| out_dir.clone())
     };
     let mut skipped = 0;
+    let mut oci_config: Option<archive::ImageConfig> = None;
     let stage = if needs_stage {
         let s = StageDir::new(&stage_parent, "build")?;
         match &input {
@@ -373,6 +406,17 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
             Input::Image(p) => {
                 let fs = open_image(p, opts.source_key.as_ref())?;
                 skipped += fsops::extract_squashfs(&fs, &s.0)?.devices;
+            }
+            Input::Archive(p, kind) => {
+                let scratch = StageDir::new(&stage_parent, "unpack")?;
+                let (config, n) = archive::unpack(p, *kind, &s.0, &scratch.0)?;
+                skipped += n;
+                if let Some(c) = config {
+                    oci_config = Some(c);
+                }
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| BuildError::io(&s.0, e))?;
             }
             Input::Scratch => {
                 use std::os::unix::fs::PermissionsExt;
@@ -388,6 +432,10 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     let base = layout::base_entries();
     if let Some(s) = &stage {
         layout::apply_to_dir(&s.0, &base).map_err(|e| BuildError::io(&s.0, e))?;
+        if let Some(c) = &oci_config {
+            let entries = oci_entries(c, &s.0);
+            layout::apply_to_dir(&s.0, &entries).map_err(|e| BuildError::io(&s.0, e))?;
+        }
         // What %post appends to $APPTAINER_ENVIRONMENT; removed again if it stays empty.
         let env91 = s.0.join(".singularity.d/env/91-environment.sh");
         let made_env91 = !env91.exists();
@@ -517,6 +565,42 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
         skipped_devices: skipped,
         ..summary
     })
+}
+
+/// The layout entries an OCI image configuration gives (environment, runscript,
+/// labels merged into the image's).
+fn oci_entries(c: &archive::ImageConfig, root: &Path) -> Vec<layout::Entry> {
+    let mut labels: BTreeMap<String, serde_json::Value> =
+        std::fs::read(root.join(".singularity.d/labels.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+    for (k, v) in &c.labels {
+        labels.insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    let file = |path: &str, b: Vec<u8>, perm| layout::Entry {
+        path: path.into(),
+        kind: layout::EntryKind::File(b),
+        perm,
+        replace: true,
+    };
+    vec![
+        file(
+            "/.singularity.d/env/10-docker2singularity.sh",
+            archive::env_script(c).into_bytes(),
+            0o755,
+        ),
+        file(
+            "/.singularity.d/runscript",
+            archive::runscript(c).into_bytes(),
+            0o755,
+        ),
+        file(
+            "/.singularity.d/labels.json",
+            serde_json::to_vec_pretty(&labels).unwrap_or_default(),
+            0o644,
+        ),
+    ]
 }
 
 fn empty_recipe() -> Recipe {
