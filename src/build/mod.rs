@@ -15,6 +15,7 @@ pub mod layout;
 pub mod post;
 pub mod progress;
 pub mod recipe;
+pub mod rekey;
 mod sqfs_ffi;
 pub mod squash;
 pub mod tree;

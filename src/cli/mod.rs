@@ -9,6 +9,7 @@ mod build;
 mod encryption;
 mod inspect;
 mod key;
+mod keyslot;
 mod run;
 mod sif;
 mod sign;
@@ -33,6 +34,8 @@ enum Command {
     Test(run::RunArgs),
     /// Build a SIF image (or a sandbox) from a definition file, a directory or an image, plain or encrypted, without root
     Build(build::BuildArgs),
+    /// Re-key an encrypted SIF in place: add or remove a passphrase or an RSA recipient
+    Keyslot(keyslot::KeyslotArgs),
     /// Show what an image is, including its encryption parameters (no key needed)
     Inspect(inspect::InspectArgs),
     /// Inspect and edit SIF files (siftool-compatible)
@@ -54,6 +57,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Shell(a) => run::shell(a),
         Command::Test(a) => run::run(crate::launch::Action::Test, a, None),
         Command::Build(args) => build::run(args),
+        Command::Keyslot(args) => keyslot::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Sif(args) => sif::run(args),
         Command::Key(args) => key::run(args),
