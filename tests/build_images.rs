@@ -572,3 +572,87 @@ fn bad_recipes_name_the_line_and_leave_nothing() {
     assert_ne!(std::fs::read(env.work.join("keep.sif")).unwrap(), before);
     no_temporaries(&env.work);
 }
+
+#[test]
+fn inspect_shows_build_metadata_from_objects_or_the_image() {
+    let env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    let def = "Bootstrap: localimage\nFrom: rootfs\n%environment\n    export A=1\n%runscript\n    echo run\n%test\n    true\n%labels\n    Who me\n%help\n    Some help.\n";
+    std::fs::write(env.work.join("meta.def"), def).unwrap();
+    std::fs::write(env.work.join("pass"), "pw").unwrap();
+    env.user.own(&env.work);
+    build_ok(&env, &["meta.sif", "meta.def"]);
+    build_ok(
+        &env,
+        &[
+            "--passphrase-file",
+            "pass",
+            "--kdf-time",
+            "50",
+            "--kdf-memory",
+            "16",
+            "--no-plaintext-metadata",
+            "enc.sif",
+            "meta.def",
+        ],
+    );
+    let list = siftool_list(&env.work.join("enc.sif"));
+    assert!(
+        !list.contains("Def.FILE") && !list.contains("JSON.Generic"),
+        "{list}"
+    );
+    let inspect = |args: &[&str]| {
+        let o = env
+            .user
+            .veil()
+            .current_dir(&env.work)
+            .arg("inspect")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    for args in [
+        vec!["--json", "--all", "meta.sif"],
+        vec!["--json", "--all", "--passphrase-file", "pass", "enc.sif"],
+    ] {
+        let v = inspect(&args);
+        let a = &v["attributes"];
+        assert_eq!(a["labels"]["Who"], "me", "{v}");
+        assert!(
+            a["deffile"].as_str().unwrap().contains("From: rootfs"),
+            "{v}"
+        );
+        assert!(a["runscript"].as_str().unwrap().contains("echo run"), "{v}");
+        assert!(a["test"].as_str().unwrap().contains("true"), "{v}");
+        assert!(
+            a["helpfile"].as_str().unwrap().contains("Some help."),
+            "{v}"
+        );
+        assert!(
+            a["environment"]["90-environment.sh"]
+                .as_str()
+                .unwrap()
+                .contains("export A=1"),
+            "{v}"
+        );
+    }
+    // Without the key, an encrypted image without metadata objects shows what it can.
+    let v = inspect(&["--json", "-l", "enc.sif"]);
+    assert!(v["note"].as_str().unwrap().contains("encrypted"), "{v}");
+    let o = env
+        .user
+        .veil()
+        .current_dir(&env.work)
+        .args(["inspect", "-r", "meta.sif"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("== runscript ==\n#!/bin/sh\n\n    echo run"),
+        "{}",
+        stdout(&o)
+    );
+}

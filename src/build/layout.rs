@@ -216,6 +216,13 @@ pub fn recipe_entries(r: &Recipe, labels: &BTreeMap<String, String>) -> (Vec<Ent
             0o644,
         );
     }
+    if !r.text.is_empty() {
+        put(
+            "/.singularity.d/Singularity",
+            r.text.clone().into_bytes(),
+            0o644,
+        );
+    }
     let json = serde_json::to_string_pretty(labels).unwrap_or_else(|_| "{}".into());
     put("/.singularity.d/labels.json", json.into_bytes(), 0o644);
     (v, md)

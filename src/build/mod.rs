@@ -11,6 +11,7 @@ pub mod assemble;
 pub mod encrypt;
 pub mod error;
 pub mod fsops;
+pub mod inspect;
 pub mod layout;
 pub mod post;
 pub mod progress;
