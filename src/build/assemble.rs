@@ -96,7 +96,9 @@ pub fn write_sif(
         .clone()
         .unwrap_or_else(|| crate::fsutil::parent_dir(&opts.output).to_path_buf());
     let sqfs = TempPath::new(&tmp_dir, "squashfs");
+    crate::launch::debug_time("build: tree scanned");
     let stats = squash::write(tree, sqfs.path(), sq)?;
+    crate::launch::debug_time("build: squashfs written");
     // Verification, part 1: the filesystem reads back whole.
     let fs = Squashfs::open(FileSource::open(sqfs.path())?)
         .map_err(|e| BuildError::Verify(e.to_string()))?;
@@ -108,6 +110,7 @@ pub fn write_sif(
         )));
     }
     drop(fs);
+    crate::launch::debug_time("build: squashfs verified");
     finish(opts, sqfs, objs, stats.bytes, stats.inodes)
 }
 
@@ -176,7 +179,9 @@ fn finish(
         time: Some(objs.time),
         ..Default::default()
     };
+    crate::launch::debug_time("build: encrypted");
     crate::sif::create(final_tmp.path(), &copts, objects)?;
+    crate::launch::debug_time("build: SIF assembled");
     if let Some(t) = opts.source_date_epoch {
         // The writer stamps the header's "modified" field (offset 72) with the time of
         // the last object added; a reproducible build pins it to SOURCE_DATE_EPOCH too.
@@ -191,6 +196,7 @@ fn finish(
     drop(luks_tmp);
     drop(sqfs);
     verify(final_tmp.path(), fs_type, secret.as_ref())?;
+    crate::launch::debug_time("build: SIF verified");
     if out.is_dir() {
         return Err(BuildError::Source(format!(
             "{} is a directory; remove it first",
