@@ -240,6 +240,29 @@ fn resolve(opts: &BuildOptions) -> Result<(Input, Option<(Recipe, String)>)> {
                 line: r.from_line,
                 msg: format!("From: {from}: {e}"),
             })?;
+            if !r.fingerprints.is_empty() {
+                let e = |msg: String| BuildError::Recipe {
+                    file: name.clone(),
+                    line: r.fingerprints_line,
+                    msg,
+                };
+                if md.is_dir() {
+                    return Err(e(
+                        "Fingerprints: a sandbox directory cannot be signed".into()
+                    ));
+                }
+                let certs = crate::sign::keyring::KeyStore::from_env()
+                    .and_then(|k| k.verification_certs())
+                    .map_err(|err| e(format!("Fingerprints: reading the keyrings: {err}")))?;
+                match crate::sign::check_fingerprints(&fp, &r.fingerprints, &certs) {
+                    Ok(v) if v.is_allowed() => {}
+                    Ok(crate::sign::policy::Verdict::Refused { reason }) => {
+                        return Err(e(format!("Fingerprints: {}: {reason}", fp.display())));
+                    }
+                    Ok(_) => unreachable!("allowed is handled above"),
+                    Err(err) => return Err(e(format!("Fingerprints: {err}"))),
+                }
+            }
             if md.is_dir() {
                 Input::Dir(fp)
             } else {
@@ -613,6 +636,7 @@ fn empty_recipe() -> Recipe {
         from: None,
         from_line: 0,
         fingerprints: Vec::new(),
+        fingerprints_line: 0,
         header: BTreeMap::new(),
         setup: None,
         files: Vec::new(),

@@ -52,6 +52,8 @@ pub struct Recipe {
     pub from: Option<String>,
     pub from_line: usize,
     pub fingerprints: Vec<String>,
+    /// Line of the `Fingerprints:` header (0 when absent).
+    pub fingerprints_line: usize,
     pub header: BTreeMap<String, String>,
     pub setup: Option<Script>,
     pub files: Vec<FileCopy>,
@@ -303,6 +305,7 @@ pub fn parse(file: &str, text: &str, build_args: &[(String, String)]) -> Result<
         from,
         from_line,
         fingerprints,
+        fingerprints_line: header_lines.get("fingerprints").copied().unwrap_or(0),
         header,
         setup: None,
         files: Vec::new(),
