@@ -95,3 +95,98 @@ fn real_root_uses_the_kernel_squashfs_and_leaves_no_loop_device() {
         stdout(&o)
     );
 }
+
+/// Names of the device-mapper devices that exist now.
+fn dm_names() -> Vec<String> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/block") {
+        for e in rd.flatten() {
+            if let Ok(n) = std::fs::read_to_string(e.path().join("dm/name")) {
+                v.push(n.trim().to_string());
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn real_root_maps_encrypted_images_with_dm_crypt_and_cleans_up() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP {}: the tests do not run as root", module_path!());
+        return;
+    }
+    let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
+    if !misc.contains("device-mapper") {
+        eprintln!(
+            "SKIP {}: this kernel has no device-mapper (no 'device-mapper' in /proc/misc), so the dm-crypt path cannot run here; the FUSE path is tested by run_encrypted",
+            module_path!()
+        );
+        return;
+    }
+    let make = require!(
+        shared_dir()
+            .map(|d| d.join("interop/make-encrypted-sif"))
+            .filter(|p| p.is_file()),
+        "../shared/interop/make-encrypted-sif not found"
+    );
+    require!(which("cryptsetup"), "cryptsetup is not installed");
+    let dir = tempfile::tempdir().unwrap();
+    let root = require!(busybox_rootfs(dir.path()), "busybox is not installed");
+    for ss in ["512", "4096"] {
+        let sif = dir.path().join(format!("enc-{ss}.sif"));
+        let st = std::process::Command::new(&make)
+            .arg("--rootfs")
+            .arg(&root)
+            .arg("-o")
+            .arg(&sif)
+            .args([
+                "--fast",
+                "-q",
+                "--passphrase",
+                "dm-secret",
+                "--sector-size",
+                ss,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let before = dm_names();
+        let o = run_ok(
+            veil()
+                .arg("exec")
+                .arg(&sif)
+                .args([
+                    "sh",
+                    "-c",
+                    "grep -c ' fuse' /proc/self/mounts; cat /data/hello.txt",
+                ])
+                .env("VEIL_ENCRYPTION_PASSPHRASE", "dm-secret"),
+        );
+        let s = stdout(&o);
+        assert!(s.starts_with("0\n"), "no FUSE mount with dm-crypt: {s}");
+        assert!(s.contains("hello from the image"), "{s}");
+        // The mapping and the loop device go with the container.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while (dm_names().len() > before.len()
+            || backing_files().iter().any(|f| f.contains("enc-")))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(dm_names(), before, "a dm-crypt mapping was left behind");
+        assert!(
+            !backing_files().iter().any(|f| f.contains("enc-")),
+            "a loop device was left behind"
+        );
+        // --fuse forces the user-space path.
+        let o = run_ok(
+            veil()
+                .args(["exec", "--fuse"])
+                .arg(&sif)
+                .args(["grep", "-c", " fuse", "/proc/self/mounts"])
+                .env("VEIL_ENCRYPTION_PASSPHRASE", "dm-secret"),
+        );
+        assert_ne!(stdout(&o).trim(), "0");
+    }
+}

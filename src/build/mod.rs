@@ -122,6 +122,7 @@ fn open_image(
             match e
                 .unlock(&pass, &Default::default())
                 .map_err(|err| src(err.to_string()))?
+                .root
             {
                 Root::Squashfs { fs, .. } => Ok(fs),
                 Root::Directory(_) => Err(src("unexpected directory".into())),

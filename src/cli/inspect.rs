@@ -93,7 +93,7 @@ fn metadata(a: &InspectArgs, opened: Image) -> Result<(Attributes, Option<String
         Image::Encrypted(e) => match select_from_env(&a.key.flags()) {
             Some(src) => {
                 let pass = src.for_run(e.message())?;
-                match e.unlock(&pass, &Default::default())? {
+                match e.unlock(&pass, &Default::default())?.root {
                     Root::Squashfs { fs, .. } => Some(inspect::from_squashfs(&fs)),
                     Root::Directory(d) => Some(inspect::from_dir(&d)),
                 }

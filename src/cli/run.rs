@@ -193,6 +193,9 @@ fn root_source(a: &RunArgs) -> Result<RootSource> {
             Ok(root.into())
         }
         Image::Encrypted(enc) => {
+            // Key material is about to enter this process: no core dumps, no
+            // /proc/<pid>/mem or environ for other processes of the user.
+            let _ = nix::sys::prctl::set_dumpable(false);
             let Some(key) = key else {
                 let kind = if enc.message().is_some() {
                     "for an RSA key"
@@ -208,9 +211,19 @@ fn root_source(a: &RunArgs) -> Result<RootSource> {
                 .for_run(enc.message())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
             launch::debug_time("key material read");
-            let root = (*enc).unlock(&pass, &Default::default())?;
+            let unlocked = (*enc).unlock(&pass, &Default::default())?;
             launch::debug_time("image unlocked");
-            Ok(root.into())
+            let crate::image::Root::Squashfs { fs, .. } = unlocked.root else {
+                bail!("{}: an encrypted partition holds a directory", a.image);
+            };
+            Ok(RootSource::Squashfs {
+                fs,
+                region: None,
+                crypt: Some(launch::KernelCrypt {
+                    volume: unlocked.volume,
+                    mapping: unlocked.mapping,
+                }),
+            })
         }
     }
 }

@@ -255,20 +255,22 @@ fn read_file(p: &Path, kind: &str) -> Result<Zeroizing<Vec<u8>>> {
     read_limited(f, limit, &what)
 }
 
-/// Reads a descriptor the caller passed open (`--pem-fd 3 3<key.pem`, or a pipe),
-/// through /proc so no raw-descriptor ownership games are needed.
+/// Reads a descriptor the caller passed open (`--pem-fd 3 3<key.pem`, or a pipe).
+/// A duplicate is read and closed, so the caller's descriptor stays as it was.
 fn read_fd(fd: i32, flag: &str) -> Result<Zeroizing<Vec<u8>>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
     let what = format!("{flag} {fd}");
-    if fd < 0 {
-        return Err(CryptError::bad_key(format!(
-            "{what}: not a file descriptor"
-        )));
+    // SAFETY: dup(2) takes any integer; an invalid one fails with EBADF.
+    let dup = unsafe { libc::dup(fd) };
+    if dup < 0 {
+        return Err(CryptError::Io {
+            what: format!("{what} (is the descriptor open?)"),
+            err: std::io::Error::last_os_error(),
+        });
     }
-    let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|err| CryptError::Io {
-        what: what.clone(),
-        err,
-    })?;
-    read_limited(f, MAX_PASSPHRASE, &what)
+    // SAFETY: `dup` was just returned by dup(2), so this is its only owner.
+    let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+    read_limited(std::fs::File::from(owned), MAX_PASSPHRASE, &what)
 }
 
 fn env_bytes(var: &str) -> Option<Zeroizing<Vec<u8>>> {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use veil_fusefs::luks2::{self, HeaderSummary, Passphrase, UnlockOptions};
+use veil_fusefs::luks2::{self, HeaderSummary, KernelMapping, Passphrase, UnlockOptions};
 use veil_fusefs::squashfs::Squashfs;
 
 use super::{FileRegion, ImageError, Root, Source};
@@ -59,9 +59,14 @@ impl Encrypted {
     }
 
     /// Unlocks the volume and opens the squashfs inside it.
-    pub fn unlock(self, passphrase: &Passphrase, opts: &UnlockOptions) -> Result<Root, ImageError> {
+    pub fn unlock(
+        self,
+        passphrase: &Passphrase,
+        opts: &UnlockOptions,
+    ) -> Result<Unlocked, ImageError> {
         let name = self.name;
-        let volume = luks2::unlock(self.volume, passphrase, opts).map_err(|e| match e {
+        let region = self.region;
+        let mut volume = luks2::unlock(self.volume, passphrase, opts).map_err(|e| match e {
             luks2::Error::WrongPassphrase if self.message.is_some() => ImageError::Crypto(
                 name.clone(),
                 "the key opens no keyslot of the image (wrong passphrase, or the crypto message does not belong to this partition)".into(),
@@ -72,6 +77,7 @@ impl Encrypted {
             ),
             e => ImageError::Luks(name.clone(), e),
         })?;
+        let mapping = volume.take_kernel_mapping();
         let source: Source = Arc::new(volume);
         let fs = Squashfs::open(source).map_err(|e| {
             ImageError::Crypto(
@@ -79,11 +85,24 @@ impl Encrypted {
                 format!("the decrypted partition is not a usable squashfs ({e})"),
             )
         })?;
-        Ok(Root::Squashfs {
-            fs: Arc::new(fs),
-            region: None,
+        Ok(Unlocked {
+            root: Root::Squashfs {
+                fs: Arc::new(fs),
+                region: None,
+            },
+            volume: region,
+            mapping,
         })
     }
+}
+
+/// An unlocked image: its root served from user-space decryption, and what the
+/// privileged path needs to let dm-crypt and the kernel's squashfs do it instead.
+pub struct Unlocked {
+    pub root: Root,
+    /// Where the LUKS2 volume lies in the file.
+    pub volume: FileRegion,
+    pub mapping: KernelMapping,
 }
 
 /// Upper bound on a crypto message (a 16384-bit key makes 2.8 KiB).

@@ -14,6 +14,7 @@
 
 pub mod action;
 pub mod binds;
+mod dmcrypt;
 pub mod env;
 pub mod error;
 pub mod identity;
@@ -54,14 +55,26 @@ pub enum RootSource {
     Squashfs {
         fs: Arc<Squashfs<crate::image::Source>>,
         region: Option<crate::image::FileRegion>,
+        /// For an encrypted image: what dm-crypt needs to do the decryption instead.
+        crypt: Option<KernelCrypt>,
     },
+}
+
+/// An encrypted image's LUKS2 volume in its file, and its dm-crypt mapping.
+pub struct KernelCrypt {
+    pub volume: crate::image::FileRegion,
+    pub mapping: veil_fusefs::luks2::KernelMapping,
 }
 
 impl From<crate::image::Root> for RootSource {
     fn from(r: crate::image::Root) -> Self {
         match r {
             crate::image::Root::Directory(d) => RootSource::Directory(d),
-            crate::image::Root::Squashfs { fs, region } => RootSource::Squashfs { fs, region },
+            crate::image::Root::Squashfs { fs, region } => RootSource::Squashfs {
+                fs,
+                region,
+                crypt: None,
+            },
         }
     }
 }
@@ -95,6 +108,8 @@ enum Mode {
     Fuse(Arc<Squashfs<crate::image::Source>>),
     /// Real root: the kernel's squashfs over a loop device, no user namespace.
     Kernel(crate::image::FileRegion),
+    /// Real root, encrypted image: the kernel's squashfs over dm-crypt over a loop device.
+    KernelCrypt(KernelCrypt),
 }
 
 /// True for uid 0 in the initial user namespace (not merely root inside a container).
@@ -164,8 +179,21 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let mode = match spec.root {
         RootSource::Directory(d) => Mode::Directory(d),
         RootSource::Squashfs {
-            region: Some(r), ..
+            region: Some(r),
+            crypt: None,
+            ..
         } if real_root() && !o.fuse => Mode::Kernel(r),
+        RootSource::Squashfs {
+            crypt: Some(c), fs, ..
+        } if real_root() && !o.fuse => match dmcrypt::available() {
+            Ok(()) => Mode::KernelCrypt(c),
+            Err(why) => {
+                debug_note(&format!(
+                    "dm-crypt path not used ({why}); serving with FUSE"
+                ));
+                Mode::Fuse(fs)
+            }
+        },
         RootSource::Squashfs { fs, .. } => Mode::Fuse(fs),
     };
     if let Mode::Fuse(_) = &mode {
@@ -240,7 +268,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
 
-    if let Mode::Kernel(_) = &mode {
+    if let Mode::Kernel(_) | Mode::KernelCrypt(_) = &mode {
         // Real root needs no user namespace, and the kernel's squashfs refuses to mount in one.
         unshare(CloneFlags::CLONE_NEWNS).ctx(|| "creating a mount namespace".into())?;
     } else {
@@ -337,6 +365,21 @@ fn stage(mode: &Mode) -> Result<()> {
     // Likewise the loop device is attached while the image's path is still visible.
     let loop_dev = match mode {
         Mode::Kernel(region) => Some(loopdev::attach(&region.path, region.offset, region.size)?),
+        Mode::KernelCrypt(c) => Some(loopdev::attach(
+            &c.volume.path,
+            c.volume.offset,
+            c.volume.size,
+        )?),
+        _ => None,
+    };
+    // dm-crypt over the loop device; removed again if anything below fails.
+    let dm = match mode {
+        Mode::KernelCrypt(c) => {
+            let Some(dev) = &loop_dev else {
+                return Err(LaunchError::Invalid("no loop device".into()));
+            };
+            Some(dmcrypt::map(&dev.path, &c.mapping)?)
+        }
         _ => None,
     };
     mount(
@@ -376,6 +419,14 @@ fn stage(mode: &Mode) -> Result<()> {
             )
             .ctx(|| format!("mounting the image's squashfs from {}", dev.path.display()))?;
             // The mount holds the device now; autoclear detaches it with the mount.
+        }
+        Mode::KernelCrypt(_) => {
+            let Some(dm) = dm else { return Ok(()) };
+            let node = Path::new(STAGE).join(".dm");
+            dm.mount_squashfs(&node, &image)?;
+            // Deferred removal: the kernel deletes the mapping when the mount goes,
+            // on every exit path, like the loop device's autoclear.
+            dm.remove_deferred();
         }
         Mode::Fuse(_) => {} // mounted by the launcher once the child exists (`serve_image`)
     }
@@ -560,6 +611,13 @@ fn host_file(p: &str) -> Option<PathBuf> {
 
 /// With `VEIL_DEBUG` set, prints how long the launcher has been running at each step,
 /// to see where the time to start a container goes.
+/// A line on stderr when VEIL_DEBUG is set.
+pub fn debug_note(msg: &str) {
+    if std::env::var_os("VEIL_DEBUG").is_some() {
+        eprintln!("veil: {msg}");
+    }
+}
+
 pub fn debug_time(step: &str) {
     use std::sync::OnceLock;
     use std::time::Instant;

@@ -52,10 +52,23 @@ pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
             LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim()))
         })
     };
-    write("setgroups", "deny".into())?;
-    write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
-    write("gid_map", format!("{inner_gid} {gid} 1\n"))?;
-    Ok(())
+    // A process holding an encrypted image's key is non-dumpable from the start,
+    // which makes its /proc files root's: it may write its own id maps only while
+    // dumpable. The window is these three writes; no core dump can happen in it
+    // unless one of them crashes the process.
+    let guarded = nix::sys::prctl::get_dumpable().unwrap_or(true);
+    if !guarded {
+        let _ = nix::sys::prctl::set_dumpable(true);
+    }
+    let r = (|| {
+        write("setgroups", "deny".into())?;
+        write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
+        write("gid_map", format!("{inner_gid} {gid} 1\n"))
+    })();
+    if !guarded {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
+    r
 }
 
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process. Threads

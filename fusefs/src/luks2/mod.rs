@@ -37,7 +37,7 @@ pub use kdf::{Argon2Variant, KdfChoice, KdfKind, KdfLimits, KdfParams};
 pub use mem::available_bytes;
 pub use rekey::{add_keyslot, remove_keyslot};
 pub use secret::{Passphrase, VolumeKey};
-pub use segment::UnlockedVolume;
+pub use segment::{KernelMapping, UnlockedVolume};
 pub use xts::Xts;
 
 use crate::source::ReadAt;
@@ -299,8 +299,9 @@ pub fn unlock<R: ReadAt>(
     let offset = seg.offset;
     let summary = summarize(&h);
     let warnings = h.warnings.clone();
+    let mapping = KernelMapping::new(&vk, offset, len, seg.sector_size);
     Ok(UnlockedVolume::new(
-        src, xts, offset, len, summary, warnings, slot,
+        src, xts, offset, len, summary, warnings, slot, mapping,
     ))
 }
 

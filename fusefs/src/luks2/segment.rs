@@ -21,9 +21,72 @@ pub struct UnlockedVolume<R> {
     summary: super::HeaderSummary,
     warnings: Vec<String>,
     keyslot: u32,
+    mapping: KernelMapping,
+}
+
+/// What the kernel's dm-crypt needs to map the same data segment (the privileged
+/// fast path): the crypt target's parameters with the volume key, and where the
+/// segment lies in the volume. The key is in a zeroizing buffer and never printed.
+pub struct KernelMapping {
+    /// `aes-xts-plain64 <hex key> <iv offset>`, the first three crypt-target fields.
+    cipher_key_iv: zeroize::Zeroizing<String>,
+    /// Byte offset of the data segment in the volume.
+    pub offset: u64,
+    /// Plaintext length in bytes.
+    pub len: u64,
+    pub sector_size: u32,
+}
+
+impl KernelMapping {
+    pub(crate) fn new(key: &super::VolumeKey, offset: u64, len: u64, sector_size: u32) -> Self {
+        use std::fmt::Write;
+        let mut s = zeroize::Zeroizing::new(String::with_capacity(32 + 2 * key.bytes().len()));
+        s.push_str(super::DATA_CIPHER);
+        s.push(' ');
+        for b in key.bytes() {
+            let _ = write!(s, "{b:02x}");
+        }
+        // LUKS2 counts IVs in 512-byte units from the segment start, which is
+        // dm-crypt's default (no iv_large_sectors); this module refuses iv_tweak != 0.
+        s.push_str(" 0");
+        KernelMapping {
+            cipher_key_iv: s,
+            offset,
+            len,
+            sector_size,
+        }
+    }
+
+    /// The crypt target's parameter string for a device `dev` (`major:minor` or a
+    /// path) that holds the whole volume. Contains the key: hand it to the kernel only.
+    pub fn crypt_params(&self, dev: &str) -> zeroize::Zeroizing<String> {
+        let mut s = zeroize::Zeroizing::new(format!(
+            "{} {dev} {}",
+            self.cipher_key_iv.as_str(),
+            self.offset / 512
+        ));
+        if self.sector_size != 512 {
+            s.push_str(&format!(" 1 sector_size:{}", self.sector_size));
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for KernelMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelMapping")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .field("sector_size", &self.sector_size)
+            .field("key", &"[redacted]")
+            .finish()
+    }
 }
 
 impl<R: ReadAt> UnlockedVolume<R> {
+    // Internal constructor fed from one place (`unlock`); a parameter struct would
+    // only rename the same eight values.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         src: R,
         xts: Xts,
@@ -32,6 +95,7 @@ impl<R: ReadAt> UnlockedVolume<R> {
         summary: super::HeaderSummary,
         warnings: Vec<String>,
         keyslot: u32,
+        mapping: KernelMapping,
     ) -> Self {
         UnlockedVolume {
             src,
@@ -41,6 +105,7 @@ impl<R: ReadAt> UnlockedVolume<R> {
             summary,
             warnings,
             keyslot,
+            mapping,
         }
     }
 
@@ -52,6 +117,19 @@ impl<R: ReadAt> UnlockedVolume<R> {
     /// Damaged or outdated header copies found while opening (nothing was repaired).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The same segment as a dm-crypt mapping, for the privileged path.
+    pub fn kernel_mapping(&self) -> &KernelMapping {
+        &self.mapping
+    }
+
+    /// Hands out the mapping (the volume stays usable).
+    pub fn take_kernel_mapping(&mut self) -> KernelMapping {
+        KernelMapping {
+            cipher_key_iv: std::mem::take(&mut self.mapping.cipher_key_iv),
+            ..self.mapping
+        }
     }
 
     /// The keyslot the passphrase opened.

@@ -1,0 +1,1003 @@
+//! Rootless runs of encrypted SIF images made the way Apptainer and SingularityCE make
+//! them (../shared/interop/make-encrypted-sif drives the real cryptsetup and siftool):
+//! passphrase and RSA modes, 512- and 4096-byte sectors, argon2id, argon2i and pbkdf2
+//! keyslots; every key source and their precedence; the errors; and that nothing
+//! decrypted reaches the disk or the container's environment.
+//!
+//! Everything runs as an unprivileged uid (65534 when the tests run as root).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use common::*;
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+struct Fixture {
+    user: Unprivileged,
+    /// A string found only in the images (and nowhere on disk in the clear).
+    marker: String,
+    /// Test keys (world-readable test material, in the user's directory).
+    keys: PathBuf,
+    /// (mode, sector size, pbkdf) -> image.
+    images: Vec<((&'static str, u32, &'static str), PathBuf)>,
+    /// A plain (unencrypted) SIF of the same tree.
+    plain: PathBuf,
+    /// Encrypted for a 1024-bit key: Apptainer's two-block RSA-OAEP message.
+    small_key_image: PathBuf,
+}
+
+fn fixture() -> Option<&'static Fixture> {
+    static F: OnceLock<Option<Fixture>> = OnceLock::new();
+    F.get_or_init(build_fixture).as_ref()
+}
+
+fn interop(script: &str) -> Option<PathBuf> {
+    let p = shared_dir()?.join("interop").join(script);
+    p.is_file().then_some(p)
+}
+
+fn build_fixture() -> Option<Fixture> {
+    for tool in ["cryptsetup", "siftool", "mksquashfs", "openssl", "python3"] {
+        if which(tool).is_none() {
+            eprintln!("SKIP: {tool} is not installed (packaging/install-deps.sh installs it)");
+            return None;
+        }
+    }
+    let make = interop("make-encrypted-sif").or_else(|| {
+        eprintln!("SKIP: ../shared/interop/make-encrypted-sif not found");
+        None
+    })?;
+    let user = Unprivileged::new()?;
+    // The source tree lives in a directory that is removed before any container runs,
+    // so a later search for the marker finds only what a run left behind.
+    let src = tempfile::tempdir().unwrap();
+    let rootfs = busybox_rootfs(src.path())?;
+    let marker = format!(
+        "VEIL-SECRET-MARKER-{:016x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            ^ std::process::id() as u64
+    );
+    // Stored twice so a split read would still be caught: as a file and inside a
+    // bigger file that spans several encryption sectors.
+    std::fs::write(rootfs.join("data/marker.txt"), format!("{marker}\n")).unwrap();
+    let mut big = vec![b'x'; 300_000];
+    big.extend_from_slice(marker.as_bytes());
+    std::fs::write(rootfs.join("data/big.bin"), &big).unwrap();
+
+    let keys = user.dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let sh = |cmd: &str| {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&keys)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd}");
+    };
+    sh("openssl genrsa -traditional -out rsa.pem 2048");
+    sh("openssl rsa -in rsa.pem -RSAPublicKey_out -out rsa_pub.pem");
+    sh("openssl pkey -in rsa.pem -out pkcs8.pem");
+    sh("openssl pkcs8 -topk8 -in rsa.pem -v2 aes-256-cbc -passout pass:keypw -out pkcs8_enc.pem");
+    sh("openssl genrsa -traditional -out other.pem 2048");
+    sh("openssl genrsa -traditional -out small.pem 1024");
+    sh("openssl rsa -in small.pem -RSAPublicKey_out -out small_pub.pem");
+    sh("chmod 0644 *");
+    std::fs::write(keys.join("pass.txt"), format!("{PASSPHRASE}\n")).unwrap();
+
+    let out = user.dir.path().join("images");
+    std::fs::create_dir(&out).unwrap();
+    let mk = |name: &str, extra: &[&str]| -> PathBuf {
+        let dst = out.join(name);
+        let o = Command::new(&make)
+            .arg("--rootfs")
+            .arg(&rootfs)
+            .arg("-o")
+            .arg(&dst)
+            .args(["--fast", "-q"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "make-encrypted-sif {extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        dst
+    };
+    let mut images = Vec::new();
+    let pub_pem = keys.join("rsa_pub.pem");
+    for mode in ["pass", "pem"] {
+        for ss in [512u32, 4096] {
+            for kdf in ["argon2id", "argon2i", "pbkdf2"] {
+                let name = format!("{mode}-{ss}-{kdf}.sif");
+                let ss_s = ss.to_string();
+                let mut args = vec!["--sector-size", &ss_s, "--pbkdf", kdf];
+                let pk = pub_pem.to_str().unwrap();
+                if mode == "pass" {
+                    args.extend(["--passphrase", PASSPHRASE]);
+                } else {
+                    args.extend(["--pem-path", pk]);
+                }
+                images.push(((mode, ss, kdf), mk(&name, &args)));
+            }
+        }
+    }
+    let small_key_image = mk(
+        "pem-small-key.sif",
+        &["--pem-path", keys.join("small_pub.pem").to_str().unwrap()],
+    );
+    let (_, plain) = squash_and_sif(&rootfs, &out)?;
+    std::fs::remove_file(out.join("rootfs.sqfs")).ok();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "sqfs") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    drop(src);
+    Some(Fixture {
+        user,
+        marker,
+        keys,
+        images,
+        plain,
+        small_key_image,
+    })
+}
+
+impl Fixture {
+    fn image(&self, mode: &str, ss: u32, kdf: &str) -> &Path {
+        &self
+            .images
+            .iter()
+            .find(|((m, s, k), _)| *m == mode && *s == ss && *k == kdf)
+            .unwrap()
+            .1
+    }
+
+    fn key(&self, name: &str) -> PathBuf {
+        self.keys.join(name)
+    }
+
+    fn veil(&self) -> Command {
+        self.user.veil()
+    }
+}
+
+fn text(o: &Output) -> (i32, String, String) {
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn ok_marker(f: &Fixture, c: &mut Command, what: &str) {
+    let (code, out, err) = text(&c.output().unwrap());
+    assert_eq!(code, 0, "{what}: {err}");
+    assert_eq!(out.trim(), f.marker, "{what}: {err}");
+}
+
+fn fails(c: &mut Command, what: &str) -> String {
+    let (code, out, err) = text(&c.output().unwrap());
+    assert_ne!(code, 0, "{what} should fail: {out}{err}");
+    let err = err.trim().to_string();
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{what}: one-line error expected: {err}"
+    );
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    err
+}
+
+#[test]
+fn every_layout_runs_and_execs() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    for ((mode, ss, kdf), image) in &f.images {
+        let what = format!("{mode} {ss} {kdf}");
+        let key_args: Vec<String> = if *mode == "pass" {
+            vec![
+                "--passphrase-file".into(),
+                f.key("pass.txt").display().to_string(),
+            ]
+        } else {
+            vec!["--pem-path".into(), f.key("rsa.pem").display().to_string()]
+        };
+        ok_marker(
+            f,
+            f.veil()
+                .arg("exec")
+                .args(&key_args)
+                .arg(image)
+                .args(["cat", "/data/marker.txt"]),
+            &what,
+        );
+        // The big file crosses many sectors: check every byte through a hash.
+        let o = f
+            .veil()
+            .arg("exec")
+            .args(&key_args)
+            .arg(image)
+            .args(["sh", "-c", "sha256sum /data/big.bin; exit 7"])
+            .output()
+            .unwrap();
+        let (code, out, err) = text(&o);
+        assert_eq!(code, 7, "{what}: exit code passes through: {err}");
+        let mut big = vec![b'x'; 300_000];
+        big.extend_from_slice(f.marker.as_bytes());
+        let want = {
+            use sha2::Digest;
+            sha2::Sha256::digest(&big)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        assert!(out.starts_with(&want), "{what}: {out}");
+        let (code, out, err) = text(
+            &f.veil()
+                .arg("run")
+                .args(&key_args)
+                .arg(image)
+                .args(["a", "b"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!((code, out.trim()), (0, "runscript: a b"), "{what}: {err}");
+    }
+}
+
+#[test]
+fn passphrase_sources() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let img = f.image("pass", 512, "argon2id");
+    let cat = ["cat", "/data/marker.txt"];
+    for var in [
+        "VEIL_ENCRYPTION_PASSPHRASE",
+        "APPTAINER_ENCRYPTION_PASSPHRASE",
+        "SINGULARITY_ENCRYPTION_PASSPHRASE",
+    ] {
+        ok_marker(
+            f,
+            f.veil().arg("exec").arg(img).args(cat).env(var, PASSPHRASE),
+            var,
+        );
+    }
+    ok_marker(
+        f,
+        f.veil()
+            .arg("exec")
+            .arg("--passphrase-file")
+            .arg(f.key("pass.txt"))
+            .arg(img)
+            .args(cat),
+        "--passphrase-file",
+    );
+    // --passphrase-fd: here the descriptor is stdin, a pipe.
+    let mut child = f
+        .veil()
+        .args(["exec", "--passphrase-fd", "0"])
+        .arg(img)
+        .args(cat)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSPHRASE}\n").as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(text(&o).1.trim(), f.marker, "{}", text(&o).2);
+
+    // --passphrase prompts on the terminal, without echo.
+    require!(which("script"), "script (util-linux) is not installed");
+    let o = on_a_tty(
+        f,
+        &format!(
+            "{} exec --passphrase {} cat /data/marker.txt",
+            f.user.bin.display(),
+            img.display()
+        ),
+        &format!("{PASSPHRASE}\n"),
+    );
+    let (code, out, err) = text(&o);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Enter encryption passphrase:"), "{out}");
+    assert!(out.contains(&f.marker), "{out}");
+}
+
+/// Runs `cmd` as the test user under `script`, which gives it a pseudo-terminal fed
+/// from `input`.
+fn on_a_tty(f: &Fixture, cmd: &str, input: &str) -> Output {
+    let mut child = Command::new("script")
+        .args(["-qec", cmd, "/dev/null"])
+        .uid(f.user.uid)
+        .gid(f.user.gid)
+        .current_dir(&f.user.home)
+        .env_clear()
+        .env("HOME", &f.user.home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+use std::os::unix::process::CommandExt;
+
+#[test]
+fn private_key_sources_and_formats() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let img = f.image("pem", 512, "argon2id");
+    let cat = ["cat", "/data/marker.txt"];
+    for key in ["rsa.pem", "pkcs8.pem"] {
+        ok_marker(
+            f,
+            f.veil()
+                .arg("exec")
+                .arg("--pem-path")
+                .arg(f.key(key))
+                .arg(img)
+                .args(cat),
+            key,
+        );
+    }
+    for prefix in ["VEIL_", "APPTAINER_", "SINGULARITY_"] {
+        ok_marker(
+            f,
+            f.veil()
+                .arg("exec")
+                .arg(img)
+                .args(cat)
+                .env(format!("{prefix}ENCRYPTION_PEM_PATH"), f.key("rsa.pem")),
+            prefix,
+        );
+        let data = std::fs::read_to_string(f.key("rsa.pem")).unwrap();
+        ok_marker(
+            f,
+            f.veil()
+                .arg("exec")
+                .arg(img)
+                .args(cat)
+                .env(format!("{prefix}ENCRYPTION_PEM_DATA"), data),
+            prefix,
+        );
+    }
+    ok_marker(
+        f,
+        f.veil()
+            .args(["exec", "--pem-fd", "0"])
+            .arg(img)
+            .args(cat)
+            .stdin(std::fs::File::open(f.key("rsa.pem")).unwrap()),
+        "--pem-fd",
+    );
+    // Apptainer's two-block message, made for a 1024-bit key.
+    ok_marker(
+        f,
+        f.veil()
+            .arg("exec")
+            .arg("--pem-path")
+            .arg(f.key("small.pem"))
+            .arg(&f.small_key_image)
+            .args(cat),
+        "RSA-1024",
+    );
+    // An OpenSSH private key (ssh-keygen's default format).
+    if which("ssh-keygen").is_some() {
+        let dir = f.user.dir.path().join("ssh");
+        std::fs::create_dir_all(&dir).unwrap();
+        let k = dir.join("id_rsa");
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-N", ""])
+            .arg("-f")
+            .arg(&k)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(
+            std::fs::read_to_string(&k)
+                .unwrap()
+                .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----")
+        );
+        let pubpem = Command::new("ssh-keygen")
+            .args(["-e", "-m", "pem", "-f"])
+            .arg(k.with_extension("pub"))
+            .output()
+            .unwrap();
+        std::fs::write(dir.join("pub.pem"), &pubpem.stdout).unwrap();
+        let sif = dir.join("ssh.sif");
+        let make = interop("make-encrypted-sif").unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let rootfs = busybox_rootfs(src.path()).unwrap();
+        std::fs::write(rootfs.join("data/marker.txt"), format!("{}\n", f.marker)).unwrap();
+        let st = Command::new(make)
+            .arg("--rootfs")
+            .arg(&rootfs)
+            .arg("--pem-path")
+            .arg(dir.join("pub.pem"))
+            .arg("-o")
+            .arg(&sif)
+            .args(["--fast", "-q"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        drop(src);
+        std::os::unix::fs::chown(&k, Some(f.user.uid), Some(f.user.gid)).ok();
+        ok_marker(
+            f,
+            f.veil()
+                .arg("exec")
+                .arg("--pem-path")
+                .arg(&k)
+                .arg(&sif)
+                .args(cat),
+            "OpenSSH key",
+        );
+    } else {
+        eprintln!("SKIP the OpenSSH key case: ssh-keygen is not installed");
+    }
+    // A password-protected PKCS#8 key asks for its password on the terminal.
+    if which("script").is_some() {
+        let o = on_a_tty(
+            f,
+            &format!(
+                "{} exec --pem-path {} {} cat /data/marker.txt",
+                f.user.bin.display(),
+                f.key("pkcs8_enc.pem").display(),
+                img.display()
+            ),
+            "keypw\n",
+        );
+        let (code, out, err) = text(&o);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains(&f.marker), "{out}");
+    }
+    // ...and without a terminal says what to do.
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--pem-path")
+            .arg(f.key("pkcs8_enc.pem"))
+            .arg(img)
+            .arg("true")
+            .stdin(Stdio::null()),
+        "encrypted key, no tty",
+    );
+    assert!(err.contains("password"), "{err}");
+}
+
+#[test]
+fn precedence_follows_the_peers() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let pem = f.image("pem", 512, "pbkdf2");
+    let pass = f.image("pass", 512, "pbkdf2");
+    let cat = ["cat", "/data/marker.txt"];
+    let wrong = f.user.dir.path().join("wrong.txt");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    // --pem-path beats every passphrase source.
+    ok_marker(
+        f,
+        f.veil()
+            .arg("exec")
+            .arg("--pem-path")
+            .arg(f.key("rsa.pem"))
+            .arg("--passphrase-file")
+            .arg(&wrong)
+            .arg(pem)
+            .args(cat)
+            .env("VEIL_ENCRYPTION_PASSPHRASE", "not it"),
+        "--pem-path first",
+    );
+    // A flag beats the environment.
+    ok_marker(
+        f,
+        f.veil()
+            .arg("exec")
+            .arg("--passphrase-file")
+            .arg(f.key("pass.txt"))
+            .arg(pass)
+            .args(cat)
+            .env("APPTAINER_ENCRYPTION_PEM_PATH", f.key("other.pem")),
+        "flag over env",
+    );
+    // *_PEM_PATH beats *_PEM_DATA, which beats *_PASSPHRASE.
+    ok_marker(
+        f,
+        f.veil()
+            .arg("exec")
+            .arg(pem)
+            .args(cat)
+            .env("SINGULARITY_ENCRYPTION_PEM_PATH", f.key("rsa.pem"))
+            .env(
+                "VEIL_ENCRYPTION_PEM_DATA",
+                std::fs::read_to_string(f.key("other.pem")).unwrap(),
+            ),
+        "PEM_PATH over PEM_DATA",
+    );
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg(pass)
+            .arg("true")
+            .env(
+                "APPTAINER_ENCRYPTION_PEM_DATA",
+                std::fs::read_to_string(f.key("rsa.pem")).unwrap(),
+            )
+            .env("APPTAINER_ENCRYPTION_PASSPHRASE", PASSPHRASE),
+        "PEM_DATA over PASSPHRASE",
+    );
+    assert!(err.contains("passphrase"), "{err}");
+    // Within one kind, VEIL_ comes before APPTAINER_ before SINGULARITY_.
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg(pass)
+            .arg("true")
+            .env("VEIL_ENCRYPTION_PASSPHRASE", "not it")
+            .env("APPTAINER_ENCRYPTION_PASSPHRASE", PASSPHRASE),
+        "VEIL_ first",
+    );
+    assert!(err.contains("wrong passphrase"), "{err}");
+}
+
+#[test]
+fn key_errors_are_one_line_and_early() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let pem = f.image("pem", 4096, "argon2i");
+    let pass = f.image("pass", 4096, "argon2i");
+
+    let err = fails(f.veil().arg("exec").arg(pem).arg("true"), "no key");
+    assert!(
+        err.contains("encrypted for an RSA key") && err.contains("--pem-path"),
+        "{err}"
+    );
+    let err = fails(f.veil().arg("exec").arg(pass).arg("true"), "no key");
+    assert!(
+        err.contains("encrypted with a passphrase") && err.contains("VEIL_ENCRYPTION_PASSPHRASE"),
+        "{err}"
+    );
+    let wrong = f.user.dir.path().join("wrong-pass.txt");
+    std::fs::write(&wrong, "wrong\n").unwrap();
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--passphrase-file")
+            .arg(&wrong)
+            .arg(pass)
+            .arg("true"),
+        "wrong passphrase",
+    );
+    assert!(err.contains("wrong passphrase"), "{err}");
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--pem-path")
+            .arg(f.key("other.pem"))
+            .arg(pem)
+            .arg("true"),
+        "wrong key",
+    );
+    assert!(err.contains("private key does not decrypt"), "{err}");
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--pem-path")
+            .arg(f.key("rsa_pub.pem"))
+            .arg(pem)
+            .arg("true"),
+        "public key given",
+    );
+    assert!(err.contains("public key"), "{err}");
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--pem-path")
+            .arg(f.key("rsa.pem"))
+            .arg(pass)
+            .arg("true"),
+        "PEM for a passphrase image",
+    );
+    assert!(err.contains("use --passphrase"), "{err}");
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--pem-path")
+            .arg(f.key("missing.pem"))
+            .arg(pem)
+            .arg("true"),
+        "missing key file",
+    );
+    assert!(err.contains("missing.pem"), "{err}");
+    let garbage = f.user.dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "hello\n").unwrap();
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--pem-path")
+            .arg(&garbage)
+            .arg(pem)
+            .arg("true"),
+        "garbage key",
+    );
+    assert!(err.contains("no PEM data"), "{err}");
+    let err = fails(
+        f.veil()
+            .args(["exec", "--passphrase"])
+            .arg(pass)
+            .arg("true")
+            .stdin(Stdio::null()),
+        "--passphrase without a terminal",
+    );
+    assert!(err.contains("--passphrase-file"), "{err}");
+
+    // A key for an unencrypted image: a warning, or an error with --require-encrypted.
+    let (code, out, err) = text(
+        &f.veil()
+            .arg("exec")
+            .arg("--passphrase-file")
+            .arg(f.key("pass.txt"))
+            .arg(&f.plain)
+            .args(["cat", "/data/marker.txt"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!((code, out.trim()), (0, f.marker.as_str()), "{err}");
+    assert!(
+        err.contains("WARNING") && err.contains("not encrypted"),
+        "{err}"
+    );
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--require-encrypted")
+            .arg(&f.plain)
+            .arg("true"),
+        "--require-encrypted",
+    );
+    assert!(err.contains("not encrypted"), "{err}");
+    ok_marker(
+        f,
+        f.veil()
+            .args(["exec", "--require-encrypted", "--passphrase-file"])
+            .arg(f.key("pass.txt"))
+            .arg(pass)
+            .args(["cat", "/data/marker.txt"]),
+        "--require-encrypted on an encrypted image",
+    );
+}
+
+#[test]
+fn damaged_and_unsupported_images() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let dir = f.user.dir.path().join("damaged");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = f.image("pass", 512, "pbkdf2");
+    let data = std::fs::read(src).unwrap();
+    let sif = veil::sif::Sif::open_path(src).unwrap();
+    let part = sif.primary_partition().unwrap().clone();
+    let (off, size) = (part.offset as usize, part.size as usize);
+
+    // Both LUKS2 header copies destroyed.
+    let mut d = data.clone();
+    d[off..off + 8].fill(0);
+    d[off + 16384..off + 16384 + 8].fill(0);
+    let p = dir.join("no-header.sif");
+    std::fs::write(&p, &d).unwrap();
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--passphrase-file")
+            .arg(f.key("pass.txt"))
+            .arg(&p)
+            .arg("true"),
+        "no header",
+    );
+    assert!(err.contains("LUKS"), "{err}");
+    // The payload's squashfs superblock corrupted (the key is right).
+    let mut d = data.clone();
+    for b in &mut d[off + (16 << 20)..off + (16 << 20) + 512] {
+        *b ^= 0x5a;
+    }
+    let p = dir.join("bad-payload.sif");
+    std::fs::write(&p, &d).unwrap();
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--passphrase-file")
+            .arg(f.key("pass.txt"))
+            .arg(&p)
+            .arg("true"),
+        "bad payload",
+    );
+    assert!(err.contains("not a usable squashfs"), "{err}");
+    // Truncated inside the partition.
+    let p = dir.join("truncated.sif");
+    std::fs::write(&p, &data[..off + size / 2]).unwrap();
+    fails(
+        f.veil()
+            .arg("exec")
+            .arg("--passphrase-file")
+            .arg(f.key("pass.txt"))
+            .arg(&p)
+            .arg("true"),
+        "truncated",
+    );
+    // Apptainer's gocryptfs format (fstype 6).
+    let mut d = data.clone();
+    let desc = sif.header().descriptors_offset as usize
+        + sif.slots().iter().position(|s| s.id == part.id).unwrap() * veil::sif::DESCRIPTOR_LEN;
+    d[desc + 201..desc + 205].copy_from_slice(&6i32.to_le_bytes());
+    let p = dir.join("gocryptfs.sif");
+    std::fs::write(&p, &d).unwrap();
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg("--passphrase-file")
+            .arg(f.key("pass.txt"))
+            .arg(&p)
+            .arg("true"),
+        "gocryptfs",
+    );
+    assert!(err.contains("gocryptfs"), "{err}");
+}
+
+/// Every regular file under `dir` changed since `since` that contains `needle`
+/// (older files cannot hold what a run during this test wrote).
+fn files_containing(
+    dir: &Path,
+    needle: &[u8],
+    since: std::time::SystemTime,
+    hits: &mut Vec<PathBuf>,
+) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            files_containing(&p, needle, since, hits);
+        } else if meta.is_file()
+            && meta.modified().is_ok_and(|m| m >= since)
+            && contains(&p, needle)
+        {
+            hits.push(p);
+        }
+    }
+}
+
+/// Streams the file, so a big one is not read into memory at once.
+fn contains(p: &Path, needle: &[u8]) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut keep = 0;
+    loop {
+        let Ok(n) = f.read(&mut buf[keep..]) else {
+            return false;
+        };
+        if n == 0 {
+            return false;
+        }
+        let end = keep + n;
+        if buf[..end].windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        keep = (needle.len() - 1).min(end);
+        buf.copy_within(end - keep..end, 0);
+    }
+}
+
+#[test]
+fn nothing_decrypted_reaches_the_disk_or_the_environment() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let since = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+    let img = f.image("pass", 4096, "argon2id");
+    // Read everything in the image, write copies into the container's /tmp (a
+    // tmpfs inside the session)...
+    let o = f
+        .veil()
+        .arg("exec")
+        .arg(img)
+        .args([
+            "sh",
+            "-c",
+            "cat /data/marker.txt /data/big.bin > /dev/null && cat /proc/self/environ | tr '\\0' '\\n'",
+        ])
+        .env("VEIL_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    let (code, out, err) = text(&o);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains(PASSPHRASE),
+        "passphrase in the container environment"
+    );
+    assert!(
+        !out.contains("ENCRYPTION"),
+        "key variable in the container environment: {out}"
+    );
+
+    // ...and check the container process from outside while it runs, and that the
+    // launcher cannot be read by other processes of the same user (non-dumpable).
+    let mut child = f
+        .veil()
+        .arg("exec")
+        .arg(img)
+        .args(["sleep", "30"])
+        .env("APPTAINER_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let launcher = child.id();
+    let mut sleeper = None;
+    for _ in 0..200 {
+        sleeper = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (cmd == b"sleep\x0030\x00").then_some(pid)
+        });
+        if sleeper.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let sleeper = sleeper.expect("the container process did not start");
+    let environ = std::fs::read(format!("/proc/{sleeper}/environ")).unwrap();
+    assert!(
+        !environ
+            .windows(PASSPHRASE.len())
+            .any(|w| w == PASSPHRASE.as_bytes()),
+        "passphrase in /proc/{sleeper}/environ"
+    );
+    let peek = Command::new("cat")
+        .arg(format!("/proc/{launcher}/environ"))
+        .uid(f.user.uid)
+        .gid(f.user.gid)
+        .output()
+        .unwrap();
+    assert!(
+        !peek.status.success(),
+        "the launcher's environment is readable by its own user: it should be non-dumpable"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut hits = Vec::new();
+    for dir in [
+        PathBuf::from("/tmp"),
+        PathBuf::from("/var/tmp"),
+        f.user.home.clone(),
+        std::env::current_dir().unwrap(),
+    ] {
+        files_containing(&dir, f.marker.as_bytes(), since, &mut hits);
+    }
+    assert!(hits.is_empty(), "decrypted bytes on disk: {hits:?}");
+}
+
+#[test]
+fn argon2_memory_above_the_limit_is_refused_up_front() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    require!(
+        (unsafe { libc::geteuid() } == 0).then_some(()),
+        "needs root to create a memory cgroup"
+    );
+    // A cgroup with a 96 MiB limit, and an image whose keyslot needs 256 MiB.
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    let (cg, limit_file) = if v1.join("memory.limit_in_bytes").exists() {
+        (
+            v1.join(format!("veil-test-{}", std::process::id())),
+            "memory.limit_in_bytes",
+        )
+    } else if std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control")
+        .is_ok_and(|s| s.contains("memory"))
+    {
+        (
+            PathBuf::from(format!("/sys/fs/cgroup/veil-test-{}", std::process::id())),
+            "memory.max",
+        )
+    } else {
+        eprintln!("SKIP: no writable memory cgroup controller");
+        return;
+    };
+    if let Err(e) = std::fs::create_dir(&cg) {
+        eprintln!("SKIP: cannot create a memory cgroup: {e}");
+        return;
+    }
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _rm = Rm(cg.clone());
+    std::fs::write(cg.join(limit_file), format!("{}", 96u64 << 20)).unwrap();
+
+    let dir = f.user.dir.path().join("bigkdf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let rootfs = busybox_rootfs(src.path()).unwrap();
+    let img = dir.join("big-kdf.sif");
+    let st = Command::new(interop("make-encrypted-sif").unwrap())
+        .arg("--rootfs")
+        .arg(&rootfs)
+        .arg("-o")
+        .arg(&img)
+        .args(["-q", "--passphrase", PASSPHRASE, "--pbkdf", "argon2id"])
+        .args(["--pbkdf-memory", "262144", "--pbkdf-force-iterations", "4"])
+        .args(["--pbkdf-parallel", "1"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let cmd = format!(
+        "echo $$ > {}/cgroup.procs && exec setpriv --reuid {} --regid {} --clear-groups env -i HOME={} VEIL_ENCRYPTION_PASSPHRASE='{PASSPHRASE}' {} exec {} true",
+        cg.display(),
+        f.user.uid,
+        f.user.gid,
+        f.user.home.display(),
+        f.user.bin.display(),
+        img.display()
+    );
+    let err = fails(
+        Command::new("sh").arg("-c").arg(&cmd),
+        "argon2 over the limit",
+    );
+    assert!(err.contains("argon2 needs 256 MiB"), "{err}");
+    // veil inspect tells the cost without any key.
+    let o = run_ok(veil().arg("inspect").arg(&img));
+    assert!(
+        stdout(&o).contains("argon2id, 256 MiB of memory"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn inspect_shows_the_encryption_without_a_key() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let o = run_ok(veil().arg("inspect").arg(f.image("pem", 4096, "pbkdf2")));
+    let s = stdout(&o);
+    assert!(s.contains("RSA private key"), "{s}");
+    assert!(s.contains("aes-xts-plain64, 512-bit key"), "{s}");
+    assert!(s.contains("Sector size: 4096"), "{s}");
+    assert!(s.contains("pbkdf2-sha256, 1000 iterations"), "{s}");
+    let o = run_ok(
+        veil()
+            .args(["inspect", "--json"])
+            .arg(f.image("pass", 512, "argon2i")),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["encryption"]["key"], "passphrase");
+    assert_eq!(v["encryption"]["sector_size"], 512);
+    assert_eq!(v["encryption"]["keyslots"][0]["kdf"], "argon2i");
+    assert_eq!(v["encryption"]["keyslots"][0]["memory_kib"], 32768);
+    let o = run_ok(veil().args(["inspect", "--json"]).arg(&f.plain));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["encryption"].is_null());
+}
