@@ -90,7 +90,13 @@ fn metadata(a: &InspectArgs, opened: Image) -> Result<(Attributes, Option<String
     let from_image = match opened {
         Image::Plain(Root::Directory(d)) => Some(inspect::from_dir(&d)),
         Image::Plain(Root::Squashfs { fs, .. }) => Some(inspect::from_squashfs(&fs)),
-        Image::Encrypted(e) => match select_from_env(&a.key.flags()) {
+        Image::Encrypted(e) => match a
+            .key
+            .flags()
+            .any()
+            .then(|| select_from_env(&a.key.flags()))
+            .flatten()
+        {
             Some(src) => {
                 let pass = src.for_run(e.message())?;
                 match e.unlock(&pass, &Default::default())?.root {
