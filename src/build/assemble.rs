@@ -132,8 +132,8 @@ fn finish(
         None => (sqfs.path().to_path_buf(), FsType::Squash),
         Some(enc) => {
             let t = TempPath::new(&tmp_dir, "luks");
-            eprintln!("veil build: encrypting");
-            let r = encrypt::encrypt_file(sqfs.path(), t.path(), enc, opts.kdf)?;
+            let r =
+                encrypt::encrypt_file(sqfs.path(), t.path(), enc, opts.kdf, opts.squash.progress)?;
             message = r.message;
             secret = r.secret;
             let p = t.path().to_path_buf();

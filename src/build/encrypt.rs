@@ -86,12 +86,27 @@ pub struct Encrypted {
     pub secret: Option<Passphrase>,
 }
 
+/// A reader that advances a progress bar.
+struct Counting<'a, R> {
+    inner: R,
+    progress: &'a super::progress::Progress,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
+    }
+}
+
 /// Writes a LUKS2 volume holding the squashfs at `payload` to `out`.
 pub fn encrypt_file(
     payload: &Path,
     out: &Path,
     enc: &Encryption,
     cost: KdfCost,
+    show_progress: bool,
 ) -> Result<Encrypted> {
     let input = File::open(payload).map_err(|e| BuildError::io(payload, e))?;
     let len = input
@@ -122,14 +137,19 @@ pub fn encrypt_file(
     };
     let f = File::create(out).map_err(|e| BuildError::io(out, e))?;
     let mut w = BufWriter::with_capacity(8 << 20, f);
+    let progress = super::progress::Progress::new("encrypt", len, show_progress);
     luks2::create(
         &mut w,
-        BufReader::with_capacity(8 << 20, input),
+        Counting {
+            inner: BufReader::with_capacity(8 << 20, input),
+            progress: &progress,
+        },
         len,
         pass_ref,
         &opts,
     )
     .map_err(|e| BuildError::Encrypt(e.to_string()))?;
+    progress.finish();
     w.flush().map_err(|e| BuildError::io(out, e))?;
     Ok(Encrypted {
         message,

@@ -424,6 +424,15 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     } else {
         opts.tmpdir.clone().unwrap_or_else(|| out_dir.clone())
     };
+    if let (true, Input::Dir(d)) = (needs_stage, &input)
+        && let (Ok(src), Ok(parent)) = (d.canonicalize(), stage_parent.canonicalize())
+        && parent.starts_with(&src)
+    {
+        return Err(BuildError::Source(format!(
+            "the staging directory would be inside the source {}; put the output (or --tmpdir) elsewhere",
+            d.display()
+        )));
+    }
     let mut skipped = 0;
     let mut oci_config: Option<archive::ImageConfig> = None;
     let stage = if needs_stage {
