@@ -219,6 +219,73 @@ fn post_order(tree: &Tree) -> (Vec<usize>, Vec<u32>) {
     (order, ino)
 }
 
+/// What the reader thread sends for each file: its bytes in chunks (`Inline` for a file
+/// held in memory), then `End`; `Fail` stops the build.
+enum Chunk {
+    Data(Vec<u8>),
+    Inline,
+    End,
+    Fail(String),
+}
+
+/// Reads every file of `files` in order, in chunks of up to 1 MiB. Stops when the
+/// receiver is gone.
+fn read_ahead(files: &[(usize, &FileData)], tx: std::sync::mpsc::SyncSender<Chunk>) {
+    const CHUNK: usize = 1 << 20;
+    for (_, data) in files {
+        match data {
+            FileData::Bytes(_) => {
+                if tx.send(Chunk::Inline).is_err() {
+                    return;
+                }
+            }
+            FileData::Path(p) => {
+                let mut f = match File::open(p) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = tx.send(Chunk::Fail(format!("{}: {e}", p.display())));
+                        return;
+                    }
+                };
+                // Buffers sized to what is left (plus one byte to see the end without
+                // another read), so small files cost small allocations.
+                let mut left = f.metadata().map(|m| m.len()).unwrap_or(0);
+                loop {
+                    let want = (left.saturating_add(1)).min(CHUNK as u64) as usize;
+                    let mut buf = vec![0u8; want];
+                    let mut n = 0;
+                    while n < want {
+                        match f.read(&mut buf[n..]) {
+                            Ok(0) => break,
+                            Ok(k) => n += k,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                let _ = tx.send(Chunk::Fail(format!("{}: {e}", p.display())));
+                                return;
+                            }
+                        }
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    buf.truncate(n);
+                    left = left.saturating_sub(n as u64);
+                    let last = n < want;
+                    if tx.send(Chunk::Data(buf)).is_err() {
+                        return;
+                    }
+                    if last {
+                        break;
+                    }
+                }
+            }
+        }
+        if tx.send(Chunk::End).is_err() {
+            return;
+        }
+    }
+}
+
 /// Writes `tree` as a squashfs image to `out` (created or truncated).
 pub fn write(tree: &Tree, out: &Path, opts: &SquashOptions) -> Result<SquashStats> {
     let nodes = tree.nodes();
@@ -326,7 +393,7 @@ pub fn write(tree: &Tree, out: &Path, opts: &SquashOptions) -> Result<SquashStat
                 opts.block_size as usize,
                 s.cmp,
                 threads,
-                (threads as usize) * 10,
+                (threads as usize) * 32,
                 s.bw,
                 s.frag,
             ),
@@ -347,53 +414,64 @@ pub fn write(tree: &Tree, out: &Path, opts: &SquashOptions) -> Result<SquashStat
             "directory writer",
         )?;
 
-        // 1. File data, in tree order.
+        // 1. File data, in tree order. A reader thread reads the files ahead (bounded)
+        // while this thread hands the bytes to the block processor, whose workers
+        // compress them.
         let mut file_inode: Vec<Option<usize>> = vec![None; nodes.len()];
-        let mut buf = vec![0u8; 1 << 20];
-        for &i in &order {
-            let Kind::File(data, _) = &nodes[i].kind else {
-                continue;
-            };
-            s.inodes.push(Box::new(ptr::null_mut()));
-            let slot = s.inodes.len() - 1;
-            let inode_pp: *mut *mut ffi::sqfs_inode_generic_t = &mut *s.inodes[slot];
-            check(
-                ffi::sqfs_block_processor_begin_file(s.proc_, inode_pp, ptr::null_mut(), 0),
-                "starting a file",
-            )?;
-            match data {
-                FileData::Bytes(b) => {
-                    if !b.is_empty() {
+        let files: Vec<(usize, &FileData)> = order
+            .iter()
+            .filter_map(|&i| match &nodes[i].kind {
+                Kind::File(data, _) => Some((i, data)),
+                _ => None,
+            })
+            .collect();
+        std::thread::scope(|sc| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(64);
+            let list = &files;
+            sc.spawn(move || read_ahead(list, tx));
+            for &(i, data) in &files {
+                s.inodes.push(Box::new(ptr::null_mut()));
+                let slot = s.inodes.len() - 1;
+                let inode_pp: *mut *mut ffi::sqfs_inode_generic_t = &mut *s.inodes[slot];
+                check(
+                    ffi::sqfs_block_processor_begin_file(s.proc_, inode_pp, ptr::null_mut(), 0),
+                    "starting a file",
+                )?;
+                loop {
+                    let chunk = rx
+                        .recv()
+                        .map_err(|_| BuildError::Squashfs("the file reader stopped".into()))?;
+                    let bytes: &[u8] = match &chunk {
+                        Chunk::Data(v) => v,
+                        Chunk::Inline => match data {
+                            FileData::Bytes(b) => b,
+                            FileData::Path(_) => &[],
+                        },
+                        Chunk::End => break,
+                        Chunk::Fail(e) => {
+                            return Err(BuildError::Source(e.clone()));
+                        }
+                    };
+                    if !bytes.is_empty() {
                         check(
-                            ffi::sqfs_block_processor_append(s.proc_, b.as_ptr().cast(), b.len()),
+                            ffi::sqfs_block_processor_append(
+                                s.proc_,
+                                bytes.as_ptr().cast(),
+                                bytes.len(),
+                            ),
                             "adding file data",
                         )?;
                     }
-                    progress.add(b.len() as u64);
+                    progress.add(bytes.len() as u64);
                 }
-                FileData::Path(p) => {
-                    let mut f = File::open(p).map_err(|e| BuildError::io(p, e))?;
-                    loop {
-                        let n = match f.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(BuildError::io(p, e)),
-                        };
-                        check(
-                            ffi::sqfs_block_processor_append(s.proc_, buf.as_ptr().cast(), n),
-                            "adding file data",
-                        )?;
-                        progress.add(n as u64);
-                    }
-                }
+                check(
+                    ffi::sqfs_block_processor_end_file(s.proc_),
+                    "finishing a file",
+                )?;
+                file_inode[i] = Some(slot);
             }
-            check(
-                ffi::sqfs_block_processor_end_file(s.proc_),
-                "finishing a file",
-            )?;
-            file_inode[i] = Some(slot);
-        }
+            Ok(())
+        })?;
         check(
             ffi::sqfs_block_processor_finish(s.proc_),
             "compressing file data",
