@@ -656,3 +656,57 @@ fn inspect_shows_build_metadata_from_objects_or_the_image() {
         stdout(&o)
     );
 }
+
+#[test]
+fn an_interrupted_build_leaves_nothing_behind() {
+    let env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    std::fs::write(
+        env.work.join("slow.def"),
+        "Bootstrap: localimage\nFrom: rootfs\n%post\n    sleep 300\n",
+    )
+    .unwrap();
+    env.user.own(&env.work);
+    let mut c = env.user.veil();
+    c.current_dir(&env.work)
+        .args(["build", "-q", "slow.sif", "slow.def"]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    // Wait until %post runs (the staging tree exists), then interrupt.
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir(&env.work)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(".veil-build"))
+    {
+        assert!(t0.elapsed().as_secs() < 60, "the build never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!env.work.join("slow.sif").exists());
+    no_temporaries(&env.work);
+    // The script's processes went with it (its PID namespace died).
+    let ps = Command::new("pgrep").args(["-f", "sleep 300"]).output();
+    if let Ok(ps) = ps {
+        assert!(
+            stdout(&ps).trim().is_empty(),
+            "left running: {}",
+            stdout(&ps)
+        );
+    }
+}

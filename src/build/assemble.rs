@@ -35,6 +35,7 @@ impl TempPath {
             ".veil-{tag}-{:08x}",
             uuid::Uuid::new_v4().as_u128() as u32
         ));
+        super::cleanup::register(&path);
         TempPath { path, keep: false }
     }
 
@@ -46,6 +47,7 @@ impl TempPath {
     pub fn persist(mut self, dest: &Path) -> Result<()> {
         std::fs::rename(&self.path, dest).map_err(|e| BuildError::io(dest, e))?;
         self.keep = true;
+        super::cleanup::unregister(&self.path);
         Ok(())
     }
 }
@@ -54,6 +56,7 @@ impl Drop for TempPath {
     fn drop(&mut self) {
         if !self.keep {
             let _ = std::fs::remove_file(&self.path);
+            super::cleanup::unregister(&self.path);
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod assemble;
+pub mod cleanup;
 pub mod encrypt;
 pub mod error;
 pub mod fsops;
@@ -145,7 +146,10 @@ impl StageDir {
                 uuid::Uuid::new_v4().as_u128() as u32
             ));
             match std::fs::create_dir(&p) {
-                Ok(()) => return Ok(StageDir(p)),
+                Ok(()) => {
+                    cleanup::register(&p);
+                    return Ok(StageDir(p));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(BuildError::io(parent, e)),
             }
@@ -161,6 +165,7 @@ impl Drop for StageDir {
         if self.0.exists() {
             fsops::remove_tree(&self.0);
         }
+        cleanup::unregister(&self.0);
     }
 }
 
@@ -554,6 +559,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
         } else {
             std::fs::rename(&s.0, out).map_err(|e| BuildError::io(out, e))?;
         }
+        cleanup::unregister(&s.0);
         std::mem::forget(s);
         return Ok(Summary {
             output: out.clone(),

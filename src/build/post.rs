@@ -87,8 +87,19 @@ fn bind(src: &str, dst: &Path, recursive: bool) -> nix::Result<()> {
     mount(Some(src), dst, None::<&str>, flags, None::<&str>)
 }
 
-/// The child's side: namespaces, binds, chroot, exec. Returns only on error.
+/// Kills this process when its parent dies.
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and has no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
+/// The child's side: user, mount and PID namespaces; the script runs as PID 1 of the
+/// new PID namespace in a grandchild, so when it ends (or veil dies) every process it
+/// started ends too. Returns only on error.
 fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
+    die_with_parent();
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     if uid != 0 {
@@ -97,6 +108,26 @@ fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
         }
     } else if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
         return format!("cannot make a mount namespace: {e}");
+    }
+    let pidns = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).is_ok();
+    if pidns {
+        // SAFETY: this process is single-threaded (a fresh fork); the grandchild only
+        // makes syscalls and execs or exits.
+        match unsafe { fork() } {
+            Err(e) => return format!("fork: {e}"),
+            Ok(ForkResult::Child) => {}
+            Ok(ForkResult::Parent { child }) => loop {
+                // SAFETY (both arms): _exit ends this intermediate process with the
+                // script's status, running no destructors of the forked parent's state.
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, c)) => unsafe { libc::_exit(c) },
+                    Ok(WaitStatus::Signaled(_, s, _)) => unsafe { libc::_exit(128 + s as i32) },
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return format!("waitpid: {e}"),
+                }
+            },
+        }
+        die_with_parent();
     }
     if let Err(e) = mount(
         None::<&str>,
@@ -107,9 +138,23 @@ fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
     ) {
         return format!("making mounts private: {e}");
     }
-    for d in ["dev", "proc", "sys"] {
+    for d in ["dev", "sys", "proc"] {
         let p = root.join(d);
         let _ = std::fs::create_dir_all(&p);
+        // A PID namespace of our own gets its own /proc; else the host's is bound.
+        if d == "proc"
+            && pidns
+            && mount(
+                Some("proc"),
+                &p,
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .is_ok()
+        {
+            continue;
+        }
         if let Err(e) = bind(&format!("/{d}"), &p, true) {
             return format!("binding /{d}: {e}");
         }
@@ -166,19 +211,31 @@ pub fn run_in_root(
     match unsafe { fork() } {
         Err(e) => Err(BuildError::Script(format!("fork: {e}"))),
         Ok(ForkResult::Child) => {
+            super::cleanup::unblock_in_child();
             let msg = child(root, &a, &e);
             eprintln!("veil build: %{}: {msg}", ctx.section);
             // SAFETY: _exit ends the child without running the parent's destructors.
             unsafe { libc::_exit(127) }
         }
         Ok(ForkResult::Parent { child }) => loop {
+            super::cleanup::set_child(child.as_raw());
             match waitpid(child, None) {
                 Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    super::cleanup::set_child(0);
+                    while super::cleanup::interrupted() {
+                        // The cleanup thread is removing the temporaries and exits.
+                        std::thread::park();
+                    }
                     return status_error(ctx, script, st);
                 }
                 Ok(_) => continue,
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(BuildError::Script(format!("waitpid: {e}"))),
+                Err(e) => {
+                    while super::cleanup::interrupted() {
+                        std::thread::park();
+                    }
+                    return Err(BuildError::Script(format!("waitpid: {e}")));
+                }
             }
         },
     }

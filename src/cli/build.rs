@@ -17,7 +17,7 @@ use crate::crypt::source::{BuildKey, KeyFlags, KeySource, select_for_build};
 pub struct BuildArgs {
     /// The image to write: a SIF file, or a directory with --sandbox
     pub output: PathBuf,
-    /// What to build from: a definition file, a sandbox directory, or a SIF/squashfs image
+    /// What to build from: a definition file, a sandbox directory, a SIF/squashfs image, a rootfs tarball, docker-archive:FILE or oci-archive:FILE
     pub source: String,
     /// Build a sandbox directory instead of a SIF
     #[arg(short = 's', long)]
@@ -127,6 +127,7 @@ pub fn encryption(flags: &KeyFlags, encrypt: bool) -> Result<Option<Encryption>>
 }
 
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
+    build::cleanup::install();
     let block = a.block_size;
     if !(4..=1024).contains(&block) || !block.is_power_of_two() {
         bail!("--block-size {block}: must be a power of two from 4 to 1024 (KiB)");
