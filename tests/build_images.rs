@@ -242,6 +242,19 @@ fn directory_sandbox_and_sif_sources() {
         assert!(paths.contains(&p), "{p} missing");
     }
     assert!(paths.iter().any(|p| p == "/.singularity.d/actions/run"));
+    // The inspect metadata object carries the image's own runscript.
+    let list = siftool_list(&sif);
+    let json_id = list
+        .lines()
+        .find(|l| l.contains("JSON.Generic"))
+        .and_then(|l| l.split('|').next())
+        .unwrap()
+        .trim()
+        .to_string();
+    let meta = stdout(&run_ok(
+        Command::new("siftool").arg("dump").arg(json_id).arg(&sif),
+    ));
+    assert!(meta.contains("runscript: $*"), "{meta}");
     // The image's own runscript (from busybox_rootfs) is kept.
     let o = env
         .user

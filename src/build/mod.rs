@@ -522,7 +522,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
         arch.go_name(),
         build_time,
     );
-    let (entries, metadata) = match &recipe {
+    let (entries, mut metadata) = match &recipe {
         Some((r, _)) => layout::recipe_entries(r, &labels),
         None => layout::recipe_entries(&empty_recipe(), &labels),
     };
@@ -586,6 +586,25 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     };
     if stage.is_none() {
         layout::apply_to_tree(&mut tree, &entries, mtime);
+    }
+    // What the recipe did not set comes from the image (a base image's runscript).
+    let from_tree = |p: &str| {
+        tree.read_file(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    for (field, path) in [
+        (&mut metadata.runscript, "/.singularity.d/runscript"),
+        (&mut metadata.startscript, "/.singularity.d/startscript"),
+        (&mut metadata.test, "/.singularity.d/test"),
+        (&mut metadata.help, "/.singularity.d/runscript.help"),
+        (
+            &mut metadata.environment,
+            "/.singularity.d/env/90-environment.sh",
+        ),
+    ] {
+        if field.is_none() {
+            *field = from_tree(path);
+        }
     }
     let deffile = recipe.as_ref().map(|(r, _)| r.text.clone());
     let inspect = layout::inspect_json(&metadata, deffile.as_deref());
