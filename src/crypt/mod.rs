@@ -17,3 +17,22 @@ mod ssh;
 pub use error::{CryptError, Result};
 pub use key::{PrivateKey, PublicKey, load_private_key, load_public_key};
 pub use message::{unwrap_secret, wrap_secret};
+
+/// Fuzzing entry point: every parser here (PEM, PKCS#1/PKCS#8/SPKI through OpenSSL,
+/// OpenSSH wire formats, the crypto message's DER) on arbitrary bytes. Shared by the
+/// cargo-fuzz target and the corpus replay test.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    use std::sync::OnceLock;
+    static KEY: OnceLock<Option<PrivateKey>> = OnceLock::new();
+    let no_password = || Err(CryptError::bad_key("no password in fuzzing"));
+    let _ = load_public_key(data);
+    let _ = load_private_key(data, &no_password);
+    if let Some(key) = KEY.get_or_init(|| {
+        let rsa = openssl::rsa::Rsa::generate(1024).ok()?;
+        let pem = rsa.private_key_to_pem().ok()?;
+        load_private_key(&pem, &no_password).ok()
+    }) {
+        let _ = unwrap_secret(key, data);
+    }
+}

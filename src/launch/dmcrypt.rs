@@ -138,7 +138,7 @@ impl DmDevice {
         b[p..p + params.len()].copy_from_slice(params.as_bytes());
         ioctl(&self.ctl, DM_TABLE_LOAD, &mut b).map_err(|e| {
             err(
-                "loading the crypt table (is the dm-crypt module available?)",
+                "loading the crypt table (is the dm-crypt module available? --fuse decrypts in user space instead)",
                 e,
             )
         })?;

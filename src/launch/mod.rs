@@ -333,7 +333,9 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
                 return Err(LaunchError::Child(msg));
             }
             debug_time("container set up and exec'd");
-            Ok(process::supervise(child))
+            let code = process::supervise(child);
+            debug_time("container exited");
+            Ok(code)
         }
     }
 }

@@ -1,11 +1,18 @@
 //! AES-XTS (IEEE 1619) over whole sectors, with dm-crypt's `plain64` IV.
 //!
 //! This is the hot path of every read from an encrypted image, so it is written
-//! for throughput: per batch of up to 4 KiB it computes all tweaks first (the
-//! initial tweak of every sector in one multi-block AES call, then the α-multiples
-//! as 128-bit shifts), XORs them in, runs the `aes` crate's multi-block
-//! (pipelined AES-NI) decryption over the whole batch, and XORs again. A
-//! block-at-a-time XTS loop is four to five times slower.
+//! for throughput: per batch of up to 8 KiB it computes the initial tweak of
+//! every sector in one multi-block AES call, XORs the data with the α-multiples
+//! of those tweaks (keeping them for the second XOR), runs the `aes` crate's
+//! multi-block (pipelined AES-NI / VAES) decryption over the whole batch, and
+//! XORs again. The batch stays in L1 across the three passes. A block-at-a-time
+//! XTS loop is four to five times slower.
+//!
+//! The tweak passes have AVX-512 + VPCLMULQDQ and SSE2 + PCLMULQDQ variants,
+//! chosen at run time, because with `u128` arithmetic they cost more than the
+//! AES rounds themselves (about 2.4 GB/s for the whole of XTS against 5.7 GB/s
+//! for bare AES decryption on a VAES machine, where XTS now runs at 6–7 GB/s in
+//! cache). Other architectures use the portable code.
 
 use aes::cipher::array::Array;
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
@@ -14,9 +21,11 @@ use rayon::prelude::*;
 
 use super::error::{Error, Result};
 
-/// Blocks per batch: 4 KiB, one 4096-byte sector or eight 512-byte ones. Big
-/// enough to keep the AES pipeline full, small enough to stay in L1.
-const BATCH_BLOCKS: usize = 256;
+/// Blocks per batch: 8 KiB, two 4096-byte sectors or sixteen 512-byte ones.
+/// Data plus tweaks (16 KiB) stay in L1 across the three passes; fewer, larger
+/// batches also halve the `aes` crate's per-call cost (it broadcasts the round
+/// keys into 512-bit registers on every call).
+const BATCH_BLOCKS: usize = 512;
 
 /// Buffers at least this large are split across threads.
 const PARALLEL_MIN: usize = 512 * 1024;
@@ -35,6 +44,7 @@ enum Keys {
 pub struct Xts {
     keys: Keys,
     sector_size: usize,
+    simd: Simd,
 }
 
 impl Xts {
@@ -60,7 +70,11 @@ impl Xts {
                 )));
             }
         };
-        Ok(Xts { keys, sector_size })
+        Ok(Xts {
+            keys,
+            sector_size,
+            simd: Simd::detect(),
+        })
     }
 
     pub fn sector_size(&self) -> usize {
@@ -106,8 +120,8 @@ impl Xts {
 
     fn serial(&self, buf: &mut [u8], first_iv: u64, dir: Dir) {
         match &self.keys {
-            Keys::A128(k1, k2) => crypt(k1, k2, self.sector_size, buf, first_iv, dir),
-            Keys::A256(k1, k2) => crypt(k1, k2, self.sector_size, buf, first_iv, dir),
+            Keys::A128(k1, k2) => crypt(k1, k2, self.sector_size, self.simd, buf, first_iv, dir),
+            Keys::A256(k1, k2) => crypt(k1, k2, self.sector_size, self.simd, buf, first_iv, dir),
         }
     }
 }
@@ -150,10 +164,80 @@ fn mul_alpha8(t: u128) -> u128 {
     (t << 8) ^ MUL8[(t >> 120) as usize]
 }
 
-/// XORs the blocks of one sector with t, t·α, t·α², … and keeps those tweaks in
-/// `tw` for the second XOR. Eight independent chains (each stepping by α⁸)
-/// instead of one serial chain, so the CPU overlaps them; the XOR is fused in to
-/// save a pass over the data.
+/// Which implementation of the tweak passes this CPU can run, detected once per
+/// [`Xts`] so the per-batch dispatch is a predictable branch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Simd {
+    /// Plain `u128` arithmetic; any CPU.
+    Portable,
+    /// SSE2 and PCLMULQDQ (every x86_64 CPU with AES-NI): one tweak per register.
+    #[cfg(target_arch = "x86_64")]
+    Sse,
+    /// AVX-512 (F + BW) and VPCLMULQDQ: four tweaks per 512-bit register.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Simd {
+    /// The fastest variant this CPU runs.
+    fn detect() -> Self {
+        Self::available().pop().unwrap_or(Simd::Portable)
+    }
+
+    /// Every variant this CPU runs, slowest first.
+    fn available() -> Vec<Self> {
+        #[allow(unused_mut)] // not mutated on other architectures
+        let mut v = vec![Simd::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("pclmulqdq") {
+                v.push(Simd::Sse);
+            }
+            if has!("avx512f") && has!("avx512bw") && has!("vpclmulqdq") {
+                v.push(Simd::Avx512);
+            }
+        }
+        v
+    }
+
+    /// XORs the blocks of one sector with t, t·α, t·α², … and keeps those tweaks
+    /// in `tw` for the second XOR. `blocks` and `tw` have the same length, a
+    /// multiple of 8 (a sector is at least 32 blocks).
+    #[inline(always)]
+    fn apply_tweaks(self, t: &[u8; 16], blocks: &mut [[u8; 16]], tw: &mut [u128]) {
+        debug_assert!(blocks.len() == tw.len() && blocks.len().is_multiple_of(8));
+        match self {
+            Simd::Portable => apply_tweaks(u128::from_le_bytes(*t), blocks, tw),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Simd::Avx512` is only chosen by `detect` after the CPU
+            // reported every feature `avx512::apply_tweaks` is compiled with.
+            Simd::Avx512 => unsafe { avx512::apply_tweaks(t, blocks, tw) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as for `Simd::Avx512`.
+            Simd::Sse => unsafe { sse::apply_tweaks(t, blocks, tw) },
+        }
+    }
+
+    /// XORs each 16-byte block with its tweak.
+    #[inline(always)]
+    fn xor_tweaks(self, blocks: &mut [[u8; 16]], tw: &[u128]) {
+        debug_assert!(blocks.len() == tw.len() && blocks.len().is_multiple_of(4));
+        match self {
+            Simd::Portable => xor_tweaks(blocks, tw),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `apply_tweaks`, the features were detected at run time.
+            Simd::Avx512 => unsafe { avx512::xor_tweaks(blocks, tw) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: SSE2 is part of the x86_64 baseline.
+            Simd::Sse => unsafe { sse::xor_tweaks(blocks, tw) },
+        }
+    }
+}
+
+/// Portable version of [`Simd::apply_tweaks`]. Eight independent chains (each
+/// stepping by α⁸) instead of one serial chain, so the CPU overlaps them; the
+/// XOR is fused in to save a pass over the data.
 #[inline(always)]
 fn apply_tweaks(t: u128, blocks: &mut [[u8; 16]], tw: &mut [u128]) {
     let n = blocks.len().min(tw.len());
@@ -171,7 +255,7 @@ fn apply_tweaks(t: u128, blocks: &mut [[u8; 16]], tw: &mut [u128]) {
     }
 }
 
-/// XORs each 16-byte block with its tweak.
+/// Portable version of [`Simd::xor_tweaks`].
 #[inline(always)]
 fn xor_tweaks(blocks: &mut [[u8; 16]], tweaks: &[u128]) {
     for (b, t) in blocks.iter_mut().zip(tweaks) {
@@ -179,11 +263,181 @@ fn xor_tweaks(blocks: &mut [[u8; 16]], tweaks: &[u128]) {
     }
 }
 
+/// The tweak passes with 512-bit registers, four blocks (and four tweaks) each.
+/// Multiplying a register of four consecutive tweaks by α⁸ gives the four tweaks
+/// eight blocks further on: per 128-bit lane a one-byte shift plus the reduction of
+/// the byte shifted out (that byte carry-less times 0x87, one VPCLMULQDQ). Two
+/// such chains (blocks 0–3 and 4–7 of every group of eight) run interleaved, so
+/// the carry-less multiply's latency is hidden.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use core::arch::x86_64::*;
+
+    /// Tweaks of the next eight blocks: lane-wise multiplication by α⁸.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq")]
+    fn mul_alpha8(z: __m512i, poly: __m512i) -> __m512i {
+        let top = _mm512_bsrli_epi128::<15>(z);
+        let red = _mm512_clmulepi64_epi128::<0x00>(top, poly);
+        _mm512_xor_si512(_mm512_bslli_epi128::<1>(z), red)
+    }
+
+    /// `[t·α^k0, t·α^k1, t·α^k2, t·α^k3]` for shifts k < 64 given per 64-bit
+    /// half (`k` = `[k0, k0, k1, k1, …]`), `t` broadcast to all lanes: a
+    /// 128-bit shift left by k in every lane plus the reduction of the k bits
+    /// shifted out. Built in registers, so the first tweaks of a sector do not
+    /// wait on a serial `u128` chain or on a store-to-load round trip.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq")]
+    fn mul_alpha_k(t: __m512i, k: __m512i, poly: __m512i) -> __m512i {
+        let shifted = _mm512_sllv_epi64(t, k);
+        // Bits leaving each half (a shift by 64 yields 0, right for k = 0).
+        let out = _mm512_srlv_epi64(t, _mm512_sub_epi64(_mm512_set1_epi64(64), k));
+        // Swap halves: the low half's carry goes into the high half, the high
+        // half's (leaving the 128-bit value) is reduced into the low half.
+        let out = _mm512_shuffle_epi32::<0x4E>(out);
+        let red = _mm512_clmulepi64_epi128::<0x00>(out, poly);
+        let carry = _mm512_maskz_mov_epi64(0xAA, out);
+        _mm512_ternarylogic_epi64::<0x96>(shifted, red, carry)
+    }
+
+    /// `t`: the sector's initial tweak, 16 bytes little-endian.
+    #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq")]
+    pub(super) fn apply_tweaks(t: &[u8; 16], blocks: &mut [[u8; 16]], tw: &mut [u128]) {
+        let n = blocks.len().min(tw.len()) & !7;
+        let poly = _mm512_set1_epi64(0x87);
+        // SAFETY: `t` is 16 readable bytes; unaligned load.
+        let t = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) });
+        let mut a = mul_alpha_k(t, _mm512_set_epi64(3, 3, 2, 2, 1, 1, 0, 0), poly);
+        let mut b = mul_alpha_k(t, _mm512_set_epi64(7, 7, 6, 6, 5, 5, 4, 4), poly);
+        let bp = blocks.as_mut_ptr().cast::<__m512i>();
+        let tp = tw.as_mut_ptr().cast::<__m512i>();
+        for i in (0..n / 4).step_by(2) {
+            // Start loading the data one batch (8 KiB) ahead: the hardware
+            // prefetcher stops at 4 KiB page boundaries, so without this every
+            // batch of a large buffer begins with cache misses (+4 % on 16 MiB
+            // buffers, measured; a burst of prefetches per batch was slower).
+            let ahead = super::BATCH_BLOCKS / 4;
+            // SAFETY: a prefetch is a hint, not a memory access: it cannot fault,
+            // whatever the address (past the buffer's end it is wasted). The
+            // intrinsic is a safe function in recent Rust, not in older ones.
+            #[allow(unused_unsafe)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(i + ahead).cast());
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(i + ahead + 1).cast());
+            }
+            // SAFETY: i + 1 < n / 4, so both 64-byte accesses at register index
+            // i and i + 1 lie within the first n blocks of `blocks` and `tw`
+            // (each 16 bytes per element); unaligned loads/stores.
+            unsafe {
+                _mm512_storeu_si512(tp.add(i), a);
+                _mm512_storeu_si512(tp.add(i + 1), b);
+                let d0 = _mm512_loadu_si512(bp.add(i));
+                let d1 = _mm512_loadu_si512(bp.add(i + 1));
+                _mm512_storeu_si512(bp.add(i), _mm512_xor_si512(d0, a));
+                _mm512_storeu_si512(bp.add(i + 1), _mm512_xor_si512(d1, b));
+            }
+            a = mul_alpha8(a, poly);
+            b = mul_alpha8(b, poly);
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn xor_tweaks(blocks: &mut [[u8; 16]], tw: &[u128]) {
+        let n = blocks.len().min(tw.len()) & !3;
+        let bp = blocks.as_mut_ptr().cast::<__m512i>();
+        let tp = tw.as_ptr().cast::<__m512i>();
+        for i in 0..n / 4 {
+            // SAFETY: i < n / 4: the 64 bytes at register index i lie within the
+            // first n blocks of both slices; unaligned loads/stores.
+            unsafe {
+                let d = _mm512_loadu_si512(bp.add(i));
+                let t = _mm512_loadu_si512(tp.add(i));
+                _mm512_storeu_si512(bp.add(i), _mm512_xor_si512(d, t));
+            }
+        }
+    }
+}
+
+/// The tweak passes with 128-bit registers, for x86_64 CPUs without AVX-512:
+/// the same eight interleaved α⁸ chains as [`avx512`], one tweak per register.
+#[cfg(target_arch = "x86_64")]
+mod sse {
+    use core::arch::x86_64::*;
+
+    /// t·α: each 64-bit half doubled, bit 63 carried into bit 64, bit 127
+    /// reduced into the low byte as 0x87 (via the dwords' sign masks).
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn mul_alpha(t: __m128i) -> __m128i {
+        let signs = _mm_shuffle_epi32::<0x93>(_mm_srai_epi32::<31>(t));
+        let carry = _mm_and_si128(signs, _mm_set_epi32(0, 1, 0, 0x87));
+        _mm_xor_si128(_mm_add_epi64(t, t), carry)
+    }
+
+    /// t·α⁸: a byte shift plus the reduction of the byte shifted out.
+    #[inline]
+    #[target_feature(enable = "sse2,pclmulqdq")]
+    fn mul_alpha8(t: __m128i, poly: __m128i) -> __m128i {
+        let red = _mm_clmulepi64_si128::<0x00>(_mm_bsrli_si128::<15>(t), poly);
+        _mm_xor_si128(_mm_bslli_si128::<1>(t), red)
+    }
+
+    /// `t`: the sector's initial tweak, 16 bytes little-endian.
+    #[target_feature(enable = "sse2,pclmulqdq")]
+    pub(super) fn apply_tweaks(t: &[u8; 16], blocks: &mut [[u8; 16]], tw: &mut [u128]) {
+        let n = blocks.len().min(tw.len()) & !7;
+        let poly = _mm_set_epi64x(0, 0x87);
+        // SAFETY: `t` is 16 readable bytes; unaligned load.
+        let mut x = [unsafe { _mm_loadu_si128(t.as_ptr().cast()) }; 8];
+        for i in 1..8 {
+            x[i] = mul_alpha(x[i - 1]);
+        }
+        let bp = blocks.as_mut_ptr().cast::<__m128i>();
+        let tp = tw.as_mut_ptr().cast::<__m128i>();
+        for i in (0..n).step_by(8) {
+            for (j, xj) in x.iter_mut().enumerate() {
+                // SAFETY: i + j < n: block i + j of both slices is in bounds
+                // (16 bytes each); unaligned loads/stores.
+                unsafe {
+                    _mm_storeu_si128(tp.add(i + j), *xj);
+                    let d = _mm_loadu_si128(bp.add(i + j));
+                    _mm_storeu_si128(bp.add(i + j), _mm_xor_si128(d, *xj));
+                }
+                *xj = mul_alpha8(*xj, poly);
+            }
+        }
+    }
+
+    #[target_feature(enable = "sse2")]
+    pub(super) fn xor_tweaks(blocks: &mut [[u8; 16]], tw: &[u128]) {
+        let n = blocks.len().min(tw.len());
+        let bp = blocks.as_mut_ptr().cast::<__m128i>();
+        let tp = tw.as_ptr().cast::<__m128i>();
+        for i in 0..n {
+            // SAFETY: i < n: block i of both slices is in bounds; unaligned
+            // loads/stores.
+            unsafe {
+                let d = _mm_loadu_si128(bp.add(i));
+                let t = _mm_loadu_si128(tp.add(i));
+                _mm_storeu_si128(bp.add(i), _mm_xor_si128(d, t));
+            }
+        }
+    }
+}
+
 // `as_chunks_mut` is Rust 1.88; the `aes` 0.9.4 dependency (runtime VAES
-// detection) needs Rust 1.89 anyway, above the workspace's declared 1.85.
+// detection) needs Rust 1.89 anyway.
 #[allow(clippy::incompatible_msrv)]
-fn crypt<C>(data_key: &C, tweak_key: &C, ss: usize, buf: &mut [u8], first_iv: u64, dir: Dir)
-where
+fn crypt<C>(
+    data_key: &C,
+    tweak_key: &C,
+    ss: usize,
+    simd: Simd,
+    buf: &mut [u8],
+    first_iv: u64,
+    dir: Dir,
+) where
     C: BlockCipherEncrypt + BlockCipherDecrypt<BlockSize = aes::cipher::consts::U16>,
 {
     let bps = ss / 16; // blocks per sector
@@ -209,7 +463,7 @@ where
             .zip(tweaks.chunks_mut(bps))
             .zip(&t0[..nsec])
         {
-            apply_tweaks(u128::from_le_bytes((*b0).into()), sector, tw);
+            simd.apply_tweaks(&(*b0).into(), sector, tw);
         }
         let (ablocks, _) = Array::slice_as_chunks_mut(batch);
         match dir {
@@ -217,7 +471,7 @@ where
             Dir::Encrypt => data_key.encrypt_blocks(ablocks),
         }
         let (blocks, _) = batch.as_chunks_mut::<16>();
-        xor_tweaks(blocks, &tweaks[..nsec * bps]);
+        simd.xor_tweaks(blocks, &tweaks[..nsec * bps]);
     }
     // Tweaks are derived from the key: do not leave them on the stack.
     zeroize::Zeroize::zeroize(&mut tweaks);
@@ -325,6 +579,123 @@ sys.stdout.write(out.hex())";
             assert_eq!(mul_alpha8(t), s);
             t = s ^ (t >> 3);
         }
+    }
+
+    /// Textbook AES-XTS, written independently of the fast path: one block at a
+    /// time, the tweak doubled byte by byte as IEEE 1619 §5.2 describes it.
+    fn reference_xts(key: &[u8], ss: usize, buf: &mut [u8], first_iv: u64, encrypt: bool) {
+        fn run<C: BlockCipherEncrypt + BlockCipherDecrypt<BlockSize = aes::cipher::consts::U16>>(
+            k1: C,
+            k2: C,
+            ss: usize,
+            buf: &mut [u8],
+            first_iv: u64,
+            encrypt: bool,
+        ) {
+            for (j, sector) in buf.chunks_mut(ss).enumerate() {
+                let iv = first_iv.wrapping_add(j as u64 * (ss as u64 / 512));
+                let mut t = [0u8; 16];
+                t[..8].copy_from_slice(&iv.to_le_bytes());
+                let mut tb = Block::from(t);
+                k2.encrypt_block(&mut tb);
+                let mut t: [u8; 16] = tb.into();
+                for block in sector.chunks_mut(16) {
+                    let mut b = Block::default();
+                    for i in 0..16 {
+                        b[i] = block[i] ^ t[i];
+                    }
+                    if encrypt {
+                        k1.encrypt_block(&mut b);
+                    } else {
+                        k1.decrypt_block(&mut b);
+                    }
+                    for i in 0..16 {
+                        block[i] = b[i] ^ t[i];
+                    }
+                    // t ← t·α: shift the 128-bit little-endian value left by one.
+                    let mut carry = 0u8;
+                    for byte in &mut t {
+                        let next = *byte >> 7;
+                        *byte = (*byte << 1) | carry;
+                        carry = next;
+                    }
+                    if carry == 1 {
+                        t[0] ^= 0x87;
+                    }
+                }
+            }
+        }
+        let h = key.len() / 2;
+        if h == 16 {
+            let k = |b: &[u8]| Aes128::new_from_slice(b).unwrap();
+            run(k(&key[..h]), k(&key[h..]), ss, buf, first_iv, encrypt)
+        } else {
+            let k = |b: &[u8]| Aes256::new_from_slice(b).unwrap();
+            run(k(&key[..h]), k(&key[h..]), ss, buf, first_iv, encrypt)
+        }
+    }
+
+    /// Random keys (AES-128 and AES-256), sector sizes, lengths and first IVs
+    /// (some right below the 64-bit wrap-around): the fast path — with every
+    /// variant of the tweak passes this CPU runs — must equal the reference in
+    /// both directions.
+    #[test]
+    fn fast_path_equals_reference() {
+        use proptest::prelude::*;
+        let strategy = (
+            prop_oneof![Just(32usize), Just(64usize)],
+            0u32..4,
+            1usize..=20,
+            prop_oneof![any::<u64>(), (u64::MAX - 100)..=u64::MAX, 0u64..100],
+            any::<u64>(),
+        );
+        let config = ProptestConfig {
+            cases: 400,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        proptest::test_runner::TestRunner::new(config)
+            .run(&strategy, |(key_len, shift, nsec, iv, seed)| {
+                // A cheap generator (xorshift) keeps the cases fast; proptest
+                // still drives the interesting parameters.
+                let mut state = seed | 1;
+                let mut next = || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                };
+                let key: Vec<u8> = (0..key_len).map(|_| next()).collect();
+                let ss = 512usize << shift;
+                let data: Vec<u8> = (0..nsec * ss).map(|_| next()).collect();
+                let mut xts = Xts::new(&key, ss).unwrap();
+                for simd in Simd::available() {
+                    xts.simd = simd;
+                    for encrypt in [true, false] {
+                        let mut want = data.clone();
+                        reference_xts(&key, ss, &mut want, iv, encrypt);
+                        let mut got = data.clone();
+                        if encrypt {
+                            xts.encrypt(&mut got, iv);
+                        } else {
+                            xts.decrypt(&mut got, iv);
+                        }
+                        prop_assert!(
+                            got == want,
+                            "{simd:?} encrypt={encrypt} key {key_len} ss {ss} sectors {nsec} iv {iv:#x}"
+                        );
+                        // And back again.
+                        if encrypt {
+                            xts.decrypt(&mut got, iv);
+                        } else {
+                            xts.encrypt(&mut got, iv);
+                        }
+                        prop_assert!(got == data);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]
