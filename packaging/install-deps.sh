@@ -17,6 +17,7 @@ packages=(
   libssl-dev libclang-dev      # OpenSSL: the OpenPGP backend (sequoia) and DSSE checks
   siftool                      # Sylabs' reference SIF tool: interop tests
   squashfs-tools squashfuse    # mksquashfs/unsquashfs: fixtures and checks; squashfuse_ll: benchmark anchor
+  libsquashfs-dev              # squashfs-tools-ng's libsquashfs: the squashfs writer of veil build
   fuse3                        # /dev/fuse, fusermount3
   cryptsetup-bin               # LUKS2 interop (no device-mapper needed)
   python3 python3-cryptography python3-argon2  # shared/interop scripts

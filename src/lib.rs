@@ -3,6 +3,7 @@
 //! Layers, dependencies pointing down: `cli -> {build, sign, launch} -> {image, crypt}
 //! -> {sif, veil_fusefs}`. `fsutil` is a leaf helper any layer may use.
 
+pub mod build;
 pub mod cli;
 pub mod crypt;
 pub mod fsutil;

@@ -11,6 +11,9 @@ use clap::Args;
 use serde_json::{Value, json};
 use veil_fusefs::luks2::{HeaderSummary, KdfParams};
 
+use super::encryption::EncryptionArgs;
+use crate::build::inspect::{self, Attributes};
+use crate::crypt::source::select_from_env;
 use crate::image::{self, Image, Root};
 
 #[derive(Debug, Args)]
@@ -21,11 +24,171 @@ pub struct InspectArgs {
     /// Show only the encryption parameters
     #[arg(long)]
     encryption: bool,
+    /// Show the labels
+    #[arg(short = 'l', long)]
+    labels: bool,
+    /// Show the definition file the image was built from
+    #[arg(short = 'd', long)]
+    deffile: bool,
+    /// Show the runscript
+    #[arg(short = 'r', long)]
+    runscript: bool,
+    /// Show the startscript
+    #[arg(short = 's', long)]
+    startscript: bool,
+    /// Show the environment scripts
+    #[arg(short = 'e', long)]
+    environment: bool,
+    /// Show the test script
+    #[arg(short = 't', long)]
+    test: bool,
+    /// Show the help text
+    #[arg(short = 'H', long)]
+    helpfile: bool,
+    /// Show everything
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Key of an encrypted image whose SIF holds no metadata objects (the image itself is read)
+    #[command(flatten)]
+    key: EncryptionArgs,
     /// The image: a SIF file, a squashfs file, or a sandbox directory
     image: PathBuf,
 }
 
+/// Which metadata sections to show.
+fn wanted(a: &InspectArgs) -> [bool; 7] {
+    let any = a.labels
+        || a.deffile
+        || a.runscript
+        || a.startscript
+        || a.environment
+        || a.test
+        || a.helpfile;
+    if a.all {
+        return [true; 7];
+    }
+    if !any {
+        // As Apptainer: the labels by default.
+        return [!a.encryption, false, false, false, false, false, false];
+    }
+    [
+        a.labels,
+        a.deffile,
+        a.runscript,
+        a.startscript,
+        a.environment,
+        a.test,
+        a.helpfile,
+    ]
+}
+
+/// The image's build metadata: the SIF's objects first, then the image itself (with
+/// the key for an encrypted one, when given).
+fn metadata(a: &InspectArgs, opened: Image) -> Result<(Attributes, Option<String>)> {
+    let mut attrs = inspect::from_sif_objects(&a.image).unwrap_or_default();
+    let mut note = None;
+    let from_image = match opened {
+        Image::Plain(Root::Directory(d)) => Some(inspect::from_dir(&d)),
+        Image::Plain(Root::Squashfs { fs, .. }) => Some(inspect::from_squashfs(&fs)),
+        Image::Encrypted(e) => match a
+            .key
+            .flags()
+            .any()
+            .then(|| select_from_env(&a.key.flags()))
+            .flatten()
+        {
+            Some(src) => {
+                let pass = src.for_run(e.message())?;
+                match e.unlock(&pass, &Default::default())?.root {
+                    Root::Squashfs { fs, .. } => Some(inspect::from_squashfs(&fs)),
+                    Root::Directory(d) => Some(inspect::from_dir(&d)),
+                }
+            }
+            None => {
+                note = Some(
+                    "the image is encrypted: what its SIF metadata objects lack can be read from the image with its key (--pem-path or --passphrase)"
+                        .to_string(),
+                );
+                None
+            }
+        },
+    };
+    if let Some(i) = from_image {
+        attrs.fill_from(i);
+    }
+    Ok((attrs, note))
+}
+
+fn section_json(attrs: &Attributes, w: [bool; 7]) -> Value {
+    let mut v = serde_json::to_value(attrs).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        for (i, k) in [
+            "labels",
+            "deffile",
+            "runscript",
+            "startscript",
+            "environment",
+            "test",
+            "helpfile",
+        ]
+        .iter()
+        .enumerate()
+        {
+            if !w[i] {
+                m.remove(*k);
+            }
+        }
+    }
+    v
+}
+
+fn print_sections(attrs: &Attributes, w: [bool; 7]) {
+    let block = |title: &str, v: &Option<String>| match v {
+        Some(t) => println!("== {title} ==\n{}", t.trim_end()),
+        None => println!("== {title} ==\n(none)"),
+    };
+    if w[0] {
+        println!("== labels ==");
+        if attrs.labels.is_empty() {
+            println!("(none)");
+        }
+        for (k, v) in &attrs.labels {
+            println!("{k}: {v}");
+        }
+    }
+    if w[1] {
+        block("deffile", &attrs.deffile);
+    }
+    if w[2] {
+        block("runscript", &attrs.runscript);
+    }
+    if w[3] {
+        block("startscript", &attrs.startscript);
+    }
+    if w[4] {
+        println!("== environment ==");
+        if attrs.environment.is_empty() {
+            println!("(none)");
+        }
+        for (k, v) in &attrs.environment {
+            println!("=== /.singularity.d/env/{k} ===\n{}", v.trim_end());
+        }
+    }
+    if w[5] {
+        block("test", &attrs.test);
+    }
+    if w[6] {
+        block("helpfile", &attrs.helpfile);
+    }
+}
+
 pub fn run(a: InspectArgs) -> Result<ExitCode> {
+    let w = wanted(&a);
+    let meta = if w.iter().any(|x| *x) {
+        Some(metadata(&a, image::open(&a.image)?)?)
+    } else {
+        None
+    };
     let opened = image::open(&a.image)?;
     let kind = match &opened {
         Image::Plain(Root::Directory(_)) => "sandbox directory",
@@ -41,15 +204,36 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
     if a.json {
         let mut v = json!({ "image": a.image.display().to_string(), "kind": kind });
         v["encryption"] = enc.clone().unwrap_or(Value::Null);
+        if let Some((attrs, note)) = &meta {
+            v["attributes"] = section_json(attrs, w);
+            if let Some(n) = note {
+                v["note"] = json!(n);
+            }
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     if !a.encryption {
         println!("Image: {} ({kind})", a.image.display());
     }
-    match &opened {
-        Image::Encrypted(e) => print_encryption(e),
-        Image::Plain(_) => println!("Encryption: none"),
+    let any_section = a.labels
+        || a.deffile
+        || a.runscript
+        || a.startscript
+        || a.environment
+        || a.test
+        || a.helpfile;
+    if a.all || a.encryption || !any_section {
+        match &opened {
+            Image::Encrypted(e) => print_encryption(e),
+            Image::Plain(_) => println!("Encryption: none"),
+        }
+    }
+    if let Some((attrs, note)) = &meta {
+        print_sections(attrs, w);
+        if let Some(n) = note {
+            eprintln!("veil inspect: {n}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod build;
 mod encryption;
 mod inspect;
 mod key;
+mod keyslot;
 mod run;
 mod sif;
 mod sign;
@@ -30,6 +32,10 @@ enum Command {
     Shell(run::ShellArgs),
     /// Run the image's test script
     Test(run::RunArgs),
+    /// Build a SIF image (or a sandbox) from a definition file, a directory or an image, plain or encrypted, without root
+    Build(build::BuildArgs),
+    /// Re-key an encrypted SIF in place: add or remove a passphrase or an RSA recipient
+    Keyslot(keyslot::KeyslotArgs),
     /// Show what an image is, including its encryption parameters (no key needed)
     Inspect(inspect::InspectArgs),
     /// Inspect and edit SIF files (siftool-compatible)
@@ -50,6 +56,8 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Exec(a) => run::run(crate::launch::Action::Exec, a, None),
         Command::Shell(a) => run::shell(a),
         Command::Test(a) => run::run(crate::launch::Action::Test, a, None),
+        Command::Build(args) => build::run(args),
+        Command::Keyslot(args) => keyslot::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Sif(args) => sif::run(args),
         Command::Key(args) => key::run(args),

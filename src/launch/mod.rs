@@ -22,7 +22,7 @@ mod loopdev;
 pub mod plan;
 mod process;
 mod sys;
-mod userns;
+pub(crate) mod userns;
 
 use std::ffi::{CString, OsString};
 use std::fs;

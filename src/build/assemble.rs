@@ -1,0 +1,359 @@
+//! SIF assembly, as Apptainer lays it out (spec: apptainer-encryption.md §2.4): in
+//! group 1, Def.FILE, then the JSON.Generic `inspect-metadata.json`, then the primary
+//! system partition (4096-aligned), then — PEM mode only — the crypto message linked
+//! to the partition. Everything is written to temporary files beside the output,
+//! verified, and renamed over the destination last.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use veil_fusefs::luks2::{self, Passphrase};
+use veil_fusefs::source::{FileSource, ReadAt};
+use veil_fusefs::squashfs::Squashfs;
+
+use super::encrypt;
+use super::error::{BuildError, Result};
+use super::squash::{self, SquashOptions};
+use super::tree::Tree;
+use super::{BuildOptions, Summary};
+use crate::sif::{
+    Arch, DEFAULT_LAUNCH_SCRIPT, DataType, Extra, FormatType, FsType, Link, MessageType, NewObject,
+    ObjectData, PartType, Sif,
+};
+
+/// A temporary path, removed on drop unless kept.
+pub struct TempPath {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempPath {
+    pub fn new(dir: &Path, tag: &str) -> TempPath {
+        let path = dir.join(format!(
+            ".veil-{tag}-{:08x}",
+            uuid::Uuid::new_v4().as_u128() as u32
+        ));
+        super::cleanup::register(&path);
+        TempPath { path, keep: false }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the file to `dest` (replacing a file there).
+    pub fn persist(mut self, dest: &Path) -> Result<()> {
+        std::fs::rename(&self.path, dest).map_err(|e| BuildError::io(dest, e))?;
+        self.keep = true;
+        super::cleanup::unregister(&self.path);
+        Ok(())
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+            super::cleanup::unregister(&self.path);
+        }
+    }
+}
+
+/// The metadata objects of a new image.
+pub struct Objects<'a> {
+    pub deffile: Option<&'a str>,
+    pub inspect: Option<&'a [u8]>,
+    pub arch: Arch,
+    pub time: i64,
+}
+
+fn group1(mut o: NewObject<'_>, time: i64) -> NewObject<'_> {
+    o.group = 1;
+    o.time = Some(time);
+    o
+}
+
+/// Walks a squashfs fully (every directory, every inode) and returns the number of
+/// distinct inodes including the root.
+fn walk_count<R: ReadAt>(fs: &Squashfs<R>) -> Result<u32> {
+    let mut seen = std::collections::HashSet::new();
+    fs.walk(|_, a| {
+        seen.insert(a.ino);
+        Ok(())
+    })
+    .map_err(|e| BuildError::Verify(e.to_string()))?;
+    Ok(seen.len() as u32 + 1)
+}
+
+/// Writes `tree` as a squashfs and assembles the SIF.
+pub fn write_sif(
+    opts: &BuildOptions,
+    tree: &Tree,
+    sq: &SquashOptions,
+    objs: Objects<'_>,
+) -> Result<Summary> {
+    let tmp_dir = opts
+        .tmpdir
+        .clone()
+        .unwrap_or_else(|| crate::fsutil::parent_dir(&opts.output).to_path_buf());
+    let sqfs = TempPath::new(&tmp_dir, "squashfs");
+    crate::launch::debug_time("build: tree scanned");
+    let stats = squash::write(tree, sqfs.path(), sq)?;
+    crate::launch::debug_time("build: squashfs written");
+    // Verification, part 1: the filesystem reads back whole.
+    let fs = Squashfs::open(FileSource::open(sqfs.path())?)
+        .map_err(|e| BuildError::Verify(e.to_string()))?;
+    let n = walk_count(&fs)?;
+    if n != stats.inodes {
+        return Err(BuildError::Verify(format!(
+            "{n} inodes read back, {} written",
+            stats.inodes
+        )));
+    }
+    drop(fs);
+    crate::launch::debug_time("build: squashfs verified");
+    finish(opts, sqfs, objs, stats.bytes, stats.inodes)
+}
+
+/// Encrypts (when asked) and assembles the SIF from a finished squashfs file.
+fn finish(
+    opts: &BuildOptions,
+    sqfs: TempPath,
+    objs: Objects<'_>,
+    bytes: u64,
+    inodes: u32,
+) -> Result<Summary> {
+    let out = &opts.output;
+    let out_dir = crate::fsutil::parent_dir(out).to_path_buf();
+    let tmp_dir = opts.tmpdir.clone().unwrap_or_else(|| out_dir.clone());
+    let mut luks_tmp = None;
+    let mut message = None;
+    let mut secret: Option<Passphrase> = None;
+    let (part_path, fs_type) = match &opts.encryption {
+        None => (sqfs.path().to_path_buf(), FsType::Squash),
+        Some(enc) => {
+            let t = TempPath::new(&tmp_dir, "luks");
+            let r =
+                encrypt::encrypt_file(sqfs.path(), t.path(), enc, opts.kdf, opts.squash.progress)?;
+            message = r.message;
+            secret = r.secret;
+            let p = t.path().to_path_buf();
+            luks_tmp = Some(t);
+            (p, FsType::EncryptedSquashfs)
+        }
+    };
+    let final_tmp = TempPath::new(&out_dir, "sif");
+    let mut objects = Vec::new();
+    if !opts.no_metadata {
+        if let Some(d) = objs.deffile {
+            objects.push(group1(
+                NewObject::new(DataType::Deffile, ObjectData::Bytes(d.as_bytes())),
+                objs.time,
+            ));
+        }
+        if let Some(j) = objs.inspect {
+            let mut o = NewObject::new(DataType::GenericJson, ObjectData::Bytes(j));
+            o.name = "inspect-metadata.json".into();
+            objects.push(group1(o, objs.time));
+        }
+    }
+    let part_id = objects.len() as u32 + 1;
+    let mut part = NewObject::new(DataType::Partition, ObjectData::Path(&part_path));
+    part.extra = Extra::Partition {
+        fs: fs_type,
+        part: PartType::PrimSys,
+        arch: objs.arch,
+    };
+    objects.push(group1(part, objs.time));
+    if let Some(m) = &message {
+        let mut o = NewObject::new(DataType::CryptoMessage, ObjectData::Bytes(m));
+        o.link = Link::Object(part_id);
+        o.extra = Extra::CryptoMessage {
+            format: FormatType::Pem,
+            message: MessageType::RsaOaep,
+        };
+        objects.push(group1(o, objs.time));
+    }
+    let copts = crate::sif::CreateOptions {
+        launch_script: DEFAULT_LAUNCH_SCRIPT.into(),
+        id: opts.source_date_epoch.map(|_| [0u8; 16]),
+        time: Some(objs.time),
+        ..Default::default()
+    };
+    crate::launch::debug_time("build: encrypted");
+    crate::sif::create(final_tmp.path(), &copts, objects)?;
+    crate::launch::debug_time("build: SIF assembled");
+    if let Some(t) = opts.source_date_epoch {
+        // The writer stamps the header's "modified" field (offset 72) with the time of
+        // the last object added; a reproducible build pins it to SOURCE_DATE_EPOCH too.
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(final_tmp.path())
+            .map_err(|e| BuildError::io(final_tmp.path(), e))?;
+        f.write_all_at(&t.to_le_bytes(), 72)
+            .map_err(|e| BuildError::io(final_tmp.path(), e))?;
+    }
+    drop(luks_tmp);
+    drop(sqfs);
+    verify(final_tmp.path(), fs_type, secret.as_ref())?;
+    crate::launch::debug_time("build: SIF verified");
+    if out.is_dir() {
+        return Err(BuildError::Source(format!(
+            "{} is a directory; remove it first",
+            out.display()
+        )));
+    }
+    final_tmp.persist(out)?;
+    Ok(Summary {
+        output: out.clone(),
+        squashfs_bytes: bytes,
+        inodes,
+        encrypted: opts.encryption.is_some(),
+        skipped_devices: 0,
+    })
+}
+
+/// Verification, part 2: the SIF parses, its primary partition is what was written and
+/// (plain, or with a key at hand) its filesystem reads.
+fn verify(path: &Path, fs_type: FsType, secret: Option<&Passphrase>) -> Result<()> {
+    let v = |e: String| BuildError::Verify(e);
+    let sif = Sif::open_path(path).map_err(|e| v(e.to_string()))?;
+    let prim = sif
+        .primary_partition()
+        .ok_or_else(|| v("no primary partition".into()))?;
+    match prim.extra() {
+        Extra::Partition { fs, .. } if fs == fs_type => {}
+        other => return Err(v(format!("unexpected partition {other:?}"))),
+    }
+    let src = sif.object_source(prim).map_err(|e| v(e.to_string()))?;
+    if fs_type == FsType::Squash {
+        let fs = Squashfs::open(src).map_err(|e| v(e.to_string()))?;
+        walk_count(&fs)?;
+        return Ok(());
+    }
+    luks2::inspect(&src).map_err(|e| v(e.to_string()))?;
+    if let Some(secret) = secret {
+        let vol = luks2::unlock(src, secret, &Default::default()).map_err(|e| v(e.to_string()))?;
+        let fs = Squashfs::open(vol).map_err(|e| v(e.to_string()))?;
+        walk_count(&fs)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds an image into a new SIF without unpacking it: the squashfs is copied (and
+/// decrypted with the source key, or encrypted, as asked); the source's Def.FILE and
+/// JSON.Generic objects are kept unless `--no-metadata`.
+pub fn convert(opts: &BuildOptions, src: &Path, time: i64) -> Result<Summary> {
+    let out_dir = crate::fsutil::parent_dir(&opts.output).to_path_buf();
+    let tmp_dir = opts.tmpdir.clone().unwrap_or(out_dir);
+    let sqfs = TempPath::new(&tmp_dir, "squashfs");
+    let mut deffile = None;
+    let mut inspect = None;
+    let mut arch = Arch::host();
+    let file = Arc::new(FileSource::open(src).map_err(|e| BuildError::io(src, e))?);
+    let payload: Arc<dyn ReadAt> = match Sif::open(file.clone()) {
+        Ok(sif) => {
+            for d in sif.objects() {
+                match d.data_type {
+                    DataType::Deffile if deffile.is_none() => {
+                        deffile = sif.read_object(d, 16 << 20).ok();
+                    }
+                    DataType::GenericJson
+                        if inspect.is_none() && d.name_str() == "inspect-metadata.json" =>
+                    {
+                        inspect = sif.read_object(d, 16 << 20).ok();
+                    }
+                    _ => {}
+                }
+            }
+            let prim = sif.primary_partition().ok_or_else(|| {
+                BuildError::Source(format!("{}: no primary partition", src.display()))
+            })?;
+            let Extra::Partition { fs, arch: a, .. } = prim.extra() else {
+                return Err(BuildError::Source(format!(
+                    "{}: bad primary partition",
+                    src.display()
+                )));
+            };
+            arch = a;
+            match fs {
+                FsType::Squash => Arc::new(sif.object_source(prim)?),
+                FsType::EncryptedSquashfs => {
+                    let Some(key) = &opts.source_key else {
+                        return Err(BuildError::Source(format!(
+                            "{}: the source image is encrypted; {}",
+                            src.display(),
+                            super::SOURCE_KEY_HINT
+                        )));
+                    };
+                    let message = sif
+                        .objects_of_type(DataType::CryptoMessage)
+                        .find(|d| {
+                            d.link() == Link::Object(prim.id)
+                                && d.extra()
+                                    == Extra::CryptoMessage {
+                                        format: FormatType::Pem,
+                                        message: MessageType::RsaOaep,
+                                    }
+                        })
+                        .and_then(|d| sif.read_object(d, 64 << 10).ok());
+                    let pass = key
+                        .for_run(message.as_deref())
+                        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+                    let vol = luks2::unlock(sif.object_source(prim)?, &pass, &Default::default())
+                        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+                    Arc::new(vol)
+                }
+                other => {
+                    return Err(BuildError::Source(format!(
+                        "{}: cannot rebuild a {other} partition",
+                        src.display()
+                    )));
+                }
+            }
+        }
+        Err(_) => file,
+    };
+    // Copy the squashfs (its bytes_used, padded to 4 KiB).
+    let fs = Squashfs::open(payload.clone())
+        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+    let used = fs.superblock().bytes_used;
+    let inodes =
+        walk_count(&fs).map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+    drop(fs);
+    let len = used.div_ceil(4096) * 4096;
+    let len = len.min(payload.len()).max(used);
+    {
+        let mut f = File::create(sqfs.path()).map_err(|e| BuildError::io(sqfs.path(), e))?;
+        let mut buf = vec![0u8; 4 << 20];
+        let mut off = 0u64;
+        while off < len {
+            let n = ((len - off) as usize).min(buf.len());
+            payload
+                .read_exact_at(&mut buf[..n], off)
+                .map_err(|e| BuildError::io(src, e))?;
+            f.write_all(&buf[..n])
+                .map_err(|e| BuildError::io(sqfs.path(), e))?;
+            off += n as u64;
+        }
+        let pad = (4096 - len % 4096) % 4096;
+        f.write_all(&vec![0u8; pad as usize])
+            .map_err(|e| BuildError::io(sqfs.path(), e))?;
+    }
+    let deffile = deffile.and_then(|d| String::from_utf8(d).ok());
+    finish(
+        opts,
+        sqfs,
+        Objects {
+            deffile: deffile.as_deref(),
+            inspect: inspect.as_deref(),
+            arch,
+            time,
+        },
+        len,
+        inodes,
+    )
+}

@@ -1,0 +1,167 @@
+//! Re-keying an encrypted SIF without rebuilding it: keyslots are added to or removed
+//! from the LUKS2 header inside the partition, and the RSA crypto message is added,
+//! replaced or deleted, while the encrypted data is left alone.
+//!
+//! The LUKS2 header area (both header copies and the keyslots, everything before the
+//! data segment) is copied to a private temporary file, edited there with the
+//! keyslot code of veil-fusefs, and written back in place, as `cryptsetup luksAddKey`
+//! edits a device in place.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use veil_fusefs::luks2::{self, KeyslotOptions, Passphrase};
+use veil_fusefs::source::FileSource;
+
+use super::assemble::TempPath;
+use super::error::{BuildError, Result};
+use crate::sif::{
+    DataType, DeleteOptions, Editor, Extra, FormatType, FsType, Link, MessageType, NewObject,
+    ObjectData, Sif,
+};
+
+/// The encrypted primary partition of a SIF and its crypto messages.
+pub struct Partition {
+    pub id: u32,
+    pub offset: u64,
+    pub size: u64,
+    /// (object ID, content) of each PEM/RSA-OAEP message linked to the partition, in
+    /// object order (the peers use the first).
+    pub messages: Vec<(u32, Vec<u8>)>,
+    pub header: luks2::HeaderSummary,
+}
+
+fn err(path: &Path, msg: impl std::fmt::Display) -> BuildError {
+    BuildError::Encrypt(format!("{}: {msg}", path.display()))
+}
+
+/// Finds the encrypted primary partition.
+pub fn partition(path: &Path) -> Result<Partition> {
+    let sif = Sif::open_path(path).map_err(|e| err(path, e))?;
+    let prim = sif
+        .primary_partition()
+        .ok_or_else(|| err(path, "no primary partition"))?;
+    match prim.extra() {
+        Extra::Partition {
+            fs: FsType::EncryptedSquashfs,
+            ..
+        } => {}
+        _ => return Err(err(path, "the image is not encrypted (LUKS2)")),
+    }
+    let (offset, end) = prim.range();
+    let messages = sif
+        .objects_of_type(DataType::CryptoMessage)
+        .filter(|d| {
+            d.link() == Link::Object(prim.id)
+                && d.extra()
+                    == Extra::CryptoMessage {
+                        format: FormatType::Pem,
+                        message: MessageType::RsaOaep,
+                    }
+        })
+        .map(|d| Ok((d.id, sif.read_object(d, 64 << 10)?)))
+        .collect::<crate::sif::Result<Vec<_>>>()
+        .map_err(|e| err(path, e))?;
+    let slice = sif.object_source(prim).map_err(|e| err(path, e))?;
+    let header = luks2::inspect(&slice).map_err(|e| err(path, e))?;
+    Ok(Partition {
+        id: prim.id,
+        offset,
+        size: end - offset,
+        messages,
+        header,
+    })
+}
+
+/// The keyslot `key` opens.
+pub fn slot_of(path: &Path, p: &Partition, key: &Passphrase) -> Result<u32> {
+    let file = Arc::new(FileSource::open(path).map_err(|e| BuildError::io(path, e))?);
+    let sif = Sif::open(file).map_err(|e| err(path, e))?;
+    let d = sif.object(p.id).map_err(|e| err(path, e))?;
+    let slice = sif.object_source(d).map_err(|e| err(path, e))?;
+    let vol = luks2::unlock(slice, key, &Default::default()).map_err(|e| err(path, e))?;
+    Ok(vol.keyslot())
+}
+
+/// Runs `edit` on a private copy of the header area, then writes it back.
+fn with_header<T>(path: &Path, p: &Partition, edit: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+    let window = p.header.segment_offset;
+    if window == 0 || window > p.size {
+        return Err(err(path, "unexpected LUKS2 data offset"));
+    }
+    let img = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| BuildError::io(path, e))?;
+    let mut bytes = vec![0u8; window as usize];
+    img.read_exact_at(&mut bytes, p.offset)
+        .map_err(|e| BuildError::io(path, e))?;
+    let tmp = TempPath::new(crate::fsutil::parent_dir(path), "header");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp.path())
+        .map_err(|e| BuildError::io(tmp.path(), e))?;
+    (&f).write_all(&bytes)
+        .map_err(|e| BuildError::io(tmp.path(), e))?;
+    let out = edit(&f)?;
+    let mut edited = vec![0u8; window as usize];
+    f.read_exact_at(&mut edited, 0)
+        .map_err(|e| BuildError::io(tmp.path(), e))?;
+    img.write_all_at(&edited, p.offset)
+        .map_err(|e| BuildError::io(path, e))?;
+    img.sync_all().map_err(|e| BuildError::io(path, e))?;
+    Ok(out)
+}
+
+/// Adds a keyslot for `new`, unlocking the volume key with `existing`.
+pub fn add_keyslot(
+    path: &Path,
+    p: &Partition,
+    existing: &Passphrase,
+    new: &Passphrase,
+    opts: &KeyslotOptions,
+) -> Result<u32> {
+    with_header(path, p, |f| {
+        luks2::add_keyslot(f, existing, new, opts, None).map_err(|e| err(path, e))
+    })
+}
+
+/// Removes keyslot `slot` (never the last one).
+pub fn remove_keyslot(path: &Path, p: &Partition, slot: u32) -> Result<()> {
+    with_header(path, p, |f| {
+        luks2::remove_keyslot(f, slot).map_err(|e| err(path, e))
+    })
+}
+
+/// Adds a crypto message linked to the partition.
+pub fn add_message(path: &Path, p: &Partition, msg: &[u8]) -> Result<u32> {
+    let mut ed = Editor::open(path).map_err(|e| err(path, e))?;
+    let mut o = NewObject::new(DataType::CryptoMessage, ObjectData::Bytes(msg));
+    o.group = 1;
+    o.link = Link::Object(p.id);
+    o.extra = Extra::CryptoMessage {
+        format: FormatType::Pem,
+        message: MessageType::RsaOaep,
+    };
+    ed.add(o).map_err(|e| err(path, e))
+}
+
+/// Deletes a crypto message, zeroing its bytes.
+pub fn delete_message(path: &Path, id: u32) -> Result<()> {
+    let mut ed = Editor::open(path).map_err(|e| err(path, e))?;
+    ed.delete(
+        id,
+        DeleteOptions {
+            zero: true,
+            compact: false,
+        },
+    )
+    .map_err(|e| err(path, e))
+}

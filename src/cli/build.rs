@@ -1,0 +1,200 @@
+//! `veil build`: SIF images (or sandbox directories) from a definition file, a sandbox
+//! directory, or an existing image, plain or encrypted, without root.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::encryption::EncryptionArgs;
+use crate::build::encrypt::{Encryption, KdfCost};
+use crate::build::squash::{Compression, SquashOptions};
+use crate::build::{self, BuildOptions};
+use crate::crypt::source::{BuildKey, KeyFlags, KeySource, select_for_build};
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The image to write: a SIF file, or a directory with --sandbox
+    pub output: PathBuf,
+    /// What to build from: a definition file, a sandbox directory, a SIF/squashfs image, a rootfs tarball, docker-archive:FILE or oci-archive:FILE
+    pub source: String,
+    /// Build a sandbox directory instead of a SIF
+    #[arg(short = 's', long)]
+    pub sandbox: bool,
+    /// Overwrite the output if it exists
+    #[arg(short = 'F', long)]
+    pub force: bool,
+    /// Do not run the definition file's %test section after the build
+    #[arg(short = 'T', long)]
+    pub notest: bool,
+    /// Set a definition file argument ({{ NAME }}), overriding %arguments
+    #[arg(long = "build-arg", value_name = "NAME=VALUE")]
+    pub build_arg: Vec<String>,
+    /// Read NAME=VALUE build arguments from a file, one per line
+    #[arg(long, value_name = "FILE")]
+    pub build_arg_file: Option<PathBuf>,
+    /// Encrypt the image (needed when the key comes only from environment variables)
+    #[arg(short = 'e', long)]
+    pub encrypt: bool,
+    #[command(flatten)]
+    pub key: EncryptionArgs,
+    /// Private key of an encrypted source image
+    #[arg(long, value_name = "FILE")]
+    pub source_pem_path: Option<PathBuf>,
+    /// Ask for the passphrase of an encrypted source image
+    #[arg(long)]
+    pub source_passphrase: bool,
+    /// Read the passphrase of an encrypted source image from a file
+    #[arg(long, value_name = "FILE")]
+    pub source_passphrase_file: Option<PathBuf>,
+    /// Squashfs compressor
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: Compression,
+    /// Compressor level (default: the compressor's, as mksquashfs)
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<u32>,
+    /// Squashfs block size in KiB (4 to 1024, a power of two)
+    #[arg(long, value_name = "KIB", default_value_t = 128)]
+    pub block_size: u32,
+    /// Compression threads (default: all cores)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+    /// Upper bound of the argon2id memory cost of a passphrase keyslot, MiB
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub kdf_memory: u32,
+    /// Target unlock time of a passphrase keyslot, milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub kdf_time: u32,
+    /// Leave out the definition file and the inspect metadata, which the peers store unencrypted
+    #[arg(long)]
+    pub no_plaintext_metadata: bool,
+    /// Directory for temporary files and the staging tree (default: beside the output)
+    #[arg(long, value_name = "DIR")]
+    pub tmpdir: Option<PathBuf>,
+    /// No progress bar
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+fn parse_args(list: &[String], file: Option<&PathBuf>) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading build arguments from {}", f.display()))?;
+        for l in text.lines() {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = l.split_once('=') else {
+                bail!("{}: expected NAME=VALUE, got {l:?}", f.display());
+            };
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    for a in list {
+        let Some((k, v)) = a.split_once('=') else {
+            bail!("--build-arg {a:?}: expected NAME=VALUE");
+        };
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+fn source_key(a: &BuildArgs) -> Option<KeySource> {
+    if let Some(p) = &a.source_pem_path {
+        return Some(KeySource::PemPath(p.clone()));
+    }
+    if a.source_passphrase {
+        return Some(KeySource::PassphrasePrompt);
+    }
+    a.source_passphrase_file
+        .as_ref()
+        .map(|p| KeySource::PassphraseFile(p.clone()))
+}
+
+/// The build's encryption from the key flags and variables.
+pub fn encryption(flags: &KeyFlags, encrypt: bool) -> Result<Option<Encryption>> {
+    Ok(match select_for_build(flags, encrypt)? {
+        None => None,
+        Some(BuildKey::Passphrase(p)) => Some(Encryption::Passphrase(p)),
+        Some(BuildKey::Recipient(key)) => Some(Encryption::Recipient(Box::new(move |secret| {
+            crate::crypt::message::wrap_secret(&key, secret)
+                .map_err(|e| build::BuildError::Encrypt(e.to_string()))
+        }))),
+    })
+}
+
+pub fn run(a: BuildArgs) -> Result<ExitCode> {
+    build::cleanup::install();
+    let block = a.block_size;
+    if !(4..=1024).contains(&block) || !block.is_power_of_two() {
+        bail!("--block-size {block}: must be a power of two from 4 to 1024 (KiB)");
+    }
+    let sde = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => Some(
+            v.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|t| *t >= 0)
+                .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a unix time"))?,
+        ),
+        _ => None,
+    };
+    if a.sandbox && (a.encrypt || a.key.flags().any()) {
+        bail!("a sandbox directory cannot be encrypted");
+    }
+    let encryption = if a.sandbox {
+        None
+    } else {
+        encryption(&a.key.flags(), a.encrypt)?
+    };
+    let mut squash = SquashOptions {
+        compression: a.compression,
+        level: a.compression_level,
+        block_size: block * 1024,
+        progress: !a.quiet,
+        ..Default::default()
+    };
+    if let Some(t) = a.threads {
+        squash.threads = t.max(1);
+    }
+    let opts = BuildOptions {
+        output: a.output.clone(),
+        source: a.source.clone(),
+        sandbox: a.sandbox,
+        force: a.force,
+        squash,
+        build_args: parse_args(&a.build_arg, a.build_arg_file.as_ref())?,
+        no_metadata: a.no_plaintext_metadata,
+        notest: a.notest,
+        encryption,
+        kdf: KdfCost {
+            max_memory_kib: a.kdf_memory.max(1).saturating_mul(1024),
+            target_ms: a.kdf_time.max(1),
+        },
+        tmpdir: a.tmpdir.clone(),
+        source_date_epoch: sde,
+        source_key: source_key(&a),
+    };
+    let s = build::build(&opts)?;
+    if s.skipped_devices > 0 {
+        eprintln!(
+            "veil build: warning: {} device node(s) or socket(s) of the source were left out (creating them needs root)",
+            s.skipped_devices
+        );
+    }
+    if a.sandbox {
+        eprintln!("veil build: wrote sandbox {}", s.output.display());
+    } else {
+        eprintln!(
+            "veil build: wrote {} ({:.1} MiB squashfs, {} inodes{})",
+            s.output.display(),
+            s.squashfs_bytes as f64 / (1u64 << 20) as f64,
+            s.inodes,
+            if s.encrypted { ", encrypted" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
