@@ -3,28 +3,18 @@
 //! seeds, through the fuzzing entry point: a parser regression shows up here without a
 //! fuzzing run.
 
-use std::path::Path;
+mod common;
 
-fn files(dir: &Path) -> Vec<Vec<u8>> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<_> = rd
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    v.sort();
-    v.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
-}
+use std::path::Path;
 
 #[test]
 fn corpus_and_mutations_replay_cleanly() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let corpus = files(&fuzz.join("corpus/crypt"));
+    let corpus = common::files_in(&fuzz.join("corpus/crypt"));
     assert!(corpus.len() >= 8, "the seed corpus is committed");
     for input in corpus
         .iter()
-        .chain(files(&fuzz.join("artifacts/crypt")).iter())
+        .chain(common::files_in(&fuzz.join("artifacts/crypt")).iter())
     {
         veil::crypt::fuzz_one(input);
     }

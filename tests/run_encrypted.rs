@@ -29,6 +29,9 @@ struct Fixture {
     plain: PathBuf,
     /// Encrypted for a 1024-bit key: Apptainer's two-block RSA-OAEP message.
     small_key_image: PathBuf,
+    /// An argon2id keyslot with 4 lanes: the KDF runs on 4 threads, which must all be
+    /// gone before the launcher can enter a user namespace.
+    four_lanes_image: PathBuf,
 }
 
 fn fixture() -> Option<&'static Fixture> {
@@ -136,6 +139,10 @@ fn build_fixture() -> Option<Fixture> {
         "pem-small-key.sif",
         &["--pem-path", keys.join("small_pub.pem").to_str().unwrap()],
     );
+    let four_lanes_image = mk(
+        "pass-4-lanes.sif",
+        &["--passphrase", PASSPHRASE, "--pbkdf-parallel", "4"],
+    );
     let (_, plain) = squash_and_sif(&rootfs, &out)?;
     std::fs::remove_file(out.join("rootfs.sqfs")).ok();
     for entry in std::fs::read_dir(&out).unwrap() {
@@ -152,6 +159,7 @@ fn build_fixture() -> Option<Fixture> {
         images,
         plain,
         small_key_image,
+        four_lanes_image,
     })
 }
 
@@ -171,6 +179,18 @@ impl Fixture {
 
     fn veil(&self) -> Command {
         self.user.veil()
+    }
+
+    /// `veil exec FLAG KEY IMAGE` as the test user; the command follows.
+    fn exec_key(
+        &self,
+        flag: &str,
+        key: impl AsRef<std::ffi::OsStr>,
+        image: impl AsRef<std::ffi::OsStr>,
+    ) -> Command {
+        let mut c = self.user.veil();
+        c.arg("exec").arg(flag).arg(key).arg(image);
+        c
     }
 }
 
@@ -275,13 +295,15 @@ fn passphrase_sources() {
     }
     ok_marker(
         f,
-        f.veil()
-            .arg("exec")
-            .arg("--passphrase-file")
-            .arg(f.key("pass.txt"))
-            .arg(img)
+        f.exec_key("--passphrase-file", f.key("pass.txt"), img)
             .args(cat),
         "--passphrase-file",
+    );
+    ok_marker(
+        f,
+        f.exec_key("--passphrase-file", f.key("pass.txt"), &f.four_lanes_image)
+            .args(cat),
+        "argon2id keyslot with 4 lanes",
     );
     // --passphrase-fd: here the descriptor is stdin, a pipe.
     let mut child = f
@@ -353,16 +375,7 @@ fn private_key_sources_and_formats() {
     let img = f.image("pem", 512, "argon2id");
     let cat = ["cat", "/data/marker.txt"];
     for key in ["rsa.pem", "pkcs8.pem"] {
-        ok_marker(
-            f,
-            f.veil()
-                .arg("exec")
-                .arg("--pem-path")
-                .arg(f.key(key))
-                .arg(img)
-                .args(cat),
-            key,
-        );
+        ok_marker(f, f.exec_key("--pem-path", f.key(key), img).args(cat), key);
     }
     for prefix in ["VEIL_", "APPTAINER_", "SINGULARITY_"] {
         ok_marker(
@@ -397,11 +410,7 @@ fn private_key_sources_and_formats() {
     // Apptainer's two-block message, made for a 1024-bit key.
     ok_marker(
         f,
-        f.veil()
-            .arg("exec")
-            .arg("--pem-path")
-            .arg(f.key("small.pem"))
-            .arg(&f.small_key_image)
+        f.exec_key("--pem-path", f.key("small.pem"), &f.small_key_image)
             .args(cat),
         "RSA-1024",
     );
@@ -448,12 +457,7 @@ fn private_key_sources_and_formats() {
         std::os::unix::fs::chown(&k, Some(f.user.uid), Some(f.user.gid)).ok();
         ok_marker(
             f,
-            f.veil()
-                .arg("exec")
-                .arg("--pem-path")
-                .arg(&k)
-                .arg(&sif)
-                .args(cat),
+            f.exec_key("--pem-path", &k, &sif).args(cat),
             "OpenSSH key",
         );
     } else {
@@ -477,11 +481,7 @@ fn private_key_sources_and_formats() {
     }
     // ...and without a terminal says what to do.
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--pem-path")
-            .arg(f.key("pkcs8_enc.pem"))
-            .arg(img)
+        f.exec_key("--pem-path", f.key("pkcs8_enc.pem"), img)
             .arg("true")
             .stdin(Stdio::null()),
         "encrypted key, no tty",
@@ -500,11 +500,7 @@ fn precedence_follows_the_peers() {
     // --pem-path beats every passphrase source.
     ok_marker(
         f,
-        f.veil()
-            .arg("exec")
-            .arg("--pem-path")
-            .arg(f.key("rsa.pem"))
-            .arg("--passphrase-file")
+        f.exec_key("--pem-path", f.key("rsa.pem"), "--passphrase-file")
             .arg(&wrong)
             .arg(pem)
             .args(cat)
@@ -514,11 +510,7 @@ fn precedence_follows_the_peers() {
     // A flag beats the environment.
     ok_marker(
         f,
-        f.veil()
-            .arg("exec")
-            .arg("--passphrase-file")
-            .arg(f.key("pass.txt"))
-            .arg(pass)
+        f.exec_key("--passphrase-file", f.key("pass.txt"), pass)
             .args(cat)
             .env("APPTAINER_ENCRYPTION_PEM_PATH", f.key("other.pem")),
         "flag over env",
@@ -582,51 +574,29 @@ fn key_errors_are_one_line_and_early() {
     let wrong = f.user.dir.path().join("wrong-pass.txt");
     std::fs::write(&wrong, "wrong\n").unwrap();
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--passphrase-file")
-            .arg(&wrong)
-            .arg(pass)
-            .arg("true"),
+        f.exec_key("--passphrase-file", &wrong, pass).arg("true"),
         "wrong passphrase",
     );
     assert!(err.contains("wrong passphrase"), "{err}");
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--pem-path")
-            .arg(f.key("other.pem"))
-            .arg(pem)
+        f.exec_key("--pem-path", f.key("other.pem"), pem)
             .arg("true"),
         "wrong key",
     );
     assert!(err.contains("private key does not decrypt"), "{err}");
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--pem-path")
-            .arg(f.key("rsa_pub.pem"))
-            .arg(pem)
+        f.exec_key("--pem-path", f.key("rsa_pub.pem"), pem)
             .arg("true"),
         "public key given",
     );
     assert!(err.contains("public key"), "{err}");
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--pem-path")
-            .arg(f.key("rsa.pem"))
-            .arg(pass)
-            .arg("true"),
+        f.exec_key("--pem-path", f.key("rsa.pem"), pass).arg("true"),
         "PEM for a passphrase image",
     );
     assert!(err.contains("use --passphrase"), "{err}");
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--pem-path")
-            .arg(f.key("missing.pem"))
-            .arg(pem)
+        f.exec_key("--pem-path", f.key("missing.pem"), pem)
             .arg("true"),
         "missing key file",
     );
@@ -634,12 +604,7 @@ fn key_errors_are_one_line_and_early() {
     let garbage = f.user.dir.path().join("garbage.pem");
     std::fs::write(&garbage, "hello\n").unwrap();
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--pem-path")
-            .arg(&garbage)
-            .arg(pem)
-            .arg("true"),
+        f.exec_key("--pem-path", &garbage, pem).arg("true"),
         "garbage key",
     );
     assert!(err.contains("no PEM data"), "{err}");
@@ -655,11 +620,7 @@ fn key_errors_are_one_line_and_early() {
 
     // A key for an unencrypted image: a warning, or an error with --require-encrypted.
     let (code, out, err) = text(
-        &f.veil()
-            .arg("exec")
-            .arg("--passphrase-file")
-            .arg(f.key("pass.txt"))
-            .arg(&f.plain)
+        &f.exec_key("--passphrase-file", f.key("pass.txt"), &f.plain)
             .args(["cat", "/data/marker.txt"])
             .output()
             .unwrap(),
@@ -707,11 +668,7 @@ fn damaged_and_unsupported_images() {
     let p = dir.join("no-header.sif");
     std::fs::write(&p, &d).unwrap();
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--passphrase-file")
-            .arg(f.key("pass.txt"))
-            .arg(&p)
+        f.exec_key("--passphrase-file", f.key("pass.txt"), &p)
             .arg("true"),
         "no header",
     );
@@ -724,11 +681,7 @@ fn damaged_and_unsupported_images() {
     let p = dir.join("bad-payload.sif");
     std::fs::write(&p, &d).unwrap();
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--passphrase-file")
-            .arg(f.key("pass.txt"))
-            .arg(&p)
+        f.exec_key("--passphrase-file", f.key("pass.txt"), &p)
             .arg("true"),
         "bad payload",
     );
@@ -737,11 +690,7 @@ fn damaged_and_unsupported_images() {
     let p = dir.join("truncated.sif");
     std::fs::write(&p, &data[..off + size / 2]).unwrap();
     fails(
-        f.veil()
-            .arg("exec")
-            .arg("--passphrase-file")
-            .arg(f.key("pass.txt"))
-            .arg(&p)
+        f.exec_key("--passphrase-file", f.key("pass.txt"), &p)
             .arg("true"),
         "truncated",
     );
@@ -753,11 +702,7 @@ fn damaged_and_unsupported_images() {
     let p = dir.join("gocryptfs.sif");
     std::fs::write(&p, &d).unwrap();
     let err = fails(
-        f.veil()
-            .arg("exec")
-            .arg("--passphrase-file")
-            .arg(f.key("pass.txt"))
-            .arg(&p)
+        f.exec_key("--passphrase-file", f.key("pass.txt"), &p)
             .arg("true"),
         "gocryptfs",
     );

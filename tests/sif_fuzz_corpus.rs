@@ -6,26 +6,14 @@ mod common;
 
 use std::path::Path;
 
-fn files(dir: &Path) -> Vec<Vec<u8>> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<_> = rd
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .collect();
-    v.sort();
-    v.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
-}
-
 #[test]
 fn corpus_and_crashes_replay_cleanly() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let corpus = files(&fuzz.join("corpus/sif"));
+    let corpus = common::files_in(&fuzz.join("corpus/sif"));
     assert!(corpus.len() >= 10, "the seed corpus is committed");
     for input in corpus
         .iter()
-        .chain(files(&fuzz.join("artifacts/sif")).iter())
+        .chain(common::files_in(&fuzz.join("artifacts/sif")).iter())
     {
         veil::sif::fuzz_one(input);
     }
@@ -35,7 +23,7 @@ fn corpus_and_crashes_replay_cleanly() {
 fn mutated_reference_images_never_panic() {
     let shared = require!(common::shared_dir(), "shared/ is not beside the repository");
     let mut n = 0;
-    for img in files(&shared.join("testdata/sif/images")) {
+    for img in common::files_in(&shared.join("testdata/sif/images")) {
         // Every truncation point in the header and table region, then coarser ones.
         let cuts = (0..img.len().min(33_000))
             .step_by(7)

@@ -5,7 +5,6 @@
 //! verified, and renamed over the destination last.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -114,13 +113,62 @@ pub fn write_sif(
     }
     drop(fs);
     crate::launch::debug_time("build: squashfs verified");
-    finish(opts, sqfs, objs, stats.bytes, stats.inodes)
+    finish(opts, Payload::File(sqfs), objs, stats.bytes, stats.inodes)
 }
 
-/// Encrypts (when asked) and assembles the SIF from a finished squashfs file.
+/// A finished squashfs: a file this build wrote, or the partition of a source image
+/// (possibly decrypted on the fly), `len` bytes long with zeros past the source's end.
+pub enum Payload {
+    File(TempPath),
+    Source { src: Arc<dyn ReadAt>, len: u64 },
+}
+
+/// Reads a [`Payload::Source`] front to back, zero-filled past the source's end.
+struct SourceReader<'a> {
+    src: &'a dyn ReadAt,
+    pos: u64,
+    len: u64,
+}
+
+impl std::io::Read for SourceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = ((self.len - self.pos) as usize).min(buf.len());
+        let from_src = (self.src.len().saturating_sub(self.pos) as usize).min(n);
+        self.src.read_exact_at(&mut buf[..from_src], self.pos)?;
+        buf[from_src..n].fill(0);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Payload {
+    fn reader(&self) -> Result<Box<dyn std::io::Read + '_>> {
+        Ok(match self {
+            Payload::File(t) => {
+                Box::new(File::open(t.path()).map_err(|e| BuildError::io(t.path(), e))?)
+            }
+            Payload::Source { src, len } => Box::new(SourceReader {
+                src: &**src,
+                pos: 0,
+                len: *len,
+            }),
+        })
+    }
+
+    fn len(&self) -> Result<u64> {
+        match self {
+            Payload::File(t) => Ok(std::fs::metadata(t.path())
+                .map_err(|e| BuildError::io(t.path(), e))?
+                .len()),
+            Payload::Source { len, .. } => Ok(*len),
+        }
+    }
+}
+
+/// Encrypts (when asked) and assembles the SIF from a finished squashfs.
 fn finish(
     opts: &BuildOptions,
-    sqfs: TempPath,
+    payload: Payload,
     objs: Objects<'_>,
     bytes: u64,
     inodes: u32,
@@ -131,12 +179,29 @@ fn finish(
     let mut luks_tmp = None;
     let mut message = None;
     let mut secret: Option<Passphrase> = None;
-    let (part_path, fs_type) = match &opts.encryption {
-        None => (sqfs.path().to_path_buf(), FsType::Squash),
-        Some(enc) => {
+    let mut plain_tmp = None;
+    let (part_path, fs_type) = match (&opts.encryption, &payload) {
+        (None, Payload::File(t)) => (t.path().to_path_buf(), FsType::Squash),
+        (None, Payload::Source { .. }) => {
+            // The output is plain: its squashfs is copied into a file of its own.
+            let t = TempPath::new(&tmp_dir, "squashfs");
+            let mut f = File::create(t.path()).map_err(|e| BuildError::io(t.path(), e))?;
+            std::io::copy(&mut payload.reader()?, &mut f)
+                .map_err(|e| BuildError::io(t.path(), e))?;
+            let p = t.path().to_path_buf();
+            plain_tmp = Some(t);
+            (p, FsType::Squash)
+        }
+        (Some(enc), _) => {
             let t = TempPath::new(&tmp_dir, "luks");
-            let r =
-                encrypt::encrypt_file(sqfs.path(), t.path(), enc, opts.kdf, opts.squash.progress)?;
+            let r = encrypt::encrypt_stream(
+                payload.reader()?,
+                payload.len()?,
+                t.path(),
+                enc,
+                opts.kdf,
+                opts.squash.progress,
+            )?;
             message = r.message;
             secret = r.secret;
             let p = t.path().to_path_buf();
@@ -197,7 +262,8 @@ fn finish(
             .map_err(|e| BuildError::io(final_tmp.path(), e))?;
     }
     drop(luks_tmp);
-    drop(sqfs);
+    drop(plain_tmp);
+    drop(payload);
     verify(final_tmp.path(), fs_type, secret.as_ref())?;
     crate::launch::debug_time("build: SIF verified");
     if out.is_dir() {
@@ -247,9 +313,6 @@ fn verify(path: &Path, fs_type: FsType, secret: Option<&Passphrase>) -> Result<(
 /// decrypted with the source key, or encrypted, as asked); the source's Def.FILE and
 /// JSON.Generic objects are kept unless `--no-metadata`.
 pub fn convert(opts: &BuildOptions, src: &Path, time: i64) -> Result<Summary> {
-    let out_dir = crate::fsutil::parent_dir(&opts.output).to_path_buf();
-    let tmp_dir = opts.tmpdir.clone().unwrap_or(out_dir);
-    let sqfs = TempPath::new(&tmp_dir, "squashfs");
     let mut deffile = None;
     let mut inspect = None;
     let mut arch = Arch::host();
@@ -289,17 +352,7 @@ pub fn convert(opts: &BuildOptions, src: &Path, time: i64) -> Result<Summary> {
                             super::SOURCE_KEY_HINT
                         )));
                     };
-                    let message = sif
-                        .objects_of_type(DataType::CryptoMessage)
-                        .find(|d| {
-                            d.link() == Link::Object(prim.id)
-                                && d.extra()
-                                    == Extra::CryptoMessage {
-                                        format: FormatType::Pem,
-                                        message: MessageType::RsaOaep,
-                                    }
-                        })
-                        .and_then(|d| sif.read_object(d, 64 << 10).ok());
+                    let message = crate::image::crypto_message(&sif, prim)?;
                     let pass = key
                         .for_run(message.as_deref())
                         .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
@@ -324,29 +377,12 @@ pub fn convert(opts: &BuildOptions, src: &Path, time: i64) -> Result<Summary> {
     let inodes =
         walk_count(&fs).map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
     drop(fs);
+    // Its bytes_used, padded to 4 KiB with zeros as mksquashfs pads.
     let len = used.div_ceil(4096) * 4096;
-    let len = len.min(payload.len()).max(used);
-    {
-        let mut f = File::create(sqfs.path()).map_err(|e| BuildError::io(sqfs.path(), e))?;
-        let mut buf = vec![0u8; 4 << 20];
-        let mut off = 0u64;
-        while off < len {
-            let n = ((len - off) as usize).min(buf.len());
-            payload
-                .read_exact_at(&mut buf[..n], off)
-                .map_err(|e| BuildError::io(src, e))?;
-            f.write_all(&buf[..n])
-                .map_err(|e| BuildError::io(sqfs.path(), e))?;
-            off += n as u64;
-        }
-        let pad = (4096 - len % 4096) % 4096;
-        f.write_all(&vec![0u8; pad as usize])
-            .map_err(|e| BuildError::io(sqfs.path(), e))?;
-    }
     let deffile = deffile.and_then(|d| String::from_utf8(d).ok());
     finish(
         opts,
-        sqfs,
+        Payload::Source { src: payload, len },
         Objects {
             deffile: deffile.as_deref(),
             inspect: inspect.as_deref(),

@@ -100,19 +100,17 @@ impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
     }
 }
 
-/// Writes a LUKS2 volume holding the squashfs at `payload` to `out`.
-pub fn encrypt_file(
-    payload: &Path,
+/// Writes a LUKS2 volume holding `len` bytes of squashfs read from `input` to `out`.
+/// The plaintext is only ever streamed through memory: a re-encryption of an
+/// encrypted image never puts its decrypted squashfs in a file.
+pub fn encrypt_stream(
+    input: impl std::io::Read,
+    len: u64,
     out: &Path,
     enc: &Encryption,
     cost: KdfCost,
     show_progress: bool,
 ) -> Result<Encrypted> {
-    let input = File::open(payload).map_err(|e| BuildError::io(payload, e))?;
-    let len = input
-        .metadata()
-        .map_err(|e| BuildError::io(payload, e))?
-        .len();
     let (pass, keyslot, message) = match enc {
         Encryption::Passphrase(_) => (None, passphrase_keyslot(cost), None),
         Encryption::Recipient(wrap) => {

@@ -524,7 +524,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     );
     let (entries, mut metadata) = match &recipe {
         Some((r, _)) => layout::recipe_entries(r, &labels),
-        None => layout::recipe_entries(&empty_recipe(), &labels),
+        None => layout::recipe_entries(&Recipe::default(), &labels),
     };
 
     if let Some(s) = &stage {
@@ -662,27 +662,6 @@ fn oci_entries(c: &archive::ImageConfig, root: &Path) -> Vec<layout::Entry> {
             0o644,
         ),
     ]
-}
-
-fn empty_recipe() -> Recipe {
-    Recipe {
-        text: String::new(),
-        bootstrap: Bootstrap::Scratch,
-        from: None,
-        from_line: 0,
-        fingerprints: Vec::new(),
-        fingerprints_line: 0,
-        header: BTreeMap::new(),
-        setup: None,
-        files: Vec::new(),
-        post: None,
-        environment: None,
-        runscript: None,
-        startscript: None,
-        test: None,
-        labels: Vec::new(),
-        help: None,
-    }
 }
 
 #[cfg(test)]

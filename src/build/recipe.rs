@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use super::error::{BuildError, Result};
 
 /// The bootstrap agents veil builds from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Bootstrap {
     LocalImage,
+    /// An empty root: what a recipe-less build starts from.
+    #[default]
     Scratch,
     DockerArchive,
     OciArchive,
@@ -44,7 +46,7 @@ pub struct FileCopy {
     pub line: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Recipe {
     /// The definition file after argument substitution (stored as Def.FILE).
     pub text: String,
@@ -307,15 +309,7 @@ pub fn parse(file: &str, text: &str, build_args: &[(String, String)]) -> Result<
         fingerprints,
         fingerprints_line: header_lines.get("fingerprints").copied().unwrap_or(0),
         header,
-        setup: None,
-        files: Vec::new(),
-        post: None,
-        environment: None,
-        runscript: None,
-        startscript: None,
-        test: None,
-        labels: Vec::new(),
-        help: None,
+        ..Default::default()
     };
     for (name, sargs, line, body) in sections {
         let script = || -> Result<Script> {

@@ -111,7 +111,7 @@ const MAX_MESSAGE: u64 = 64 << 10;
 /// The crypto message the peers use for `prim`: the first object of type
 /// Cryptographic Message linked to the partition's ID whose format is PEM and whose
 /// message type is RSA-OAEP.
-pub(super) fn crypto_message<R: veil_fusefs::source::ReadAt>(
+pub fn crypto_message<R: veil_fusefs::source::ReadAt>(
     sif: &Sif<R>,
     prim: &Descriptor,
 ) -> Result<Option<Vec<u8>>, SifError> {

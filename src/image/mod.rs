@@ -12,7 +12,7 @@ use veil_fusefs::squashfs::Squashfs;
 use crate::sif::{Extra, FsType, Sif, SifError};
 
 mod encrypted;
-pub use encrypted::{Encrypted, Unlocked};
+pub use encrypted::{Encrypted, Unlocked, crypto_message};
 
 /// A positional-read source shared by the FUSE threads.
 pub type Source = Arc<dyn ReadAt>;

@@ -313,3 +313,16 @@ pub fn new_gnupghome(parent: &Path) -> PathBuf {
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
     d
 }
+
+/// The contents of the regular files directly in `dir`, in name order (none if absent).
+pub fn files_in(dir: &Path) -> Vec<Vec<u8>> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<_> = rd
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    v.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
