@@ -676,9 +676,12 @@ fn an_interrupted_build_leaves_nothing_behind() {
         setup(),
         "siftool, squashfs-tools, busybox or user namespaces missing"
     );
+    // A command line no other process on the machine has, so that pgrep below
+    // finds only what this build left behind.
+    let sleeper = format!("sleep {}", 100_000 + std::process::id());
     std::fs::write(
         env.work.join("slow.def"),
-        "Bootstrap: localimage\nFrom: rootfs\n%post\n    sleep 300\n",
+        format!("Bootstrap: localimage\nFrom: rootfs\n%post\n    {sleeper}\n"),
     )
     .unwrap();
     env.user.own(&env.work);
@@ -717,7 +720,7 @@ fn an_interrupted_build_leaves_nothing_behind() {
     // reaps the rest of the namespace right after its first process).
     let t0 = std::time::Instant::now();
     loop {
-        let Ok(ps) = Command::new("pgrep").args(["-f", "sleep 300"]).output() else {
+        let Ok(ps) = Command::new("pgrep").args(["-f", &sleeper]).output() else {
             break;
         };
         if stdout(&ps).trim().is_empty() {
