@@ -730,3 +730,132 @@ fn an_interrupted_build_leaves_nothing_behind() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+const SUBID_DEF: &str = "\
+Bootstrap: localimage
+From: rootfs
+
+%post
+    cat /proc/self/uid_map > /uid_map
+    busybox mkdir /secret
+    echo hidden > /secret/f
+    busybox chmod 600 /secret/f
+    busybox chmod 700 /secret
+    busybox chown -R 1234:2345 /secret
+";
+
+/// `veil build` as the test user with subordinate ids. As root, the ranges are given
+/// to uid 65534 by files bound over /etc/subuid and /etc/subgid in a private mount
+/// namespace (the host's files are not touched; newuidmap reads them from there).
+/// Otherwise the caller's own configuration is used, when it has one.
+fn build_with_subids(env: &Env, args: &[&str]) -> Option<std::process::Output> {
+    which("newuidmap")?;
+    which("newgidmap")?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let name = std::env::var("USER").unwrap_or_default();
+        let has = |f: &str| {
+            std::fs::read_to_string(f).is_ok_and(|t| {
+                t.lines().any(|l| {
+                    l.starts_with(&format!("{name}:"))
+                        || l.starts_with(&format!("{}:", env.user.uid))
+                })
+            })
+        };
+        if !(has("/etc/subuid") && has("/etc/subgid")) {
+            return None;
+        }
+        return Some(build(env, args));
+    }
+    which("setpriv")?;
+    let dir = env.user.dir.path();
+    for f in ["subuid", "subgid"] {
+        std::fs::write(dir.join(f), "nobody:300000:65536\n").unwrap();
+    }
+    let mut c = Command::new("unshare");
+    c.arg("-m")
+        .arg("sh")
+        .arg("-c")
+        .arg(
+            "mount --bind \"$1/subuid\" /etc/subuid && mount --bind \"$1/subgid\" /etc/subgid \
+             && shift && exec setpriv --reuid 65534 --regid 65534 --clear-groups \"$@\"",
+        )
+        .arg("sh")
+        .arg(dir)
+        .arg(&env.user.bin)
+        .arg("build")
+        .arg("-q")
+        .args(args)
+        .current_dir(&env.work)
+        .env_clear()
+        .env("HOME", &env.user.home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LANG", "C.UTF-8");
+    Some(c.output().unwrap())
+}
+
+#[test]
+fn post_gets_subordinate_ids_when_they_are_configured() {
+    let env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    std::fs::write(env.work.join("subid.def"), SUBID_DEF).unwrap();
+    let o = require!(
+        build_with_subids(&env, &["subid.sif", "subid.def"]),
+        "newuidmap/newgidmap/setpriv missing, or (not running as root) no /etc/subuid and /etc/subgid ranges for this user"
+    );
+    assert!(
+        o.status.success(),
+        "build with subordinate ids failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    no_temporaries(&env.work);
+    let img = env.work.join("subid.sqfs");
+    dump_partition(&env.work.join("subid.sif"), &img);
+    let listing = stdout(&run_ok(
+        Command::new("unsquashfs")
+            .args(["-lln", "-d", ""])
+            .arg(&img),
+    ));
+    let owner_of = |path: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().nth(5) == Some(path))
+            .map(|l| {
+                let f: Vec<_> = l.split_whitespace().collect();
+                format!("{} {}", f[0], f[1])
+            })
+            .unwrap_or_else(|| panic!("{path} not in the image:\n{listing}"))
+    };
+    // Owners %post gave stay in the image; what the caller owned is root's.
+    assert_eq!(owner_of("/secret"), "drwx------ 1234/2345");
+    assert_eq!(owner_of("/secret/f"), "-rw------- 1234/2345");
+    assert_eq!(owner_of("/bin/busybox").split(' ').nth(1), Some("0/0"));
+    // %post saw the caller as root and the range as ids 1 and up.
+    let map = stdout(&run_ok(
+        Command::new("unsquashfs")
+            .args(["-cat"])
+            .arg(&img)
+            .arg("uid_map"),
+    ));
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "uid_map in %post: {map}");
+    assert_eq!(lines[0], ["0", &env.user.uid.to_string(), "1"]);
+    assert_eq!(lines[1][0], "1");
+    assert!(lines[1][2].parse::<u32>().unwrap() > 0);
+
+    // --ignore-subuid: a single id, so the chown fails and so does the build, at its line.
+    let o = require!(
+        build_with_subids(&env, &["--ignore-subuid", "single.sif", "subid.def"]),
+        "unreachable: the first build ran"
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("subid.def:4: %post failed"), "{err}");
+    assert!(!env.work.join("single.sif").exists());
+    no_temporaries(&env.work);
+}

@@ -249,7 +249,7 @@ fn apply_layer(
             nix::unistd::mkfifo(&dst, nix::sys::stat::Mode::from_bits_truncate(mode & 0o777))
                 .map_err(|e| BuildError::io(&dst, e.into()))?;
         } else if et.is_character_special() || et.is_block_special() {
-            if !is_root {
+            if !is_root || super::subids::active() {
                 *skipped += 1;
                 continue;
             }

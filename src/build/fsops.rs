@@ -20,6 +20,33 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// The owner a copied host file gets. In a namespace with subordinate ids, host owners
+/// outside the map read as the kernel's overflow ids; a tree made by root on the host
+/// (debootstrap under sudo, say) would then become nobody's, so those become root's, as
+/// they do without subordinate ids. (A file truly owned by the overflow id inside the
+/// map cannot be told apart and becomes root's too.)
+fn host_owner(md: &fs::Metadata) -> (u32, u32) {
+    if !super::subids::active() {
+        return (md.uid(), md.gid());
+    }
+    let overflow = |f: &str| {
+        fs::read_to_string(format!("/proc/sys/kernel/{f}"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(65534)
+    };
+    let fix = |id: u32, over: u32| if id == over { 0 } else { id };
+    (
+        fix(md.uid(), overflow("overflowuid")),
+        fix(md.gid(), overflow("overflowgid")),
+    )
+}
+
+/// Device nodes need real root: root of a user namespace may not make them.
+fn can_mknod() -> bool {
+    is_root() && !super::subids::active()
+}
+
 fn cpath(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| BuildError::Source(format!("{}: NUL byte in path", p.display())))
@@ -45,7 +72,12 @@ fn set_mtime(p: &Path, mtime: i64) {
 }
 
 fn lchown(p: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| BuildError::io(p, e))
+    match std::os::unix::fs::lchown(p, Some(uid), Some(gid)) {
+        // In a namespace with subordinate ids, an owner outside the map (shown as the
+        // overflow id) cannot be given; the file stays root's, as without a map.
+        Err(e) if super::subids::active() && e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        r => r.map_err(|e| BuildError::io(p, e)),
+    }
 }
 
 fn mknod(p: &Path, mode: u32, rdev: u64) -> Result<()> {
@@ -110,7 +142,8 @@ fn copy_one(
             copy_one(&src.join(&n), &dst.join(&n), links, skipped, dirs)?;
         }
         if is_root() {
-            lchown(dst, md.uid(), md.gid())?;
+            let (u, g) = host_owner(&md);
+            lchown(dst, u, g)?;
         }
         dirs.push((dst.to_path_buf(), md));
         return Ok(());
@@ -132,7 +165,7 @@ fn copy_one(
         fs::copy(src, dst).map_err(|e| BuildError::io(src, e))?;
         fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(|e| BuildError::io(dst, e))?;
-    } else if is_root() {
+    } else if can_mknod() {
         mknod(dst, md.mode(), md.rdev())?;
     } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {
         nix::unistd::mkfifo(
@@ -145,7 +178,8 @@ fn copy_one(
         return Ok(());
     }
     if is_root() {
-        lchown(dst, md.uid(), md.gid())?;
+        let (u, g) = host_owner(&md);
+        lchown(dst, u, g)?;
     }
     set_mtime(dst, md.mtime());
     Ok(())
@@ -210,7 +244,7 @@ pub fn extract_squashfs<R: ReadAt>(fs_: &Squashfs<R>, dest: &Path) -> Result<Ski
                     .map_err(|e| BuildError::io(&p, e.into()))?;
                 }
                 FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {
-                    if !root || a.kind == FileKind::Socket {
+                    if !can_mknod() || a.kind == FileKind::Socket {
                         skipped.devices += 1;
                         return Ok(());
                     }

@@ -20,6 +20,7 @@ pub mod recipe;
 pub mod rekey;
 mod sqfs_ffi;
 pub mod squash;
+pub mod subids;
 pub mod tree;
 
 use std::collections::BTreeMap;
@@ -187,6 +188,25 @@ fn owners() -> Owners {
             count: 1,
         }],
     }
+}
+
+/// Whether building from `source` runs a definition file's `%post` or `%test` inside
+/// the image: what decides, before anything else happens, whether the build moves into
+/// a user namespace with subordinate ids. A source that does not parse says no here;
+/// the build itself reports why.
+pub fn runs_scripts_in_image(source: &str, build_args: &[(String, String)], notest: bool) -> bool {
+    let p = Path::new(source);
+    let Ok(md) = std::fs::metadata(p) else {
+        return false;
+    };
+    if !md.is_file() || md.len() > 4 << 20 || is_image(p) || archive::is_tar(p) {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(p) else {
+        return false;
+    };
+    recipe::parse(source, &text, build_args)
+        .is_ok_and(|r| r.post.is_some() || (r.test.is_some() && !notest))
 }
 
 /// Resolves the source argument: a definition file is parsed, anything else is used

@@ -1,9 +1,11 @@
 //! Runs definition-file scripts: `%setup` on the host, `%post` and `%test` inside the
 //! image being built, rootless. For `%post` a child process enters a new user and mount
 //! namespace with the caller mapped to root (as `apptainer build --fakeroot` does
-//! without subordinate id ranges), binds the host's /dev, /proc and /sys and its DNS
-//! files into the staging tree, chroots into it and runs the script with `sh -e -x`.
-//! Nothing is mounted outside the child's namespace, so nothing is left behind.
+//! without subordinate id ranges) — or, when the whole build already runs as root of a
+//! namespace with the caller's subordinate ids (see `subids`), only a mount namespace —
+//! binds the host's /dev, /proc and /sys and its DNS files into the staging tree,
+//! chroots into it and runs the script with `sh -e -x`. Nothing is mounted outside the
+//! child's namespace, so nothing is left behind.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

@@ -75,6 +75,9 @@ pub struct BuildArgs {
     /// No progress bar
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Run %post with the caller as the only id even when /etc/subuid and /etc/subgid give it ranges
+    #[arg(long)]
+    pub ignore_subuid: bool,
 }
 
 fn parse_args(list: &[String], file: Option<&PathBuf>) -> Result<Vec<(String, String)>> {
@@ -126,7 +129,33 @@ pub fn encryption(flags: &KeyFlags, encrypt: bool) -> Result<Option<Encryption>>
     })
 }
 
+/// Moves the build into a user namespace with the caller's subordinate ids when it
+/// will run %post or %test (see build::subids). Before anything starts a thread.
+fn enter_subid_namespace(a: &BuildArgs, build_args: &[(String, String)]) {
+    let uid = nix::unistd::getuid().as_raw();
+    if a.ignore_subuid || uid == 0 || !build::runs_scripts_in_image(&a.source, build_args, a.notest)
+    {
+        return;
+    }
+    let Some(ids) = build::subids::lookup(uid, nix::unistd::getgid().as_raw()) else {
+        crate::launch::debug_note(
+            "build: no subordinate ids for the caller; %post gets a single id",
+        );
+        return;
+    };
+    match build::subids::enter(&ids) {
+        Ok(()) => crate::launch::debug_note(&format!(
+            "build: in a user namespace with subordinate uids {}+{} and gids {}+{}",
+            ids.uids.start, ids.uids.count, ids.gids.start, ids.gids.count
+        )),
+        // Unprivileged user namespaces are off: %post reports that, with the fix.
+        Err(e) => crate::launch::debug_note(&format!("build: {e}")),
+    }
+}
+
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
+    let build_args = parse_args(&a.build_arg, a.build_arg_file.as_ref())?;
+    enter_subid_namespace(&a, &build_args);
     build::cleanup::install();
     let block = a.block_size;
     if !(4..=1024).contains(&block) || !block.is_power_of_two() {
@@ -166,7 +195,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         sandbox: a.sandbox,
         force: a.force,
         squash,
-        build_args: parse_args(&a.build_arg, a.build_arg_file.as_ref())?,
+        build_args,
         no_metadata: a.no_plaintext_metadata,
         notest: a.notest,
         encryption,
