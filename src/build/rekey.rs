@@ -5,7 +5,7 @@
 //! The LUKS2 header area (both header copies and the keyslots, everything before the
 //! data segment) is copied to a private temporary file, edited there with the
 //! keyslot code of veil-fusefs, and written back in place, as `cryptsetup luksAddKey`
-//! edits a device in place.
+//! edits a device in place, in an order that survives an interruption (`write_back`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -86,8 +86,13 @@ pub fn slot_of(path: &Path, p: &Partition, key: &Passphrase) -> Result<u32> {
     Ok(vol.keyslot())
 }
 
-/// Runs `edit` on a private copy of the header area, then writes it back.
-fn with_header<T>(path: &Path, p: &Partition, edit: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+/// Runs `edit` on a private copy of the header area, then writes it back (in `order`).
+fn with_header<T>(
+    path: &Path,
+    p: &Partition,
+    order: Order,
+    edit: impl FnOnce(&File) -> Result<T>,
+) -> Result<T> {
     let window = p.header.segment_offset;
     if window == 0 || window > p.size {
         return Err(err(path, "unexpected LUKS2 data offset"));
@@ -114,10 +119,54 @@ fn with_header<T>(path: &Path, p: &Partition, edit: impl FnOnce(&File) -> Result
     let mut edited = vec![0u8; window as usize];
     f.read_exact_at(&mut edited, 0)
         .map_err(|e| BuildError::io(tmp.path(), e))?;
-    img.write_all_at(&edited, p.offset)
-        .map_err(|e| BuildError::io(path, e))?;
-    img.sync_all().map_err(|e| BuildError::io(path, e))?;
+    write_back(&img, p, &bytes, &edited, order).map_err(|e| BuildError::io(path, e))?;
     Ok(out)
+}
+
+/// Which part of an edited header area reaches the disk first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// A new keyslot: its key material before the headers that point at it.
+    AreasFirst,
+    /// A removed keyslot: the headers that forget it before its material is wiped.
+    HeadersFirst,
+}
+
+/// Writes the changed parts of the header area back so that an interruption at any
+/// point leaves an image that opens with the old or the new set of keys: the primary
+/// header, then the secondary (each synced; a torn copy fails its checksum and the
+/// other, valid one is used, the higher sequence number winning when both are), with
+/// the keyslot areas before or after both.
+fn write_back(
+    img: &File,
+    p: &Partition,
+    old: &[u8],
+    new: &[u8],
+    order: Order,
+) -> std::io::Result<()> {
+    let h = p.header.header_size as usize;
+    let all = old.len();
+    let (primary, secondary, areas) = if h > 0 && 2 * h <= all {
+        (0..h, h..2 * h, 2 * h..all)
+    } else {
+        (0..all, all..all, all..all)
+    };
+    let put = |r: std::ops::Range<usize>| -> std::io::Result<()> {
+        if old[r.clone()] != new[r.clone()] {
+            img.write_all_at(&new[r.clone()], p.offset + r.start as u64)?;
+            img.sync_data()?;
+        }
+        Ok(())
+    };
+    if order == Order::AreasFirst {
+        put(areas.clone())?;
+    }
+    put(primary)?;
+    put(secondary)?;
+    if order == Order::HeadersFirst {
+        put(areas)?;
+    }
+    Ok(())
 }
 
 /// Adds a keyslot for `new`, unlocking the volume key with `existing`.
@@ -128,14 +177,14 @@ pub fn add_keyslot(
     new: &Passphrase,
     opts: &KeyslotOptions,
 ) -> Result<u32> {
-    with_header(path, p, |f| {
+    with_header(path, p, Order::AreasFirst, |f| {
         luks2::add_keyslot(f, existing, new, opts, None).map_err(|e| err(path, e))
     })
 }
 
 /// Removes keyslot `slot` (never the last one).
 pub fn remove_keyslot(path: &Path, p: &Partition, slot: u32) -> Result<()> {
-    with_header(path, p, |f| {
+    with_header(path, p, Order::HeadersFirst, |f| {
         luks2::remove_keyslot(f, slot).map_err(|e| err(path, e))
     })
 }
