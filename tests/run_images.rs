@@ -14,6 +14,9 @@ struct Env {
     sqfs: PathBuf,
     sif: PathBuf,
     big: Vec<Vec<u8>>,
+    /// Files small enough for the server's warmer, which pushes their blocks into the
+    /// kernel's page cache once any part is read.
+    mid: Vec<Vec<u8>>,
 }
 
 /// Deterministic, poorly compressible bytes.
@@ -40,6 +43,16 @@ fn setup() -> Option<Env> {
         std::fs::write(root.join(format!("data/big{i}")), &data).unwrap();
         big.push(data);
     }
+    // Mid-sized files: a tail in a fragment, an exact block multiple, one block and a
+    // bit, and sparse (all-zero) blocks between noise.
+    let mut mid = vec![noise(1_000_003, 11), noise(3 << 20, 12), noise(131_073, 13)];
+    let mut sparse = noise(131_072, 14);
+    sparse.extend(std::iter::repeat_n(0u8, 262_144));
+    sparse.extend(noise(100_000, 15));
+    mid.push(sparse);
+    for (i, data) in mid.iter().enumerate() {
+        std::fs::write(root.join(format!("data/mid{i}")), data).unwrap();
+    }
     std::fs::create_dir_all(root.join("data/tree/a/b/c")).unwrap();
     std::os::unix::fs::symlink("../hello.txt", root.join("data/tree/link")).unwrap();
     let (sqfs, sif) = squash_and_sif(&root, user.dir.path())?;
@@ -48,6 +61,7 @@ fn setup() -> Option<Env> {
         sqfs,
         sif,
         big,
+        mid,
     })
 }
 
@@ -107,6 +121,58 @@ fn eight_parallel_readers_read_the_right_bytes() {
         "dd if=/data/big2 bs=4096 skip=1500 count=3 2>/dev/null",
     ]));
     assert_eq!(o.stdout, e.big[2][1500 * 4096..1503 * 4096]);
+}
+
+#[test]
+fn small_files_warmed_into_the_page_cache_read_right() {
+    let e = require!(
+        setup(),
+        "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
+    );
+    // Each file is first touched in the middle (the warmer then pushes every other
+    // block into the page cache, the touched one last), then read at scattered offsets
+    // and whole, by two readers at once.
+    let mut script = String::new();
+    for i in 0..e.mid.len() {
+        script.push_str(&format!(
+            "dd if=/data/mid{i} bs=4096 skip=20 count=1 2>/dev/null | sha256sum; sleep 0.2; \
+             for s in 0 31 32 33 63 64 65 70 97; do dd if=/data/mid{i} bs=4096 skip=$s count=2 2>/dev/null; done | sha256sum; \
+             sha256sum /data/mid{i} & sha256sum /data/mid{i}; wait\n"
+        ));
+    }
+    for image in [&e.sif, &e.sqfs] {
+        let o = run_ok(
+            e.user
+                .veil()
+                .arg("exec")
+                .arg(image)
+                .args(["sh", "-c", &script]),
+        );
+        let s = stdout(&o);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 4 * e.mid.len(), "{s}");
+        for (i, data) in e.mid.iter().enumerate() {
+            let at = |from: usize, len: usize| {
+                let end = (from + len).min(data.len());
+                data.get(from.min(end)..end).unwrap_or(&[]).to_vec()
+            };
+            let first = sha256_hex(&at(20 * 4096, 4096));
+            let mut scattered = Vec::new();
+            for s in [0, 31, 32, 33, 63, 64, 65, 70, 97] {
+                scattered.extend(at(s * 4096, 8192));
+            }
+            let whole = sha256_hex(data);
+            let got: Vec<&str> = lines[4 * i..4 * i + 4]
+                .iter()
+                .map(|l| l.split_whitespace().next().unwrap())
+                .collect();
+            let what = format!("mid{i} in {}", image.display());
+            assert_eq!(got[0], first, "{what}: first read");
+            assert_eq!(got[1], sha256_hex(&scattered), "{what}: scattered reads");
+            assert_eq!(got[2], whole, "{what}: whole file");
+            assert_eq!(got[3], whole, "{what}: whole file, second reader");
+        }
+    }
 }
 
 #[test]

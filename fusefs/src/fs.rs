@@ -10,11 +10,11 @@
 //!
 //! Reader errors become errno values in exactly one place, [`errno`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
@@ -24,7 +24,7 @@ use fuser::{
 };
 
 use crate::source::ReadAt;
-use crate::squashfs::{Attr, Error, FileKind, InodeId, Squashfs};
+use crate::squashfs::{Attr, Error, FileKind, InodeId, Squashfs, WARM_MAX};
 
 /// How long the kernel may trust what we told it: the image never changes.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -184,15 +184,125 @@ pub struct ImageFs<R> {
     owner: Owner,
     /// The first reader error is reported on stderr; the rest only as EIO.
     reported: AtomicBool,
+    warmer: Option<Warmer>,
+    notifier: NotifierSlot,
 }
 
-impl<R: ReadAt> ImageFs<R> {
+/// Loads the rest of a small file into the kernel's page cache, on spare cores, as
+/// soon as any of it is read. A program being started reads its executable and
+/// libraries in page faults scattered over the whole file, one at a time: each a round
+/// trip to this server and, on a miss, one block's decompression, while the program
+/// waits. The warmer decompresses the file's blocks in parallel (sharing the block
+/// cache with the workers, so nothing is decompressed twice) and pushes them into the
+/// page cache with FUSE_NOTIFY_STORE, so later faults never leave the kernel. Big files
+/// are left to the kernel's readahead, which already asks for many blocks at once.
+struct Warmer {
+    jobs: Mutex<mpsc::Sender<(u64, u64)>>,
+    /// Files already handed to the warmer (cleared when it grows large).
+    started: Mutex<HashSet<u64>>,
+}
+
+/// Where the warmer pushes data: set once the session exists.
+type NotifierSlot = Arc<std::sync::OnceLock<fuser::Notifier>>;
+
+/// Lets the calling thread run only when a core would otherwise be idle, so warming
+/// never delays the reader it works for (or anything else on the machine).
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler with pid 0 changes only the calling thread's policy;
+    // `param` is a valid sched_param that outlives the call. Failure leaves the thread
+    // at normal priority, which is only less polite.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
+}
+
+impl Warmer {
+    /// One thread per core beyond the first (at most three); none on a single core,
+    /// where warming could only compete with the reader.
+    fn start<R: ReadAt + 'static>(
+        fs: &Arc<Squashfs<R>>,
+        notifier: &NotifierSlot,
+    ) -> Option<Warmer> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (cores - 1).min(3);
+        if threads == 0 {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel::<(u64, u64)>();
+        let rx = Arc::new(Mutex::new(rx));
+        let bs = u64::from(fs.superblock().block_size);
+        for i in 0..threads {
+            let fs = fs.clone();
+            let rx = rx.clone();
+            let notifier = notifier.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("veil-warm-{i}"))
+                .spawn(move || {
+                    idle_priority();
+                    let mut buf = vec![0u8; bs as usize];
+                    loop {
+                        // The lock is held only while taking one job.
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((ino, offset)) = job else { return };
+                        // Errors are the reader's to report, when it gets there.
+                        let Ok(n) = fs.read(InodeId(ino), offset, &mut buf) else {
+                            continue;
+                        };
+                        if let Some(notifier) = notifier.get() {
+                            // Refused (the inode left the kernel's cache, say): the
+                            // kernel simply reads the range when it needs it.
+                            let _ = notifier.store(INodeNo(ino), offset, &buf[..n]);
+                        }
+                    }
+                });
+            if spawned.is_err() {
+                return None;
+            }
+        }
+        Some(Warmer {
+            jobs: Mutex::new(tx),
+            started: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Queues every block of file `ino` (`size` bytes, blocks of `bs`), in file order
+    /// from the one after block `first`, which is being read; that one comes last (the
+    /// read fills only the pages it asked for), unless the file was queued before.
+    fn file(&self, ino: u64, first: u64, size: u64, bs: u64) {
+        {
+            let Ok(mut s) = self.started.lock() else {
+                return;
+            };
+            if s.len() >= 1 << 16 {
+                s.clear();
+            }
+            if !s.insert(ino) {
+                return;
+            }
+        }
+        let blocks = size.div_ceil(bs);
+        let Ok(tx) = self.jobs.lock() else { return };
+        for k in 1..=blocks {
+            let _ = tx.send((ino, (first + k) % blocks * bs));
+        }
+    }
+}
+
+impl<R: ReadAt + 'static> ImageFs<R> {
     pub fn new(fs: Arc<Squashfs<R>>, synth: Synthetic, owner: Owner) -> Self {
+        let notifier = NotifierSlot::default();
+        let warmer = Warmer::start(&fs, &notifier);
         ImageFs {
             fs,
             synth,
             owner,
             reported: AtomicBool::new(false),
+            warmer,
+            notifier,
         }
     }
 
@@ -414,10 +524,18 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
             return reply.data(&[]);
         }
         // The kernel asks for whole readahead windows; allocate only what the file has.
-        let len = match self.fs.getattr(InodeId(ino.0)) {
-            Ok(a) => a.size.saturating_sub(offset).min(u64::from(size)) as usize,
+        let file_size = match self.fs.getattr(InodeId(ino.0)) {
+            Ok(a) => a.size,
             Err(e) => return reply.error(self.fail(&e)),
         };
+        let len = file_size.saturating_sub(offset).min(u64::from(size)) as usize;
+        let bs = u64::from(self.fs.superblock().block_size);
+        if let Some(w) = &self.warmer
+            && file_size > bs
+            && file_size <= WARM_MAX
+        {
+            w.file(ino.0, offset / bs, file_size, bs);
+        }
         let mut buf = vec![0u8; len];
         match self.fs.read(InodeId(ino.0), offset, &mut buf) {
             Ok(n) => reply.data(&buf[..n.min(buf.len())]),
@@ -543,5 +661,8 @@ pub fn serve<R: ReadAt + 'static>(
     config.clone_fd = true;
     // The kernel already lets only the mounting user in (no allow_other).
     config.acl = fuser::SessionACL::All;
-    fuser::Session::from_fd(fs, fuse_fd, fuser::SessionACL::All, config)?.spawn()
+    let slot = fs.notifier.clone();
+    let session = fuser::Session::from_fd(fs, fuse_fd, fuser::SessionACL::All, config)?;
+    let _ = slot.set(session.notifier());
+    session.spawn()
 }

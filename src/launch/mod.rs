@@ -496,6 +496,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         .ctx(|| "entering the staging area".into())?;
     nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
     sys::apply(s.steps, s.root)?;
+    debug_time("child: mounts applied");
     sys::pivot_into(s.root)?;
     if let Some(h) = &s.hostname {
         nix::unistd::sethostname(h).ctx(|| format!("setting the hostname to {h}"))?;
@@ -511,6 +512,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
     nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&s.old_mask), None)
         .ctx(|| "restoring the signal mask".into())?;
+    debug_time("child: exec");
     let sh = CString::new("/bin/sh").expect("no NUL");
     let has_shell = nix::unistd::access(sh.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok();
     match (&s.argv.direct, has_shell) {

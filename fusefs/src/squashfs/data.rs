@@ -55,6 +55,11 @@ impl Fragments {
     }
 }
 
+/// Files up to this size are read through the block cache, so that a server warming
+/// their blocks ahead of the reader on other threads shares each decompression with
+/// it; bigger files stream each whole block straight into the caller's buffer.
+pub const WARM_MAX: u64 = 8 << 20;
+
 /// Copies the bytes of `f` at `offset` into `buf`; returns how many (short only at
 /// the end of the file).
 pub fn read<R: ReadAt>(
@@ -84,7 +89,7 @@ pub fn read<R: ReadAt>(
             Some(&field) => {
                 let at = f.block_pos(bi as usize);
                 let cached = img.cached_data_block(at);
-                if cached.is_none() && in_block == 0 && n == block_len {
+                if cached.is_none() && in_block == 0 && n == block_len && f.size > WARM_MAX {
                     // The caller wants the whole block: decompress straight into its
                     // buffer, no cache copy (sequential reads run at decompression speed).
                     img.read_block_into("data", at, field, out)?;

@@ -40,6 +40,7 @@ mod table;
 mod xattr;
 
 pub use compress::Compressor;
+pub use data::WARM_MAX;
 pub use error::{Error, Result};
 pub use fs::{Attr, DirEntry, InodeId, Options, ReadDir, Squashfs, StatFs};
 #[doc(hidden)]
