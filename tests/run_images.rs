@@ -293,3 +293,74 @@ fn broken_images_fail_with_one_line_errors() {
     );
     assert_eq!(err.matches("error reading the image").count(), 1, "{err}");
 }
+
+/// An image with no environment scripts: `exec` starts the program itself, found on
+/// the container's PATH (not the launcher's); what is not found falls back to the
+/// action shell's message, or, with no shell at all, a clear error.
+#[test]
+fn exec_without_environment_scripts_searches_the_containers_path() {
+    let Some(user) = Unprivileged::new() else {
+        eprintln!("SKIP {}: no unprivileged user namespace", module_path!());
+        return;
+    };
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        eprintln!("SKIP {}: busybox missing", module_path!());
+        return;
+    };
+    let make = |name: &str, with_sh: bool| -> Option<PathBuf> {
+        let dir = user.dir.path().join(name);
+        let tools = dir.join("root/opt/tools");
+        std::fs::create_dir_all(&tools).unwrap();
+        std::fs::create_dir_all(dir.join("root/bin")).unwrap();
+        std::fs::copy(&busybox, tools.join("busybox")).unwrap();
+        for t in ["echo", "id"] {
+            std::os::unix::fs::symlink("busybox", tools.join(t)).unwrap();
+        }
+        if with_sh {
+            std::os::unix::fs::symlink("/opt/tools/busybox", dir.join("root/bin/sh")).unwrap();
+        }
+        squash_and_sif(&dir.join("root"), &dir).map(|(_, sif)| sif)
+    };
+    let (Some(nosh), Some(sh)) = (make("nosh", false), make("sh", true)) else {
+        eprintln!("SKIP {}: mksquashfs or /dev/fuse missing", module_path!());
+        return;
+    };
+    for image in [&nosh, &sh] {
+        let o = run_ok(
+            user.veil()
+                .args(["exec", "--env", "PATH=/opt/tools"])
+                .arg(image)
+                .args(["echo", "found on the container's PATH"]),
+        );
+        assert_eq!(
+            stdout(&o),
+            "found on the container's PATH\n",
+            "{}",
+            image.display()
+        );
+    }
+    // Not found: with a shell, its message and status 127, as Apptainer's.
+    let o = user
+        .veil()
+        .args(["exec", "--env", "PATH=/opt/tools"])
+        .arg(&sh)
+        .arg("no-such-tool")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+    // Without one, veil says what failed; `run` needs a shell.
+    let err = run_err(
+        user.veil()
+            .args(["exec", "--env", "PATH=/opt/tools"])
+            .arg(&nosh)
+            .arg("no-such-tool"),
+    );
+    assert!(err.contains("cannot run no-such-tool"), "{err}");
+    let err = run_err(user.veil().arg("run").arg(&nosh));
+    assert!(err.contains("no /bin/sh"), "{err}");
+}

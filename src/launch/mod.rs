@@ -161,6 +161,8 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let host_cwd = std::env::current_dir()
         .ok()
         .and_then(|p| p.canonicalize().ok());
+    // `exec` in an image without environment scripts starts the program directly.
+    let direct_first = spec.action == Action::Exec && !has_env_scripts(&spec.root);
     let (image_passwd, image_group) = match &spec.root {
         RootSource::Directory(dir) => (
             read_in_root(dir, "etc/passwd"),
@@ -302,6 +304,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
                 root: &root,
                 start_dirs: &start_dirs,
                 argv: &argv,
+                direct_first,
             });
             if let Some(fd) = err_slot {
                 let _ = fs::File::from(fd).write_all(err.to_string().as_bytes());
@@ -448,6 +451,9 @@ struct ChildSetup<'a> {
     root: &'a Path,
     start_dirs: &'a [CString],
     argv: &'a action::ActionArgv,
+    /// Start `exec`'s program directly, without the action shell (which would source
+    /// nothing and only pass the environment on).
+    direct_first: bool,
 }
 
 /// The container process: returns only on failure.
@@ -515,23 +521,80 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
     debug_time("child: exec");
     let sh = CString::new("/bin/sh").expect("no NUL");
     let has_shell = nix::unistd::access(sh.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok();
-    match (&s.argv.direct, has_shell) {
-        (Some((argv, envp)), false) => {
-            let e = nix::unistd::execvpe(&argv[0], argv, envp).unwrap_err();
-            Err(LaunchError::Invalid(format!(
+    if let Some((argv, envp)) = &s.argv.direct
+        && (s.direct_first || !has_shell)
+    {
+        let e = exec_on_path(argv, envp);
+        if !has_shell {
+            return Err(LaunchError::Invalid(format!(
                 "cannot run {}: {e}",
                 argv[0].to_string_lossy()
-            )))
+            )));
         }
-        (None, false) => Err(LaunchError::Invalid(
+        // Not found, not executable, a script without `#!`: the action shell tries
+        // again and reports it as Apptainer's would (exit status 127 or 126).
+    } else if !has_shell {
+        return Err(LaunchError::Invalid(
             "the image has no /bin/sh, so only `exec` of a program works".into(),
-        )),
-        (_, true) => {
-            let (argv, envp) = &s.argv.with_shell;
-            let e = nix::unistd::execve(&argv[0], argv, envp).unwrap_err();
-            Err(LaunchError::Invalid(format!(
-                "cannot run /bin/sh in the image: {e}"
-            )))
+        ));
+    }
+    let (argv, envp) = &s.argv.with_shell;
+    let e = nix::unistd::execve(&argv[0], argv, envp).unwrap_err();
+    Err(LaunchError::Invalid(format!(
+        "cannot run /bin/sh in the image: {e}"
+    )))
+}
+
+/// execve of `argv[0]`, searched on the PATH of `envp` (the container's, not the
+/// launcher's, which execvpe would use) when it has no slash. Returns only on failure.
+fn exec_on_path(argv: &[CString], envp: &[CString]) -> nix::errno::Errno {
+    use nix::errno::Errno;
+    let name = argv[0].as_bytes();
+    if name.contains(&b'/') {
+        return nix::unistd::execve(&argv[0], argv, envp).unwrap_err();
+    }
+    let path = envp
+        .iter()
+        .find_map(|kv| kv.as_bytes().strip_prefix(b"PATH="))
+        .unwrap_or(env::DEFAULT_PATH.as_bytes());
+    let mut failure = Errno::ENOENT;
+    for dir in path.split(|&b| b == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let Ok(full) = CString::new([dir, b"/", name].concat()) else {
+            continue;
+        };
+        match nix::unistd::execve(&full, argv, envp).unwrap_err() {
+            // As the shell does: keep looking, and report "permission denied" if a
+            // candidate existed but could not be run.
+            Errno::EACCES => failure = Errno::EACCES,
+            Errno::ENOENT | Errno::ENOTDIR => {}
+            other => return other,
+        }
+    }
+    failure
+}
+
+/// Whether the image has environment scripts (`/.singularity.d/env/*.sh`) for the
+/// action shell to source. When unsure, yes.
+fn has_env_scripts(root: &RootSource) -> bool {
+    let is_script = |name: &[u8]| name.ends_with(b".sh") && !name.starts_with(b".");
+    match root {
+        RootSource::Directory(dir) => match fs::read_dir(dir.join(".singularity.d/env")) {
+            Ok(entries) => entries
+                .flatten()
+                .any(|e| is_script(e.file_name().as_bytes())),
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        },
+        RootSource::Squashfs { fs, .. } => {
+            use veil_fusefs::squashfs::{Error, FileKind};
+            match fs.lookup_path(b"/.singularity.d/env") {
+                Ok(a) if a.kind == FileKind::Directory => match fs.readdir(a.id, 0) {
+                    Ok(mut entries) => entries.any(|e| e.map_or(true, |e| is_script(&e.name))),
+                    Err(_) => true,
+                },
+                Err(Error::NotFound) => false,
+                _ => true,
+            }
         }
     }
 }
