@@ -197,7 +197,8 @@ pub struct ImageFs<R> {
 /// page cache with FUSE_NOTIFY_STORE, so later faults never leave the kernel. Big files
 /// are left to the kernel's readahead, which already asks for many blocks at once.
 struct Warmer {
-    jobs: Mutex<mpsc::Sender<(u64, u64)>>,
+    /// (inode, offset, whether to push the block into the page cache).
+    jobs: Mutex<mpsc::Sender<(u64, u64, bool)>>,
     /// Files already handed to the warmer (cleared when it grows large).
     started: Mutex<HashSet<u64>>,
 }
@@ -229,7 +230,7 @@ impl Warmer {
         if threads == 0 {
             return None;
         }
-        let (tx, rx) = mpsc::channel::<(u64, u64)>();
+        let (tx, rx) = mpsc::channel::<(u64, u64, bool)>();
         let rx = Arc::new(Mutex::new(rx));
         let bs = u64::from(fs.superblock().block_size);
         for i in 0..threads {
@@ -247,12 +248,14 @@ impl Warmer {
                             Ok(r) => r.recv(),
                             Err(_) => return,
                         };
-                        let Ok((ino, offset)) = job else { return };
+                        let Ok((ino, offset, store)) = job else {
+                            return;
+                        };
                         // Errors are the reader's to report, when it gets there.
                         let Ok(n) = fs.read(InodeId(ino), offset, &mut buf) else {
                             continue;
                         };
-                        if let Some(notifier) = notifier.get() {
+                        if let (true, Some(notifier)) = (store, notifier.get()) {
                             // Refused (the inode left the kernel's cache, say): the
                             // kernel simply reads the range when it needs it.
                             let _ = notifier.store(INodeNo(ino), offset, &buf[..n]);
@@ -287,7 +290,16 @@ impl Warmer {
         let blocks = size.div_ceil(bs);
         let Ok(tx) = self.jobs.lock() else { return };
         for k in 1..=blocks {
-            let _ = tx.send((ino, (first + k) % blocks * bs));
+            let _ = tx.send((ino, (first + k) % blocks * bs, true));
+        }
+    }
+
+    /// Queues every block of file `ino` for decompression into the block cache only
+    /// (the kernel does not know the file yet, so there is no page cache to fill).
+    fn decompress(&self, ino: u64, size: u64, bs: u64) {
+        let Ok(tx) = self.jobs.lock() else { return };
+        for k in 0..size.div_ceil(bs) {
+            let _ = tx.send((ino, k * bs, false));
         }
     }
 }
@@ -303,6 +315,18 @@ impl<R: ReadAt + 'static> ImageFs<R> {
             reported: AtomicBool::new(false),
             warmer,
             notifier,
+        }
+    }
+
+    /// Decompresses file `id` on the warmer's threads before anyone reads it: for the
+    /// program a container is about to start, while its namespaces are being set up.
+    /// A no-op for what is not a file of the warmer's sizes, or without a warmer.
+    pub fn prewarm(&self, id: InodeId) {
+        let (Some(w), Ok(a)) = (&self.warmer, self.fs.getattr(id)) else {
+            return;
+        };
+        if a.kind == FileKind::File && a.size > 0 && a.size <= WARM_MAX {
+            w.decompress(id.0, a.size, u64::from(self.fs.superblock().block_size));
         }
     }
 

@@ -173,30 +173,36 @@ fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Partition, ImageErr
     Ok(Partition::Squashfs(Arc::new(slice), offset))
 }
 
-/// Reads a small file from the image (following symlinks inside it); `None` when absent.
-pub fn read_small_file(fs: &Squashfs<Source>, path: &str) -> Option<String> {
-    const LIMIT: u64 = 4 << 20;
+/// The attributes of what `path` names in the image, following symbolic links inside
+/// the image (at most 8, each relative to the link's directory or absolute); `None`
+/// when it does not resolve. The final component may be of any kind but a link.
+pub fn resolve(fs: &Squashfs<Source>, path: &str) -> Option<veil_fusefs::squashfs::Attr> {
     let mut p = path.to_string();
     for _ in 0..8 {
         let a = fs.lookup_path(p.as_bytes()).ok()?;
-        match a.kind {
-            veil_fusefs::squashfs::FileKind::Symlink => {
-                let t = String::from_utf8(fs.readlink(a.id).ok()?).ok()?;
-                p = if t.starts_with('/') {
-                    t
-                } else {
-                    let parent = Path::new(&p).parent().unwrap_or(Path::new("/"));
-                    parent.join(t).to_string_lossy().into_owned()
-                };
-            }
-            veil_fusefs::squashfs::FileKind::File if a.size <= LIMIT => {
-                let mut buf = vec![0u8; a.size as usize];
-                let n = fs.read(a.id, 0, &mut buf).ok()?;
-                buf.truncate(n);
-                return String::from_utf8(buf).ok();
-            }
-            _ => return None,
+        if a.kind != veil_fusefs::squashfs::FileKind::Symlink {
+            return Some(a);
         }
+        let t = String::from_utf8(fs.readlink(a.id).ok()?).ok()?;
+        p = if t.starts_with('/') {
+            t
+        } else {
+            let parent = Path::new(&p).parent().unwrap_or(Path::new("/"));
+            parent.join(t).to_string_lossy().into_owned()
+        };
     }
     None
+}
+
+/// Reads a small file from the image (following symlinks inside it); `None` when absent.
+pub fn read_small_file(fs: &Squashfs<Source>, path: &str) -> Option<String> {
+    const LIMIT: u64 = 4 << 20;
+    let a = resolve(fs, path)?;
+    if a.kind != veil_fusefs::squashfs::FileKind::File || a.size > LIMIT {
+        return None;
+    }
+    let mut buf = vec![0u8; a.size as usize];
+    let n = fs.read(a.id, 0, &mut buf).ok()?;
+    buf.truncate(n);
+    String::from_utf8(buf).ok()
 }

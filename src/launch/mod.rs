@@ -20,6 +20,7 @@ pub mod error;
 pub mod identity;
 mod loopdev;
 pub mod plan;
+mod prewarm;
 mod process;
 mod sys;
 pub(crate) mod userns;
@@ -249,6 +250,27 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
             .unwrap_or_default(),
     })?;
     let argv = action::build(spec.action, &spec.args, &env, o.shell.as_deref())?;
+    let warm = match &mode {
+        Mode::Fuse(fs) => {
+            let envp = argv.direct.as_ref().map_or(&argv.with_shell.1, |d| &d.1);
+            let path = envp
+                .iter()
+                .find_map(|kv| kv.to_str().ok()?.strip_prefix("PATH="))
+                .unwrap_or(env::DEFAULT_PATH);
+            let program = spec
+                .args
+                .first()
+                .filter(|_| spec.action == Action::Exec)
+                .and_then(|a| a.to_str());
+            let programs: Vec<&str> = if direct_first {
+                program.into_iter().collect()
+            } else {
+                std::iter::once("/bin/sh").chain(program).collect()
+            };
+            prewarm::start_files(fs, &programs, path)
+        }
+        _ => Vec::new(),
+    };
     debug_time("plan, environment and action built");
     // The container starts in --pwd, else the working directory if it is visible inside,
     // else the home directory.
@@ -321,7 +343,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
                     uid: id.inner_uid,
                     gid: id.inner_gid,
                 };
-                if let Err(e) = serve_image(fs.clone(), synth, owner, fd, &spec.image_name) {
+                if let Err(e) = serve_image(fs.clone(), synth, owner, fd, &spec.image_name, &warm) {
                     drop(go_w); // the child sees EOF and exits
                     let _ = nix::sys::wait::waitpid(child, None);
                     return Err(e);
@@ -637,6 +659,7 @@ fn serve_image(
     owner: Owner,
     fd: OwnedFd,
     image_name: &str,
+    warm: &[veil_fusefs::squashfs::InodeId],
 ) -> Result<()> {
     let target = Path::new(STAGE).join(".image");
     let data = veil_fusefs::fs::mount_data(fd.as_raw_fd(), owner.uid, owner.gid);
@@ -656,7 +679,12 @@ fn serve_image(
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(2, 8);
-    let session = veil_fusefs::fs::serve(ImageFs::new(fs, synth, owner), fd, threads)
+    let image_fs = ImageFs::new(fs, synth, owner);
+    // Decompression of what the container starts first overlaps its setup.
+    for id in warm {
+        image_fs.prewarm(*id);
+    }
+    let session = veil_fusefs::fs::serve(image_fs, fd, threads)
         .map_err(|e| LaunchError::Invalid(format!("starting the FUSE server: {e}")))?;
     // The workers serve until the mount namespace goes away with the launcher; the
     // session handle must not be dropped (that would wait for them).
