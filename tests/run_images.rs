@@ -17,6 +17,9 @@ struct Env {
     /// Files small enough for the server's warmer, which pushes their blocks into the
     /// kernel's page cache once any part is read.
     mid: Vec<Vec<u8>>,
+    /// /data/small/NNN: one-block files, all pushed into the page cache once any of
+    /// them is read.
+    small: Vec<Vec<u8>>,
 }
 
 /// Deterministic, poorly compressible bytes.
@@ -46,12 +49,26 @@ fn setup() -> Option<Env> {
     // Mid-sized files: a tail in a fragment, an exact block multiple, one block and a
     // bit, and sparse (all-zero) blocks between noise.
     let mut mid = vec![noise(1_000_003, 11), noise(3 << 20, 12), noise(131_073, 13)];
-    let mut sparse = noise(131_072, 14);
-    sparse.extend(std::iter::repeat_n(0u8, 262_144));
+    let mut sparse = noise(262_144, 14);
+    sparse.extend(std::iter::repeat_n(0u8, 524_288));
     sparse.extend(noise(100_000, 15));
     mid.push(sparse);
     for (i, data) in mid.iter().enumerate() {
         std::fs::write(root.join(format!("data/mid{i}")), data).unwrap();
+    }
+    // Sizes around page and block boundaries, then a spread up to just over a block.
+    let mut sizes = vec![
+        0usize, 1, 4095, 4096, 4097, 65536, 131_071, 131_072, 131_073,
+    ];
+    sizes.extend((0..150).map(|i| (i * 7919 * 13) % 140_000));
+    std::fs::create_dir_all(root.join("data/small")).unwrap();
+    let small: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| noise(n, 100 + i as u64))
+        .collect();
+    for (i, data) in small.iter().enumerate() {
+        std::fs::write(root.join(format!("data/small/{i:03}")), data).unwrap();
     }
     std::fs::create_dir_all(root.join("data/tree/a/b/c")).unwrap();
     std::os::unix::fs::symlink("../hello.txt", root.join("data/tree/link")).unwrap();
@@ -62,6 +79,7 @@ fn setup() -> Option<Env> {
         sif,
         big,
         mid,
+        small,
     })
 }
 
@@ -124,18 +142,21 @@ fn eight_parallel_readers_read_the_right_bytes() {
 }
 
 #[test]
-fn small_files_warmed_into_the_page_cache_read_right() {
+fn files_read_out_of_order_are_warmed_and_read_right() {
     let e = require!(
         setup(),
         "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
     );
-    // Each file is first touched in the middle (the warmer then pushes every other
-    // block into the page cache, the touched one last), then read at scattered offsets
-    // and whole, by two readers at once.
+    // Each file is first read at its end and then at its start (the warmer then pushes
+    // every block into the page cache), then at scattered offsets and whole, by two
+    // readers at once. mid2 is too small to be warmed and is read the ordinary way.
     let mut script = String::new();
-    for i in 0..e.mid.len() {
+    for (i, data) in e.mid.iter().enumerate() {
+        // The last page, then the first: a reader jumping around, as a program being
+        // started does, which makes the server warm the whole file.
+        let last = (data.len() - 1) / 4096;
         script.push_str(&format!(
-            "dd if=/data/mid{i} bs=4096 skip=20 count=1 2>/dev/null | sha256sum; sleep 0.2; \
+            "{{ dd if=/data/mid{i} bs=4096 skip={last} count=1; dd if=/data/mid{i} bs=4096 count=1; }} 2>/dev/null | sha256sum; sleep 0.2; \
              for s in 0 31 32 33 63 64 65 70 97; do dd if=/data/mid{i} bs=4096 skip=$s count=2 2>/dev/null; done | sha256sum; \
              sha256sum /data/mid{i} & sha256sum /data/mid{i}; wait\n"
         ));
@@ -156,7 +177,10 @@ fn small_files_warmed_into_the_page_cache_read_right() {
                 let end = (from + len).min(data.len());
                 data.get(from.min(end)..end).unwrap_or(&[]).to_vec()
             };
-            let first = sha256_hex(&at(20 * 4096, 4096));
+            let last = (data.len() - 1) / 4096;
+            let mut jumps = at(last * 4096, 4096);
+            jumps.extend(at(0, 4096));
+            let first = sha256_hex(&jumps);
             let mut scattered = Vec::new();
             for s in [0, 31, 32, 33, 63, 64, 65, 70, 97] {
                 scattered.extend(at(s * 4096, 8192));
@@ -171,6 +195,39 @@ fn small_files_warmed_into_the_page_cache_read_right() {
             assert_eq!(got[1], sha256_hex(&scattered), "{what}: scattered reads");
             assert_eq!(got[2], whole, "{what}: whole file");
             assert_eq!(got[3], whole, "{what}: whole file, second reader");
+        }
+    }
+}
+
+#[test]
+fn small_files_pushed_into_the_page_cache_read_right() {
+    let e = require!(
+        setup(),
+        "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
+    );
+    // The first read makes the server push every other small file of the directory
+    // into the page cache; the pause lets it finish, so the rest are read from there.
+    let script = "cat /data/small/005 >/dev/null; sleep 0.3; cd /data/small && sha256sum *";
+    for image in [&e.sif, &e.sqfs] {
+        let o = run_ok(
+            e.user
+                .veil()
+                .arg("exec")
+                .arg(image)
+                .args(["sh", "-c", script]),
+        );
+        let s = stdout(&o);
+        assert_eq!(s.lines().count(), e.small.len(), "{s}");
+        for line in s.lines() {
+            let (sum, name) = line.split_once("  ").unwrap();
+            let i: usize = name.parse().unwrap();
+            assert_eq!(
+                sum,
+                sha256_hex(&e.small[i]),
+                "/data/small/{name} ({} bytes) in {}",
+                e.small[i].len(),
+                image.display()
+            );
         }
     }
 }

@@ -24,7 +24,7 @@ use fuser::{
 };
 
 use crate::source::ReadAt;
-use crate::squashfs::{Attr, Error, FileKind, InodeId, Squashfs, WARM_MAX};
+use crate::squashfs::{Attr, Error, FileKind, InodeId, Squashfs};
 
 /// How long the kernel may trust what we told it: the image never changes.
 const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -186,21 +186,88 @@ pub struct ImageFs<R> {
     reported: AtomicBool,
     warmer: Option<Warmer>,
     notifier: NotifierSlot,
+    parents: Parents,
 }
 
-/// Loads the rest of a small file into the kernel's page cache, on spare cores, as
-/// soon as any of it is read. A program being started reads its executable and
+/// Loads the rest of a file into the kernel's page cache, on spare cores, once its
+/// reader jumps around in it. A program being started reads its executable and
 /// libraries in page faults scattered over the whole file, one at a time: each a round
 /// trip to this server and, on a miss, one block's decompression, while the program
-/// waits. The warmer decompresses the file's blocks in parallel (sharing the block
-/// cache with the workers, so nothing is decompressed twice) and pushes them into the
-/// page cache with FUSE_NOTIFY_STORE, so later faults never leave the kernel. Big files
-/// are left to the kernel's readahead, which already asks for many blocks at once.
+/// waits. The warmer decompresses the file's blocks in parallel (through the block
+/// cache the workers use too) and pushes them into the page cache with
+/// FUSE_NOTIFY_STORE, so later faults never leave the kernel. A sequential reader is
+/// left alone: the kernel's readahead already asks for many blocks at once, and
+/// warming would only copy the same data twice. Files bigger than [`WARM_MAX`] are
+/// never warmed whole.
 struct Warmer {
-    /// (inode, offset, whether to push the block into the page cache).
-    jobs: Mutex<mpsc::Sender<(u64, u64, bool)>>,
-    /// Files already handed to the warmer (cleared when it grows large).
-    started: Mutex<HashSet<u64>>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    /// Per file: where its next sequential read would start, or `PREWARMED` or
+    /// `WARMED` (cleared when it grows large).
+    reads: Mutex<HashMap<u64, u64>>,
+    /// Directories whose small files were handed to the warmer (likewise).
+    dirs: Mutex<HashSet<u64>>,
+}
+
+enum Job {
+    /// Read a block-sized range of file `ino` at `offset` (through the block cache),
+    /// and push it into the page cache when `store`.
+    Range { ino: u64, offset: u64, store: bool },
+    /// Push the small files of directory `dir` into the page cache.
+    Siblings { dir: u64 },
+}
+
+/// Files up to this size are warmed whole when read out of order.
+pub const WARM_MAX: u64 = 8 << 20;
+/// A read this far from where the previous one ended is out of order (the kernel may
+/// handle a sequential reader's readahead requests a little out of order).
+const JUMP: u64 = 512 << 10;
+/// `Warmer::reads` marker of a file already handed to the warmer ...
+const WARMED: u64 = u64::MAX;
+/// ... and of one decompressed ahead of its first read (`ImageFs::prewarm`).
+const PREWARMED: u64 = u64::MAX - 1;
+
+/// A small file's siblings are warmed once one of them is read (`cat *`, a package's
+/// modules, a data set of small files): files of up to this size each ...
+const SIBLING_MAX_FILE: u64 = 128 << 10;
+/// ... at most this many per directory, and at most this many bytes.
+const SIBLING_MAX_COUNT: usize = 4096;
+const SIBLING_MAX_BYTES: u64 = 32 << 20;
+
+/// Which directory each small file was last seen in (by lookup or readdirplus): the
+/// inodes of a squashfs do not record it. Sharded, as every lookup writes to it.
+struct Parents {
+    shards: Box<[Mutex<HashMap<u64, u64>>]>,
+}
+
+impl Parents {
+    const SHARDS: usize = 16;
+    /// Entries per shard before it is cleared (a forgotten parent only means no warming).
+    const CAP: usize = 1 << 16;
+
+    fn new() -> Self {
+        Parents {
+            shards: (0..Self::SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, ino: u64) -> &Mutex<HashMap<u64, u64>> {
+        &self.shards[(ino as usize) % Self::SHARDS]
+    }
+
+    fn note(&self, ino: u64, dir: u64) {
+        if let Ok(mut m) = self.shard(ino).lock() {
+            if m.len() >= Self::CAP {
+                m.clear();
+            }
+            m.insert(ino, dir);
+        }
+    }
+
+    fn of(&self, ino: u64) -> Option<u64> {
+        self.shard(ino).lock().ok()?.get(&ino).copied()
+    }
 }
 
 /// Where the warmer pushes data: set once the session exists.
@@ -218,6 +285,50 @@ fn idle_priority() {
     }
 }
 
+/// One warming read: `buf.len()` bytes (or to the end) of `ino` at `offset`.
+fn warm_range<R: ReadAt>(
+    fs: &Squashfs<R>,
+    notifier: &NotifierSlot,
+    buf: &mut [u8],
+    ino: u64,
+    offset: u64,
+    store: bool,
+) {
+    // Errors are the reader's to report, when it gets there.
+    let Ok(n) = fs.read_cached(InodeId(ino), offset, buf) else {
+        return;
+    };
+    if let (true, Some(notifier)) = (store, notifier.get()) {
+        // Refused (the kernel does not hold the inode, say): the kernel simply reads
+        // the range when it needs it.
+        let _ = notifier.store(INodeNo(ino), offset, &buf[..n]);
+    }
+}
+
+/// Pushes the small files of `dir` into the page cache, in directory order.
+fn warm_siblings<R: ReadAt>(fs: &Squashfs<R>, notifier: &NotifierSlot, buf: &mut [u8], dir: u64) {
+    let Ok(entries) = fs.readdir(InodeId(dir), 0) else {
+        return;
+    };
+    let (mut count, mut bytes) = (0usize, 0u64);
+    for e in entries {
+        let Ok(e) = e else { return };
+        if e.kind != FileKind::File {
+            continue;
+        }
+        let Ok(a) = fs.getattr(e.id) else { continue };
+        if a.size == 0 || a.size > SIBLING_MAX_FILE || a.size > buf.len() as u64 {
+            continue;
+        }
+        count += 1;
+        bytes += a.size;
+        if count > SIBLING_MAX_COUNT || bytes > SIBLING_MAX_BYTES {
+            return;
+        }
+        warm_range(fs, notifier, &mut buf[..a.size as usize], e.id.0, 0, true);
+    }
+}
+
 impl Warmer {
     /// One thread per core beyond the first (at most three); none on a single core,
     /// where warming could only compete with the reader.
@@ -230,7 +341,7 @@ impl Warmer {
         if threads == 0 {
             return None;
         }
-        let (tx, rx) = mpsc::channel::<(u64, u64, bool)>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let bs = u64::from(fs.superblock().block_size);
         for i in 0..threads {
@@ -248,17 +359,12 @@ impl Warmer {
                             Ok(r) => r.recv(),
                             Err(_) => return,
                         };
-                        let Ok((ino, offset, store)) = job else {
-                            return;
-                        };
-                        // Errors are the reader's to report, when it gets there.
-                        let Ok(n) = fs.read(InodeId(ino), offset, &mut buf) else {
-                            continue;
-                        };
-                        if let (true, Some(notifier)) = (store, notifier.get()) {
-                            // Refused (the inode left the kernel's cache, say): the
-                            // kernel simply reads the range when it needs it.
-                            let _ = notifier.store(INodeNo(ino), offset, &buf[..n]);
+                        let Ok(job) = job else { return };
+                        match job {
+                            Job::Range { ino, offset, store } => {
+                                warm_range(&fs, &notifier, &mut buf, ino, offset, store);
+                            }
+                            Job::Siblings { dir } => warm_siblings(&fs, &notifier, &mut buf, dir),
                         }
                     }
                 });
@@ -268,38 +374,82 @@ impl Warmer {
         }
         Some(Warmer {
             jobs: Mutex::new(tx),
-            started: Mutex::new(HashSet::new()),
+            reads: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashSet::new()),
         })
     }
 
-    /// Queues every block of file `ino` (`size` bytes, blocks of `bs`), in file order
-    /// from the one after block `first`, which is being read; that one comes last (the
-    /// read fills only the pages it asked for), unless the file was queued before.
-    fn file(&self, ino: u64, first: u64, size: u64, bs: u64) {
+    /// Notes a read of `len` bytes at `offset` of file `ino` (`size` bytes, blocks of
+    /// `bs`), and says whether the reader should go through the block cache (the
+    /// warmer works on the file). The first read out of order, or the first read of a
+    /// prewarmed file, queues every block of the file for the page cache, in file order
+    /// from the one after the block being read; that one comes last (the read fills
+    /// only the pages it asked for).
+    fn read(&self, ino: u64, offset: u64, len: u64, size: u64, bs: u64) -> bool {
         {
-            let Ok(mut s) = self.started.lock() else {
-                return;
+            let Ok(mut r) = self.reads.lock() else {
+                return false;
             };
-            if s.len() >= 1 << 16 {
-                s.clear();
+            if r.len() >= 1 << 16 {
+                r.clear();
             }
-            if !s.insert(ino) {
-                return;
+            match r.get(&ino).copied() {
+                Some(WARMED) => return true,
+                Some(PREWARMED) => {}
+                Some(next) if offset.abs_diff(next) > JUMP => {}
+                _ if size <= JUMP => return false,
+                _ => {
+                    r.insert(ino, offset + len);
+                    return false;
+                }
             }
+            r.insert(ino, WARMED);
         }
+        let first = offset / bs;
         let blocks = size.div_ceil(bs);
-        let Ok(tx) = self.jobs.lock() else { return };
+        let Ok(tx) = self.jobs.lock() else {
+            return true;
+        };
         for k in 1..=blocks {
-            let _ = tx.send((ino, (first + k) % blocks * bs, true));
+            let offset = (first + k) % blocks * bs;
+            let _ = tx.send(Job::Range {
+                ino,
+                offset,
+                store: true,
+            });
         }
+        true
     }
 
     /// Queues every block of file `ino` for decompression into the block cache only
     /// (the kernel does not know the file yet, so there is no page cache to fill).
     fn decompress(&self, ino: u64, size: u64, bs: u64) {
+        if let Ok(mut r) = self.reads.lock() {
+            r.insert(ino, PREWARMED);
+        }
         let Ok(tx) = self.jobs.lock() else { return };
         for k in 0..size.div_ceil(bs) {
-            let _ = tx.send((ino, k * bs, false));
+            let _ = tx.send(Job::Range {
+                ino,
+                offset: k * bs,
+                store: false,
+            });
+        }
+    }
+
+    /// Queues the small files of directory `dir`, unless it was queued before.
+    fn siblings(&self, dir: u64) {
+        {
+            let Ok(mut d) = self.dirs.lock() else { return };
+            if d.len() >= 1 << 16 {
+                d.clear();
+            }
+            if !d.insert(dir) {
+                return;
+            }
+        }
+        if let Ok(tx) = self.jobs.lock() {
+            let _ = tx.send(Job::Siblings { dir });
         }
     }
 }
@@ -315,6 +465,7 @@ impl<R: ReadAt + 'static> ImageFs<R> {
             reported: AtomicBool::new(false),
             warmer,
             notifier,
+            parents: Parents::new(),
         }
     }
 
@@ -504,7 +655,12 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_attr(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => {
+                if a.kind == FileType::RegularFile && a.size <= SIBLING_MAX_FILE {
+                    self.parents.note(a.ino.0, parent.0);
+                }
+                reply.entry(&TTL, &a, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -554,14 +710,23 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
         };
         let len = file_size.saturating_sub(offset).min(u64::from(size)) as usize;
         let bs = u64::from(self.fs.superblock().block_size);
+        let via_cache = match &self.warmer {
+            Some(w) if file_size <= WARM_MAX => w.read(ino.0, offset, len as u64, file_size, bs),
+            _ => false,
+        };
         if let Some(w) = &self.warmer
-            && file_size > bs
-            && file_size <= WARM_MAX
+            && file_size <= SIBLING_MAX_FILE
+            && let Some(dir) = self.parents.of(ino.0)
         {
-            w.file(ino.0, offset / bs, file_size, bs);
+            w.siblings(dir);
         }
         let mut buf = vec![0u8; len];
-        match self.fs.read(InodeId(ino.0), offset, &mut buf) {
+        let got = if via_cache {
+            self.fs.read_cached(InodeId(ino.0), offset, &mut buf)
+        } else {
+            self.fs.read(InodeId(ino.0), offset, &mut buf)
+        };
+        match got {
             Ok(n) => reply.data(&buf[..n.min(buf.len())]),
             Err(e) => reply.error(self.fail(&e)),
         }
@@ -609,6 +774,9 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
                     return true;
                 }
             };
+            if attr.kind == FileType::RegularFile && attr.size <= SIBLING_MAX_FILE {
+                self.parents.note(id, ino.0);
+            }
             reply.add(
                 INodeNo(id),
                 next,

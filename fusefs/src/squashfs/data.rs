@@ -55,19 +55,17 @@ impl Fragments {
     }
 }
 
-/// Files up to this size are read through the block cache, so that a server warming
-/// their blocks ahead of the reader on other threads shares each decompression with
-/// it; bigger files stream each whole block straight into the caller's buffer.
-pub const WARM_MAX: u64 = 8 << 20;
-
 /// Copies the bytes of `f` at `offset` into `buf`; returns how many (short only at
-/// the end of the file).
+/// the end of the file). A whole block that is not cached is decompressed straight
+/// into `buf`, unless `via_cache` (another thread may want the same block: the
+/// decompression is then shared through the cache).
 pub fn read<R: ReadAt>(
     img: &Image<R>,
     frags: &Fragments,
     f: &FileLayout,
     offset: u64,
     buf: &mut [u8],
+    via_cache: bool,
 ) -> Result<usize> {
     if offset >= f.size {
         return Ok(0);
@@ -89,7 +87,7 @@ pub fn read<R: ReadAt>(
             Some(&field) => {
                 let at = f.block_pos(bi as usize);
                 let cached = img.cached_data_block(at);
-                if cached.is_none() && in_block == 0 && n == block_len && f.size > WARM_MAX {
+                if cached.is_none() && in_block == 0 && n == block_len && !via_cache {
                     // The caller wants the whole block: decompress straight into its
                     // buffer, no cache copy (sequential reads run at decompression speed).
                     img.read_block_into("data", at, field, out)?;

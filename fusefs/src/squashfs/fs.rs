@@ -310,7 +310,16 @@ impl<R: ReadAt> Squashfs<R> {
     /// the end of the file. Only the blocks overlapping the range are read.
     pub fn read(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
         match &self.inode(id)?.body {
-            Body::File(f) => data::read(&self.img, &self.frags, f, offset, buf),
+            Body::File(f) => data::read(&self.img, &self.frags, f, offset, buf, false),
+            _ => Err(Error::NotFile),
+        }
+    }
+
+    /// As [`Squashfs::read`], but every block goes through the block cache: for
+    /// readers that share blocks with other threads reading the same file.
+    pub fn read_cached(&self, id: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match &self.inode(id)?.body {
+            Body::File(f) => data::read(&self.img, &self.frags, f, offset, buf, true),
             _ => Err(Error::NotFile),
         }
     }

@@ -40,7 +40,6 @@ mod table;
 mod xattr;
 
 pub use compress::Compressor;
-pub use data::WARM_MAX;
 pub use error::{Error, Result};
 pub use fs::{Attr, DirEntry, InodeId, Options, ReadDir, Squashfs, StatFs};
 #[doc(hidden)]
