@@ -187,6 +187,8 @@ pub struct ImageFs<R> {
     warmer: Option<Warmer>,
     notifier: NotifierSlot,
     parents: Parents,
+    /// The kernel can do without OPENDIR (learned at INIT).
+    no_opendir: bool,
 }
 
 /// Loads the rest of a file into the kernel's page cache, on spare cores, once its
@@ -466,6 +468,7 @@ impl<R: ReadAt + 'static> ImageFs<R> {
             warmer,
             notifier,
             parents: Parents::new(),
+            no_opendir: false,
         }
     }
 
@@ -650,6 +653,9 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.set_max_readahead(1 << 20);
+        self.no_opendir = config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         Ok(())
     }
 
@@ -733,6 +739,12 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // As for files: a kernel that can do without OPENDIR (5.1 and later) stops
+        // sending it, and RELEASEDIR, once told ENOSYS, and then caches the listing
+        // as FOPEN_CACHE_DIR would: one round trip fewer per directory of a walk.
+        if self.no_opendir {
+            return reply.error(Errno::ENOSYS);
+        }
         reply.opened(
             FileHandle(0),
             FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
