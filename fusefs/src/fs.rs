@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -203,6 +203,10 @@ pub struct ImageFs<R> {
 /// never warmed whole.
 struct Warmer {
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// Jobs queued and not yet done: past `MAX_PENDING`, nothing more is queued (a
+    /// reader jumping around in many files at once gets no warming rather than an
+    /// ever longer queue).
+    pending: Arc<AtomicUsize>,
     /// Per file: where its next sequential read would start, or `PREWARMED` or
     /// `WARMED` (cleared when it grows large).
     reads: Mutex<HashMap<u64, u64>>,
@@ -223,6 +227,8 @@ pub const WARM_MAX: u64 = 8 << 20;
 /// A read this far from where the previous one ended is out of order (the kernel may
 /// handle a sequential reader's readahead requests a little out of order).
 const JUMP: u64 = 512 << 10;
+/// At most this many blocks (or directories) waiting for the warmer: 512 MiB of blocks.
+const MAX_PENDING: usize = 4096;
 /// `Warmer::reads` marker of a file already handed to the warmer ...
 const WARMED: u64 = u64::MAX;
 /// ... and of one decompressed ahead of its first read (`ImageFs::prewarm`).
@@ -345,11 +351,13 @@ impl Warmer {
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let pending = Arc::new(AtomicUsize::new(0));
         let bs = u64::from(fs.superblock().block_size);
         for i in 0..threads {
             let fs = fs.clone();
             let rx = rx.clone();
             let notifier = notifier.clone();
+            let pending = pending.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("veil-warm-{i}"))
                 .spawn(move || {
@@ -368,6 +376,7 @@ impl Warmer {
                             }
                             Job::Siblings { dir } => warm_siblings(&fs, &notifier, &mut buf, dir),
                         }
+                        pending.fetch_sub(1, Ordering::Relaxed);
                     }
                 });
             if spawned.is_err() {
@@ -376,6 +385,7 @@ impl Warmer {
         }
         Some(Warmer {
             jobs: Mutex::new(tx),
+            pending,
             reads: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashSet::new()),
         })
@@ -397,6 +407,7 @@ impl Warmer {
             }
             match r.get(&ino).copied() {
                 Some(WARMED) => return true,
+                _ if self.pending.load(Ordering::Relaxed) >= MAX_PENDING => return false,
                 Some(PREWARMED) => {}
                 Some(next) if offset.abs_diff(next) > JUMP => {}
                 _ if size <= JUMP => return false,
@@ -409,38 +420,45 @@ impl Warmer {
         }
         let first = offset / bs;
         let blocks = size.div_ceil(bs);
-        let Ok(tx) = self.jobs.lock() else {
-            return true;
-        };
-        for k in 1..=blocks {
-            let offset = (first + k) % blocks * bs;
-            let _ = tx.send(Job::Range {
-                ino,
-                offset,
-                store: true,
-            });
-        }
+        self.send((1..=blocks).map(|k| Job::Range {
+            ino,
+            offset: (first + k) % blocks * bs,
+            store: true,
+        }));
         true
+    }
+
+    /// Queues `jobs`, counting them as pending.
+    fn send(&self, jobs: impl Iterator<Item = Job>) {
+        let Ok(tx) = self.jobs.lock() else { return };
+        for j in jobs {
+            if tx.send(j).is_ok() {
+                self.pending.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Queues every block of file `ino` for decompression into the block cache only
     /// (the kernel does not know the file yet, so there is no page cache to fill).
     fn decompress(&self, ino: u64, size: u64, bs: u64) {
+        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
+            return;
+        }
         if let Ok(mut r) = self.reads.lock() {
             r.insert(ino, PREWARMED);
         }
-        let Ok(tx) = self.jobs.lock() else { return };
-        for k in 0..size.div_ceil(bs) {
-            let _ = tx.send(Job::Range {
-                ino,
-                offset: k * bs,
-                store: false,
-            });
-        }
+        self.send((0..size.div_ceil(bs)).map(|k| Job::Range {
+            ino,
+            offset: k * bs,
+            store: false,
+        }));
     }
 
     /// Queues the small files of directory `dir`, unless it was queued before.
     fn siblings(&self, dir: u64) {
+        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
+            return;
+        }
         {
             let Ok(mut d) = self.dirs.lock() else { return };
             if d.len() >= 1 << 16 {
@@ -450,9 +468,7 @@ impl Warmer {
                 return;
             }
         }
-        if let Ok(tx) = self.jobs.lock() {
-            let _ = tx.send(Job::Siblings { dir });
-        }
+        self.send(std::iter::once(Job::Siblings { dir }));
     }
 }
 
