@@ -8,3 +8,4 @@ pub mod fs;
 pub mod luks2;
 pub mod source;
 pub mod squashfs;
+mod warm;

@@ -1,0 +1,293 @@
+//! Work ahead of the container: decompressing file blocks on idle-priority threads
+//! and pushing them into the kernel's page cache (FUSE_NOTIFY_STORE) before the
+//! program that needs them faults on them. See [`Warmer`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use fuser::INodeNo;
+
+use crate::source::ReadAt;
+use crate::squashfs::{FileKind, InodeId, Squashfs};
+
+/// Loads the rest of a file into the kernel's page cache, on spare cores, once its
+/// reader jumps around in it. A program being started reads its executable and
+/// libraries in page faults scattered over the whole file, one at a time: each a round
+/// trip to this server and, on a miss, one block's decompression, while the program
+/// waits. The warmer decompresses the file's blocks in parallel (through the block
+/// cache the workers use too) and pushes them into the page cache with
+/// FUSE_NOTIFY_STORE, so later faults never leave the kernel. A sequential reader is
+/// left alone: the kernel's readahead already asks for many blocks at once, and
+/// warming would only copy the same data twice. Files bigger than [`WARM_MAX`] are
+/// never warmed whole.
+pub(crate) struct Warmer {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    /// Jobs queued and not yet done: past `MAX_PENDING`, nothing more is queued (a
+    /// reader jumping around in many files at once gets no warming rather than an
+    /// ever longer queue).
+    pending: Arc<AtomicUsize>,
+    /// Per file: where its next sequential read would start, or `PREWARMED` or
+    /// `WARMED` (cleared when it grows large).
+    reads: Mutex<HashMap<u64, u64>>,
+    /// Directories whose small files were handed to the warmer (likewise).
+    dirs: Mutex<HashSet<u64>>,
+}
+
+enum Job {
+    /// Read a block-sized range of file `ino` at `offset` (through the block cache),
+    /// and push it into the page cache when `store`.
+    Range { ino: u64, offset: u64, store: bool },
+    /// Push the small files of directory `dir` into the page cache.
+    Siblings { dir: u64 },
+}
+
+/// Files up to this size are warmed whole when read out of order.
+pub const WARM_MAX: u64 = 8 << 20;
+/// A read this far from where the previous one ended is out of order (the kernel may
+/// handle a sequential reader's readahead requests a little out of order).
+const JUMP: u64 = 512 << 10;
+/// At most this many blocks (or directories) waiting for the warmer: 512 MiB of blocks.
+const MAX_PENDING: usize = 4096;
+/// `Warmer::reads` marker of a file already handed to the warmer ...
+const WARMED: u64 = u64::MAX;
+/// ... and of one decompressed ahead of its first read (`ImageFs::prewarm`).
+const PREWARMED: u64 = u64::MAX - 1;
+
+/// A small file's siblings are warmed once one of them is read (`cat *`, a package's
+/// modules, a data set of small files): files of up to this size each ...
+pub(crate) const SIBLING_MAX_FILE: u64 = 128 << 10;
+/// ... at most this many per directory, and at most this many bytes.
+const SIBLING_MAX_COUNT: usize = 4096;
+const SIBLING_MAX_BYTES: u64 = 32 << 20;
+
+/// Which directory each small file was last seen in (by lookup or readdirplus): the
+/// inodes of a squashfs do not record it. Sharded, as every lookup writes to it.
+pub(crate) struct Parents {
+    shards: Box<[Mutex<HashMap<u64, u64>>]>,
+}
+
+impl Parents {
+    const SHARDS: usize = 16;
+    /// Entries per shard before it is cleared (a forgotten parent only means no warming).
+    const CAP: usize = 1 << 16;
+
+    pub(crate) fn new() -> Self {
+        Parents {
+            shards: (0..Self::SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, ino: u64) -> &Mutex<HashMap<u64, u64>> {
+        &self.shards[(ino as usize) % Self::SHARDS]
+    }
+
+    pub(crate) fn note(&self, ino: u64, dir: u64) {
+        if let Ok(mut m) = self.shard(ino).lock() {
+            if m.len() >= Self::CAP {
+                m.clear();
+            }
+            m.insert(ino, dir);
+        }
+    }
+
+    pub(crate) fn of(&self, ino: u64) -> Option<u64> {
+        self.shard(ino).lock().ok()?.get(&ino).copied()
+    }
+}
+
+/// Where the warmer pushes data: set once the session exists.
+pub(crate) type NotifierSlot = Arc<std::sync::OnceLock<fuser::Notifier>>;
+
+/// Lets the calling thread run only when a core would otherwise be idle, so warming
+/// never delays the reader it works for (or anything else on the machine).
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler with pid 0 changes only the calling thread's policy;
+    // `param` is a valid sched_param that outlives the call. Failure leaves the thread
+    // at normal priority, which is only less polite.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
+}
+
+/// One warming read: `buf.len()` bytes (or to the end) of `ino` at `offset`.
+fn warm_range<R: ReadAt>(
+    fs: &Squashfs<R>,
+    notifier: &NotifierSlot,
+    buf: &mut [u8],
+    ino: u64,
+    offset: u64,
+    store: bool,
+) {
+    // Errors are the reader's to report, when it gets there.
+    let Ok(n) = fs.read_cached(InodeId(ino), offset, buf) else {
+        return;
+    };
+    if let (true, Some(notifier)) = (store, notifier.get()) {
+        // Refused (the kernel does not hold the inode, say): the kernel simply reads
+        // the range when it needs it.
+        let _ = notifier.store(INodeNo(ino), offset, &buf[..n]);
+    }
+}
+
+/// Pushes the small files of `dir` into the page cache, in directory order.
+fn warm_siblings<R: ReadAt>(fs: &Squashfs<R>, notifier: &NotifierSlot, buf: &mut [u8], dir: u64) {
+    let Ok(entries) = fs.readdir(InodeId(dir), 0) else {
+        return;
+    };
+    let (mut count, mut bytes) = (0usize, 0u64);
+    for e in entries {
+        let Ok(e) = e else { return };
+        if e.kind != FileKind::File {
+            continue;
+        }
+        let Ok(a) = fs.getattr(e.id) else { continue };
+        if a.size == 0 || a.size > SIBLING_MAX_FILE || a.size > buf.len() as u64 {
+            continue;
+        }
+        count += 1;
+        bytes += a.size;
+        if count > SIBLING_MAX_COUNT || bytes > SIBLING_MAX_BYTES {
+            return;
+        }
+        warm_range(fs, notifier, &mut buf[..a.size as usize], e.id.0, 0, true);
+    }
+}
+
+impl Warmer {
+    /// One thread per core beyond the first (at most three); none on a single core,
+    /// where warming could only compete with the reader.
+    pub(crate) fn start<R: ReadAt + 'static>(
+        fs: &Arc<Squashfs<R>>,
+        notifier: &NotifierSlot,
+    ) -> Option<Warmer> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (cores - 1).min(3);
+        if threads == 0 {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let bs = u64::from(fs.superblock().block_size);
+        for i in 0..threads {
+            let fs = fs.clone();
+            let rx = rx.clone();
+            let notifier = notifier.clone();
+            let pending = pending.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("veil-warm-{i}"))
+                .spawn(move || {
+                    idle_priority();
+                    let mut buf = vec![0u8; bs as usize];
+                    loop {
+                        // The lock is held only while taking one job.
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        match job {
+                            Job::Range { ino, offset, store } => {
+                                warm_range(&fs, &notifier, &mut buf, ino, offset, store);
+                            }
+                            Job::Siblings { dir } => warm_siblings(&fs, &notifier, &mut buf, dir),
+                        }
+                        pending.fetch_sub(1, Ordering::Relaxed);
+                    }
+                });
+            if spawned.is_err() {
+                return None;
+            }
+        }
+        Some(Warmer {
+            jobs: Mutex::new(tx),
+            pending,
+            reads: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Notes a read of `len` bytes at `offset` of file `ino` (`size` bytes, blocks of
+    /// `bs`), and says whether the reader should go through the block cache (the
+    /// warmer works on the file). The first read out of order, or the first read of a
+    /// prewarmed file, queues every block of the file for the page cache, in file order
+    /// from the one after the block being read; that one comes last (the read fills
+    /// only the pages it asked for).
+    pub(crate) fn read(&self, ino: u64, offset: u64, len: u64, size: u64, bs: u64) -> bool {
+        {
+            let Ok(mut r) = self.reads.lock() else {
+                return false;
+            };
+            if r.len() >= 1 << 16 {
+                r.clear();
+            }
+            match r.get(&ino).copied() {
+                Some(WARMED) => return true,
+                _ if self.pending.load(Ordering::Relaxed) >= MAX_PENDING => return false,
+                Some(PREWARMED) => {}
+                Some(next) if offset.abs_diff(next) > JUMP => {}
+                _ if size <= JUMP => return false,
+                _ => {
+                    r.insert(ino, offset + len);
+                    return false;
+                }
+            }
+            r.insert(ino, WARMED);
+        }
+        let first = offset / bs;
+        let blocks = size.div_ceil(bs);
+        self.send((1..=blocks).map(|k| Job::Range {
+            ino,
+            offset: (first + k) % blocks * bs,
+            store: true,
+        }));
+        true
+    }
+
+    /// Queues `jobs`, counting them as pending.
+    fn send(&self, jobs: impl Iterator<Item = Job>) {
+        let Ok(tx) = self.jobs.lock() else { return };
+        for j in jobs {
+            if tx.send(j).is_ok() {
+                self.pending.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Queues every block of file `ino` for decompression into the block cache only
+    /// (the kernel does not know the file yet, so there is no page cache to fill).
+    pub(crate) fn decompress(&self, ino: u64, size: u64, bs: u64) {
+        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
+            return;
+        }
+        if let Ok(mut r) = self.reads.lock() {
+            r.insert(ino, PREWARMED);
+        }
+        self.send((0..size.div_ceil(bs)).map(|k| Job::Range {
+            ino,
+            offset: k * bs,
+            store: false,
+        }));
+    }
+
+    /// Queues the small files of directory `dir`, unless it was queued before.
+    pub(crate) fn siblings(&self, dir: u64) {
+        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
+            return;
+        }
+        {
+            let Ok(mut d) = self.dirs.lock() else { return };
+            if d.len() >= 1 << 16 {
+                d.clear();
+            }
+            if !d.insert(dir) {
+                return;
+            }
+        }
+        self.send(std::iter::once(Job::Siblings { dir }));
+    }
+}
