@@ -91,6 +91,23 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// `sh -c script` in the SIF and in the plain squashfs; each image with its stdout.
+fn in_both_images<'a>(e: &'a Env, script: &str) -> Vec<(&'a PathBuf, String)> {
+    [&e.sif, &e.sqfs]
+        .into_iter()
+        .map(|image| {
+            let o = run_ok(
+                e.user
+                    .veil()
+                    .arg("exec")
+                    .arg(image)
+                    .args(["sh", "-c", script]),
+            );
+            (image, stdout(&o))
+        })
+        .collect()
+}
+
 #[test]
 fn the_root_is_the_fuse_mount_and_it_is_read_only() {
     let e = require!(
@@ -116,15 +133,7 @@ fn eight_parallel_readers_read_the_right_bytes() {
     );
     // Eight readers, two per file, started together in one container.
     let script = "for i in 0 1 2 3 0 1 2 3; do sha256sum /data/big$i & done; wait";
-    for image in [&e.sif, &e.sqfs] {
-        let o = run_ok(
-            e.user
-                .veil()
-                .arg("exec")
-                .arg(image)
-                .args(["sh", "-c", script]),
-        );
-        let s = stdout(&o);
+    for (image, s) in in_both_images(&e, script) {
         assert_eq!(s.lines().count(), 8, "{s}");
         for line in s.lines() {
             let (sum, path) = line.split_once("  ").unwrap();
@@ -161,15 +170,7 @@ fn files_read_out_of_order_are_warmed_and_read_right() {
              sha256sum /data/mid{i} & sha256sum /data/mid{i}; wait\n"
         ));
     }
-    for image in [&e.sif, &e.sqfs] {
-        let o = run_ok(
-            e.user
-                .veil()
-                .arg("exec")
-                .arg(image)
-                .args(["sh", "-c", &script]),
-        );
-        let s = stdout(&o);
+    for (image, s) in in_both_images(&e, &script) {
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines.len(), 4 * e.mid.len(), "{s}");
         for (i, data) in e.mid.iter().enumerate() {
@@ -208,15 +209,7 @@ fn small_files_pushed_into_the_page_cache_read_right() {
     // The first read makes the server push every other small file of the directory
     // into the page cache; the pause lets it finish, so the rest are read from there.
     let script = "cat /data/small/005 >/dev/null; sleep 0.3; cd /data/small && sha256sum *";
-    for image in [&e.sif, &e.sqfs] {
-        let o = run_ok(
-            e.user
-                .veil()
-                .arg("exec")
-                .arg(image)
-                .args(["sh", "-c", script]),
-        );
-        let s = stdout(&o);
+    for (image, s) in in_both_images(&e, script) {
         assert_eq!(s.lines().count(), e.small.len(), "{s}");
         for line in s.lines() {
             let (sum, name) = line.split_once("  ").unwrap();

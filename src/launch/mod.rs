@@ -253,10 +253,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let warm = match &mode {
         Mode::Fuse(fs) => {
             let envp = argv.direct.as_ref().map_or(&argv.with_shell.1, |d| &d.1);
-            let path = envp
-                .iter()
-                .find_map(|kv| kv.to_str().ok()?.strip_prefix("PATH="))
-                .unwrap_or(env::DEFAULT_PATH);
+            let path = std::str::from_utf8(path_of(envp)).unwrap_or(env::DEFAULT_PATH);
             let program = spec
                 .args
                 .first()
@@ -575,10 +572,7 @@ fn exec_on_path(argv: &[CString], envp: &[CString]) -> nix::errno::Errno {
     if name.contains(&b'/') {
         return nix::unistd::execve(&argv[0], argv, envp).unwrap_err();
     }
-    let path = envp
-        .iter()
-        .find_map(|kv| kv.as_bytes().strip_prefix(b"PATH="))
-        .unwrap_or(env::DEFAULT_PATH.as_bytes());
+    let path = path_of(envp);
     let mut failure = Errno::ENOENT;
     for dir in path.split(|&b| b == b':') {
         let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
@@ -594,6 +588,13 @@ fn exec_on_path(argv: &[CString], envp: &[CString]) -> nix::errno::Errno {
         }
     }
     failure
+}
+
+/// The PATH of a container environment block (the default when it has none).
+fn path_of(envp: &[CString]) -> &[u8] {
+    envp.iter()
+        .find_map(|kv| kv.as_bytes().strip_prefix(b"PATH="))
+        .unwrap_or(env::DEFAULT_PATH.as_bytes())
 }
 
 /// Whether the image has environment scripts (`/.singularity.d/env/*.sh`) for the
