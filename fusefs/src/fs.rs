@@ -178,33 +178,34 @@ pub struct Owner {
     pub gid: u32,
 }
 
-/// The FUSE filesystem serving one image.
-pub struct ImageFs<R> {
+/// The warmer of an image, started before the image is mounted: the launcher starts
+/// it as soon as it is in its user namespace, so that what the container runs first
+/// is being decompressed while the rest of the launch is prepared. Cheap to clone.
+pub struct Warm<R> {
     fs: Arc<Squashfs<R>>,
-    synth: Synthetic,
-    owner: Owner,
-    /// The first reader error is reported on stderr; the rest only as EIO.
-    reported: AtomicBool,
-    warmer: Option<Warmer>,
+    warmer: Option<Arc<Warmer>>,
     notifier: NotifierSlot,
-    parents: Parents,
-    /// The kernel can do without OPENDIR (learned at INIT).
-    no_opendir: bool,
 }
 
-impl<R: ReadAt + 'static> ImageFs<R> {
-    pub fn new(fs: Arc<Squashfs<R>>, synth: Synthetic, owner: Owner) -> Self {
+impl<R> Clone for Warm<R> {
+    fn clone(&self) -> Self {
+        Warm {
+            fs: self.fs.clone(),
+            warmer: self.warmer.clone(),
+            notifier: self.notifier.clone(),
+        }
+    }
+}
+
+impl<R: ReadAt + 'static> Warm<R> {
+    /// Starts the warmer's threads (none on a single core).
+    pub fn start(fs: &Arc<Squashfs<R>>) -> Self {
         let notifier = NotifierSlot::default();
-        let warmer = Warmer::start(&fs, &notifier);
-        ImageFs {
-            fs,
-            synth,
-            owner,
-            reported: AtomicBool::new(false),
+        let warmer = Warmer::start(fs, &notifier).map(Arc::new);
+        Warm {
+            fs: fs.clone(),
             warmer,
             notifier,
-            parents: Parents::new(),
-            no_opendir: false,
         }
     }
 
@@ -218,6 +219,51 @@ impl<R: ReadAt + 'static> ImageFs<R> {
         if a.kind == FileKind::File && a.size > 0 && a.size <= WARM_MAX {
             w.decompress(id.0, a.size, u64::from(self.fs.superblock().block_size));
         }
+    }
+}
+
+/// The FUSE filesystem serving one image.
+pub struct ImageFs<R> {
+    fs: Arc<Squashfs<R>>,
+    synth: Synthetic,
+    owner: Owner,
+    /// The first reader error is reported on stderr; the rest only as EIO.
+    reported: AtomicBool,
+    warmer: Option<Arc<Warmer>>,
+    notifier: NotifierSlot,
+    parents: Parents,
+    /// The kernel can do without OPENDIR (learned at INIT).
+    no_opendir: bool,
+}
+
+impl<R: ReadAt + 'static> ImageFs<R> {
+    pub fn new(fs: Arc<Squashfs<R>>, synth: Synthetic, owner: Owner) -> Self {
+        let warm = Warm::start(&fs);
+        Self::with_warm(warm, synth, owner)
+    }
+
+    /// Serves the image of `warm`, whose warmer may already be at work.
+    pub fn with_warm(warm: Warm<R>, synth: Synthetic, owner: Owner) -> Self {
+        ImageFs {
+            fs: warm.fs,
+            synth,
+            owner,
+            reported: AtomicBool::new(false),
+            warmer: warm.warmer,
+            notifier: warm.notifier,
+            parents: Parents::new(),
+            no_opendir: false,
+        }
+    }
+
+    /// See [`Warm::prewarm`].
+    pub fn prewarm(&self, id: InodeId) {
+        Warm {
+            fs: self.fs.clone(),
+            warmer: self.warmer.clone(),
+            notifier: self.notifier.clone(),
+        }
+        .prewarm(id)
     }
 
     fn fail(&self, e: &Error) -> Errno {

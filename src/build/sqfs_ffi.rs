@@ -185,7 +185,13 @@ pub struct sqfs_dir_writer_t {
     _private: [u8; 0],
 }
 
-#[link(name = "squashfs")]
+// Linked statically: a shared libsquashfs (and the zlib and lz4 it pulls in) would be
+// loaded and relocated at the start of every veil process, although only `build` uses
+// it. Its zstd and xz symbols come from the statically built copies the decompressors
+// already link.
+#[link(name = "squashfs", kind = "static", modifiers = "-bundle")]
+#[link(name = "z", kind = "static", modifiers = "-bundle")]
+#[link(name = "lz4", kind = "static", modifiers = "-bundle")]
 unsafe extern "C" {
     pub fn sqfs_open_file(filename: *const c_char, flags: u32) -> *mut sqfs_file_t;
     pub fn sqfs_compressor_config_init(

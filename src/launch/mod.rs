@@ -39,7 +39,7 @@ use nix::sys::signal::{SigmaskHow, Signal, sigprocmask};
 use nix::sys::stat::Mode as Mode_;
 use nix::unistd::{ForkResult, fork, pipe2};
 use std::sync::Arc;
-use veil_fusefs::fs::{ImageFs, Owner, Synthetic};
+use veil_fusefs::fs::{ImageFs, Owner, Synthetic, Warm};
 use veil_fusefs::squashfs::Squashfs;
 
 pub use action::Action;
@@ -164,15 +164,9 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         .and_then(|p| p.canonicalize().ok());
     // `exec` in an image without environment scripts starts the program directly.
     let direct_first = spec.action == Action::Exec && !has_env_scripts(&spec.root);
-    let (image_passwd, image_group) = match &spec.root {
-        RootSource::Directory(dir) => (
-            read_in_root(dir, "etc/passwd"),
-            read_in_root(dir, "etc/group"),
-        ),
-        RootSource::Squashfs { fs, .. } => (
-            crate::image::read_small_file(fs, "/etc/passwd"),
-            crate::image::read_small_file(fs, "/etc/group"),
-        ),
+    let image_fs = match &spec.root {
+        RootSource::Squashfs { fs, .. } => Some(fs.clone()),
+        RootSource::Directory(_) => None,
     };
     // A squashfs root is served read-only by FUSE, with the mount points it lacks
     // presented as empty synthetic nodes; a directory root gets an overlay instead.
@@ -203,6 +197,83 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         drop(open_fuse()?);
     }
     let home_str = home_dst.to_string_lossy().into_owned();
+    let env = env::compute(&env::EnvRequest {
+        host: std::env::vars_os().collect(),
+        cleanenv: o.cleanenv,
+        cli: o.env.clone(),
+        home: home_str.clone(),
+        user: if o.fakeroot {
+            "root".into()
+        } else {
+            id.name.clone()
+        },
+        container: spec.image_name.clone(),
+        container_name: Path::new(&spec.image_name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    })?;
+    let argv = action::build(spec.action, &spec.args, &env, o.shell.as_deref())?;
+
+    // Signals stay blocked in every thread from here on: the launcher takes them with
+    // sigwait and forwards them to the container (`process::supervise`).
+    let old_mask = process::block_signals().ctx(|| "blocking signals".into())?;
+    // The namespaces come first, because the user namespace must be entered while the
+    // launcher has a single thread, and the warmer's threads should start as early as
+    // possible: what the container runs first is decompressed while the launch is
+    // prepared (plan, mounts, fork), not afterwards, one page fault at a time.
+    if let Mode::Kernel(_) | Mode::KernelCrypt(_) = &mode {
+        // Real root needs no user namespace, and the kernel's squashfs refuses to mount in one.
+        unshare(CloneFlags::CLONE_NEWNS).ctx(|| "creating a mount namespace".into())?;
+    } else {
+        userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
+    }
+    let warm = match &mode {
+        Mode::Fuse(fs) => {
+            let warm = Warm::start(fs);
+            let envp = argv.direct.as_ref().map_or(&argv.with_shell.1, |d| &d.1);
+            let path = std::str::from_utf8(path_of(envp))
+                .unwrap_or(env::DEFAULT_PATH)
+                .to_string();
+            let program = spec
+                .args
+                .first()
+                .filter(|_| spec.action == Action::Exec)
+                .and_then(|a| a.to_str())
+                .map(str::to_string);
+            let mut programs: Vec<String> = Vec::new();
+            if !direct_first {
+                programs.push("/bin/sh".into());
+            }
+            programs.extend(program);
+            // Finding the files reads the image (an ELF header is a block to
+            // decompress): done on a thread of its own, off the launch's path.
+            let (fs, w) = (fs.clone(), warm.clone());
+            // Without the thread there is only no warming.
+            let _ = std::thread::Builder::new()
+                .name("veil-prewarm".into())
+                .spawn(move || {
+                    let names: Vec<&str> = programs.iter().map(String::as_str).collect();
+                    for id in prewarm::start_files(&fs, &names, &path) {
+                        w.prewarm(id);
+                    }
+                });
+            Some(warm)
+        }
+        _ => None,
+    };
+
+    let (image_passwd, image_group) = match (&mode, &image_fs) {
+        (Mode::Directory(dir), _) => (
+            read_in_root(dir, "etc/passwd"),
+            read_in_root(dir, "etc/group"),
+        ),
+        (_, Some(fs)) => (
+            crate::image::read_small_file(fs, "/etc/passwd"),
+            crate::image::read_small_file(fs, "/etc/group"),
+        ),
+        _ => (None, None),
+    };
     let req = plan::MountRequest {
         direct_root: matches!(mode, Mode::Fuse(_)),
         writable_tmpfs: o.writable_tmpfs,
@@ -232,42 +303,6 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
             eprintln!("veil: plan: {s:?}");
         }
     }
-
-    let env = env::compute(&env::EnvRequest {
-        host: std::env::vars_os().collect(),
-        cleanenv: o.cleanenv,
-        cli: o.env.clone(),
-        home: home_str.clone(),
-        user: if o.fakeroot {
-            "root".into()
-        } else {
-            id.name.clone()
-        },
-        container: spec.image_name.clone(),
-        container_name: Path::new(&spec.image_name)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    })?;
-    let argv = action::build(spec.action, &spec.args, &env, o.shell.as_deref())?;
-    let warm = match &mode {
-        Mode::Fuse(fs) => {
-            let envp = argv.direct.as_ref().map_or(&argv.with_shell.1, |d| &d.1);
-            let path = std::str::from_utf8(path_of(envp)).unwrap_or(env::DEFAULT_PATH);
-            let program = spec
-                .args
-                .first()
-                .filter(|_| spec.action == Action::Exec)
-                .and_then(|a| a.to_str());
-            let programs: Vec<&str> = if direct_first {
-                program.into_iter().collect()
-            } else {
-                std::iter::once("/bin/sh").chain(program).collect()
-            };
-            prewarm::start_files(fs, &programs, path)
-        }
-        _ => Vec::new(),
-    };
     debug_time("plan, environment and action built");
     // The container starts in --pwd, else the working directory if it is visible inside,
     // else the home directory.
@@ -284,37 +319,40 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         .hostname
         .clone()
         .or_else(|| o.uts.then(|| "veil".to_string()));
-
-    let old_mask = process::block_signals().ctx(|| "blocking signals".into())?;
-    let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
 
-    if let Mode::Kernel(_) | Mode::KernelCrypt(_) = &mode {
-        // Real root needs no user namespace, and the kernel's squashfs refuses to mount in one.
-        unshare(CloneFlags::CLONE_NEWNS).ctx(|| "creating a mount namespace".into())?;
-    } else {
-        userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
-    }
     let fuse_fd = match &mode {
         Mode::Fuse(_) => Some(open_fuse()?),
         _ => None,
     };
     stage(&mode)?;
+    // The FUSE mount exists before the fork, so the child's copy of the mount namespace
+    // has it and the child need not wait: its first access to the image waits in the
+    // kernel until the server has answered INIT, which it does right after the fork.
+    if let Some(fd) = &fuse_fd {
+        mount_image(fd, id.inner_uid, id.inner_gid, &spec.image_name)?;
+    }
     debug_time("namespaces entered, image staged");
     // The launcher may hold secrets (issue: encrypted images): no core dumps, no ptrace
     // by other processes of the user. Set after the id maps, which need a dumpable writer.
     let _ = nix::sys::prctl::set_dumpable(false);
+    let launcher_pid = nix::unistd::getpid();
 
-    // SAFETY: no other thread exists yet (the FUSE server starts after the fork), so the
-    // child is a complete copy of a single-threaded process and may do anything.
+    // SAFETY: the only other threads at this point are the warmer's and the prewarm
+    // thread (FUSE workers start after the fork). They take only their own locks (the
+    // image's caches, their job queue) and malloc's, which glibc's fork leaves usable
+    // in the child; the child touches neither the image nor those queues, and leaves
+    // through exec or _exit.
     match unsafe { fork() }.ctx(|| "fork".into())? {
         ForkResult::Child => {
-            drop(go_w);
             drop(err_r);
+            // The launcher's /dev/fuse descriptor stays the launcher's: the connection
+            // must end when the launcher does.
+            drop(fuse_fd);
             let mut err_slot = Some(err_w);
             let err = child(ChildSetup {
                 err: &mut err_slot,
-                go: go_r,
+                launcher: launcher_pid,
                 old_mask,
                 hostname,
                 uts: o.uts || o.hostname.is_some(),
@@ -333,21 +371,20 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
             unsafe { libc::_exit(255) }
         }
         ForkResult::Parent { child } => {
-            drop(go_r);
             drop(err_w);
-            if let (Mode::Fuse(fs), Some(fd)) = (&mode, fuse_fd) {
+            if let (Some(warm), Some(fd)) = (warm, fuse_fd) {
                 let owner = Owner {
                     uid: id.inner_uid,
                     gid: id.inner_gid,
                 };
-                if let Err(e) = serve_image(fs.clone(), synth, owner, fd, &spec.image_name, &warm) {
-                    drop(go_w); // the child sees EOF and exits
+                if let Err(e) = serve_image(warm, synth, owner, fd) {
+                    // The child may be waiting for the server: it goes too.
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                     let _ = nix::sys::wait::waitpid(child, None);
                     return Err(e);
                 }
             }
             debug_time("forked; image served");
-            fs::File::from(go_w).write_all(b"g")?;
             let mut msg = String::new();
             let _ = fs::File::from(err_r).read_to_string(&mut msg);
             if !msg.is_empty() {
@@ -461,7 +498,8 @@ struct ChildSetup<'a> {
     /// Where setup errors go. A process that stays behind to wait (the PID-namespace
     /// helpers) closes its copy, so the launcher sees end-of-file once the action runs.
     err: &'a mut Option<OwnedFd>,
-    go: OwnedFd,
+    /// The launcher's pid, to notice that it died before the death signal was armed.
+    launcher: nix::unistd::Pid,
     old_mask: nix::sys::signal::SigSet,
     hostname: Option<String>,
     uts: bool,
@@ -486,9 +524,8 @@ fn child(s: ChildSetup<'_>) -> LaunchError {
 fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
     // Die with the launcher, whatever kills it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
-    let mut go = [0u8; 1];
-    if fs::File::from(s.go).read(&mut go)? != 1 {
-        // The launcher gave up (its error is reported there).
+    if nix::unistd::getppid() != s.launcher {
+        // The launcher died before the death signal was armed: nobody waits for us.
         // SAFETY: see the fork above.
         unsafe { libc::_exit(1) }
     }
@@ -653,17 +690,11 @@ fn open_fuse() -> Result<OwnedFd> {
     }
 }
 
-/// Mounts the image with FUSE at the staging `.image` and starts the server threads.
-fn serve_image(
-    fs: Arc<Squashfs<crate::image::Source>>,
-    synth: Synthetic,
-    owner: Owner,
-    fd: OwnedFd,
-    image_name: &str,
-    warm: &[veil_fusefs::squashfs::InodeId],
-) -> Result<()> {
+/// Mounts the image with FUSE at the staging `.image`, on the launcher's `/dev/fuse`
+/// descriptor. The kernel queues its INIT request; `serve_image` answers it.
+fn mount_image(fd: &OwnedFd, uid: u32, gid: u32, image_name: &str) -> Result<()> {
     let target = Path::new(STAGE).join(".image");
-    let data = veil_fusefs::fs::mount_data(fd.as_raw_fd(), owner.uid, owner.gid);
+    let data = veil_fusefs::fs::mount_data(fd.as_raw_fd(), uid, gid);
     let source = Path::new(image_name)
         .file_name()
         .map(|n| n.to_string_lossy().replace([' ', ',', '\\'], "_"))
@@ -675,16 +706,21 @@ fn serve_image(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
         Some(data.as_str()),
     )
-    .ctx(|| "mounting the image with FUSE".into())?;
+    .ctx(|| "mounting the image with FUSE".into())
+}
+
+/// Answers the kernel's INIT and starts the FUSE server threads for the mounted image.
+fn serve_image(
+    warm: Warm<crate::image::Source>,
+    synth: Synthetic,
+    owner: Owner,
+    fd: OwnedFd,
+) -> Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(2, 8);
-    let image_fs = ImageFs::new(fs, synth, owner);
-    // Decompression of what the container starts first overlaps its setup.
-    for id in warm {
-        image_fs.prewarm(*id);
-    }
+    let image_fs = ImageFs::with_warm(warm, synth, owner);
     let session = veil_fusefs::fs::serve(image_fs, fd, threads)
         .map_err(|e| LaunchError::Invalid(format!("starting the FUSE server: {e}")))?;
     // The workers serve until the mount namespace goes away with the launcher; the
