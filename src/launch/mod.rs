@@ -394,6 +394,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
             debug_time("container set up and exec'd");
             let code = process::supervise(child);
             debug_time("container exited");
+            process::hand_over_teardown();
             Ok(code)
         }
     }
