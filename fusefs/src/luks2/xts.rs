@@ -21,6 +21,9 @@ use rayon::prelude::*;
 
 use super::error::{Error, Result};
 
+#[cfg(target_arch = "x86_64")]
+mod vaes;
+
 /// Blocks per batch: 8 KiB, two 4096-byte sectors or sixteen 512-byte ones.
 /// Data plus tweaks (16 KiB) stay in L1 across the three passes; fewer, larger
 /// batches also halve the `aes` crate's per-call cost (it broadcasts the round
@@ -43,6 +46,11 @@ enum Keys {
 /// An AES-XTS cipher for `aes-xts-plain64` with a given encryption sector size.
 pub struct Xts {
     keys: Keys,
+    /// The same two keys expanded for [`vaes`] (data key, tweak key), present
+    /// when the CPU has AES-NI so that every [`Simd`] variant it runs can be
+    /// selected (the tests switch between them).
+    #[cfg(target_arch = "x86_64")]
+    round_keys: Option<(vaes::RoundKeys, vaes::RoundKeys)>,
     sector_size: usize,
     simd: Simd,
 }
@@ -70,8 +78,24 @@ impl Xts {
                 )));
             }
         };
+        #[cfg(target_arch = "x86_64")]
+        let round_keys = if std::arch::is_x86_feature_detected!("aes") {
+            let h = key.len() / 2;
+            // SAFETY: AES-NI was detected just above (SSE2 is baseline), and
+            // the halves are 16 or 32 bytes, checked by the match above.
+            Some(unsafe {
+                (
+                    vaes::RoundKeys::new(&key[..h]),
+                    vaes::RoundKeys::new(&key[h..]),
+                )
+            })
+        } else {
+            None
+        };
         Ok(Xts {
             keys,
+            #[cfg(target_arch = "x86_64")]
+            round_keys,
             sector_size,
             simd: Simd::detect(),
         })
@@ -119,6 +143,26 @@ impl Xts {
     }
 
     fn serial(&self, buf: &mut [u8], first_iv: u64, dir: Dir) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Simd::Vaes, Some((k1, k2))) = (self.simd, &self.round_keys) {
+            let ss = self.sector_size;
+            let whole = buf.len() - buf.len() % ss;
+            let (buf, units) = (&mut buf[..whole], (ss / 512) as u64);
+            // SAFETY: `Simd::Vaes` is only chosen after the CPU reported every
+            // feature `vaes::crypt` is compiled with; `buf` holds whole
+            // sectors of a size that is a multiple of 256 (checked in `new`).
+            unsafe {
+                match (k1.rounds(), dir) {
+                    (10, Dir::Decrypt) => {
+                        vaes::crypt::<10, false>(k1, k2, ss, buf, first_iv, units)
+                    }
+                    (10, Dir::Encrypt) => vaes::crypt::<10, true>(k1, k2, ss, buf, first_iv, units),
+                    (_, Dir::Decrypt) => vaes::crypt::<14, false>(k1, k2, ss, buf, first_iv, units),
+                    (_, Dir::Encrypt) => vaes::crypt::<14, true>(k1, k2, ss, buf, first_iv, units),
+                }
+            }
+            return;
+        }
         match &self.keys {
             Keys::A128(k1, k2) => crypt(k1, k2, self.sector_size, self.simd, buf, first_iv, dir),
             Keys::A256(k1, k2) => crypt(k1, k2, self.sector_size, self.simd, buf, first_iv, dir),
@@ -176,6 +220,10 @@ enum Simd {
     /// AVX-512 (F + BW) and VPCLMULQDQ: four tweaks per 512-bit register.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// Additionally VAES, AVX-512 VL and AES-NI: the single-pass kernel of
+    /// [`vaes`], which does not use the tweak passes at all.
+    #[cfg(target_arch = "x86_64")]
+    Vaes,
 }
 
 impl Simd {
@@ -196,6 +244,9 @@ impl Simd {
             }
             if has!("avx512f") && has!("avx512bw") && has!("vpclmulqdq") {
                 v.push(Simd::Avx512);
+                if has!("avx512vl") && has!("vaes") && has!("aes") {
+                    v.push(Simd::Vaes);
+                }
             }
         }
         v
@@ -210,9 +261,10 @@ impl Simd {
         match self {
             Simd::Portable => apply_tweaks(u128::from_le_bytes(*t), blocks, tw),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Simd::Avx512` is only chosen by `detect` after the CPU
-            // reported every feature `avx512::apply_tweaks` is compiled with.
-            Simd::Avx512 => unsafe { avx512::apply_tweaks(t, blocks, tw) },
+            // SAFETY: `Simd::Avx512` and `Simd::Vaes` are only chosen by
+            // `detect` after the CPU reported every feature
+            // `avx512::apply_tweaks` is compiled with.
+            Simd::Avx512 | Simd::Vaes => unsafe { avx512::apply_tweaks(t, blocks, tw) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as for `Simd::Avx512`.
             Simd::Sse => unsafe { sse::apply_tweaks(t, blocks, tw) },
@@ -227,7 +279,7 @@ impl Simd {
             Simd::Portable => xor_tweaks(blocks, tw),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `apply_tweaks`, the features were detected at run time.
-            Simd::Avx512 => unsafe { avx512::xor_tweaks(blocks, tw) },
+            Simd::Avx512 | Simd::Vaes => unsafe { avx512::xor_tweaks(blocks, tw) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: SSE2 is part of the x86_64 baseline.
             Simd::Sse => unsafe { sse::xor_tweaks(blocks, tw) },
@@ -289,7 +341,7 @@ mod avx512 {
     /// wait on a serial `u128` chain or on a store-to-load round trip.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq")]
-    fn mul_alpha_k(t: __m512i, k: __m512i, poly: __m512i) -> __m512i {
+    pub(super) fn mul_alpha_k(t: __m512i, k: __m512i, poly: __m512i) -> __m512i {
         let shifted = _mm512_sllv_epi64(t, k);
         // Bits leaving each half (a shift by 64 yields 0, right for k = 0).
         let out = _mm512_srlv_epi64(t, _mm512_sub_epi64(_mm512_set1_epi64(64), k));
@@ -696,6 +748,58 @@ sys.stdout.write(out.hex())";
                 Ok(())
             })
             .unwrap();
+    }
+
+    /// Per-core throughput of every variant this CPU runs, printed (not asserted):
+    /// `cargo test -p veil-fusefs --release --lib luks2::xts::tests::throughput
+    /// -- --ignored --nocapture`. Rates are per CPU second of this thread, so a
+    /// busy machine skews them less than wall time would.
+    #[test]
+    #[ignore]
+    fn throughput() {
+        fn cpu_secs() -> f64 {
+            let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+            s.split_whitespace().next().unwrap().parse::<f64>().unwrap() / 1e9
+        }
+        let secs: f64 = std::env::var("XTS_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.5);
+        for key_len in [64usize, 32] {
+            let key: Vec<u8> = (0..key_len as u8).collect();
+            for ss in [512usize, 4096] {
+                for len in [8 << 10, 128 << 10, 16 << 20] {
+                    let mut xts = Xts::new(&key, ss).unwrap();
+                    let mut buf = vec![0x5au8; len];
+                    for simd in Simd::available() {
+                        xts.simd = simd;
+                        let mut line = format!(
+                            "aes-{}-xts ss {ss:4} buf {:6} KiB {:>8}:",
+                            key_len * 4,
+                            len >> 10,
+                            format!("{simd:?}")
+                        );
+                        for dir in [Dir::Decrypt, Dir::Encrypt] {
+                            xts.serial(&mut buf, 0, dir);
+                            let (c0, t) = (cpu_secs(), std::time::Instant::now());
+                            let mut n = 0u64;
+                            while t.elapsed().as_secs_f64() < secs {
+                                xts.serial(std::hint::black_box(&mut buf), n, dir);
+                                n += 1;
+                            }
+                            let cpu = cpu_secs() - c0;
+                            let name = match dir {
+                                Dir::Decrypt => "dec",
+                                Dir::Encrypt => "enc",
+                            };
+                            line +=
+                                &format!(" {name} {:5.2} GB/s", n as f64 * len as f64 / cpu / 1e9);
+                        }
+                        println!("{line}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
