@@ -555,13 +555,16 @@ mod tests {
         let pt: Vec<u8> = (0..512).map(|i| (i % 256) as u8).collect();
         let ct_start = hex("1c3b3a102f770386e4836c99e370cf9bea00803f5e482357a4ae12d414a3e63b");
         let ct_end = hex("773dad38014bd2092fa755c824bb5e54c4f36ffda9fcea70b9c6e693e148c151");
-        let x = Xts::new(&key, 512).unwrap();
-        let mut buf = pt.clone();
-        x.encrypt(&mut buf, 0xff);
-        assert_eq!(&buf[..32], &ct_start[..]);
-        assert_eq!(&buf[480..], &ct_end[..]);
-        x.decrypt(&mut buf, 0xff);
-        assert_eq!(buf, pt);
+        let mut x = Xts::new(&key, 512).unwrap();
+        for simd in Simd::available() {
+            x.simd = simd;
+            let mut buf = pt.clone();
+            x.encrypt(&mut buf, 0xff);
+            assert_eq!(&buf[..32], &ct_start[..], "{simd:?}");
+            assert_eq!(&buf[480..], &ct_end[..], "{simd:?}");
+            x.decrypt(&mut buf, 0xff);
+            assert_eq!(buf, pt, "{simd:?}");
+        }
     }
 
     /// With 4096-byte sectors, sector j uses IV 8·j (512-byte units), and the tweak
@@ -571,23 +574,26 @@ mod tests {
     fn sector_size_and_iv_units() {
         let key: Vec<u8> = (0..64).collect();
         let pt: Vec<u8> = (0..8192u32).map(|i| (i * 31 % 251) as u8).collect();
-        let big = Xts::new(&key, 4096).unwrap();
-        let small = Xts::new(&key, 512).unwrap();
-        let mut a = pt.clone();
-        big.encrypt(&mut a, 0);
-        // The second 4096-byte sector uses IV 8, so encrypting it alone at IV 8 matches.
-        let mut b = pt[4096..].to_vec();
-        big.encrypt(&mut b, 8);
-        assert_eq!(&a[4096..], &b[..]);
-        // The first 512 bytes of a 4096-byte sector equal a 512-byte sector at the same IV
-        // (same initial tweak, same first 32 α-multiples).
-        let mut c = pt[..512].to_vec();
-        small.encrypt(&mut c, 0);
-        assert_eq!(&a[..512], &c[..]);
-        // ...but the second 512 bytes do not equal a 512-byte sector with IV 1.
-        let mut d = pt[512..1024].to_vec();
-        small.encrypt(&mut d, 1);
-        assert_ne!(&a[512..1024], &d[..]);
+        let mut big = Xts::new(&key, 4096).unwrap();
+        let mut small = Xts::new(&key, 512).unwrap();
+        for simd in Simd::available() {
+            (big.simd, small.simd) = (simd, simd);
+            let mut a = pt.clone();
+            big.encrypt(&mut a, 0);
+            // The second 4096-byte sector uses IV 8, so encrypting it alone at IV 8 matches.
+            let mut b = pt[4096..].to_vec();
+            big.encrypt(&mut b, 8);
+            assert_eq!(&a[4096..], &b[..]);
+            // The first 512 bytes of a 4096-byte sector equal a 512-byte sector at the same IV
+            // (same initial tweak, same first 32 α-multiples).
+            let mut c = pt[..512].to_vec();
+            small.encrypt(&mut c, 0);
+            assert_eq!(&a[..512], &c[..]);
+            // ...but the second 512 bytes do not equal a 512-byte sector with IV 1.
+            let mut d = pt[512..1024].to_vec();
+            small.encrypt(&mut d, 1);
+            assert_ne!(&a[512..1024], &d[..]);
+        }
     }
 
     /// Known answer from python3-cryptography (OpenSSL's XTS): two 4096-byte
@@ -611,13 +617,16 @@ sys.stdout.write(out.hex())";
                 return;
             }
         };
-        let x = Xts::new(&key, 4096).unwrap();
-        let mut buf = pt.clone();
-        x.encrypt(&mut buf, 0);
-        let got: String = buf.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got, out);
-        x.decrypt(&mut buf, 0);
-        assert_eq!(buf, pt);
+        let mut x = Xts::new(&key, 4096).unwrap();
+        for simd in Simd::available() {
+            x.simd = simd;
+            let mut buf = pt.clone();
+            x.encrypt(&mut buf, 0);
+            let got: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(got, out, "{simd:?}");
+            x.decrypt(&mut buf, 0);
+            assert_eq!(buf, pt, "{simd:?}");
+        }
     }
 
     #[test]
@@ -802,19 +811,80 @@ sys.stdout.write(out.hex())";
         }
     }
 
+    /// The VAES kernel is chosen whenever the CPU has its features, so the
+    /// tests that iterate `Simd::available()` cover it on such machines.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vaes_variant_is_available_when_supported() {
+        use std::arch::is_x86_feature_detected as has;
+        let want = has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512vl")
+            && has!("vaes")
+            && has!("vpclmulqdq")
+            && has!("aes");
+        assert_eq!(Simd::available().contains(&Simd::Vaes), want);
+        assert_eq!(Simd::detect() == Simd::Vaes, want);
+        if !want {
+            eprintln!("SKIP: this CPU lacks VAES/AVX-512; the VAES kernel is not exercised");
+        }
+    }
+
+    /// Every variant against the reference on fixed, larger shapes than the
+    /// property test draws: one sector up to many 8 KiB batches (and sector
+    /// counts around the VAES kernel's groups of four), AES-128 and AES-256,
+    /// every sector size, IVs that wrap past `u64::MAX`.
+    #[test]
+    fn all_variants_all_shapes() {
+        for key_len in [32usize, 64] {
+            let key: Vec<u8> = (0..key_len as u8)
+                .map(|i| i.wrapping_mul(37) ^ 0xa5)
+                .collect();
+            for ss in [512usize, 1024, 2048, 4096] {
+                for nsec in [1usize, 2, 3, 4, 5, 7, 8, 9, 17, 40, 130] {
+                    if nsec * ss > 600 << 10 {
+                        continue;
+                    }
+                    let data: Vec<u8> = (0..nsec * ss).map(|i| (i * 131 % 251) as u8).collect();
+                    for iv in [0u64, 12345, u64::MAX - 3 * (ss as u64 / 512)] {
+                        let mut want_ct = data.clone();
+                        reference_xts(&key, ss, &mut want_ct, iv, true);
+                        let mut want_pt = data.clone();
+                        reference_xts(&key, ss, &mut want_pt, iv, false);
+                        let mut xts = Xts::new(&key, ss).unwrap();
+                        for simd in Simd::available() {
+                            xts.simd = simd;
+                            let what =
+                                format!("{simd:?} key {key_len} ss {ss} n {nsec} iv {iv:#x}");
+                            let mut got = data.clone();
+                            xts.serial(&mut got, iv, Dir::Encrypt);
+                            assert!(got == want_ct, "encrypt {what}");
+                            let mut got = data.clone();
+                            xts.decrypt_serial(&mut got, iv);
+                            assert!(got == want_pt, "decrypt {what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn parallel_equals_serial() {
         let key: Vec<u8> = (0..32).collect();
         let pt: Vec<u8> = (0..(3 << 20) as u32).map(|i| (i * 7 % 253) as u8).collect();
         for ss in [512, 4096] {
-            let x = Xts::new(&key, ss).unwrap();
-            let mut a = pt.clone();
-            let mut b = pt.clone();
-            x.encrypt(&mut a, 40);
-            x.serial(&mut b, 40, Dir::Encrypt);
-            assert_eq!(a, b);
-            x.decrypt(&mut a, 40);
-            assert_eq!(a, pt);
+            let mut x = Xts::new(&key, ss).unwrap();
+            for simd in Simd::available() {
+                x.simd = simd;
+                let mut a = pt.clone();
+                let mut b = pt.clone();
+                x.encrypt(&mut a, 40);
+                x.serial(&mut b, 40, Dir::Encrypt);
+                assert!(a == b, "{simd:?} ss {ss}");
+                x.decrypt(&mut a, 40);
+                assert!(a == pt, "{simd:?} ss {ss}");
+            }
         }
     }
 }

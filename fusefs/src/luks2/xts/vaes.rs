@@ -377,4 +377,56 @@ mod tests {
             drop(k);
         }
     }
+
+    /// Many keys of both sizes: both schedules must agree with the `aes`
+    /// crate block by block.
+    #[test]
+    fn cipher_matches_aes_crate() {
+        use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+        if !has_aesni() {
+            eprintln!("SKIP: no AES-NI");
+            return;
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        };
+        for i in 0..200 {
+            let len = if i % 2 == 0 { 16 } else { 32 };
+            let key: Vec<u8> = (0..len).map(|_| next()).collect();
+            let pt: Vec<u8> = (0..16).map(|_| next()).collect();
+            let mut want = aes::Block::try_from(&pt[..]).unwrap();
+            if len == 16 {
+                aes::Aes128::new_from_slice(&key)
+                    .unwrap()
+                    .encrypt_block(&mut want);
+            } else {
+                aes::Aes256::new_from_slice(&key)
+                    .unwrap()
+                    .encrypt_block(&mut want);
+            }
+            // SAFETY: AES-NI detected above.
+            let (c, p) = unsafe {
+                let k = RoundKeys::new(&key);
+                let c = block(&k, &pt, true);
+                (c.clone(), block(&k, &c, false))
+            };
+            assert_eq!(c, want.to_vec(), "key {key:02x?}");
+            assert_eq!(p, pt);
+            let mut back = want;
+            if len == 16 {
+                aes::Aes128::new_from_slice(&key)
+                    .unwrap()
+                    .decrypt_block(&mut back);
+            } else {
+                aes::Aes256::new_from_slice(&key)
+                    .unwrap()
+                    .decrypt_block(&mut back);
+            }
+            assert_eq!(back.to_vec(), pt);
+        }
+    }
 }
