@@ -192,6 +192,84 @@ fn lane<const L: usize>(z: __m512i) -> __m512i {
 /// start every page with cache misses.
 const PREFETCH_AHEAD: usize = 4096;
 
+/// Registers (of four blocks each) in flight per loop iteration.
+const WIDTH: usize = 4;
+
+/// The sixteen-block steps of the tweak: `KS[j]` = the shifts of the four
+/// lanes of register `j` (`[k, k, …]` per 64-bit half, for `mul_alpha_k`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn tweak_shifts() -> [__m512i; WIDTH] {
+    core::array::from_fn(|j| {
+        let k = 4 * j as i64;
+        _mm512_set_epi64(k + 3, k + 3, k + 2, k + 2, k + 1, k + 1, k, k)
+    })
+}
+
+/// XTS over one sector of `ss` bytes at `p` whose initial tweak is `t`
+/// (broadcast to all lanes).
+///
+/// # Safety
+/// `p..p + ss` must be valid for reads and writes, `ss` a multiple of
+/// 64·[`WIDTH`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes")]
+unsafe fn sector<const R: usize, const ENC: bool>(
+    k: &[__m512i; 15],
+    shifts: &[__m512i; WIDTH],
+    poly: __m512i,
+    t: __m512i,
+    p: *mut u8,
+    ss: usize,
+) {
+    let mut tw = shifts.map(|kk| super::avx512::mul_alpha_k(t, kk, poly));
+    let mut off = 0;
+    loop {
+        // SAFETY: off + 64·WIDTH <= ss (`ss` is a multiple of 64·WIDTH and
+        // the loop stops when off reaches it), so every access lies in p..p + ss,
+        // which the caller guarantees; unaligned loads and stores. The
+        // prefetches are hints that cannot fault.
+        unsafe {
+            let q = p.add(off);
+            for j in 0..WIDTH {
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_AHEAD + 64 * j).cast());
+            }
+            let mut x = [_mm512_setzero_si512(); WIDTH];
+            for j in 0..WIDTH {
+                let d = _mm512_loadu_si512(q.add(64 * j).cast());
+                x[j] = _mm512_ternarylogic_epi64::<0x96>(d, tw[j], k[0]);
+            }
+            for kr in &k[1..R] {
+                for xj in &mut x {
+                    *xj = if ENC {
+                        _mm512_aesenc_epi128(*xj, *kr)
+                    } else {
+                        _mm512_aesdec_epi128(*xj, *kr)
+                    };
+                }
+            }
+            // The last round ends with an XOR of its key; folding the tweak
+            // into that key takes the final XOR off the dependency chain.
+            for j in 0..WIDTH {
+                let kl = _mm512_xor_si512(k[R], tw[j]);
+                let y = if ENC {
+                    _mm512_aesenclast_epi128(x[j], kl)
+                } else {
+                    _mm512_aesdeclast_epi128(x[j], kl)
+                };
+                _mm512_storeu_si512(q.add(64 * j).cast(), y);
+            }
+        }
+        off += 64 * WIDTH;
+        if off >= ss {
+            break;
+        }
+        // Not after the last step: for 512-byte sectors that would be half
+        // of the tweak arithmetic.
+        tw = tw.map(|t| mul_alpha16(t, poly));
+    }
+}
+
 /// XTS over whole sectors of `buf` (a multiple of `ss` long, `ss` a multiple of
 /// 256), sector `j` with IV `first_iv + j·units`. `ENC` selects the direction;
 /// `R` is the number of rounds of both keys (10 or 14).
@@ -204,81 +282,46 @@ pub(super) fn crypt<const R: usize, const ENC: bool>(
     first_iv: u64,
     units: u64,
 ) {
-    debug_assert!(data.rounds == R && tweak.rounds == R);
-    debug_assert!(ss.is_multiple_of(256) && buf.len().is_multiple_of(ss));
+    assert!(data.rounds == R && tweak.rounds == R);
+    assert!(ss.is_multiple_of(64 * WIDTH) && buf.len().is_multiple_of(ss));
     let k = broadcast(if ENC { &data.enc } else { &data.dec });
     let tk = broadcast(&tweak.enc);
     let poly = _mm512_set1_epi64(0x87);
-    let ks = [
-        _mm512_set_epi64(3, 3, 2, 2, 1, 1, 0, 0),
-        _mm512_set_epi64(7, 7, 6, 6, 5, 5, 4, 4),
-        _mm512_set_epi64(11, 11, 10, 10, 9, 9, 8, 8),
-        _mm512_set_epi64(15, 15, 14, 14, 13, 13, 12, 12),
-    ];
+    let shifts = tweak_shifts();
     let nsec = buf.len() / ss;
     let base = buf.as_mut_ptr();
 
-    // One sector: `t` is its initial tweak broadcast to all lanes.
-    let sector = |t: __m512i, p: *mut u8| {
-        let mut tw = ks.map(|kk| super::avx512::mul_alpha_k(t, kk, poly));
-        for off in (0..ss).step_by(256) {
-            // SAFETY: `p` starts a sector inside `buf` and off + 256 <= ss, so
-            // the four 64-byte accesses stay inside it; unaligned loads and
-            // stores. The prefetches are hints that cannot fault.
-            unsafe {
-                let q = p.add(off);
-                for j in 0..4 {
-                    _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_AHEAD + 64 * j).cast());
-                }
-                let mut x = [_mm512_setzero_si512(); 4];
-                for j in 0..4 {
-                    let d = _mm512_loadu_si512(q.add(64 * j).cast());
-                    x[j] = _mm512_ternarylogic_epi64::<0x96>(d, tw[j], k[0]);
-                }
-                for kr in &k[1..R] {
-                    for xj in &mut x {
-                        *xj = if ENC {
-                            _mm512_aesenc_epi128(*xj, *kr)
-                        } else {
-                            _mm512_aesdec_epi128(*xj, *kr)
-                        };
-                    }
-                }
-                // The last round ends with an XOR of its key; folding the
-                // tweak into that key saves the separate XOR on the way out.
-                for j in 0..4 {
-                    let kl = _mm512_xor_si512(k[R], tw[j]);
-                    let y = if ENC {
-                        _mm512_aesenclast_epi128(x[j], kl)
-                    } else {
-                        _mm512_aesdeclast_epi128(x[j], kl)
-                    };
-                    _mm512_storeu_si512(q.add(64 * j).cast(), y);
-                    tw[j] = mul_alpha16(tw[j], poly);
-                }
+    // Initial tweaks E_k2(LE128(iv)) of four sectors at a time, one per lane.
+    // Those of the next group are computed before the current group is
+    // processed: the chain of dependent AES rounds then overlaps with the data
+    // instead of stalling every group's start (one wasted group per call).
+    let tweaks = |g: usize| {
+        let iv = |s: usize| first_iv.wrapping_add(((g + s) as u64).wrapping_mul(units)) as i64;
+        encrypt4::<R>(
+            _mm512_set_epi64(0, iv(3), 0, iv(2), 0, iv(1), 0, iv(0)),
+            &tk,
+        )
+    };
+    let mut t4 = tweaks(0);
+    for g in (0..nsec).step_by(4) {
+        let next = tweaks(g + 4);
+        let n = (nsec - g).min(4);
+        let p = |s: usize| base.wrapping_add((g + s) * ss);
+        // SAFETY: sector g + s < nsec spans (g + s)·ss .. (g + s + 1)·ss <=
+        // buf.len(); `ss` is a multiple of 64·WIDTH (asserted above).
+        unsafe {
+            sector::<R, ENC>(&k, &shifts, poly, lane::<0>(t4), p(0), ss);
+            if n > 1 {
+                sector::<R, ENC>(&k, &shifts, poly, lane::<1>(t4), p(1), ss);
+            }
+            if n > 2 {
+                sector::<R, ENC>(&k, &shifts, poly, lane::<2>(t4), p(2), ss);
+            }
+            if n > 3 {
+                sector::<R, ENC>(&k, &shifts, poly, lane::<3>(t4), p(3), ss);
             }
         }
-    };
-
-    // Initial tweaks E_k2(LE128(iv)) of four sectors at a time, one per lane.
-    for g in (0..nsec).step_by(4) {
-        let iv = |s: usize| first_iv.wrapping_add(((g + s) as u64).wrapping_mul(units)) as i64;
-        let ivs = _mm512_set_epi64(0, iv(3), 0, iv(2), 0, iv(1), 0, iv(0));
-        let t4 = encrypt4::<R>(ivs, &tk);
-        let n = (nsec - g).min(4);
-        // SAFETY (for the pointers): sector g + s < nsec starts at
-        // (g + s)·ss < buf.len().
-        let p = |s: usize| base.wrapping_add((g + s) * ss);
-        sector(lane::<0>(t4), p(0));
-        if n > 1 {
-            sector(lane::<1>(t4), p(1));
-        }
-        if n > 2 {
-            sector(lane::<2>(t4), p(2));
-        }
-        if n > 3 {
-            sector(lane::<3>(t4), p(3));
-        }
+        t4 = next;
     }
 }
 
