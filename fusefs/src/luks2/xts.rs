@@ -56,8 +56,7 @@ enum Keys {
 pub struct Xts {
     keys: Keys,
     /// The same two keys expanded for [`vaes`] (data key, tweak key), present
-    /// when the CPU has AES-NI so that every [`Simd`] variant it runs can be
-    /// selected (the tests switch between them).
+    /// when the CPU runs [`Simd::Vaes`].
     #[cfg(target_arch = "x86_64")]
     round_keys: Option<(vaes::RoundKeys, vaes::RoundKeys)>,
     sector_size: usize,
@@ -87,11 +86,15 @@ impl Xts {
                 )));
             }
         };
+        let simd = Simd::detect();
+        // Only expanded where the kernel can run: no second copy of the key
+        // material otherwise.
         #[cfg(target_arch = "x86_64")]
-        let round_keys = if std::arch::is_x86_feature_detected!("aes") {
+        let round_keys = if simd == Simd::Vaes {
             let h = key.len() / 2;
-            // SAFETY: AES-NI was detected just above (SSE2 is baseline), and
-            // the halves are 16 or 32 bytes, checked by the match above.
+            // SAFETY: `Simd::Vaes` is only detected with AES-NI (SSE2 is
+            // baseline), and the halves are 16 or 32 bytes, checked by the
+            // match above.
             Some(unsafe {
                 (
                     vaes::RoundKeys::new(&key[..h]),
@@ -106,7 +109,7 @@ impl Xts {
             #[cfg(target_arch = "x86_64")]
             round_keys,
             sector_size,
-            simd: Simd::detect(),
+            simd,
         })
     }
 

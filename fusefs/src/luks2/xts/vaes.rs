@@ -1,7 +1,7 @@
 //! Single-pass AES-XTS with VAES and AVX-512: the data goes through the
 //! registers once per sector — load, XOR with the tweak, every AES round, XOR
 //! with the tweak, store — instead of the three passes over an L1 batch of the
-//! portable path. Four blocks per 512-bit register, sixteen blocks per loop
+//! other variants. Four blocks per 512-bit register, sixteen blocks per loop
 //! iteration in four independent registers, so the AES units' latency is
 //! covered.
 //!
@@ -25,8 +25,7 @@ pub(super) struct RoundKeys {
 }
 
 impl RoundKeys {
-    /// `key` is 16 or 32 bytes (callers check). Requires AES-NI, which the
-    /// caller has detected (it is implied by the VAES variant being chosen).
+    /// `key` is 16 or 32 bytes (callers check; anything else panics).
     ///
     /// # Safety
     /// The CPU must support AES-NI and SSE2.
@@ -50,8 +49,8 @@ impl RoundKeys {
 /// is the round key four words back, `assist` the output of AESKEYGENASSIST
 /// with the word to mix in broadcast by `SHUF` (0xff: RotWord/SubWord/Rcon of
 /// the last word; 0xaa: SubWord only, for AES-256's odd steps). The three
-/// shifted XORs make each word the XOR of all previous words of `prev`, as the
-/// schedule's running `w[i] = w[i-Nk] ^ w[i-1]` requires.
+/// shifted XORs turn word i into the XOR of words 0..=i of `prev`, which is
+/// what the schedule's running `w[i] = w[i-Nk] ^ w[i-1]` unrolls to.
 #[inline]
 #[target_feature(enable = "sse2,aes")]
 fn step<const SHUF: i32>(prev: __m128i, assist: __m128i) -> __m128i {
