@@ -3,7 +3,7 @@
 # Rust toolchain (1.89 or newer) is on PATH.
 #
 # RHEL family (Rocky, Alma, RHEL 9, with EPEL enabled) equivalents:
-#   dnf install gcc make pkgconf-pkg-config openssl-devel clang-devel squashfs-tools squashfuse fuse3 cryptsetup \
+#   dnf install gcc make pkgconf-pkg-config squashfs-tools squashfuse fuse3 cryptsetup \
 #       python3 python3-cryptography python3-argon2-cffi busybox gnupg2 openssl attr \
 #       util-linux shadow-utils
 #   siftool is not packaged there: build it from Sylabs' sif repository with Go.
@@ -14,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 packages=(
   build-essential pkg-config   # C compiler for the bundled libdeflate, zstd and xz sources
-  libssl-dev libclang-dev      # OpenSSL: the OpenPGP backend (sequoia) and DSSE checks
+                               # (no OpenSSL headers or libclang: veil's crypto is pure Rust)
   siftool                      # Sylabs' reference SIF tool: interop tests
   squashfs-tools squashfuse    # mksquashfs/unsquashfs: fixtures and checks; squashfuse_ll: benchmark anchor
   libsquashfs-dev              # squashfs-tools-ng's libsquashfs: the squashfs writer of veil build
@@ -22,7 +22,7 @@ packages=(
   cryptsetup-bin               # LUKS2 interop (no device-mapper needed)
   python3 python3-cryptography python3-argon2  # shared/interop scripts
   busybox-static               # a tiny rootfs for container tests
-  gnupg openssl                # signature and crypto cross-checks
+  gnupg openssl                # signature and crypto cross-checks (the openssl command makes test keys)
   attr                         # setfattr/getfattr: xattr fixtures
   uidmap util-linux            # newuidmap/newgidmap, unshare
   curl ca-certificates git

@@ -75,7 +75,7 @@ pub fn secret_keyslot() -> KeyslotOptions {
 /// 64 random bytes from the OS.
 pub fn random_secret() -> Result<Zeroizing<Vec<u8>>> {
     let mut s = Zeroizing::new(vec![0u8; 64]);
-    openssl::rand::rand_bytes(&mut s).map_err(|e| BuildError::Encrypt(format!("random: {e}")))?;
+    getrandom::fill(&mut s).map_err(|e| BuildError::Encrypt(format!("random: {e}")))?;
     Ok(s)
 }
 

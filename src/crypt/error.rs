@@ -21,7 +21,7 @@ pub enum CryptError {
     /// A passphrase was needed and none could be obtained.
     #[error("{0}")]
     NoPassphrase(String),
-    /// An OpenSSL operation failed (key too small for the message, …).
+    /// An RSA operation failed (key too small for the message, …).
     #[error("{what}: {detail}")]
     Crypto { what: &'static str, detail: String },
 }

@@ -5,35 +5,48 @@
 //! `ENCRYPTED PRIVATE KEY` with a password), password-protected PKCS#1, and
 //! OpenSSH keys (`ssh-rsa …` lines and unprotected `OPENSSH PRIVATE KEY` files).
 //! The images are the same whichever form the key was in.
+//!
+//! The DER structures are read with the RustCrypto `pkcs1`/`pkcs8`/`spki` crates and
+//! the keys built here, rather than through `rsa`'s own decoders, so that the error
+//! messages stay veil's and keys up to 16384 bits load (`rsa` refuses public keys
+//! over 4096 bits by default).
 
-use openssl::bn::{BigNum, BigNumContext};
-use openssl::pkey::{PKey, Private, Public};
-use openssl::rsa::Rsa;
+use rsa::pkcs1::der::Decode as _;
+use rsa::traits::PublicKeyParts as _;
+use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
 use zeroize::Zeroizing;
 
 use super::error::{CryptError, Result};
-use super::{pem, ssh};
+use super::{pem, pem_legacy, ssh};
+
+/// The largest modulus accepted: OpenSSL's limit too, so every key the peers can use
+/// loads here.
+const MAX_BITS: usize = 16384;
+
+/// `rsaEncryption` (PKCS#1): the one algorithm an SPKI or PKCS#8 key may carry here.
+const RSA_ENCRYPTION: rsa::pkcs8::ObjectIdentifier =
+    rsa::pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// An RSA public key (a recipient of an encrypted image).
 pub struct PublicKey {
-    pub(crate) key: PKey<Public>,
+    pub(crate) key: RsaPublicKey,
 }
 
-/// An RSA private key. OpenSSL clears its numbers when it is freed.
+/// An RSA private key. `rsa` wipes its numbers when it is dropped.
 pub struct PrivateKey {
-    pub(crate) key: PKey<Private>,
+    pub(crate) key: RsaPrivateKey,
 }
 
 impl PublicKey {
     /// Modulus size in bits.
     pub fn bits(&self) -> u32 {
-        self.key.bits()
+        self.key.n().bits() as u32
     }
 }
 
 impl PrivateKey {
     pub fn bits(&self) -> u32 {
-        self.key.bits()
+        self.key.n().bits() as u32
     }
 }
 
@@ -56,18 +69,17 @@ const PRIVATE_FORMS: &str = "PEM 'RSA PRIVATE KEY' (PKCS#1), 'PRIVATE KEY' or 'E
 /// Loads an RSA public key. An unprotected private key is accepted too (its public
 /// half is used), so one key file can serve both build and run.
 pub fn load_public_key(data: &[u8]) -> Result<PublicKey> {
-    let rsa = if ssh::is_public_line(data) {
+    let key = if ssh::is_public_line(data) {
         let nums = ssh::parse_public_line(data)?;
-        Rsa::from_public_components(bn(&nums.n)?, bn(&nums.e)?)
-            .map_err(|e| CryptError::crypto("OpenSSH public key", e))?
+        public_from(&nums.n, &nums.e).map_err(|e| CryptError::crypto("OpenSSH public key", e))?
     } else {
         let block = pem::first_block(data).ok_or_else(|| {
             CryptError::bad_key(format!("no PEM data found; expected {PUBLIC_FORMS}"))
         })?;
         match block.label.as_str() {
-            "RSA PUBLIC KEY" => Rsa::public_key_from_der_pkcs1(&block.der)
+            "RSA PUBLIC KEY" => public_from_pkcs1(&block.der)
                 .map_err(|e| CryptError::bad_key(format!("invalid PKCS#1 public key: {e}")))?,
-            "PUBLIC KEY" => Rsa::public_key_from_der(&block.der).map_err(|e| {
+            "PUBLIC KEY" => public_from_spki(&block.der).map_err(|e| {
                 CryptError::bad_key(format!("invalid or non-RSA SPKI public key: {e}"))
             })?,
             "RSA PRIVATE KEY" | "PRIVATE KEY" | "OPENSSH PRIVATE KEY"
@@ -76,19 +88,7 @@ pub fn load_public_key(data: &[u8]) -> Result<PublicKey> {
                 let private = load_private_key(data, &|| {
                     Err(CryptError::bad_key("a public key is needed here"))
                 })?;
-                let rsa = private
-                    .key
-                    .rsa()
-                    .map_err(|e| CryptError::crypto("private key", e))?;
-                Rsa::from_public_components(
-                    rsa.n()
-                        .to_owned()
-                        .map_err(|e| CryptError::crypto("key", e))?,
-                    rsa.e()
-                        .to_owned()
-                        .map_err(|e| CryptError::crypto("key", e))?,
-                )
-                .map_err(|e| CryptError::crypto("key", e))?
+                private.key.to_public_key()
             }
             other => {
                 return Err(CryptError::bad_key(format!(
@@ -97,8 +97,7 @@ pub fn load_public_key(data: &[u8]) -> Result<PublicKey> {
             }
         }
     };
-    check_size(rsa.size())?;
-    let key = PKey::from_rsa(rsa).map_err(|e| CryptError::crypto("public key", e))?;
+    check_size(key.size())?;
     Ok(PublicKey { key })
 }
 
@@ -110,11 +109,11 @@ pub fn load_private_key(
     let block = pem::first_block(data).ok_or_else(|| {
         CryptError::bad_key(format!("no PEM data found; expected {PRIVATE_FORMS}"))
     })?;
-    let invalid = |what: &str, e: openssl::error::ErrorStack| {
-        CryptError::bad_key(format!("invalid {what} private key: {e}"))
-    };
+    let invalid =
+        |what: &str, e: String| CryptError::bad_key(format!("invalid {what} private key: {e}"));
     let wrong_password =
-        |_| CryptError::bad_key("cannot decrypt the private key: wrong password?".to_string());
+        || CryptError::bad_key("cannot decrypt the private key: wrong password?".to_string());
+    let not_rsa = || CryptError::bad_key("the PKCS#8 private key is not an RSA key");
     let key = match block.label.as_str() {
         "RSA PRIVATE KEY" => {
             let encrypted = block
@@ -122,21 +121,46 @@ pub fn load_private_key(
                 .is_some_and(|v| v.contains("ENCRYPTED"));
             if encrypted {
                 let pw = password()?;
-                Rsa::private_key_from_pem_passphrase(data, pw.as_bytes()).map_err(wrong_password)?
+                let der = pem_legacy::decrypt(&block, pw.as_bytes())?;
+                // A wrong password that happens to leave valid padding yields garbage,
+                // which is a wrong password too (as OpenSSL reports it).
+                private_from_pkcs1(&der).map_err(|e| match e {
+                    Parse::Der(_) => wrong_password(),
+                    Parse::Inconsistent => inconsistent(),
+                })?
             } else {
-                Rsa::private_key_from_der(&block.der).map_err(|e| invalid("PKCS#1", e))?
+                private_from_pkcs1(&block.der).map_err(|e| match e {
+                    Parse::Der(e) => invalid("PKCS#1", e),
+                    Parse::Inconsistent => inconsistent(),
+                })?
             }
         }
-        "PRIVATE KEY" => PKey::private_key_from_pkcs8(&block.der)
-            .map_err(|e| invalid("PKCS#8", e))?
-            .rsa()
-            .map_err(|_| CryptError::bad_key("the PKCS#8 private key is not an RSA key"))?,
+        "PRIVATE KEY" => {
+            let info = rsa::pkcs8::PrivateKeyInfo::try_from(&block.der[..])
+                .map_err(|e| invalid("PKCS#8", e.to_string()))?;
+            if info.algorithm.oid != RSA_ENCRYPTION {
+                return Err(not_rsa());
+            }
+            private_from_pkcs1(info.private_key).map_err(|e| match e {
+                Parse::Der(e) => invalid("PKCS#8", e),
+                Parse::Inconsistent => inconsistent(),
+            })?
+        }
         "ENCRYPTED PRIVATE KEY" => {
             let pw = password()?;
-            PKey::private_key_from_pkcs8_passphrase(&block.der, pw.as_bytes())
-                .map_err(wrong_password)?
-                .rsa()
-                .map_err(|_| CryptError::bad_key("the PKCS#8 private key is not an RSA key"))?
+            let info = rsa::pkcs8::EncryptedPrivateKeyInfo::try_from(&block.der[..])
+                .map_err(|_| wrong_password())?;
+            // SecretDocument wipes the decrypted DER when dropped.
+            let doc = info.decrypt(pw.as_bytes()).map_err(|_| wrong_password())?;
+            let info = rsa::pkcs8::PrivateKeyInfo::try_from(doc.as_bytes())
+                .map_err(|_| wrong_password())?;
+            if info.algorithm.oid != RSA_ENCRYPTION {
+                return Err(not_rsa());
+            }
+            private_from_pkcs1(info.private_key).map_err(|e| match e {
+                Parse::Der(_) => wrong_password(),
+                Parse::Inconsistent => inconsistent(),
+            })?
         }
         "OPENSSH PRIVATE KEY" => from_ssh(&ssh::parse_private(&block.der)?)?,
         "RSA PUBLIC KEY" | "PUBLIC KEY" => {
@@ -150,22 +174,80 @@ pub fn load_private_key(
             )));
         }
     };
-    if !rsa_ok(&key) {
-        return Err(CryptError::bad_key(
-            "the RSA private key is inconsistent (corrupted file)",
-        ));
-    }
     check_size(key.size())?;
-    let key = PKey::from_rsa(key).map_err(|e| CryptError::crypto("private key", e))?;
     Ok(PrivateKey { key })
 }
 
-fn rsa_ok(k: &Rsa<Private>) -> bool {
-    k.check_key().unwrap_or(false)
+fn inconsistent() -> CryptError {
+    CryptError::bad_key("the RSA private key is inconsistent (corrupted file)")
+}
+
+/// Why a PKCS#1 private key did not load: its DER, or its numbers.
+enum Parse {
+    Der(String),
+    Inconsistent,
+}
+
+/// A two-prime PKCS#1 `RSAPrivateKey`, checked for consistency (Πprimes = n and
+/// d·e ≡ 1 mod p−1, q−1). The CRT values in the file are recomputed, not trusted.
+fn private_from_pkcs1(der: &[u8]) -> std::result::Result<RsaPrivateKey, Parse> {
+    let k = rsa::pkcs1::RsaPrivateKey::from_der(der).map_err(|e| Parse::Der(e.to_string()))?;
+    if k.version() != rsa::pkcs1::Version::TwoPrime {
+        return Err(Parse::Der("multi-prime RSA keys are not supported".into()));
+    }
+    let num = |u: rsa::pkcs1::UintRef<'_>| BigUint::from_bytes_be(u.as_bytes());
+    private_from(
+        num(k.modulus),
+        num(k.public_exponent),
+        num(k.private_exponent),
+        num(k.prime1),
+        num(k.prime2),
+    )
+    .ok_or(Parse::Inconsistent)
+}
+
+/// Builds a private key from its numbers; `None` when they do not form a key.
+fn private_from(
+    n: BigUint,
+    e: BigUint,
+    d: BigUint,
+    p: BigUint,
+    q: BigUint,
+) -> Option<RsaPrivateKey> {
+    if n.bits() > MAX_BITS {
+        return None;
+    }
+    // from_components validates the key and derives the CRT parameters.
+    RsaPrivateKey::from_components(n, e, d, vec![p, q]).ok()
+}
+
+fn public_from(n: &[u8], e: &[u8]) -> rsa::Result<RsaPublicKey> {
+    RsaPublicKey::new_with_max_size(
+        BigUint::from_bytes_be(n),
+        BigUint::from_bytes_be(e),
+        MAX_BITS,
+    )
+}
+
+fn public_from_pkcs1(der: &[u8]) -> std::result::Result<RsaPublicKey, String> {
+    let k = rsa::pkcs1::RsaPublicKey::from_der(der).map_err(|e| e.to_string())?;
+    public_from(k.modulus.as_bytes(), k.public_exponent.as_bytes()).map_err(|e| e.to_string())
+}
+
+fn public_from_spki(der: &[u8]) -> std::result::Result<RsaPublicKey, String> {
+    let spki = rsa::pkcs8::SubjectPublicKeyInfoRef::try_from(der).map_err(|e| e.to_string())?;
+    if spki.algorithm.oid != RSA_ENCRYPTION {
+        return Err(format!("the key's algorithm is {}", spki.algorithm.oid));
+    }
+    let bits = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| "the key's bit string is not whole bytes".to_string())?;
+    public_from_pkcs1(bits)
 }
 
 /// RSA-OAEP with SHA-256 carries at most k − 66 bytes per block; a key must carry one.
-fn check_size(bytes: u32) -> Result<()> {
+fn check_size(bytes: usize) -> Result<()> {
     if bytes <= 66 {
         return Err(CryptError::bad_key(format!(
             "RSA key of {} bits is too small for RSA-OAEP with SHA-256 (use 2048 bits or more)",
@@ -175,32 +257,173 @@ fn check_size(bytes: u32) -> Result<()> {
     Ok(())
 }
 
-fn bn(b: &[u8]) -> Result<BigNum> {
-    BigNum::from_slice(b).map_err(|e| CryptError::crypto("key number", e))
-}
-
-/// Builds an OpenSSL key from OpenSSH's numbers, deriving the CRT parameters.
-fn from_ssh(nums: &ssh::RsaNumbers) -> Result<Rsa<Private>> {
+/// Builds a key from OpenSSH's numbers (n, e, d, p, q; the CRT parameters are derived).
+fn from_ssh(nums: &ssh::RsaNumbers) -> Result<RsaPrivateKey> {
     let Some(p) = &nums.private else {
         return Err(CryptError::bad_key("OpenSSH key has no private part"));
     };
-    let err = |e| CryptError::crypto("OpenSSH private key", e);
-    let mut ctx = BigNumContext::new_secure().map_err(err)?;
-    let d = BigNum::from_slice(&p.d).map_err(err)?;
-    let pp = BigNum::from_slice(&p.p).map_err(err)?;
-    let q = BigNum::from_slice(&p.q).map_err(err)?;
-    let one = BigNum::from_u32(1).map_err(err)?;
-    let mut pm1 = BigNum::new().map_err(err)?;
-    pm1.checked_sub(&pp, &one).map_err(err)?;
-    let mut qm1 = BigNum::new().map_err(err)?;
-    qm1.checked_sub(&q, &one).map_err(err)?;
-    let mut dmp1 = BigNum::new_secure().map_err(err)?;
-    dmp1.nnmod(&d, &pm1, &mut ctx).map_err(err)?;
-    let mut dmq1 = BigNum::new_secure().map_err(err)?;
-    dmq1.nnmod(&d, &qm1, &mut ctx).map_err(err)?;
-    let mut iqmp = BigNum::new_secure().map_err(err)?;
-    iqmp.mod_inverse(&q, &pp, &mut ctx)
-        .map_err(|_| CryptError::bad_key("OpenSSH private key: p and q are not coprime"))?;
-    Rsa::from_private_components(bn(&nums.n)?, bn(&nums.e)?, d, pp, q, dmp1, dmq1, iqmp)
-        .map_err(err)
+    private_from(
+        BigUint::from_bytes_be(&nums.n),
+        BigUint::from_bytes_be(&nums.e),
+        BigUint::from_bytes_be(&p.d),
+        BigUint::from_bytes_be(&p.p),
+        BigUint::from_bytes_be(&p.q),
+    )
+    .ok_or_else(inconsistent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::pkcs1::{EncodeRsaPrivateKey as _, EncodeRsaPublicKey as _};
+    use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
+
+    fn no_pw() -> Result<Zeroizing<String>> {
+        panic!("no password should be asked")
+    }
+
+    fn key(bits: usize) -> RsaPrivateKey {
+        RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits).unwrap()
+    }
+
+    #[test]
+    fn every_unprotected_form_loads_the_same_key() {
+        let k = key(1024);
+        let n = k.n().clone();
+        let pkcs1 = pem::encode("RSA PRIVATE KEY", k.to_pkcs1_der().unwrap().as_bytes());
+        let pkcs8 = pem::encode("PRIVATE KEY", k.to_pkcs8_der().unwrap().as_bytes());
+        for text in [&pkcs1, &pkcs8] {
+            assert_eq!(*load_private_key(text, &no_pw).unwrap().key.n(), n);
+            assert_eq!(*load_public_key(text).unwrap().key.n(), n);
+        }
+        let public = k.to_public_key();
+        let spki = pem::encode("PUBLIC KEY", public.to_public_key_der().unwrap().as_bytes());
+        let pkcs1_pub = pem::encode("RSA PUBLIC KEY", public.to_pkcs1_der().unwrap().as_bytes());
+        for text in [&spki, &pkcs1_pub] {
+            assert_eq!(*load_public_key(text).unwrap().key.n(), n);
+            let err = load_private_key(text, &no_pw).unwrap_err().to_string();
+            assert!(err.contains("this is a public key"), "{err}");
+        }
+    }
+
+    #[test]
+    fn encrypted_pkcs8_asks_for_the_password() {
+        let k = key(1024);
+        let der = k
+            .to_pkcs8_encrypted_der(&mut rsa::rand_core::OsRng, "pw")
+            .unwrap();
+        let text = pem::encode("ENCRYPTED PRIVATE KEY", der.as_bytes());
+        let pw = |s: &'static str| move || Ok(Zeroizing::new(s.to_string()));
+        assert_eq!(*load_private_key(&text, &pw("pw")).unwrap().key.n(), *k.n());
+        let err = load_private_key(&text, &pw("nope"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "cannot decrypt the private key: wrong password?");
+        // A public key cannot be had from it without the password.
+        assert!(load_public_key(&text).is_err());
+    }
+
+    #[test]
+    fn bad_keys_give_the_documented_errors() {
+        let k = key(1024);
+        // Swap in a different modulus: parses, but the numbers no longer agree.
+        let other = key(1024);
+        let (n, der) = (other.n().to_bytes_be(), k.to_pkcs1_der().unwrap());
+        let doc = rsa::pkcs1::RsaPrivateKey {
+            modulus: rsa::pkcs1::UintRef::new(&n).unwrap(),
+            ..rsa::pkcs1::RsaPrivateKey::from_der(der.as_bytes()).unwrap()
+        };
+        let der = rsa::pkcs1::der::Encode::to_der(&doc).unwrap();
+        let text = pem::encode("RSA PRIVATE KEY", &der);
+        let err = load_private_key(&text, &no_pw).unwrap_err().to_string();
+        assert_eq!(err, "the RSA private key is inconsistent (corrupted file)");
+
+        let err = load_private_key(&pem::encode("RSA PRIVATE KEY", b"\x30\x03\x02\x01"), &no_pw)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid PKCS#1 private key: "), "{err}");
+        let err = load_public_key(&pem::encode("PUBLIC KEY", b"\x30\x00"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid or non-RSA SPKI public key: "),
+            "{err}"
+        );
+        let err = load_public_key(b"nothing").unwrap_err().to_string();
+        assert!(err.starts_with("no PEM data found"), "{err}");
+
+        let small = key(512);
+        let text = pem::encode("RSA PRIVATE KEY", small.to_pkcs1_der().unwrap().as_bytes());
+        let err = load_private_key(&text, &no_pw).unwrap_err().to_string();
+        assert!(err.contains("512 bits is too small"), "{err}");
+    }
+
+    /// Runs `openssl ARGS` in `dir`; false when it is not installed or fails.
+    fn openssl(dir: &std::path::Path, args: &str) -> bool {
+        std::process::Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Every form OpenSSL writes, read back to the same key.
+    #[test]
+    fn openssl_written_keys_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        if !openssl(d, "genrsa -traditional -out k.pem 1024") {
+            eprintln!("SKIP: the openssl command is not installed");
+            return;
+        }
+        let n = load_private_key(&std::fs::read(d.join("k.pem")).unwrap(), &no_pw)
+            .unwrap()
+            .key
+            .n()
+            .clone();
+        let public = [
+            "rsa -in k.pem -RSAPublicKey_out -out pub1.pem",
+            "rsa -in k.pem -pubout -out spki.pem",
+        ];
+        let plain = ["pkey -in k.pem -out p8.pem"];
+        let protected = [
+            "rsa -in k.pem -traditional -aes128 -passout pass:pw -out t-aes128.pem",
+            "rsa -in k.pem -traditional -aes192 -passout pass:pw -out t-aes192.pem",
+            "rsa -in k.pem -traditional -aes256 -passout pass:pw -out t-aes256.pem",
+            "rsa -in k.pem -traditional -des3 -passout pass:pw -out t-des3.pem",
+            "pkcs8 -topk8 -in k.pem -v2 aes-256-cbc -passout pass:pw -out e-aes256.pem",
+            "pkcs8 -topk8 -in k.pem -v2 aes-128-cbc -v2prf hmacWithSHA1 -passout pass:pw -out e-sha1.pem",
+            "pkcs8 -topk8 -in k.pem -v2 des3 -passout pass:pw -out e-des3.pem",
+            "pkcs8 -topk8 -in k.pem -scrypt -passout pass:pw -out e-scrypt.pem",
+        ];
+        let file = |cmd: &str| {
+            assert!(openssl(d, cmd), "openssl {cmd}");
+            std::fs::read(d.join(cmd.rsplit(' ').next().unwrap())).unwrap()
+        };
+        for cmd in public {
+            assert_eq!(*load_public_key(&file(cmd)).unwrap().key.n(), n, "{cmd}");
+        }
+        for cmd in plain {
+            let text = file(cmd);
+            assert_eq!(
+                *load_private_key(&text, &no_pw).unwrap().key.n(),
+                n,
+                "{cmd}"
+            );
+        }
+        let pw = |s: &'static str| move || Ok(Zeroizing::new(s.to_string()));
+        for cmd in protected {
+            let text = file(cmd);
+            let key = load_private_key(&text, &pw("pw")).unwrap_or_else(|e| panic!("{cmd}: {e}"));
+            assert_eq!(*key.key.n(), n, "{cmd}");
+            let err = load_private_key(&text, &pw("wrong"))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err, "cannot decrypt the private key: wrong password?",
+                "{cmd}"
+            );
+        }
+    }
 }

@@ -6,9 +6,8 @@
 //! concatenates the k-byte ciphertexts; for keys of 1040 bits or more that is one
 //! block, which is also all SingularityCE writes. Both forms are read and written.
 
-use openssl::encrypt::{Decrypter, Encrypter};
-use openssl::hash::MessageDigest;
-use openssl::rsa::Padding;
+use rsa::Oaep;
+use rsa::traits::PublicKeyParts as _;
 use zeroize::Zeroizing;
 
 use super::error::{CryptError, Result};
@@ -23,18 +22,15 @@ pub const MAX_MESSAGE: u64 = 64 << 10;
 
 /// Encrypts `secret` for `key` and returns the object's bytes.
 pub fn wrap_secret(key: &PublicKey, secret: &[u8]) -> Result<Vec<u8>> {
-    let err = |e| CryptError::crypto("RSA-OAEP encryption", e);
     let k = key.key.size();
     let step = k - OAEP_OVERHEAD;
     let mut ct = Vec::with_capacity(secret.len().div_ceil(step) * k);
     for chunk in secret.chunks(step) {
-        let mut enc = Encrypter::new(&key.key).map_err(err)?;
-        enc.set_rsa_padding(Padding::PKCS1_OAEP).map_err(err)?;
-        enc.set_rsa_oaep_md(MessageDigest::sha256()).map_err(err)?;
-        enc.set_rsa_mgf1_md(MessageDigest::sha256()).map_err(err)?;
-        let mut out = vec![0u8; enc.encrypt_len(chunk).map_err(err)?];
-        let n = enc.encrypt(chunk, &mut out).map_err(err)?;
-        ct.extend_from_slice(&out[..n]);
+        let out = key
+            .key
+            .encrypt(&mut rsa::rand_core::OsRng, oaep(), chunk)
+            .map_err(|e| CryptError::crypto("RSA-OAEP encryption", e))?;
+        ct.extend_from_slice(&out);
     }
     Ok(pem::encode("MESSAGE", &der_octet_string(&ct)))
 }
@@ -50,20 +46,22 @@ pub fn unwrap_secret(key: &PrivateKey, message: &[u8]) -> Result<Zeroizing<Vec<u
         // The message was made for a key of another size: certainly not this key.
         return Err(CryptError::WrongKey);
     }
-    let err = |e| CryptError::crypto("RSA-OAEP decryption", e);
     let mut secret = Zeroizing::new(Vec::with_capacity(ct.len()));
-    let mut buf = Zeroizing::new(vec![0u8; k]);
     for block in ct.chunks(k) {
-        let mut dec = Decrypter::new(&key.key).map_err(err)?;
-        dec.set_rsa_padding(Padding::PKCS1_OAEP).map_err(err)?;
-        dec.set_rsa_oaep_md(MessageDigest::sha256()).map_err(err)?;
-        dec.set_rsa_mgf1_md(MessageDigest::sha256()).map_err(err)?;
-        let n = dec
-            .decrypt(block, &mut buf)
-            .map_err(|_| CryptError::WrongKey)?;
-        secret.extend_from_slice(&buf[..n]);
+        // Blinded, so that the time taken does not follow the private numbers.
+        let plain = Zeroizing::new(
+            key.key
+                .decrypt_blinded(&mut rsa::rand_core::OsRng, oaep(), block)
+                .map_err(|_| CryptError::WrongKey)?,
+        );
+        secret.extend_from_slice(&plain);
     }
     Ok(secret)
+}
+
+/// OAEP as the peers use it: SHA-256 for the label hash and MGF1, no label.
+fn oaep() -> Oaep {
+    Oaep::new::<sha2_10::Sha256>()
 }
 
 fn der_octet_string(data: &[u8]) -> Vec<u8> {
@@ -107,15 +105,17 @@ fn parse_octet_string(der: &[u8]) -> Result<&[u8]> {
 mod tests {
     use super::*;
     use crate::crypt::key::{load_private_key, load_public_key};
-    use openssl::rsa::Rsa;
+    use rsa::pkcs1::{EncodeRsaPrivateKey as _, EncodeRsaPublicKey as _};
 
     fn pair(bits: u32) -> (PublicKey, PrivateKey) {
-        let rsa = Rsa::generate(bits).unwrap();
-        let pem = rsa.private_key_to_pem().unwrap();
+        let rsa = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits as usize).unwrap();
+        let private = pem::encode("RSA PRIVATE KEY", rsa.to_pkcs1_der().unwrap().as_bytes());
+        let public = rsa.to_public_key().to_pkcs1_der().unwrap();
+        let public = pem::encode("RSA PUBLIC KEY", public.as_bytes());
         let no_pw = || -> Result<Zeroizing<String>> { unreachable!() };
         (
-            load_public_key(&rsa.public_key_to_pem_pkcs1().unwrap()).unwrap(),
-            load_private_key(&pem, &no_pw).unwrap(),
+            load_public_key(&public).unwrap(),
+            load_private_key(&private, &no_pw).unwrap(),
         )
     }
 

@@ -10,7 +10,8 @@
 pub mod error;
 pub mod key;
 pub mod message;
-mod pem;
+pub(crate) mod pem;
+mod pem_legacy;
 pub mod source;
 mod ssh;
 
@@ -18,7 +19,7 @@ pub use error::{CryptError, Result};
 pub use key::{PrivateKey, PublicKey, load_private_key, load_public_key};
 pub use message::{unwrap_secret, wrap_secret};
 
-/// Fuzzing entry point: every parser here (PEM, PKCS#1/PKCS#8/SPKI through OpenSSL,
+/// Fuzzing entry point: every parser here (PEM, PKCS#1/PKCS#8/SPKI,
 /// OpenSSH wire formats, the crypto message's DER) on arbitrary bytes. Shared by the
 /// cargo-fuzz target and the corpus replay test.
 #[doc(hidden)]
@@ -29,8 +30,9 @@ pub fn fuzz_one(data: &[u8]) {
     let _ = load_public_key(data);
     let _ = load_private_key(data, &no_password);
     if let Some(key) = KEY.get_or_init(|| {
-        let rsa = openssl::rsa::Rsa::generate(1024).ok()?;
-        let pem = rsa.private_key_to_pem().ok()?;
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        let rsa = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).ok()?;
+        let pem = pem::encode("RSA PRIVATE KEY", rsa.to_pkcs1_der().ok()?.as_bytes());
         load_private_key(&pem, &no_password).ok()
     }) {
         let _ = unwrap_secret(key, data);

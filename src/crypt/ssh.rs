@@ -1,7 +1,7 @@
 //! OpenSSH's own RSA key encodings: the `ssh-rsa AAAA… comment` public-key line
 //! (RFC 4253 wire format) and the `openssh-key-v1` private-key container that
 //! `ssh-keygen` writes by default. Only the parsing lives here; `key` turns the
-//! numbers into OpenSSL keys.
+//! numbers into RSA keys.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
