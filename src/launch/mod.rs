@@ -392,6 +392,11 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
                 return Err(LaunchError::Child(msg));
             }
             debug_time("container set up and exec'd");
+            // Holding the container's mount namespace keeps its dismantling out of the
+            // container's exit, which the launcher (and so the caller) waits for: the
+            // namespace goes with the teardown helper instead (`hand_over_teardown`).
+            // If the container has already gone, there is nothing to hold.
+            let _held_ns = fs::File::open(format!("/proc/{child}/ns/mnt")).ok();
             let code = process::supervise(child);
             debug_time("container exited");
             process::hand_over_teardown();

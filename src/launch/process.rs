@@ -149,7 +149,13 @@ extern "C" fn holder(parent: *mut libc::c_void) -> libc::c_int {
     // SAFETY: plain system calls with constant arguments; no memory is touched but this
     // stack frame.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         // No descriptor of the launcher's may outlive it here: not its output (a
         // reader would wait for end-of-file) and not /dev/fuse (the connection must end).
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
