@@ -411,12 +411,23 @@ def main():
         print("measuring ...", flush=True)
         results = {}
         fuse_arg = ["--fuse"] if root else []
-        results["veil"] = measure_veil(Veil(veil, sif, fuse_arg), a.runs, big_mb)
+        vplain = Veil(veil, sif, fuse_arg)
+        results["veil"] = measure_veil(vplain, a.runs, big_mb)
         venc = {}
         for label, (esif, _, _) in enc.items():
             venc[label] = Veil(veil, esif, fuse_arg, {"VEIL_ENCRYPTION_PASSPHRASE": PASSPHRASE})
+        paired = None
         if "kdf" in venc:
             results["veil encrypted"] = measure_veil(venc["kdf"], a.runs, big_mb)
+            # The goal is a ratio of two columns measured minutes apart, and this
+            # machine's speed drifts by more than the 10% at stake: measure the pair
+            # again interleaved (alternating which goes first), so drift hits both.
+            pl, en = [], []
+            for i in range(a.runs * 2):
+                pair = [(vplain, pl), (venc["kdf"], en)]
+                for v, out in (pair if i % 2 == 0 else reversed(pair)):
+                    out.append(v.fresh(BIG))
+            paired = statistics.median(en) / statistics.median(pl)
         anchors = []
         if shutil.which("squashfuse_ll"):
             anchors.append(Anchor("squashfuse_ll", ["squashfuse_ll"], img, mnt, busybox, True))
@@ -434,9 +445,11 @@ def main():
         for label, (esif, part, kdf) in enc.items():
             v = venc[label]
             samples = [v.unlock_ms() for _ in range(max(a.runs * 2, 10))]
-            exec_ms = statistics.median(w for w, _ in samples)
             unlock = statistics.median(u for _, u in samples)
-            rest = statistics.median(w - u for w, u in samples)
+            # VEIL_DEBUG's own output costs about 1.5 ms a run: the whole time comes
+            # from runs without it, the unlock's share from the runs with it.
+            exec_ms = median_time(lambda: v.run("true"), max(a.runs * 2, 10)) * 1000
+            rest = exec_ms - unlock
             kdf_rows.append((kdf, exec_ms, unlock, rest, cryptsetup_ms(part, len(samples))))
 
         names = list(results)
@@ -454,6 +467,8 @@ def main():
                 note = "(higher is better)" if "MB/s" in m else "(lower is better)"
                 print(f"  {m:<20} {r:6.2f}x {note}")
 
+        x = results["veil"]["exec true (ms)"]
+        print(f"veil `exec true` on the plain image: {x:.2f} ms  [goal <= 10 ms]  {verdict(x <= 10)}")
         print()
         print("encryption")
         print("----------")
@@ -463,7 +478,8 @@ def main():
         if e:
             print(f"veil encrypted ({a.kdf}) / veil plain:")
             r = p["big read (MB/s)"] / e["big read (MB/s)"]
-            print(f"  {'big read time':<28} {r:6.2f}x  [goal <= 1.10x]  {verdict(r <= 1.10)}")
+            print(f"  {'big read time (columns)':<28} {r:6.2f}x")
+            print(f"  {'big read time (interleaved)':<28} {paired:6.2f}x  [goal <= 1.10x]  {verdict(paired <= 1.10)}")
             for m in ["walk fresh (s)", "walk repeated (s)", "small files (s)"]:
                 r = e[m] / p[m]
                 goal = "[goal: equal, within 10%]" if "walk" in m else ""
@@ -481,8 +497,8 @@ def main():
         elif g:
             print(f"gocryptfs stack mount: {g['mount (ms)']:.1f} ms (Apptainer's issue: 271 ms)")
         if kdf_rows:
-            print("keyslot unlock, per encrypted image (medians over the same VEIL_DEBUG runs of `exec true`:")
-            print("  unlock = 'key material read' -> 'image unlocked'; cryptsetup = wall time of")
+            print("keyslot unlock, per encrypted image (exec true: median of runs without VEIL_DEBUG;")
+            print("  unlock = 'key material read' -> 'image unlocked', median of VEIL_DEBUG runs; cryptsetup = wall time of")
             print("  `cryptsetup open --test-passphrase --key-file -` on the extracted LUKS2 partition,")
             print(f"  its process start-up included; plain image `exec true`: {p['exec true (ms)']:.2f} ms)")
             hdr = ["exec true (ms)", "unlock (ms)", "exec-unlock (ms)", "cryptsetup (ms)", "unlock/cs"]
