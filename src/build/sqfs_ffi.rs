@@ -190,8 +190,6 @@ pub struct sqfs_dir_writer_t {
 // it. Its zstd and xz symbols come from the statically built copies the decompressors
 // already link.
 #[link(name = "squashfs", kind = "static", modifiers = "-bundle")]
-#[link(name = "z", kind = "static", modifiers = "-bundle")]
-#[link(name = "lz4", kind = "static", modifiers = "-bundle")]
 unsafe extern "C" {
     pub fn sqfs_open_file(filename: *const c_char, flags: u32) -> *mut sqfs_file_t;
     pub fn sqfs_compressor_config_init(
@@ -314,6 +312,13 @@ unsafe extern "C" {
     pub fn sqfs_inode_make_extended(inode: *mut sqfs_inode_generic_t) -> c_int;
     pub fn sqfs_free(ptr: *mut c_void);
 }
+
+// libsquashfs's own dependencies, linked after it (one block each: several `link`
+// attributes on one block read as duplicates to clippy).
+#[link(name = "z", kind = "static", modifiers = "-bundle")]
+unsafe extern "C" {}
+#[link(name = "lz4", kind = "static", modifiers = "-bundle")]
+unsafe extern "C" {}
 
 /// `sqfs_destroy`: the library's objects free themselves through their first field.
 ///
