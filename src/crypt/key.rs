@@ -147,11 +147,35 @@ pub fn load_private_key(
             })?
         }
         "ENCRYPTED PRIVATE KEY" => {
-            let pw = password()?;
+            use rsa::pkcs8::pkcs5;
+            // The structure and its scheme are checked before asking for a password
+            // nobody could use.
             let info = rsa::pkcs8::EncryptedPrivateKeyInfo::try_from(&block.der[..])
-                .map_err(|_| wrong_password())?;
+                .map_err(|e| {
+                    CryptError::bad_key(format!(
+                        "unsupported or damaged encrypted PKCS#8 private key ({e}); veil reads the \
+                         PBES2 scheme: re-encrypt it: openssl pkcs8 -topk8 -v2 aes-256-cbc -in KEY -out new.pem"
+                    ))
+                })?;
+            let reencrypt =
+                "re-encrypt it: openssl pkcs8 -topk8 -v2 aes-256-cbc -in KEY -out new.pem";
+            if let pkcs5::EncryptionScheme::Pbes1(_) = info.encryption_algorithm {
+                return Err(CryptError::bad_key(format!(
+                    "the private key is encrypted with the legacy PBES1 scheme, which veil cannot read; {reencrypt}"
+                )));
+            }
+            let pw = password()?;
             // SecretDocument wipes the decrypted DER when dropped.
-            let doc = info.decrypt(pw.as_bytes()).map_err(|_| wrong_password())?;
+            let doc = info.decrypt(pw.as_bytes()).map_err(|e| match e {
+                // A wrong password shows as bad padding, which pkcs5 reports as a
+                // failure to decrypt or (in some versions) to "encrypt".
+                rsa::pkcs8::Error::EncryptedPrivateKey(
+                    pkcs5::Error::DecryptFailed | pkcs5::Error::EncryptFailed,
+                ) => wrong_password(),
+                other => CryptError::bad_key(format!(
+                    "cannot decrypt the private key ({other}); {reencrypt}"
+                )),
+            })?;
             let info = rsa::pkcs8::PrivateKeyInfo::try_from(doc.as_bytes())
                 .map_err(|_| wrong_password())?;
             if info.algorithm.oid != RSA_ENCRYPTION {
@@ -423,6 +447,48 @@ mod tests {
             assert_eq!(
                 err, "cannot decrypt the private key: wrong password?",
                 "{cmd}"
+            );
+        }
+        // Schemes veil cannot read, and a damaged structure, are named as such before
+        // any password is asked, not taken for a wrong password.
+        let mut cut = String::from_utf8(file(
+            "pkcs8 -topk8 -in k.pem -v2 aes-256-cbc -passout pass:pw -out e-cut.pem",
+        ))
+        .unwrap();
+        let at = cut.find('\n').unwrap() + 1;
+        cut.replace_range(at..at + 8, "");
+        let mut cases = vec![
+            (cut.into_bytes(), "unsupported or damaged encrypted PKCS#8"),
+            (
+                // PKCS#12's scheme, what `-v1` gives by default.
+                file("pkcs8 -topk8 -in k.pem -v1 PBE-SHA1-3DES -passout pass:pw -out e-p12.pem"),
+                "unsupported or damaged encrypted PKCS#8",
+            ),
+        ];
+        // PBES1 proper needs OpenSSL's legacy provider to be written at all.
+        if openssl(
+            d,
+            "pkcs8 -topk8 -in k.pem -v1 PBE-SHA1-DES -provider legacy -provider default -passout pass:pw -out e-pbes1.pem",
+        ) {
+            cases.push((
+                std::fs::read(d.join("e-pbes1.pem")).unwrap(),
+                "legacy PBES1 scheme",
+            ));
+        } else {
+            eprintln!("SKIP PBES1 key: this openssl has no legacy provider");
+        }
+        for (text, want) in cases {
+            let asked = std::cell::Cell::new(false);
+            let err = load_private_key(&text, &|| {
+                asked.set(true);
+                Ok(Zeroizing::new("pw".to_string()))
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(want), "{err}");
+            assert!(
+                !asked.get(),
+                "a password was asked for a key that cannot be read: {err}"
             );
         }
     }
