@@ -548,7 +548,8 @@ fn crypt<C>(
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
+    /// Also used by the VAES kernel's tests.
+    pub(super) fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())

@@ -332,12 +332,7 @@ mod tests {
         std::arch::is_x86_feature_detected!("aes")
     }
 
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use super::super::tests::hex;
 
     /// FIPS-197 appendix A.1 and A.3: the last round key of the expansion of
     /// the example keys (words w[40..44] and w[56..60]), plus the first round
@@ -424,7 +419,7 @@ mod tests {
     /// crate block by block.
     #[test]
     fn cipher_matches_aes_crate() {
-        use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+        use aes::cipher::{BlockCipherEncrypt, KeyInit};
         if !has_aesni() {
             eprintln!("SKIP: no AES-NI");
             return;
@@ -458,17 +453,6 @@ mod tests {
             };
             assert_eq!(c, want.to_vec(), "key {key:02x?}");
             assert_eq!(p, pt);
-            let mut back = want;
-            if len == 16 {
-                aes::Aes128::new_from_slice(&key)
-                    .unwrap()
-                    .decrypt_block(&mut back);
-            } else {
-                aes::Aes256::new_from_slice(&key)
-                    .unwrap()
-                    .decrypt_block(&mut back);
-            }
-            assert_eq!(back.to_vec(), pt);
         }
     }
 }
