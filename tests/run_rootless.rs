@@ -352,6 +352,50 @@ fn sigkill_of_the_launcher_leaves_nothing_behind() {
     }
 }
 
+/// After a normal exit the launcher leaves the kernel's dismantling of its namespaces
+/// to a helper that must die with it: nothing of the run may stay behind. The helper is
+/// a clone of the launcher, so it shows the launcher's command line, which carries a
+/// marker unique to this run.
+#[test]
+fn a_normal_exit_leaves_nothing_behind() {
+    let e = require!(setup(), "no unprivileged user namespace or no busybox");
+    let marker = format!("veil-exit-marker-{}", std::process::id());
+    // Several runs: whether the helper or the launcher's exit comes first varies.
+    for (cmd, want) in [("true", 0), ("false", 1)].repeat(5) {
+        let (code, _, stderr) = out(e.user.veil().arg("exec").arg(&e.image).args([cmd, &marker]));
+        assert_eq!(code, want, "{stderr}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|p| {
+                p.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter(|p| {
+                let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                let zombie = std::fs::read_to_string(p.path().join("stat"))
+                    .map(|s| s.contains(") Z"))
+                    .unwrap_or(true);
+                !zombie && cmd.windows(marker.len()).any(|w| w == marker.as_bytes())
+            })
+            .map(|p| p.file_name().to_string_lossy().into_owned())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes of the run outlived it: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn missing_image_and_bad_flags_give_one_line_errors() {
     let e = require!(setup(), "no unprivileged user namespace or no busybox");
