@@ -256,16 +256,6 @@ impl<R: ReadAt + 'static> ImageFs<R> {
         }
     }
 
-    /// See [`Warm::prewarm`].
-    pub fn prewarm(&self, id: InodeId) {
-        Warm {
-            fs: self.fs.clone(),
-            warmer: self.warmer.clone(),
-            notifier: self.notifier.clone(),
-        }
-        .prewarm(id)
-    }
-
     fn fail(&self, e: &Error) -> Errno {
         let code = errno(e);
         if code == Errno::EIO && !self.reported.swap(true, Ordering::Relaxed) {

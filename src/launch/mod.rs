@@ -2,15 +2,20 @@
 //! exec, signals.
 //!
 //! Process model:
-//! 1. The launcher enters new user and mount namespaces, mounts a staging tmpfs, and
-//!    mounts the image's root in it (a sandbox directory is bound; a squashfs is served
-//!    by the launcher's own FUSE threads).
-//! 2. It forks the container process *before* starting any thread. The child waits
-//!    until the image is being served, takes a mount namespace of its own, applies the
-//!    mount plan (`plan` says what, `sys` does it), pivots into the container root,
-//!    sets no_new_privs and a parent-death signal, and `exec`s the action.
+//! 1. The launcher enters new user and mount namespaces while it still has a single
+//!    thread (the kernel requires it), then at once starts the warmer, which decompresses
+//!    what the container will start first while the rest is prepared. It mounts a staging
+//!    tmpfs and the image's root in it (a sandbox directory is bound; a squashfs is
+//!    mounted with FUSE on the launcher's /dev/fuse descriptor).
+//! 2. It forks the container process; the only other threads then are the warmer's,
+//!    which the child never touches. The child takes a mount namespace of its own,
+//!    applies the mount plan (`plan` says what, `sys` does it; its first access to the
+//!    image waits in the kernel until the server has answered INIT), pivots into the
+//!    container root, sets no_new_privs and a parent-death signal, and `exec`s the action.
+//!    Meanwhile the launcher starts the FUSE server threads.
 //! 3. The launcher forwards signals, waits, and exits with the container's status.
-//!    Everything it mounted lives only in its namespaces, so it vanishes with them.
+//!    Everything it mounted lives only in its namespaces, so it vanishes with them; the
+//!    kernel's dismantling of them is left to a helper (`process::hand_over_teardown`).
 
 pub mod action;
 pub mod binds;
@@ -140,7 +145,8 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let o = &spec.options;
     let id = Identity::current(o.fakeroot);
 
-    // Everything the child needs is computed here, before any namespace or thread.
+    // What the child needs is computed before the fork; what does not depend on the
+    // namespaces, before them.
     let (home_src, home_dst) = match &o.home {
         Some((src, dst)) => (
             Some(
