@@ -201,6 +201,55 @@ fn files_read_out_of_order_are_warmed_and_read_right() {
 }
 
 #[test]
+fn the_program_started_reads_right_from_the_page_cache_filled_ahead() {
+    let e = require!(
+        setup(),
+        "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
+    );
+    // The launcher has the program's blocks (busybox, about 2 MB) pushed into the page
+    // cache as they are decompressed, racing the program's own page faults and reads:
+    // reading the whole file back must give its bytes, in both images.
+    let host = std::fs::read(e.user.dir.path().join("rootfs/bin/busybox")).unwrap();
+    for image in [&e.sif, &e.sqfs] {
+        let o = run_ok(
+            e.user
+                .veil()
+                .arg("exec")
+                .arg(image)
+                .args(["sha256sum", "/bin/busybox"]),
+        );
+        let s = stdout(&o);
+        assert_eq!(
+            s.split_whitespace().next(),
+            Some(sha256_hex(&host).as_str()),
+            "{}",
+            image.display()
+        );
+    }
+}
+
+#[test]
+fn missing_names_stay_missing_and_others_are_found() {
+    let e = require!(
+        setup(),
+        "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
+    );
+    // The kernel remembers a missing name (a negative entry): asked again, it is still
+    // missing, and its neighbours, the image's own and the mount points made for the
+    // container, are still there.
+    let script = "for i in 1 2; do test -e /bin/nope || echo miss; test -e /nope/x || echo miss; done; \
+                  test -x /bin/ls && echo bin; test -f /etc/hosts && echo hosts; test -d /proc/self && echo proc";
+    for (image, s) in in_both_images(&e, script) {
+        assert_eq!(
+            s,
+            "miss\nmiss\nmiss\nmiss\nbin\nhosts\nproc\n",
+            "{}",
+            image.display()
+        );
+    }
+}
+
+#[test]
 fn small_files_pushed_into_the_page_cache_read_right() {
     let e = require!(
         setup(),

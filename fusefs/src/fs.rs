@@ -220,6 +220,18 @@ impl<R: ReadAt + 'static> Warm<R> {
             w.decompress(id.0, a.size, u64::from(self.fs.superblock().block_size));
         }
     }
+
+    /// The kernel has looked file `id` up (it holds the inode): its blocks, prewarmed or
+    /// not, go into the page cache as the warmer decompresses them, so that the program
+    /// it is about to start takes its page faults without a round trip to the server.
+    pub fn store_ahead(&self, id: InodeId) {
+        let (Some(w), Ok(a)) = (&self.warmer, self.fs.getattr(id)) else {
+            return;
+        };
+        if a.kind == FileKind::File && a.size > 0 && a.size <= WARM_MAX {
+            w.store_ahead(id.0, a.size, u64::from(self.fs.superblock().block_size));
+        }
+    }
 }
 
 /// The FUSE filesystem serving one image.
@@ -234,6 +246,34 @@ pub struct ImageFs<R> {
     parents: Parents,
     /// The kernel can do without OPENDIR (learned at INIT).
     no_opendir: bool,
+}
+
+thread_local! {
+    /// Each worker's buffer for the data of a read, kept from one read to the next: a
+    /// fresh one per read would be fresh pages to fault in (and, above malloc's mmap
+    /// threshold, to unmap again, with a TLB flush on every core) for each request.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The attributes of a negative entry: only its node id, 0, counts.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
 }
 
 impl<R: ReadAt + 'static> ImageFs<R> {
@@ -439,6 +479,11 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
                 }
                 reply.entry(&TTL, &a, Generation(0))
             }
+            // A name that is not there never will be (the image and its synthetic mount
+            // points are fixed before the first request): node 0 tells the kernel to
+            // remember its absence for as long as a positive entry. A PATH search or an
+            // interpreter's module search then asks once per name, not once per try.
+            Err(Errno::ENOENT) => reply.entry(&TTL, &negative_attr(), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -498,16 +543,24 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
         {
             w.siblings(dir);
         }
-        let mut buf = vec![0u8; len];
-        let got = if via_cache {
-            self.fs.read_cached(InodeId(ino.0), offset, &mut buf)
-        } else {
-            self.fs.read(InodeId(ino.0), offset, &mut buf)
-        };
-        match got {
-            Ok(n) => reply.data(&buf[..n.min(buf.len())]),
-            Err(e) => reply.error(self.fail(&e)),
+        if via_cache && let Some(w) = &self.warmer {
+            w.reading(ino.0, offset, len as u64, bs);
         }
+        READ_BUF.with_borrow_mut(|buf| {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let buf = &mut buf[..len];
+            let got = if via_cache {
+                self.fs.read_cached(InodeId(ino.0), offset, buf)
+            } else {
+                self.fs.read(InodeId(ino.0), offset, buf)
+            };
+            match got {
+                Ok(n) => reply.data(&buf[..n.min(len)]),
+                Err(e) => reply.error(self.fail(&e)),
+            }
+        });
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

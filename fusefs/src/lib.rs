@@ -9,3 +9,11 @@ pub mod luks2;
 pub mod source;
 pub mod squashfs;
 mod warm;
+
+/// The number of cores this process may use (its CPU affinity and cgroup quota), asked
+/// once: the warmer and the FUSE server both size their threads by it, and asking costs
+/// a handful of system calls on the way to a container's start.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

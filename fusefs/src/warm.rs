@@ -23,6 +23,8 @@ use crate::squashfs::{FileKind, InodeId, Squashfs};
 /// never warmed whole.
 pub(crate) struct Warmer {
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// Shared with the warmer's threads.
+    stores: Arc<Stores>,
     /// Jobs queued and not yet done: past `MAX_PENDING`, nothing more is queued (a
     /// reader jumping around in many files at once gets no warming rather than an
     /// ever longer queue).
@@ -32,6 +34,64 @@ pub(crate) struct Warmer {
     reads: Mutex<HashMap<u64, u64>>,
     /// Directories whose small files were handed to the warmer (likewise).
     dirs: Mutex<HashSet<u64>>,
+}
+
+/// Files whose blocks go to the page cache as soon as they are decompressed (the kernel
+/// knows their inodes already), and which blocks of them are there: a block is copied
+/// into the page cache once, whichever job gets to it first.
+#[derive(Default)]
+struct Stores {
+    files: Mutex<HashMap<u64, Vec<u64>>>,
+}
+
+impl Stores {
+    /// Marks file `ino` as one whose blocks are stored as they come.
+    fn want(&self, ino: u64) {
+        if let Ok(mut f) = self.files.lock() {
+            if f.len() >= 1 << 16 {
+                f.clear();
+            }
+            f.entry(ino).or_default();
+        }
+    }
+
+    /// Whether block `block` of `ino` should be stored now (`asked`: the job says so),
+    /// and if so, claims it, so that no other job copies it again.
+    fn claim(&self, ino: u64, block: u64, asked: bool) -> bool {
+        let Ok(mut f) = self.files.lock() else {
+            return asked;
+        };
+        let Some(bits) = f.get_mut(&ino) else {
+            return asked;
+        };
+        let (word, bit) = ((block / 64) as usize, 1u64 << (block % 64));
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        let fresh = bits[word] & bit == 0;
+        bits[word] |= bit;
+        fresh
+    }
+
+    /// Whether block `block` of `ino` is in the page cache already (nothing left to do).
+    fn done(&self, ino: u64, block: u64) -> bool {
+        self.files.lock().is_ok_and(|f| {
+            f.get(&ino)
+                .and_then(|b| b.get((block / 64) as usize))
+                .is_some_and(|w| w & (1u64 << (block % 64)) != 0)
+        })
+    }
+
+    /// Gives a block back after a failed store, so that a later job may try again.
+    fn unclaim(&self, ino: u64, block: u64) {
+        if let Ok(mut f) = self.files.lock()
+            && let Some(w) = f
+                .get_mut(&ino)
+                .and_then(|b| b.get_mut((block / 64) as usize))
+        {
+            *w &= !(1u64 << (block % 64));
+        }
+    }
 }
 
 enum Job {
@@ -113,23 +173,33 @@ fn idle_priority() {
     }
 }
 
-/// One warming read: `buf.len()` bytes (or to the end) of `ino` at `offset`.
+/// One warming read: `buf.len()` bytes (or to the end) of `ino` at `offset`, the
+/// `block`th block of the file, stored in the page cache when the job asks for it or
+/// the file is one of `stores` (and that block is not there yet).
 fn warm_range<R: ReadAt>(
     fs: &Squashfs<R>,
     notifier: &NotifierSlot,
+    stores: &Stores,
     buf: &mut [u8],
     ino: u64,
     offset: u64,
     store: bool,
 ) {
+    let block = offset / buf.len().max(1) as u64;
+    if stores.done(ino, block) {
+        return;
+    }
     // Errors are the reader's to report, when it gets there.
     let Ok(n) = fs.read_cached(InodeId(ino), offset, buf) else {
         return;
     };
-    if let (true, Some(notifier)) = (store, notifier.get()) {
+    let Some(notifier) = notifier.get() else {
+        return;
+    };
+    if stores.claim(ino, block, store) && notifier.store(INodeNo(ino), offset, &buf[..n]).is_err() {
         // Refused (the kernel does not hold the inode, say): the kernel simply reads
-        // the range when it needs it.
-        let _ = notifier.store(INodeNo(ino), offset, &buf[..n]);
+        // the range when it needs it, or a later job stores it.
+        stores.unclaim(ino, block);
     }
 }
 
@@ -153,7 +223,15 @@ fn warm_siblings<R: ReadAt>(fs: &Squashfs<R>, notifier: &NotifierSlot, buf: &mut
         if count > SIBLING_MAX_COUNT || bytes > SIBLING_MAX_BYTES {
             return;
         }
-        warm_range(fs, notifier, &mut buf[..a.size as usize], e.id.0, 0, true);
+        warm_range(
+            fs,
+            notifier,
+            &Stores::default(),
+            &mut buf[..a.size as usize],
+            e.id.0,
+            0,
+            true,
+        );
     }
 }
 
@@ -164,7 +242,7 @@ impl Warmer {
         fs: &Arc<Squashfs<R>>,
         notifier: &NotifierSlot,
     ) -> Option<Warmer> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::cores();
         let threads = (cores - 1).min(3);
         if threads == 0 {
             return None;
@@ -172,12 +250,14 @@ impl Warmer {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let pending = Arc::new(AtomicUsize::new(0));
+        let stores = Arc::new(Stores::default());
         let bs = u64::from(fs.superblock().block_size);
         for i in 0..threads {
             let fs = fs.clone();
             let rx = rx.clone();
             let notifier = notifier.clone();
             let pending = pending.clone();
+            let stores = stores.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("veil-warm-{i}"))
                 .spawn(move || {
@@ -192,7 +272,7 @@ impl Warmer {
                         let Ok(job) = job else { return };
                         match job {
                             Job::Range { ino, offset, store } => {
-                                warm_range(&fs, &notifier, &mut buf, ino, offset, store);
+                                warm_range(&fs, &notifier, &stores, &mut buf, ino, offset, store);
                             }
                             Job::Siblings { dir } => warm_siblings(&fs, &notifier, &mut buf, dir),
                         }
@@ -205,6 +285,7 @@ impl Warmer {
         }
         Some(Warmer {
             jobs: Mutex::new(tx),
+            stores,
             pending,
             reads: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashSet::new()),
@@ -258,6 +339,18 @@ impl Warmer {
         }
     }
 
+    /// A read of `len` bytes at `offset` of file `ino` (blocks of `bs`) is on its way
+    /// to the page cache: the warmer does not store those blocks too (its store would
+    /// only wait for the pages the kernel holds locked for that read).
+    pub(crate) fn reading(&self, ino: u64, offset: u64, len: u64, bs: u64) {
+        if len == 0 || bs == 0 {
+            return;
+        }
+        for block in offset / bs..(offset + len).div_ceil(bs) {
+            self.stores.claim(ino, block, false);
+        }
+    }
+
     /// Queues every block of file `ino` for decompression into the block cache only
     /// (the kernel does not know the file yet, so there is no page cache to fill).
     pub(crate) fn decompress(&self, ino: u64, size: u64, bs: u64) {
@@ -271,6 +364,28 @@ impl Warmer {
             ino,
             offset: k * bs,
             store: false,
+        }));
+    }
+
+    /// The kernel now knows file `ino` (`size` bytes, blocks of `bs`), which was queued
+    /// for decompression ahead of its first read (`decompress`): its blocks go to the
+    /// page cache as soon as they are decompressed, or at once for those that already
+    /// are, so that the program's page faults never leave the kernel.
+    pub(crate) fn store_ahead(&self, ino: u64, size: u64, bs: u64) {
+        self.stores.want(ino);
+        {
+            let Ok(mut r) = self.reads.lock() else { return };
+            if r.get(&ino) == Some(&WARMED) {
+                return;
+            }
+            r.insert(ino, WARMED);
+        }
+        // Blocks still waiting in the queue are stored when their turn comes; these
+        // jobs, queued behind them, store what was decompressed before (each block once).
+        self.send((0..size.div_ceil(bs)).map(|k| Job::Range {
+            ino,
+            offset: k * bs,
+            store: true,
         }));
     }
 

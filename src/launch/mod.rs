@@ -6,13 +6,12 @@
 //!    thread (the kernel requires it), then at once starts the warmer, which decompresses
 //!    what the container will start first while the rest is prepared. It mounts a staging
 //!    tmpfs and the image's root in it (a sandbox directory is bound; a squashfs is
-//!    mounted with FUSE on the launcher's /dev/fuse descriptor).
-//! 2. It forks the container process; the only other threads then are the warmer's,
-//!    which the child never touches. The child takes a mount namespace of its own,
-//!    applies the mount plan (`plan` says what, `sys` does it; its first access to the
-//!    image waits in the kernel until the server has answered INIT), pivots into the
+//!    mounted with FUSE on the launcher's /dev/fuse descriptor and served at once: INIT
+//!    answered, worker threads started).
+//! 2. It forks the container process; the other threads (warmer, prewarm, FUSE workers)
+//!    are never touched by the child. The child takes a mount namespace of its own,
+//!    applies the mount plan (`plan` says what, `sys` does it), pivots into the
 //!    container root, sets no_new_privs and a parent-death signal, and `exec`s the action.
-//!    Meanwhile the launcher starts the FUSE server threads.
 //! 3. The launcher forwards signals, waits, and exits with the container's status.
 //!    Everything it mounted lives only in its namespaces, so it vanishes with them; the
 //!    kernel's dismantling of them is left to a helper (`process::hand_over_teardown`).
@@ -221,6 +220,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     })?;
     let argv = action::build(spec.action, &spec.args, &env, o.shell.as_deref())?;
 
+    debug_time("identity, environment and action computed");
     // Signals stay blocked in every thread from here on: the launcher takes them with
     // sigwait and forwards them to the container (`process::supervise`).
     let old_mask = process::block_signals().ctx(|| "blocking signals".into())?;
@@ -234,6 +234,9 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     } else {
         userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
     }
+    debug_time("namespaces entered");
+    // Told where the image is mounted once it is served (see the prewarm thread).
+    let mut mounted: Option<std::sync::mpsc::Sender<PathBuf>> = None;
     let warm = match &mode {
         Mode::Fuse(fs) => {
             let warm = Warm::start(fs);
@@ -253,15 +256,23 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
             }
             programs.extend(program);
             // Finding the files reads the image (an ELF header is a block to
-            // decompress): done on a thread of its own, off the launch's path.
+            // decompress): done on a thread of its own, off the launch's path. Once the
+            // image is mounted and served, the thread looks the files up through the
+            // mount, so the warmer can put them in the page cache before they run.
             let (fs, w) = (fs.clone(), warm.clone());
+            let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+            mounted = Some(tx);
             // Without the thread there is only no warming.
             let _ = std::thread::Builder::new()
                 .name("veil-prewarm".into())
                 .spawn(move || {
                     let names: Vec<&str> = programs.iter().map(String::as_str).collect();
-                    for id in prewarm::start_files(&fs, &names, &path) {
-                        w.prewarm(id);
+                    let files = prewarm::start_files(&fs, &names, &path);
+                    for (_, id) in &files {
+                        w.prewarm(*id);
+                    }
+                    if let Ok(root) = rx.recv() {
+                        prewarm::look_up(&root, &files, |id| w.store_ahead(id));
                     }
                 });
             Some(warm)
@@ -269,6 +280,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         _ => None,
     };
 
+    debug_time("warmer started");
     let (image_passwd, image_group) = match (&mode, &image_fs) {
         (Mode::Directory(dir), _) => (
             read_in_root(dir, "etc/passwd"),
@@ -332,29 +344,35 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         _ => None,
     };
     stage(&mode)?;
-    // The FUSE mount exists before the fork, so the child's copy of the mount namespace
-    // has it and the child need not wait: its first access to the image waits in the
-    // kernel until the server has answered INIT, which it does right after the fork.
-    if let Some(fd) = &fuse_fd {
-        mount_image(fd, id.inner_uid, id.inner_gid, &spec.image_name)?;
+    // The image is mounted and served before the fork: the child's copy of the mount
+    // namespace has it, and the server is up when the child first needs it.
+    if let (Some(fd), Some(warm)) = (fuse_fd, warm) {
+        mount_image(&fd, id.inner_uid, id.inner_gid, &spec.image_name)?;
+        let owner = Owner {
+            uid: id.inner_uid,
+            gid: id.inner_gid,
+        };
+        serve_image(warm, synth, owner, fd)?;
+        if let Some(tx) = mounted.take() {
+            let _ = tx.send(Path::new(STAGE).join(".image"));
+        }
     }
-    debug_time("namespaces entered, image staged");
+    drop(mounted);
+    debug_time("namespaces entered, image staged and served");
     // The launcher may hold secrets (issue: encrypted images): no core dumps, no ptrace
     // by other processes of the user. Set after the id maps, which need a dumpable writer.
     let _ = nix::sys::prctl::set_dumpable(false);
     let launcher_pid = nix::unistd::getpid();
 
-    // SAFETY: the only other threads at this point are the warmer's and the prewarm
-    // thread (FUSE workers start after the fork). They take only their own locks (the
-    // image's caches, their job queue) and malloc's, which glibc's fork leaves usable
-    // in the child; the child touches neither the image nor those queues, and leaves
-    // through exec or _exit.
+    // SAFETY: the other threads at this point are the warmer's, the prewarm thread and
+    // the FUSE workers. They take only their own locks (the image's caches, their job
+    // queues) and malloc's, which glibc's fork leaves usable in the child; the child
+    // touches neither the image nor those queues, and leaves through exec or _exit.
+    // It inherits the workers' /dev/fuse descriptors, close-on-exec; the processes
+    // that stay behind without exec (`--pid`) close them.
     match unsafe { fork() }.ctx(|| "fork".into())? {
         ForkResult::Child => {
             drop(err_r);
-            // The launcher's /dev/fuse descriptor stays the launcher's: the connection
-            // must end when the launcher does.
-            drop(fuse_fd);
             let mut err_slot = Some(err_w);
             let err = child(ChildSetup {
                 err: &mut err_slot,
@@ -378,19 +396,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         }
         ForkResult::Parent { child } => {
             drop(err_w);
-            if let (Some(warm), Some(fd)) = (warm, fuse_fd) {
-                let owner = Owner {
-                    uid: id.inner_uid,
-                    gid: id.inner_gid,
-                };
-                if let Err(e) = serve_image(warm, synth, owner, fd) {
-                    // The child may be waiting for the server: it goes too.
-                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    return Err(e);
-                }
-            }
-            debug_time("forked; image served");
+            debug_time("forked");
             let mut msg = String::new();
             let _ = fs::File::from(err_r).read_to_string(&mut msg);
             if !msg.is_empty() {
@@ -560,6 +566,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
             }
             ForkResult::Parent { child } => {
                 s.err.take();
+                process::close_inherited();
                 let code = process::supervise(child);
                 // SAFETY: leave without running destructors that belong to the launcher.
                 unsafe { libc::_exit(code) }
@@ -680,6 +687,7 @@ fn become_init(err: &mut Option<OwnedFd>) -> Result<()> {
         ForkResult::Child => Ok(()),
         ForkResult::Parent { child } => {
             err.take();
+            process::close_inherited();
             let code = process::supervise_as_init(child);
             // SAFETY: exit without running the parent's destructors.
             unsafe { libc::_exit(code) }
@@ -728,10 +736,7 @@ fn serve_image(
     owner: Owner,
     fd: OwnedFd,
 ) -> Result<()> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
+    let threads = veil_fusefs::cores().clamp(2, 8);
     let image_fs = ImageFs::with_warm(warm, synth, owner);
     let session = veil_fusefs::fs::serve(image_fs, fd, threads)
         .map_err(|e| LaunchError::Invalid(format!("starting the FUSE server: {e}")))?;

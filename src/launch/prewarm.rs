@@ -3,6 +3,8 @@
 //! server can decompress them on an idle core while the namespaces and mounts are
 //! being set up, instead of one block per page fault afterwards.
 
+use std::path::Path;
+
 use veil_fusefs::squashfs::{FileKind, InodeId, Squashfs};
 
 use crate::image::{Source, resolve};
@@ -12,18 +14,22 @@ const PT_INTERP: u32 = 3;
 
 /// The regular file `name` names: an absolute path, or a name searched on `path`
 /// (colon-separated, as the shell searches it).
-fn find(fs: &Squashfs<Source>, name: &str, path: &str) -> Option<InodeId> {
-    let file = |p: &str| resolve(fs, p).filter(|a| a.kind == FileKind::File);
+/// Also says at which path it was found.
+fn find(fs: &Squashfs<Source>, name: &str, path: &str) -> Option<(String, InodeId)> {
+    let file = |p: String| {
+        resolve(fs, &p)
+            .filter(|a| a.kind == FileKind::File)
+            .map(|a| (p, a.id))
+    };
     if name.starts_with('/') {
-        return file(name).map(|a| a.id);
+        return file(name.to_string());
     }
     if name.is_empty() || name.contains('/') {
         return None;
     }
     path.split(':')
         .filter(|d| d.starts_with('/'))
-        .find_map(|d| file(&format!("{}/{name}", d.trim_end_matches('/'))))
-        .map(|a| a.id)
+        .find_map(|d| file(format!("{}/{name}", d.trim_end_matches('/'))))
 }
 
 fn read_at(fs: &Squashfs<Source>, id: InodeId, offset: u64, len: usize) -> Option<Vec<u8>> {
@@ -62,29 +68,50 @@ fn interpreter(fs: &Squashfs<Source>, id: InodeId) -> Option<String> {
 }
 
 /// The files to warm for starting `programs` (each a path or a name on `path`): the
-/// programs and their interpreters, each once.
-pub fn start_files(fs: &Squashfs<Source>, programs: &[&str], path: &str) -> Vec<InodeId> {
-    let mut out: Vec<InodeId> = Vec::new();
+/// programs and their interpreters, each once, with the path each was found at.
+pub fn start_files(fs: &Squashfs<Source>, programs: &[&str], path: &str) -> Vec<(String, InodeId)> {
+    let mut out: Vec<(String, InodeId)> = Vec::new();
     for p in programs {
-        let Some(id) = find(fs, p, path) else {
+        let Some((at, id)) = find(fs, p, path) else {
             continue;
         };
-        for f in [Some(id), interpreter(fs, id).and_then(|i| find(fs, &i, ""))]
-            .into_iter()
-            .flatten()
-        {
-            if !out.contains(&f) {
-                out.push(f);
+        let interp = interpreter(fs, id).and_then(|i| find(fs, &i, ""));
+        for (at, f) in [Some((at, id)), interp].into_iter().flatten() {
+            if !out.iter().any(|(_, o)| *o == f) {
+                out.push((at, f));
             }
         }
     }
     out
 }
 
+/// Looks `files` (paths in the image) up through the image's mount at `root`, symlinks
+/// resolved inside it, so that the kernel holds their inodes and the warmer can fill
+/// their page cache before the container runs them (`stored` is told of each found).
+pub fn look_up(root: &Path, files: &[(String, InodeId)], mut stored: impl FnMut(InodeId)) {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
+    use nix::sys::stat::Mode;
+    let Ok(dir) = open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    for (p, id) in files {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+        // Without openat2 (before Linux 5.6) the container's own lookups come first.
+        if openat2(&dir, p.trim_start_matches('/'), how).is_ok() {
+            stored(*id);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     /// A squashfs (made by mksquashfs) holding the host's /bin/sh, its ELF
     /// interpreter at the same path, a symlink on PATH and a non-ELF script.
@@ -144,17 +171,17 @@ mod tests {
         let dash = id("/bin/dash");
         let interp = interpreter(&fs, dash).expect("an interpreter");
         let ld = id(&interp);
+        let ids = |v: Vec<(String, InodeId)>| v.into_iter().map(|(_, i)| i).collect::<Vec<_>>();
         // By path through a symlink, and by name on PATH (relative link), each once.
-        assert_eq!(start_files(&fs, &["/bin/sh"], ""), vec![dash, ld]);
-        assert_eq!(
-            start_files(&fs, &["/bin/sh", "tool"], "/nowhere:/usr/bin"),
-            vec![dash, ld]
-        );
+        let found = start_files(&fs, &["/bin/sh"], "");
+        assert_eq!(found[0].0, "/bin/sh");
+        assert_eq!(found[1].0, interp);
+        assert_eq!(ids(found), vec![dash, ld]);
+        let found = start_files(&fs, &["/bin/sh", "tool"], "/nowhere:/usr/bin");
+        assert_eq!(ids(found), vec![dash, ld]);
         // A script has no interpreter entry; a missing name or relative path is skipped.
         let script = id("/usr/bin/script");
-        assert_eq!(
-            start_files(&fs, &["script", "missing", "bin/sh"], "/usr/bin"),
-            vec![script]
-        );
+        let found = start_files(&fs, &["script", "missing", "bin/sh"], "/usr/bin");
+        assert_eq!(found, vec![("/usr/bin/script".to_string(), script)]);
     }
 }

@@ -167,3 +167,15 @@ extern "C" fn holder(parent: *mut libc::c_void) -> libc::c_int {
         }
     }
 }
+
+/// Closes every descriptor above stderr: for the container's processes that stay
+/// behind without exec (`--pid`), which would otherwise keep the launcher's
+/// close-on-exec ones (its FUSE workers' /dev/fuse clones among them) for the whole run.
+pub fn close_inherited() {
+    // SAFETY: close_range only closes descriptors of this process, which at this point
+    // owns none that anything still uses (it only waits for its child). Failure (a
+    // kernel before 5.9) leaves them open until exit, as before.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
