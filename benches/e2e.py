@@ -254,7 +254,12 @@ class Veil:
         self.env = dict(saved, VEIL_DEBUG="1")
         try:
             t = time.perf_counter()
-            err = self.run("true", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL).stderr.decode()
+            # Into a file, not a pipe: every line written to a pipe wakes its reader,
+            # which would make VEIL_DEBUG's runs slower than the ones it explains.
+            with tempfile.TemporaryFile() as f:
+                self.run("true", stderr=f, stdout=subprocess.DEVNULL)
+                f.seek(0)
+                err = f.read().decode()
             wall = (time.perf_counter() - t) * 1000
         finally:
             self.env = saved
@@ -450,11 +455,11 @@ def main():
             n = max(a.runs * 4, 20)
             quiet = median_time(lambda: vplain.run("true"), n)
             loud = dict(vplain.env, VEIL_DEBUG="1")
-            # Its output is read through a pipe, as in `unlock_ms` (into /dev/null it
-            # would cost next to nothing, and nothing would be subtracted).
-            debug_cost = (median_time(lambda: sh([veil, "exec"] + vplain.args + [sif, "sh", "-c", "true"],
-                                                 cwd="/", env=loud, stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.PIPE), n) - quiet) * 1000
+            # Its output goes to a file, as in `unlock_ms`.
+            with tempfile.TemporaryFile() as f:
+                debug_cost = (median_time(lambda: sh([veil, "exec"] + vplain.args + [sif, "sh", "-c", "true"],
+                                                     cwd="/", env=loud, stdout=subprocess.DEVNULL,
+                                                     stderr=f), n) - quiet) * 1000
             debug_cost = max(debug_cost, 0.0)  # noise can make it come out negative
         for label, (esif, part, kdf) in enc.items():
             v = venc[label]

@@ -212,12 +212,21 @@ impl<R: ReadAt + 'static> Warm<R> {
     /// Decompresses file `id` on the warmer's threads before anyone reads it: for the
     /// program a container is about to start, while its namespaces are being set up.
     /// A no-op for what is not a file of the warmer's sizes, or without a warmer.
-    pub fn prewarm(&self, id: InodeId) {
+    ///
+    /// The blocks holding the byte offsets `first` are decompressed first (for an
+    /// executable: where its entry point and its writable data are, which it touches
+    /// before anything else), the rest in file order.
+    pub fn prewarm(&self, id: InodeId, first: &[u64]) {
         let (Some(w), Ok(a)) = (&self.warmer, self.fs.getattr(id)) else {
             return;
         };
         if a.kind == FileKind::File && a.size > 0 && a.size <= WARM_MAX {
-            w.decompress(id.0, a.size, u64::from(self.fs.superblock().block_size));
+            w.decompress(
+                id.0,
+                a.size,
+                u64::from(self.fs.superblock().block_size),
+                first,
+            );
         }
     }
 

@@ -353,14 +353,23 @@ impl Warmer {
 
     /// Queues every block of file `ino` for decompression into the block cache only
     /// (the kernel does not know the file yet, so there is no page cache to fill).
-    pub(crate) fn decompress(&self, ino: u64, size: u64, bs: u64) {
-        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
+    /// The blocks holding the byte offsets `first` come first, in that order (where a
+    /// program will fault first), then the rest in file order.
+    pub(crate) fn decompress(&self, ino: u64, size: u64, bs: u64, first: &[u64]) {
+        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING || bs == 0 {
             return;
         }
         if let Ok(mut r) = self.reads.lock() {
             r.insert(ino, PREWARMED);
         }
-        self.send((0..size.div_ceil(bs)).map(|k| Job::Range {
+        let blocks = size.div_ceil(bs);
+        let mut order: Vec<u64> = Vec::with_capacity(blocks as usize);
+        for b in first.iter().map(|o| o / bs).chain(0..blocks) {
+            if b < blocks && !order.contains(&b) {
+                order.push(b);
+            }
+        }
+        self.send(order.into_iter().map(|k| Job::Range {
             ino,
             offset: k * bs,
             store: false,

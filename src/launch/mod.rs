@@ -268,8 +268,8 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
                 .spawn(move || {
                     let names: Vec<&str> = programs.iter().map(String::as_str).collect();
                     let files = prewarm::start_files(&fs, &names, &path);
-                    for (_, id) in &files {
-                        w.prewarm(*id);
+                    for f in &files {
+                        w.prewarm(f.id, &f.hot);
                     }
                     if let Ok(root) = rx.recv() {
                         prewarm::look_up(&root, &files, |id| w.store_ahead(id));

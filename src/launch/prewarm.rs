@@ -9,8 +9,21 @@ use veil_fusefs::squashfs::{FileKind, InodeId, Squashfs};
 
 use crate::image::{Source, resolve};
 
-/// ELF program header type of the interpreter path.
+/// ELF program header types: a loadable segment, the interpreter path.
+const PT_LOAD: u32 = 1;
 const PT_INTERP: u32 = 3;
+/// Segment flag: writable.
+const PF_W: u32 = 2;
+
+/// A file a container starts first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFile {
+    /// Where in the image it was found (before symlinks).
+    pub path: String,
+    pub id: InodeId,
+    /// File offsets it touches first, to be decompressed first (see [`elf_start`]).
+    pub hot: Vec<u64>,
+}
 
 /// The regular file `name` names: an absolute path, or a name searched on `path`
 /// (colon-separated, as the shell searches it).
@@ -38,14 +51,21 @@ fn read_at(fs: &Squashfs<Source>, id: InodeId, offset: u64, len: usize) -> Optio
     (n == len).then_some(buf)
 }
 
-/// The PT_INTERP path of a 64-bit little-endian ELF file, if it has one.
-fn interpreter(fs: &Squashfs<Source>, id: InodeId) -> Option<String> {
+/// What the headers of a 64-bit little-endian ELF file say about how it starts: its
+/// interpreter (PT_INTERP), and the file offsets a process running it touches first —
+/// the entry point, then its writable segment, which the C library's start-up code
+/// fills and relocates before `main` (in a static executable that segment is at the
+/// end of the file, the last place a front-to-back warmer would reach), then the start
+/// of each loadable segment (read-only data: tables, strings).
+fn elf_start(fs: &Squashfs<Source>, id: InodeId) -> Option<(Option<String>, Vec<u64>)> {
     let h = read_at(fs, id, 0, 64)?;
     if h[..4] != *b"\x7fELF" || h[4] != 2 || h[5] != 1 {
         return None;
     }
     let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    let entry = u64_at(&h, 0x18);
     let phoff = u64_at(&h, 0x20);
     let phentsize = usize::from(u16_at(&h, 0x36));
     let phnum = usize::from(u16_at(&h, 0x38)).min(64);
@@ -53,33 +73,58 @@ fn interpreter(fs: &Squashfs<Source>, id: InodeId) -> Option<String> {
         return None;
     }
     let ph = read_at(fs, id, phoff, phentsize * phnum)?;
-    ph.chunks(phentsize).find_map(|p| {
-        if u32::from_le_bytes([p[0], p[1], p[2], p[3]]) != PT_INTERP {
-            return None;
+    let mut interp = None;
+    let mut hot = Vec::new();
+    let mut writable = Vec::new();
+    let mut starts = Vec::new();
+    for p in ph.chunks(phentsize) {
+        let (kind, flags) = (u32_at(p, 0), u32_at(p, 4));
+        let (offset, vaddr, filesz) = (u64_at(p, 8), u64_at(p, 16), u64_at(p, 32));
+        match kind {
+            PT_INTERP if (1..=4096).contains(&filesz) => {
+                interp = read_at(fs, id, offset, filesz as usize).and_then(|raw| {
+                    let s = raw.split(|&b| b == 0).next()?;
+                    String::from_utf8(s.to_vec()).ok()
+                });
+            }
+            PT_LOAD => {
+                if (vaddr..vaddr.saturating_add(filesz)).contains(&entry) {
+                    hot.push(offset + (entry - vaddr));
+                }
+                starts.push(offset);
+                if flags & PF_W != 0 && filesz > 0 {
+                    // Every 64 KiB of it (the warmer takes each block once), at most 4 MiB.
+                    let end = offset.saturating_add(filesz.min(4 << 20));
+                    writable.extend((offset..end).step_by(64 << 10));
+                    writable.push(end - 1);
+                }
+            }
+            _ => {}
         }
-        let (off, len) = (u64_at(p, 8), u64_at(p, 32));
-        if len == 0 || len > 4096 {
-            return None;
-        }
-        let raw = read_at(fs, id, off, len as usize)?;
-        let s = raw.split(|&b| b == 0).next()?;
-        String::from_utf8(s.to_vec()).ok()
-    })
+    }
+    hot.extend(writable);
+    hot.extend(starts);
+    Some((interp, hot))
 }
 
 /// The files to warm for starting `programs` (each a path or a name on `path`): the
-/// programs and their interpreters, each once, with the path each was found at.
-pub fn start_files(fs: &Squashfs<Source>, programs: &[&str], path: &str) -> Vec<(String, InodeId)> {
-    let mut out: Vec<(String, InodeId)> = Vec::new();
+/// programs and their interpreters, each once, with the path each was found at and
+/// the offsets to warm first.
+pub fn start_files(fs: &Squashfs<Source>, programs: &[&str], path: &str) -> Vec<StartFile> {
+    let mut out: Vec<StartFile> = Vec::new();
+    let add = |out: &mut Vec<StartFile>, path: String, id: InodeId| -> Option<String> {
+        let (interp, hot) = elf_start(fs, id).unwrap_or_default();
+        if !out.iter().any(|f| f.id == id) {
+            out.push(StartFile { path, id, hot });
+        }
+        interp
+    };
     for p in programs {
         let Some((at, id)) = find(fs, p, path) else {
             continue;
         };
-        let interp = interpreter(fs, id).and_then(|i| find(fs, &i, ""));
-        for (at, f) in [Some((at, id)), interp].into_iter().flatten() {
-            if !out.iter().any(|(_, o)| *o == f) {
-                out.push((at, f));
-            }
+        if let Some((at, id)) = add(&mut out, at, id).and_then(|i| find(fs, &i, "")) {
+            add(&mut out, at, id);
         }
     }
     out
@@ -88,7 +133,7 @@ pub fn start_files(fs: &Squashfs<Source>, programs: &[&str], path: &str) -> Vec<
 /// Looks `files` (paths in the image) up through the image's mount at `root`, symlinks
 /// resolved inside it, so that the kernel holds their inodes and the warmer can fill
 /// their page cache before the container runs them (`stored` is told of each found).
-pub fn look_up(root: &Path, files: &[(String, InodeId)], mut stored: impl FnMut(InodeId)) {
+pub fn look_up(root: &Path, files: &[StartFile], mut stored: impl FnMut(InodeId)) {
     use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
     use nix::sys::stat::Mode;
     let Ok(dir) = open(
@@ -98,13 +143,13 @@ pub fn look_up(root: &Path, files: &[(String, InodeId)], mut stored: impl FnMut(
     ) else {
         return;
     };
-    for (p, id) in files {
+    for f in files {
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT);
         // Without openat2 (before Linux 5.6) the container's own lookups come first.
-        if openat2(&dir, p.trim_start_matches('/'), how).is_ok() {
-            stored(*id);
+        if openat2(&dir, f.path.trim_start_matches('/'), how).is_ok() {
+            stored(f.id);
         }
     }
 }
@@ -169,19 +214,75 @@ mod tests {
         };
         let id = |p: &str| resolve(&fs, p).unwrap().id;
         let dash = id("/bin/dash");
-        let interp = interpreter(&fs, dash).expect("an interpreter");
+        let (interp, hot) = elf_start(&fs, dash).expect("an ELF file");
+        let interp = interp.expect("an interpreter");
         let ld = id(&interp);
-        let ids = |v: Vec<(String, InodeId)>| v.into_iter().map(|(_, i)| i).collect::<Vec<_>>();
+        let ids = |v: &[StartFile]| v.iter().map(|f| f.id).collect::<Vec<_>>();
         // By path through a symlink, and by name on PATH (relative link), each once.
         let found = start_files(&fs, &["/bin/sh"], "");
-        assert_eq!(found[0].0, "/bin/sh");
-        assert_eq!(found[1].0, interp);
-        assert_eq!(ids(found), vec![dash, ld]);
+        assert_eq!(found[0].path, "/bin/sh");
+        assert_eq!(found[0].hot, hot);
+        assert_eq!(found[1].path, interp);
+        assert_eq!(ids(&found), vec![dash, ld]);
         let found = start_files(&fs, &["/bin/sh", "tool"], "/nowhere:/usr/bin");
-        assert_eq!(ids(found), vec![dash, ld]);
+        assert_eq!(ids(&found), vec![dash, ld]);
         // A script has no interpreter entry; a missing name or relative path is skipped.
         let script = id("/usr/bin/script");
         let found = start_files(&fs, &["script", "missing", "bin/sh"], "/usr/bin");
-        assert_eq!(found, vec![("/usr/bin/script".to_string(), script)]);
+        assert_eq!(
+            found,
+            vec![StartFile {
+                path: "/usr/bin/script".into(),
+                id: script,
+                hot: vec![]
+            }]
+        );
+        // The offsets to warm first: the entry point's, then the writable segment's,
+        // as readelf computes them from the same file.
+        let sh = std::fs::canonicalize("/bin/sh").unwrap();
+        match readelf_start(&sh) {
+            Some((entry, rw_offset, rw_end)) => {
+                assert_eq!(hot[0], entry, "{hot:x?}");
+                assert!(hot[1..].contains(&rw_offset), "{hot:x?}");
+                assert!(hot[1..].contains(&(rw_end - 1)), "{hot:x?}");
+                assert!(
+                    hot.iter()
+                        .all(|&o| o < std::fs::metadata(&sh).unwrap().len())
+                );
+            }
+            None => eprintln!("SKIP the offsets part: no readelf here"),
+        }
+    }
+
+    /// readelf's view of `elf`: the entry point's file offset and the first writable
+    /// loadable segment's file range.
+    fn readelf_start(elf: &Path) -> Option<(u64, u64, u64)> {
+        let o = std::process::Command::new("readelf")
+            .args(["-hlW"])
+            .arg(elf)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(o.stdout).ok()?;
+        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+        let entry = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Entry point address:"))
+            .and_then(|v| hex(v.trim()))?;
+        let loads: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.first() == Some(&"LOAD"))
+            .collect();
+        // LOAD Offset VirtAddr PhysAddr FileSiz MemSiz Flags... Align
+        let num = |f: &Vec<&str>, i: usize| f.get(i).and_then(|v| hex(v));
+        let entry_off = loads.iter().find_map(|f| {
+            let (off, va, sz) = (num(f, 1)?, num(f, 2)?, num(f, 4)?);
+            (va..va + sz).contains(&entry).then(|| off + entry - va)
+        })?;
+        let rw = loads
+            .iter()
+            .find(|f| f[6..f.len() - 1].concat().contains('W'))?;
+        let (off, sz) = (num(rw, 1)?, num(rw, 4)?);
+        Some((entry_off, off, off + sz))
     }
 }
