@@ -25,6 +25,18 @@ pub trait ReadAt: Send + Sync {
     /// [`ReadAt::len`] fails with [`io::ErrorKind::UnexpectedEof`] and must not
     /// return partial data as success.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Fills `bufs`, one after the other, with the consecutive bytes at `offset`, as
+    /// one read (a file does it in one system call): for a reader that needs a range
+    /// split over buffers of its own, like whole sectors around a caller's bytes.
+    fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
+        let mut at = offset;
+        for b in bufs.iter_mut() {
+            self.read_exact_at(b, at)?;
+            at += b.len() as u64;
+        }
+        Ok(())
+    }
 }
 
 /// Checks that `[offset, offset + n)` lies inside a source of length `len`.
@@ -45,6 +57,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
     }
+    fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
+        (**self).read_vectored_exact_at(bufs, offset)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
@@ -54,6 +69,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
     }
+    fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
+        (**self).read_vectored_exact_at(bufs, offset)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
@@ -62,6 +80,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
+    }
+    fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
+        (**self).read_vectored_exact_at(bufs, offset)
     }
 }
 
@@ -113,6 +134,42 @@ impl ReadAt for FileSource {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(self.len, offset, buf.len())?;
         self.file.read_exact_at(buf, offset)
+    }
+    fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        check_range(self.len, offset, total)?;
+        let iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        if iov.len() <= 1024 {
+            // SAFETY: each iovec points into a distinct `&mut [u8]` of `bufs`, valid
+            // and exclusively borrowed for the call; preadv writes at most iov_len
+            // bytes into each and does not keep the pointers.
+            let n = unsafe {
+                libc::preadv(
+                    self.file.as_raw_fd(),
+                    iov.as_ptr(),
+                    iov.len() as libc::c_int,
+                    offset as libc::off_t,
+                )
+            };
+            if n >= 0 && n as usize == total {
+                return Ok(());
+            }
+        }
+        // A short read (interrupted, or the file shrank) or an error: again, one
+        // buffer at a time, which retries and reports as `read_exact_at` does.
+        let mut at = offset;
+        for b in bufs.iter_mut() {
+            self.file.read_exact_at(b, at)?;
+            at += b.len() as u64;
+        }
+        Ok(())
     }
 }
 
@@ -193,6 +250,11 @@ impl<R: ReadAt> ReadAt for Slice<R> {
         check_range(self.len, offset, buf.len())?;
         self.inner.read_exact_at(buf, self.offset + offset)
     }
+    fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
+        check_range(self.len, offset, bufs.iter().map(|b| b.len()).sum())?;
+        self.inner
+            .read_vectored_exact_at(bufs, self.offset + offset)
+    }
 }
 
 #[cfg(test)]
@@ -232,5 +294,33 @@ mod tests {
         assert_eq!(&x[..], &data[4321..4321 + 333]);
         assert!(a.read_exact_at(&mut x, 9_800).is_err());
         assert!(b.read_exact_at(&mut x, 9_800).is_err());
+    }
+
+    /// A vectored read fills its buffers with consecutive bytes, through a file
+    /// (preadv), a slice of it and memory alike, and refuses to run past the end.
+    #[test]
+    fn vectored_reads_fill_buffers_in_order() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        let file = FileSource::open(f.path()).unwrap();
+        let slice = Slice::new(FileSource::open(f.path()).unwrap(), 1000, 8000).unwrap();
+        let sources: [(&dyn ReadAt, &[u8]); 3] =
+            [(&file, &data), (&slice, &data[1000..9000]), (&data, &data)];
+        for (src, bytes) in sources {
+            let (mut a, mut b, mut c) = ([0u8; 7], vec![0u8; 4096], [0u8; 1]);
+            src.read_vectored_exact_at(&mut [&mut a, &mut b, &mut c], 333)
+                .unwrap();
+            assert_eq!(a, bytes[333..340]);
+            assert_eq!(b, bytes[340..4436]);
+            assert_eq!(c, bytes[4436..4437]);
+            let end = src.len() - 5;
+            let err = src
+                .read_vectored_exact_at(&mut [&mut a[..3], &mut c], end)
+                .map(|_| ());
+            assert!(err.is_ok());
+            let err = src.read_vectored_exact_at(&mut [&mut a, &mut c], end);
+            assert_eq!(err.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        }
     }
 }

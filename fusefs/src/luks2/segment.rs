@@ -169,32 +169,52 @@ impl<R: ReadAt> ReadAt for UnlockedVolume<R> {
         }
         let ss = self.xts.sector_size() as u64;
         let end = offset + buf.len() as u64;
-        let mut scratch = [0u8; 4096];
-        let sector = &mut scratch[..ss as usize];
-
-        // Head: a partial first sector.
-        let mut done = 0usize;
-        let head_start = offset - offset % ss;
-        if head_start != offset || end - head_start < ss {
-            self.read_sectors(sector, head_start)?;
-            let from = (offset - head_start) as usize;
-            let n = (ss as usize - from).min(buf.len());
-            buf[..n].copy_from_slice(&sector[from..from + n]);
-            done = n;
+        let (start, stop) = (offset - offset % ss, end.div_ceil(ss) * ss);
+        let mut scratch = [0u8; 8192];
+        let (head, tail) = scratch.split_at_mut(4096);
+        let (head, tail) = (&mut head[..ss as usize], &mut tail[..ss as usize]);
+        if stop - start == ss && (offset != start || end != stop) {
+            // Part of a single sector.
+            self.read_sectors(head, start)?;
+            let from = (offset - start) as usize;
+            buf.copy_from_slice(&head[from..from + buf.len()]);
+            zeroize::Zeroize::zeroize(&mut scratch);
+            return Ok(());
         }
-        // Middle: whole sectors, decrypted in place in the caller's buffer.
-        let pos = offset + done as u64;
-        let whole = ((end - pos) / ss * ss) as usize;
-        if whole > 0 {
-            self.read_sectors(&mut buf[done..done + whole], pos)?;
-            done += whole;
+        // Whole sectors only can be decrypted: the caller's own bytes are read straight
+        // into its buffer, the partial sectors at either end into scratch sectors, and
+        // all of it in one read of the source (one system call for a file; a squashfs
+        // block rarely starts or ends on a sector boundary, and took three).
+        let (partial_head, partial_tail) = (offset != start, end != stop);
+        let mid_begin = if partial_head { start + ss } else { start };
+        let mid_end = if partial_tail { stop - ss } else { stop };
+        let (mb, me) = ((mid_begin - offset) as usize, (mid_end - offset) as usize);
+        {
+            let mut parts: Vec<&mut [u8]> = Vec::with_capacity(3);
+            if partial_head {
+                parts.push(&mut *head);
+            }
+            if me > mb {
+                parts.push(&mut buf[mb..me]);
+            }
+            if partial_tail {
+                parts.push(&mut *tail);
+            }
+            self.src
+                .read_vectored_exact_at(&mut parts, self.offset + start)?;
         }
-        // Tail: a partial last sector.
-        if done < buf.len() {
-            let pos = offset + done as u64;
-            self.read_sectors(sector, pos)?;
-            let n = buf.len() - done;
-            buf[done..].copy_from_slice(&sector[..n]);
+        // plain64 IV: the position in 512-byte units from the segment start.
+        if partial_head {
+            self.xts.decrypt(head, start / 512);
+            buf[..mb].copy_from_slice(&head[(offset - start) as usize..]);
+        }
+        if me > mb {
+            self.xts.decrypt(&mut buf[mb..me], mid_begin / 512);
+        }
+        if partial_tail {
+            self.xts.decrypt(tail, (stop - ss) / 512);
+            let n = buf.len() - me;
+            buf[me..].copy_from_slice(&tail[..n]);
         }
         zeroize::Zeroize::zeroize(&mut scratch);
         Ok(())
