@@ -352,6 +352,97 @@ fn sigkill_of_the_launcher_leaves_nothing_behind() {
     }
 }
 
+/// With `--pid` the container's own processes that stay behind without exec (the one
+/// that waits in the parent PID namespace, and PID 1 inside) must not keep the
+/// launcher's /dev/fuse descriptors: the FUSE connection is the launcher's alone.
+#[test]
+fn with_pid_only_the_launcher_holds_dev_fuse() {
+    let e = require!(setup(), "no unprivileged user namespace or no busybox");
+    let Some(sif) = e
+        .images
+        .iter()
+        .find(|p| p.extension().is_some_and(|x| x == "sif"))
+    else {
+        eprintln!(
+            "SKIP with_pid_only_the_launcher_holds_dev_fuse: no SIF image (mksquashfs missing)"
+        );
+        return;
+    };
+    let mut launcher = e
+        .user
+        .veil()
+        .args(["exec", "--pid"])
+        .arg(sif)
+        .args(["sleep", "300"])
+        .spawn()
+        .unwrap();
+    let pid = launcher.id();
+    let fuse_fds = |p: u32| -> Option<usize> {
+        let fds = std::fs::read_dir(format!("/proc/{p}/fd")).ok()?;
+        Some(
+            fds.flatten()
+                .filter(|f| {
+                    std::fs::read_link(f.path())
+                        .is_ok_and(|t| t == std::path::Path::new("/dev/fuse"))
+                })
+                .count(),
+        )
+    };
+    // Wait for `sleep`, three generations down: launcher → waiter → PID 1 → sleep.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (waiters, sleeper) = loop {
+        let mut tree = vec![];
+        let mut level = children_of(pid);
+        while let Some(&c) = level.first() {
+            tree.push(c);
+            level = children_of(c);
+        }
+        let is_sleep = |p: &u32| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+        };
+        if tree.len() >= 3 && is_sleep(&tree[2]) {
+            break (tree[..2].to_vec(), tree[2]);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container did not start: {tree:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let held = fuse_fds(pid);
+    let verdict = match held {
+        // The launcher's own descriptors are readable only with ptrace rights over
+        // it (it is not dumpable): as root, or not at all.
+        None => None,
+        Some(n) => {
+            assert!(n > 0, "the launcher holds /dev/fuse");
+            Some(
+                waiters
+                    .iter()
+                    .chain([&sleeper])
+                    .map(|&p| (p, fuse_fds(p)))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    match verdict {
+        None => eprintln!(
+            "SKIP with_pid_only_the_launcher_holds_dev_fuse: /proc/PID/fd of a non-dumpable process needs root"
+        ),
+        Some(v) => {
+            for (p, n) in &v {
+                assert_eq!(
+                    *n,
+                    Some(0),
+                    "process {p} of the container holds /dev/fuse: {v:?}"
+                );
+            }
+        }
+    }
+}
+
 /// After a normal exit the launcher leaves the kernel's dismantling of its namespaces
 /// to a helper that must die with it: nothing of the run may stay behind. The helper is
 /// a clone of the launcher, so it shows the launcher's command line, which carries a

@@ -264,10 +264,11 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The attributes of a negative entry: only its node id, 0, counts.
-fn negative_attr() -> FileAttr {
+/// Attributes of an empty node `ino` owned by root, dated the epoch: a negative entry
+/// (node 0, where only the id counts) and, filled in further, a synthetic mount point.
+fn empty_attr(ino: u64) -> FileAttr {
     FileAttr {
-        ino: INodeNo(0),
+        ino: INodeNo(ino),
         size: 0,
         blocks: 0,
         atime: UNIX_EPOCH,
@@ -335,26 +336,19 @@ impl<R: ReadAt + 'static> ImageFs<R> {
     }
 
     fn synth_attr(&self, id: u64, kind: SynthKind) -> FileAttr {
+        let dir = kind == SynthKind::Dir;
         FileAttr {
-            ino: INodeNo(id),
-            size: 0,
-            blocks: 0,
-            atime: UNIX_EPOCH,
-            mtime: UNIX_EPOCH,
-            ctime: UNIX_EPOCH,
-            crtime: UNIX_EPOCH,
-            kind: if kind == SynthKind::Dir {
+            kind: if dir {
                 FileType::Directory
             } else {
                 FileType::RegularFile
             },
-            perm: if kind == SynthKind::Dir { 0o755 } else { 0o644 },
-            nlink: if kind == SynthKind::Dir { 2 } else { 1 },
+            perm: if dir { 0o755 } else { 0o644 },
+            nlink: if dir { 2 } else { 1 },
             uid: self.owner.uid,
             gid: self.owner.gid,
-            rdev: 0,
             blksize: 4096,
-            flags: 0,
+            ..empty_attr(id)
         }
     }
 
@@ -492,7 +486,7 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
             // points are fixed before the first request): node 0 tells the kernel to
             // remember its absence for as long as a positive entry. A PATH search or an
             // interpreter's module search then asks once per name, not once per try.
-            Err(Errno::ENOENT) => reply.entry(&TTL, &negative_attr(), Generation(0)),
+            Err(Errno::ENOENT) => reply.entry(&TTL, &empty_attr(0), Generation(0)),
             Err(e) => reply.error(e),
         }
     }

@@ -278,11 +278,17 @@ mod tests {
         assert!(Slice::new(data, u64::MAX, 2).is_err());
     }
 
+    /// A temporary file of 10,000 patterned bytes (`step` varies the pattern).
+    fn patterned_file(step: u32) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * step % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        (f, data)
+    }
+
     #[test]
     fn file_and_mmap_agree() {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        f.write_all(&data).unwrap();
+        let (f, data) = patterned_file(7);
         let a = FileSource::open(f.path()).unwrap();
         let b = MmapSource::open(f.path()).unwrap();
         assert_eq!(a.len(), 10_000);
@@ -300,9 +306,7 @@ mod tests {
     /// (preadv), a slice of it and memory alike, and refuses to run past the end.
     #[test]
     fn vectored_reads_fill_buffers_in_order() {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13 % 251) as u8).collect();
-        f.write_all(&data).unwrap();
+        let (f, data) = patterned_file(13);
         let file = FileSource::open(f.path()).unwrap();
         let slice = Slice::new(FileSource::open(f.path()).unwrap(), 1000, 8000).unwrap();
         let sources: [(&dyn ReadAt, &[u8]); 3] =

@@ -14,6 +14,8 @@ const PT_LOAD: u32 = 1;
 const PT_INTERP: u32 = 3;
 /// Segment flag: writable.
 const PF_W: u32 = 2;
+/// At most this many offsets to warm first, per file.
+const HOT_MAX: usize = 128;
 
 /// A file a container starts first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +60,14 @@ fn read_at(fs: &Squashfs<Source>, id: InodeId, offset: u64, len: usize) -> Optio
 /// end of the file, the last place a front-to-back warmer would reach), then the start
 /// of each loadable segment (read-only data: tables, strings).
 fn elf_start(fs: &Squashfs<Source>, id: InodeId) -> Option<(Option<String>, Vec<u64>)> {
-    let h = read_at(fs, id, 0, 64)?;
+    elf_start_in(|offset, len| read_at(fs, id, offset, len))
+}
+
+/// [`elf_start`] over any reader of `len` bytes at `offset` (the whole range or none).
+fn elf_start_in(
+    read_at: impl Fn(u64, usize) -> Option<Vec<u8>>,
+) -> Option<(Option<String>, Vec<u64>)> {
+    let h = read_at(0, 64)?;
     if h[..4] != *b"\x7fELF" || h[4] != 2 || h[5] != 1 {
         return None;
     }
@@ -72,7 +81,7 @@ fn elf_start(fs: &Squashfs<Source>, id: InodeId) -> Option<(Option<String>, Vec<
     if phentsize < 56 {
         return None;
     }
-    let ph = read_at(fs, id, phoff, phentsize * phnum)?;
+    let ph = read_at(phoff, phentsize * phnum)?;
     let mut interp = None;
     let mut hot = Vec::new();
     let mut writable = Vec::new();
@@ -82,14 +91,14 @@ fn elf_start(fs: &Squashfs<Source>, id: InodeId) -> Option<(Option<String>, Vec<
         let (offset, vaddr, filesz) = (u64_at(p, 8), u64_at(p, 16), u64_at(p, 32));
         match kind {
             PT_INTERP if (1..=4096).contains(&filesz) => {
-                interp = read_at(fs, id, offset, filesz as usize).and_then(|raw| {
+                interp = read_at(offset, filesz as usize).and_then(|raw| {
                     let s = raw.split(|&b| b == 0).next()?;
                     String::from_utf8(s.to_vec()).ok()
                 });
             }
             PT_LOAD => {
                 if (vaddr..vaddr.saturating_add(filesz)).contains(&entry) {
-                    hot.push(offset + (entry - vaddr));
+                    hot.push(offset.saturating_add(entry - vaddr));
                 }
                 starts.push(offset);
                 if flags & PF_W != 0 && filesz > 0 {
@@ -104,6 +113,8 @@ fn elf_start(fs: &Squashfs<Source>, id: InodeId) -> Option<(Option<String>, Vec<
     }
     hot.extend(writable);
     hot.extend(starts);
+    // A hint, not a map: a hostile header gets no longer a list than a real one needs.
+    hot.truncate(HOT_MAX);
     Some((interp, hot))
 }
 
@@ -251,6 +262,46 @@ mod tests {
                 );
             }
             None => eprintln!("SKIP the offsets part: no readelf here"),
+        }
+    }
+
+    /// Hostile headers (any field, any size, reads past the end) give an answer or
+    /// none, never a panic.
+    #[test]
+    fn hostile_elf_headers_do_not_panic() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let len = (next() % 4096) as usize + 64;
+            let mut file: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            file[..6].copy_from_slice(b"\x7fELF\x02\x01");
+            // Half the time, plausible program headers right after the ELF header.
+            if round % 2 == 0 {
+                file[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+                file[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+                let phnum = (next() % 8) as usize;
+                file[0x38..0x3a].copy_from_slice(&(phnum as u16).to_le_bytes());
+                // Loadable (sometimes writable) segments and interpreter paths.
+                for k in 0..phnum {
+                    let at = 64 + 56 * k;
+                    if at + 56 <= file.len() {
+                        let kind = [PT_LOAD, PT_INTERP][(next() % 2) as usize];
+                        file[at..at + 4].copy_from_slice(&kind.to_le_bytes());
+                    }
+                }
+            }
+            let read = |offset: u64, n: usize| {
+                let start = usize::try_from(offset).ok()?;
+                file.get(start..start.checked_add(n)?).map(<[u8]>::to_vec)
+            };
+            if let Some((_, hot)) = elf_start_in(read) {
+                assert!(hot.len() <= HOT_MAX, "{hot:?}");
+            }
         }
     }
 
