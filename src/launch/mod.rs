@@ -364,57 +364,82 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let _ = nix::sys::prctl::set_dumpable(false);
     let launcher_pid = nix::unistd::getpid();
 
-    // SAFETY: the other threads at this point are the warmer's, the prewarm thread and
-    // the FUSE workers. They take only their own locks (the image's caches, their job
-    // queues) and malloc's, which glibc's fork leaves usable in the child; the child
-    // touches neither the image nor those queues, and leaves through exec or _exit.
-    // It inherits the workers' /dev/fuse descriptors, close-on-exec; the processes
-    // that stay behind without exec (`--pid`) close them.
-    match unsafe { fork() }.ctx(|| "fork".into())? {
-        ForkResult::Child => {
-            drop(err_r);
-            let mut err_slot = Some(err_w);
-            let err = child(ChildSetup {
-                err: &mut err_slot,
-                launcher: launcher_pid,
-                old_mask,
-                hostname,
-                uts: o.uts || o.hostname.is_some(),
-                pid_ns: o.pid,
-                steps: &steps,
-                root: &root,
-                start_dirs: &start_dirs,
-                argv: &argv,
-                direct_first,
-            });
-            if let Some(fd) = err_slot {
-                let _ = fs::File::from(fd).write_all(err.to_string().as_bytes());
-            }
-            // SAFETY: _exit is always safe; it skips destructors and atexit handlers that
-            // belong to the parent's state.
-            unsafe { libc::_exit(255) }
+    // The container's setup: its errors go to `err_w`; it ends in exec or `_exit`.
+    let run_child = |err_w: OwnedFd| -> std::convert::Infallible {
+        let mut err_slot = Some(err_w);
+        let err = child(ChildSetup {
+            err: &mut err_slot,
+            launcher: launcher_pid,
+            old_mask,
+            hostname: hostname.clone(),
+            uts: o.uts || o.hostname.is_some(),
+            pid_ns: o.pid,
+            steps: &steps,
+            root: &root,
+            start_dirs: &start_dirs,
+            argv: &argv,
+            direct_first,
+        });
+        if let Some(fd) = err_slot {
+            let _ = fs::File::from(fd).write_all(err.to_string().as_bytes());
         }
-        ForkResult::Parent { child } => {
-            drop(err_w);
-            debug_time("forked");
-            let mut msg = String::new();
-            let _ = fs::File::from(err_r).read_to_string(&mut msg);
-            if !msg.is_empty() {
-                let _ = nix::sys::wait::waitpid(child, None);
-                return Err(LaunchError::Child(msg));
+        // SAFETY: _exit is always safe; it skips destructors and atexit handlers that
+        // belong to the parent's state.
+        unsafe { libc::_exit(255) }
+    };
+    let child = if o.pid {
+        // With --pid the child stays behind to wait for PID 1 without exec: a fork,
+        // which the shared-memory spawn below could not be (it holds this thread until
+        // the child execs).
+        // SAFETY: the other threads at this point are the warmer's, the prewarm thread
+        // and the FUSE workers. They take only their own locks (the image's caches,
+        // their job queues) and malloc's, which glibc's fork leaves usable in the
+        // child; the child touches neither the image nor those queues, and leaves
+        // through exec or _exit. It inherits the workers' /dev/fuse descriptors,
+        // close-on-exec; the processes that stay behind without exec close them.
+        match unsafe { fork() }.ctx(|| "fork".into())? {
+            // run_child returns an uninhabited type, which the lint takes for dead code.
+            #[allow(unreachable_code)]
+            ForkResult::Child => {
+                drop(err_r);
+                match run_child(err_w) {}
             }
-            debug_time("container set up and exec'd");
-            // Holding the container's mount namespace keeps its dismantling out of the
-            // container's exit, which the launcher (and so the caller) waits for: the
-            // namespace goes with the teardown helper instead (`hand_over_teardown`).
-            // If the container has already gone, there is nothing to hold.
-            let _held_ns = fs::File::open(format!("/proc/{child}/ns/mnt")).ok();
-            let code = process::supervise(child);
-            debug_time("container exited");
-            process::hand_over_teardown();
-            Ok(code)
+            ForkResult::Parent { child } => child,
         }
+    } else {
+        use std::os::fd::FromRawFd;
+        let (r, w) = (err_r.as_raw_fd(), err_w.as_raw_fd());
+        // SAFETY: this thread waits until the child has exec'd or exited; the child
+        // works on its own copy of the descriptor table (no CLONE_FILES): it closes its
+        // copy of the read end and owns its copy of the write end, which the parent's
+        // `err_w` (closed below) does not share. What the child touches in the shared
+        // memory is what a forked child would (see `spawn_shared`).
+        unsafe {
+            process::spawn_shared(Box::new(move || {
+                libc::close(r);
+                run_child(OwnedFd::from_raw_fd(w))
+            }))
+        }
+        .ctx(|| "starting the container process".into())?
+    };
+    drop(err_w);
+    debug_time("forked");
+    let mut msg = String::new();
+    let _ = fs::File::from(err_r).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(LaunchError::Child(msg));
     }
+    debug_time("container set up and exec'd");
+    // Holding the container's mount namespace keeps its dismantling out of the
+    // container's exit, which the launcher (and so the caller) waits for: the
+    // namespace goes with the teardown helper instead (`hand_over_teardown`).
+    // If the container has already gone, there is nothing to hold.
+    let _held_ns = fs::File::open(format!("/proc/{child}/ns/mnt")).ok();
+    let code = process::supervise(child);
+    debug_time("container exited");
+    process::hand_over_teardown();
+    Ok(code)
 }
 
 /// The staging tmpfs with the image root mounted at `.image` and an empty `.host`.
