@@ -270,6 +270,19 @@ class Veil:
         return wall, steps["image unlocked"] - steps["key material read"]
 
 
+def interleaved(fns, runs):
+    """Times each of `fns` `runs` times, taking turns (in reverse order every other
+    round), so that the machine's drift hits them alike: a list of samples per fn, in s."""
+    out = [[] for _ in fns]
+    for i in range(runs):
+        order = list(enumerate(fns))
+        for k, fn in (order if i % 2 == 0 else order[::-1]):
+            t = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t)
+    return out
+
+
 def columns(exec_ms, mount_ms, walk_fresh, walk_rep, small, big_s, big_mb):
     return {
         "exec true (ms)": exec_ms,
@@ -452,25 +465,34 @@ def main():
         # Keyslot unlock: veil's step timing and cryptsetup on the same LUKS2 partition.
         kdf_rows = []
         if enc:
+            # Every series below is sampled in turns (this machine's speed drifts by more
+            # than the differences measured): plain `exec true` with and without
+            # VEIL_DEBUG, then each encrypted image with VEIL_DEBUG, then without.
             n = max(a.runs * 4, 20)
-            quiet = median_time(lambda: vplain.run("true"), n)
             loud = dict(vplain.env, VEIL_DEBUG="1")
-            # Its output goes to a file, as in `unlock_ms`.
-            with tempfile.TemporaryFile() as f:
-                debug_cost = (median_time(lambda: sh([veil, "exec"] + vplain.args + [sif, "sh", "-c", "true"],
-                                                     cwd="/", env=loud, stdout=subprocess.DEVNULL,
-                                                     stderr=f), n) - quiet) * 1000
-            debug_cost = max(debug_cost, 0.0)  # noise can make it come out negative
-        for label, (esif, part, kdf) in enc.items():
-            v = venc[label]
-            samples = [v.unlock_ms() for _ in range(max(a.runs * 2, 10))]
-            unlock = statistics.median(u for _, u in samples)
-            exec_ms = median_time(lambda: v.run("true"), max(a.runs * 2, 10)) * 1000
-            # The unlock and the rest come from the same VEIL_DEBUG runs (a KDF's time
-            # varies more than the rest of the start), less what VEIL_DEBUG's own
-            # output costs, measured on the plain image.
-            rest = statistics.median(w - u for w, u in samples) - debug_cost
-            kdf_rows.append((kdf, exec_ms, unlock, rest, cryptsetup_ms(part, len(samples))))
+
+            def plain_loud():
+                # Its output goes to a file, as in `unlock_ms`.
+                with tempfile.TemporaryFile() as f:
+                    sh([veil, "exec"] + vplain.args + [sif, "sh", "-c", "true"],
+                       cwd="/", env=loud, stdout=subprocess.DEVNULL, stderr=f)
+            quiet, noisy = interleaved([lambda: vplain.run("true"), plain_loud], n)
+            debug_cost = max((statistics.median(noisy) - statistics.median(quiet)) * 1000, 0.0)
+            m = max(a.runs * 2, 10)
+            labels = list(enc)
+            samples = {label: [] for label in labels}
+            for i in range(m):
+                for label in (labels if i % 2 == 0 else labels[::-1]):
+                    samples[label].append(venc[label].unlock_ms())
+            quick = interleaved([lambda v=venc[label]: v.run("true") for label in labels], m)
+            for label, q in zip(labels, quick):
+                _, part, kdf = enc[label]
+                unlock = statistics.median(u for _, u in samples[label])
+                # The unlock and the rest come from the same VEIL_DEBUG runs (a KDF's time
+                # varies more than the rest of the start), less what VEIL_DEBUG's own
+                # output costs, measured on the plain image.
+                rest = statistics.median(w - u for w, u in samples[label]) - debug_cost
+                kdf_rows.append((kdf, statistics.median(q) * 1000, unlock, rest, cryptsetup_ms(part, m)))
 
         names = list(results)
         metrics = list(results["veil"])
