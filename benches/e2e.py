@@ -422,6 +422,9 @@ def main():
             print("building the gocryptfs stack (Apptainer's unprivileged encrypted format) ...", flush=True)
             outer = GocryptfsStack.build(img, passfile, work)
             stack = GocryptfsStack(outer, passfile, work, busybox)
+        # Gigabytes were just written: let their writeback finish now rather than
+        # during the first measurements (it took a core for seconds).
+        os.sync()
         mnt = f"{work}/mnt"
         os.mkdir(mnt)
         big_mb = 4 * a.big_mib * 1.048576
@@ -445,7 +448,9 @@ def main():
                               ("walk fresh (s)", lambda v: v.fresh(WALK)),
                               ("walk repeated (s)", lambda v: v.repeated(WALK))]:
                 pl, en = [], []
-                for i in range(a.runs * 2):
+                # Twice the pairs of the other medians: a few seconds, and the 10 % at
+                # stake is not much more than this machine's run-to-run spread.
+                for i in range(a.runs * 4):
                     pair = [(vplain, pl), (venc["kdf"], en)]
                     for v, out in (pair if i % 2 == 0 else reversed(pair)):
                         out.append(run(v))
