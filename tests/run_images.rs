@@ -463,3 +463,47 @@ fn exec_without_environment_scripts_searches_the_containers_path() {
     let err = run_err(user.veil().arg("run").arg(&nosh));
     assert!(err.contains("no /bin/sh"), "{err}");
 }
+
+#[test]
+fn a_failure_inside_the_container_setup_comes_back_as_one_line() {
+    // The container process reports its setup errors to the launcher through a pipe
+    // that closes on exec; both ways of starting it (shared memory until exec, and the
+    // fork that --pid keeps) must deliver the message, exit 1, and leave no process of
+    // this run behind.
+    let e = require!(
+        setup(),
+        "no unprivileged user namespace, busybox, mksquashfs or /dev/fuse"
+    );
+    // A host file bound onto a directory of the image: the bind fails in the child.
+    let file = e.user.dir.path().join("veil");
+    for pid in [false, true] {
+        let mut c = e.user.veil();
+        c.arg("exec");
+        if pid {
+            c.arg("--pid");
+        }
+        let o = c
+            .arg("-B")
+            .arg(format!("{}:/bin", file.display()))
+            .arg(&e.sif)
+            .arg("true")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "--pid {pid}: {err}");
+        assert_eq!(err.lines().count(), 1, "--pid {pid}: {err}");
+        assert!(
+            err.contains("container setup failed") && err.contains("ENOTDIR"),
+            "--pid {pid}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        // Nothing of this run is left: no process runs this test's copy of veil.
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|p| std::fs::read_link(p.path().join("exe")).is_ok_and(|x| x == e.user.bin))
+            .map(|p| p.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.is_empty(), "--pid {pid}: processes left: {left:?}");
+    }
+}

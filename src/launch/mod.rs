@@ -423,7 +423,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         .ctx(|| "starting the container process".into())?
     };
     drop(err_w);
-    debug_time("forked");
+    debug_time("container process started");
     let mut msg = String::new();
     let _ = fs::File::from(err_r).read_to_string(&mut msg);
     if !msg.is_empty() {

@@ -233,8 +233,9 @@ pub unsafe fn spawn_shared(
         unsafe { libc::munmap(stack, STACK) };
         return Err(err);
     }
-    // The closure's lifetime is erased for the trampoline: the child only runs while this
-    // function waits (CLONE_VFORK), so whatever `f` borrows outlives its use.
+    // SAFETY: only the lifetime bound of the trait object changes (same layout). The
+    // child runs `f` only while this function waits (CLONE_VFORK), so whatever `f`
+    // borrows outlives every use of it.
     let f: Box<dyn FnOnce() -> std::convert::Infallible> = unsafe { std::mem::transmute(f) };
     let arg = Box::into_raw(Box::new(f));
     // SAFETY: the stack is a fresh mapping of STACK bytes, its top 16-byte aligned; with
