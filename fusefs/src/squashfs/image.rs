@@ -2,9 +2,12 @@
 //! (metadata, data, fragments). Everything that touches raw image bytes goes
 //! through here, so every offset is checked in one place.
 
+use std::sync::Arc;
+
 use super::cache::{Cache, Weight};
 use super::compress::Compressor;
 use super::error::{Error, Result, corrupt};
+use super::pool::{BlockBuf, Pool};
 use super::superblock::Superblock;
 use crate::source::ReadAt;
 
@@ -55,18 +58,28 @@ pub struct Image<R> {
     pub src: R,
     pub sb: Superblock,
     meta: Cache<MetaBlock>,
-    data: Cache<Box<[u8]>>,
-    frags: Cache<Box<[u8]>>,
+    data: Cache<BlockBuf>,
+    frags: Cache<BlockBuf>,
+    /// Memory for the data and fragment blocks (one block size per image).
+    pool: Arc<Pool>,
+}
+
+impl Weight for BlockBuf {
+    fn weight(&self) -> usize {
+        self.footprint() + 64
+    }
 }
 
 impl<R: ReadAt> Image<R> {
     pub fn new(src: R, sb: Superblock, sizes: &CacheSizes) -> Self {
+        let pool = Pool::new(sb.block_size as usize);
         Self {
             src,
             sb,
             meta: Cache::new(sizes.metadata),
             data: Cache::new(sizes.data),
             frags: Cache::new(sizes.fragments),
+            pool,
         }
     }
 
@@ -173,16 +186,11 @@ impl<R: ReadAt> Image<R> {
     }
 
     /// A data block, decompressed to exactly `len` bytes, through the data cache.
-    pub fn data_block(
-        &self,
-        pos: u64,
-        field: u32,
-        len: usize,
-    ) -> Result<std::sync::Arc<Box<[u8]>>> {
+    pub fn data_block(&self, pos: u64, field: u32, len: usize) -> Result<Arc<BlockBuf>> {
         let b = self.data.get_or_load(pos, || {
-            let mut out = vec![0u8; len];
+            let mut out = self.pool.take(len);
             self.read_block_into("data", pos, field, &mut out)?;
-            Ok(out.into_boxed_slice())
+            Ok(out)
         })?;
         if b[..].len() != len {
             return Err(corrupt(
@@ -194,27 +202,32 @@ impl<R: ReadAt> Image<R> {
     }
 
     /// A data block if it is already cached.
-    pub fn cached_data_block(&self, pos: u64) -> Option<std::sync::Arc<Box<[u8]>>> {
+    pub fn cached_data_block(&self, pos: u64) -> Option<Arc<BlockBuf>> {
         self.data.peek(pos)
     }
 
     /// A fragment block (whatever length it decompresses to, up to the block size).
-    pub fn fragment_block(&self, pos: u64, field: u32) -> Result<std::sync::Arc<Box<[u8]>>> {
+    pub fn fragment_block(&self, pos: u64, field: u32) -> Result<Arc<BlockBuf>> {
         self.frags.get_or_load(pos, || {
             let size = (field & BLOCK_SIZE_MASK) as usize;
             let bs = self.sb.block_size as usize;
             if size > bs {
                 return Err(corrupt("fragment block larger than the block size", pos));
             }
-            let mut raw = vec![0u8; size];
-            self.read_raw(&mut raw, pos)?;
             if field & BLOCK_UNCOMPRESSED != 0 {
-                return Ok(raw.into_boxed_slice());
+                let mut out = self.pool.take(size);
+                self.read_raw(&mut out, pos)?;
+                return Ok(out);
             }
-            let mut out = vec![0u8; bs];
-            let n = self.decompress("fragment", pos, &raw, &mut out)?;
+            let mut out = self.pool.take(bs);
+            let n = SCRATCH.with(|cell| {
+                let mut raw = cell.borrow_mut();
+                raw.resize(size, 0);
+                self.read_raw(&mut raw, pos)?;
+                self.decompress("fragment", pos, &raw, &mut out)
+            })?;
             out.truncate(n);
-            Ok(out.into_boxed_slice())
+            Ok(out)
         })
     }
 }

@@ -35,6 +35,7 @@ pub mod image;
 mod inode;
 mod le;
 mod metadata;
+mod pool;
 pub mod superblock;
 mod table;
 mod xattr;
