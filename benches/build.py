@@ -10,11 +10,12 @@ Each command runs --runs times (median); the source tree is read once first so e
 run starts from a warm page cache. Outputs go to --out (default: a temporary directory
 under /var/tmp, on disk rather than tmpfs).
 
-Usage: benches/build.py [--veil target/release/veil] [--src /usr/share] [--comp gzip]
+Usage: benches/build.py [--veil PATH] [--src /usr/share] [--comp gzip]
                         [--threads N] [--runs 3]
 """
 import argparse
 import os
+import platform
 import resource
 import shutil
 import statistics
@@ -43,9 +44,17 @@ def timed(cmd, runs, cleanup):
     return statistics.median(samples), samples, statistics.median(cpus)
 
 
+def default_veil():
+    """The release binary packaging/demo.sh builds: the static (musl) one where it
+    exists, else `cargo build --release`'s."""
+    static = f"target/{platform.machine()}-unknown-linux-musl/release/veil"
+    return static if os.path.exists(static) else "target/release/veil"
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--veil", default="target/release/veil")
+    ap.add_argument("--veil", default=default_veil(),
+                    help="the binary to measure (default: the static build if there is one)")
     ap.add_argument("--src", default="/usr/share")
     ap.add_argument("--comp", default="gzip", choices=["gzip", "zstd", "xz", "lz4"])
     ap.add_argument("--threads", type=int, default=os.cpu_count())

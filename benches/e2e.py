@@ -22,7 +22,7 @@ the way Apptainer >= 1.2 builds its gocryptfs format (fstype 6): `gocryptfs -ini
 mount, then `mksquashfs CIPHER outer.sqfs -noD -noF`; it runs as `squashfuse_ll outer M1`,
 `gocryptfs -ro M1 M2`, `squashfuse_ll M2/rootfs.squashfs M3`.
 
-Usage: benches/e2e.py [--quick] [--veil target/release/veil] [--big-mib 64] [--files 20000]
+Usage: benches/e2e.py [--quick] [--veil PATH] [--big-mib 64] [--files 20000]
                       [--runs 5] [--make-encrypted-sif PATH] [--kdf ARGS] [--argon2-kdf ARGS]
 Run as root for the kernel anchor; without root the kernel column is skipped. Without
 gocryptfs (apt-get install gocryptfs) the gocryptfs stack is skipped; without
@@ -30,6 +30,7 @@ make-encrypted-sif or a veil built with encryption support, the encrypted image 
 """
 import argparse
 import os
+import platform
 import random
 import re
 import shlex
@@ -340,9 +341,17 @@ def verdict(ok):
     return "ok" if ok else "MISSED"
 
 
+def default_veil():
+    """The release binary packaging/demo.sh builds: the static (musl) one where it
+    exists, else `cargo build --release`'s."""
+    static = f"target/{platform.machine()}-unknown-linux-musl/release/veil"
+    return static if os.path.exists(static) else "target/release/veil"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--veil", default="target/release/veil")
+    ap.add_argument("--veil", default=default_veil(),
+                    help="the binary to measure (default: the static build if there is one)")
     ap.add_argument("--big-mib", type=int, help="size of each of the 4 big files (default 64, --quick 8)")
     ap.add_argument("--files", type=int, help="number of small files (default 20000, --quick 2000)")
     ap.add_argument("--runs", type=int, help="samples per median (default 5, --quick 3)")

@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash packaging/install-deps.sh
 if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
-cargo build --release --locked
-veil=$(pwd)/target/release/veil
+. packaging/target.sh
+cargo build --release --locked --target "$VEIL_TARGET"
+veil=$VEIL_BIN
 
 work=$(mktemp -d /tmp/veil-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT

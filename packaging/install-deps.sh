@@ -15,6 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 packages=(
   build-essential pkg-config   # C compiler for the bundled libdeflate, zstd and xz sources
                                # (no OpenSSL headers or libclang: veil's crypto is pure Rust)
+  musl-tools                   # musl-gcc: the static build (packaging/target.sh)
   siftool                      # Sylabs' reference SIF tool: interop tests
   squashfs-tools squashfuse    # mksquashfs/unsquashfs: fixtures and checks; squashfuse_ll: benchmark anchor
   libsquashfs-dev              # squashfs-tools-ng's libsquashfs: the squashfs writer of veil build
@@ -58,4 +59,11 @@ if [ "$need_rust" -eq 1 ]; then
   echo "installing the Rust toolchain with rustup"
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
   . "$HOME/.cargo/env"
+fi
+
+# The static build's standard library (packaging/target.sh says why). Without rustup
+# (a distribution's Rust), the scripts build for the host's own target instead.
+if command -v rustup >/dev/null 2>&1; then
+  rustup target add "$(uname -m)-unknown-linux-musl" >/dev/null 2>&1 \
+    || echo "warning: could not add the musl target; building for the host's target"
 fi

@@ -164,12 +164,19 @@ pub(crate) type NotifierSlot = Arc<std::sync::OnceLock<fuser::Notifier>>;
 /// Lets the calling thread run only when a core would otherwise be idle, so warming
 /// never delays the reader it works for (or anything else on the machine).
 fn idle_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler with pid 0 changes only the calling thread's policy;
-    // `param` is a valid sched_param that outlives the call. Failure leaves the thread
-    // at normal priority, which is only less polite.
+    // The kernel's struct sched_param is one int (libc's may carry more fields).
+    let priority: libc::c_int = 0;
+    // SAFETY: the raw system call, because musl's wrapper refuses to set a single
+    // thread's policy (ENOSYS); pid 0 is the calling thread, and `priority` is the
+    // int the kernel reads, alive for the call. Failure leaves the thread at normal
+    // priority, which is only less polite.
     unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_IDLE,
+            &priority as *const libc::c_int,
+        );
     }
 }
 

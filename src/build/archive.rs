@@ -287,7 +287,7 @@ fn set_time(p: &Path, t: i64) {
         return;
     };
     let ts = libc::timespec {
-        tv_sec: t as libc::time_t,
+        tv_sec: t as _,
         tv_nsec: 0,
     };
     // SAFETY: `c` is NUL-terminated and the array holds the two timespecs utimensat reads.

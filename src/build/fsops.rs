@@ -56,7 +56,7 @@ fn cpath(p: &Path) -> Result<CString> {
 fn set_mtime(p: &Path, mtime: i64) {
     let Ok(c) = cpath(p) else { return };
     let ts = libc::timespec {
-        tv_sec: mtime as libc::time_t,
+        tv_sec: mtime as _,
         tv_nsec: 0,
     };
     let times = [ts, ts];

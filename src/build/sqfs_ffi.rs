@@ -339,6 +339,24 @@ pub unsafe fn destroy<T>(obj: *mut T) {
     }
 }
 
+/// Debian's libsquashfs.a is compiled against glibc with _FORTIFY_SOURCE, and calls
+/// glibc's checked memcpy; musl has no fortified entry points, so a musl build
+/// provides this one (same contract: abort when the copy would overrun `dstlen`).
+#[cfg(target_env = "musl")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __memcpy_chk(
+    dst: *mut c_void,
+    src: *const c_void,
+    len: usize,
+    dstlen: usize,
+) -> *mut c_void {
+    if len > dstlen {
+        std::process::abort();
+    }
+    // SAFETY: the caller's contract is memcpy's, and `len` fits the destination.
+    unsafe { libc::memcpy(dst, src, len) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,10 +72,7 @@ fn helper(name: &str) -> Option<PathBuf> {
 /// The caller's ranges, when both files have one and both helpers exist; `None` (use a
 /// single-id namespace) otherwise.
 pub fn lookup(uid: u32, gid: u32) -> Option<SubIds> {
-    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name);
+    let name = crate::launch::identity::user_entry(uid).map(|u| u.name);
     let read = |p: &str| fs::read_to_string(p).ok();
     let uids = parse(&read("/etc/subuid")?, name.as_deref(), uid)?;
     let gids = parse(&read("/etc/subgid")?, name.as_deref(), uid)?;

@@ -74,7 +74,7 @@ fn ioctl(ctl: &File, req: libc::c_ulong, buf: &mut [u8]) -> std::io::Result<()> 
     // SAFETY: `buf` is a dm_ioctl header followed by its payload, at least
     // DM_IOCTL_LEN bytes long and as long as its data_size field says; the kernel
     // reads and writes only within data_size.
-    let r = unsafe { libc::ioctl(ctl.as_raw_fd(), req, buf.as_mut_ptr()) };
+    let r = unsafe { libc::ioctl(ctl.as_raw_fd(), req as libc::Ioctl, buf.as_mut_ptr()) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -23,8 +23,8 @@ impl Identity {
     pub fn current(fakeroot: bool) -> Identity {
         let uid = Uid::current();
         let gid = Gid::current();
-        let user = User::from_uid(uid).ok().flatten();
-        let group = Group::from_gid(gid).ok().flatten();
+        let user = user_entry(uid.as_raw());
+        let group = group_entry(gid.as_raw());
         let host_home = std::env::var("HOME")
             .ok()
             .filter(|h| h.starts_with('/'))
@@ -53,6 +53,74 @@ impl Identity {
                 .unwrap_or_else(|| "/bin/sh".into()),
         }
     }
+}
+
+/// The passwd entry of `uid`: the C library's lookup, then the system's name service
+/// through `getent` when that finds nothing. The release build of veil is static
+/// (musl), whose lookup reads /etc/passwd only; `getent` goes through the name service
+/// switch, so users that come from LDAP or SSSD are found too.
+pub fn user_entry(uid: u32) -> Option<User> {
+    if let Ok(Some(u)) = User::from_uid(Uid::from_raw(uid)) {
+        return Some(u);
+    }
+    let f = getent("passwd", uid)?;
+    let [name, pw, u, g, gecos, dir, shell] = <[String; 7]>::try_from(f).ok()?;
+    Some(User {
+        name,
+        passwd: std::ffi::CString::new(pw).ok()?,
+        uid: Uid::from_raw(u.parse().ok()?),
+        gid: Gid::from_raw(g.parse().ok()?),
+        gecos: std::ffi::CString::new(gecos).ok()?,
+        dir: dir.into(),
+        shell: shell.into(),
+    })
+}
+
+/// The group entry of `gid`, likewise.
+pub fn group_entry(gid: u32) -> Option<Group> {
+    if let Ok(Some(g)) = Group::from_gid(Gid::from_raw(gid)) {
+        return Some(g);
+    }
+    let f = getent("group", gid)?;
+    let [name, pw, g, members] = <[String; 4]>::try_from(f).ok()?;
+    Some(Group {
+        name,
+        passwd: std::ffi::CString::new(pw).ok()?,
+        gid: Gid::from_raw(g.parse().ok()?),
+        mem: members
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+/// The fields of `getent DB ID`'s line, for an entry whose id field is `id`. The
+/// system's copy only, run with an empty environment (the launcher's may hold key
+/// material).
+fn getent(db: &str, id: u32) -> Option<Vec<String>> {
+    let bin = ["/usr/bin/getent", "/bin/getent"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())?;
+    let out = std::process::Command::new(bin)
+        .args([db, &id.to_string()])
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let line = String::from_utf8(out.stdout).ok()?;
+    let fields: Vec<String> = line
+        .lines()
+        .next()?
+        .split(':')
+        .map(str::to_string)
+        .collect();
+    // Both databases keep the numeric id in the third field.
+    (fields.get(2)?.parse::<u32>().ok()? == id).then_some(fields)
 }
 
 fn has_entry(db: &str, id: u32) -> bool {
@@ -102,6 +170,25 @@ pub fn group(image_group: Option<&str>, id: &Identity) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn getent_reads_the_name_service_and_checks_the_id() {
+        if !["/usr/bin/getent", "/bin/getent"]
+            .iter()
+            .any(|p| std::path::Path::new(p).is_file())
+        {
+            eprintln!("SKIP: no getent on this system");
+            return;
+        }
+        let root = getent("passwd", 0).expect("getent passwd 0");
+        assert_eq!((root[0].as_str(), root.len()), ("root", 7));
+        let group = getent("group", 0).expect("getent group 0");
+        assert_eq!(group[0], "root");
+        // An id nobody has: no entry, and no made-up one.
+        assert_eq!(getent("passwd", 4_000_000_123), None);
+        assert_eq!(user_entry(0).map(|u| u.name), Some("root".into()));
+        assert_eq!(group_entry(0).map(|g| g.name), Some("root".into()));
+    }
 
     fn id() -> Identity {
         Identity {

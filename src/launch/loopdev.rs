@@ -60,7 +60,7 @@ pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
     // Another process may take the device we were offered: try a few times.
     for _ in 0..8 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as libc::Ioctl) };
         if n < 0 {
             return Err(io_err(
                 "finding a free loop device",
@@ -94,7 +94,13 @@ pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
         };
         // SAFETY: `cfg` is a fully initialised loop_config that outlives the call; the
         // kernel only reads it.
-        let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
+        let r = unsafe {
+            libc::ioctl(
+                dev.as_raw_fd(),
+                LOOP_CONFIGURE as libc::Ioctl,
+                &cfg as *const LoopConfig,
+            )
+        };
         if r == 0 {
             return Ok(LoopDevice { path, _file: dev });
         }
