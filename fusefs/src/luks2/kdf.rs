@@ -131,9 +131,15 @@ impl KdfParams {
                     .map_err(|e| Error::meta(format!("argon2 parameters: {e}")))?;
                 // LUKS2 uses Argon2 version 0x13 (1.3), no secret, no associated data.
                 // With the crate's `parallel` feature the lanes run on rayon threads.
+                let blocks = params.block_count();
                 let argon = argon2::Argon2::new(alg, argon2::Version::V0x13, params);
+                let mut memory =
+                    mem::KdfMemory::new(blocks).ok_or_else(|| Error::InsufficientMemory {
+                        needed: self.memory_bytes(),
+                        available: mem::available_bytes().unwrap_or(0),
+                    })?;
                 with_transient_threads(*cpus as usize, || {
-                    argon.hash_password_into(passphrase, salt, out)
+                    argon.hash_password_into_with_memory(passphrase, salt, out, memory.blocks())
                 })
                 .map_err(|e| match e {
                     argon2::Error::OutOfMemory => Error::InsufficientMemory {
