@@ -45,10 +45,18 @@ def timed(cmd, runs, cleanup):
 
 
 def default_veil():
-    """The release binary packaging/demo.sh builds: the static (musl) one where it
-    exists, else `cargo build --release`'s."""
-    static = f"target/{platform.machine()}-unknown-linux-musl/release/veil"
-    return static if os.path.exists(static) else "target/release/veil"
+    """The release binary packaging/demo.sh builds: $VEIL_BIN when set (the scripts set
+    it, packaging/target.sh), else the static (musl) one, else one built for the host's
+    own target, else `cargo build --release`'s."""
+    if os.environ.get("VEIL_BIN"):
+        return os.environ["VEIL_BIN"]
+    host = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+    host = next((l.split()[1] for l in host.splitlines() if l.startswith("host:")), "")
+    for t in (f"{platform.machine()}-unknown-linux-musl", host):
+        p = f"target/{t}/release/veil"
+        if t and os.path.exists(p):
+            return p
+    return "target/release/veil"
 
 
 def main():

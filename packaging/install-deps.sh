@@ -5,7 +5,7 @@
 # RHEL family (Rocky, Alma, RHEL 9, with EPEL enabled) equivalents:
 #   dnf install gcc make pkgconf-pkg-config squashfs-tools squashfuse fuse3 cryptsetup \
 #       python3 python3-cryptography python3-argon2-cffi busybox gnupg2 openssl attr \
-#       util-linux shadow-utils
+#       util-linux shadow-utils musl-gcc
 #   siftool is not packaged there: build it from Sylabs' sif repository with Go.
 set -euo pipefail
 

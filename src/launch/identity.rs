@@ -55,15 +55,16 @@ impl Identity {
     }
 }
 
-/// The passwd entry of `uid`: the C library's lookup, then the system's name service
-/// through `getent` when that finds nothing. The release build of veil is static
-/// (musl), whose lookup reads /etc/passwd only; `getent` goes through the name service
-/// switch, so users that come from LDAP or SSSD are found too.
+/// The passwd entry of `uid`: the C library's lookup, then, in the static (musl) build,
+/// the system's name service through `getent` when that finds nothing. musl's lookup
+/// reads /etc/passwd (and asks nscd, where it runs); `getent` goes through the name
+/// service switch, so users that come from LDAP or SSSD are found too. A glibc build's
+/// own lookup already does that, and skips the second try.
 pub fn user_entry(uid: u32) -> Option<User> {
     if let Ok(Some(u)) = User::from_uid(Uid::from_raw(uid)) {
         return Some(u);
     }
-    let f = getent("passwd", uid)?;
+    let f = getent_fallback("passwd", uid)?;
     let [name, pw, u, g, gecos, dir, shell] = <[String; 7]>::try_from(f).ok()?;
     Some(User {
         name,
@@ -81,7 +82,7 @@ pub fn group_entry(gid: u32) -> Option<Group> {
     if let Ok(Some(g)) = Group::from_gid(Gid::from_raw(gid)) {
         return Some(g);
     }
-    let f = getent("group", gid)?;
+    let f = getent_fallback("group", gid)?;
     let [name, pw, g, members] = <[String; 4]>::try_from(f).ok()?;
     Some(Group {
         name,
@@ -95,24 +96,63 @@ pub fn group_entry(gid: u32) -> Option<Group> {
     })
 }
 
+/// [`getent`] where the C library has no name service switch (musl).
+fn getent_fallback(db: &str, id: u32) -> Option<Vec<String>> {
+    if cfg!(target_env = "musl") {
+        getent(db, id)
+    } else {
+        None
+    }
+}
+
+/// How long a name service may take to answer before the user is taken as unnamed
+/// (an unreachable directory server must not hold every start).
+const GETENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The fields of `getent DB ID`'s line, for an entry whose id field is `id`. The
 /// system's copy only, run with an empty environment (the launcher's may hold key
-/// material).
+/// material), and killed after [`GETENT_DEADLINE`].
 fn getent(db: &str, id: u32) -> Option<Vec<String>> {
+    use std::io::Read;
     let bin = ["/usr/bin/getent", "/bin/getent"]
         .into_iter()
         .find(|p| std::path::Path::new(p).is_file())?;
-    let out = std::process::Command::new(bin)
+    let mut child = std::process::Command::new(bin)
         .args([db, &id.to_string()])
         .env_clear()
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .output()
+        .spawn()
         .ok()?;
-    if !out.status.success() {
+    // The output is drained while waiting (a group with many members can outgrow the
+    // pipe), without blocking, so the deadline holds.
+    let mut out = child.stdout.take()?;
+    let _ = nix::fcntl::fcntl(
+        &out,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let mut bytes = Vec::new();
+    let start = std::time::Instant::now();
+    let status = loop {
+        let _ = out.read_to_end(&mut bytes);
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if start.elapsed() < GETENT_DEADLINE => {
+                std::thread::sleep(std::time::Duration::from_micros(200))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    let _ = out.read_to_end(&mut bytes);
+    let line = String::from_utf8(bytes).ok()?;
+    if !status.success() {
         return None;
     }
-    let line = String::from_utf8(out.stdout).ok()?;
     let fields: Vec<String> = line
         .lines()
         .next()?

@@ -89,8 +89,8 @@ fn read_u64(p: &Path) -> Option<u64> {
 /// keyslot of m KiB takes m/4 page faults — 8192 for 32 MiB, 262144 for the 1 GiB
 /// cryptsetup may choose — and in a virtual machine each fault is a trap. With huge
 /// pages it is one fault per 2 MiB; where they are off, it is the 4 KiB pages as
-/// before. Unmapped on drop (the pages go back to the kernel; the process is not
-/// dumpable, and nothing in them is the key itself).
+/// before. The last block of each lane derives the keyslot's key, so the memory is
+/// zeroed before it is unmapped (the crate's own allocation was freed as it was).
 pub struct KdfMemory {
     addr: std::ptr::NonNull<argon2::Block>,
     blocks: usize,
@@ -112,7 +112,7 @@ impl KdfMemory {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
@@ -131,6 +131,12 @@ impl KdfMemory {
         })
     }
 
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` bytes, zero-filled or written by argon2, owned by
+        // `self` and borrowed through `&mut self` only.
+        unsafe { std::slice::from_raw_parts_mut(self.addr.as_ptr().cast(), self.len) }
+    }
+
     pub fn blocks(&mut self) -> &mut [argon2::Block] {
         // SAFETY: the mapping is `blocks` blocks long, page-aligned (so aligned for
         // Block's 64 bytes), zero-filled by the kernel (a valid Block: plain u64s), and
@@ -141,6 +147,7 @@ impl KdfMemory {
 
 impl Drop for KdfMemory {
     fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self.bytes());
         // SAFETY: the mapping made in `new`, unmapped once; no borrow of it outlives
         // `self` (`blocks` borrows `self`).
         unsafe {
