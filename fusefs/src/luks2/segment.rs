@@ -170,6 +170,10 @@ impl<R: ReadAt> ReadAt for UnlockedVolume<R> {
         let ss = self.xts.sector_size() as u64;
         let end = offset + buf.len() as u64;
         let (start, stop) = (offset - offset % ss, end.div_ceil(ss) * ss);
+        // The partial sectors' plaintext is image data, not key material: the same
+        // bytes go on to the caller, the block cache and the kernel's page cache, so
+        // the scratch is not zeroized (byte-wise volatile clearing of 8 KiB cost
+        // about 3 ms of CPU per 256 MiB read).
         let mut scratch = [0u8; 8192];
         let (head, tail) = scratch.split_at_mut(4096);
         let (head, tail) = (&mut head[..ss as usize], &mut tail[..ss as usize]);
@@ -178,7 +182,6 @@ impl<R: ReadAt> ReadAt for UnlockedVolume<R> {
             self.read_sectors(head, start)?;
             let from = (offset - start) as usize;
             buf.copy_from_slice(&head[from..from + buf.len()]);
-            zeroize::Zeroize::zeroize(&mut scratch);
             return Ok(());
         }
         // Whole sectors only can be decrypted: the caller's own bytes are read straight
@@ -216,7 +219,6 @@ impl<R: ReadAt> ReadAt for UnlockedVolume<R> {
             let n = buf.len() - me;
             buf[me..].copy_from_slice(&tail[..n]);
         }
-        zeroize::Zeroize::zeroize(&mut scratch);
         Ok(())
     }
 }
