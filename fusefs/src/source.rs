@@ -139,13 +139,29 @@ impl ReadAt for FileSource {
         use std::os::fd::AsRawFd;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         check_range(self.len, offset, total)?;
-        let iov: Vec<libc::iovec> = bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
+        // The usual two or three parts (a block and the partial sectors around it)
+        // take no allocation: musl's allocator hands a page back to the kernel
+        // when its last small object is freed, and that munmap's TLB shootdown
+        // interrupted the other core on every read.
+        const INLINE: usize = 4;
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut inline = [empty; INLINE];
+        let mut heap = Vec::new();
+        let iov: &mut [libc::iovec] = if bufs.len() <= INLINE {
+            &mut inline[..bufs.len()]
+        } else {
+            heap.resize(bufs.len(), empty);
+            &mut heap
+        };
+        for (v, b) in iov.iter_mut().zip(bufs.iter_mut()) {
+            *v = libc::iovec {
                 iov_base: b.as_mut_ptr().cast(),
                 iov_len: b.len(),
-            })
-            .collect();
+            };
+        }
         if iov.len() <= 1024 {
             // SAFETY: each iovec points into a distinct `&mut [u8]` of `bufs`, valid
             // and exclusively borrowed for the call; preadv writes at most iov_len

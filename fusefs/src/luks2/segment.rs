@@ -193,18 +193,23 @@ impl<R: ReadAt> ReadAt for UnlockedVolume<R> {
         let mid_end = if partial_tail { stop - ss } else { stop };
         let (mb, me) = ((mid_begin - offset) as usize, (mid_end - offset) as usize);
         {
-            let mut parts: Vec<&mut [u8]> = Vec::with_capacity(3);
+            // On the stack: see `FileSource::read_vectored_exact_at`.
+            let mut parts: [&mut [u8]; 3] = [&mut [], &mut [], &mut []];
+            let mut n = 0;
             if partial_head {
-                parts.push(&mut *head);
+                parts[n] = &mut *head;
+                n += 1;
             }
             if me > mb {
-                parts.push(&mut buf[mb..me]);
+                parts[n] = &mut buf[mb..me];
+                n += 1;
             }
             if partial_tail {
-                parts.push(&mut *tail);
+                parts[n] = &mut *tail;
+                n += 1;
             }
             self.src
-                .read_vectored_exact_at(&mut parts, self.offset + start)?;
+                .read_vectored_exact_at(&mut parts[..n], self.offset + start)?;
         }
         // plain64 IV: the position in 512-byte units from the segment start.
         if partial_head {
