@@ -25,6 +25,7 @@ packages=(
   busybox-static               # a tiny rootfs for container tests
   gnupg openssl                # signature and crypto cross-checks (the openssl command makes test keys)
   attr                         # setfattr/getfattr: xattr fixtures
+  openssh-client               # ssh-keygen: OpenSSH key fixtures, protected and not
   uidmap util-linux            # newuidmap/newgidmap, unshare
   curl ca-certificates git
 )

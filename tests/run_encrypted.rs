@@ -325,21 +325,86 @@ fn passphrase_sources() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(text(&o).1.trim(), f.marker, "{}", text(&o).2);
 
-    // --passphrase prompts on the terminal, without echo.
+    // --passphrase prompts on the terminal, without echo: the answer is typed only
+    // once the prompt is there, so a terminal still echoing would show it.
     require!(which("script"), "script (util-linux) is not installed");
-    let o = on_a_tty(
+    let o = on_a_tty_answering(
         f,
         &format!(
             "{} exec --passphrase {} cat /data/marker.txt",
             f.user.bin.display(),
             img.display()
         ),
+        "Enter encryption passphrase:",
         &format!("{PASSPHRASE}\n"),
     );
     let (code, out, err) = text(&o);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("Enter encryption passphrase:"), "{out}");
     assert!(out.contains(&f.marker), "{out}");
+    assert!(
+        !out.contains(PASSPHRASE),
+        "the passphrase was echoed: {out}"
+    );
+}
+
+/// Like [`on_a_tty`], but types `answer` only after `prompt` has appeared on the
+/// terminal (and a moment more, for the program to turn echo off as it reads).
+fn on_a_tty_answering(f: &Fixture, cmd: &str, prompt: &str, answer: &str) -> Output {
+    use std::io::Read;
+    let mut child = Command::new("script")
+        .args(["-qec", cmd, "/dev/null"])
+        .uid(f.user.uid)
+        .gid(f.user.gid)
+        .current_dir(&f.user.home)
+        .env_clear()
+        .env("HOME", &f.user.home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 || tx.send(chunk[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !String::from_utf8_lossy(&seen).contains(prompt) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(c) => seen.extend_from_slice(&c),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "no {prompt:?} on the terminal; it showed: {}",
+                    String::from_utf8_lossy(&seen)
+                );
+            }
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    seen.extend(rx.try_iter().flatten());
+    let mut stderr = Vec::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_end(&mut stderr).unwrap();
+    }
+    Output {
+        status,
+        stdout: seen,
+        stderr,
+    }
 }
 
 /// Runs `cmd` as the test user under `script`, which gives it a pseudo-terminal fed
@@ -460,6 +525,37 @@ fn private_key_sources_and_formats() {
             f.exec_key("--pem-path", &k, &sif).args(cat),
             "OpenSSH key",
         );
+        // The same key protected by a passphrase (bcrypt KDF, aes256-ctr: what
+        // ssh-keygen writes), asked for on the terminal.
+        if which("script").is_some() {
+            let kp = dir.join("id_rsa_protected");
+            std::fs::copy(&k, &kp).unwrap();
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-p", "-P", "", "-N", "sshpw", "-a", "4", "-f"])
+                .arg(&kp)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            std::os::unix::fs::chown(&kp, Some(f.user.uid), Some(f.user.gid)).ok();
+            let o = on_a_tty_answering(
+                f,
+                &format!(
+                    "{} exec --pem-path {} {} cat /data/marker.txt",
+                    f.user.bin.display(),
+                    kp.display(),
+                    sif.display()
+                ),
+                "Enter the password of the private key",
+                "sshpw\n",
+            );
+            let (code, out, err) = text(&o);
+            assert_eq!(code, 0, "{out}{err}");
+            assert!(out.contains(&f.marker), "{out}");
+            assert!(
+                !out.contains("sshpw"),
+                "the key's password was echoed: {out}"
+            );
+        }
     } else {
         eprintln!("SKIP the OpenSSH key case: ssh-keygen is not installed");
     }
@@ -514,6 +610,28 @@ fn precedence_follows_the_peers() {
             .args(cat)
             .env("APPTAINER_ENCRYPTION_PEM_PATH", f.key("other.pem")),
         "flag over env",
+    );
+    // The descriptor flags too: --pem-fd beats a passphrase flag and the variables,
+    // --passphrase-fd beats the variables.
+    ok_marker(
+        f,
+        f.exec_key("--pem-fd", "0", "--passphrase-file")
+            .arg(&wrong)
+            .arg(pem)
+            .args(cat)
+            .stdin(std::fs::File::open(f.key("rsa.pem")).unwrap())
+            .env("VEIL_ENCRYPTION_PEM_PATH", f.key("other.pem"))
+            .env("VEIL_ENCRYPTION_PASSPHRASE", "not it"),
+        "--pem-fd over --passphrase-file and env",
+    );
+    ok_marker(
+        f,
+        f.exec_key("--passphrase-fd", "0", pass)
+            .args(cat)
+            .stdin(std::fs::File::open(f.key("pass.txt")).unwrap())
+            .env("VEIL_ENCRYPTION_PEM_PATH", f.key("other.pem"))
+            .env("APPTAINER_ENCRYPTION_PASSPHRASE", "not it"),
+        "--passphrase-fd over env",
     );
     // *_PEM_PATH beats *_PEM_DATA, which beats *_PASSPHRASE.
     ok_marker(
@@ -577,7 +695,19 @@ fn key_errors_are_one_line_and_early() {
         f.exec_key("--passphrase-file", &wrong, pass).arg("true"),
         "wrong passphrase",
     );
-    assert!(err.contains("wrong passphrase"), "{err}");
+    assert!(
+        err.contains("wrong passphrase (--passphrase-file ") && err.contains("wrong-pass.txt"),
+        "{err}"
+    );
+    // A passphrase for an image made for an RSA key: say what it needs.
+    let err = fails(
+        f.exec_key("--passphrase-file", &wrong, pem).arg("true"),
+        "passphrase for an RSA image",
+    );
+    assert!(
+        err.contains("encrypted for an RSA key") && err.contains("--pem-path"),
+        "{err}"
+    );
     let err = fails(
         f.exec_key("--pem-path", f.key("other.pem"), pem)
             .arg("true"),
@@ -923,6 +1053,45 @@ fn argon2_memory_above_the_limit_is_refused_up_front() {
     );
 }
 
+/// Keyslot 0's argon2 (time cost, memory KiB, threads) as `cryptsetup luksDump`
+/// reads them from the image's LUKS2 partition, extracted with `siftool dump`.
+fn cryptsetup_argon2_costs(sif: &Path) -> (u64, u64, u64) {
+    let list = Command::new("siftool")
+        .arg("list")
+        .arg(sif)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let id = list
+        .lines()
+        .find(|l| l.contains("Encrypted squashfs"))
+        .and_then(|l| l.split('|').next())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("no encrypted partition in siftool list:\n{list}"));
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("part.luks");
+    let st = Command::new("siftool")
+        .args(["dump", &id])
+        .arg(sif)
+        .stdout(std::fs::File::create(&part).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dump = Command::new("cryptsetup")
+        .arg("luksDump")
+        .arg(&part)
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
+    let field = |name: &str| -> u64 {
+        dump.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in luksDump:\n{dump}"))
+    };
+    (field("Time cost:"), field("Memory:"), field("Threads:"))
+}
+
 #[test]
 fn inspect_shows_the_encryption_without_a_key() {
     let f = require!(fixture(), "tools or user namespaces missing");
@@ -942,6 +1111,35 @@ fn inspect_shows_the_encryption_without_a_key() {
     assert_eq!(v["encryption"]["sector_size"], 512);
     assert_eq!(v["encryption"]["keyslots"][0]["kdf"], "argon2i");
     assert_eq!(v["encryption"]["keyslots"][0]["memory_kib"], 32768);
+    assert_eq!(v["encryption"]["keyslots"][0]["time_cost"], 4);
+    assert_eq!(v["encryption"]["keyslots"][0]["threads"], 1);
+    // make-encrypted-sif --fast --pbkdf-parallel 4: cryptsetup's argon2id keyslot
+    // (4 passes, 32 MiB; the threads capped by cryptsetup at the CPUs it saw). veil
+    // must report what cryptsetup's own luksDump reads from the partition siftool
+    // extracts.
+    let (time, memory, threads) = cryptsetup_argon2_costs(&f.four_lanes_image);
+    assert_eq!((time, memory), (4, 32768));
+    let o = run_ok(veil().args(["inspect", "--json"]).arg(&f.four_lanes_image));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ks = &v["encryption"]["keyslots"][0];
+    assert_eq!(
+        (&ks["time_cost"], &ks["memory_kib"], &ks["threads"]),
+        (&time.into(), &memory.into(), &threads.into()),
+        "{v}"
+    );
+    let o = run_ok(veil().arg("inspect").arg(&f.four_lanes_image));
+    let s = stdout(&o);
+    let threads_text = if threads == 1 {
+        "1 thread".to_string()
+    } else {
+        format!("{threads} threads")
+    };
+    assert!(
+        s.contains(&format!(
+            "argon2id, 32 MiB of memory, 4 passes, {threads_text}"
+        )),
+        "{s}"
+    );
     let o = run_ok(veil().args(["inspect", "--json"]).arg(&f.plain));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["encryption"].is_null());

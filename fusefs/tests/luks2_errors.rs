@@ -253,7 +253,11 @@ fn absurd_kdf_costs_are_refused_without_allocating() {
         ),
         "{e}"
     );
-    eprintln!("{e}");
+    assert!(
+        e.to_string()
+            .contains("argon2 needs 65536 MiB of memory, more than the 4096 MiB"),
+        "{e}"
+    );
     // With the limit raised, the memory check refuses instead of allocating 64 GiB.
     let opts = UnlockOptions {
         limits: KdfLimits {

@@ -171,6 +171,11 @@ fn root_source(a: &RunArgs) -> Result<RootSource> {
     use crate::image::Image;
     let flags = a.keys.flags();
     let key = source::select_from_env(&flags);
+    if key.is_some() {
+        // Key material is about to enter this process: no core dumps, no
+        // /proc/<pid>/mem or environ for other processes of the user.
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     match crate::image::open(std::path::Path::new(&a.image))? {
         Image::Plain(root) => {
             if a.require_encrypted {
@@ -193,9 +198,6 @@ fn root_source(a: &RunArgs) -> Result<RootSource> {
             Ok(root.into())
         }
         Image::Encrypted(enc) => {
-            // Key material is about to enter this process: no core dumps, no
-            // /proc/<pid>/mem or environ for other processes of the user.
-            let _ = nix::sys::prctl::set_dumpable(false);
             let Some(key) = key else {
                 let kind = if enc.message().is_some() {
                     "for an RSA key"
@@ -211,7 +213,26 @@ fn root_source(a: &RunArgs) -> Result<RootSource> {
                 .for_run(enc.message())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
             launch::debug_time("key material read");
-            let unlocked = (*enc).unlock(&pass, &Default::default())?;
+            let unlocked = match (*enc).unlock(&pass, &Default::default()) {
+                Ok(u) => u,
+                // Say which source the failed key came from, and when a passphrase
+                // was given for an image made for an RSA key, what it needs instead.
+                Err(crate::image::ImageError::WrongKey { name, for_rsa }) if !key.is_pem() => {
+                    if for_rsa {
+                        bail!(
+                            "{name}: the image was encrypted for an RSA key, and the passphrase \
+                             ({}) opens none of its keyslots: give the private key with --pem-path \
+                             or --pem-fd (or VEIL_ENCRYPTION_PEM_PATH / _PEM_DATA)",
+                            key.describe()
+                        );
+                    }
+                    bail!(
+                        "{name}: wrong passphrase ({}): it opens no keyslot of the image",
+                        key.describe()
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            };
             launch::debug_time("image unlocked");
             let crate::image::Root::Squashfs { fs, .. } = unlocked.root else {
                 bail!("{}: an encrypted partition holds a directory", a.image);

@@ -3,7 +3,8 @@
 //! The peers accept only PKCS#1 (`RSA PUBLIC KEY` / unencrypted `RSA PRIVATE KEY`).
 //! veil takes those and also SPKI (`PUBLIC KEY`), PKCS#8 (`PRIVATE KEY`, and
 //! `ENCRYPTED PRIVATE KEY` with a password), password-protected PKCS#1, and
-//! OpenSSH keys (`ssh-rsa …` lines and unprotected `OPENSSH PRIVATE KEY` files).
+//! OpenSSH keys (`ssh-rsa …` lines and `OPENSSH PRIVATE KEY` files, with or without
+//! a passphrase).
 //! The images are the same whichever form the key was in.
 //!
 //! The DER structures are read with the RustCrypto `pkcs1`/`pkcs8`/`spki` crates and
@@ -186,7 +187,13 @@ pub fn load_private_key(
                 Parse::Inconsistent => inconsistent(),
             })?
         }
-        "OPENSSH PRIVATE KEY" => from_ssh(&ssh::parse_private(&block.der)?)?,
+        "OPENSSH PRIVATE KEY" => {
+            let nums = ssh::parse_private(&block.der, password).map_err(|e| match e {
+                ssh::Unlock::WrongPassphrase => wrong_password(),
+                ssh::Unlock::Other(e) => e,
+            })?;
+            from_ssh(&nums)?
+        }
         "RSA PUBLIC KEY" | "PUBLIC KEY" => {
             return Err(CryptError::bad_key(
                 "this is a public key; running an encrypted image needs the matching private key",
@@ -489,6 +496,120 @@ mod tests {
             assert!(
                 !asked.get(),
                 "a password was asked for a key that cannot be read: {err}"
+            );
+        }
+    }
+
+    /// ssh-keygen's own files: a protected key loads, with the password asked once,
+    /// as the same key as its unprotected copy, for each cipher veil reads; a wrong
+    /// password says so; a cipher veil cannot read fails before any password is asked.
+    #[test]
+    fn protected_openssh_keys_load_with_their_passphrase() {
+        let Some(_) = std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).find(|d| d.join("ssh-keygen").is_file()))
+        else {
+            eprintln!("SKIP: ssh-keygen is not installed (openssh-client)");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let keygen = |args: &[&str]| {
+            let o = std::process::Command::new("ssh-keygen")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "ssh-keygen {args:?}: {o:?}");
+        };
+        let plain = dir.path().join("plain");
+        let p = plain.to_str().unwrap();
+        keygen(&["-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", p]);
+        let want = load_private_key(&std::fs::read(&plain).unwrap(), &no_pw)
+            .unwrap()
+            .key;
+        for cipher in ["aes256-ctr", "aes128-ctr", "aes192-cbc", "aes256-cbc"] {
+            let k = dir.path().join(cipher);
+            std::fs::copy(&plain, &k).unwrap();
+            let k = k.to_str().unwrap();
+            // Few rounds: the test is about the format, not the cost.
+            keygen(&[
+                "-q", "-p", "-P", "", "-N", "sshpw", "-a", "2", "-Z", cipher, "-f", k,
+            ]);
+            let data = std::fs::read(k).unwrap();
+            let asked = std::cell::Cell::new(0);
+            let pw = |s: &'static str| {
+                asked.set(asked.get() + 1);
+                Ok(Zeroizing::new(s.to_string()))
+            };
+            let got = load_private_key(&data, &|| pw("sshpw")).unwrap().key;
+            assert_eq!(got, want, "{cipher}");
+            assert_eq!(asked.get(), 1, "{cipher}");
+            let err = load_private_key(&data, &|| pw("not it"))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err, "cannot decrypt the private key: wrong password?",
+                "{cipher}"
+            );
+            let err = load_private_key(&data, &|| pw("")).unwrap_err().to_string();
+            assert_eq!(
+                err, "cannot decrypt the private key: wrong password?",
+                "{cipher}"
+            );
+        }
+        let k = dir.path().join("gcm");
+        std::fs::copy(&plain, &k).unwrap();
+        let k = k.to_str().unwrap();
+        keygen(&[
+            "-q",
+            "-p",
+            "-P",
+            "",
+            "-N",
+            "sshpw",
+            "-a",
+            "2",
+            "-Z",
+            "aes256-gcm@openssh.com",
+            "-f",
+            k,
+        ]);
+        let err = load_private_key(&std::fs::read(k).unwrap(), &no_pw)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"aes256-gcm@openssh.com\"") && err.contains("ssh-keygen -p"),
+            "{err}"
+        );
+    }
+
+    /// Hostile bcrypt parameters are refused before any password is asked.
+    #[test]
+    fn protected_openssh_key_limits() {
+        fn string(v: &mut Vec<u8>, s: &[u8]) {
+            v.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            v.extend_from_slice(s);
+        }
+        for (rounds, salt, section) in [
+            (0u32, &b"salt"[..], 16usize),
+            (u32::MAX, b"salt", 16),
+            (16, b"", 16),
+            (16, b"salt", 15),
+            (16, b"salt", 0),
+        ] {
+            let mut opts = Vec::new();
+            string(&mut opts, salt);
+            opts.extend_from_slice(&rounds.to_be_bytes());
+            let mut body = b"openssh-key-v1\0".to_vec();
+            string(&mut body, b"aes256-ctr");
+            string(&mut body, b"bcrypt");
+            string(&mut body, &opts);
+            body.extend_from_slice(&1u32.to_be_bytes());
+            string(&mut body, b"public");
+            string(&mut body, &vec![0u8; section]);
+            let text = pem::encode("OPENSSH PRIVATE KEY", &body);
+            let err = load_private_key(&text, &no_pw).unwrap_err().to_string();
+            assert!(
+                err.contains("OpenSSH private key"),
+                "{rounds} {salt:?} {section}: {err}"
             );
         }
     }

@@ -20,7 +20,7 @@ use super::key::{self, PublicKey};
 use super::message;
 
 /// The key-related flags of `run`/`exec`/`shell`/`test` and `build`.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KeyFlags {
     pub pem_path: Option<PathBuf>,
     pub pem_fd: Option<i32>,
@@ -170,9 +170,19 @@ pub fn select(flags: &KeyFlags, env: &dyn Fn(&str) -> Option<String>) -> Option<
     None
 }
 
-/// [`select`] over the process environment.
+/// [`select`] over the process environment. Only a key file's path is copied out of
+/// it here: of the secret variables (key data, passphrase) only their presence
+/// matters, and their values are read later into memory that is wiped.
 pub fn select_from_env(flags: &KeyFlags) -> Option<KeySource> {
-    select(flags, &|k| std::env::var(k).ok())
+    select(flags, &|k| {
+        if k.ends_with("ENCRYPTION_PEM_PATH") {
+            std::env::var(k).ok()
+        } else {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(|_| "set".to_string())
+        }
+    })
 }
 
 /// What the message for an encrypted image without a key lists.
@@ -348,23 +358,32 @@ mod tests {
             ("VEIL_ENCRYPTION_PEM_DATA", "x"),
             ("APPTAINER_ENCRYPTION_PASSPHRASE", "p"),
         ]);
+        // Every flag at once, then each taken away in turn: each source wins over
+        // all of those after it, and every flag over every variable.
         let mut f = KeyFlags {
             pem_path: Some("/k.pem".into()),
+            pem_fd: Some(7),
             passphrase: true,
             passphrase_file: Some("/pw".into()),
-            ..Default::default()
+            passphrase_fd: Some(9),
         };
         assert_eq!(
             select(&f, &all_env),
             Some(KeySource::PemPath("/k.pem".into()))
         );
         f.pem_path = None;
+        assert_eq!(select(&f, &all_env), Some(KeySource::PemFd(7)));
+        f.pem_fd = None;
         assert_eq!(select(&f, &all_env), Some(KeySource::PassphrasePrompt));
         f.passphrase = false;
         assert_eq!(
             select(&f, &all_env),
             Some(KeySource::PassphraseFile("/pw".into()))
         );
+        f.passphrase_file = None;
+        assert_eq!(select(&f, &all_env), Some(KeySource::PassphraseFd(9)));
+        f.passphrase_fd = None;
+        assert_eq!(f, KeyFlags::default());
         let none = KeyFlags::default();
         assert_eq!(
             select(&none, &all_env),

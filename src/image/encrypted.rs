@@ -67,14 +67,10 @@ impl Encrypted {
         let name = self.name;
         let region = self.region;
         let mut volume = luks2::unlock(self.volume, passphrase, opts).map_err(|e| match e {
-            luks2::Error::WrongPassphrase if self.message.is_some() => ImageError::Crypto(
-                name.clone(),
-                "the key opens no keyslot of the image (wrong passphrase, or the crypto message does not belong to this partition)".into(),
-            ),
-            luks2::Error::WrongPassphrase => ImageError::Crypto(
-                name.clone(),
-                "wrong passphrase: it opens no keyslot of the image".into(),
-            ),
+            luks2::Error::WrongPassphrase => ImageError::WrongKey {
+                name: name.clone(),
+                for_rsa: self.message.is_some(),
+            },
             e => ImageError::Luks(name.clone(), e),
         })?;
         let mapping = volume.take_kernel_mapping();

@@ -37,8 +37,20 @@ pub enum ImageError {
     Luks(String, veil_fusefs::luks2::Error),
     #[error("{0}: {1}")]
     Crypto(String, String),
+    /// The key material opened no keyslot. `for_rsa`: the image carries an
+    /// RSA-encrypted key (so the key was the secret it holds, or a passphrase).
+    #[error("{name}: {}", wrong_key_text(*.for_rsa))]
+    WrongKey { name: String, for_rsa: bool },
     #[error("{0}: {1}")]
     Squashfs(String, veil_fusefs::squashfs::Error),
+}
+
+fn wrong_key_text(for_rsa: bool) -> &'static str {
+    if for_rsa {
+        "the key opens no keyslot of the image (wrong passphrase, or the crypto message does not belong to this partition)"
+    } else {
+        "wrong passphrase: it opens no keyslot of the image"
+    }
 }
 
 /// An opened image: ready to serve, or encrypted and waiting for its key.

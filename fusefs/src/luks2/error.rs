@@ -56,7 +56,7 @@ pub enum Error {
     NoUsableKeyslot,
 
     /// A keyslot's KDF cost is beyond the configured limits (a hostile or broken header).
-    #[error("keyslot {slot}: KDF cost {what} = {value} exceeds the limit of {limit}")]
+    #[error("keyslot {slot}: {}", cost_text(what, *value, *limit))]
     KdfCostTooHigh {
         slot: u32,
         what: &'static str,
@@ -94,5 +94,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn meta(msg: impl Into<String>) -> Self {
         Error::BadMetadata(msg.into())
+    }
+}
+
+/// The memory cost in the words a user needs (how much, against what); the other
+/// costs by name.
+fn cost_text(what: &str, value: u64, limit: u64) -> String {
+    if what == "memory (KiB)" {
+        format!(
+            "argon2 needs {} MiB of memory, more than the {} MiB any LUKS2 keyslot may use \
+             (cryptsetup's maximum): the header is damaged or was not made by cryptsetup",
+            value.div_ceil(1024),
+            limit / 1024
+        )
+    } else {
+        format!("KDF cost {what} = {value} exceeds the limit of {limit}")
     }
 }
