@@ -351,19 +351,7 @@ fn passphrase_sources() {
 /// terminal (and a moment more, for the program to turn echo off as it reads).
 fn on_a_tty_answering(f: &Fixture, cmd: &str, prompt: &str, answer: &str) -> Output {
     use std::io::Read;
-    let mut child = Command::new("script")
-        .args(["-qec", cmd, "/dev/null"])
-        .uid(f.user.uid)
-        .gid(f.user.gid)
-        .current_dir(&f.user.home)
-        .env_clear()
-        .env("HOME", &f.user.home)
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = tty_child(f, cmd);
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let reader = std::thread::spawn(move || {
@@ -407,10 +395,10 @@ fn on_a_tty_answering(f: &Fixture, cmd: &str, prompt: &str, answer: &str) -> Out
     }
 }
 
-/// Runs `cmd` as the test user under `script`, which gives it a pseudo-terminal fed
-/// from `input`.
-fn on_a_tty(f: &Fixture, cmd: &str, input: &str) -> Output {
-    let mut child = Command::new("script")
+/// `cmd` started as the test user under `script`, which gives it a pseudo-terminal;
+/// the terminal's input, output and script's errors are pipes.
+fn tty_child(f: &Fixture, cmd: &str) -> std::process::Child {
+    Command::new("script")
         .args(["-qec", cmd, "/dev/null"])
         .uid(f.user.uid)
         .gid(f.user.gid)
@@ -422,7 +410,13 @@ fn on_a_tty(f: &Fixture, cmd: &str, input: &str) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `cmd` as the test user under `script`, which gives it a pseudo-terminal fed
+/// from `input`.
+fn on_a_tty(f: &Fixture, cmd: &str, input: &str) -> Output {
+    let mut child = tty_child(f, cmd);
     child
         .stdin
         .take()
