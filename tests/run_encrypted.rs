@@ -833,6 +833,110 @@ fn damaged_and_unsupported_images() {
     assert!(err.contains("gocryptfs"), "{err}");
 }
 
+/// The image file truncated under a running container (veil reads the ciphertext
+/// through a mapping of the file): the container's reads of what is gone fail with
+/// an I/O error, and the launcher neither dies of SIGBUS nor hangs.
+#[test]
+fn an_image_truncated_while_running_fails_reads_not_the_launcher() {
+    use std::io::{BufRead, BufReader};
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let make = interop("make-encrypted-sif").unwrap();
+    let dir = f.user.dir.path().join("truncated-live");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let rootfs = busybox_rootfs(src.path()).unwrap();
+    // Incompressible and larger than what the FUSE server warms ahead of a reader,
+    // so the container's read reaches the file after the truncation.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..12 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(rootfs.join("data/random.bin"), &data).unwrap();
+    let image = dir.join("cut.sif");
+    let o = Command::new(&make)
+        .arg("--rootfs")
+        .arg(&rootfs)
+        .arg("-o")
+        .arg(&image)
+        .args([
+            "--fast",
+            "-q",
+            "--pbkdf",
+            "pbkdf2",
+            "--passphrase",
+            PASSPHRASE,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let part = veil::sif::Sif::open_path(&image)
+        .unwrap()
+        .primary_partition()
+        .unwrap()
+        .offset as u64;
+
+    let mut child = f
+        .exec_key("--passphrase-file", f.key("pass.txt"), &image)
+        .args([
+            "sh",
+            "-c",
+            "echo ready; read x; cat /data/random.bin > /dev/null; echo cat=$?",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // Keep the LUKS2 header and the first 64 KiB of the data segment.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(part + (16 << 20) + (64 << 10))
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = wait_at_most(&mut child, std::time::Duration::from_secs(30))
+        .expect("the container hung after the truncation");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), None, "the launcher was killed: {err}");
+    assert_eq!(status.code(), Some(0), "{rest}{err}");
+    assert!(
+        rest.trim().starts_with("cat=") && rest.trim() != "cat=0",
+        "{rest}{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Waits for `child` up to `limit`; kills it and returns `None` past that.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().ok();
+    child.wait().ok();
+    None
+}
+
 /// Every regular file under `dir` changed since `since` that contains `needle`
 /// (older files cannot hold what a run during this test wrote).
 fn files_containing(

@@ -9,6 +9,7 @@
 mod fastmem;
 pub mod fs;
 pub mod luks2;
+pub mod mapping;
 pub mod source;
 pub mod squashfs;
 mod warm;

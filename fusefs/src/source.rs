@@ -11,6 +11,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::mapping::Mapping;
+
 /// A thread-safe source of bytes read by absolute offset.
 pub trait ReadAt: Send + Sync {
     /// Total length of the source in bytes.
@@ -25,6 +27,16 @@ pub trait ReadAt: Send + Sync {
     /// [`ReadAt::len`] fails with [`io::ErrorKind::UnexpectedEof`] and must not
     /// return partial data as success.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Runs `f` on the bytes `[offset, offset + len)` where they lie, when the
+    /// source is a mapped file: a reader that transforms every byte anyway
+    /// (decryption) then makes one pass over them instead of a copy and a pass.
+    /// `None` when the source cannot do it, or could not complete it (the file
+    /// shrank meanwhile): whatever `f` wrote is then to be redone with a read.
+    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+        let _ = (offset, len, f);
+        None
+    }
 
     /// Fills `bufs`, one after the other, with the consecutive bytes at `offset`, as
     /// one read (a file does it in one system call): for a reader that needs a range
@@ -60,6 +72,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
         (**self).read_vectored_exact_at(bufs, offset)
     }
+    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+        (**self).read_in_place(offset, len, f)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
@@ -72,6 +87,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
         (**self).read_vectored_exact_at(bufs, offset)
     }
+    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+        (**self).read_in_place(offset, len, f)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
@@ -83,6 +101,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     }
     fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
         (**self).read_vectored_exact_at(bufs, offset)
+    }
+    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+        (**self).read_in_place(offset, len, f)
     }
 }
 
@@ -114,6 +135,8 @@ impl ReadAt for Vec<u8> {
 pub struct FileSource {
     file: File,
     len: u64,
+    /// The file mapped as well, for [`ReadAt::read_in_place`] (see [`FileSource::mapped`]).
+    map: Option<Mapping>,
 }
 
 impl FileSource {
@@ -123,13 +146,36 @@ impl FileSource {
 
     pub fn new(file: File) -> io::Result<Self> {
         let len = file.metadata()?.len();
-        Ok(Self { file, len })
+        Ok(Self {
+            file,
+            len,
+            map: None,
+        })
+    }
+
+    /// As [`FileSource::new`], and the file is mapped too, for readers that want to
+    /// read bytes in place ([`ReadAt::read_in_place`]); reads still use `pread(2)`.
+    /// Where the file cannot be mapped, it is read as by [`FileSource::new`].
+    pub fn mapped(file: File) -> io::Result<Self> {
+        let mut s = Self::new(file)?;
+        s.map = Mapping::new(&s.file, s.len).ok();
+        Ok(s)
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 }
 
 impl ReadAt for FileSource {
     fn len(&self) -> u64 {
         self.len
+    }
+    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+        self.map
+            .as_ref()?
+            .read_with(usize::try_from(offset).ok()?, len, f)
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(self.len, offset, buf.len())?;
@@ -270,6 +316,10 @@ impl<R: ReadAt> ReadAt for Slice<R> {
         check_range(self.len, offset, bufs.iter().map(|b| b.len()).sum())?;
         self.inner
             .read_vectored_exact_at(bufs, self.offset + offset)
+    }
+    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+        check_range(self.len, offset, len).ok()?;
+        self.inner.read_in_place(self.offset + offset, len, f)
     }
 }
 

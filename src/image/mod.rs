@@ -176,8 +176,19 @@ fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Partition, ImageErr
     if encrypted {
         let message =
             encrypted::crypto_message(&sif, prim).map_err(|e| ImageError::Sif(name.into(), e))?;
+        // The volume reads through a mapping of the file as well: decryption then
+        // reads the ciphertext where the page cache holds it (see
+        // veil_fusefs::mapping). Without one (a file that cannot be mapped), it reads
+        // with pread as the plain partition does.
+        let io = |err| ImageError::Open {
+            path: name.into(),
+            err,
+        };
+        let file = slice.inner().file().try_clone().map_err(io)?;
+        let mapped = Arc::new(FileSource::mapped(file).map_err(io)?);
+        let volume = Slice::new(mapped, offset, slice.len()).map_err(io)?;
         return Ok(Partition::Encrypted {
-            volume: Arc::new(slice),
+            volume: Arc::new(volume),
             offset,
             message,
         });

@@ -225,12 +225,13 @@ fn mul_x_k(t: __m512i, xk: __m512i, poly: __m512i) -> __m512i {
     _mm512_ternarylogic_epi64::<0x96>(lo, _mm512_bslli_epi128::<8>(hi), red)
 }
 
-/// XTS over one sector of `ss` bytes at `p` whose initial tweak is `t`
+/// XTS over one sector of `ss` bytes read at `src` and written at `p` (the same
+/// place, or one that does not overlap it) whose initial tweak is `t`
 /// (broadcast to all lanes).
 ///
 /// # Safety
-/// `p..p + ss` must be valid for reads and writes, `ss` a multiple of
-/// 64·[`WIDTH`].
+/// `src..src + ss` must be valid for reads, `p..p + ss` for writes, `ss` a
+/// multiple of 64·[`WIDTH`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes")]
 unsafe fn sector<const R: usize, const ENC: bool>(
@@ -238,6 +239,7 @@ unsafe fn sector<const R: usize, const ENC: bool>(
     shifts: &[__m512i; WIDTH],
     poly: __m512i,
     t: __m512i,
+    src: *const u8,
     p: *mut u8,
     ss: usize,
 ) {
@@ -245,17 +247,17 @@ unsafe fn sector<const R: usize, const ENC: bool>(
     let mut off = 0;
     loop {
         // SAFETY: off + 64·WIDTH <= ss (`ss` is a multiple of 64·WIDTH and
-        // the loop stops when off reaches it), so every access lies in p..p + ss,
-        // which the caller guarantees; unaligned loads and stores. The
-        // prefetches are hints that cannot fault.
+        // the loop stops when off reaches it), so every access lies in
+        // src..src + ss or p..p + ss, which the caller guarantees; unaligned
+        // loads and stores. The prefetches are hints that cannot fault.
         unsafe {
-            let q = p.add(off);
+            let (r, q) = (src.add(off), p.add(off));
             for j in 0..WIDTH {
-                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_AHEAD + 64 * j).cast());
+                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(PREFETCH_AHEAD + 64 * j).cast());
             }
             let mut x = [_mm512_setzero_si512(); WIDTH];
             for j in 0..WIDTH {
-                let d = _mm512_loadu_si512(q.add(64 * j).cast());
+                let d = _mm512_loadu_si512(r.add(64 * j).cast());
                 x[j] = _mm512_ternarylogic_epi64::<0x96>(d, tw[j], k[0]);
             }
             for kr in &k[1..R] {
@@ -290,25 +292,30 @@ unsafe fn sector<const R: usize, const ENC: bool>(
 }
 
 /// XTS over whole sectors of `buf` (a multiple of `ss` long, `ss` a multiple of
-/// 256), sector `j` with IV `first_iv + j·units`. `ENC` selects the direction;
-/// `R` is the number of rounds of both keys (10 or 14).
+/// 256), sector `j` with IV `first_iv + j·units`, read from `from` when given (as
+/// long as `buf`), else from `buf` itself. `ENC` selects the direction; `R` is the
+/// number of rounds of both keys (10 or 14).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes")]
 pub(super) fn crypt<const R: usize, const ENC: bool>(
     data: &RoundKeys,
     tweak: &RoundKeys,
     ss: usize,
+    from: Option<&[u8]>,
     buf: &mut [u8],
     first_iv: u64,
     units: u64,
 ) {
     assert!(data.rounds == R && tweak.rounds == R);
     assert!(ss.is_multiple_of(64 * WIDTH) && buf.len().is_multiple_of(ss));
+    assert!(from.is_none_or(|f| f.len() == buf.len()));
     let k = broadcast(if ENC { &data.enc } else { &data.dec });
     let tk = broadcast(&tweak.enc);
     let poly = _mm512_set1_epi64(0x87);
     let shifts = tweak_shifts();
     let nsec = buf.len() / ss;
     let base = buf.as_mut_ptr();
+    // `from` is a shared slice and `buf` an exclusive one: they cannot overlap.
+    let src = from.map_or(base.cast_const(), <[u8]>::as_ptr);
 
     // Initial tweaks E_k2(LE128(iv)) of four sectors at a time, one per lane.
     // Those of the next group are computed before the current group is
@@ -326,18 +333,20 @@ pub(super) fn crypt<const R: usize, const ENC: bool>(
         let next = tweaks(g + 4);
         let n = (nsec - g).min(4);
         let p = |s: usize| base.wrapping_add((g + s) * ss);
+        let r = |s: usize| src.wrapping_add((g + s) * ss);
         // SAFETY: sector g + s < nsec spans (g + s)·ss .. (g + s + 1)·ss <=
-        // buf.len(); `ss` is a multiple of 64·WIDTH (asserted above).
+        // buf.len(), in `buf` and in `from` (as long, asserted above); `ss` is a
+        // multiple of 64·WIDTH (asserted above).
         unsafe {
-            sector::<R, ENC>(&k, &shifts, poly, lane::<0>(t4), p(0), ss);
+            sector::<R, ENC>(&k, &shifts, poly, lane::<0>(t4), r(0), p(0), ss);
             if n > 1 {
-                sector::<R, ENC>(&k, &shifts, poly, lane::<1>(t4), p(1), ss);
+                sector::<R, ENC>(&k, &shifts, poly, lane::<1>(t4), r(1), p(1), ss);
             }
             if n > 2 {
-                sector::<R, ENC>(&k, &shifts, poly, lane::<2>(t4), p(2), ss);
+                sector::<R, ENC>(&k, &shifts, poly, lane::<2>(t4), r(2), p(2), ss);
             }
             if n > 3 {
-                sector::<R, ENC>(&k, &shifts, poly, lane::<3>(t4), p(3), ss);
+                sector::<R, ENC>(&k, &shifts, poly, lane::<3>(t4), r(3), p(3), ss);
             }
         }
         t4 = next;
