@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::mapping::Mapping;
+use crate::mapping::{MappedBytes, Mapping};
 
 /// A thread-safe source of bytes read by absolute offset.
 pub trait ReadAt: Send + Sync {
@@ -33,7 +33,12 @@ pub trait ReadAt: Send + Sync {
     /// (decryption) then makes one pass over them instead of a copy and a pass.
     /// `None` when the source cannot do it, or could not complete it (the file
     /// shrank meanwhile): whatever `f` wrote is then to be redone with a read.
-    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+    fn read_in_place(
+        &self,
+        offset: u64,
+        len: usize,
+        f: &mut dyn FnMut(MappedBytes<'_>),
+    ) -> Option<()> {
         let _ = (offset, len, f);
         None
     }
@@ -72,7 +77,12 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
         (**self).read_vectored_exact_at(bufs, offset)
     }
-    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+    fn read_in_place(
+        &self,
+        offset: u64,
+        len: usize,
+        f: &mut dyn FnMut(MappedBytes<'_>),
+    ) -> Option<()> {
         (**self).read_in_place(offset, len, f)
     }
 }
@@ -87,7 +97,12 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
         (**self).read_vectored_exact_at(bufs, offset)
     }
-    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+    fn read_in_place(
+        &self,
+        offset: u64,
+        len: usize,
+        f: &mut dyn FnMut(MappedBytes<'_>),
+    ) -> Option<()> {
         (**self).read_in_place(offset, len, f)
     }
 }
@@ -102,7 +117,12 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
         (**self).read_vectored_exact_at(bufs, offset)
     }
-    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+    fn read_in_place(
+        &self,
+        offset: u64,
+        len: usize,
+        f: &mut dyn FnMut(MappedBytes<'_>),
+    ) -> Option<()> {
         (**self).read_in_place(offset, len, f)
     }
 }
@@ -135,8 +155,9 @@ impl ReadAt for Vec<u8> {
 pub struct FileSource {
     file: File,
     len: u64,
-    /// The file mapped as well, for [`ReadAt::read_in_place`] (see [`FileSource::mapped`]).
-    map: Option<Mapping>,
+    /// Part of the file mapped as well, and where that part starts, for
+    /// [`ReadAt::read_in_place`] (see [`FileSource::mapped`]).
+    map: Option<(u64, Mapping)>,
 }
 
 impl FileSource {
@@ -153,12 +174,22 @@ impl FileSource {
         })
     }
 
-    /// As [`FileSource::new`], and the file is mapped too, for readers that want to
-    /// read bytes in place ([`ReadAt::read_in_place`]); reads still use `pread(2)`.
-    /// Where the file cannot be mapped, it is read as by [`FileSource::new`].
-    pub fn mapped(file: File) -> io::Result<Self> {
+    /// As [`FileSource::new`], and the bytes `[offset, offset + len)` of the file
+    /// are mapped too, for readers that want to read them in place
+    /// ([`ReadAt::read_in_place`]); reads still use `pread(2)`. Where they cannot be
+    /// mapped, the file is read as by [`FileSource::new`].
+    ///
+    /// # Safety
+    /// As [`Mapping::new`]: this process must not write the file in place while
+    /// the source lives.
+    pub unsafe fn mapped(file: File, offset: u64, len: u64) -> io::Result<Self> {
         let mut s = Self::new(file)?;
-        s.map = Mapping::new(&s.file, s.len).ok();
+        if offset.checked_add(len).is_some_and(|end| end <= s.len) {
+            // SAFETY: the caller's promise, passed on.
+            s.map = unsafe { Mapping::new(&s.file, offset, len) }
+                .ok()
+                .map(|m| (offset, m));
+        }
         Ok(s)
     }
 
@@ -172,10 +203,15 @@ impl ReadAt for FileSource {
     fn len(&self) -> u64 {
         self.len
     }
-    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
-        self.map
-            .as_ref()?
-            .read_with(usize::try_from(offset).ok()?, len, f)
+    fn read_in_place(
+        &self,
+        offset: u64,
+        len: usize,
+        f: &mut dyn FnMut(MappedBytes<'_>),
+    ) -> Option<()> {
+        let (start, map) = self.map.as_ref()?;
+        let at = usize::try_from(offset.checked_sub(*start)?).ok()?;
+        map.read_with(at, len, f)
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(self.len, offset, buf.len())?;
@@ -317,7 +353,12 @@ impl<R: ReadAt> ReadAt for Slice<R> {
         self.inner
             .read_vectored_exact_at(bufs, self.offset + offset)
     }
-    fn read_in_place(&self, offset: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> Option<()> {
+    fn read_in_place(
+        &self,
+        offset: u64,
+        len: usize,
+        f: &mut dyn FnMut(MappedBytes<'_>),
+    ) -> Option<()> {
         check_range(self.len, offset, len).ok()?;
         self.inner.read_in_place(self.offset + offset, len, f)
     }

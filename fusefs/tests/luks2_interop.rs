@@ -96,7 +96,7 @@ fn cryptsetup_volumes_unlock_for_every_kdf_and_sector_size() {
             assert_decrypts(&v, &payload, &name);
             // The same volume read in place from a mapping of the file (how veil
             // opens encrypted images): the same plaintext for every read shape.
-            let mapped = FileSource::mapped(std::fs::File::open(&img).unwrap()).unwrap();
+            let mapped = mapped_source(&img);
             let m = luks2::unlock(
                 mapped,
                 &Passphrase::from_slice(PASS.as_bytes()),
@@ -173,7 +173,7 @@ fn a_mapped_volume_survives_truncation() {
         &["--fast", "--pbkdf", "pbkdf2", "--sector-size", "512"],
     );
     let v = luks2::unlock(
-        FileSource::mapped(std::fs::File::open(&img).unwrap()).unwrap(),
+        mapped_source(&img),
         &Passphrase::from_slice(PASS.as_bytes()),
         &UnlockOptions::default(),
     )
@@ -422,4 +422,12 @@ fn luks1_is_refused_plainly() {
     let e = luks2::inspect(&FileSource::open(&img).unwrap()).unwrap_err();
     assert!(matches!(e, Error::Luks1Unsupported), "{e}");
     assert!(e.to_string().contains("LUKS1"));
+}
+
+/// The volume file through a mapping, as veil opens encrypted images.
+fn mapped_source(img: &std::path::Path) -> FileSource {
+    let len = std::fs::metadata(img).unwrap().len();
+    // SAFETY: nothing writes the file in place while it is mapped (one test
+    // truncates it, which the mapping handles).
+    unsafe { FileSource::mapped(std::fs::File::open(img).unwrap(), 0, len) }.unwrap()
 }

@@ -185,7 +185,10 @@ fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Partition, ImageErr
             err,
         };
         let file = slice.inner().file().try_clone().map_err(io)?;
-        let mapped = Arc::new(FileSource::mapped(file).map_err(io)?);
+        // SAFETY: veil never writes an image it runs or reads; a truncation by
+        // another process is handled by the mapping.
+        let mapped =
+            Arc::new(unsafe { FileSource::mapped(file, offset, slice.len()) }.map_err(io)?);
         let volume = Slice::new(mapped, offset, slice.len()).map_err(io)?;
         return Ok(Partition::Encrypted {
             volume: Arc::new(volume),

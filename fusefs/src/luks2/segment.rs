@@ -10,6 +10,7 @@
 use std::io;
 
 use super::xts::Xts;
+use crate::mapping::MappedBytes;
 use crate::source::{ReadAt, check_range};
 
 /// An unlocked LUKS2 volume: the plaintext of its data segment.
@@ -160,7 +161,7 @@ impl<R: ReadAt> UnlockedVolume<R> {
 
     /// Decrypts the bytes at plaintext `offset` into `buf` from `m`, the ciphertext
     /// of the sectors covering them, which start at plaintext offset `start`.
-    fn decrypt_from(&self, m: &[u8], buf: &mut [u8], offset: u64, start: u64) {
+    fn decrypt_from(&self, m: MappedBytes<'_>, buf: &mut [u8], offset: u64, start: u64) {
         let ss = self.xts.sector_size();
         let lead = (offset - start) as usize;
         let mut sector = [0u8; 4096];
@@ -172,14 +173,22 @@ impl<R: ReadAt> UnlockedVolume<R> {
             let into = lead + done - at;
             // plain64 IV: the position in 512-byte units from the segment start.
             let iv = (start + at as u64) / 512;
-            if into == 0 && buf.len() - done >= ss {
-                let n = (buf.len() - done) / ss * ss;
-                self.xts
-                    .decrypt_from(&m[at..at + n], &mut buf[done..done + n], iv);
-                done += n;
-                at += n;
+            let whole = if into == 0 {
+                (buf.len() - done) / ss * ss
             } else {
-                self.xts.decrypt_from(&m[at..at + ss], sector, iv);
+                0
+            };
+            if whole > 0 {
+                let (src, dst) = (m.sub(at, whole), &mut buf[done..done + whole]);
+                // SAFETY: `src` lies in the live mapping (`sub` checks the range)
+                // and is as long as `dst`, a Rust buffer, which cannot overlap it.
+                unsafe { self.xts.decrypt_from_ptr(src.as_ptr(), dst, iv) };
+                done += whole;
+                at += whole;
+            } else {
+                let src = m.sub(at, ss);
+                // SAFETY: as above, into the local sector buffer.
+                unsafe { self.xts.decrypt_from_ptr(src.as_ptr(), sector, iv) };
                 let n = (ss - into).min(buf.len() - done);
                 buf[done..done + n].copy_from_slice(&sector[into..into + n]);
                 done += n;

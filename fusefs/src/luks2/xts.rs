@@ -129,28 +129,42 @@ impl Xts {
         self.run(buf, first_iv, Dir::Encrypt)
     }
 
-    /// Decrypts the whole sectors of `from` into `buf` (as long as `from`): for a
-    /// caller that can see the ciphertext in place, one pass over the bytes instead
-    /// of a copy and then a decryption (see [`Xts::decrypt`] for the IV rule).
+    /// Decrypts the whole sectors of `from` into `buf` (as long as `from`): one pass
+    /// over the bytes instead of a copy and then a decryption (see
+    /// [`Xts::decrypt`] for the IV rule).
     pub fn decrypt_from(&self, from: &[u8], buf: &mut [u8], first_iv: u64) {
         assert_eq!(
             from.len(),
             buf.len(),
             "XTS source and destination differ in length"
         );
+        // SAFETY: `from` is a live slice as long as `buf`, and a shared slice
+        // cannot overlap the exclusive `buf`.
+        unsafe { self.decrypt_from_ptr(from.as_ptr(), buf, first_iv) }
+    }
+
+    /// As [`Xts::decrypt_from`], from memory that is not a Rust slice: a file
+    /// mapping, whose bytes are read once each.
+    ///
+    /// # Safety
+    /// `from` must be valid for reads of `buf.len()` bytes for the whole call and
+    /// must not overlap `buf`.
+    pub unsafe fn decrypt_from_ptr(&self, from: *const u8, buf: &mut [u8], first_iv: u64) {
         if buf.len() < PARALLEL_MIN {
-            return self.serial_from(Some(from), buf, first_iv, Dir::Decrypt);
+            return self.serial_from(from, buf, first_iv, Dir::Decrypt);
         }
         let ss = self.sector_size;
         let units = (ss / 512) as u64;
         let piece = PARALLEL_PIECE.max(ss);
+        // An address, which may cross threads (the pointer's validity is the
+        // caller's promise for the whole call, which outlasts the workers).
+        let from = from as usize;
         buf.par_chunks_mut(piece)
-            .zip(from.par_chunks(piece))
             .enumerate()
-            .for_each(|(i, (chunk, src))| {
+            .for_each(|(i, chunk)| {
                 let first_sector = (i * piece / ss) as u64;
                 self.serial_from(
-                    Some(src),
+                    (from + i * piece) as *const u8,
                     chunk,
                     first_iv.wrapping_add(first_sector.wrapping_mul(units)),
                     Dir::Decrypt,
@@ -184,19 +198,21 @@ impl Xts {
     }
 
     fn serial(&self, buf: &mut [u8], first_iv: u64, dir: Dir) {
-        self.serial_from(None, buf, first_iv, dir)
+        self.serial_from(buf.as_ptr(), buf, first_iv, dir)
     }
 
-    fn serial_from(&self, from: Option<&[u8]>, buf: &mut [u8], first_iv: u64, dir: Dir) {
+    /// The sectors read at `from` (`buf` itself, or `buf.len()` readable bytes
+    /// that do not overlap it), written to `buf`.
+    fn serial_from(&self, from: *const u8, buf: &mut [u8], first_iv: u64, dir: Dir) {
         #[cfg(target_arch = "x86_64")]
         if let (Simd::Vaes, Some((k1, k2))) = (self.simd, &self.round_keys) {
             let ss = self.sector_size;
             let whole = buf.len() - buf.len() % ss;
             let (buf, units) = (&mut buf[..whole], (ss / 512) as u64);
-            let from = from.map(|f| &f[..whole]);
             // SAFETY: `Simd::Vaes` is only chosen after the CPU reported every
             // feature `vaes::crypt` is compiled with; `buf` holds whole
-            // sectors of a size that is a multiple of 256 (checked in `new`).
+            // sectors of a size that is a multiple of 256 (checked in `new`);
+            // `from` is `buf` or readable for as many bytes (callers' contract).
             unsafe {
                 match (k1.rounds(), dir) {
                     (10, Dir::Decrypt) => {
@@ -216,8 +232,10 @@ impl Xts {
             return;
         }
         // The portable path works in place.
-        if let Some(f) = from {
-            buf.copy_from_slice(f);
+        if from != buf.as_ptr() {
+            // SAFETY: `from` is readable for buf.len() bytes and does not overlap
+            // `buf` (callers' contract).
+            unsafe { std::ptr::copy_nonoverlapping(from, buf.as_mut_ptr(), buf.len()) };
         }
         match &self.keys {
             Keys::A128(k1, k2) => crypt(k1, k2, self.sector_size, self.simd, buf, first_iv, dir),

@@ -292,30 +292,30 @@ unsafe fn sector<const R: usize, const ENC: bool>(
 }
 
 /// XTS over whole sectors of `buf` (a multiple of `ss` long, `ss` a multiple of
-/// 256), sector `j` with IV `first_iv + j·units`, read from `from` when given (as
-/// long as `buf`), else from `buf` itself. `ENC` selects the direction; `R` is the
-/// number of rounds of both keys (10 or 14).
+/// 256), sector `j` with IV `first_iv + j·units`, read from `src`. `ENC` selects
+/// the direction; `R` is the number of rounds of both keys (10 or 14).
+///
+/// # Safety
+/// `src` is `buf`'s start, or valid for reads of `buf.len()` bytes and not
+/// overlapping `buf`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes")]
-pub(super) fn crypt<const R: usize, const ENC: bool>(
+pub(super) unsafe fn crypt<const R: usize, const ENC: bool>(
     data: &RoundKeys,
     tweak: &RoundKeys,
     ss: usize,
-    from: Option<&[u8]>,
+    src: *const u8,
     buf: &mut [u8],
     first_iv: u64,
     units: u64,
 ) {
     assert!(data.rounds == R && tweak.rounds == R);
     assert!(ss.is_multiple_of(64 * WIDTH) && buf.len().is_multiple_of(ss));
-    assert!(from.is_none_or(|f| f.len() == buf.len()));
     let k = broadcast(if ENC { &data.enc } else { &data.dec });
     let tk = broadcast(&tweak.enc);
     let poly = _mm512_set1_epi64(0x87);
     let shifts = tweak_shifts();
     let nsec = buf.len() / ss;
     let base = buf.as_mut_ptr();
-    // `from` is a shared slice and `buf` an exclusive one: they cannot overlap.
-    let src = from.map_or(base.cast_const(), <[u8]>::as_ptr);
 
     // Initial tweaks E_k2(LE128(iv)) of four sectors at a time, one per lane.
     // Those of the next group are computed before the current group is
@@ -335,8 +335,8 @@ pub(super) fn crypt<const R: usize, const ENC: bool>(
         let p = |s: usize| base.wrapping_add((g + s) * ss);
         let r = |s: usize| src.wrapping_add((g + s) * ss);
         // SAFETY: sector g + s < nsec spans (g + s)·ss .. (g + s + 1)·ss <=
-        // buf.len(), in `buf` and in `from` (as long, asserted above); `ss` is a
-        // multiple of 64·WIDTH (asserted above).
+        // buf.len(), in `buf` and at `src` (as long: the caller's contract); `ss`
+        // is a multiple of 64·WIDTH (asserted above).
         unsafe {
             sector::<R, ENC>(&k, &shifts, poly, lane::<0>(t4), r(0), p(0), ss);
             if n > 1 {
