@@ -15,7 +15,6 @@ Usage: benches/build.py [--veil PATH] [--src /usr/share] [--comp gzip]
 """
 import argparse
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -23,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from e2e import default_veil
 
 
 def cpu():
@@ -42,21 +43,6 @@ def timed(cmd, runs, cleanup):
         samples.append(time.perf_counter() - t)
         cpus.append(cpu() - c)
     return statistics.median(samples), samples, statistics.median(cpus)
-
-
-def default_veil():
-    """The release binary packaging/demo.sh builds: $VEIL_BIN when set (the scripts set
-    it, packaging/target.sh), else the static (musl) one, else one built for the host's
-    own target, else `cargo build --release`'s."""
-    if os.environ.get("VEIL_BIN"):
-        return os.environ["VEIL_BIN"]
-    host = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
-    host = next((l.split()[1] for l in host.splitlines() if l.startswith("host:")), "")
-    for t in (f"{platform.machine()}-unknown-linux-musl", host):
-        p = f"target/{t}/release/veil"
-        if t and os.path.exists(p):
-            return p
-    return "target/release/veil"
 
 
 def main():

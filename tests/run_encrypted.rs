@@ -847,15 +847,7 @@ fn an_image_truncated_while_running_fails_reads_not_the_launcher() {
     let rootfs = busybox_rootfs(src.path()).unwrap();
     // Incompressible and larger than what the FUSE server warms ahead of a reader,
     // so the container's read reaches the file after the truncation.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let data: Vec<u8> = (0..12 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = noise(12 << 20, 7);
     std::fs::write(rootfs.join("data/random.bin"), &data).unwrap();
     let image = dir.join("cut.sif");
     let o = Command::new(&make)

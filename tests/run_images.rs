@@ -22,19 +22,6 @@ struct Env {
     small: Vec<Vec<u8>>,
 }
 
-/// Deterministic, poorly compressible bytes.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 fn setup() -> Option<Env> {
     let user = Unprivileged::new()?;
     let root = busybox_rootfs(user.dir.path())?;

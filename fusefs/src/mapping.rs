@@ -496,6 +496,42 @@ mod tests {
         }
     }
 
+    /// Under an address-space limit nothing is mapped (checked in a child, which
+    /// sets the limit), and a file source falls back to reading.
+    #[test]
+    fn no_mapping_under_an_address_space_limit() {
+        let (f, data) = file_of(64 << 10);
+        // SAFETY: the child only sets a limit, makes system calls and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 40,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: setrlimit reads the struct passed; _exit always may be called.
+            unsafe {
+                libc::setrlimit(libc::RLIMIT_AS, &lim);
+                let mapped = Mapping::new(f.as_file(), 0, data.len() as u64).is_ok();
+                let src = crate::source::FileSource::mapped(f.reopen().unwrap(), 0, 4096).unwrap();
+                let in_place =
+                    crate::source::ReadAt::read_in_place(&src, 0, 10, &mut |_| ()).is_some();
+                let mut b = [0u8; 10];
+                let read = crate::source::ReadAt::read_exact_at(&src, &mut b, 5).is_ok()
+                    && b == data[5..15];
+                libc::_exit(if !mapped && !in_place && read { 0 } else { 1 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+        // Without the limit (the parent's), the same file is mapped.
+        assert!(map(&f, 0, data.len() as u64).is_intact());
+    }
+
     /// A truncation under the mapping: the read that meets the lost pages fails
     /// (no SIGBUS reaches the process), and so does every later one; another
     /// mapping is not affected.

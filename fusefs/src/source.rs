@@ -67,65 +67,38 @@ pub fn check_range(len: u64, offset: u64, n: usize) -> io::Result<()> {
     }
 }
 
-impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        (**self).read_exact_at(buf, offset)
-    }
-    fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
-        (**self).read_vectored_exact_at(bufs, offset)
-    }
-    fn read_in_place(
-        &self,
-        offset: u64,
-        len: usize,
-        f: &mut dyn FnMut(MappedBytes<'_>),
-    ) -> Option<()> {
-        (**self).read_in_place(offset, len, f)
-    }
+/// A pointer-like wrapper of a source reads as the source itself, every method
+/// passed through (a method left to its default would lose the inner source's
+/// own version, like a file's single-call vectored read).
+macro_rules! forward_read_at {
+    ($($wrapper:ty),*) => {$(
+        impl<T: ReadAt + ?Sized> ReadAt for $wrapper {
+            fn len(&self) -> u64 {
+                (**self).len()
+            }
+            fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+                (**self).read_exact_at(buf, offset)
+            }
+            fn read_vectored_exact_at(
+                &self,
+                bufs: &mut [&mut [u8]],
+                offset: u64,
+            ) -> io::Result<()> {
+                (**self).read_vectored_exact_at(bufs, offset)
+            }
+            fn read_in_place(
+                &self,
+                offset: u64,
+                len: usize,
+                f: &mut dyn FnMut(MappedBytes<'_>),
+            ) -> Option<()> {
+                (**self).read_in_place(offset, len, f)
+            }
+        }
+    )*};
 }
 
-impl<T: ReadAt + ?Sized> ReadAt for &T {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        (**self).read_exact_at(buf, offset)
-    }
-    fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
-        (**self).read_vectored_exact_at(bufs, offset)
-    }
-    fn read_in_place(
-        &self,
-        offset: u64,
-        len: usize,
-        f: &mut dyn FnMut(MappedBytes<'_>),
-    ) -> Option<()> {
-        (**self).read_in_place(offset, len, f)
-    }
-}
-
-impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
-    fn len(&self) -> u64 {
-        (**self).len()
-    }
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        (**self).read_exact_at(buf, offset)
-    }
-    fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
-        (**self).read_vectored_exact_at(bufs, offset)
-    }
-    fn read_in_place(
-        &self,
-        offset: u64,
-        len: usize,
-        f: &mut dyn FnMut(MappedBytes<'_>),
-    ) -> Option<()> {
-        (**self).read_in_place(offset, len, f)
-    }
-}
+forward_read_at!(Arc<T>, &T, Box<T>);
 
 /// In-memory bytes: tests, fuzzing, and small decoded objects.
 impl ReadAt for [u8] {

@@ -326,3 +326,16 @@ pub fn files_in(dir: &Path) -> Vec<Vec<u8>> {
     v.sort();
     v.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
+
+/// Deterministic, poorly compressible bytes.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
