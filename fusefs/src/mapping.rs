@@ -139,8 +139,10 @@ impl<'a> MappedBytes<'a> {
         }
     }
 
-    /// Copies the bytes into `dst` (as long as they are).
-    pub fn copy_to(&self, dst: &mut [u8]) {
+    /// Copies the bytes into `dst` (as long as they are): for tests, which read
+    /// what a mapping holds.
+    #[cfg(test)]
+    fn copy_to(&self, dst: &mut [u8]) {
         assert_eq!(dst.len(), self.len, "copy of mapped bytes: lengths differ");
         // SAFETY: `ptr` is valid for `len` reads (the type's invariant), `dst` for
         // `len` writes, and a Rust buffer cannot overlap a read-only file mapping.
@@ -479,21 +481,63 @@ mod tests {
         assert!(m.is_intact());
     }
 
-    /// Reading many times the resident limit drops the page table entries on the
-    /// way, and the bytes read stay right.
-    #[test]
-    fn reads_past_the_resident_limit_stay_right() {
-        let (f, data) = file_of(4 << 20);
-        let m = map(&f, 0, data.len() as u64);
-        let rounds = (3 * RESIDENT_MAX / data.len() as u64) as usize + 1;
-        for r in 0..rounds {
-            let at = r * 4097 % (1 << 20);
-            assert_eq!(
-                bytes(&m, at, 3 << 20).unwrap(),
-                &data[at..at + (3 << 20)],
-                "round {r}"
-            );
+    /// The resident part of the mapping `m` (its VMA's `Rss` in /proc/self/smaps), in
+    /// bytes.
+    fn resident(m: &Mapping) -> u64 {
+        let base = m.read_with(0, 1, |b| b.as_ptr() as usize).unwrap() & !(page_size() - 1);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut lines = smaps.lines();
+        while let Some(l) = lines.next() {
+            let start = l
+                .split('-')
+                .next()
+                .and_then(|a| usize::from_str_radix(a, 16).ok());
+            if start == Some(base) {
+                for l in lines.by_ref() {
+                    if let Some(kb) = l.strip_prefix("Rss:") {
+                        return kb
+                            .trim()
+                            .trim_end_matches("kB")
+                            .trim()
+                            .parse::<u64>()
+                            .unwrap()
+                            << 10;
+                    }
+                }
+            }
         }
+        panic!("mapping at {base:#x} not in /proc/self/smaps");
+    }
+
+    /// Reading a file larger than the resident limit from start to end leaves no more
+    /// than the limit mapped (the page table entries are dropped on the way), and the
+    /// bytes read stay right, also when read again after a drop.
+    #[test]
+    fn reads_past_the_resident_limit_drop_the_mapped_pages() {
+        let len = (RESIDENT_MAX + RESIDENT_MAX / 2) as usize;
+        let (f, data) = file_of(len);
+        let m = map(&f, 0, len as u64);
+        let chunk = 1 << 20;
+        let mut most = 0;
+        for at in (0..len).step_by(chunk) {
+            let n = chunk.min(len - at);
+            assert_eq!(bytes(&m, at, n).unwrap(), &data[at..at + n], "at {at}");
+            most = most.max(resident(&m));
+        }
+        assert!(
+            most <= RESIDENT_MAX + 2 * chunk as u64,
+            "{most} bytes mapped at once"
+        );
+        assert!(
+            resident(&m) < RESIDENT_MAX,
+            "{} bytes still mapped",
+            resident(&m)
+        );
+        // Again from the start, after the drop.
+        assert_eq!(
+            bytes(&m, 4097, 3 << 20).unwrap(),
+            &data[4097..4097 + (3 << 20)]
+        );
     }
 
     /// Under an address-space limit nothing is mapped (checked in a child, which
