@@ -11,57 +11,30 @@ use std::process::Command;
 use common::*;
 use sha2::Digest;
 
-fn add_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(mode);
-    h.set_mtime(1_600_000_000);
-    h.set_entry_type(tar::EntryType::Regular);
-    b.append_data(&mut h, path, data).unwrap();
-}
-
-fn add_dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(0);
-    h.set_mode(0o755);
-    h.set_mtime(1_600_000_000);
-    h.set_entry_type(tar::EntryType::Directory);
-    b.append_data(&mut h, path, &[][..]).unwrap();
-}
-
-fn add_link(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(0);
-    h.set_mode(0o777);
-    h.set_mtime(1_600_000_000);
-    h.set_entry_type(tar::EntryType::Symlink);
-    b.append_link(&mut h, path, target).unwrap();
-}
-
 /// Layer 1: busybox and a few files; layer 2 deletes and replaces some of them.
 fn layers(rootfs: &Path) -> (Vec<u8>, Vec<u8>) {
     let mut l1 = tar::Builder::new(Vec::new());
-    add_dir(&mut l1, "bin/");
-    add_file(
+    tar_dir(&mut l1, "bin/");
+    tar_file(
         &mut l1,
         "bin/busybox",
         &std::fs::read(rootfs.join("bin/busybox")).unwrap(),
         0o755,
     );
     for t in ["sh", "echo", "cat", "ls", "test"] {
-        add_link(&mut l1, &format!("bin/{t}"), "busybox");
+        tar_symlink(&mut l1, &format!("bin/{t}"), "busybox");
     }
-    add_dir(&mut l1, "data/");
-    add_file(&mut l1, "data/old.txt", b"old\n", 0o644);
-    add_file(&mut l1, "data/keep.txt", b"keep\n", 0o644);
-    add_dir(&mut l1, "opq/");
-    add_file(&mut l1, "opq/a.txt", b"a\n", 0o644);
+    tar_dir(&mut l1, "data/");
+    tar_file(&mut l1, "data/old.txt", b"old\n", 0o644);
+    tar_file(&mut l1, "data/keep.txt", b"keep\n", 0o644);
+    tar_dir(&mut l1, "opq/");
+    tar_file(&mut l1, "opq/a.txt", b"a\n", 0o644);
     let l1 = l1.into_inner().unwrap();
     let mut l2 = tar::Builder::new(Vec::new());
-    add_file(&mut l2, "data/.wh.old.txt", b"", 0o644);
-    add_file(&mut l2, "data/new.txt", b"new\n", 0o644);
-    add_file(&mut l2, "opq/b.txt", b"b\n", 0o644);
-    add_file(&mut l2, "opq/.wh..wh..opq", b"", 0o644);
+    tar_file(&mut l2, "data/.wh.old.txt", b"", 0o644);
+    tar_file(&mut l2, "data/new.txt", b"new\n", 0o644);
+    tar_file(&mut l2, "opq/b.txt", b"b\n", 0o644);
+    tar_file(&mut l2, "opq/.wh..wh..opq", b"", 0o644);
     let l2 = l2.into_inner().unwrap();
     (l1, l2)
 }
@@ -78,11 +51,11 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 fn docker_archive(dir: &Path, rootfs: &Path) -> PathBuf {
     let (l1, l2) = layers(rootfs);
     let mut b = tar::Builder::new(Vec::new());
-    add_file(&mut b, "aaa/layer.tar", &l1, 0o644);
-    add_file(&mut b, "bbb/layer.tar", &gzip(&l2), 0o644);
-    add_file(&mut b, "cfg.json", CONFIG.as_bytes(), 0o644);
+    tar_file(&mut b, "aaa/layer.tar", &l1, 0o644);
+    tar_file(&mut b, "bbb/layer.tar", &gzip(&l2), 0o644);
+    tar_file(&mut b, "cfg.json", CONFIG.as_bytes(), 0o644);
     let manifest = r#"[{"Config":"cfg.json","RepoTags":["veil/test:latest"],"Layers":["aaa/layer.tar","bbb/layer.tar"]}]"#;
-    add_file(&mut b, "manifest.json", manifest.as_bytes(), 0o644);
+    tar_file(&mut b, "manifest.json", manifest.as_bytes(), 0o644);
     let p = dir.join("docker.tar");
     std::fs::write(&p, b.into_inner().unwrap()).unwrap();
     p
@@ -97,7 +70,7 @@ fn oci_archive(dir: &Path, rootfs: &Path) -> PathBuf {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        add_file(b, &format!("blobs/sha256/{hex}"), data, 0o644);
+        tar_file(b, &format!("blobs/sha256/{hex}"), data, 0o644);
         (format!("sha256:{hex}"), data.len())
     };
     let (cd, cs) = blob(&mut b, CONFIG.as_bytes());
@@ -107,7 +80,7 @@ fn oci_archive(dir: &Path, rootfs: &Path) -> PathBuf {
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{cs}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d1}","size":{s1}}},{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d2}","size":{s2}}}]}}"#
     );
     let (md, ms) = blob(&mut b, manifest.as_bytes());
-    add_file(
+    tar_file(
         &mut b,
         "oci-layout",
         br#"{"imageLayoutVersion":"1.0.0"}"#,
@@ -116,7 +89,7 @@ fn oci_archive(dir: &Path, rootfs: &Path) -> PathBuf {
     let index = format!(
         r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{ms}}}]}}"#
     );
-    add_file(&mut b, "index.json", index.as_bytes(), 0o644);
+    tar_file(&mut b, "index.json", index.as_bytes(), 0o644);
     let p = dir.join("oci.tar");
     std::fs::write(&p, b.into_inner().unwrap()).unwrap();
     p

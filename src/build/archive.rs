@@ -1,22 +1,24 @@
 //! Tarball sources: a root filesystem tarball, `docker save` archives (docker-archive)
 //! and OCI image layout archives (oci-archive). Layers are applied in order onto the
 //! staging tree with the OCI whiteout rules (`.wh.NAME` deletes NAME from lower layers,
-//! `.wh..wh..opq` empties a directory of lower-layer content). Paths are confined to the
-//! staging tree: absolute names are taken relative to it, `..` is refused, and nothing
-//! is written through a symlink.
+//! `.wh..wh..opq` empties a directory of lower-layer content). Every write goes through
+//! the rooted writer (`rooted.rs`): absolute names are taken relative to the tree, `..`
+//! in a name is refused, symlinks a layer planted resolve inside the tree as they would
+//! in the container, and a whiteout can only name one entry of its own directory.
 //!
 //! The image configuration's Env becomes `/.singularity.d/env/10-docker2singularity.sh`,
 //! Entrypoint/Cmd the runscript, Labels the labels, as Apptainer converts them.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::error::{BuildError, Result};
+use super::rooted::{self, Meta, Rooted};
 use crate::launch::env::sh_quote;
 
 /// Which kind of tarball.
@@ -40,9 +42,9 @@ fn src_err(path: &Path, msg: impl std::fmt::Display) -> BuildError {
     BuildError::Source(format!("{}: {msg}", path.display()))
 }
 
-/// A reader over a file that may be gzip-compressed (by its magic).
-fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
-    let mut f = File::open(path).map_err(|e| BuildError::io(path, e))?;
+/// A reader over an opened file that may be gzip-compressed (by its magic); `path`
+/// names it in errors.
+fn open_maybe_gz(mut f: File, path: &Path) -> Result<Box<dyn Read>> {
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic).map_err(|e| BuildError::io(path, e))?;
     f.seek(SeekFrom::Start(0))
@@ -55,9 +57,13 @@ fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
     }
 }
 
+fn open_path_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
+    open_maybe_gz(File::open(path).map_err(|e| BuildError::io(path, e))?, path)
+}
+
 /// True when the file looks like a tar (possibly gzip-compressed).
 pub fn is_tar(path: &Path) -> bool {
-    let Ok(mut r) = open_maybe_gz(path) else {
+    let Ok(mut r) = open_path_maybe_gz(path) else {
         return false;
     };
     let mut block = vec![0u8; 512];
@@ -66,7 +72,7 @@ pub fn is_tar(path: &Path) -> bool {
 
 /// Tells the three kinds apart by the archive's top-level names.
 pub fn detect(path: &Path) -> Result<Kind> {
-    let r = open_maybe_gz(path)?;
+    let r = open_path_maybe_gz(path)?;
     let mut a = tar::Archive::new(r);
     let mut manifest = false;
     for e in a.entries().map_err(|e| src_err(path, e))? {
@@ -106,123 +112,101 @@ fn clean(p: &Path) -> Result<Option<PathBuf>> {
     Ok((!out.as_os_str().is_empty()).then_some(out))
 }
 
-/// Fails if any existing parent of `rel` under `root` is a symlink (no writes through
-/// links planted by a layer), and creates missing parents as directories.
-fn prepare_parent(root: &Path, rel: &Path, dirs: &mut HashMap<PathBuf, (u32, i64)>) -> Result<()> {
-    let mut cur = root.to_path_buf();
-    if let Some(parent) = rel.parent() {
-        for c in parent.components() {
-            cur.push(c);
-            match fs::symlink_metadata(&cur) {
-                Ok(md) if md.is_dir() => {}
-                Ok(md) if md.file_type().is_symlink() => {
-                    return Err(BuildError::Source(format!(
-                        "archive entry {} is below a symlink",
-                        rel.display()
-                    )));
-                }
-                Ok(_) => {
-                    fs::remove_file(&cur).map_err(|e| BuildError::io(&cur, e))?;
-                    fs::create_dir(&cur).map_err(|e| BuildError::io(&cur, e))?;
-                    dirs.entry(cur.clone()).or_insert((0o755, 0));
-                }
-                Err(_) => {
-                    fs::create_dir(&cur).map_err(|e| BuildError::io(&cur, e))?;
-                    dirs.entry(cur.clone()).or_insert((0o755, 0));
-                }
-            }
-        }
-    }
-    Ok(())
+/// How layers are applied.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyOptions {
+    /// Give entries the archive's owners (real root, or root of a namespace with
+    /// subordinate ids).
+    pub owners: bool,
+    /// Create the archive's device nodes (real root, and asked for).
+    pub devices: bool,
 }
 
-fn remove_any(p: &Path) -> Result<()> {
-    match fs::symlink_metadata(p) {
-        Ok(md) if md.is_dir() => {
-            super::fsops::remove_tree(p);
-            Ok(())
+impl ApplyOptions {
+    /// What the running process may and was asked to do.
+    pub fn for_process(devices: bool) -> ApplyOptions {
+        let root = nix::unistd::geteuid().is_root();
+        ApplyOptions {
+            owners: root,
+            devices: devices && root && !super::subids::active(),
         }
-        Ok(_) => fs::remove_file(p).map_err(|e| BuildError::io(p, e)),
-        Err(_) => Ok(()),
     }
 }
 
-/// Applies one layer (a tar stream) onto `root`.
-fn apply_layer(
-    root: &Path,
-    layer: Box<dyn Read>,
+/// Directories whose metadata is set once everything below them is in (an archive may
+/// make a directory read-only before filling it), and what it becomes.
+pub type DirFixups = HashMap<PathBuf, Meta>;
+
+/// Applies one layer (a tar stream) onto the tree at `root`. Every write goes through
+/// the rooted writer: nothing the layer (or a lower one) names, links or plants can
+/// make a write land outside the tree.
+pub fn apply_layer(
+    root: &Rooted,
+    layer: impl Read,
     what: &Path,
-    dirs: &mut HashMap<PathBuf, (u32, i64)>,
+    dirs: &mut DirFixups,
     skipped: &mut u64,
+    opts: ApplyOptions,
 ) -> Result<()> {
-    let is_root = nix::unistd::geteuid().is_root();
     let mut a = tar::Archive::new(layer);
     let mut this_layer: HashSet<PathBuf> = HashSet::new();
+    let mut made = Vec::new();
     for e in a.entries().map_err(|e| src_err(what, e))? {
         let mut e = e.map_err(|e| src_err(what, e))?;
         let raw = e.path().map_err(|e| src_err(what, e))?.into_owned();
         let Some(rel) = clean(&raw)? else {
             continue;
         };
-        let name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = rel.file_name().unwrap_or_default().to_owned();
         let parent_rel = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        if name == ".wh..wh..opq" {
-            let dir = root.join(&parent_rel);
-            if let Ok(rd) = fs::read_dir(&dir) {
-                for c in rd.flatten() {
-                    let crel = parent_rel.join(c.file_name());
-                    if !this_layer.contains(&crel) {
-                        remove_any(&c.path())?;
-                    }
-                }
-            }
+        // Directories made implicitly (an entry whose parent the archive never named)
+        // get 0755 and the layer's time of 0, as docker gives them.
+        for m in made.drain(..) {
+            dirs.entry(m).or_insert(Meta {
+                owner: None,
+                mode: Some(0o755),
+                mtime: Some(0),
+            });
+        }
+        let name_bytes = name.as_bytes();
+        if name_bytes == b".wh..wh..opq" {
+            root.clear_dir(&parent_rel, |c| this_layer.contains(&parent_rel.join(c)))?;
             continue;
         }
-        if let Some(target) = name.strip_prefix(".wh.") {
-            prepare_parent(root, &rel, dirs)?;
-            remove_any(&root.join(&parent_rel).join(target))?;
+        if let Some(target) = name_bytes.strip_prefix(b".wh.") {
+            let target = std::ffi::OsStr::from_bytes(target);
+            rooted::check_name(target)
+                .map_err(|m| src_err(what, format!("whiteout {}: {m}", rel.display())))?;
+            root.remove(&parent_rel.join(target))?;
             continue;
         }
-        prepare_parent(root, &rel, dirs)?;
-        let dst = root.join(&rel);
         this_layer.insert(rel.clone());
         let h = e.header();
         let mode = h.mode().unwrap_or(0o644) & 0o7777;
         let mtime = h.mtime().unwrap_or(0) as i64;
         let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
+        let owner = opts.owners.then_some((uid, gid));
+        let meta = Meta {
+            owner,
+            mode: Some(mode),
+            mtime: Some(mtime),
+        };
         let et = h.entry_type();
         if et.is_dir() {
-            match fs::symlink_metadata(&dst) {
-                Ok(md) if md.is_dir() => {}
-                Ok(_) => {
-                    remove_any(&dst)?;
-                    fs::create_dir(&dst).map_err(|e| BuildError::io(&dst, e))?;
-                }
-                Err(_) => fs::create_dir(&dst).map_err(|e| BuildError::io(&dst, e))?,
-            }
-            fs::set_permissions(&dst, fs::Permissions::from_mode(0o700))
-                .map_err(|e| BuildError::io(&dst, e))?;
-            dirs.insert(dst.clone(), (mode, mtime));
-            if is_root {
-                let _ = std::os::unix::fs::lchown(&dst, Some(uid), Some(gid));
-            }
+            root.mkdir(&rel, &mut made)?;
+            // Writable while filling; the real owner, mode and time come at the end.
+            dirs.insert(rel.clone(), meta);
             continue;
         }
-        remove_any(&dst)?;
         if et.is_file() || et == tar::EntryType::Continuous {
-            let mut f = File::create(&dst).map_err(|e| BuildError::io(&dst, e))?;
+            let mut f = root.create_file(&rel, true, &mut made)?;
             std::io::copy(&mut e, &mut f).map_err(|e| src_err(what, e))?;
-            fs::set_permissions(&dst, fs::Permissions::from_mode(mode))
-                .map_err(|e| BuildError::io(&dst, e))?;
         } else if et.is_symlink() {
             let t = e
                 .link_name()
                 .map_err(|e| src_err(what, e))?
                 .ok_or_else(|| src_err(what, "symlink without a target"))?;
-            symlink(&*t, &dst).map_err(|e| BuildError::io(&dst, e))?;
+            root.symlink(&rel, t.as_os_str(), &mut made)?;
         } else if et.is_hard_link() {
             let t = e
                 .link_name()
@@ -231,10 +215,7 @@ fn apply_layer(
             let Some(trel) = clean(&t)? else {
                 return Err(src_err(what, "hard link to the root"));
             };
-            let target = root.join(trel);
-            if fs::symlink_metadata(&target).is_ok_and(|m| m.is_file()) {
-                fs::hard_link(&target, &dst).map_err(|e| BuildError::io(&dst, e))?;
-            } else {
+            if root.kind(&trel)?.is_none() {
                 return Err(src_err(
                     what,
                     format!(
@@ -244,12 +225,12 @@ fn apply_layer(
                     ),
                 ));
             }
+            root.hard_link(&trel, &rel, &mut made)?;
             continue;
         } else if et == tar::EntryType::Fifo {
-            nix::unistd::mkfifo(&dst, nix::sys::stat::Mode::from_bits_truncate(mode & 0o777))
-                .map_err(|e| BuildError::io(&dst, e.into()))?;
+            root.mkfifo(&rel, &mut made)?;
         } else if et.is_character_special() || et.is_block_special() {
-            if !is_root || super::subids::active() {
+            if !opts.devices {
                 *skipped += 1;
                 continue;
             }
@@ -257,57 +238,42 @@ fn apply_layer(
                 e.header().device_major().ok().flatten().unwrap_or(0),
                 e.header().device_minor().ok().flatten().unwrap_or(0),
             );
-            let kind = if et.is_character_special() {
-                nix::sys::stat::SFlag::S_IFCHR
-            } else {
-                nix::sys::stat::SFlag::S_IFBLK
-            };
-            nix::sys::stat::mknod(
-                &dst,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(mode),
+            root.mknod(
+                &rel,
+                et.is_block_special(),
                 nix::sys::stat::makedev(maj.into(), min.into()),
-            )
-            .map_err(|e| BuildError::io(&dst, e.into()))?;
+                &mut made,
+            )?;
         } else {
             // pax/GNU metadata entries are consumed by the reader; others are ignored.
             continue;
         }
-        if is_root {
-            let _ = std::os::unix::fs::lchown(&dst, Some(uid), Some(gid));
-        }
-        set_time(&dst, mtime);
+        let meta = if et.is_symlink() {
+            Meta { mode: None, ..meta }
+        } else {
+            meta
+        };
+        root.set_meta(&rel, meta)?;
+    }
+    for m in made.drain(..) {
+        dirs.entry(m).or_insert(Meta {
+            owner: None,
+            mode: Some(0o755),
+            mtime: Some(0),
+        });
     }
     Ok(())
 }
 
-fn set_time(p: &Path, t: i64) {
-    let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
-    else {
-        return;
-    };
-    let ts = libc::timespec {
-        tv_sec: t as _,
-        tv_nsec: 0,
-    };
-    // SAFETY: `c` is NUL-terminated and the array holds the two timespecs utimensat reads.
-    unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            [ts, ts].as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        );
-    }
-}
-
-fn finish_dirs(dirs: HashMap<PathBuf, (u32, i64)>) -> Result<()> {
-    let mut v: Vec<_> = dirs.into_iter().filter(|(p, _)| p.exists()).collect();
+/// Gives the directories their final metadata, deepest first; those removed by a
+/// later layer are passed over.
+pub fn finish_dirs(root: &Rooted, dirs: DirFixups) -> Result<()> {
+    let mut v: Vec<_> = dirs.into_iter().collect();
     v.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (p, (mode, mtime)) in v {
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-            .map_err(|e| BuildError::io(&p, e))?;
-        set_time(&p, mtime);
+    for (p, meta) in v {
+        if root.kind(&p)? == Some(rooted::NodeKind::Dir) {
+            root.set_meta(&p, meta)?;
+        }
     }
     Ok(())
 }
@@ -354,27 +320,19 @@ struct OciManifest {
     layers: Vec<OciDescriptor>,
 }
 
-fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
+/// The member name of a blob in an OCI layout.
+fn blob_path(digest: &str) -> Result<String> {
     let (algo, hex) = digest
         .split_once(':')
         .ok_or_else(|| BuildError::Source(format!("bad digest {digest:?}")))?;
-    if !hex.chars().all(|c| c.is_ascii_hexdigit())
+    if hex.is_empty()
+        || !hex.chars().all(|c| c.is_ascii_hexdigit())
+        || algo.is_empty()
         || !algo.chars().all(|c| c.is_ascii_alphanumeric())
     {
         return Err(BuildError::Source(format!("bad digest {digest:?}")));
     }
-    Ok(dir.join("blobs").join(algo).join(hex))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<T> {
-    let b = fs::read(p).map_err(|e| BuildError::io(p, e))?;
-    serde_json::from_slice(&b).map_err(|e| src_err(p, e))
-}
-
-fn member(dir: &Path, name: &str) -> Result<PathBuf> {
-    let rel = clean(Path::new(name))?
-        .ok_or_else(|| BuildError::Source(format!("bad archive member {name:?}")))?;
-    Ok(dir.join(rel))
+    Ok(format!("blobs/{algo}/{hex}"))
 }
 
 fn config_of(c: ConfigFile) -> ImageConfig {
@@ -393,64 +351,100 @@ fn config_of(c: ConfigFile) -> ImageConfig {
 pub fn unpack(
     archive: &Path,
     kind: Kind,
-    root: &Path,
+    root: &Rooted,
     scratch: &Path,
+    opts: ApplyOptions,
 ) -> Result<(Option<ImageConfig>, u64)> {
-    let mut dirs = HashMap::new();
+    let mut dirs = DirFixups::new();
     let mut skipped = 0;
     if kind == Kind::Rootfs {
         apply_layer(
             root,
-            open_maybe_gz(archive)?,
+            open_maybe_gz(
+                File::open(archive).map_err(|e| BuildError::io(archive, e))?,
+                archive,
+            )?,
             archive,
             &mut dirs,
             &mut skipped,
+            opts,
         )?;
-        finish_dirs(dirs)?;
+        finish_dirs(root, dirs)?;
         return Ok((None, skipped));
     }
-    // The outer archive holds only blobs and JSON: unpack it as is.
-    let mut outer = tar::Archive::new(open_maybe_gz(archive)?);
+    // The outer archive holds only blobs and JSON. Its members are read back through
+    // a rooted view of the scratch directory, so a member that is a symlink (to a host
+    // tarball, say) is never followed out of it.
+    let mut outer = tar::Archive::new(open_maybe_gz(
+        File::open(archive).map_err(|e| BuildError::io(archive, e))?,
+        archive,
+    )?);
     outer
         .unpack(scratch)
         .map_err(|e| src_err(archive, format!("unpacking: {e}")))?;
-    let (config, layers) = match kind {
+    let sc = Rooted::open(scratch)?;
+    let member = |name: &str| -> Result<(PathBuf, File)> {
+        let rel = clean(Path::new(name))?
+            .ok_or_else(|| src_err(archive, format!("bad archive member {name:?}")))?;
+        let f = sc
+            .open_read(&rel)?
+            .ok_or_else(|| src_err(archive, format!("{name}: no such file in the archive")))?;
+        Ok((scratch.join(&rel), f))
+    };
+    let json = |name: &str| -> Result<ConfigOrAny> {
+        let (p, mut f) = member(name)?;
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).map_err(|e| BuildError::io(&p, e))?;
+        Ok(ConfigOrAny(p, b))
+    };
+    let (config, layers): (ConfigFile, Vec<String>) = match kind {
         Kind::DockerArchive => {
-            let m: Vec<DockerManifest> = read_json(&scratch.join("manifest.json"))?;
+            let m: Vec<DockerManifest> = json("manifest.json")?.parse()?;
             let m = m
                 .into_iter()
                 .next()
                 .ok_or_else(|| src_err(archive, "manifest.json lists no image"))?;
-            let config: ConfigFile = read_json(&member(scratch, &m.config)?)?;
-            let layers = m
-                .layers
-                .iter()
-                .map(|l| member(scratch, l))
-                .collect::<Result<Vec<_>>>()?;
-            (config, layers)
+            (json(&m.config)?.parse()?, m.layers)
         }
         Kind::OciArchive => {
-            let idx: OciIndex = read_json(&scratch.join("index.json"))?;
+            let idx: OciIndex = json("index.json")?.parse()?;
             let d = idx
                 .manifests
                 .first()
                 .ok_or_else(|| src_err(archive, "index.json lists no manifest"))?;
-            let m: OciManifest = read_json(&blob_path(scratch, &d.digest)?)?;
-            let config: ConfigFile = read_json(&blob_path(scratch, &m.config.digest)?)?;
+            let m: OciManifest = json(&blob_path(&d.digest)?)?.parse()?;
+            let config = json(&blob_path(&m.config.digest)?)?.parse()?;
             let layers = m
                 .layers
                 .iter()
-                .map(|l| blob_path(scratch, &l.digest))
+                .map(|l| blob_path(&l.digest))
                 .collect::<Result<Vec<_>>>()?;
             (config, layers)
         }
         Kind::Rootfs => unreachable!(),
     };
     for l in &layers {
-        apply_layer(root, open_maybe_gz(l)?, l, &mut dirs, &mut skipped)?;
+        let (p, f) = member(l)?;
+        apply_layer(
+            root,
+            open_maybe_gz(f, &p)?,
+            &p,
+            &mut dirs,
+            &mut skipped,
+            opts,
+        )?;
     }
-    finish_dirs(dirs)?;
+    finish_dirs(root, dirs)?;
     Ok((Some(config_of(config)), skipped))
+}
+
+/// A JSON member's path and bytes.
+struct ConfigOrAny(PathBuf, Vec<u8>);
+
+impl ConfigOrAny {
+    fn parse<T: for<'de> Deserialize<'de>>(self) -> Result<T> {
+        serde_json::from_slice(&self.1).map_err(|e| src_err(&self.0, e))
+    }
 }
 
 /// `10-docker2singularity.sh`: the image's Env as exports.

@@ -4,17 +4,17 @@
 //! and the squashfs writer maps the caller back to root.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use veil_fusefs::source::ReadAt;
 use veil_fusefs::squashfs::{FileKind, Squashfs};
 
 use super::error::{BuildError, Result};
+use super::rooted::{Meta, Rooted};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -47,174 +47,178 @@ fn can_mknod() -> bool {
     is_root() && !super::subids::active()
 }
 
-fn cpath(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| BuildError::Source(format!("{}: NUL byte in path", p.display())))
-}
-
-/// Sets a path's times without following symlinks.
-fn set_mtime(p: &Path, mtime: i64) {
-    let Ok(c) = cpath(p) else { return };
-    let ts = libc::timespec {
-        tv_sec: mtime as _,
-        tv_nsec: 0,
-    };
-    let times = [ts, ts];
-    // SAFETY: `c` is NUL-terminated and `times` holds two timespecs, as utimensat wants.
-    unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        );
-    }
-}
-
-fn lchown(p: &Path, uid: u32, gid: u32) -> Result<()> {
-    match std::os::unix::fs::lchown(p, Some(uid), Some(gid)) {
-        // In a namespace with subordinate ids, an owner outside the map (shown as the
-        // overflow id) cannot be given; the file stays root's, as without a map.
-        Err(e) if super::subids::active() && e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-        r => r.map_err(|e| BuildError::io(p, e)),
-    }
-}
-
-fn mknod(p: &Path, mode: u32, rdev: u64) -> Result<()> {
-    let c = cpath(p)?;
-    // SAFETY: `c` is a NUL-terminated path; mknod has no memory preconditions.
-    let rc = unsafe { libc::mknod(c.as_ptr(), mode, rdev as libc::dev_t) };
-    if rc != 0 {
-        return Err(BuildError::io(p, std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 /// Counts what an unprivileged copy had to leave out.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Skipped {
     pub devices: u64,
 }
 
-/// Copies `src` (a file, symlink or directory tree) to `dst`, preserving modes, times,
-/// symlinks and hard links (and owners, as root). Devices are copied only as root.
-pub fn copy_tree(src: &Path, dst: &Path) -> Result<Skipped> {
-    let mut links = HashMap::new();
-    let mut skipped = Skipped::default();
-    let mut dirs = Vec::new();
-    copy_one(src, dst, &mut links, &mut skipped, &mut dirs)?;
-    for (d, md) in dirs.into_iter().rev() {
-        finish_dir(&d, &md)?;
+/// Copies `src` (a host file, symlink or directory tree, never followed) to `dst` inside
+/// the tree `root` (the root itself for an empty `dst`), preserving modes, times,
+/// symlinks and hard links (and owners, as root). Device nodes are made only when
+/// `devices` (real root, asked for); otherwise they are counted as left out.
+pub fn copy_tree(src: &Path, root: &Rooted, dst: &Path, devices: bool) -> Result<Skipped> {
+    let mut c = Copy {
+        root,
+        links: HashMap::new(),
+        skipped: Skipped::default(),
+        dirs: Vec::new(),
+        made: Vec::new(),
+        devices: devices && can_mknod(),
+    };
+    c.one(src, dst)?;
+    for (d, meta) in c.dirs.into_iter().rev() {
+        root.set_meta(&d, meta)?;
     }
-    Ok(skipped)
+    Ok(c.skipped)
 }
 
-fn finish_dir(d: &Path, md: &fs::Metadata) -> Result<()> {
-    fs::set_permissions(d, fs::Permissions::from_mode(md.mode() & 0o7777))
-        .map_err(|e| BuildError::io(d, e))?;
-    set_mtime(d, md.mtime());
-    Ok(())
+struct Copy<'a> {
+    root: &'a Rooted,
+    links: HashMap<(u64, u64), PathBuf>,
+    skipped: Skipped,
+    dirs: Vec<(PathBuf, Meta)>,
+    made: Vec<PathBuf>,
+    devices: bool,
 }
 
-fn copy_one(
-    src: &Path,
-    dst: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-    skipped: &mut Skipped,
-    dirs: &mut Vec<(PathBuf, fs::Metadata)>,
-) -> Result<()> {
-    let md = fs::symlink_metadata(src).map_err(|e| BuildError::io(src, e))?;
-    let ft = md.file_type();
-    if ft.is_dir() {
-        if !dst.is_dir() {
-            fs::create_dir(dst).map_err(|e| BuildError::io(dst, e))?;
+impl Copy<'_> {
+    fn meta(&self, md: &fs::Metadata, mode: bool) -> Meta {
+        Meta {
+            owner: is_root().then(|| host_owner(md)),
+            mode: mode.then_some(md.mode() & 0o7777),
+            mtime: Some(md.mtime()),
         }
-        // Writable while filling; the real mode is set once the children are in.
-        fs::set_permissions(dst, fs::Permissions::from_mode(0o700))
-            .map_err(|e| BuildError::io(dst, e))?;
-        let mut names: Vec<_> = fs::read_dir(src)
-            .map_err(|e| BuildError::io(src, e))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| BuildError::io(src, e))?;
-        names.sort();
-        for n in names {
-            copy_one(&src.join(&n), &dst.join(&n), links, skipped, dirs)?;
-        }
-        if is_root() {
-            let (u, g) = host_owner(&md);
-            lchown(dst, u, g)?;
-        }
-        dirs.push((dst.to_path_buf(), md));
-        return Ok(());
     }
-    if fs::symlink_metadata(dst).is_ok() {
-        fs::remove_file(dst).map_err(|e| BuildError::io(dst, e))?;
-    }
-    if ft.is_symlink() {
-        let t = fs::read_link(src).map_err(|e| BuildError::io(src, e))?;
-        symlink(&t, dst).map_err(|e| BuildError::io(dst, e))?;
-    } else if ft.is_file() {
-        if md.nlink() > 1 {
-            if let Some(first) = links.get(&(md.dev(), md.ino())) {
-                fs::hard_link(first, dst).map_err(|e| BuildError::io(dst, e))?;
-                return Ok(());
+
+    fn one(&mut self, src: &Path, dst: &Path) -> Result<()> {
+        let md = fs::symlink_metadata(src).map_err(|e| BuildError::io(src, e))?;
+        let ft = md.file_type();
+        let is_top = dst.as_os_str().is_empty();
+        if ft.is_dir() {
+            if !is_top {
+                self.root.mkdir(dst, &mut self.made)?;
             }
-            links.insert((md.dev(), md.ino()), dst.to_path_buf());
+            let mut names: Vec<_> = fs::read_dir(src)
+                .map_err(|e| BuildError::io(src, e))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()
+                .map_err(|e| BuildError::io(src, e))?;
+            names.sort();
+            for n in names {
+                self.one(&src.join(&n), &dst.join(&n))?;
+            }
+            self.dirs.push((dst.to_path_buf(), self.meta(&md, true)));
+            return Ok(());
         }
-        fs::copy(src, dst).map_err(|e| BuildError::io(src, e))?;
-        fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
-            .map_err(|e| BuildError::io(dst, e))?;
-    } else if can_mknod() {
-        mknod(dst, md.mode(), md.rdev())?;
-    } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {
-        nix::unistd::mkfifo(
-            dst,
-            nix::sys::stat::Mode::from_bits_truncate(md.mode() & 0o777),
-        )
-        .map_err(|e| BuildError::io(dst, e.into()))?;
-    } else {
-        skipped.devices += 1;
-        return Ok(());
+        if is_top {
+            return Err(BuildError::Source(format!(
+                "{}: not a directory",
+                src.display()
+            )));
+        }
+        if ft.is_symlink() {
+            let t = fs::read_link(src).map_err(|e| BuildError::io(src, e))?;
+            self.root.symlink(dst, t.as_os_str(), &mut self.made)?;
+            return self.root.set_meta(dst, self.meta(&md, false));
+        }
+        if ft.is_file() {
+            if md.nlink() > 1 {
+                if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                    return self.root.hard_link(first, dst, &mut self.made);
+                }
+                self.links.insert((md.dev(), md.ino()), dst.to_path_buf());
+            }
+            let mut from = fs::File::open(src).map_err(|e| BuildError::io(src, e))?;
+            let mut to = self.root.create_file(dst, true, &mut self.made)?;
+            std::io::copy(&mut from, &mut to).map_err(|e| BuildError::io(src, e))?;
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {
+            self.root.mkfifo(dst, &mut self.made)?;
+        } else if self.devices
+            && (std::os::unix::fs::FileTypeExt::is_char_device(&ft)
+                || std::os::unix::fs::FileTypeExt::is_block_device(&ft))
+        {
+            let block = std::os::unix::fs::FileTypeExt::is_block_device(&ft);
+            self.root.mknod(dst, block, md.rdev(), &mut self.made)?;
+        } else {
+            self.skipped.devices += 1;
+            return Ok(());
+        }
+        self.root.set_meta(dst, self.meta(&md, true))
     }
-    if is_root() {
-        let (u, g) = host_owner(&md);
-        lchown(dst, u, g)?;
-    }
-    set_mtime(dst, md.mtime());
-    Ok(())
 }
 
-/// Extracts a squashfs into `dest` (an existing, empty directory).
-pub fn extract_squashfs<R: ReadAt>(fs_: &Squashfs<R>, dest: &Path) -> Result<Skipped> {
-    let root = is_root();
+/// Extracts a squashfs into the (empty) tree `root`. A directory whose names are
+/// not in strictly increasing order (a duplicate among them) is refused: a squashfs
+/// writer never makes one, and a duplicate would replace what was just written.
+pub fn extract_squashfs<R: ReadAt>(
+    fs_: &Squashfs<R>,
+    root: &Rooted,
+    devices: bool,
+) -> Result<Skipped> {
+    let owners = is_root();
+    let devices = devices && can_mknod();
     let mut skipped = Skipped::default();
-    let mut dirs: Vec<(PathBuf, u16, u32)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, Meta)> = Vec::new();
     let mut links: HashMap<u32, PathBuf> = HashMap::new();
+    let mut last: HashMap<PathBuf, Vec<u8>> = HashMap::new();
+    let mut made = Vec::new();
     let sq = |e: veil_fusefs::squashfs::Error| BuildError::Source(format!("source image: {e}"));
     let rootattr = fs_.getattr(fs_.root()).map_err(sq)?;
-    dirs.push((dest.to_path_buf(), rootattr.perm, rootattr.mtime));
+    dirs.push((
+        PathBuf::new(),
+        Meta {
+            owner: owners.then_some((rootattr.uid, rootattr.gid)),
+            mode: Some(rootattr.perm as u32),
+            mtime: Some(rootattr.mtime as i64),
+        },
+    ));
     let mut buf = vec![0u8; 1 << 20];
     let mut failure: Option<BuildError> = None;
     fs_.walk(|rel, a| {
-        let p = dest.join(std::ffi::OsStr::from_bytes(rel));
+        let p = PathBuf::from(std::ffi::OsStr::from_bytes(rel));
         let r: Result<()> = (|| {
+            let name = p
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .unwrap_or_default();
+            let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            match last.get(&parent) {
+                Some(prev) if prev.as_slice() >= name.as_slice() => {
+                    return Err(BuildError::Source(format!(
+                        "source image: directory /{} lists {:?} out of order or twice",
+                        parent.display(),
+                        String::from_utf8_lossy(&name)
+                    )));
+                }
+                _ => {
+                    last.insert(parent, name);
+                }
+            }
+            let meta = Meta {
+                owner: owners.then_some((a.uid, a.gid)),
+                mode: Some(a.perm as u32),
+                mtime: Some(a.mtime as i64),
+            };
             match a.kind {
                 FileKind::Directory => {
-                    fs::create_dir(&p).map_err(|e| BuildError::io(&p, e))?;
-                    fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
-                        .map_err(|e| BuildError::io(&p, e))?;
-                    dirs.push((p.clone(), a.perm, a.mtime));
+                    if !root.mkdir(&p, &mut made)? {
+                        return Err(BuildError::Source(format!(
+                            "source image: /{} is listed twice",
+                            p.display()
+                        )));
+                    }
+                    dirs.push((p.clone(), meta));
+                    return Ok(());
                 }
                 FileKind::File => {
                     if a.nlink > 1 {
                         if let Some(first) = links.get(&a.ino) {
-                            fs::hard_link(first, &p).map_err(|e| BuildError::io(&p, e))?;
-                            return Ok(());
+                            return root.hard_link(first, &p, &mut made);
                         }
                         links.insert(a.ino, p.clone());
                     }
-                    let mut f = fs::File::create(&p).map_err(|e| BuildError::io(&p, e))?;
+                    let mut f = root.create_file(&p, false, &mut made)?;
                     let mut off = 0u64;
                     while off < a.size {
                         let n = fs_
@@ -223,42 +227,29 @@ pub fn extract_squashfs<R: ReadAt>(fs_: &Squashfs<R>, dest: &Path) -> Result<Ski
                         if n == 0 {
                             break;
                         }
-                        f.write_all(&buf[..n]).map_err(|e| BuildError::io(&p, e))?;
+                        f.write_all(&buf[..n])
+                            .map_err(|e| BuildError::io(&root.path().join(&p), e))?;
                         off += n as u64;
                     }
-                    fs::set_permissions(&p, fs::Permissions::from_mode(a.perm as u32))
-                        .map_err(|e| BuildError::io(&p, e))?;
                 }
                 FileKind::Symlink => {
                     let t = fs_
                         .readlink(a.id)
                         .map_err(|e| BuildError::Source(format!("source image: {e}")))?;
-                    symlink(std::ffi::OsStr::from_bytes(&t), &p)
-                        .map_err(|e| BuildError::io(&p, e))?;
+                    root.symlink(&p, std::ffi::OsStr::from_bytes(&t), &mut made)?;
+                    return root.set_meta(&p, Meta { mode: None, ..meta });
                 }
-                FileKind::Fifo => {
-                    nix::unistd::mkfifo(
-                        &p,
-                        nix::sys::stat::Mode::from_bits_truncate(a.perm as u32 & 0o777),
-                    )
-                    .map_err(|e| BuildError::io(&p, e.into()))?;
+                FileKind::Fifo => root.mkfifo(&p, &mut made)?,
+                FileKind::CharDevice | FileKind::BlockDevice if devices => {
+                    let rdev = libc::makedev(a.rdev_major(), a.rdev_minor());
+                    root.mknod(&p, a.kind == FileKind::BlockDevice, rdev, &mut made)?;
                 }
                 FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {
-                    if !can_mknod() || a.kind == FileKind::Socket {
-                        skipped.devices += 1;
-                        return Ok(());
-                    }
-                    let rdev = libc::makedev(a.rdev_major(), a.rdev_minor());
-                    mknod(&p, a.mode(), rdev)?;
+                    skipped.devices += 1;
+                    return Ok(());
                 }
             }
-            if root {
-                lchown(&p, a.uid, a.gid)?;
-            }
-            if a.kind != FileKind::Directory {
-                set_mtime(&p, a.mtime as i64);
-            }
-            Ok(())
+            root.set_meta(&p, meta)
         })();
         match r {
             Ok(()) => Ok(()),
@@ -269,30 +260,19 @@ pub fn extract_squashfs<R: ReadAt>(fs_: &Squashfs<R>, dest: &Path) -> Result<Ski
         }
     })
     .map_err(|e| failure.take().unwrap_or_else(|| sq(e)))?;
-    if root {
-        lchown(dest, rootattr.uid, rootattr.gid)?;
+    if !made.is_empty() {
+        return Err(BuildError::Source(
+            "source image: an entry comes before its directory".into(),
+        ));
     }
-    for (d, perm, mtime) in dirs.into_iter().rev() {
-        fs::set_permissions(&d, fs::Permissions::from_mode(perm as u32))
-            .map_err(|e| BuildError::io(&d, e))?;
-        set_mtime(&d, mtime as i64);
+    for (d, meta) in dirs.into_iter().rev() {
+        root.set_meta(&d, meta)?;
     }
     Ok(skipped)
 }
 
-/// Makes every directory under `root` writable by its owner (so a failed or finished
-/// build's staging tree can be removed), then removes it.
+/// Removes a staging tree, never following a symlink in it (a tree made read-only can
+/// still go).
 pub fn remove_tree(root: &Path) {
-    fn walk(p: &Path) {
-        if fs::symlink_metadata(p).is_ok_and(|md| md.is_dir()) {
-            let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = fs::read_dir(p) {
-                for e in rd.flatten() {
-                    walk(&e.path());
-                }
-            }
-        }
-    }
-    walk(root);
-    let _ = fs::remove_dir_all(root);
+    let _ = super::rooted::remove_tree(root);
 }

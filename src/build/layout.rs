@@ -14,11 +14,10 @@
 //! runscript is inherited); what the definition file says replaces them.
 
 use std::collections::BTreeMap;
-use std::io;
-use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 use super::recipe::{Recipe, Script};
+use super::rooted::{self, Rooted};
 use super::tree::{FileData, Kind, Meta, Tree};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,37 +319,31 @@ pub fn apply_to_tree(tree: &mut Tree, entries: &[Entry], mtime: u32) {
     }
 }
 
-/// Applies entries to a directory on disk (sandbox builds and the %post staging tree).
-pub fn apply_to_dir(root: &Path, entries: &[Entry]) -> io::Result<()> {
+/// Applies entries to a staging tree on disk (sandbox builds and the %post staging
+/// tree), through the rooted writer: a base image's symlink at a layout path (say
+/// `.singularity.d/env` pointing at a host directory) resolves inside the tree.
+pub fn apply_to_dir(root: &Rooted, entries: &[Entry]) -> crate::build::Result<()> {
+    let mut made = Vec::new();
     for e in entries {
-        let p = root.join(e.path.trim_start_matches('/'));
-        let exists = std::fs::symlink_metadata(&p).is_ok();
+        let p = Path::new(e.path.trim_start_matches('/'));
+        let exists = root.kind(p)?.is_some();
         if exists && !e.replace {
             continue;
         }
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
         match &e.kind {
             EntryKind::Dir => {
-                if !p.is_dir() {
-                    std::fs::create_dir_all(&p)?;
-                }
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.perm as u32))?;
+                root.mkdir(p, &mut made)?;
+                root.set_meta(
+                    p,
+                    rooted::Meta {
+                        owner: None,
+                        mode: Some(e.perm as u32),
+                        mtime: None,
+                    },
+                )?;
             }
-            EntryKind::File(b) => {
-                if exists {
-                    let _ = std::fs::remove_file(&p);
-                }
-                std::fs::write(&p, b)?;
-                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(e.perm as u32))?;
-            }
-            EntryKind::Symlink(t) => {
-                if exists {
-                    let _ = std::fs::remove_file(&p);
-                }
-                symlink(t, &p)?;
-            }
+            EntryKind::File(b) => root.write_file(p, b, e.perm as u32)?,
+            EntryKind::Symlink(t) => root.symlink(p, std::ffi::OsStr::new(t), &mut made)?,
         }
     }
     Ok(())

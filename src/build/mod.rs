@@ -18,6 +18,7 @@ pub mod post;
 pub mod progress;
 pub mod recipe;
 pub mod rekey;
+pub mod rooted;
 mod sqfs_ffi;
 pub mod squash;
 pub mod subids;
@@ -30,6 +31,7 @@ pub use error::{BuildError, Result};
 
 use self::encrypt::{Encryption, KdfCost};
 use self::recipe::{Bootstrap, Recipe};
+use self::rooted::Rooted;
 use self::squash::SquashOptions;
 use self::tree::{IdRange, Owners, ScanOptions, Tree};
 use crate::crypt::source::KeySource;
@@ -55,6 +57,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// The key of an encrypted source image.
     pub source_key: Option<KeySource>,
+    /// Keep the source's device nodes (real root only; otherwise they are left out).
+    pub devices: bool,
 }
 
 /// What a build produced.
@@ -136,20 +140,27 @@ fn open_image(
 /// How to give the key of an encrypted source image.
 pub const SOURCE_KEY_HINT: &str = "give its key with --source-pem-path PRIVATE.pem or --source-passphrase-file FILE (or --source-passphrase)";
 
-/// A temporary directory removed (even when read-only inside) on drop.
+/// A temporary directory removed (even when read-only inside) on drop. It is made
+/// 0700, so that what is staged inside (device nodes and setuid files of a root build,
+/// say) is out of other users' reach; the tree itself is its `rootfs` entry, whose
+/// mode is the image's.
 struct StageDir(PathBuf);
 
 impl StageDir {
     fn new(parent: &Path, tag: &str) -> Result<StageDir> {
+        use std::os::unix::fs::DirBuilderExt;
         for _ in 0..100 {
             let p = parent.join(format!(
                 ".veil-{tag}-{:08x}",
                 uuid::Uuid::new_v4().as_u128() as u32
             ));
-            match std::fs::create_dir(&p) {
+            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
                 Ok(()) => {
                     cleanup::register(&p);
-                    return Ok(StageDir(p));
+                    let s = StageDir(p);
+                    let root = s.root();
+                    std::fs::create_dir(&root).map_err(|e| BuildError::io(&root, e))?;
+                    return Ok(s);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(BuildError::io(parent, e)),
@@ -159,11 +170,15 @@ impl StageDir {
             "cannot create a staging directory".into(),
         ))
     }
+
+    fn root(&self) -> PathBuf {
+        self.0.join("rootfs")
+    }
 }
 
 impl Drop for StageDir {
     fn drop(&mut self) {
-        if self.0.exists() {
+        if std::fs::symlink_metadata(&self.0).is_ok() {
             fsops::remove_tree(&self.0);
         }
         cleanup::unregister(&self.0);
@@ -324,30 +339,34 @@ fn resolve(opts: &BuildOptions) -> Result<(Input, Option<(Recipe, String)>)> {
     Ok((input, Some((r, name))))
 }
 
-fn copy_files(r: &Recipe, file: &str, root: &Path) -> Result<u64> {
+fn copy_files(r: &Recipe, file: &str, root: &Rooted, devices: bool) -> Result<u64> {
     let mut skipped = 0;
     for f in &r.files {
-        let srcs = glob_host(&f.src).map_err(|msg| BuildError::Recipe {
+        let err = |msg: String| BuildError::Recipe {
             file: file.into(),
             line: f.line,
             msg,
-        })?;
+        };
+        let srcs = glob_host(&f.src).map_err(err)?;
         let multiple = srcs.len() > 1;
         for src in srcs {
-            let rel = f.dst.trim_start_matches('/');
-            let mut dst = root.join(rel);
-            if multiple || f.dst.ends_with('/') || dst.is_dir() {
+            // The destination is a path in the image: resolved inside the tree, so a
+            // symlink in the base image (or one %setup made) cannot send it elsewhere.
+            let mut dst = PathBuf::from(f.dst.trim_start_matches('/'));
+            if dst.as_os_str().is_empty() {
+                dst = PathBuf::from(".");
+            }
+            let into_dir = multiple
+                || f.dst.ends_with('/')
+                || dst == Path::new(".")
+                || root.kind(&dst)? == Some(rooted::NodeKind::Dir)
+                || (root.kind(&dst)? == Some(rooted::NodeKind::Symlink) && root.is_dir(&dst));
+            if into_dir {
                 let name = src.file_name().map(|n| n.to_owned()).unwrap_or_default();
                 dst = dst.join(name);
             }
-            if let Some(parent) = dst.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
-            }
-            let s = fsops::copy_tree(&src, &dst).map_err(|e| BuildError::Recipe {
-                file: file.into(),
-                line: f.line,
-                msg: format!("%files: {e}"),
-            })?;
+            let s = fsops::copy_tree(&src, root, &dst, devices)
+                .map_err(|e| err(format!("%files: {e}")))?;
             skipped += s.devices;
         }
     }
@@ -462,46 +481,60 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     let mut oci_config: Option<archive::ImageConfig> = None;
     let stage = if needs_stage {
         let s = StageDir::new(&stage_parent, "build")?;
+        let root = Rooted::open(&s.root())?;
         match &input {
-            Input::Dir(d) => skipped += fsops::copy_tree(d, &s.0)?.devices,
+            Input::Dir(d) => {
+                skipped += fsops::copy_tree(d, &root, Path::new(""), opts.devices)?.devices
+            }
             Input::Image(p) => {
                 let fs = open_image(p, opts.source_key.as_ref())?;
-                skipped += fsops::extract_squashfs(&fs, &s.0)?.devices;
+                skipped += fsops::extract_squashfs(&fs, &root, opts.devices)?.devices;
             }
             Input::Archive(p, kind) => {
                 let scratch = StageDir::new(&stage_parent, "unpack")?;
-                let (config, n) = archive::unpack(p, *kind, &s.0, &scratch.0)?;
+                let apply = archive::ApplyOptions::for_process(opts.devices);
+                let (config, n) = archive::unpack(p, *kind, &root, &scratch.root(), apply)?;
                 skipped += n;
                 if let Some(c) = config {
                     oci_config = Some(c);
                 }
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o755))
-                    .map_err(|e| BuildError::io(&s.0, e))?;
+                root.set_meta(
+                    Path::new(""),
+                    rooted::Meta {
+                        owner: None,
+                        mode: Some(0o755),
+                        mtime: None,
+                    },
+                )?;
             }
             Input::Scratch => {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&s.0, std::fs::Permissions::from_mode(0o755))
-                    .map_err(|e| BuildError::io(&s.0, e))?;
+                root.set_meta(
+                    Path::new(""),
+                    rooted::Meta {
+                        owner: None,
+                        mode: Some(0o755),
+                        mtime: None,
+                    },
+                )?;
             }
         }
-        Some(s)
+        Some((s, root))
     } else {
         None
     };
 
     let base = layout::base_entries();
-    if let Some(s) = &stage {
-        layout::apply_to_dir(&s.0, &base).map_err(|e| BuildError::io(&s.0, e))?;
+    if let Some((s, root)) = &stage {
+        layout::apply_to_dir(root, &base)?;
         if let Some(c) = &oci_config {
-            let entries = oci_entries(c, &s.0);
-            layout::apply_to_dir(&s.0, &entries).map_err(|e| BuildError::io(&s.0, e))?;
+            let entries = oci_entries(c, root)?;
+            layout::apply_to_dir(root, &entries)?;
         }
         // What %post appends to $APPTAINER_ENVIRONMENT; removed again if it stays empty.
-        let env91 = s.0.join(".singularity.d/env/91-environment.sh");
-        let made_env91 = !env91.exists();
+        let env91 = Path::new(".singularity.d/env/91-environment.sh");
+        let made_env91 = root.kind(env91)?.is_none();
         if made_env91 {
-            std::fs::write(&env91, "").map_err(|e| BuildError::io(&env91, e))?;
+            root.write_file(env91, b"", 0o644)?;
         }
         if let Some((r, file)) = &recipe {
             if let Some(setup) = &r.setup {
@@ -510,9 +543,9 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
                     section: "setup",
                     trace: true,
                 };
-                post::run_setup(&ctx, setup, &s.0)?;
+                post::run_setup(&ctx, setup, &s.root())?;
             }
-            skipped += copy_files(r, file, &s.0)?;
+            skipped += copy_files(r, file, root, opts.devices)?;
             if let Some(p) = &r.post {
                 let ctx = post::Context {
                     file,
@@ -520,19 +553,19 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
                     trace: true,
                 };
                 eprintln!("veil build: running %post");
-                post::run_in_root(&ctx, p, &s.0, &[])?;
+                post::run_in_root(&ctx, p, &s.root(), &[])?;
             }
         }
-        if made_env91 && std::fs::metadata(&env91).is_ok_and(|m| m.len() == 0) {
-            let _ = std::fs::remove_file(&env91);
+        if made_env91 && root.read(env91)?.is_some_and(|b| b.is_empty()) {
+            root.remove(env91)?;
         }
     }
 
     // Labels and the recipe's scripts.
     let existing_labels = match &stage {
-        Some(s) => std::fs::read(s.0.join(".singularity.d/labels.json")).ok(),
+        Some((_, root)) => root.read(Path::new(".singularity.d/labels.json"))?,
         None => match &input {
-            Input::Dir(d) => std::fs::read(d.join(".singularity.d/labels.json")).ok(),
+            Input::Dir(d) => Rooted::open(d)?.read(Path::new(".singularity.d/labels.json"))?,
             _ => None,
         },
     };
@@ -547,8 +580,8 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
         None => layout::recipe_entries(&Recipe::default(), &labels),
     };
 
-    if let Some(s) = &stage {
-        layout::apply_to_dir(&s.0, &entries).map_err(|e| BuildError::io(&s.0, e))?;
+    if let Some((s, root)) = &stage {
+        layout::apply_to_dir(root, &entries)?;
         if let Some((r, file)) = &recipe
             && let (Some(t), false) = (&r.test, opts.notest)
         {
@@ -563,24 +596,24 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
                     interpreter: None,
                     line: t.line,
                 };
-            post::run_in_root(&ctx, &script, &s.0, &[])?;
+            post::run_in_root(&ctx, &script, &s.root(), &[])?;
         }
     }
 
     if opts.sandbox {
-        let s = stage.expect("sandbox builds always stage");
+        let (s, root) = stage.expect("sandbox builds always stage");
+        drop(root);
         if std::fs::symlink_metadata(out).is_ok() {
             let old = StageDir::new(&out_dir, "old")?;
-            std::fs::remove_dir(&old.0).map_err(|e| BuildError::io(&old.0, e))?;
-            std::fs::rename(out, &old.0).map_err(|e| BuildError::io(out, e))?;
+            std::fs::remove_dir(old.root()).map_err(|e| BuildError::io(&old.root(), e))?;
+            std::fs::rename(out, old.root()).map_err(|e| BuildError::io(out, e))?;
             // `old` is removed when dropped.
-            std::fs::rename(&s.0, out).map_err(|e| BuildError::io(out, e))?;
+            std::fs::rename(s.root(), out).map_err(|e| BuildError::io(out, e))?;
             drop(old);
         } else {
-            std::fs::rename(&s.0, out).map_err(|e| BuildError::io(out, e))?;
+            std::fs::rename(s.root(), out).map_err(|e| BuildError::io(out, e))?;
         }
-        cleanup::unregister(&s.0);
-        std::mem::forget(s);
+        // The emptied staging directory goes with `s`.
         return Ok(Summary {
             output: out.clone(),
             squashfs_bytes: 0,
@@ -596,7 +629,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
         xattrs: true,
     };
     let mut tree = match (&stage, &input) {
-        (Some(s), _) => Tree::scan(&s.0, &scan)?,
+        (Some((s, _)), _) => Tree::scan(&s.root(), &scan)?,
         (None, Input::Dir(d)) => {
             let mut t = Tree::scan(d, &scan)?;
             layout::apply_to_tree(&mut t, &base, mtime);
@@ -650,12 +683,11 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
 
 /// The layout entries an OCI image configuration gives (environment, runscript,
 /// labels merged into the image's).
-fn oci_entries(c: &archive::ImageConfig, root: &Path) -> Vec<layout::Entry> {
-    let mut labels: BTreeMap<String, serde_json::Value> =
-        std::fs::read(root.join(".singularity.d/labels.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+fn oci_entries(c: &archive::ImageConfig, root: &Rooted) -> Result<Vec<layout::Entry>> {
+    let mut labels: BTreeMap<String, serde_json::Value> = root
+        .read(Path::new(".singularity.d/labels.json"))?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     for (k, v) in &c.labels {
         labels.insert(k.clone(), serde_json::Value::String(v.clone()));
     }
@@ -665,7 +697,7 @@ fn oci_entries(c: &archive::ImageConfig, root: &Path) -> Vec<layout::Entry> {
         perm,
         replace: true,
     };
-    vec![
+    Ok(vec![
         file(
             "/.singularity.d/env/10-docker2singularity.sh",
             archive::env_script(c).into_bytes(),
@@ -681,7 +713,7 @@ fn oci_entries(c: &archive::ImageConfig, root: &Path) -> Vec<layout::Entry> {
             serde_json::to_vec_pretty(&labels).unwrap_or_default(),
             0o644,
         ),
-    ]
+    ])
 }
 
 #[cfg(test)]

@@ -78,6 +78,9 @@ pub struct BuildArgs {
     /// Run %post with the caller as the only id even when /etc/subuid and /etc/subgid give it ranges
     #[arg(long)]
     pub ignore_subuid: bool,
+    /// Keep the source's device nodes (real root only; by default they are left out)
+    #[arg(long)]
+    pub devices: bool,
 }
 
 fn parse_args(list: &[String], file: Option<&PathBuf>) -> Result<Vec<(String, String)>> {
@@ -206,11 +209,12 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         tmpdir: a.tmpdir.clone(),
         source_date_epoch: sde,
         source_key: source_key(&a),
+        devices: a.devices,
     };
     let s = build::build(&opts)?;
     if s.skipped_devices > 0 {
         eprintln!(
-            "veil build: warning: {} device node(s) or socket(s) of the source were left out (creating them needs root)",
+            "veil build: warning: {} device node(s) or socket(s) of the source were left out (keeping device nodes needs real root and --devices)",
             s.skipped_devices
         );
     }

@@ -339,3 +339,42 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A regular file entry for a test tarball.
+pub fn tar_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_mtime(1_600_000_000);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+/// A directory entry (mode 0755) for a test tarball.
+pub fn tar_dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
+    tar_entry(b, path, tar::EntryType::Directory, 0o755, None);
+}
+
+/// A symlink entry for a test tarball.
+pub fn tar_symlink(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
+    tar_entry(b, path, tar::EntryType::Symlink, 0o777, Some(target));
+}
+
+/// Any entry without data: its type, mode and, for links, target.
+pub fn tar_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    kind: tar::EntryType,
+    mode: u32,
+    link: Option<&str>,
+) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    h.set_mode(mode);
+    h.set_mtime(1_600_000_000);
+    h.set_entry_type(kind);
+    match link {
+        Some(t) => b.append_link(&mut h, path, t).unwrap(),
+        None => b.append_data(&mut h, path, &[][..]).unwrap(),
+    }
+}
