@@ -14,5 +14,26 @@ status=0
 cargo test --workspace --locked --target "$VEIL_TARGET" -- --nocapture 2>&1 | tee "$log" || status=$?
 echo
 echo "== skipped tests and why =="
-grep -h "SKIP" "$log" | sort | uniq || echo "(none)"
+# A skip is allowed only for what the machine cannot have (.ci/allowed-skips); in CI
+# any other skip fails the run, since CI installs every tool and makes every fixture.
+allowed=.ci/allowed-skips
+skips=$(grep -h "SKIP" "$log" | sort | uniq || true)
+if [ -z "$skips" ]; then
+  echo "(none)"
+else
+  unexpected=$(printf '%s\n' "$skips" | grep -v -E -f <(grep -v -e '^#' -e '^$' "$allowed") || true)
+  expected=$(printf '%s\n' "$skips" | grep -E -f <(grep -v -e '^#' -e '^$' "$allowed") || true)
+  if [ -n "$expected" ]; then
+    echo "allowed (this machine cannot have it):"
+    printf '%s\n' "$expected" | sed 's/^/  /'
+  fi
+  if [ -n "$unexpected" ]; then
+    echo "NOT allowed (a tool or fixture the setup should provide):"
+    printf '%s\n' "$unexpected" | sed 's/^/  /'
+    if [ "${CI:-}" = "true" ]; then
+      echo "CI fails on skips that are not in $allowed" >&2
+      [ "$status" -ne 0 ] || status=1
+    fi
+  fi
+fi
 exit "$status"
