@@ -525,3 +525,43 @@ fn archive_members_that_are_links_are_not_followed() {
         build(who, s, "docker-archive:evil.tar", &[], false)
     });
 }
+
+#[test]
+fn squashfs_sources_with_a_name_twice_are_refused() {
+    // A squashfs whose directory lists `zzqa` twice: first a symlink to a host file,
+    // then a regular file. Writing the second through the first overwrote the host
+    // file. mksquashfs never writes this; the image is made with uncompressed
+    // metadata and the second name patched.
+    let Some(mksquashfs) = which("mksquashfs") else {
+        panic!("mksquashfs is not installed (packaging/install-deps.sh installs it)");
+    };
+    each("duplicate squashfs names", |who, s| {
+        let tree = s.dir.join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        std::os::unix::fs::symlink(s.host.join("secret"), tree.join("zzqa")).unwrap();
+        std::fs::write(tree.join("zzqb"), b"OVERWRITTEN\n").unwrap();
+        let img = s.dir.join("dup.sqfs");
+        run_ok(Command::new(&mksquashfs).arg(&tree).arg(&img).args([
+            "-noI",
+            "-noD",
+            "-noF",
+            "-noX",
+            "-no-xattrs",
+            "-quiet",
+        ]));
+        let mut b = std::fs::read(&img).unwrap();
+        let at: Vec<usize> = (0..b.len() - 4)
+            .filter(|&i| &b[i..i + 4] == b"zzqb")
+            .collect();
+        assert_eq!(at.len(), 1, "the name should be stored once, uncompressed");
+        b[at[0] + 3] = b'a';
+        std::fs::write(&img, &b).unwrap();
+        std::fs::remove_dir_all(&tree).unwrap();
+        who.own(&s.dir);
+        let out = build(who, s, "dup.sqfs", &[], false);
+        assert!(!out.status.success(), "the build should refuse the image");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains("out of order or twice"), "{e}");
+        out
+    });
+}
