@@ -13,6 +13,8 @@ pub mod encrypt;
 pub mod error;
 pub mod fsops;
 pub mod inspect;
+#[doc(hidden)]
+pub mod layer_fuzz;
 pub mod layout;
 pub mod post;
 pub mod progress;
