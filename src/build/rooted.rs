@@ -108,12 +108,13 @@ fn cname(name: &OsStr) -> CString {
 }
 
 impl Rooted {
-    /// Takes the directory at `path` as the root. Its own path must not end in a
-    /// symlink (the caller made it, or chose it).
+    /// Takes the directory at `path` as the root. The path itself is the caller's
+    /// choice (a staging tree it made, or a source directory the user named) and is
+    /// followed like any path the user gives; only what lies below it is confined.
     pub fn open(path: &Path) -> Result<Rooted> {
         let dir = nix::fcntl::open(
             path,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| io_err(path, "open", e))?;
