@@ -13,6 +13,7 @@ pub mod encrypt;
 pub mod error;
 pub mod fsops;
 pub mod inspect;
+pub mod isolate;
 pub mod layout;
 pub mod post;
 pub mod progress;
