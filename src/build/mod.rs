@@ -13,6 +13,7 @@ pub mod encrypt;
 pub mod error;
 pub mod fsops;
 pub mod inspect;
+pub mod isolate;
 #[doc(hidden)]
 pub mod layer_fuzz;
 pub mod layout;

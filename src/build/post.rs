@@ -1,19 +1,20 @@
 //! Runs definition-file scripts: `%setup` on the host, `%post` and `%test` inside the
-//! image being built, rootless. For `%post` a child process enters a new user and mount
-//! namespace with the caller mapped to root (as `apptainer build --fakeroot` does
-//! without subordinate id ranges) — or, when the whole build already runs as root of a
-//! namespace with the caller's subordinate ids (see `subids`), only a mount namespace —
-//! binds the host's /dev, /proc and /sys and its DNS files into the staging tree,
-//! chroots into it and runs the script with `sh -e -x`. Nothing is mounted outside the
-//! child's namespace, so nothing is left behind.
+//! image being built, rootless. For `%post` a child process enters a mount and PID
+//! namespace of its own inside the build's user namespace (made at the start of an
+//! unprivileged build, see `subids`, with the caller as root as `apptainer build
+//! --fakeroot` does) — or, for real root, just those two — and [`super::isolate`]
+//! makes the staging tree its root with `pivot_root`, the host's root detached; the
+//! script runs with `sh -e -x`, with stdin, stdout and stderr as its only
+//! descriptors and an environment of its own. Nothing is mounted outside the child's
+//! namespace, so nothing is left behind.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use nix::mount::{MsFlags, mount};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, chdir, chroot, fork};
+use nix::unistd::{ForkResult, fork};
 
 use super::error::{BuildError, Result};
 use super::recipe::Script;
@@ -69,6 +70,18 @@ pub fn run_setup(ctx: &Context<'_>, script: &Script, rootfs: &Path) -> Result<()
     }
     cmd.env("APPTAINER_ROOTFS", rootfs)
         .env("SINGULARITY_ROOTFS", rootfs);
+    for v in secret_variables() {
+        cmd.env_remove(v);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only makes system
+    // calls (close_range; on kernels before 5.11 fcntl over a /proc/self/fd listing,
+    // which allocates: the only other thread then, the cleanup thread, holds no lock
+    // while it waits for a signal).
+    unsafe {
+        cmd.pre_exec(|| {
+            super::isolate::close_on_exec_above_stderr().map_err(std::io::Error::other)
+        });
+    }
     let st = cmd
         .status()
         .map_err(|e| BuildError::Script(format!("{}:{}: %setup: {e}", ctx.file, script.line)))?;
@@ -81,12 +94,18 @@ pub fn run_setup(ctx: &Context<'_>, script: &Script, rootfs: &Path) -> Result<()
     )))
 }
 
-fn bind(src: &str, dst: &Path, recursive: bool) -> nix::Result<()> {
-    let mut flags = MsFlags::MS_BIND;
-    if recursive {
-        flags |= MsFlags::MS_REC;
-    }
-    mount(Some(src), dst, None::<&str>, flags, None::<&str>)
+/// The variables that carry a key's secret (a passphrase, a private key's text):
+/// never passed to a script. (The peers' `*_ENCRYPTION_PEM_PATH` only names a file.)
+fn secret_variables() -> Vec<String> {
+    crate::crypt::source::ENV_PREFIXES
+        .iter()
+        .flat_map(|p| {
+            [
+                format!("{p}ENCRYPTION_PASSPHRASE"),
+                format!("{p}ENCRYPTION_PEM_DATA"),
+            ]
+        })
+        .collect()
 }
 
 /// Kills this process when its parent dies.
@@ -97,28 +116,51 @@ fn die_with_parent() {
     }
 }
 
-/// The child's side: user, mount and PID namespaces; the script runs as PID 1 of the
-/// new PID namespace in a grandchild, so when it ends (or veil dies) every process it
-/// started ends too. Returns only on error.
-fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
-    die_with_parent();
+/// Makes the mount namespace the script's root will live in: only that, for real root
+/// and in the build's own user namespace; a user namespace of its own for a caller of
+/// `build` that did not make one first (possible only while the process is dumpable,
+/// that is, holds no key).
+fn namespaces() -> Result<(), String> {
+    use nix::sched::{CloneFlags, unshare};
+    if nix::unistd::getuid().is_root() {
+        return unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("cannot make a mount namespace: {e}"));
+    }
+    if let Some(e) = super::subids::entry_error() {
+        return Err(format!("cannot enter a user namespace: {e}"));
+    }
+    if !nix::sys::prctl::get_dumpable().unwrap_or(false) {
+        return Err(
+            "no user namespace was made before the build read its key, and a process holding one cannot make it (subids::enter_single)"
+                .into(),
+        );
+    }
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    if uid != 0 {
-        if let Err(e) = crate::launch::userns::enter(uid, gid, 0, 0) {
-            return format!("cannot enter a user namespace: {e}");
-        }
-    } else if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
-        return format!("cannot make a mount namespace: {e}");
+    crate::launch::userns::enter(uid, gid, 0, 0)
+        .map_err(|e| format!("cannot enter a user namespace: {e}"))
+}
+
+/// The child's side: mount and PID namespaces; the script runs as PID 1 of the new PID
+/// namespace in a grandchild, so when it ends (or veil dies) every process it started
+/// ends too. Returns only on error.
+fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
+    die_with_parent();
+    if let Err(e) = namespaces() {
+        return e;
     }
-    let pidns = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).is_ok();
-    if pidns {
-        // SAFETY: this process is single-threaded (a fresh fork); the grandchild only
-        // makes syscalls and execs or exits.
-        match unsafe { fork() } {
-            Err(e) => return format!("fork: {e}"),
-            Ok(ForkResult::Child) => {}
-            Ok(ForkResult::Parent { child }) => loop {
+    // Required: a /proc of the host's PID namespace would show the build process.
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID) {
+        return format!("cannot make a PID namespace: {e}");
+    }
+    // SAFETY: this process is single-threaded (a fresh fork); the grandchild only
+    // makes syscalls and execs or exits.
+    match unsafe { fork() } {
+        Err(e) => return format!("fork: {e}"),
+        Ok(ForkResult::Child) => {}
+        Ok(ForkResult::Parent { child }) => {
+            super::isolate::close_above_stderr();
+            loop {
                 // SAFETY (both arms): _exit ends this intermediate process with the
                 // script's status, running no destructors of the forked parent's state.
                 match waitpid(child, None) {
@@ -127,52 +169,15 @@ fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return format!("waitpid: {e}"),
                 }
-            },
-        }
-        die_with_parent();
-    }
-    if let Err(e) = mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    ) {
-        return format!("making mounts private: {e}");
-    }
-    for d in ["dev", "sys", "proc"] {
-        let p = root.join(d);
-        let _ = std::fs::create_dir_all(&p);
-        // A PID namespace of our own gets its own /proc; else the host's is bound.
-        if d == "proc"
-            && pidns
-            && mount(
-                Some("proc"),
-                &p,
-                Some("proc"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                None::<&str>,
-            )
-            .is_ok()
-        {
-            continue;
-        }
-        if let Err(e) = bind(&format!("/{d}"), &p, true) {
-            return format!("binding /{d}: {e}");
+            }
         }
     }
-    for f in ["etc/resolv.conf", "etc/hosts"] {
-        let host = Path::new("/").join(f);
-        let p = root.join(f);
-        if host.exists() && p.is_file() && !p.is_symlink() {
-            let _ = bind(&host.to_string_lossy(), &p, false);
-        }
+    die_with_parent();
+    if let Err(e) = super::isolate::enter_root(root) {
+        return e;
     }
-    if let Err(e) = chroot(root) {
-        return format!("chroot: {e}");
-    }
-    if let Err(e) = chdir("/") {
-        return format!("chdir: {e}");
+    if let Err(e) = super::isolate::close_on_exec_above_stderr() {
+        return e;
     }
     match nix::unistd::execve(&argv[0], argv, envp) {
         Err(e) => format!("cannot run {}: {e}", argv[0].to_string_lossy()),

@@ -393,6 +393,122 @@ pub fn parse(file: &str, text: &str, build_args: &[(String, String)]) -> Result<
     Ok(r)
 }
 
+/// Fuzzing entry point: arbitrary bytes as a definition file, parsed with no build
+/// arguments and with one, then turned into the image's layout entries and labels as a
+/// build does. Never panics on its own; panics when an invariant breaks: every line a
+/// result names exists and says what it should, every script body is the run of lines
+/// under its header, and text without placeholders comes back unchanged. Shared by the
+/// cargo-fuzz target and the corpus replay test.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for args in [
+        Vec::new(),
+        vec![("X".to_string(), "value {{ X }} %post\n".to_string())],
+    ] {
+        match parse("fuzz.def", &text, &args) {
+            Ok(r) => check_invariants(&text, &args, &r),
+            Err(BuildError::Recipe { line, .. }) => {
+                // (A build argument's value may add lines; %arguments defaults cannot.)
+                let lines = text.lines().count().max(1);
+                assert!(
+                    !args.is_empty() || (1..=lines).contains(&line),
+                    "error line {line} of {lines}"
+                );
+            }
+            Err(e) => panic!("a recipe error of another kind: {e}"),
+        }
+    }
+}
+
+fn check_invariants(input: &str, args: &[(String, String)], r: &Recipe) {
+    if !input.contains("{{") {
+        assert_eq!(r.text, input, "text without placeholders is kept as is");
+    }
+    if args.is_empty() && r.text != input {
+        assert!(input.contains("{{"), "only placeholders change the text");
+    }
+    let lines: Vec<&str> = r.text.lines().collect();
+    let line = |n: usize| -> &str {
+        assert!(
+            (1..=lines.len()).contains(&n),
+            "line {n} of {}",
+            lines.len()
+        );
+        lines[n - 1]
+    };
+    // A section's body is exactly the lines between its header and the next one.
+    let check_script = |name: &str, s: &Script| {
+        let (h, _) = section_header(line(s.line)).expect("a script's line is its header");
+        assert!(h.eq_ignore_ascii_case(name), "%{h} is not %{name}");
+        let body: Vec<&str> = s.body.split_terminator('\n').collect();
+        assert_eq!(
+            s.body.matches('\n').count(),
+            body.len(),
+            "one newline per line"
+        );
+        assert_eq!(&lines[s.line..s.line + body.len()], body.as_slice());
+        if let Some(next) = lines.get(s.line + body.len()) {
+            assert!(section_header(next).is_some(), "a body ends at a header");
+        }
+    };
+    for (name, s) in [
+        ("setup", &r.setup),
+        ("post", &r.post),
+        ("environment", &r.environment),
+        ("runscript", &r.runscript),
+        ("startscript", &r.startscript),
+        ("test", &r.test),
+    ] {
+        if let Some(s) = s {
+            check_script(name, s);
+        }
+    }
+    for f in &r.files {
+        let l = line(f.line);
+        assert!(!l.trim().is_empty() && !l.trim().starts_with('#'), "{l:?}");
+    }
+    if r.bootstrap != Bootstrap::Scratch {
+        assert!(r.from.as_deref().is_some_and(|f| !f.is_empty()));
+    }
+    let from = line(r.from_line).to_ascii_lowercase();
+    assert!(
+        from.trim_start().starts_with("from") || from.trim_start().starts_with("bootstrap"),
+        "{from:?}"
+    );
+    if r.fingerprints_line > 0 {
+        assert!(line(r.fingerprints_line).contains(':'));
+    }
+    for (k, _) in &r.labels {
+        assert!(
+            !k.is_empty() && !k.contains(char::is_whitespace),
+            "label {k:?}"
+        );
+        assert_eq!(
+            r.labels.iter().filter(|(x, _)| x == k).count(),
+            1,
+            "{k:?} twice"
+        );
+    }
+    // What a build makes of it: the labels the recipe set win, every entry is in
+    // /.singularity.d, scripts keep their bodies.
+    let labels = super::layout::labels(None, Some(r), "amd64", 0);
+    for (k, v) in &r.labels {
+        assert_eq!(labels.get(k), Some(v));
+    }
+    let (entries, md) = super::layout::recipe_entries(r, &labels);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.path.starts_with("/.singularity.d/"))
+    );
+    if let (Some(s), Some(m)) = (&r.runscript, &md.runscript) {
+        assert!(m.ends_with(&s.body));
+    }
+    let json = super::layout::inspect_json(&md, Some(&r.text));
+    assert!(serde_json::from_slice::<serde_json::Value>(&json).is_ok());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,34 @@ pub struct SubIds {
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Why no namespace could be made at the start of the build, for `%post` to report.
+static ENTRY_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Why [`enter_single`] failed, if it did.
+pub fn entry_error() -> Option<String> {
+    ENTRY_ERROR.lock().ok()?.clone()
+}
+
+/// Moves this process into a new user (and mount) namespace with the caller as root
+/// and no other id: what a build without subordinate ids runs its scripts in. Made at
+/// the start of the build, while the process may still write its own id maps (it is
+/// made non-dumpable right after, before any key is read). Must be called while the
+/// process is single-threaded. A failure is kept for `%post` to report.
+pub fn enter_single(uid: u32, gid: u32) -> Result<(), String> {
+    match crate::launch::userns::enter(uid, gid, 0, 0) {
+        Ok(()) => {
+            ACTIVE.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            if let Ok(mut g) = ENTRY_ERROR.lock() {
+                *g = Some(msg.clone());
+            }
+            Err(msg)
+        }
+    }
+}
 
 /// True once this process runs in a namespace made by [`enter`] (with the ranges, or
 /// the single-id fallback): it is root there, but it cannot make device nodes, and host

@@ -132,33 +132,51 @@ pub fn encryption(flags: &KeyFlags, encrypt: bool) -> Result<Option<Encryption>>
     })
 }
 
-/// Moves the build into a user namespace with the caller's subordinate ids when it
-/// will run %post or %test (see build::subids). Before anything starts a thread.
-fn enter_subid_namespace(a: &BuildArgs, build_args: &[(String, String)]) {
+/// Moves the build into the user namespace its %post or %test will run in, when it
+/// will run them unprivileged: with the caller's subordinate ids (see build::subids),
+/// else with the caller as the only id. Before anything starts a thread, and before
+/// the process is made non-dumpable (the id maps must be written first).
+fn enter_build_namespace(a: &BuildArgs, build_args: &[(String, String)]) {
     let uid = nix::unistd::getuid().as_raw();
-    if a.ignore_subuid || uid == 0 || !build::runs_scripts_in_image(&a.source, build_args, a.notest)
-    {
+    let gid = nix::unistd::getgid().as_raw();
+    if uid == 0 || !build::runs_scripts_in_image(&a.source, build_args, a.notest) {
         return;
     }
-    let Some(ids) = build::subids::lookup(uid, nix::unistd::getgid().as_raw()) else {
-        crate::launch::debug_note(
-            "build: no subordinate ids for the caller; %post gets a single id",
-        );
-        return;
+    let single = || {
+        if let Err(e) = build::subids::enter_single(uid, gid) {
+            // %post reports it, with the fix.
+            crate::launch::debug_note(&format!("build: {e}"));
+        }
+    };
+    let ids = if a.ignore_subuid {
+        None
+    } else {
+        build::subids::lookup(uid, gid)
+    };
+    let Some(ids) = ids else {
+        crate::launch::debug_note("build: no subordinate ids used; %post gets a single id");
+        return single();
     };
     match build::subids::enter(&ids) {
         Ok(()) => crate::launch::debug_note(&format!(
             "build: in a user namespace with subordinate uids {}+{} and gids {}+{}",
             ids.uids.start, ids.uids.count, ids.gids.start, ids.gids.count
         )),
-        // Unprivileged user namespaces are off: %post reports that, with the fix.
-        Err(e) => crate::launch::debug_note(&format!("build: {e}")),
+        // No namespace at all: the single-id attempt keeps the reason, with the fix,
+        // for %post to report.
+        Err(e) => {
+            crate::launch::debug_note(&format!("build: {e}"));
+            single()
+        }
     }
 }
 
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let build_args = parse_args(&a.build_arg, a.build_arg_file.as_ref())?;
-    enter_subid_namespace(&a, &build_args);
+    enter_build_namespace(&a, &build_args);
+    // Before any key is read: neither a build script nor another process of the user
+    // may read this process's memory.
+    build::isolate::protect_process().map_err(anyhow::Error::msg)?;
     build::cleanup::install();
     let block = a.block_size;
     if !(4..=1024).contains(&block) || !block.is_power_of_two() {

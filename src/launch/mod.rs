@@ -25,6 +25,8 @@ pub mod identity;
 mod loopdev;
 pub mod plan;
 mod prewarm;
+#[doc(hidden)]
+pub use prewarm::fuzz_elf;
 mod process;
 mod sys;
 pub(crate) mod userns;

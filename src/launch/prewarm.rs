@@ -60,12 +60,16 @@ fn read_at(fs: &Squashfs<Source>, id: InodeId, offset: u64, len: usize) -> Optio
 /// end of the file, the last place a front-to-back warmer would reach), then the start
 /// of each loadable segment (read-only data: tables, strings).
 fn elf_start(fs: &Squashfs<Source>, id: InodeId) -> Option<(Option<String>, Vec<u64>)> {
-    elf_start_in(|offset, len| read_at(fs, id, offset, len))
+    let size = fs.getattr(id).ok()?.size;
+    elf_start_in(|offset, len| read_at(fs, id, offset, len), size)
 }
 
-/// [`elf_start`] over any reader of `len` bytes at `offset` (the whole range or none).
+/// [`elf_start`] over any reader of `len` bytes at `offset` (the whole range or none)
+/// of a file of `size` bytes. Every offset it gives is below `size`, whatever the
+/// headers claim.
 fn elf_start_in(
     read_at: impl Fn(u64, usize) -> Option<Vec<u8>>,
+    size: u64,
 ) -> Option<(Option<String>, Vec<u64>)> {
     let h = read_at(0, 64)?;
     if h[..4] != *b"\x7fELF" || h[4] != 2 || h[5] != 1 {
@@ -113,6 +117,7 @@ fn elf_start_in(
     }
     hot.extend(writable);
     hot.extend(starts);
+    hot.retain(|&o| o < size);
     // A hint, not a map: a hostile header gets no longer a list than a real one needs.
     hot.truncate(HOT_MAX);
     Some((interp, hot))
@@ -162,6 +167,33 @@ pub fn look_up(root: &Path, files: &[StartFile], mut stored: impl FnMut(InodeId)
         if openat2(&dir, f.path.trim_start_matches('/'), how).is_ok() {
             stored(f.id);
         }
+    }
+}
+
+/// Fuzzing entry point: arbitrary bytes as a program file. Never panics on its own;
+/// panics when an answer breaks its bounds: an offset at or past the end of the file,
+/// a longer list than [`HOT_MAX`], an interpreter path that is not in the file.
+#[doc(hidden)]
+pub fn fuzz_elf(data: &[u8]) {
+    let read = |offset: u64, n: usize| {
+        let start = usize::try_from(offset).ok()?;
+        data.get(start..start.checked_add(n)?).map(<[u8]>::to_vec)
+    };
+    let Some((interp, hot)) = elf_start_in(read, data.len() as u64) else {
+        return;
+    };
+    assert!(hot.len() <= HOT_MAX, "{} offsets", hot.len());
+    assert!(
+        hot.iter().all(|&o| o < data.len() as u64),
+        "an offset past the end of {} bytes: {hot:?}",
+        data.len()
+    );
+    if let Some(i) = interp {
+        assert!(i.len() <= 4096 && !i.contains('\0'), "{i:?}");
+        assert!(
+            i.is_empty() || data.windows(i.len()).any(|w| w == i.as_bytes()),
+            "interpreter {i:?} is not in the file"
+        );
     }
 }
 
@@ -299,7 +331,7 @@ mod tests {
                 let start = usize::try_from(offset).ok()?;
                 file.get(start..start.checked_add(n)?).map(<[u8]>::to_vec)
             };
-            if let Some((_, hot)) = elf_start_in(read) {
+            if let Some((_, hot)) = elf_start_in(read, file.len() as u64) {
                 assert!(hot.len() <= HOT_MAX, "{hot:?}");
             }
         }

@@ -1,0 +1,253 @@
+//! Putting a build script (`%post`, `%test`) inside the image being built the way a
+//! container runs: the staging tree becomes the root of the script's own mount
+//! namespace through `pivot_root`, the host's root is detached (not merely hidden
+//! behind a `chroot`, which a process with CAP_SYS_CHROOT leaves with a second
+//! `chroot`), `/proc` is the script's own PID namespace's, `/dev` holds only the
+//! harmless devices, and no descriptor but stdin, stdout and stderr reaches it. The
+//! build process itself is made non-dumpable before it reads a key, so that neither
+//! the script nor any other process of the user can read its memory.
+//!
+//! Everything here runs in a forked child that is about to exec, except
+//! [`protect_process`].
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat, openat2};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
+
+/// Makes this process non-dumpable: no core dump, and its memory, descriptors and
+/// environment in /proc are closed to other processes of the same user (a build
+/// script included). Call before any secret is read, and after the build's user
+/// namespace has its id maps, which an unprivileged process may only write while
+/// dumpable.
+pub fn protect_process() -> Result<(), String> {
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE, 0): {e}"))
+}
+
+/// Marks every descriptor above stderr close-on-exec, so that the build's own
+/// descriptors, and any the caller passed in (a `--passphrase-fd` or `--pem-fd`
+/// among them), never reach the program this process runs.
+pub fn close_on_exec_above_stderr() -> Result<(), String> {
+    // SAFETY: close_range only changes descriptor flags of this process.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC): one descriptor at a time, as
+    // /proc/self/fd lists them.
+    let list = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| format!("listing /proc/self/fd to close descriptors: {e}"))?;
+    let fds: Vec<i32> = list
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number only changes its flags; a number that
+        // is no longer open (the directory listing's own) fails with EBADF.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    Ok(())
+}
+
+/// Closes every descriptor above stderr, for a process that stays behind without
+/// exec (the waiting parent of a PID namespace's first process).
+pub fn close_above_stderr() {
+    // SAFETY: close_range only closes descriptors of this process, which uses none of
+    // them afterwards. A kernel without it (before 5.9) leaves them open until exit.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
+
+/// Opens `rel` below `dir` with every symbolic link resolved inside it, as the script
+/// will see the path after the root changes; a link planted in the image can never
+/// point a mount outside the staging tree.
+fn open_inside(dir: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(dir, rel, how) {
+        // Before Linux 5.6: no symbolic link is followed at all.
+        Err(Errno::ENOSYS) if !rel.contains('/') => openat(
+            dir,
+            rel,
+            flags | OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        ),
+        r => r,
+    }
+}
+
+/// The path that names an opened descriptor for mount(2).
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// A directory `name` directly in `dir` (made when missing), opened.
+fn dir_inside(dir: &OwnedFd, name: &str) -> Result<OwnedFd, String> {
+    match mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(format!("creating /{name} in the image: {e}")),
+    }
+    open_inside(dir, name, OFlag::O_DIRECTORY).map_err(|e| format!("opening /{name}: {e}"))
+}
+
+fn bind(src: &str, dst: &OwnedFd, recursive: bool) -> nix::Result<()> {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(
+        Some(src),
+        fd_path(dst).as_str(),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+}
+
+/// The devices a build script may use, bound from the host one by one onto empty
+/// files in a fresh tmpfs, with the usual links and a private devpts and /dev/shm: no
+/// disk, no terminal of the host but the controlling one, nothing to mount the host's
+/// file systems from.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+fn minimal_dev(root: &OwnedFd) -> Result<(), String> {
+    let dev = dir_inside(root, "dev")?;
+    mount(
+        Some("tmpfs"),
+        fd_path(&dev).as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=1m"),
+    )
+    .map_err(|e| format!("mounting a tmpfs on /dev: {e}"))?;
+    // The descriptor still names the directory under the tmpfs: open the tmpfs.
+    let dev =
+        open_inside(root, "dev", OFlag::O_DIRECTORY).map_err(|e| format!("opening /dev: {e}"))?;
+    for d in DEVICES {
+        let host = format!("/dev/{d}");
+        if std::fs::metadata(&host).is_err() {
+            continue;
+        }
+        let f = openat(
+            &dev,
+            *d,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o666),
+        )
+        .map_err(|e| format!("creating /dev/{d}: {e}"))?;
+        bind(&host, &f, false).map_err(|e| format!("binding {host}: {e}"))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        nix::unistd::symlinkat(target, &dev, link)
+            .map_err(|e| format!("creating /dev/{link}: {e}"))?;
+    }
+    let pts = dir_inside(&dev, "pts")?;
+    // A private instance; where the kernel refuses it, scripts get no pseudo-terminals.
+    let _ = mount(
+        Some("devpts"),
+        fd_path(&pts).as_str(),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    );
+    let shm = dir_inside(&dev, "shm")?;
+    mount(
+        Some("tmpfs"),
+        fd_path(&shm).as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+    .map_err(|e| format!("mounting a tmpfs on /dev/shm: {e}"))?;
+    Ok(())
+}
+
+/// Makes `root` (the staging tree) the root of this process's mount namespace, which
+/// must be its own and in a PID namespace of its own: /proc is mounted fresh for it,
+/// /sys and the minimal /dev are bound in, the host's DNS files over the image's
+/// regular ones, then `pivot_root` and a lazy unmount of the old root leave nothing of
+/// the host's tree reachable. On return the working directory is the new `/`.
+pub fn enter_root(root: &Path) -> Result<(), String> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
+    // pivot_root needs the new root to be a mount of its own.
+    mount(
+        Some(root),
+        root,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("binding {} onto itself: {e}", root.display()))?;
+    let dir = open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("opening {}: {e}", root.display()))?;
+
+    // This PID namespace's own /proc: the host's would show (and, for real root, give
+    // a way into) every process of the host, the build's among them.
+    let proc_dir = dir_inside(&dir, "proc")?;
+    mount(
+        Some("proc"),
+        fd_path(&proc_dir).as_str(),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mounting /proc: {e}"))?;
+    let sys = dir_inside(&dir, "sys")?;
+    bind("/sys", &sys, true).map_err(|e| format!("binding /sys: {e}"))?;
+    minimal_dev(&dir)?;
+    for f in ["etc/resolv.conf", "etc/hosts"] {
+        let host = Path::new("/").join(f);
+        if !host.is_file() {
+            continue;
+        }
+        // Only over a regular file of the image's (a link, commonly to a resolver's
+        // run-time file, is left as the image has it).
+        let Ok(t) = open_inside(&dir, f, OFlag::O_NOFOLLOW) else {
+            continue;
+        };
+        let regular = fstat(&t).is_ok_and(|st| {
+            SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG
+        });
+        if regular {
+            let _ = bind(&host.to_string_lossy(), &t, false);
+        }
+    }
+
+    nix::unistd::fchdir(&dir).map_err(|e| format!("entering {}: {e}", root.display()))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root into the image: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the host's root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
+}
