@@ -64,6 +64,18 @@ pub enum Error {
         limit: u64,
     },
 
+    /// One try of a keyslot (or of the digest) would cost more work than the limit
+    /// allows. `cost` and `limit` are in words, `value` / `max` in the limit's unit
+    /// (iterations, or argon2 passes × KiB), for callers that suggest a new limit.
+    #[error("keyslot {slot}: {cost}, more than the limit of {limit}")]
+    KdfWorkTooHigh {
+        slot: u32,
+        cost: String,
+        limit: String,
+        value: u64,
+        max: u64,
+    },
+
     /// argon2 would need more memory than the system can give right now.
     #[error(
         "argon2 needs {} MiB of memory for this keyslot but only {} MiB is available (MemAvailable / cgroup limit)",

@@ -19,6 +19,7 @@
 mod af;
 mod create;
 mod error;
+mod guarded;
 mod hash;
 mod header;
 mod json;
@@ -32,6 +33,7 @@ mod xts;
 
 pub use create::{CreateOptions, KeyslotOptions, create, volume_size};
 pub use error::{Error, Result};
+pub use guarded::{SecretBox, SecretBytes};
 pub use hash::Hash;
 pub use kdf::{Argon2Variant, KdfChoice, KdfKind, KdfLimits, KdfParams};
 pub use mem::available_bytes;
@@ -337,6 +339,7 @@ pub fn fuzz_one(data: &[u8]) {
         keyslot: None,
         limits: KdfLimits {
             max_pbkdf2_iterations: 2000,
+            max_argon2_work: 1024,
             max_argon2_time: 4,
             max_argon2_memory_kib: 256,
             max_argon2_cpus: 2,
