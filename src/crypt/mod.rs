@@ -7,6 +7,7 @@
 //! keyslot (a passphrase, or the 64-byte secret unwrapped from the message), handed
 //! to `veil_fusefs::luks2` as a zeroizing `Passphrase`.
 
+pub mod environ;
 pub mod error;
 pub mod key;
 pub mod message;

@@ -239,9 +239,9 @@ pub const DEFAULT_MAX_ARGON2_WORK: u64 = 1 << 25;
 
 /// `n` KiB in the largest whole unit (KiB, MiB or GiB) that divides it, else MiB.
 pub fn kib_text(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} GiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} MiB", n >> 10)
     } else if n >= 1 << 10 {
         format!("{:.1} MiB", n as f64 / 1024.0)
