@@ -312,3 +312,106 @@ pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode
 pub fn shell(a: ShellArgs) -> Result<ExitCode> {
     run(Action::Shell, a.run, a.shell)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::{keyring, policy::Policy};
+    use std::path::Path;
+
+    /// A SIF whose squashfs holds /data/hello.txt with `text`; `None` without
+    /// mksquashfs.
+    fn sif_with(dir: &Path, name: &str, text: &str) -> Option<PathBuf> {
+        use crate::sif::*;
+        let tree = dir.join(format!("{name}.tree"));
+        std::fs::create_dir_all(tree.join("data")).unwrap();
+        std::fs::write(tree.join("data/hello.txt"), text).unwrap();
+        let sqfs = dir.join(format!("{name}.sqfs"));
+        let st = std::process::Command::new("mksquashfs")
+            .arg(&tree)
+            .arg(&sqfs)
+            .args(["-noappend", "-quiet", "-all-root", "-no-progress"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        assert!(st.success());
+        let mut part = NewObject::new(DataType::Partition, ObjectData::Path(&sqfs));
+        part.group = 1;
+        part.extra = Extra::Partition {
+            fs: FsType::Squash,
+            part: PartType::PrimSys,
+            arch: Arch::host(),
+        };
+        let sif = dir.join(format!("{name}.sif"));
+        let opts = CreateOptions {
+            launch_script: DEFAULT_LAUNCH_SCRIPT.into(),
+            ..Default::default()
+        };
+        create(&sif, &opts, vec![part]).unwrap();
+        Some(sif)
+    }
+
+    /// /data/hello.txt of the image, and the inode of the file its loop device
+    /// (real root) would be attached to.
+    fn hello(image: crate::image::Image) -> (String, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let crate::image::Image::Plain(crate::image::Root::Squashfs {
+            fs,
+            region: Some(region),
+        }) = image
+        else {
+            panic!("not a plain squashfs image");
+        };
+        (
+            crate::image::read_small_file(&fs, "/data/hello.txt").unwrap(),
+            region.file.metadata().unwrap().ino(),
+        )
+    }
+
+    /// The path is swapped for an unsigned file after the image was opened (and
+    /// before it is verified and read): what is verified and what is served are both
+    /// the file that was opened, never the one the path names by then.
+    #[test]
+    fn the_verified_file_is_the_one_served_when_the_path_is_swapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(signed) = sif_with(dir.path(), "signed", "verified bytes\n") else {
+            eprintln!("SKIP: mksquashfs is not installed (apt-get install squashfs-tools)");
+            return;
+        };
+        let evil = sif_with(dir.path(), "evil", "swapped bytes\n").unwrap();
+        let cert = keyring::generate(
+            &keyring::NewKey {
+                name: "Signer".into(),
+                email: String::new(),
+                comment: String::new(),
+                kind: keyring::KeyKind::Ed25519,
+            },
+            &crate::sign::passphrase::Passphrase::new(String::new()),
+        )
+        .unwrap();
+        let pair = keyring::signing_keypair(&cert, || unreachable!()).unwrap();
+        let fpr = crate::sign::pgp::fpr20(&cert.fingerprint()).unwrap();
+        crate::sign::sign_image(&signed, &pair, fpr, &crate::sign::Selection::AllGroups).unwrap();
+        let policy = Policy::signed_by_known_key(vec![cert]);
+        let name = signed.display().to_string();
+
+        let file = std::fs::File::open(&signed).unwrap();
+        let ino = {
+            use std::os::unix::fs::MetadataExt;
+            file.metadata().unwrap().ino()
+        };
+        std::fs::rename(&evil, &signed).unwrap();
+        let image = open_verified(file, &name, Some(&policy)).unwrap();
+        assert_eq!(hello(image), ("verified bytes\n".to_string(), ino));
+
+        // The path names the unsigned file now: opened anew, it is refused.
+        let err = open_verified(std::fs::File::open(&signed).unwrap(), &name, Some(&policy))
+            .err()
+            .expect("the unsigned file passed verification")
+            .to_string();
+        assert!(err.contains("image prohibited by policy"), "{err}");
+        // Without a policy it is served, from its own bytes.
+        let image = open_verified(std::fs::File::open(&signed).unwrap(), &name, None).unwrap();
+        assert_eq!(hello(image).0, "swapped bytes\n");
+    }
+}
