@@ -1466,3 +1466,29 @@ fn kdf_cost_over_the_cap_names_the_flag_that_allows_it() {
     assert_ne!(code, 0);
     assert!(err.contains("not a positive number"), "{err}");
 }
+
+#[test]
+fn images_unlock_when_no_memory_may_be_locked() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    // Key pages are locked where RLIMIT_MEMLOCK allows; where it allows nothing, the
+    // run goes on (the pages are still kept out of core dumps and wiped).
+    let mut c = f.veil();
+    c.arg("exec")
+        .arg(f.image("pass", 512, "argon2id"))
+        .args(["cat", "/data/marker.txt"])
+        .env("VEIL_ENCRYPTION_PASSPHRASE", PASSPHRASE);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &none) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    ok_marker(f, &mut c, "RLIMIT_MEMLOCK 0");
+}

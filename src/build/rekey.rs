@@ -179,7 +179,9 @@ pub fn add_keyslot(
     opts: &KeyslotOptions,
 ) -> Result<u32> {
     with_header(path, p, Order::AreasFirst, |f| {
-        luks2::add_keyslot(f, existing, new, opts, None).map_err(|e| err(path, e))
+        let unlock = crate::image::kdf::unlock_options();
+        luks2::add_keyslot_with(f, existing, new, opts, None, &unlock)
+            .map_err(|e| err(path, crate::image::kdf::luks_text(&e)))
     })
 }
 

@@ -20,6 +20,7 @@ use super::environ;
 use super::error::{CryptError, Result};
 use super::key::{self, PrivateKey, PublicKey};
 use super::message;
+use super::tty;
 
 /// The key-related flags of `run`/`exec`/`shell`/`test` and `build`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -384,29 +385,31 @@ fn prompt_tty(prompt: &str, confirm: bool) -> Result<SecretBytes> {
             "--passphrase asks on a terminal, and there is none ({e}); use --passphrase-file, --passphrase-fd or VEIL_ENCRYPTION_PASSPHRASE"
         ))
     };
-    // rpassword reads /dev/tty with echo off and restores the terminal afterwards.
-    let first = Zeroizing::new(rpassword::prompt_password(prompt).map_err(no_tty)?);
+    let first = tty::read_secret_line(prompt).map_err(no_tty)?;
     if confirm {
         if first.is_empty() {
             return Err(CryptError::NoPassphrase(
                 "cannot encrypt an image with an empty passphrase".into(),
             ));
         }
-        let again = Zeroizing::new(
-            rpassword::prompt_password("Retype encryption passphrase: ").map_err(no_tty)?,
-        );
-        if *again != *first {
+        let again = tty::read_secret_line("Retype encryption passphrase: ").map_err(no_tty)?;
+        if again.as_slice() != first.as_slice() {
             return Err(CryptError::NoPassphrase(
                 "the passphrases do not match".into(),
             ));
         }
     }
-    Ok(SecretBytes::from_slice(first.as_bytes()))
+    Ok(first)
 }
 
 fn prompt_key_password(what: &str) -> Result<Zeroizing<String>> {
-    rpassword::prompt_password(format!("Enter the password of the private key ({what}): "))
-        .map(Zeroizing::new)
+    tty::read_secret_line(&format!("Enter the password of the private key ({what}): "))
+        .map(|pw| {
+            // A string of its exact size (no growth), wiped when dropped.
+            let mut s = Zeroizing::new(String::with_capacity(pw.len()));
+            s.push_str(&String::from_utf8_lossy(pw.as_slice()));
+            s
+        })
         .map_err(|e| {
             CryptError::NoPassphrase(format!(
                 "the private key is password-protected and there is no terminal to ask on ({e}); decrypt it first: openssl pkey -in KEY -out plain.pem"

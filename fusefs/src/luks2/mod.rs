@@ -37,7 +37,7 @@ pub use guarded::{SecretBox, SecretBytes};
 pub use hash::Hash;
 pub use kdf::{Argon2Variant, KdfChoice, KdfKind, KdfLimits, KdfParams};
 pub use mem::available_bytes;
-pub use rekey::{add_keyslot, remove_keyslot};
+pub use rekey::{add_keyslot, add_keyslot_with, remove_keyslot};
 pub use secret::{Passphrase, VolumeKey};
 pub use segment::{KernelMapping, UnlockedVolume};
 pub use xts::Xts;
