@@ -28,7 +28,7 @@ fn unlock(img: &Path, pass: &str, opts: &UnlockOptions) -> Result<u32, Error> {
 
 /// Rewrites the JSON metadata of both header copies with `edit` and recomputes
 /// their checksums: a "valid" but hostile header.
-fn edit_json(img: &Path, edit: impl Fn(&mut serde_json::Value)) {
+fn edit_json(img: &Path, mut edit: impl FnMut(&mut serde_json::Value)) {
     let mut v = std::fs::read(img).unwrap();
     let hdr = u64::from_be_bytes(v[8..16].try_into().unwrap()) as usize;
     for base in [0, hdr] {
@@ -224,4 +224,70 @@ fn keyslots_are_tried_in_priority_order() {
         ..Default::default()
     };
     assert_eq!(unlock(&img, PASS, &named).unwrap(), 1);
+}
+
+#[test]
+fn all_keyslots_together_stay_within_the_unlock_budget() {
+    let Some(interop) = luks2_util::interop() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Six keyslots, each well under the cap on its own.
+    let img = two_slots(&interop, dir.path(), OTHER);
+    let key = dir.path().join("pass.key");
+    std::fs::write(&key, PASS).unwrap();
+    for i in 2..6 {
+        let new = dir.path().join(format!("k{i}"));
+        std::fs::write(&new, format!("keyslot {i}")).unwrap();
+        let (ok, out) = luks2_util::cryptsetup(&[
+            "luksAddKey",
+            "--batch-mode",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+            key.to_str().unwrap(),
+            img.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ]);
+        assert!(ok, "luksAddKey: {out}");
+    }
+    // With caps of 2000 iterations, a keyslot of 1000 iterations and its digest
+    // (set to 1000 as well) cost one cap: the default budget of four is spent after
+    // four tries, and the fifth keyslot is not computed.
+    let mut digest = 0u64;
+    edit_json(&img, |j| {
+        digest = j["digests"]["0"]["iterations"].as_u64().unwrap();
+        j["digests"]["0"]["iterations"] = 1000.into();
+    });
+    assert!(digest >= 1000);
+    let small = UnlockOptions {
+        limits: KdfLimits {
+            max_pbkdf2_iterations: 2000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = unlock(&img, "wrong", &small).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::KdfBudgetSpent {
+                slot: 4,
+                tried: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "keyslot 4 was not tried: the 4 keyslot(s) tried before it used up this unlock's key-derivation budget (4 keyslots' worth at the cap; trying it too makes 5.0)"
+    );
+    // With the default caps the same volume is nowhere near the budget.
+    assert!(matches!(
+        unlock(&img, "wrong", &UnlockOptions::default()),
+        Err(Error::WrongPassphrase)
+    ));
 }

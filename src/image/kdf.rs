@@ -69,21 +69,21 @@ pub fn unlock_options() -> UnlockOptions {
 
 /// A LUKS2 error as one line; a keyslot over the cost cap says how to allow it.
 pub fn luks_text(e: &luks2::Error) -> String {
-    match e {
-        luks2::Error::KdfWorkTooHigh { value, max, .. } => {
-            let need = factor() * (*value as f64) / (*max as f64).max(1.0);
-            // Rounded up to a number that reads well.
-            let need = if need < 10.0 {
-                (need * 10.0).ceil() / 10.0
-            } else {
-                need.ceil()
-            };
-            format!(
-                "{e}: a hostile header, or made with unusual costs; if you trust the image, allow it with {FLAG} {need} (or {VAR}={need})"
-            )
-        }
-        e => e.to_string(),
-    }
+    let ratio = match e {
+        luks2::Error::KdfWorkTooHigh { value, max, .. } => *value as f64 / (*max as f64).max(1.0),
+        luks2::Error::KdfBudgetSpent { value, max, .. } => value / max.max(f64::MIN_POSITIVE),
+        e => return e.to_string(),
+    };
+    let need = factor() * ratio;
+    // Rounded up to a number that reads well.
+    let need = if need < 10.0 {
+        (need * 10.0).ceil() / 10.0
+    } else {
+        need.ceil()
+    };
+    format!(
+        "{e}: a hostile header, or made with unusual costs; if you trust the image, allow it with {FLAG} {need} (or {VAR}={need})"
+    )
 }
 
 #[cfg(test)]

@@ -76,6 +76,18 @@ pub enum Error {
         max: u64,
     },
 
+    /// Keyslots tried before this one used up the unlock's budget (`value` and
+    /// `max` in units of the per-keyslot cap).
+    #[error(
+        "keyslot {slot} was not tried: the {tried} keyslot(s) tried before it used up this unlock's key-derivation budget ({max} keyslots' worth at the cap; trying it too makes {value:.1})"
+    )]
+    KdfBudgetSpent {
+        slot: u32,
+        tried: usize,
+        value: f64,
+        max: f64,
+    },
+
     /// argon2 would need more memory than the system can give right now.
     #[error(
         "argon2 needs {} MiB of memory for this keyslot but only {} MiB is available (MemAvailable / cgroup limit)",

@@ -61,6 +61,22 @@ impl KdfParams {
         }
     }
 
+    /// One try's work in units of the per-keyslot cap of `limits` (1.0 = at the cap).
+    pub fn work_share(&self, limits: &KdfLimits) -> f64 {
+        let share = |v: u64, max: u64| v as f64 / max.max(1) as f64;
+        match *self {
+            KdfParams::Pbkdf2 { iterations, .. } => {
+                share(iterations.into(), limits.max_pbkdf2_iterations)
+            }
+            KdfParams::Argon2 {
+                time, memory_kib, ..
+            } => share(
+                u64::from(time) * u64::from(memory_kib),
+                limits.max_argon2_work,
+            ),
+        }
+    }
+
     /// Checks the costs against `limits` (for keyslot `slot`), then, for argon2,
     /// against the memory the system can give right now.
     pub fn check(&self, slot: u32, limits: &KdfLimits) -> Result<()> {
@@ -237,6 +253,12 @@ pub const DEFAULT_MAX_PBKDF2_ITERATIONS: u64 = 1 << 25;
 /// over 4 GiB, 125 times the cap, would take hours.
 pub const DEFAULT_MAX_ARGON2_WORK: u64 = 1 << 25;
 
+/// The default budget of one unlock, all keyslots together: four keyslots at the
+/// cap. 32 keyslots just under the caps would otherwise cost 32 times one (over an
+/// hour of argon2 on a small machine); cryptsetup's default keyslots are a tenth
+/// of the cap or less, so a volume with many of them still has room.
+pub const DEFAULT_MAX_TOTAL_WORK: f64 = 4.0;
+
 /// `n` KiB in the largest whole unit (KiB, MiB or GiB) that divides it, else MiB.
 pub fn kib_text(n: u64) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
@@ -258,6 +280,9 @@ pub struct KdfLimits {
     pub max_pbkdf2_iterations: u64,
     /// Per keyslot: argon2 passes × memory in KiB, the work one try costs.
     pub max_argon2_work: u64,
+    /// For one unlock, all keyslots tried together, in units of the per-keyslot
+    /// caps (a keyslot at the pbkdf2 or argon2 cap, with its digest, is about 1).
+    pub max_total_work: f64,
     pub max_argon2_time: u32,
     /// cryptsetup's own maximum is 4 GiB (4194304 KiB).
     pub max_argon2_memory_kib: u32,
@@ -271,6 +296,7 @@ impl Default for KdfLimits {
         KdfLimits {
             max_pbkdf2_iterations: DEFAULT_MAX_PBKDF2_ITERATIONS,
             max_argon2_work: DEFAULT_MAX_ARGON2_WORK,
+            max_total_work: DEFAULT_MAX_TOTAL_WORK,
             max_argon2_time: 1000,
             max_argon2_memory_kib: 4 * 1024 * 1024,
             max_argon2_cpus: 64,
