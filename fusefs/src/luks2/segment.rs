@@ -306,3 +306,27 @@ impl<R> std::fmt::Debug for UnlockedVolume<R> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table line dm-crypt gets, made on demand from the key bytes.
+    #[test]
+    fn crypt_params_are_the_dm_crypt_table_line() {
+        let key: Vec<u8> = (0..64u8).collect();
+        let vk = super::super::VolumeKey::from_slice(&key).unwrap();
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let m = KernelMapping::new(&vk, 16 << 20, 1 << 30, 4096);
+        assert_eq!(
+            std::str::from_utf8(m.crypt_params("7:3").as_slice()).unwrap(),
+            format!("aes-xts-plain64 {hex} 0 7:3 32768 1 sector_size:4096")
+        );
+        let m = KernelMapping::new(&vk, 2 << 20, 1 << 30, 512);
+        assert_eq!(
+            std::str::from_utf8(m.crypt_params("/dev/loop0").as_slice()).unwrap(),
+            format!("aes-xts-plain64 {hex} 0 /dev/loop0 4096")
+        );
+        assert!(!format!("{m:?}").contains(&hex[..16]));
+    }
+}
