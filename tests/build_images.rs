@@ -859,3 +859,62 @@ fn post_gets_subordinate_ids_when_they_are_configured() {
     assert!(!env.work.join("single.sif").exists());
     no_temporaries(&env.work);
 }
+
+/// A key given on a descriptor is closed once read, and key variables leave the
+/// environment: neither `%setup` (on the host) nor `%post` sees them.
+#[test]
+fn build_scripts_see_no_key_descriptor_or_key_variable() {
+    use std::os::unix::process::CommandExt;
+    let env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    std::fs::write(env.work.join("pass"), "correct horse\n").unwrap();
+    std::fs::write(
+        env.work.join("leak.def"),
+        "Bootstrap: localimage\nFrom: rootfs\n\n%setup\n    { cat /proc/self/fd/3; env; } > \"$APPTAINER_ROOTFS/setup.txt\" 2>&1 || true\n\n%post\n    { cat /proc/self/fd/3; env; } > /post.txt 2>&1 || true\n",
+    )
+    .unwrap();
+    env.user.own(&env.work);
+    let key = std::fs::File::open(env.work.join("pass")).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&key);
+    let mut c = env.user.veil();
+    c.current_dir(&env.work)
+        .args(["build", "-q", "--kdf-time", "50", "--kdf-memory", "16"])
+        .args(["--passphrase-fd", "3", "leak.sif", "leak.def"])
+        .env("VEIL_ENCRYPTION_PEM_DATA", "decoy-key-material");
+    // SAFETY: only async-signal-safe calls; `key` stays open until the spawn is done.
+    unsafe {
+        c.pre_exec(move || {
+            let r = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    drop(key);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_ok(
+        env.user
+            .veil()
+            .current_dir(&env.work)
+            .args(["exec", "--passphrase-file", "pass", "leak.sif"])
+            .args(["cat", "/setup.txt", "/post.txt"]),
+    );
+    let seen = stdout(&o);
+    assert!(seen.contains("LANG="), "the scripts did not run: {seen}");
+    assert!(
+        !seen.contains("correct horse"),
+        "a script read the key: {seen}"
+    );
+    assert!(
+        !seen.contains("decoy-key-material"),
+        "a script saw the key variable: {seen}"
+    );
+}

@@ -1234,3 +1234,261 @@ fn inspect_shows_the_encryption_without_a_key() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["encryption"].is_null());
 }
+
+/// The pid of the process whose command line is exactly `argv` (NUL-separated),
+/// waited for up to 10 s.
+fn wait_for_process(argv: &[u8]) -> Option<u32> {
+    for _ in 0..400 {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (cmd == argv).then_some(pid)
+        });
+        if found.is_some() {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    None
+}
+
+/// Gives the command `file`'s descriptor as its descriptor 3.
+fn with_fd3(c: &mut Command, file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    let raw = file.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; `raw` stays open in the parent until the
+    // child has been spawned (the caller holds `file`).
+    unsafe {
+        c.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let r = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Whether other processes of the user could read `pid`'s memory and environment:
+/// the kernel gives a non-dumpable process's /proc files to root.
+fn dumpable(pid: u32, user: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .uid();
+    owner == user && user != 0
+}
+
+#[test]
+fn key_descriptors_are_closed_once_read() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    // The container cannot read the private key through the descriptor it came on.
+    let key = std::fs::File::open(f.key("rsa.pem")).unwrap();
+    let mut c = f.veil();
+    c.args(["exec", "--containall", "--pem-fd", "3"])
+        .arg(f.image("pem", 512, "pbkdf2"))
+        .args(["cat", "/proc/self/fd/3"]);
+    with_fd3(&mut c, &key);
+    let (_, out, err) = text(&c.output().unwrap());
+    assert!(
+        !out.contains("PRIVATE KEY"),
+        "the container read the key from descriptor 3"
+    );
+    assert!(err.contains("No such file"), "{err}");
+
+    // Nor does the launcher keep it open while the container runs.
+    let pass = f.key("pass.txt");
+    let file = std::fs::File::open(&pass).unwrap();
+    let mut c = f.veil();
+    c.args(["exec", "--passphrase-fd", "3"])
+        .arg(f.image("pass", 512, "pbkdf2"))
+        .args(["sleep", "31"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    with_fd3(&mut c, &file);
+    let mut child = c.spawn().unwrap();
+    drop(file);
+    let launcher = child.id();
+    let sleeper = wait_for_process(b"sleep\x0031\x00");
+    // (Only root may look into a non-dumpable process's descriptor table.)
+    let open_files: Option<Vec<PathBuf>> = std::fs::read_dir(format!("/proc/{launcher}/fd"))
+        .ok()
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .collect()
+        });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    sleeper.expect("the container did not start");
+    match open_files {
+        Some(files) => assert!(
+            !files.contains(&pass),
+            "the launcher still holds the key file open: {files:?}"
+        ),
+        None => eprintln!("SKIP part: only root can list the launcher's descriptors"),
+    }
+}
+
+#[test]
+fn the_launcher_is_never_dumpable_with_a_secret_and_keeps_none_in_its_environment() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    // The passphrase comes through a pipe the test holds: until the test writes it,
+    // the launcher waits to read it. By then it must have written its id maps (the
+    // only reason it was ever dumpable again) and be non-dumpable.
+    let (r, mut w) = {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors, owned from here on.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        use std::os::fd::FromRawFd;
+        // SAFETY: both descriptors were just created and are owned by nothing else.
+        unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        }
+    };
+    let decoy = "decoy-key-data-0123456789";
+    let mut c = f.veil();
+    c.args(["exec", "--passphrase-fd", "3"])
+        .arg(f.image("pass", 4096, "argon2id"))
+        .args(["sleep", "32"])
+        .env("SINGULARITY_ENCRYPTION_PEM_DATA", decoy)
+        .env("APPTAINER_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    with_fd3(&mut c, &r);
+    let mut child = c.spawn().unwrap();
+    drop(r);
+    let launcher = child.id();
+    let initial = std::fs::read_to_string("/proc/self/uid_map").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut entered = false;
+    while std::time::Instant::now() < deadline {
+        let map = std::fs::read_to_string(format!("/proc/{launcher}/uid_map")).unwrap_or_default();
+        if !map.is_empty() && map != initial && !dumpable(launcher, f.user.uid) {
+            entered = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if !entered {
+        child.kill().ok();
+        child.wait().ok();
+        panic!(
+            "the launcher did not enter its user namespace and become non-dumpable before reading the key"
+        );
+    }
+    w.write_all(format!("{PASSPHRASE}\n").as_bytes()).unwrap();
+    drop(w);
+    let sleeper = wait_for_process(b"sleep\x0032\x00");
+    let still = dumpable(launcher, f.user.uid);
+    // What the launcher's environment shows from outside (root can read it).
+    let environ = std::fs::read(format!("/proc/{launcher}/environ"));
+    child.kill().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        sleeper.is_some(),
+        "the container did not start: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!still, "the launcher became dumpable again");
+    if let Ok(environ) = environ {
+        for secret in [PASSPHRASE, decoy] {
+            assert!(
+                !environ
+                    .windows(secret.len())
+                    .any(|w| w == secret.as_bytes()),
+                "{secret:?} is still in /proc/{launcher}/environ"
+            );
+        }
+        // The names stay (emptied), the rest of the environment is intact.
+        let text = String::from_utf8_lossy(&environ);
+        assert!(text.contains("SINGULARITY_ENCRYPTION_PEM_DATA="), "{text}");
+        assert!(text.contains("LANG=C.UTF-8"), "{text}");
+    } else {
+        eprintln!("SKIP part: /proc/{launcher}/environ is readable only by root");
+    }
+}
+
+#[test]
+fn kdf_cost_over_the_cap_names_the_flag_that_allows_it() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let img = f.image("pass", 512, "pbkdf2");
+    // A cap lowered far enough that cryptsetup's --fast keyslot is over it.
+    let err = fails(
+        f.veil()
+            .arg("exec")
+            .arg(img)
+            .arg("true")
+            .env("VEIL_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+            .env("VEIL_MAX_KDF_COST", "0.00001"),
+        "over the cap",
+    );
+    assert!(
+        err.contains("keyslot 0: pbkdf2-") && err.contains("iterations, more than the limit of"),
+        "{err}"
+    );
+    let factor = err
+        .split("--max-kdf-cost ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no factor suggested: {err}"));
+    assert!(
+        err.contains(&format!("VEIL_MAX_KDF_COST={factor}")),
+        "{err}"
+    );
+    // The flag beats the variable, and the suggested factor is enough.
+    ok_marker(
+        f,
+        f.veil()
+            .args(["exec", "--max-kdf-cost", factor])
+            .arg(img)
+            .args(["cat", "/data/marker.txt"])
+            .env("VEIL_ENCRYPTION_PASSPHRASE", PASSPHRASE)
+            .env("VEIL_MAX_KDF_COST", "0.00001"),
+        "with the suggested factor",
+    );
+    let (code, _, err) = text(
+        &f.veil()
+            .args(["exec", "--max-kdf-cost", "0"])
+            .arg(img)
+            .arg("true")
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("not a positive number"), "{err}");
+}
+
+#[test]
+fn images_unlock_when_no_memory_may_be_locked() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    // Key pages are locked where RLIMIT_MEMLOCK allows; where it allows nothing, the
+    // run goes on (the pages are still kept out of core dumps and wiped).
+    let mut c = f.veil();
+    c.arg("exec")
+        .arg(f.image("pass", 512, "argon2id"))
+        .args(["cat", "/data/marker.txt"])
+        .env("VEIL_ENCRYPTION_PASSPHRASE", PASSPHRASE);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &none) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    ok_marker(f, &mut c, "RLIMIT_MEMLOCK 0");
+}

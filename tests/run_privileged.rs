@@ -190,3 +190,42 @@ fn real_root_maps_encrypted_images_with_dm_crypt_and_cleans_up() {
         assert_ne!(stdout(&o).trim(), "0");
     }
 }
+
+/// As real root, an image file that another user could change while it runs (its
+/// owner, or anyone through a group or world write bit) is refused, in one line.
+#[test]
+fn real_root_refuses_an_image_file_other_users_can_change() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP {}: the tests do not run as root", module_path!());
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = require!(busybox_rootfs(dir.path()), "busybox is not installed");
+    let (_sqfs, sif) = require!(
+        squash_and_sif(&root, dir.path()),
+        "mksquashfs or /dev/fuse missing"
+    );
+    let mode = |m: u32| std::fs::set_permissions(&sif, std::fs::Permissions::from_mode(m)).unwrap();
+    let refused = |why: &str| {
+        for extra in [&[][..], &["--fuse"][..]] {
+            let err = run_err(veil().arg("exec").args(extra).arg(&sif).arg("true"));
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+            assert!(
+                err.contains("refusing to run as root an image file that another user can change")
+                    && err.contains(why),
+                "{extra:?}: {err}"
+            );
+        }
+    };
+    mode(0o664);
+    refused("mode 0664 lets its group or others write it");
+    mode(0o646);
+    refused("mode 0646");
+    mode(0o644);
+    std::os::unix::fs::chown(&sif, Some(65534), None).unwrap();
+    refused("it belongs to uid 65534");
+    std::os::unix::fs::chown(&sif, Some(0), None).unwrap();
+    run_ok(veil().arg("exec").arg(&sif).arg("true"));
+}

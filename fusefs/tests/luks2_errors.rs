@@ -262,6 +262,7 @@ fn absurd_kdf_costs_are_refused_without_allocating() {
     let opts = UnlockOptions {
         limits: KdfLimits {
             max_argon2_memory_kib: u32::MAX,
+            max_argon2_work: u64::MAX,
             ..Default::default()
         },
         ..Default::default()
@@ -305,8 +306,8 @@ fn absurd_kdf_costs_are_refused_without_allocating() {
     assert!(
         matches!(
             e,
-            Error::KdfCostTooHigh {
-                what: "iterations",
+            Error::KdfWorkTooHigh {
+                value: 4294967295,
                 ..
             }
         ),
@@ -325,8 +326,8 @@ fn absurd_kdf_costs_are_refused_without_allocating() {
     assert!(
         matches!(
             e,
-            Error::KdfCostTooHigh {
-                what: "digest iterations",
+            Error::KdfWorkTooHigh {
+                value: 4294967295,
                 ..
             }
         ),

@@ -302,7 +302,8 @@ fn verify(path: &Path, fs_type: FsType, secret: Option<&Passphrase>) -> Result<(
     }
     luks2::inspect(&src).map_err(|e| v(e.to_string()))?;
     if let Some(secret) = secret {
-        let vol = luks2::unlock(src, secret, &Default::default()).map_err(|e| v(e.to_string()))?;
+        let vol = luks2::unlock(src, secret, &crate::image::kdf::unlock_options())
+            .map_err(|e| v(crate::image::kdf::luks_text(&e)))?;
         let fs = Squashfs::open(vol).map_err(|e| v(e.to_string()))?;
         walk_count(&fs)?;
     }
@@ -356,8 +357,15 @@ pub fn convert(opts: &BuildOptions, src: &Path, time: i64) -> Result<Summary> {
                     let pass = key
                         .for_run(message.as_deref())
                         .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
-                    let vol = luks2::unlock(sif.object_source(prim)?, &pass, &Default::default())
-                        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+                    let opts = crate::image::kdf::unlock_options();
+                    let vol =
+                        luks2::unlock(sif.object_source(prim)?, &pass, &opts).map_err(|e| {
+                            BuildError::Source(format!(
+                                "{}: {}",
+                                src.display(),
+                                crate::image::kdf::luks_text(&e)
+                            ))
+                        })?;
                     Arc::new(vol)
                 }
                 other => {

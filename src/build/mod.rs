@@ -129,7 +129,7 @@ fn open_image(
                 .for_run(e.message())
                 .map_err(|err| src(format!("{}: {err}", path.display())))?;
             match e
-                .unlock(&pass, &Default::default())
+                .unlock(&pass, &crate::image::kdf::unlock_options())
                 .map_err(|err| src(err.to_string()))?
                 .root
             {

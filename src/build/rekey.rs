@@ -82,7 +82,8 @@ pub fn slot_of(path: &Path, p: &Partition, key: &Passphrase) -> Result<u32> {
     let sif = Sif::open(file).map_err(|e| err(path, e))?;
     let d = sif.object(p.id).map_err(|e| err(path, e))?;
     let slice = sif.object_source(d).map_err(|e| err(path, e))?;
-    let vol = luks2::unlock(slice, key, &Default::default()).map_err(|e| err(path, e))?;
+    let vol = luks2::unlock(slice, key, &crate::image::kdf::unlock_options())
+        .map_err(|e| err(path, crate::image::kdf::luks_text(&e)))?;
     Ok(vol.keyslot())
 }
 
@@ -178,7 +179,9 @@ pub fn add_keyslot(
     opts: &KeyslotOptions,
 ) -> Result<u32> {
     with_header(path, p, Order::AreasFirst, |f| {
-        luks2::add_keyslot(f, existing, new, opts, None).map_err(|e| err(path, e))
+        let unlock = crate::image::kdf::unlock_options();
+        luks2::add_keyslot_with(f, existing, new, opts, None, &unlock)
+            .map_err(|e| err(path, crate::image::kdf::luks_text(&e)))
     })
 }
 

@@ -195,11 +195,15 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     if a.sandbox && (a.encrypt || a.key.flags().any()) {
         bail!("a sandbox directory cannot be encrypted");
     }
+    a.key.apply_kdf_limit();
     let encryption = if a.sandbox {
         None
     } else {
         encryption(&a.key.flags(), a.encrypt)?
     };
+    // Read or not, secrets given in the environment go before anything runs
+    // (%setup inherits the build's environment).
+    crate::crypt::environ::scrub();
     let mut squash = SquashOptions {
         compression: a.compression,
         level: a.compression_level,

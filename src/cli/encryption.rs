@@ -23,9 +23,17 @@ pub struct EncryptionArgs {
     /// Read the encryption passphrase from this open file descriptor
     #[arg(long, value_name = "FD")]
     pub passphrase_fd: Option<i32>,
+    /// Allow keyslots whose key derivation costs up to FACTOR times veil's default cap (a guard against hostile images; also VEIL_MAX_KDF_COST)
+    #[arg(long, value_name = "FACTOR", env = "VEIL_MAX_KDF_COST", value_parser = crate::image::kdf::parse_factor)]
+    pub max_kdf_cost: Option<f64>,
 }
 
 impl EncryptionArgs {
+    /// Puts `--max-kdf-cost` in force for the unlocks of this command.
+    pub fn apply_kdf_limit(&self) {
+        crate::image::kdf::set_factor(self.max_kdf_cost);
+    }
+
     pub fn flags(&self) -> KeyFlags {
         KeyFlags {
             pem_path: self.pem_path.clone(),

@@ -98,8 +98,11 @@ fn metadata(a: &InspectArgs, opened: Image) -> Result<(Attributes, Option<String
             .flatten()
         {
             Some(src) => {
+                // No core dump or ptrace of a process holding the key.
+                let _ = nix::sys::prctl::set_dumpable(false);
                 let pass = src.for_run(e.message())?;
-                match e.unlock(&pass, &Default::default())?.root {
+                crate::crypt::environ::scrub();
+                match e.unlock(&pass, &crate::image::kdf::unlock_options())?.root {
                     Root::Squashfs { fs, .. } => Some(inspect::from_squashfs(&fs)),
                     Root::Directory(d) => Some(inspect::from_dir(&d)),
                 }
@@ -183,6 +186,7 @@ fn print_sections(attrs: &Attributes, w: [bool; 7]) {
 }
 
 pub fn run(a: InspectArgs) -> Result<ExitCode> {
+    a.key.apply_kdf_limit();
     let w = wanted(&a);
     let meta = if w.iter().any(|x| *x) {
         Some(metadata(&a, image::open(&a.image)?)?)

@@ -81,20 +81,23 @@ pub fn run(a: KeyslotArgs) -> Result<ExitCode> {
 }
 
 /// The key the user gave, turned into the LUKS2 passphrase, with the message it
-/// decrypted (PEM keys try each crypto message of the image).
+/// decrypted (PEM keys try each crypto message of the image). The key is read once.
 fn unlock_key(
     src: &KeySource,
     p: &rekey::Partition,
 ) -> Result<(veil_fusefs::luks2::Passphrase, Option<u32>)> {
+    // No core dump or ptrace of a process holding the key.
+    let _ = nix::sys::prctl::set_dumpable(false);
     if !src.is_pem() {
         return Ok((src.for_run(None)?, None));
     }
     if p.messages.is_empty() {
         bail!("the image has no RSA recipient (crypto message); give its passphrase instead");
     }
+    let key = src.read_for_run()?;
     let mut last = None;
     for (id, msg) in &p.messages {
-        match src.for_run(Some(msg)) {
+        match key.passphrase_for(Some(msg)) {
             Ok(k) => return Ok((k, Some(*id))),
             Err(e) => last = Some(e),
         }
@@ -106,6 +109,7 @@ fn unlock_key(
 }
 
 fn add(a: AddArgs) -> Result<ExitCode> {
+    a.current.apply_kdf_limit();
     let img = &a.image;
     let p = rekey::partition(img)?;
     let current = select_from_env(&a.current.flags())
@@ -165,6 +169,7 @@ fn add(a: AddArgs) -> Result<ExitCode> {
 }
 
 fn remove(a: RemoveArgs) -> Result<ExitCode> {
+    a.key.apply_kdf_limit();
     let img = &a.image;
     let p = rekey::partition(img)?;
     let (slot, msg) = match a.slot {

@@ -7,6 +7,7 @@
 //! keyslot (a passphrase, or the 64-byte secret unwrapped from the message), handed
 //! to `veil_fusefs::luks2` as a zeroizing `Passphrase`.
 
+pub mod environ;
 pub mod error;
 pub mod key;
 pub mod message;
@@ -14,6 +15,7 @@ pub(crate) mod pem;
 mod pem_legacy;
 pub mod source;
 mod ssh;
+mod tty;
 
 pub use error::{CryptError, Result};
 pub use key::{PrivateKey, PublicKey, load_private_key, load_public_key};

@@ -9,15 +9,18 @@
 //! encrypted never triggers a prompt. Reading happens in [`KeySource::for_run`] /
 //! [`select_for_build`].
 
+use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use veil_fusefs::luks2::Passphrase;
+use veil_fusefs::luks2::{Passphrase, SecretBytes};
 use zeroize::Zeroizing;
 
+use super::environ;
 use super::error::{CryptError, Result};
-use super::key::{self, PublicKey};
+use super::key::{self, PrivateKey, PublicKey};
 use super::message;
+use super::tty;
 
 /// The key-related flags of `run`/`exec`/`shell`/`test` and `build`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -85,43 +88,53 @@ impl KeySource {
         )
     }
 
-    fn read_pem(&self) -> Result<Zeroizing<Vec<u8>>> {
+    fn read_pem(&self) -> Result<SecretBytes> {
         match self {
-            KeySource::PemPath(p) | KeySource::PemPathEnv(_, p) => read_file(p, "key file"),
-            KeySource::PemFd(fd) => read_fd(*fd, "--pem-fd"),
+            KeySource::PemPath(p) | KeySource::PemPathEnv(_, p) => {
+                read_file(p, "key file", MAX_KEY_FILE)
+            }
+            KeySource::PemFd(fd) => read_fd(*fd, "--pem-fd", MAX_KEY_FILE),
             KeySource::PemDataEnv(var) => {
-                env_bytes(var).ok_or_else(|| CryptError::bad_key(format!("{var} is empty")))
+                environ::take(var).ok_or_else(|| CryptError::bad_key(format!("{var} is empty")))
             }
             _ => Err(CryptError::bad_key("not a key source")),
         }
     }
 
-    /// The bytes that unlock the image's LUKS2 keyslot. `message` is the
-    /// image's crypto message, if it has one (used only for a PEM source).
-    pub fn for_run(&self, message: Option<&[u8]>) -> Result<Passphrase> {
+    /// Reads the key for unlocking an image: the private key, or the passphrase. A
+    /// descriptor is read (and closed) here, once, however many crypto messages or
+    /// images the key is then tried on.
+    pub fn read_for_run(&self) -> Result<RunKey> {
         if self.is_pem() {
             let pem = self.read_pem()?;
             let what = self.describe();
-            let key = key::load_private_key(&pem, &|| prompt_key_password(&what))
+            let key = key::load_private_key(pem.as_slice(), &|| prompt_key_password(&what))
                 .map_err(|e| CryptError::BadKey(format!("invalid private key ({what}): {e}")))?;
-            let msg = message.ok_or_else(|| {
-                CryptError::BadKey(
-                    "the image has no RSA-encrypted key (crypto message): it was encrypted with a passphrase, so use --passphrase"
-                        .into(),
-                )
-            })?;
-            let secret = message::unwrap_secret(&key, msg)?;
-            return Ok(Passphrase::from_slice(&secret));
+            return Ok(RunKey::Private(Box::new(key)));
         }
-        self.read_passphrase("Enter encryption passphrase: ", false)
+        Ok(RunKey::Passphrase(
+            self.read_passphrase("Enter encryption passphrase: ", false)?,
+        ))
+    }
+
+    /// The bytes that unlock the image's LUKS2 keyslot. `message` is the
+    /// image's crypto message, if it has one (used only for a PEM source).
+    pub fn for_run(&self, message: Option<&[u8]>) -> Result<Passphrase> {
+        self.read_for_run()?.passphrase_for(message)
     }
 
     fn read_passphrase(&self, prompt: &str, confirm: bool) -> Result<Passphrase> {
         let bytes = match self {
             KeySource::PassphrasePrompt => prompt_tty(prompt, confirm)?,
-            KeySource::PassphraseFile(p) => strip_newline(read_file(p, "passphrase file")?),
-            KeySource::PassphraseFd(fd) => strip_newline(read_fd(*fd, "--passphrase-fd")?),
-            KeySource::PassphraseEnv(var) => env_bytes(var).unwrap_or_default(),
+            KeySource::PassphraseFile(p) => {
+                strip_newline(read_file(p, "passphrase file", MAX_PASSPHRASE)?)
+            }
+            KeySource::PassphraseFd(fd) => {
+                strip_newline(read_fd(*fd, "--passphrase-fd", MAX_PASSPHRASE)?)
+            }
+            KeySource::PassphraseEnv(var) => {
+                environ::take(var).unwrap_or_else(|| SecretBytes::with_capacity(0))
+            }
             _ => return Err(CryptError::bad_key("not a passphrase source")),
         };
         if bytes.is_empty() {
@@ -130,7 +143,34 @@ impl KeySource {
                 self.describe()
             )));
         }
-        Ok(Passphrase::from_slice(&bytes))
+        Ok(Passphrase::from_secret(bytes))
+    }
+}
+
+/// Key material read for unlocking images.
+pub enum RunKey {
+    /// An RSA private key: it unwraps the secret in an image's crypto message.
+    Private(Box<PrivateKey>),
+    Passphrase(Passphrase),
+}
+
+impl RunKey {
+    /// The bytes that unlock a keyslot of an image whose crypto message (PEM mode)
+    /// is `message`.
+    pub fn passphrase_for(&self, message: Option<&[u8]>) -> Result<Passphrase> {
+        match self {
+            RunKey::Passphrase(p) => Ok(p.duplicate()),
+            RunKey::Private(key) => {
+                let msg = message.ok_or_else(|| {
+                    CryptError::BadKey(
+                        "the image has no RSA-encrypted key (crypto message): it was encrypted with a passphrase, so use --passphrase"
+                            .into(),
+                    )
+                })?;
+                let secret = message::unwrap_secret(key, msg)?;
+                Ok(Passphrase::from_slice(&secret))
+            }
+        }
     }
 }
 
@@ -178,9 +218,7 @@ pub fn select_from_env(flags: &KeyFlags) -> Option<KeySource> {
         if k.ends_with("ENCRYPTION_PEM_PATH") {
             std::env::var(k).ok()
         } else {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(|_| "set".to_string())
+            environ::is_set(k).then(|| "set".to_string())
         }
     })
 }
@@ -216,7 +254,7 @@ pub fn select_for_build(flags: &KeyFlags, encrypt: bool) -> Result<Option<BuildK
     }
     if src.is_pem() {
         let pem = src.read_pem()?;
-        let key = key::load_public_key(&pem).map_err(|e| {
+        let key = key::load_public_key(pem.as_slice()).map_err(|e| {
             CryptError::BadKey(format!(
                 "invalid encryption public key ({}): {e}",
                 src.describe()
@@ -230,106 +268,148 @@ pub fn select_for_build(flags: &KeyFlags, encrypt: bool) -> Result<Option<BuildK
 }
 
 /// Key files are small; refuse to slurp a device or a huge file by mistake.
-const MAX_KEY_FILE: u64 = 1 << 20;
+const MAX_KEY_FILE: usize = 1 << 20;
 /// cryptsetup's own cap on key files.
-const MAX_PASSPHRASE: u64 = 8 << 20;
+const MAX_PASSPHRASE: usize = 8 << 20;
 
-fn read_limited(mut r: impl Read, limit: u64, what: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let mut buf = Zeroizing::new(Vec::new());
-    r.by_ref()
-        .take(limit + 1)
-        .read_to_end(&mut buf)
-        .map_err(|err| CryptError::Io {
-            what: what.to_string(),
-            err,
-        })?;
-    if buf.len() as u64 > limit {
-        return Err(CryptError::bad_key(format!(
+/// Reads all of `file` into guarded memory, in place: a regular file into a buffer
+/// of its size (from fstat), anything else (a pipe, a terminal) into one of `limit`
+/// bytes, of which only what is written is ever touched. Nothing is reallocated, so
+/// no copy is left behind unwiped. More than `limit` bytes is an error.
+fn read_secret(file: &File, limit: usize, what: &str) -> Result<SecretBytes> {
+    let io = |err| CryptError::Io {
+        what: what.to_string(),
+        err,
+    };
+    let too_big = || {
+        CryptError::bad_key(format!(
             "{what} is larger than {limit} bytes; it is not a key"
+        ))
+    };
+    let meta = file.metadata().map_err(io)?;
+    // One byte more than expected, to see the end (or a file that grew).
+    let want = if meta.is_file() {
+        let size = usize::try_from(meta.len()).map_err(|_| too_big())?;
+        if size > limit {
+            return Err(too_big());
+        }
+        size + 1
+    } else {
+        limit + 1
+    };
+    let mut buf = SecretBytes::with_capacity(want);
+    loop {
+        let len = buf.len();
+        if len == want {
+            break;
+        }
+        match (&*file).read(&mut buf.spare()[..want - len]) {
+            Ok(0) => break,
+            Ok(n) => buf.set_len(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    if buf.len() == want {
+        if buf.len() > limit {
+            return Err(too_big());
+        }
+        return Err(CryptError::bad_key(format!(
+            "{what} grew while it was read"
         )));
+    }
+    // A pipe's worst-case buffer is mostly untouched: keep a copy of the right size
+    // (which can then be locked in memory); the big one is wiped as it goes.
+    if buf.capacity() > 2 * buf.len().max(4096) {
+        return Ok(SecretBytes::from_slice(buf.as_slice()));
     }
     Ok(buf)
 }
 
-fn read_file(p: &Path, kind: &str) -> Result<Zeroizing<Vec<u8>>> {
+fn read_file(p: &Path, kind: &str, limit: usize) -> Result<SecretBytes> {
     let what = format!("{kind} {}", p.display());
-    let f = std::fs::File::open(p).map_err(|err| CryptError::Io {
+    let f = File::open(p).map_err(|err| CryptError::Io {
         what: what.clone(),
         err,
     })?;
-    let limit = if kind.starts_with("passphrase") {
-        MAX_PASSPHRASE
-    } else {
-        MAX_KEY_FILE
-    };
-    read_limited(f, limit, &what)
+    read_secret(&f, limit, &what)
 }
 
-/// Reads a descriptor the caller passed open (`--pem-fd 3 3<key.pem`, or a pipe).
-/// A duplicate is read and closed, so the caller's descriptor stays as it was.
-fn read_fd(fd: i32, flag: &str) -> Result<Zeroizing<Vec<u8>>> {
-    use std::os::fd::{FromRawFd, OwnedFd};
+/// Reads a descriptor the caller passed open (`--pem-fd 3 3<key.pem`, or a pipe),
+/// and closes it at once, so that nothing started later (a container, a build's
+/// scripts) inherits it. A standard descriptor (0-2) is left open on /dev/null
+/// instead, so that the next file opened does not take its number.
+fn read_fd(fd: i32, flag: &str, limit: usize) -> Result<SecretBytes> {
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
     let what = format!("{flag} {fd}");
-    // SAFETY: dup(2) takes any integer; an invalid one fails with EBADF.
-    let dup = unsafe { libc::dup(fd) };
-    if dup < 0 {
+    // SAFETY: F_GETFD only reads the descriptor's flags; an invalid one is EBADF.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(CryptError::Io {
             what: format!("{what} (is the descriptor open?)"),
             err: std::io::Error::last_os_error(),
         });
     }
-    // SAFETY: `dup` was just returned by dup(2), so this is its only owner.
-    let owned = unsafe { OwnedFd::from_raw_fd(dup) };
-    read_limited(std::fs::File::from(owned), MAX_PASSPHRASE, &what)
-}
-
-fn env_bytes(var: &str) -> Option<Zeroizing<Vec<u8>>> {
-    use std::os::unix::ffi::OsStringExt;
-    std::env::var_os(var)
-        .map(|v| Zeroizing::new(v.into_vec()))
-        .filter(|v| !v.is_empty())
+    // SAFETY: the descriptor is open (checked above) and was handed to veil for this
+    // one use: nothing else in the process reads or closes it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let read = read_secret(&file, limit, &what);
+    if fd <= 2 {
+        let raw = file.into_raw_fd();
+        if let Ok(null) = File::open("/dev/null") {
+            // SAFETY: dup2 onto the descriptor this function owns; it closes the
+            // old file and leaves `raw` open on /dev/null.
+            unsafe { libc::dup2(null.as_raw_fd(), raw) };
+        }
+    } else {
+        drop(file);
+    }
+    read
 }
 
 /// One trailing newline (LF or CRLF) is dropped, as `echo secret > file` adds it.
-fn strip_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
-    if v.last() == Some(&b'\n') {
-        v.pop();
-        if v.last() == Some(&b'\r') {
-            v.pop();
+fn strip_newline(mut v: SecretBytes) -> SecretBytes {
+    let mut n = v.len();
+    if v.as_slice().last() == Some(&b'\n') {
+        n -= 1;
+        if n > 0 && v.as_slice()[n - 1] == b'\r' {
+            n -= 1;
         }
     }
+    v.truncate(n);
     v
 }
 
-fn prompt_tty(prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+fn prompt_tty(prompt: &str, confirm: bool) -> Result<SecretBytes> {
     let no_tty = |e: std::io::Error| {
         CryptError::NoPassphrase(format!(
             "--passphrase asks on a terminal, and there is none ({e}); use --passphrase-file, --passphrase-fd or VEIL_ENCRYPTION_PASSPHRASE"
         ))
     };
-    // rpassword reads /dev/tty with echo off and restores the terminal afterwards.
-    let first = Zeroizing::new(rpassword::prompt_password(prompt).map_err(no_tty)?);
+    let first = tty::read_secret_line(prompt).map_err(no_tty)?;
     if confirm {
         if first.is_empty() {
             return Err(CryptError::NoPassphrase(
                 "cannot encrypt an image with an empty passphrase".into(),
             ));
         }
-        let again = Zeroizing::new(
-            rpassword::prompt_password("Retype encryption passphrase: ").map_err(no_tty)?,
-        );
-        if *again != *first {
+        let again = tty::read_secret_line("Retype encryption passphrase: ").map_err(no_tty)?;
+        if again.as_slice() != first.as_slice() {
             return Err(CryptError::NoPassphrase(
                 "the passphrases do not match".into(),
             ));
         }
     }
-    Ok(Zeroizing::new(first.as_bytes().to_vec()))
+    Ok(first)
 }
 
 fn prompt_key_password(what: &str) -> Result<Zeroizing<String>> {
-    rpassword::prompt_password(format!("Enter the password of the private key ({what}): "))
-        .map(Zeroizing::new)
+    tty::read_secret_line(&format!("Enter the password of the private key ({what}): "))
+        .map(|pw| {
+            // A string of its exact size (no growth), wiped when dropped.
+            let mut s = Zeroizing::new(String::with_capacity(pw.len()));
+            s.push_str(&String::from_utf8_lossy(pw.as_slice()));
+            s
+        })
         .map_err(|e| {
             CryptError::NoPassphrase(format!(
                 "the private key is password-protected and there is no terminal to ask on ({e}); decrypt it first: openssl pkey -in KEY -out plain.pem"
@@ -417,7 +497,11 @@ mod tests {
 
     #[test]
     fn newline_stripping() {
-        let s = |b: &[u8]| strip_newline(Zeroizing::new(b.to_vec())).to_vec();
+        let s = |b: &[u8]| {
+            strip_newline(SecretBytes::from_slice(b))
+                .as_slice()
+                .to_vec()
+        };
         assert_eq!(s(b"pw\n"), b"pw");
         assert_eq!(s(b"pw\r\n"), b"pw");
         assert_eq!(s(b"pw\n\n"), b"pw\n");

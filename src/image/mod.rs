@@ -12,6 +12,7 @@ use veil_fusefs::squashfs::Squashfs;
 use crate::sif::{Extra, FsType, Sif, SifError};
 
 mod encrypted;
+pub mod kdf;
 pub use encrypted::{Encrypted, Unlocked, crypto_message};
 
 /// A positional-read source shared by the FUSE threads.
@@ -33,8 +34,12 @@ pub enum ImageError {
         "{0}: this image uses Apptainer's gocryptfs encryption (fstype 6), which veil does not support yet; images made by `apptainer build --encrypt` as root or by `singularity build --encrypt` (LUKS2) work"
     )]
     Gocryptfs(String),
-    #[error("{0}: {1}")]
+    #[error("{name}: {text}", name = .0, text = kdf::luks_text(.1))]
     Luks(String, veil_fusefs::luks2::Error),
+    #[error(
+        "{0}: refusing to run as root an image file that another user can change ({1}); make it root's and not group- or world-writable (chown root, chmod go-w), or copy it where only root writes"
+    )]
+    Untrusted(String, String),
     #[error("{0}: {1}")]
     Crypto(String, String),
     /// The key material opened no keyslot. `for_rsa`: the image carries an
@@ -72,10 +77,11 @@ pub enum Root {
     },
 }
 
-/// A byte range of a file.
+/// A byte range of an opened image file: the same descriptor that was verified and
+/// read, never the path again (which may name another file by then).
 #[derive(Debug, Clone)]
 pub struct FileRegion {
-    pub path: PathBuf,
+    pub file: Arc<File>,
     pub offset: u64,
     pub size: u64,
 }
@@ -95,9 +101,22 @@ pub fn open(path: &Path) -> Result<Image, ImageError> {
     if meta.is_dir() {
         return Ok(Image::Plain(Root::Directory(path.to_path_buf())));
     }
-    let file = File::open(path).map_err(io)?;
+    open_file(File::open(path).map_err(io)?, &name)
+}
+
+/// As [`open`], for an image file already opened: everything read from the image
+/// from now on (its header, its partitions, the loop device of the privileged path)
+/// comes through this descriptor, whatever happens to the path. `name` is for
+/// messages.
+pub fn open_file(file: File, name: &str) -> Result<Image, ImageError> {
+    let name = name.to_string();
+    let io = |err| ImageError::Open {
+        path: name.clone(),
+        err,
+    };
     let mut head = [0u8; 42];
     let n = file.read_at(&mut head, 0).map_err(io)?;
+    let shared = Arc::new(file.try_clone().map_err(io)?);
     let src = Arc::new(FileSource::new(file).map_err(io)?);
     let (source, offset): (Source, u64) =
         if n >= 42 && &head[SIF_MAGIC_AT as usize..SIF_MAGIC_AT as usize + 9] == b"SIF_MAGIC" {
@@ -109,7 +128,7 @@ pub fn open(path: &Path) -> Result<Image, ImageError> {
                     message,
                 } => {
                     let region = FileRegion {
-                        path: path.to_path_buf(),
+                        file: shared,
                         offset,
                         size: volume.len(),
                     };
@@ -124,7 +143,7 @@ pub fn open(path: &Path) -> Result<Image, ImageError> {
             return Err(ImageError::Unknown(name));
         };
     let region = FileRegion {
-        path: path.to_path_buf(),
+        file: shared,
         offset,
         size: source.len(),
     };
@@ -133,6 +152,28 @@ pub fn open(path: &Path) -> Result<Image, ImageError> {
         fs: Arc::new(fs),
         region: Some(region),
     }))
+}
+
+/// For real root: refuses an image file that a user other than root could change
+/// while it runs (the kernel's squashfs would read the new bytes, verified or not):
+/// one owned by another user, or writable by its group or by others.
+pub fn check_root_may_trust(file: &File, name: &str) -> Result<(), ImageError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().map_err(|err| ImageError::Open {
+        path: name.to_string(),
+        err,
+    })?;
+    let why = if meta.uid() != 0 {
+        format!("it belongs to uid {}", meta.uid())
+    } else if meta.mode() & 0o022 != 0 {
+        format!(
+            "its mode {:04o} lets its group or others write it",
+            meta.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ImageError::Untrusted(name.to_string(), why))
 }
 
 enum Partition {

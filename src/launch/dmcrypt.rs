@@ -135,7 +135,7 @@ impl DmDevice {
         b[spec + 20..spec + 24].copy_from_slice(&next.to_ne_bytes());
         b[spec + 24..spec + 29].copy_from_slice(b"crypt");
         let p = spec + TARGET_SPEC_LEN;
-        b[p..p + params.len()].copy_from_slice(params.as_bytes());
+        b[p..p + params.len()].copy_from_slice(params.as_slice());
         ioctl(&self.ctl, DM_TABLE_LOAD, &mut b).map_err(|e| {
             err(
                 "loading the crypt table (is the dm-crypt module available? --fuse decrypts in user space instead)",

@@ -21,8 +21,11 @@ pub struct Identity {
 
 impl Identity {
     pub fn current(fakeroot: bool) -> Identity {
-        let uid = Uid::current();
-        let gid = Gid::current();
+        // Inside the launcher's user namespace (entered early, before a key was
+        // read), getuid() is the inside id: the outside one is what was mapped.
+        let (uid, gid) = super::userns::outer_ids()
+            .map(|(u, g)| (Uid::from_raw(u), Gid::from_raw(g)))
+            .unwrap_or_else(|| (Uid::current(), Gid::current()));
         let user = user_entry(uid.as_raw());
         let group = group_entry(gid.as_raw());
         let host_home = std::env::var("HOME")

@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::error::{LaunchError, Result};
 
@@ -48,10 +48,10 @@ fn io_err(what: &str, e: std::io::Error) -> LaunchError {
     LaunchError::Invalid(format!("{what}: {e}"))
 }
 
-/// Attaches `[offset, offset + size)` of `image` to a free loop device, read-only.
-pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
-    let backing =
-        File::open(image).map_err(|e| io_err(&format!("opening {}", image.display()), e))?;
+/// Attaches `[offset, offset + size)` of the opened image file `backing` to a free
+/// loop device, read-only. The descriptor is the one the image was verified and
+/// read through: the path is not opened again.
+pub fn attach(backing: &File, offset: u64, size: u64) -> Result<LoopDevice> {
     let ctl = OpenOptions::new()
         .read(true)
         .write(true)

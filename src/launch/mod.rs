@@ -120,7 +120,7 @@ enum Mode {
 }
 
 /// True for uid 0 in the initial user namespace (not merely root inside a container).
-fn real_root() -> bool {
+pub(crate) fn real_root() -> bool {
     nix::unistd::geteuid().is_root()
         && fs::read_to_string("/proc/self/uid_map")
             .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
@@ -470,9 +470,9 @@ fn stage(mode: &Mode) -> Result<()> {
     };
     // Likewise the loop device is attached while the image's path is still visible.
     let loop_dev = match mode {
-        Mode::Kernel(region) => Some(loopdev::attach(&region.path, region.offset, region.size)?),
+        Mode::Kernel(region) => Some(loopdev::attach(&region.file, region.offset, region.size)?),
         Mode::KernelCrypt(c) => Some(loopdev::attach(
-            &c.volume.path,
+            &c.volume.file,
             c.volume.offset,
             c.volume.size,
         )?),

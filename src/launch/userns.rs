@@ -2,6 +2,7 @@
 //! does not allow it.
 
 use std::fs;
+use std::sync::OnceLock;
 
 use nix::sched::{CloneFlags, unshare};
 
@@ -40,9 +41,33 @@ fn explain(err: nix::Error) -> LaunchError {
     LaunchError::UserNs(err)
 }
 
-/// Enters new user and mount namespaces, mapping the caller's uid/gid to `inner_uid`/`inner_gid`. setgroups is denied,
-/// as the kernel requires for an unprivileged single-id map.
+/// The ids mapped when the namespace was entered: (outside uid, gid, inside uid,
+/// gid). Set once; inside the namespace getuid() returns the inside uid.
+static ENTERED: OnceLock<(u32, u32, u32, u32)> = OnceLock::new();
+
+/// The caller's uid and gid outside the user namespace, once it has been entered.
+pub fn outer_ids() -> Option<(u32, u32)> {
+    ENTERED.get().map(|&(u, g, _, _)| (u, g))
+}
+
+/// Enters new user and mount namespaces, mapping the caller's uid/gid to
+/// `inner_uid`/`inner_gid`. setgroups is denied, as the kernel requires for an
+/// unprivileged single-id map. Entered already (before key material was read, see
+/// [`enter_before_secrets`]), it does nothing.
+///
+/// A process may write its own id maps only while it is dumpable (otherwise its
+/// /proc files are root's), and a process that holds a secret must never be
+/// dumpable again: an unprivileged caller that is no longer dumpable is refused
+/// rather than made dumpable for the writes.
 pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
+    if ENTERED.get().is_some() {
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() && !nix::sys::prctl::get_dumpable().unwrap_or(true) {
+        return Err(LaunchError::Invalid(
+            "internal error: the user namespace must be entered before any key material is read (this process is no longer dumpable, so it cannot write its id maps)".into(),
+        ));
+    }
     // (A PID namespace is made later, by the container process: the launcher itself
     // starts threads, which the kernel refuses after unshare(CLONE_NEWPID).)
     wait_single_threaded();
@@ -52,23 +77,27 @@ pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
             LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim()))
         })
     };
-    // A process holding an encrypted image's key is non-dumpable from the start,
-    // which makes its /proc files root's: it may write its own id maps only while
-    // dumpable. The window is these three writes; no core dump can happen in it
-    // unless one of them crashes the process.
-    let guarded = nix::sys::prctl::get_dumpable().unwrap_or(true);
-    if !guarded {
-        let _ = nix::sys::prctl::set_dumpable(true);
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
+    write("gid_map", format!("{inner_gid} {gid} 1\n"))?;
+    let _ = ENTERED.set((uid, gid, inner_uid, inner_gid));
+    Ok(())
+}
+
+/// Called before an encrypted image's key is read: the launcher's user namespace is
+/// entered now, while the process holds no secret and may still write its id maps,
+/// and then the process is made non-dumpable (no core dump, no ptrace or
+/// /proc/PID/mem by other processes of the user) for good. Real root needs no user
+/// namespace for its own ids (and may enter one later for `--fuse` without being
+/// dumpable).
+pub fn enter_before_secrets(fakeroot: bool) -> Result<()> {
+    if !super::real_root() {
+        check_kernel()?;
+        let id = super::identity::Identity::current(fakeroot);
+        enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
     }
-    let r = (|| {
-        write("setgroups", "deny".into())?;
-        write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
-        write("gid_map", format!("{inner_gid} {gid} 1\n"))
-    })();
-    if !guarded {
-        let _ = nix::sys::prctl::set_dumpable(false);
-    }
-    r
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| LaunchError::Invalid(format!("prctl(PR_SET_DUMPABLE): {e}")))
 }
 
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process. Threads

@@ -175,12 +175,23 @@ impl Policy {
 /// Decides whether the image at `image` may run under `policy`. `Err` is for an image
 /// that cannot be read at all; everything about signatures is a [`Verdict`].
 pub fn check(image: &Path, policy: &Policy) -> Result<Verdict> {
-    let sif = Sif::open_path(image)?;
+    check_sif(&Sif::open_path(image)?, policy)
+}
+
+/// As [`check`], for an image file already opened: the bytes verified are the ones
+/// read through `file` (a duplicate of it, sharing the open file), whatever the path
+/// names by now. `run --verify` serves the image from the same descriptor.
+pub fn check_file(file: &std::fs::File, policy: &Policy) -> Result<Verdict> {
+    let src = veil_fusefs::source::FileSource::new(file.try_clone()?)?;
+    check_sif(&Sif::open(std::sync::Arc::new(src))?, policy)
+}
+
+fn check_sif<R: veil_fusefs::source::ReadAt>(sif: &Sif<R>, policy: &Policy) -> Result<Verdict> {
     let opts = VerifyOptions {
         legacy: policy.legacy_insecure,
         ..Default::default()
     };
-    let outcome = verify(&sif, &policy.certs, &opts);
+    let outcome = verify(sif, &policy.certs, &opts);
     Ok(judge(&outcome, policy))
 }
 

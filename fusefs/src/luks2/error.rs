@@ -64,6 +64,30 @@ pub enum Error {
         limit: u64,
     },
 
+    /// One try of a keyslot (or of the digest) would cost more work than the limit
+    /// allows. `cost` and `limit` are in words, `value` / `max` in the limit's unit
+    /// (iterations, or argon2 passes × KiB), for callers that suggest a new limit.
+    #[error("keyslot {slot}: {cost}, more than the limit of {limit}")]
+    KdfWorkTooHigh {
+        slot: u32,
+        cost: String,
+        limit: String,
+        value: u64,
+        max: u64,
+    },
+
+    /// Keyslots tried before this one used up the unlock's budget (`value` and
+    /// `max` in units of the per-keyslot cap).
+    #[error(
+        "keyslot {slot} was not tried: the {tried} keyslot(s) tried before it used up this unlock's key-derivation budget ({max} keyslots' worth at the cap; trying it too makes {value:.1})"
+    )]
+    KdfBudgetSpent {
+        slot: u32,
+        tried: usize,
+        value: f64,
+        max: f64,
+    },
+
     /// argon2 would need more memory than the system can give right now.
     #[error(
         "argon2 needs {} MiB of memory for this keyslot but only {} MiB is available (MemAvailable / cgroup limit)",

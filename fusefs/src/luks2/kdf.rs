@@ -61,6 +61,22 @@ impl KdfParams {
         }
     }
 
+    /// One try's work in units of the per-keyslot cap of `limits` (1.0 = at the cap).
+    pub fn work_share(&self, limits: &KdfLimits) -> f64 {
+        let share = |v: u64, max: u64| v as f64 / max.max(1) as f64;
+        match *self {
+            KdfParams::Pbkdf2 { iterations, .. } => {
+                share(iterations.into(), limits.max_pbkdf2_iterations)
+            }
+            KdfParams::Argon2 {
+                time, memory_kib, ..
+            } => share(
+                u64::from(time) * u64::from(memory_kib),
+                limits.max_argon2_work,
+            ),
+        }
+    }
+
     /// Checks the costs against `limits` (for keyslot `slot`), then, for argon2,
     /// against the memory the system can give right now.
     pub fn check(&self, slot: u32, limits: &KdfLimits) -> Result<()> {
@@ -77,8 +93,19 @@ impl KdfParams {
             }
         };
         match *self {
-            KdfParams::Pbkdf2 { iterations, .. } => {
-                over("iterations", iterations, limits.max_pbkdf2_iterations)?;
+            KdfParams::Pbkdf2 {
+                ref hash,
+                iterations,
+            } => {
+                if u64::from(iterations) > limits.max_pbkdf2_iterations {
+                    return Err(Error::KdfWorkTooHigh {
+                        slot,
+                        cost: format!("pbkdf2-{hash} with {iterations} iterations"),
+                        limit: format!("{} iterations", limits.max_pbkdf2_iterations),
+                        value: iterations.into(),
+                        max: limits.max_pbkdf2_iterations,
+                    });
+                }
                 if iterations == 0 {
                     return Err(Error::meta(format!(
                         "keyslot {slot}: pbkdf2 iterations is 0"
@@ -98,6 +125,21 @@ impl KdfParams {
                     return Err(Error::meta(format!(
                         "keyslot {slot}: argon2 needs time ≥ 1, cpus ≥ 1 and memory ≥ 8 KiB per cpu"
                     )));
+                }
+                let work = u64::from(time) * u64::from(memory_kib);
+                if work > limits.max_argon2_work {
+                    return Err(Error::KdfWorkTooHigh {
+                        slot,
+                        cost: format!(
+                            "{}, {time} passes over {} = {}·passes",
+                            self.type_name(),
+                            kib_text(memory_kib.into()),
+                            kib_text(work)
+                        ),
+                        limit: format!("{}·passes", kib_text(limits.max_argon2_work)),
+                        value: work,
+                        max: limits.max_argon2_work,
+                    });
                 }
                 if limits.check_available_memory {
                     check_memory(self.memory_bytes())?;
@@ -198,11 +240,49 @@ pub fn check_memory(needed: u64) -> Result<()> {
     Ok(())
 }
 
+/// The default cap on a keyslot's PBKDF2 iterations: 2^25 (33.5 million).
+/// cryptsetup's 2-second benchmark writes 1–6 million on current x86 cores (a few
+/// hundred thousand on small ARM boards), and Apptainer and SingularityCE use
+/// cryptsetup's defaults: the cap is 5–30 times that, 10–20 s on one core here.
+pub const DEFAULT_MAX_PBKDF2_ITERATIONS: u64 = 1 << 25;
+
+/// The default cap on a keyslot's argon2 work, passes × KiB: 32 GiB·passes (2^25).
+/// cryptsetup's default keyslot (2 s, at most 1 GiB and 4 lanes) is 4–12 GiB·passes
+/// (4 passes over 1 GiB where memory is plentiful, a few more on fast machines);
+/// its own maximum memory, 4 GiB, fits 8 passes. A hostile header's 1000 passes
+/// over 4 GiB, 125 times the cap, would take hours.
+pub const DEFAULT_MAX_ARGON2_WORK: u64 = 1 << 25;
+
+/// The default budget of one unlock, all keyslots together: four keyslots at the
+/// cap. 32 keyslots just under the caps would otherwise cost 32 times one (over an
+/// hour of argon2 on a small machine); cryptsetup's default keyslots are a tenth
+/// of the cap or less, so a volume with many of them still has room.
+pub const DEFAULT_MAX_TOTAL_WORK: f64 = 4.0;
+
+/// `n` KiB in the largest whole unit (KiB, MiB or GiB) that divides it, else MiB.
+pub fn kib_text(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} GiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} MiB", n >> 10)
+    } else if n >= 1 << 10 {
+        format!("{:.1} MiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} KiB")
+    }
+}
+
 /// Upper bounds on what a keyslot may make us compute. The header is not
 /// authenticated, so these protect against hostile images.
 #[derive(Debug, Clone)]
 pub struct KdfLimits {
-    pub max_pbkdf2_iterations: u32,
+    /// Per keyslot, and for the digest (which every try computes too).
+    pub max_pbkdf2_iterations: u64,
+    /// Per keyslot: argon2 passes × memory in KiB, the work one try costs.
+    pub max_argon2_work: u64,
+    /// For one unlock, all keyslots tried together, in units of the per-keyslot
+    /// caps (a keyslot at the pbkdf2 or argon2 cap, with its digest, is about 1).
+    pub max_total_work: f64,
     pub max_argon2_time: u32,
     /// cryptsetup's own maximum is 4 GiB (4194304 KiB).
     pub max_argon2_memory_kib: u32,
@@ -214,9 +294,9 @@ pub struct KdfLimits {
 impl Default for KdfLimits {
     fn default() -> Self {
         KdfLimits {
-            // Roughly a minute of PBKDF2-SHA256 on one core; cryptsetup's 2 s
-            // benchmark gives a few million.
-            max_pbkdf2_iterations: 100_000_000,
+            max_pbkdf2_iterations: DEFAULT_MAX_PBKDF2_ITERATIONS,
+            max_argon2_work: DEFAULT_MAX_ARGON2_WORK,
+            max_total_work: DEFAULT_MAX_TOTAL_WORK,
             max_argon2_time: 1000,
             max_argon2_memory_kib: 4 * 1024 * 1024,
             max_argon2_cpus: 64,
@@ -418,7 +498,7 @@ mod tests {
         };
         assert!(matches!(
             many.check(0, &l),
-            Err(Error::KdfCostTooHigh { .. })
+            Err(Error::KdfWorkTooHigh { slot: 0, .. })
         ));
     }
 }

@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 
 use super::af;
 use super::error::{Error, Result};
+use super::guarded::SecretBytes;
 use super::hash::Hash;
 use super::json::{self, Digest, Luks2Keyslot, Metadata};
 use super::kdf::{KdfLimits, KdfParams};
@@ -77,12 +78,16 @@ pub fn open<R: ReadAt + ?Sized>(
     }
     ks.kdf.check(id, limits)?;
     // The digest's PBKDF2 runs on every try too: the same limit applies.
-    if digest.iterations == 0 || digest.iterations > limits.max_pbkdf2_iterations {
-        return Err(Error::KdfCostTooHigh {
+    if digest.iterations == 0 {
+        return Err(Error::meta(format!("keyslot {id}: digest iterations is 0")));
+    }
+    if u64::from(digest.iterations) > limits.max_pbkdf2_iterations {
+        return Err(Error::KdfWorkTooHigh {
             slot: id,
-            what: "digest iterations",
+            cost: format!("its digest takes {} pbkdf2 iterations", digest.iterations),
+            limit: format!("{} iterations", limits.max_pbkdf2_iterations),
             value: digest.iterations.into(),
-            limit: limits.max_pbkdf2_iterations.into(),
+            max: limits.max_pbkdf2_iterations,
         });
     }
 
@@ -94,10 +99,11 @@ pub fn open<R: ReadAt + ?Sized>(
     // Keyslot material: 512-byte sectors, IVs counted from the area start.
     Xts::new(&dk, 512)?.decrypt(&mut material, 0);
 
-    let mut candidate = Zeroizing::new(vec![0u8; key_size]);
-    af::merge(af_hash, &material, &mut candidate)?;
-    if verify_digest(digest_hash, digest, &candidate) {
-        Ok(Some(VolumeKey::from_zeroizing(candidate)))
+    let mut candidate = SecretBytes::with_capacity(key_size);
+    candidate.set_len(key_size);
+    af::merge(af_hash, &material, candidate.as_mut_slice())?;
+    if verify_digest(digest_hash, digest, candidate.as_slice()) {
+        Ok(Some(VolumeKey::from_secret(candidate)))
     } else {
         Ok(None)
     }

@@ -120,9 +120,13 @@ impl KdfMemory {
         if raw == libc::MAP_FAILED {
             return None;
         }
-        // SAFETY: a hint on the mapping just made; EINVAL (no THP) leaves 4 KiB pages.
+        // SAFETY: hints on the mapping just made; EINVAL (no THP) leaves 4 KiB pages.
+        // The memory derives a keyslot's key: it stays out of core dumps and out of
+        // forked children (it is too big to lock).
         unsafe {
             libc::madvise(raw, len, libc::MADV_HUGEPAGE);
+            libc::madvise(raw, len, libc::MADV_DONTDUMP);
+            libc::madvise(raw, len, libc::MADV_WIPEONFORK);
         }
         Some(KdfMemory {
             addr: std::ptr::NonNull::new(raw.cast())?,

@@ -19,6 +19,7 @@
 mod af;
 mod create;
 mod error;
+mod guarded;
 mod hash;
 mod header;
 mod json;
@@ -32,10 +33,11 @@ mod xts;
 
 pub use create::{CreateOptions, KeyslotOptions, create, volume_size};
 pub use error::{Error, Result};
+pub use guarded::{SecretBox, SecretBytes};
 pub use hash::Hash;
 pub use kdf::{Argon2Variant, KdfChoice, KdfKind, KdfLimits, KdfParams};
 pub use mem::available_bytes;
-pub use rekey::{add_keyslot, remove_keyslot};
+pub use rekey::{add_keyslot, add_keyslot_with, remove_keyslot};
 pub use secret::{Passphrase, VolumeKey};
 pub use segment::{KernelMapping, UnlockedVolume};
 pub use xts::Xts;
@@ -248,8 +250,27 @@ fn unlock_key<R: ReadAt + ?Sized>(
         return Err(Error::NoUsableKeyslot);
     }
     let mut blocked: Option<Error> = None;
+    // The work done so far, in units of the per-keyslot cap.
+    let (mut spent, mut tried) = (0.0f64, 0usize);
     for (id, ks) in slots {
-        match keyslot::open(src, m, id, ks, passphrase, &opts.limits) {
+        let digest = m.digest_for_keyslot(id).map_or(0, |d| d.iterations);
+        let share = ks.kdf.work_share(&opts.limits)
+            + f64::from(digest) / opts.limits.max_pbkdf2_iterations.max(1) as f64;
+        if tried > 0 && spent + share > opts.limits.max_total_work {
+            blocked.get_or_insert(Error::KdfBudgetSpent {
+                slot: id,
+                tried,
+                value: spent + share,
+                max: opts.limits.max_total_work,
+            });
+            continue;
+        }
+        let r = keyslot::open(src, m, id, ks, passphrase, &opts.limits);
+        if r.is_ok() {
+            spent += share;
+            tried += 1;
+        }
+        match r {
             Ok(Some(vk)) => return Ok((id, vk)),
             Ok(None) => {}
             Err(e) if opts.keyslot.is_some() => return Err(e),
@@ -337,6 +358,8 @@ pub fn fuzz_one(data: &[u8]) {
         keyslot: None,
         limits: KdfLimits {
             max_pbkdf2_iterations: 2000,
+            max_argon2_work: 1024,
+            max_total_work: 4.0,
             max_argon2_time: 4,
             max_argon2_memory_kib: 256,
             max_argon2_cpus: 2,

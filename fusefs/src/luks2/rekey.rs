@@ -52,9 +52,22 @@ pub fn add_keyslot(
     opts: &KeyslotOptions,
     slot: Option<u32>,
 ) -> Result<u32> {
+    add_keyslot_with(file, existing, new, opts, slot, &UnlockOptions::default())
+}
+
+/// As [`add_keyslot`], with the KDF limits (and keyslot choice) of `unlock` for
+/// opening the volume with `existing`.
+pub fn add_keyslot_with(
+    file: &File,
+    existing: &Passphrase,
+    new: &Passphrase,
+    opts: &KeyslotOptions,
+    slot: Option<u32>,
+    unlock: &UnlockOptions,
+) -> Result<u32> {
     let (src, h) = open(file)?;
     let (seg_id, _) = data_segment(&h)?;
-    let (open_slot, vk) = unlock_key(&src, &h, seg_id, existing, &UnlockOptions::default())?;
+    let (open_slot, vk) = unlock_key(&src, &h, seg_id, existing, unlock)?;
     let m = &h.meta;
 
     let id = match slot {

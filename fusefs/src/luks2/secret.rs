@@ -1,32 +1,46 @@
 //! Secret types: passphrases and keys.
 //!
-//! They zeroize their memory on drop, cannot be cloned by accident, and print as
-//! `[redacted]`. The bytes are reachable only through crate-private accessors,
-//! except for the passphrase, which callers construct.
+//! They live in guarded memory ([`SecretBytes`]: not in core dumps, locked where
+//! the limit allows, wiped on fork and on drop), cannot be cloned by accident, and
+//! print as `[redacted]`. The bytes are reachable only through crate-private
+//! accessors, except for the passphrase, which callers construct.
 
 use std::fmt;
 
-use zeroize::Zeroizing;
+use zeroize::Zeroize;
 
 use super::error::{Error, Result};
+use super::guarded::SecretBytes;
 
 /// A passphrase: arbitrary bytes, used exactly as given (no newline stripping, no
 /// encoding). Apptainer's PEM mode passes a 64-byte binary secret here.
-pub struct Passphrase(Zeroizing<Vec<u8>>);
+pub struct Passphrase(SecretBytes);
 
 impl Passphrase {
-    /// Takes ownership of the bytes; they are wiped when the passphrase is dropped.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Passphrase(Zeroizing::new(bytes))
+    /// Takes the bytes: they are copied into guarded memory and the vector is wiped.
+    pub fn new(mut bytes: Vec<u8>) -> Self {
+        let p = Passphrase(SecretBytes::from_slice(&bytes));
+        bytes.zeroize();
+        p
     }
 
     /// Copies the bytes (the caller remains responsible for its own copy).
     pub fn from_slice(bytes: &[u8]) -> Self {
-        Passphrase(Zeroizing::new(bytes.to_vec()))
+        Passphrase(SecretBytes::from_slice(bytes))
+    }
+
+    /// Takes bytes already in guarded memory, without another copy.
+    pub fn from_secret(bytes: SecretBytes) -> Self {
+        Passphrase(bytes)
+    }
+
+    /// Another copy, in guarded memory of its own.
+    pub fn duplicate(&self) -> Passphrase {
+        Passphrase::from_slice(self.bytes())
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0
+        self.0.as_slice()
     }
 }
 
@@ -37,24 +51,25 @@ impl fmt::Debug for Passphrase {
 }
 
 /// A volume key (the AES-XTS key of the data segment): 32 or 64 bytes.
-pub struct VolumeKey(Zeroizing<Vec<u8>>);
+pub struct VolumeKey(SecretBytes);
 
 impl VolumeKey {
     /// A fresh random key of `len` bytes (64 for AES-256-XTS).
     pub fn random(len: usize) -> Result<Self> {
         check_key_len(len)?;
-        let mut k = Zeroizing::new(vec![0u8; len]);
-        fill_random(&mut k)?;
+        let mut k = SecretBytes::with_capacity(len);
+        k.set_len(len);
+        fill_random(k.as_mut_slice())?;
         Ok(VolumeKey(k))
     }
 
     /// A caller-chosen key (for reproducible builds and tests): 32 or 64 bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
         check_key_len(bytes.len())?;
-        Ok(VolumeKey(Zeroizing::new(bytes.to_vec())))
+        Ok(VolumeKey(SecretBytes::from_slice(bytes)))
     }
 
-    pub(crate) fn from_zeroizing(bytes: Zeroizing<Vec<u8>>) -> Self {
+    pub(crate) fn from_secret(bytes: SecretBytes) -> Self {
         VolumeKey(bytes)
     }
 
@@ -69,7 +84,7 @@ impl VolumeKey {
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0
+        self.0.as_slice()
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::io;
 
+use super::guarded::{SecretBox, SecretBytes};
 use super::xts::Xts;
 use crate::mapping::MappedBytes;
 use crate::source::{ReadAt, check_range};
@@ -16,7 +17,8 @@ use crate::source::{ReadAt, check_range};
 /// An unlocked LUKS2 volume: the plaintext of its data segment.
 pub struct UnlockedVolume<R> {
     src: R,
-    xts: Xts,
+    /// The cipher and its expanded keys, in guarded memory.
+    xts: SecretBox<Xts>,
     /// Byte offset of the segment in `src`.
     offset: u64,
     /// Plaintext length (a multiple of the sector size).
@@ -28,11 +30,12 @@ pub struct UnlockedVolume<R> {
 }
 
 /// What the kernel's dm-crypt needs to map the same data segment (the privileged
-/// fast path): the crypt target's parameters with the volume key, and where the
-/// segment lies in the volume. The key is in a zeroizing buffer and never printed.
+/// fast path): the volume key, and where the segment lies in the volume. The key is
+/// kept in guarded memory as bytes; its hex form, which the crypt target's table
+/// line needs, is made only by [`KernelMapping::crypt_params`], for the ioctl.
 pub struct KernelMapping {
-    /// `aes-xts-plain64 <hex key> <iv offset>`, the first three crypt-target fields.
-    cipher_key_iv: zeroize::Zeroizing<String>,
+    /// The volume key; `None` once handed out by `take_kernel_mapping`.
+    key: Option<SecretBytes>,
     /// Byte offset of the data segment in the volume.
     pub offset: u64,
     /// Plaintext length in bytes.
@@ -42,18 +45,8 @@ pub struct KernelMapping {
 
 impl KernelMapping {
     pub(crate) fn new(key: &super::VolumeKey, offset: u64, len: u64, sector_size: u32) -> Self {
-        use std::fmt::Write;
-        let mut s = zeroize::Zeroizing::new(String::with_capacity(32 + 2 * key.bytes().len()));
-        s.push_str(super::DATA_CIPHER);
-        s.push(' ');
-        for b in key.bytes() {
-            let _ = write!(s, "{b:02x}");
-        }
-        // LUKS2 counts IVs in 512-byte units from the segment start, which is
-        // dm-crypt's default (no iv_large_sectors); this module refuses iv_tweak != 0.
-        s.push_str(" 0");
         KernelMapping {
-            cipher_key_iv: s,
+            key: Some(SecretBytes::from_slice(key.bytes())),
             offset,
             len,
             sector_size,
@@ -61,16 +54,39 @@ impl KernelMapping {
     }
 
     /// The crypt target's parameter string for a device `dev` (`major:minor` or a
-    /// path) that holds the whole volume. Contains the key: hand it to the kernel only.
-    pub fn crypt_params(&self, dev: &str) -> zeroize::Zeroizing<String> {
-        let mut s = zeroize::Zeroizing::new(format!(
-            "{} {dev} {}",
-            self.cipher_key_iv.as_str(),
-            self.offset / 512
-        ));
-        if self.sector_size != 512 {
-            s.push_str(&format!(" 1 sector_size:{}", self.sector_size));
+    /// path) that holds the whole volume:
+    /// `aes-xts-plain64 <hex key> 0 <dev> <offset> [1 sector_size:N]`. Contains the
+    /// key: hand it to the kernel only, and drop it at once (it is wiped then).
+    pub fn crypt_params(&self, dev: &str) -> SecretBytes {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let key = self.key.as_ref().map_or(&[][..], SecretBytes::as_slice);
+        // LUKS2 counts IVs in 512-byte units from the segment start, which is
+        // dm-crypt's default (no iv_large_sectors); this module refuses iv_tweak != 0.
+        let tail = if self.sector_size != 512 {
+            format!(
+                " 0 {dev} {} 1 sector_size:{}",
+                self.offset / 512,
+                self.sector_size
+            )
+        } else {
+            format!(" 0 {dev} {}", self.offset / 512)
+        };
+        let head = super::DATA_CIPHER.as_bytes();
+        let mut s = SecretBytes::with_capacity(head.len() + 1 + 2 * key.len() + tail.len());
+        let out = s.spare();
+        let mut n = 0;
+        let mut put = |b: u8| {
+            out[n] = b;
+            n += 1;
+        };
+        head.iter().for_each(|&b| put(b));
+        put(b' ');
+        for &b in key {
+            put(HEX[usize::from(b >> 4)]);
+            put(HEX[usize::from(b & 15)]);
         }
+        tail.bytes().for_each(put);
+        s.set_len(n);
         s
     }
 }
@@ -102,7 +118,7 @@ impl<R: ReadAt> UnlockedVolume<R> {
     ) -> Self {
         UnlockedVolume {
             src,
-            xts,
+            xts: SecretBox::new(xts),
             offset,
             len,
             summary,
@@ -130,7 +146,7 @@ impl<R: ReadAt> UnlockedVolume<R> {
     /// Hands out the mapping (the volume stays usable).
     pub fn take_kernel_mapping(&mut self) -> KernelMapping {
         KernelMapping {
-            cipher_key_iv: std::mem::take(&mut self.mapping.cipher_key_iv),
+            key: self.mapping.key.take(),
             ..self.mapping
         }
     }
@@ -288,5 +304,29 @@ impl<R> std::fmt::Debug for UnlockedVolume<R> {
             .field("keyslot", &self.keyslot)
             .field("key", &"[redacted]")
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table line dm-crypt gets, made on demand from the key bytes.
+    #[test]
+    fn crypt_params_are_the_dm_crypt_table_line() {
+        let key: Vec<u8> = (0..64u8).collect();
+        let vk = super::super::VolumeKey::from_slice(&key).unwrap();
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let m = KernelMapping::new(&vk, 16 << 20, 1 << 30, 4096);
+        assert_eq!(
+            std::str::from_utf8(m.crypt_params("7:3").as_slice()).unwrap(),
+            format!("aes-xts-plain64 {hex} 0 7:3 32768 1 sector_size:4096")
+        );
+        let m = KernelMapping::new(&vk, 2 << 20, 1 << 30, 512);
+        assert_eq!(
+            std::str::from_utf8(m.crypt_params("/dev/loop0").as_slice()).unwrap(),
+            format!("aes-xts-plain64 {hex} 0 /dev/loop0 4096")
+        );
+        assert!(!format!("{m:?}").contains(&hex[..16]));
     }
 }

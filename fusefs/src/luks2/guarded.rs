@@ -1,0 +1,300 @@
+//! Memory for secrets: each buffer is an anonymous mapping of its own, so that the
+//! kernel can be told about it page by page:
+//!
+//! - `MADV_DONTDUMP`: left out of core dumps, whatever the process's dumpable state;
+//! - `mlock`: kept out of swap, where `RLIMIT_MEMLOCK` allows (a refusal is not an
+//!   error: the secret is still wiped, only possibly swapped);
+//! - `MADV_WIPEONFORK` (byte buffers only): a forked child (a build's `%post`
+//!   helper, a PID-namespace helper) sees zeros instead of a copy of the secret;
+//! - zeroed before it is unmapped.
+//!
+//! A byte buffer may be given a large capacity (a passphrase read from a pipe, up to
+//! cryptsetup's 8 MiB): pages the kernel never had to provide cost nothing, and only
+//! what was written is wiped.
+
+use std::ptr::NonNull;
+
+use zeroize::Zeroize;
+
+/// Mappings up to this size are locked; larger ones (a read buffer sized for the
+/// worst case) would exceed the usual 8 MiB RLIMIT_MEMLOCK for nothing.
+const LOCK_MAX: usize = 64 << 10;
+
+/// One anonymous private mapping with the protections above.
+struct Region {
+    addr: NonNull<u8>,
+    len: usize,
+    locked: bool,
+}
+
+impl Region {
+    fn new(want: usize, wipe_on_fork: bool) -> Region {
+        let page = page_size();
+        let len = want.max(1).div_ceil(page) * page;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+        // touches no existing memory; the result is checked before use.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        let Some(addr) = NonNull::new(raw.cast::<u8>()).filter(|_| raw != libc::MAP_FAILED) else {
+            // As the global allocator does when memory runs out.
+            std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(len, page)
+                    .unwrap_or(std::alloc::Layout::new::<u8>()),
+            );
+        };
+        // SAFETY (all three calls): advice and locking on the mapping just made, which
+        // this value owns; a kernel without one of them returns EINVAL and the mapping
+        // stays as it was, and mlock failing (EPERM, ENOMEM over the limit) changes
+        // nothing either.
+        let locked = unsafe {
+            libc::madvise(raw, len, libc::MADV_DONTDUMP);
+            if wipe_on_fork {
+                libc::madvise(raw, len, libc::MADV_WIPEONFORK);
+            }
+            len <= LOCK_MAX && libc::mlock(raw, len) == 0
+        };
+        Region { addr, len, locked }
+    }
+
+    /// The first `n` bytes (`n` ≤ `len`).
+    fn bytes_mut(&mut self, n: usize) -> &mut [u8] {
+        debug_assert!(n <= self.len);
+        // SAFETY: the mapping is `len` bytes, readable and writable, owned by `self`
+        // and borrowed through `&mut self` only.
+        unsafe { std::slice::from_raw_parts_mut(self.addr.as_ptr(), n.min(self.len)) }
+    }
+
+    fn bytes(&self, n: usize) -> &[u8] {
+        // SAFETY: as in `bytes_mut`, shared.
+        unsafe { std::slice::from_raw_parts(self.addr.as_ptr(), n.min(self.len)) }
+    }
+
+    /// Wipes the first `n` bytes and unmaps.
+    fn release(&mut self, n: usize) {
+        self.bytes_mut(n).zeroize();
+        // SAFETY: the mapping made in `new`, released once (from Drop); nothing
+        // borrows it any more.
+        unsafe {
+            if self.locked {
+                libc::munlock(self.addr.as_ptr().cast(), self.len);
+            }
+            libc::munmap(self.addr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
+}
+
+/// Secret bytes in guarded memory: a length within a fixed capacity.
+pub struct SecretBytes {
+    region: Region,
+    len: usize,
+    /// The most bytes ever written: what is wiped at the end.
+    dirty: usize,
+}
+
+impl SecretBytes {
+    /// An empty buffer that can hold `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> SecretBytes {
+        SecretBytes {
+            region: Region::new(capacity, true),
+            len: 0,
+            dirty: 0,
+        }
+    }
+
+    /// A copy of `bytes` (the caller remains responsible for its own copy).
+    pub fn from_slice(bytes: &[u8]) -> SecretBytes {
+        let mut s = SecretBytes::with_capacity(bytes.len());
+        s.region.bytes_mut(bytes.len()).copy_from_slice(bytes);
+        s.set_len(bytes.len());
+        s
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.region.len
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the pages are locked in memory (for tests and diagnostics).
+    pub fn is_locked(&self) -> bool {
+        self.region.locked
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        self.region.bytes(self.len)
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let n = self.len;
+        self.region.bytes_mut(n)
+    }
+
+    /// The unused capacity, to read into; then [`SecretBytes::set_len`].
+    pub fn spare(&mut self) -> &mut [u8] {
+        let (len, cap) = (self.len, self.region.len);
+        // Whatever is handed out may be written: it is wiped at the end.
+        self.dirty = cap;
+        &mut self.region.bytes_mut(cap)[len..]
+    }
+
+    /// Sets the length (at most the capacity).
+    pub fn set_len(&mut self, n: usize) {
+        self.len = n.min(self.region.len);
+        self.dirty = self.dirty.max(self.len);
+    }
+
+    /// Shortens the buffer, wiping what is cut off.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len {
+            let len = self.len;
+            self.region.bytes_mut(len)[n..].zeroize();
+            self.len = n;
+        }
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        self.region.release(self.dirty);
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes({} bytes, redacted)", self.len)
+    }
+}
+
+// SAFETY: the mapping is owned by this value alone, like a Box<[u8]>.
+unsafe impl Send for SecretBytes {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for SecretBytes {}
+
+/// A value (a cipher with its expanded keys) kept in guarded memory. Not wiped on
+/// fork: a forked child must still be able to drop it.
+pub struct SecretBox<T> {
+    region: Region,
+    _owns: std::marker::PhantomData<T>,
+}
+
+impl<T> SecretBox<T> {
+    pub fn new(value: T) -> SecretBox<T> {
+        assert!(
+            std::mem::align_of::<T>() <= page_size(),
+            "over-aligned secret type"
+        );
+        let region = Region::new(std::mem::size_of::<T>(), false);
+        // SAFETY: the mapping is at least size_of::<T>() bytes and page-aligned, so
+        // aligned for T (checked above); it holds no value yet.
+        unsafe { region.addr.as_ptr().cast::<T>().write(value) };
+        SecretBox {
+            region,
+            _owns: std::marker::PhantomData,
+        }
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.region.locked
+    }
+}
+
+impl<T> std::ops::Deref for SecretBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: `new` wrote a T there, which lives until Drop.
+        unsafe { &*self.region.addr.as_ptr().cast::<T>() }
+    }
+}
+
+impl<T> Drop for SecretBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: the T written by `new`, dropped once; its bytes are wiped after.
+        unsafe { std::ptr::drop_in_place(self.region.addr.as_ptr().cast::<T>()) };
+        self.region.release(std::mem::size_of::<T>());
+    }
+}
+
+// SAFETY: the box owns its T as a Box<T> would.
+unsafe impl<T: Send> Send for SecretBox<T> {}
+// SAFETY: shared access is `&T`.
+unsafe impl<T: Sync> Sync for SecretBox<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The VmFlags line of the mapping that holds `addr`, from /proc/self/smaps.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((a, b)) = range.split_once('-')
+                && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                inside = (a..b).contains(&addr);
+                continue;
+            }
+            if inside && let Some(f) = line.strip_prefix("VmFlags:") {
+                return f.trim().to_string();
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn secret_pages_are_not_dumped_are_wiped_on_fork_and_locked_when_allowed() {
+        let s = SecretBytes::from_slice(b"secret");
+        assert_eq!(s.as_slice(), b"secret");
+        let flags = vm_flags(s.as_slice().as_ptr() as usize);
+        // dd: do not dump; wf: wipe on fork; lo: locked.
+        assert!(flags.split(' ').any(|f| f == "dd"), "{flags}");
+        assert!(flags.split(' ').any(|f| f == "wf"), "{flags}");
+        assert_eq!(
+            flags.split(' ').any(|f| f == "lo"),
+            s.is_locked(),
+            "{flags}"
+        );
+        let b = SecretBox::new([7u64; 16]);
+        let flags = vm_flags(b.as_ptr() as usize);
+        assert!(flags.split(' ').any(|f| f == "dd"), "{flags}");
+        assert!(!flags.split(' ').any(|f| f == "wf"), "{flags}");
+        assert_eq!(b[3], 7);
+    }
+
+    #[test]
+    fn lengths_and_truncation() {
+        let mut s = SecretBytes::with_capacity(10);
+        assert!(s.capacity() >= 10 && s.is_empty());
+        s.spare()[..4].copy_from_slice(b"abcd");
+        s.set_len(4);
+        assert_eq!(s.as_slice(), b"abcd");
+        s.truncate(2);
+        assert_eq!(s.as_slice(), b"ab");
+        s.set_len(4);
+        assert_eq!(s.as_slice(), b"ab\0\0", "what truncate cut off is wiped");
+        // Big capacities are not locked (nor touched).
+        let big = SecretBytes::with_capacity(8 << 20);
+        assert!(!big.is_locked());
+    }
+}
