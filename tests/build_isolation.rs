@@ -368,7 +368,7 @@ fn the_build_process_is_not_readable_by_the_user_while_post_runs() {
     let running = loop {
         let found = std::fs::read_dir(&work).unwrap().flatten().any(|e| {
             e.file_name().to_string_lossy().starts_with(".veil-build-")
-                && e.path().join("post-running").exists()
+                && e.path().join("rootfs/post-running").exists()
         });
         if found {
             break true;
