@@ -2,6 +2,7 @@
 //! does not allow it.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 
 use nix::sched::{CloneFlags, unshare};
 
@@ -43,32 +44,101 @@ fn explain(err: nix::Error) -> LaunchError {
 /// Enters new user and mount namespaces, mapping the caller's uid/gid to `inner_uid`/`inner_gid`. setgroups is denied,
 /// as the kernel requires for an unprivileged single-id map.
 pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
+    enter_nested(uid, gid, inner_uid, inner_gid, false).map(drop)
+}
+
+/// As [`enter`]; with `nested`, also makes a second user namespace inside the new one,
+/// mapping `inner_uid`/`inner_gid` to themselves, and returns a descriptor of it. A
+/// process that enters it and then makes a mount namespace gets a copy of its mounts
+/// that are locked (mount_namespaces(7)): its capabilities there do not reach them.
+pub fn enter_nested(
+    uid: u32,
+    gid: u32,
+    inner_uid: u32,
+    inner_gid: u32,
+    nested: bool,
+) -> Result<Option<OwnedFd>> {
     // (A PID namespace is made later, by the container process: the launcher itself
     // starts threads, which the kernel refuses after unshare(CLONE_NEWPID).)
     wait_single_threaded();
     unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(explain)?;
+    // A process holding an encrypted image's key is non-dumpable from the start,
+    // which makes its /proc files root's: it may write its own id maps only while
+    // dumpable. The window is these writes (and, nested, those of the helper that
+    // shares this memory); no core dump can happen in it unless one of them crashes
+    // the process.
+    let guarded = nix::sys::prctl::get_dumpable().unwrap_or(true);
+    if !guarded {
+        let _ = nix::sys::prctl::set_dumpable(true);
+    }
+    let r = write_maps(uid, gid, inner_uid, inner_gid).and_then(|()| {
+        if nested {
+            nested_userns(inner_uid, inner_gid).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    if !guarded {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
+    r
+}
+
+/// Writes this process's id maps: `inner` inside is `outer` outside.
+fn write_maps(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
     let write = |file: &str, text: String| {
         fs::write(format!("/proc/self/{file}"), &text).map_err(|e| {
             LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim()))
         })
     };
-    // A process holding an encrypted image's key is non-dumpable from the start,
-    // which makes its /proc files root's: it may write its own id maps only while
-    // dumpable. The window is these three writes; no core dump can happen in it
-    // unless one of them crashes the process.
-    let guarded = nix::sys::prctl::get_dumpable().unwrap_or(true);
-    if !guarded {
-        let _ = nix::sys::prctl::set_dumpable(true);
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
+    write("gid_map", format!("{inner_gid} {gid} 1\n"))
+}
+
+/// A user namespace inside the current one with the same single id mapped: made by a
+/// short-lived helper that shares this process's memory and descriptor table, maps its
+/// own ids and opens its namespace, whose descriptor stays here.
+fn nested_userns(inner_uid: u32, inner_gid: u32) -> Result<OwnedFd> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    use std::sync::atomic::{AtomicI32, Ordering};
+    let fd = AtomicI32::new(-1);
+    let failure = std::sync::Mutex::new(None::<LaunchError>);
+    // SAFETY: the helper only writes files under /proc/self, opens one, stores into
+    // `fd` or `failure`, and _exits; this thread waits for it meanwhile (CLONE_VFORK).
+    // With CLONE_FILES the descriptor it opens is this process's.
+    let pid = unsafe {
+        super::process::spawn_shared(
+            libc::CLONE_NEWUSER | libc::CLONE_FILES,
+            Box::new(|| {
+                let r = write_maps(inner_uid, inner_gid, inner_uid, inner_gid).and_then(|()| {
+                    fs::File::open("/proc/self/ns/user")
+                        .map_err(|e| LaunchError::Invalid(format!("opening a user namespace: {e}")))
+                });
+                match r {
+                    Ok(f) => fd.store(f.into_raw_fd(), Ordering::SeqCst),
+                    Err(e) => {
+                        if let Ok(mut slot) = failure.lock() {
+                            *slot = Some(e);
+                        }
+                    }
+                }
+                libc::_exit(0)
+            }),
+        )
     }
-    let r = (|| {
-        write("setgroups", "deny".into())?;
-        write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
-        write("gid_map", format!("{inner_gid} {gid} 1\n"))
-    })();
-    if !guarded {
-        let _ = nix::sys::prctl::set_dumpable(false);
+    .map_err(|e| LaunchError::Invalid(format!("creating a nested user namespace: {e}")))?;
+    let _ = nix::sys::wait::waitpid(pid, None);
+    let raw = fd.load(Ordering::SeqCst);
+    if raw < 0 {
+        return Err(failure
+            .into_inner()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| LaunchError::Invalid("creating a nested user namespace".into())));
     }
-    r
+    // SAFETY: the helper opened it in this descriptor table and handed it over.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process. Threads
