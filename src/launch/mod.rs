@@ -231,16 +231,17 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     // launcher has a single thread, and the warmer's threads should start as early as
     // possible: what the container runs first is decompressed while the launch is
     // prepared (plan, mounts, fork), not afterwards, one page fault at a time.
-    // With --fakeroot the container has every capability in its user namespace, so its
-    // mounts must be locked against it: it gets a user namespace of its own, nested in
-    // the launcher's, made now while the id maps can be written (`userns::enter_nested`)
-    // and entered by the container process once the mounts are in place.
-    let locked_userns = if let Mode::Kernel(_) | Mode::KernelCrypt(_) = &mode {
+    if let Mode::Kernel(_) | Mode::KernelCrypt(_) = &mode {
         // Real root needs no user namespace, and the kernel's squashfs refuses to mount in one.
         unshare(CloneFlags::CLONE_NEWNS).ctx(|| "creating a mount namespace".into())?;
-        None
     } else {
-        userns::enter_nested(id.uid, id.gid, id.inner_uid, id.inner_gid, o.fakeroot)?
+        userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
+    }
+    // A container that is uid 0 inside has every capability in the launcher's user
+    // namespace: its mounts are locked against it by a nested one (`userns::LOCKED`).
+    let locked_userns = match &mode {
+        Mode::Kernel(_) | Mode::KernelCrypt(_) => None,
+        _ => userns::locked_userns(),
     };
     debug_time("namespaces entered");
     // Told where the image is mounted once it is served (see the prewarm thread).
@@ -396,7 +397,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
             uts: o.uts || o.hostname.is_some(),
             ipc: o.ipc,
             pid_ns: o.pid,
-            locked_userns: locked_userns.as_ref().map(|f| f.as_raw_fd()),
+            locked_userns,
             steps: &steps,
             root: &root,
             start_dirs: &start_dirs,
@@ -564,8 +565,8 @@ struct ChildSetup<'a> {
     ipc: bool,
     /// Started as PID 1 of a new PID namespace.
     pid_ns: bool,
-    /// A user namespace nested in the launcher's (--fakeroot): entered, with a new mount
-    /// namespace, once the mounts are made, so that they are locked for the container.
+    /// A user namespace nested in the launcher's (uid 0 inside): entered, with a new
+    /// mount namespace, once the mounts are made, so that they are locked for the container.
     locked_userns: Option<RawFd>,
     steps: &'a [plan::Step],
     root: &'a Path,

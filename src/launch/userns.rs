@@ -2,7 +2,8 @@
 //! does not allow it.
 
 use std::fs;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 
 use nix::sched::{CloneFlags, unshare};
 
@@ -44,66 +45,61 @@ fn explain(err: nix::Error) -> LaunchError {
 /// Enters new user and mount namespaces, mapping the caller's uid/gid to `inner_uid`/`inner_gid`. setgroups is denied,
 /// as the kernel requires for an unprivileged single-id map.
 pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
-    enter_nested(uid, gid, inner_uid, inner_gid, false).map(drop)
-}
-
-/// As [`enter`]; with `nested`, also makes a second user namespace inside the new one,
-/// mapping `inner_uid`/`inner_gid` to themselves, and returns a descriptor of it. A
-/// process that enters it and then makes a mount namespace gets a copy of its mounts
-/// that are locked (mount_namespaces(7)): its capabilities there do not reach them.
-pub fn enter_nested(
-    uid: u32,
-    gid: u32,
-    inner_uid: u32,
-    inner_gid: u32,
-    nested: bool,
-) -> Result<Option<OwnedFd>> {
     // (A PID namespace is made later, by the container process: the launcher itself
     // starts threads, which the kernel refuses after unshare(CLONE_NEWPID).)
     wait_single_threaded();
     unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(explain)?;
+    let write = |file: &str, text: String| {
+        fs::write(format!("/proc/self/{file}"), &text).map_err(|e| {
+            LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim()))
+        })
+    };
     // A process holding an encrypted image's key is non-dumpable from the start,
     // which makes its /proc files root's: it may write its own id maps only while
-    // dumpable. The window is these writes (and, nested, those of the helper that
-    // shares this memory); no core dump can happen in it unless one of them crashes
-    // the process.
+    // dumpable. The window is these three writes; no core dump can happen in it
+    // unless one of them crashes the process.
     let guarded = nix::sys::prctl::get_dumpable().unwrap_or(true);
     if !guarded {
         let _ = nix::sys::prctl::set_dumpable(true);
     }
-    let r = write_maps(uid, gid, inner_uid, inner_gid).and_then(|()| {
-        if nested {
-            nested_userns(inner_uid, inner_gid).map(Some)
-        } else {
-            Ok(None)
-        }
-    });
+    let r = (|| {
+        write("setgroups", "deny".into())?;
+        write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
+        write("gid_map", format!("{inner_gid} {gid} 1\n"))
+    })()
+    // Made here because its helper, like the writes above, needs a dumpable process.
+    .and_then(|()| make_locked_userns(inner_uid, inner_gid));
     if !guarded {
         let _ = nix::sys::prctl::set_dumpable(false);
     }
     r
 }
 
-/// Writes this process's id maps: `inner` inside is `outer` outside.
-fn write_maps(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
-    let write = |file: &str, text: String| {
-        fs::write(format!("/proc/self/{file}"), &text).map_err(|e| {
-            LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim()))
-        })
-    };
-    write("setgroups", "deny".into())?;
-    write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
-    write("gid_map", format!("{inner_gid} {gid} 1\n"))
+/// A user namespace nested in the launcher's, with the same single id mapped, for a
+/// container that runs as uid 0 inside (--fakeroot, or real root on the FUSE path) and
+/// so has every capability in the launcher's user namespace. The container process
+/// enters it, and makes a new mount namespace, once its mounts are in place: a mount
+/// namespace copied into a less privileged user namespace has all its mounts locked
+/// (mount_namespaces(7)), so the container cannot make read-only ones writable, drop
+/// nosuid or nodev, or unmount one to see what it covers.
+static LOCKED: OnceLock<OwnedFd> = OnceLock::new();
+
+/// The descriptor of the nested user namespace [`enter`] made, if any.
+pub fn locked_userns() -> Option<RawFd> {
+    LOCKED.get().map(|f| f.as_raw_fd())
 }
 
-/// A user namespace inside the current one with the same single id mapped: made by a
-/// short-lived helper that shares this process's memory and descriptor table, maps its
-/// own ids and opens its namespace, whose descriptor stays here.
-fn nested_userns(inner_uid: u32, inner_gid: u32) -> Result<OwnedFd> {
+/// Makes the nested user namespace when uid 0 is what is mapped inside. A short-lived
+/// helper that shares this process's memory and descriptor table enters it, maps its
+/// own ids (as this process did) and opens it; the descriptor stays here.
+fn make_locked_userns(inner_uid: u32, inner_gid: u32) -> Result<()> {
     use std::os::fd::{FromRawFd, IntoRawFd};
     use std::sync::atomic::{AtomicI32, Ordering};
+    if inner_uid != 0 || LOCKED.get().is_some() {
+        return Ok(());
+    }
     let fd = AtomicI32::new(-1);
-    let failure = std::sync::Mutex::new(None::<LaunchError>);
+    let failure = std::sync::Mutex::new(None::<String>);
     // SAFETY: the helper only writes files under /proc/self, opens one, stores into
     // `fd` or `failure`, and _exits; this thread waits for it meanwhile (CLONE_VFORK).
     // With CLONE_FILES the descriptor it opens is this process's.
@@ -111,15 +107,20 @@ fn nested_userns(inner_uid: u32, inner_gid: u32) -> Result<OwnedFd> {
         super::process::spawn_shared(
             libc::CLONE_NEWUSER | libc::CLONE_FILES,
             Box::new(|| {
-                let r = write_maps(inner_uid, inner_gid, inner_uid, inner_gid).and_then(|()| {
-                    fs::File::open("/proc/self/ns/user")
-                        .map_err(|e| LaunchError::Invalid(format!("opening a user namespace: {e}")))
-                });
+                let maps = [
+                    ("setgroups", "deny".to_string()),
+                    ("uid_map", format!("{inner_uid} {inner_uid} 1\n")),
+                    ("gid_map", format!("{inner_gid} {inner_gid} 1\n")),
+                ];
+                let r = maps
+                    .iter()
+                    .try_for_each(|(f, text)| fs::write(format!("/proc/self/{f}"), text))
+                    .and_then(|()| fs::File::open("/proc/self/ns/user"));
                 match r {
                     Ok(f) => fd.store(f.into_raw_fd(), Ordering::SeqCst),
                     Err(e) => {
                         if let Ok(mut slot) = failure.lock() {
-                            *slot = Some(e);
+                            *slot = Some(e.to_string());
                         }
                     }
                 }
@@ -131,14 +132,14 @@ fn nested_userns(inner_uid: u32, inner_gid: u32) -> Result<OwnedFd> {
     let _ = nix::sys::wait::waitpid(pid, None);
     let raw = fd.load(Ordering::SeqCst);
     if raw < 0 {
-        return Err(failure
-            .into_inner()
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| LaunchError::Invalid("creating a nested user namespace".into())));
+        let why = failure.into_inner().ok().flatten().unwrap_or_default();
+        return Err(LaunchError::Invalid(format!(
+            "creating a nested user namespace: {why}"
+        )));
     }
     // SAFETY: the helper opened it in this descriptor table and handed it over.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    let _ = LOCKED.set(unsafe { OwnedFd::from_raw_fd(raw) });
+    Ok(())
 }
 
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process. Threads
