@@ -8,10 +8,17 @@
 //!    tmpfs and the image's root in it (a sandbox directory is bound; a squashfs is
 //!    mounted with FUSE on the launcher's /dev/fuse descriptor and served at once: INIT
 //!    answered, worker threads started).
-//! 2. It forks the container process; the other threads (warmer, prewarm, FUSE workers)
-//!    are never touched by the child. The child takes a mount namespace of its own,
-//!    applies the mount plan (`plan` says what, `sys` does it), pivots into the
-//!    container root, sets no_new_privs and a parent-death signal, and `exec`s the action.
+//! 2. It starts the container process (sharing its memory until that execs, see
+//!    `process::spawn_shared`; with `--pid` as PID 1 of a new PID namespace); the other
+//!    threads (warmer, prewarm, FUSE workers) are never touched by the child. The child
+//!    takes a mount namespace of its own, applies the mount plan (`plan` says what, `sys`
+//!    does it: nosuid, nodev, read-only recursively), pivots into the container root,
+//!    enters a nested user namespace that locks those mounts when the container is uid
+//!    0 inside, and starts the action in a child of its own, which marks every
+//!    descriptor above stderr close-on-exec, sets no_new_privs and `exec`s it. The
+//!    container process then execs the veil binary as the container's init (`init`): PID
+//!    1 of the PID namespace, or a child subreaper, which ends whatever the container
+//!    started when the action ends or the launcher dies, however it dies.
 //! 3. The launcher forwards signals, waits, and exits with the container's status.
 //!    Everything it mounted lives only in its namespaces, so it vanishes with them; the
 //!    kernel's dismantling of them is left to a helper (`process::hand_over_teardown`).
@@ -604,7 +611,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
     nix::sys::prctl::set_pdeathsig(death_signal).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
     if !launcher_alive(&s) {
         // The launcher died before the death signal was armed: nobody waits for us.
-        // SAFETY: see the fork above.
+        // SAFETY: _exit ends this process only, without the launcher's destructors.
         unsafe { libc::_exit(1) }
     }
     // A subreaper finds the orphans it must end in the host's /proc.
