@@ -209,15 +209,18 @@ pub(crate) fn set_attrs(path: &Path, attrs: Attrs, recursive: bool) -> nix::Resu
         return Ok(());
     }
     match nix::Error::last() {
-        nix::Error::ENOSYS => {
-            let mut points = vec![path.to_path_buf()];
-            if recursive {
-                points.extend(mounts_below(path));
-            }
-            points.iter().try_for_each(|p| remount_adding(p, attrs))
-        }
+        nix::Error::ENOSYS => remount_tree(path, attrs, recursive),
         e => Err(e),
     }
+}
+
+/// What [`set_attrs`] does without mount_setattr: a remount of each mount.
+fn remount_tree(path: &Path, attrs: Attrs, recursive: bool) -> nix::Result<()> {
+    let mut points = vec![path.to_path_buf()];
+    if recursive {
+        points.extend(mounts_below(path));
+    }
+    points.iter().try_for_each(|p| remount_adding(p, attrs))
 }
 
 /// The mount points strictly below `path`, in the order /proc/self/mountinfo lists
@@ -404,6 +407,72 @@ pub fn pivot_into(new_root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both ways of setting the flags, on a tree of two tmpfs mounts, in a user and
+    /// mount namespace of a child process of the test's own.
+    #[test]
+    fn flags_are_set_down_the_tree_with_mount_setattr_and_by_remounting() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = |f: &dyn Fn(&Path) -> nix::Result<()>| -> Option<bool> {
+            // SAFETY: the child only makes system calls and file operations, then _exits.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => {
+                    let ok =
+                        (|| -> Option<bool> {
+                            let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+                            nix::sched::unshare(
+                                nix::sched::CloneFlags::CLONE_NEWUSER
+                                    | nix::sched::CloneFlags::CLONE_NEWNS,
+                            )
+                            .ok()?;
+                            fs::write("/proc/self/setgroups", "deny").ok()?;
+                            fs::write("/proc/self/uid_map", format!("0 {uid} 1")).ok()?;
+                            fs::write("/proc/self/gid_map", format!("0 {gid} 1")).ok()?;
+                            let top = dir.path();
+                            let tmpfs = |p: &Path| {
+                                mount(Some("t"), p, Some("tmpfs"), MsFlags::empty(), None::<&str>)
+                            };
+                            tmpfs(top).ok()?;
+                            fs::create_dir(top.join("sub")).ok()?;
+                            tmpfs(&top.join("sub")).ok()?;
+                            f(top).ok()?;
+                            let want = FsFlags::ST_RDONLY | FsFlags::ST_NOSUID | FsFlags::ST_NODEV;
+                            Some([top.to_path_buf(), top.join("sub")].iter().all(|p| {
+                                statvfs(p.as_path()).is_ok_and(|s| s.flags().contains(want))
+                            }))
+                        })();
+                    // SAFETY: leave the forked test process at once.
+                    unsafe { libc::_exit(ok.map_or(2, |all| if all { 0 } else { 1 })) }
+                }
+                nix::unistd::ForkResult::Parent { child } => {
+                    match nix::sys::wait::waitpid(child, None).unwrap() {
+                        nix::sys::wait::WaitStatus::Exited(_, 0) => Some(true),
+                        nix::sys::wait::WaitStatus::Exited(_, 1) => Some(false),
+                        _ => None,
+                    }
+                }
+            }
+        };
+        let by_setattr = probe(&|p| set_attrs(p, Attrs::READ_ONLY, true));
+        let Some(by_setattr) = by_setattr else {
+            eprintln!("SKIP flags_are_set_down_the_tree: no user namespace for this test");
+            return;
+        };
+        assert!(
+            by_setattr,
+            "mount_setattr left a mount of the tree writable"
+        );
+        assert_eq!(
+            probe(&|p| remount_tree(p, Attrs::READ_ONLY, true)),
+            Some(true),
+            "remounting left a mount of the tree writable"
+        );
+        // Not recursive: the submount keeps its flags.
+        assert_eq!(
+            probe(&|p| remount_tree(p, Attrs::READ_ONLY, false)),
+            Some(false)
+        );
+    }
 
     #[test]
     fn mountinfo_points_are_decoded() {
