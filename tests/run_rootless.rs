@@ -421,23 +421,57 @@ fn sigkill_of_the_launcher_leaves_nothing_behind() {
             );
             launcher.kill().unwrap();
             launcher.wait().unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let (left, mounts) = (sleepers(&n), mounts_mentioning(&marker));
-                if left.is_empty() && mounts.is_empty() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    for (pid, _) in &left {
-                        let _ = Command::new("kill")
-                            .args(["-KILL", &pid.to_string()])
-                            .status();
-                    }
-                    panic!("{what}: outlived the launcher: processes {left:?}, mounts {mounts:#?}");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            check_gone(&n, &marker, &what);
         }
+    }
+    // The container's init killed on its own (no PID namespace: it is a subreaper in
+    // the host's): the launcher ends what it leaves.
+    variant += 1;
+    let n: Vec<u64> = (1..=4).map(|k| base + variant * 10 + k).collect();
+    let script = format!(
+        "sleep {} & setsid sh -c 'sleep {} &'; (sleep {} &); exec sleep {}",
+        n[0], n[1], n[2], n[3]
+    );
+    let mut launcher = e
+        .user
+        .veil()
+        .arg("exec")
+        .arg(&e.image)
+        .args(["sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sleepers(&n).len() < 4 {
+        assert!(Instant::now() < deadline, "the container did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let init = children_of(launcher.id());
+    assert_eq!(init.len(), 1, "{init:?}");
+    let _ = Command::new("kill")
+        .args(["-KILL", &init[0].to_string()])
+        .status();
+    launcher.wait().unwrap();
+    check_gone(&n, &marker, "the init killed");
+}
+
+/// Waits until no `sleep N` of `n` lives and no mount mentions `marker`; kills what is
+/// left and fails if that takes more than ten seconds.
+fn check_gone(n: &[u64], marker: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (left, mounts) = (sleepers(n), mounts_mentioning(marker));
+        if left.is_empty() && mounts.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            for (pid, _) in &left {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            panic!("{what}: outlived the launcher: processes {left:?}, mounts {mounts:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

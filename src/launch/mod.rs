@@ -420,6 +420,11 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     };
     // With --pid the container process is started as PID 1 of a new PID namespace.
     let clone_flags = if o.pid { libc::CLONE_NEWPID } else { 0 };
+    // Without one, the launcher too adopts what the container leaves orphaned, in case
+    // the container's init is killed on its own (`init` ends the rest in any other case).
+    if !o.pid {
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+    }
     let child = {
         use std::os::fd::FromRawFd;
         let (r, w) = (err_r.as_raw_fd(), err_w.as_raw_fd());
@@ -455,6 +460,9 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let _held_ns = fs::File::open(format!("/proc/{child}/ns/mnt")).ok();
     let code = process::supervise(child);
     debug_time("container exited");
+    // Should the init itself have been killed, what the container left is this
+    // subreaper's now: it goes too.
+    init::kill_children(None);
     process::hand_over_teardown();
     Ok(code)
 }
