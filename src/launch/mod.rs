@@ -665,6 +665,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         nix::sched::setns(ns, CloneFlags::CLONE_NEWUSER)
             .ctx(|| "entering the container's user namespace".into())?;
         unshare(CloneFlags::CLONE_NEWNS).ctx(|| "locking the container's mounts".into())?;
+        debug_time("child: mounts locked");
     }
     for d in s.start_dirs {
         if nix::unistd::chdir(d.as_c_str()).is_ok() {
