@@ -22,6 +22,10 @@ fn one_line(err: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // A container's init is this binary again, exec'd by the container process.
+    if let Some(code) = veil::launch::init::main_if_init() {
+        return code;
+    }
     match veil::cli::main() {
         Ok(code) => code,
         Err(err) => {

@@ -229,3 +229,101 @@ fn real_root_refuses_an_image_file_other_users_can_change() {
     std::os::unix::fs::chown(&sif, Some(0), None).unwrap();
     run_ok(veil().arg("exec").arg(&sif).arg("true"));
 }
+
+/// Makes `file` descriptor `target` of the command's process, without close-on-exec.
+fn inherit_fd(cmd: &mut std::process::Command, file: &std::fs::File, target: i32) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let src = file.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe and touch only descriptors.
+    unsafe {
+        cmd.pre_exec(move || {
+            if src == target {
+                libc::fcntl(target, libc::F_SETFD, 0);
+            } else if libc::dup2(src, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The descriptors `ls /proc/self/fd` lists, sorted.
+fn fds_listed(out: &std::process::Output) -> Vec<u32> {
+    let mut v: Vec<u32> = stdout(out)
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// As real root (the kernel's squashfs from a loop device, FUSE, and dm-crypt for an
+/// encrypted image whose passphrase comes on descriptor 3, as `--passphrase-fd 3`),
+/// nothing the caller left open and nothing the launcher opened reaches the container.
+#[test]
+fn no_descriptor_reaches_a_root_container() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP {}: the tests do not run as root", module_path!());
+        return;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIP {}: no /dev/loop-control", module_path!());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = require!(busybox_rootfs(dir.path()), "busybox is not installed");
+    let (_sqfs, sif) = require!(
+        squash_and_sif(&root, dir.path()),
+        "mksquashfs or /dev/fuse missing"
+    );
+    let seven = std::fs::File::create(dir.path().join("fd-seven")).unwrap();
+    for flags in [&[][..], &["--containall"], &["--fuse"]] {
+        let mut c = veil();
+        c.arg("exec")
+            .args(flags)
+            .arg(&sif)
+            .args(["ls", "/proc/self/fd"]);
+        inherit_fd(&mut c, &seven, 7);
+        let o = run_ok(&mut c);
+        assert_eq!(fds_listed(&o), [0, 1, 2, 3], "{flags:?}");
+    }
+    // An encrypted image: dm-crypt where the kernel has device-mapper, else (as veil
+    // falls back) FUSE decrypting in the launcher; the key descriptor either way.
+    let make = shared_dir()
+        .map(|d| d.join("interop/make-encrypted-sif"))
+        .filter(|p| p.is_file());
+    let (Some(make), Some(_)) = (make, which("cryptsetup")) else {
+        eprintln!(
+            "SKIP {} (encrypted part): cryptsetup or ../shared/interop/make-encrypted-sif missing",
+            module_path!()
+        );
+        return;
+    };
+    let enc = dir.path().join("enc.sif");
+    let st = std::process::Command::new(&make)
+        .arg("--rootfs")
+        .arg(&root)
+        .arg("-o")
+        .arg(&enc)
+        .args(["--fast", "-q", "--passphrase", "fd-secret"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "fd-secret\n").unwrap();
+    for flags in [&[][..], &["--pid"]] {
+        let three = std::fs::File::open(&pass).unwrap();
+        let mut c = veil();
+        c.arg("exec")
+            .args(flags)
+            .args(["--passphrase-fd", "3"])
+            .arg(&enc)
+            .args(["ls", "/proc/self/fd"]);
+        inherit_fd(&mut c, &three, 3);
+        inherit_fd(&mut c, &seven, 7);
+        let o = run_ok(&mut c);
+        assert_eq!(fds_listed(&o), [0, 1, 2, 3], "encrypted {flags:?}");
+    }
+}

@@ -17,7 +17,7 @@ pub struct RunArgs {
     /// Use minimal /dev and empty /tmp, /var/tmp and home instead of the host's
     #[arg(short = 'c', long)]
     contain: bool,
-    /// --contain plus --cleanenv and a PID namespace
+    /// --contain plus --cleanenv, a PID namespace and an IPC namespace
     #[arg(short = 'C', long)]
     containall: bool,
     /// Do not mount the home directory
@@ -44,6 +44,9 @@ pub struct RunArgs {
     /// Run in a new PID namespace (a private /proc)
     #[arg(short = 'p', long)]
     pid: bool,
+    /// Run in a new IPC namespace
+    #[arg(short = 'i', long)]
+    ipc: bool,
     /// Run in a new UTS namespace (own hostname)
     #[arg(long)]
     uts: bool,
@@ -130,6 +133,7 @@ fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
         env: env_pairs,
         writable_tmpfs: a.writable_tmpfs,
         pid: a.pid || a.containall,
+        ipc: a.ipc || a.containall,
         uts: a.uts || a.hostname.is_some(),
         hostname: a.hostname.clone(),
         fakeroot: a.fakeroot,

@@ -8,10 +8,17 @@
 //!    tmpfs and the image's root in it (a sandbox directory is bound; a squashfs is
 //!    mounted with FUSE on the launcher's /dev/fuse descriptor and served at once: INIT
 //!    answered, worker threads started).
-//! 2. It forks the container process; the other threads (warmer, prewarm, FUSE workers)
-//!    are never touched by the child. The child takes a mount namespace of its own,
-//!    applies the mount plan (`plan` says what, `sys` does it), pivots into the
-//!    container root, sets no_new_privs and a parent-death signal, and `exec`s the action.
+//! 2. It starts the container process (sharing its memory until that execs, see
+//!    `process::spawn_shared`; with `--pid` as PID 1 of a new PID namespace); the other
+//!    threads (warmer, prewarm, FUSE workers) are never touched by the child. The child
+//!    takes a mount namespace of its own, applies the mount plan (`plan` says what, `sys`
+//!    does it: nosuid, nodev, read-only recursively), pivots into the container root,
+//!    enters a nested user namespace that locks those mounts when the container is uid
+//!    0 inside, and starts the action in a child of its own, which marks every
+//!    descriptor above stderr close-on-exec, sets no_new_privs and `exec`s it. The
+//!    container process then execs the veil binary as the container's init (`init`): PID
+//!    1 of the PID namespace, or a child subreaper, which ends whatever the container
+//!    started when the action ends or the launcher dies, however it dies.
 //! 3. The launcher forwards signals, waits, and exits with the container's status.
 //!    Everything it mounted lives only in its namespaces, so it vanishes with them; the
 //!    kernel's dismantling of them is left to a helper (`process::hand_over_teardown`).
@@ -22,6 +29,7 @@ mod dmcrypt;
 pub mod env;
 pub mod error;
 pub mod identity;
+pub mod init;
 mod loopdev;
 pub mod plan;
 mod prewarm;
@@ -34,7 +42,7 @@ pub(crate) mod userns;
 use std::ffi::{CString, OsString};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +51,7 @@ use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigmaskHow, Signal, sigprocmask};
 use nix::sys::stat::Mode as Mode_;
-use nix::unistd::{ForkResult, fork, pipe2};
+use nix::unistd::pipe2;
 use std::sync::Arc;
 use veil_fusefs::fs::{ImageFs, Owner, Synthetic, Warm};
 use veil_fusefs::squashfs::Squashfs;
@@ -99,6 +107,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     pub writable_tmpfs: bool,
     pub pid: bool,
+    /// A new IPC namespace (System V IPC, POSIX message queues).
+    pub ipc: bool,
     pub uts: bool,
     pub hostname: Option<String>,
     pub fakeroot: bool,
@@ -236,6 +246,12 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     } else {
         userns::enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
     }
+    // A container that is uid 0 inside has every capability in the launcher's user
+    // namespace: its mounts are locked against it by a nested one (`userns::LOCKED`).
+    let locked_userns = match &mode {
+        Mode::Kernel(_) | Mode::KernelCrypt(_) => None,
+        _ => userns::locked_userns(),
+    };
     debug_time("namespaces entered");
     // Told where the image is mounted once it is served (see the prewarm thread).
     let mut mounted: Option<std::sync::mpsc::Sender<PathBuf>> = None;
@@ -301,6 +317,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         no_home: o.no_home,
         pid_namespace: o.pid,
         home_src,
+        custom_home: o.home.is_some(),
         home_dst: home_dst.clone(),
         cwd: host_cwd.clone(),
         binds: o.binds.clone(),
@@ -365,6 +382,16 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     // by other processes of the user. Set after the id maps, which need a dumpable writer.
     let _ = nix::sys::prctl::set_dumpable(false);
     let launcher_pid = nix::unistd::getpid();
+    // What the container process needs to become the container's init once the action
+    // runs (`init`): the launcher's own executable, and a way to tell whether the
+    // launcher still lives that works from inside a PID namespace (a pidfd; Linux 5.3).
+    let exe = open(
+        "/proc/self/exe",
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        Mode_::empty(),
+    )
+    .ok();
+    let launcher_pidfd = process::pidfd_of_self();
 
     // The container's setup: its errors go to `err_w`; it ends in exec or `_exit`.
     let run_child = |err_w: OwnedFd| -> std::convert::Infallible {
@@ -372,10 +399,14 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         let err = child(ChildSetup {
             err: &mut err_slot,
             launcher: launcher_pid,
+            launcher_pidfd: launcher_pidfd.as_ref().map(|f| f.as_raw_fd()),
+            exe: exe.as_ref().map(|f| f.as_raw_fd()),
             old_mask,
             hostname: hostname.clone(),
             uts: o.uts || o.hostname.is_some(),
+            ipc: o.ipc,
             pid_ns: o.pid,
+            locked_userns,
             steps: &steps,
             root: &root,
             start_dirs: &start_dirs,
@@ -389,26 +420,14 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         // belong to the parent's state.
         unsafe { libc::_exit(255) }
     };
-    let child = if o.pid {
-        // With --pid the child stays behind to wait for PID 1 without exec: a fork,
-        // which the shared-memory spawn below could not be (it holds this thread until
-        // the child execs).
-        // SAFETY: the other threads at this point are the warmer's, the prewarm thread
-        // and the FUSE workers. They take only their own locks (the image's caches,
-        // their job queues) and malloc's, which glibc's fork leaves usable in the
-        // child; the child touches neither the image nor those queues, and leaves
-        // through exec or _exit. It inherits the workers' /dev/fuse descriptors,
-        // close-on-exec; the processes that stay behind without exec close them.
-        match unsafe { fork() }.ctx(|| "fork".into())? {
-            // run_child returns an uninhabited type, which the lint takes for dead code.
-            #[allow(unreachable_code)]
-            ForkResult::Child => {
-                drop(err_r);
-                match run_child(err_w) {}
-            }
-            ForkResult::Parent { child } => child,
-        }
-    } else {
+    // With --pid the container process is started as PID 1 of a new PID namespace.
+    let clone_flags = if o.pid { libc::CLONE_NEWPID } else { 0 };
+    // Without one, the launcher too adopts what the container leaves orphaned, in case
+    // the container's init is killed on its own (`init` ends the rest in any other case).
+    if !o.pid {
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+    }
+    let child = {
         use std::os::fd::FromRawFd;
         let (r, w) = (err_r.as_raw_fd(), err_w.as_raw_fd());
         // SAFETY: this thread waits until the child has exec'd or exited; the child
@@ -417,10 +436,13 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
         // `err_w` (closed below) does not share. What the child touches in the shared
         // memory is what a forked child would (see `spawn_shared`).
         unsafe {
-            process::spawn_shared(Box::new(move || {
-                libc::close(r);
-                run_child(OwnedFd::from_raw_fd(w))
-            }))
+            process::spawn_shared(
+                clone_flags,
+                Box::new(move || {
+                    libc::close(r);
+                    run_child(OwnedFd::from_raw_fd(w))
+                }),
+            )
         }
         .ctx(|| "starting the container process".into())?
     };
@@ -440,6 +462,9 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let _held_ns = fs::File::open(format!("/proc/{child}/ns/mnt")).ok();
     let code = process::supervise(child);
     debug_time("container exited");
+    // Should the init itself have been killed, what the container left is this
+    // subreaper's now: it goes too.
+    init::kill_children(None);
     process::hand_over_teardown();
     Ok(code)
 }
@@ -512,7 +537,9 @@ fn stage(mode: &Mode) -> Result<()> {
                 None::<&str>,
             )
             .ctx(|| "binding the image directory".into())?;
-            sys::remount_readonly(&image).ctx(|| "making the image read-only".into())?;
+            // Read-only, nosuid and nodev, down to any mount inside the directory.
+            sys::set_attrs(&image, plan::Attrs::READ_ONLY, true)
+                .ctx(|| "making the image read-only".into())?;
         }
         Mode::Kernel(_) => {
             let Some(dev) = loop_dev else { return Ok(()) };
@@ -540,15 +567,24 @@ fn stage(mode: &Mode) -> Result<()> {
 }
 
 struct ChildSetup<'a> {
-    /// Where setup errors go. A process that stays behind to wait (the PID-namespace
-    /// helpers) closes its copy, so the launcher sees end-of-file once the action runs.
+    /// Where setup errors go (the action's, too, until it execs).
     err: &'a mut Option<OwnedFd>,
     /// The launcher's pid, to notice that it died before the death signal was armed.
     launcher: nix::unistd::Pid,
+    /// A pidfd of the launcher, for the same from inside a PID namespace.
+    launcher_pidfd: Option<RawFd>,
+    /// The launcher's executable (O_PATH), which the container process execs to become
+    /// the container's init.
+    exe: Option<RawFd>,
     old_mask: nix::sys::signal::SigSet,
     hostname: Option<String>,
     uts: bool,
+    ipc: bool,
+    /// Started as PID 1 of a new PID namespace.
     pid_ns: bool,
+    /// A user namespace nested in the launcher's (uid 0 inside): entered, with a new
+    /// mount namespace, once the mounts are made, so that they are locked for the container.
+    locked_userns: Option<RawFd>,
     steps: &'a [plan::Step],
     root: &'a Path,
     start_dirs: &'a [CString],
@@ -567,39 +603,51 @@ fn child(s: ChildSetup<'_>) -> LaunchError {
 }
 
 fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
-    // Die with the launcher, whatever kills it.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
-    if nix::unistd::getppid() != s.launcher {
+    let role = if s.pid_ns {
+        init::Role::PidOne
+    } else {
+        init::Role::Subreaper
+    };
+    // Die with the launcher, whatever kills it. As PID 1 that ends the whole PID
+    // namespace; a subreaper is told instead (the signal stays pending until its init
+    // loop takes it), and ends what the container started before it goes.
+    let mut gone = nix::sys::signal::SigSet::empty();
+    gone.add(init::LAUNCHER_GONE);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&gone), None).ctx(|| "blocking signals".into())?;
+    let death_signal = match role {
+        init::Role::PidOne => Signal::SIGKILL,
+        init::Role::Subreaper => init::LAUNCHER_GONE,
+    };
+    nix::sys::prctl::set_pdeathsig(death_signal).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+    if !launcher_alive(&s) {
         // The launcher died before the death signal was armed: nobody waits for us.
-        // SAFETY: see the fork above.
+        // SAFETY: _exit ends this process only, without the launcher's destructors.
         unsafe { libc::_exit(1) }
     }
+    // A subreaper finds the orphans it must end in the host's /proc.
+    let proc_dir = match role {
+        init::Role::Subreaper => {
+            nix::sys::prctl::set_child_subreaper(true)
+                .ctx(|| "prctl(PR_SET_CHILD_SUBREAPER)".into())?;
+            Some(
+                open(
+                    "/proc",
+                    OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                    Mode_::empty(),
+                )
+                .ctx(|| "opening /proc".into())?,
+            )
+        }
+        init::Role::PidOne => None,
+    };
     let mut flags = CloneFlags::CLONE_NEWNS;
     if s.uts {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
-    if s.pid_ns {
-        // Only children enter a new PID namespace, and /proc must be mounted from inside
-        // it: fork once more, and let this process wait on its behalf.
-        flags |= CloneFlags::CLONE_NEWPID;
+    if s.ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
     }
     unshare(flags).ctx(|| "creating the container's namespaces".into())?;
-    if s.pid_ns {
-        // SAFETY: single-threaded process.
-        match unsafe { fork() }.ctx(|| "fork".into())? {
-            ForkResult::Child => {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                    .ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
-            }
-            ForkResult::Parent { child } => {
-                s.err.take();
-                process::close_inherited();
-                let code = process::supervise(child);
-                // SAFETY: leave without running destructors that belong to the launcher.
-                unsafe { libc::_exit(code) }
-            }
-        }
-    }
     nix::unistd::pivot_root(STAGE, &Path::new(STAGE).join(".host"))
         .ctx(|| "entering the staging area".into())?;
     nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
@@ -609,17 +657,143 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
     if let Some(h) = &s.hostname {
         nix::unistd::sethostname(h).ctx(|| format!("setting the hostname to {h}"))?;
     }
-    if s.pid_ns {
-        become_init(s.err)?;
+    if let Some(ns) = s.locked_userns {
+        // A mount namespace copied into a less privileged user namespace has every
+        // mount locked: the read-only ones cannot be made writable, none can be
+        // unmounted to show what it covers, nosuid and nodev cannot be dropped — not
+        // even with the capabilities the container has in its own user namespace.
+        // SAFETY: the descriptor is the launcher's, open for the whole launch.
+        let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(ns) };
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWUSER)
+            .ctx(|| "entering the container's user namespace".into())?;
+        unshare(CloneFlags::CLONE_NEWNS).ctx(|| "locking the container's mounts".into())?;
+        debug_time("child: mounts locked");
     }
     for d in s.start_dirs {
         if nix::unistd::chdir(d.as_c_str()).is_ok() {
             break;
         }
     }
+    // The action runs in a child, so that this process can stay as the container's init.
+    let me = nix::unistd::getpid();
+    let err_fd = s.err.as_ref().map_or(-1, |f| f.as_raw_fd());
+    let setup = &s;
+    // SAFETY: this process waits until the action has exec'd or exited; the action only
+    // prepares and execs (or reports its failure on the error pipe and _exits).
+    let action = unsafe {
+        process::spawn_shared(
+            0,
+            Box::new(move || {
+                let e = action_child(setup, me);
+                let msg = e.to_string();
+                libc::write(err_fd, msg.as_ptr().cast(), msg.len());
+                libc::_exit(255)
+            }),
+        )
+    }
+    .ctx(|| "starting the action".into())?;
+    debug_time("child: action started");
+    // The init sees the launcher as its parent, except from inside a PID namespace.
+    let launcher = match role {
+        init::Role::PidOne => nix::unistd::Pid::from_raw(0),
+        init::Role::Subreaper => nix::unistd::getppid(),
+    };
+    let proc_raw = proc_dir.as_ref().map(|f| f.as_raw_fd());
+    let e = exec_init(s.exe, role, launcher, action, proc_raw);
+    debug_note(&format!(
+        "the container's init runs in the container process ({e}); signals sent to the launcher are not passed on"
+    ));
+    // Without the exec the launcher's thread stays suspended (it shares this memory)
+    // until the container ends: the init runs here instead, and only the forwarding
+    // of signals sent to the launcher is lost.
+    s.err.take();
+    let code = init::run(role, launcher, action, proc_raw);
+    // SAFETY: leave without running destructors that belong to the launcher.
+    unsafe { libc::_exit(code) }
+}
+
+/// Whether the launcher still lives (the death signal may have been armed too late).
+fn launcher_alive(s: &ChildSetup<'_>) -> bool {
+    if let Some(fd) = s.launcher_pidfd {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd; a pidfd is readable once the process ended.
+        let ready = unsafe { libc::poll(&mut p, 1, 0) };
+        return !(ready > 0 && p.revents & libc::POLLIN != 0);
+    }
+    s.pid_ns || nix::unistd::getppid() == s.launcher
+}
+
+/// Execs the launcher's executable as the container's init ([`init::ARGV0`]), with no
+/// descriptor but /proc for a subreaper. Returns only on failure.
+fn exec_init(
+    exe: Option<RawFd>,
+    role: init::Role,
+    launcher: nix::unistd::Pid,
+    action: nix::unistd::Pid,
+    proc_dir: Option<RawFd>,
+) -> nix::errno::Errno {
+    let Some(exe) = exe else {
+        return nix::errno::Errno::ENOENT;
+    };
+    process::cloexec_from(3);
+    if let Some(p) = proc_dir {
+        // SAFETY: fcntl on a descriptor this process owns.
+        unsafe { libc::fcntl(p, libc::F_SETFD, 0) };
+    }
+    let argv = init::argv(role, launcher, action, proc_dir);
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    // SAFETY: NUL-terminated argv and envp arrays of valid C strings that outlive the
+    // call; execveat returns only on failure.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            exe,
+            c"".as_ptr(),
+            ptrs.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+    }
+    let e = nix::errno::Errno::last();
+    if let Some(p) = proc_dir {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(p, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    e
+}
+
+/// The action's process: what is left to prepare, then the exec. Returns the error
+/// when it could not exec.
+fn action_child(s: &ChildSetup<'_>, parent: nix::unistd::Pid) -> LaunchError {
+    match action_setup(s, parent) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn action_setup(s: &ChildSetup<'_>, parent: nix::unistd::Pid) -> Result<std::convert::Infallible> {
+    // Die with the init (in a PID namespace that is the kernel's doing anyway).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+    if nix::unistd::getppid() != parent {
+        // SAFETY: the init is gone; so is the container.
+        unsafe { libc::_exit(1) }
+    }
+    // The launcher ignores SIGPIPE (Rust's runtime does), and an ignored signal stays
+    // ignored across exec: the action gets the default, as from a shell.
+    // SAFETY: this process has its own signal dispositions (no CLONE_SIGHAND).
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&s.old_mask), None)
         .ctx(|| "restoring the signal mask".into())?;
+    // Nothing the launcher holds (the FUSE device, the image, key descriptors, pipes)
+    // nor anything its caller left open reaches the container.
+    process::cloexec_from(3);
     debug_time("child: exec");
     let sh = CString::new("/bin/sh").expect("no NUL");
     let has_shell = nix::unistd::access(sh.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok();
@@ -701,23 +875,6 @@ fn has_env_scripts(root: &RootSource) -> bool {
                 Err(Error::NotFound) => false,
                 _ => true,
             }
-        }
-    }
-}
-
-/// In a PID namespace the child is PID 1, which the kernel shields from signals it does
-/// not handle. So it forks: the grandchild runs the action, and PID 1 reaps orphans and
-/// forwards signals until the action ends, then exits with its status.
-fn become_init(err: &mut Option<OwnedFd>) -> Result<()> {
-    // SAFETY: single-threaded (the child never started threads).
-    match unsafe { fork() }.ctx(|| "fork".into())? {
-        ForkResult::Child => Ok(()),
-        ForkResult::Parent { child } => {
-            err.take();
-            process::close_inherited();
-            let code = process::supervise_as_init(child);
-            // SAFETY: exit without running the parent's destructors.
-            unsafe { libc::_exit(code) }
         }
     }
 }

@@ -20,6 +20,34 @@ pub const IMAGE: &str = "/.image";
 pub const SESSION: &str = "/.session";
 pub const OVERLAY_ROOT: &str = "/.root";
 
+/// Flags of a mount the plan makes; for a bind, of every mount under it as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attrs {
+    pub readonly: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+}
+
+impl Attrs {
+    /// What every mount gets: no set-user-ID programs, no device files.
+    pub const NOSUID_NODEV: Attrs = Attrs {
+        readonly: false,
+        nosuid: true,
+        nodev: true,
+        noexec: false,
+    };
+    /// Devices (the host's /dev, a device file, a devpts): nosuid only.
+    pub const DEVICES: Attrs = Attrs {
+        nodev: false,
+        ..Attrs::NOSUID_NODEV
+    };
+    pub const READ_ONLY: Attrs = Attrs {
+        readonly: true,
+        ..Attrs::NOSUID_NODEV
+    };
+}
+
 /// What a step mounts over or creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -38,11 +66,13 @@ pub enum Step {
     /// A session bind whose mount point cannot be made (a read-only root, or a directory
     /// of the image the user may not write) is skipped with a warning, as Apptainer does;
     /// a `--bind` the user asked for is `required` and fails instead.
+    /// `attrs` apply to the whole bound tree (its submounts too), so a read-only bind is
+    /// read-only throughout.
     Bind {
         src: PathBuf,
         dst: PathBuf,
         recursive: bool,
-        readonly: bool,
+        attrs: Attrs,
         file: bool,
         required: bool,
         why: &'static str,
@@ -57,6 +87,27 @@ pub enum Step {
     RemountRootReadOnly,
 }
 
+impl Step {
+    /// The flags of the mount this step makes (none for steps that mount nothing).
+    pub fn attrs(&self) -> Option<Attrs> {
+        match self {
+            Step::Tmpfs { .. } | Step::Overlay { .. } => Some(Attrs::NOSUID_NODEV),
+            Step::Proc { .. } => Some(Attrs {
+                noexec: true,
+                ..Attrs::NOSUID_NODEV
+            }),
+            // Its device nodes are the container's terminals.
+            Step::Devpts { .. } => Some(Attrs {
+                noexec: true,
+                ..Attrs::DEVICES
+            }),
+            Step::Bind { attrs, .. } => Some(*attrs),
+            Step::RemountRootReadOnly => Some(Attrs::READ_ONLY),
+            Step::Mkdir { .. } | Step::WriteFile { .. } | Step::Symlink { .. } => None,
+        }
+    }
+}
+
 /// What the user asked for, as far as mounts are concerned.
 #[derive(Debug, Clone, Default)]
 pub struct MountRequest {
@@ -68,6 +119,8 @@ pub struct MountRequest {
     pub pid_namespace: bool,
     /// Host home (canonical) and where it appears inside.
     pub home_src: Option<PathBuf>,
+    /// `home_src` was given with --home: bound even when contained.
+    pub custom_home: bool,
     pub home_dst: PathBuf,
     /// Host working directory (canonical), bound when not contained.
     pub cwd: Option<PathBuf>,
@@ -126,14 +179,18 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
         });
     }
     let r = |p: &str| under(root, Path::new(p));
-    let bind = |src: PathBuf, dst: &Path, file: bool, why: &'static str| Step::Bind {
-        src,
-        dst: under(root, dst),
-        recursive: true,
-        readonly: false,
-        file,
-        required: false,
-        why,
+    let bind_with =
+        |src: PathBuf, dst: &Path, file: bool, attrs: Attrs, why: &'static str| Step::Bind {
+            src,
+            dst: under(root, dst),
+            recursive: true,
+            attrs,
+            file,
+            required: false,
+            why,
+        };
+    let bind = |src: PathBuf, dst: &Path, file: bool, why: &'static str| {
+        bind_with(src, dst, file, Attrs::NOSUID_NODEV, why)
     };
 
     // /proc and /sys: the host's, or a private /proc in a PID namespace.
@@ -162,10 +219,11 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
         });
         for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
             let p = format!("/dev/{dev}");
-            steps.push(bind(
+            steps.push(bind_with(
                 host(Path::new(&p)),
                 Path::new(&p),
                 true,
+                Attrs::DEVICES,
                 "minimal /dev",
             ));
         }
@@ -189,10 +247,11 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
             });
         }
     } else {
-        steps.push(bind(
+        steps.push(bind_with(
             host(Path::new("/dev")),
             Path::new("/dev"),
             false,
+            Attrs::DEVICES,
             "/dev",
         ));
     }
@@ -224,7 +283,8 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
     // Home.
     let mut bound: Vec<PathBuf> = vec!["/tmp".into(), "/var/tmp".into()];
     if !req.no_home {
-        match (&req.home_src, req.contain) {
+        // Contained, the home is an empty directory, unless --home named one.
+        match (&req.home_src, req.contain && !req.custom_home) {
             (Some(src), false) => {
                 steps.push(bind(host(src), &req.home_dst, false, "home directory"));
             }
@@ -276,13 +336,23 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
         steps.push(bind(host(cwd), cwd, false, "working directory"));
     }
 
-    // The user's binds, last, so they can cover anything above.
+    // The user's binds, last, so they can cover anything above. A device bound at its
+    // own place under /dev keeps working (as in Apptainer); everything else is nodev.
     for b in &req.binds {
+        let dst = clean(&b.dst);
+        let device = dst.starts_with("/dev") && b.src.starts_with("/dev");
         steps.push(Step::Bind {
             src: host(&b.src),
-            dst: under(root, &clean(&b.dst)),
+            dst: under(root, &dst),
             recursive: true,
-            readonly: b.readonly,
+            attrs: Attrs {
+                readonly: b.readonly,
+                ..if device {
+                    Attrs::DEVICES
+                } else {
+                    Attrs::NOSUID_NODEV
+                }
+            },
             file: !b.src.is_dir(),
             required: true,
             why: "--bind",
@@ -402,6 +472,95 @@ mod tests {
                 "{cwd}: {b:?}"
             );
         }
+    }
+
+    #[test]
+    fn every_mount_is_nosuid_and_only_devices_keep_dev() {
+        let user_binds = vec![
+            BindSpec {
+                src: "/data".into(),
+                dst: "/mnt/data".into(),
+                readonly: true,
+            },
+            BindSpec {
+                src: "/scratch".into(),
+                dst: "/scratch".into(),
+                readonly: false,
+            },
+            BindSpec {
+                src: "/dev/fuse".into(),
+                dst: "/dev/fuse".into(),
+                readonly: false,
+            },
+        ];
+        for contain in [false, true] {
+            for pid_namespace in [false, true] {
+                let steps = build(&MountRequest {
+                    contain,
+                    pid_namespace,
+                    binds: user_binds.clone(),
+                    ..req()
+                });
+                let mut mounts = 0;
+                for s in &steps {
+                    let Some(a) = s.attrs() else { continue };
+                    mounts += 1;
+                    assert!(a.nosuid, "{s:?}");
+                    let dst = match s {
+                        Step::Bind { dst, .. }
+                        | Step::Tmpfs { dst, .. }
+                        | Step::Proc { dst }
+                        | Step::Devpts { dst } => dst.clone(),
+                        _ => PathBuf::from("/"),
+                    };
+                    let devices = dst.starts_with("/.root/dev")
+                        && dst != Path::new("/.root/dev/shm")
+                        && !(contain && dst == Path::new("/.root/dev"));
+                    assert_eq!(a.nodev, !devices, "{s:?}");
+                }
+                assert!(mounts > 8);
+            }
+        }
+        let steps = build(&MountRequest {
+            binds: user_binds,
+            ..req()
+        });
+        let attrs_of = |dst: &str| {
+            steps
+                .iter()
+                .find_map(|s| match s {
+                    Step::Bind { dst: d, attrs, .. } if d == Path::new(dst) => Some(*attrs),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(attrs_of("/.root/mnt/data"), Attrs::READ_ONLY);
+        assert_eq!(attrs_of("/.root/scratch"), Attrs::NOSUID_NODEV);
+        assert_eq!(attrs_of("/.root/dev/fuse"), Attrs::DEVICES);
+        assert_eq!(attrs_of("/.root/dev"), Attrs::DEVICES);
+        assert_eq!(attrs_of("/.root/home/ann"), Attrs::NOSUID_NODEV);
+        assert_eq!(attrs_of("/.root/work/project"), Attrs::NOSUID_NODEV);
+        // The root is remounted read-only, with the same flags.
+        assert_eq!(steps.last().unwrap().attrs(), Some(Attrs::READ_ONLY));
+    }
+
+    #[test]
+    fn contain_binds_a_home_given_with_home() {
+        let given = build(&MountRequest {
+            contain: true,
+            custom_home: true,
+            home_src: Some("/data/h".into()),
+            home_dst: "/custom".into(),
+            ..req()
+        });
+        assert!(binds(&given).contains(&("/.host/data/h".into(), "/.root/custom".into())));
+        assert!(!binds(&given).iter().any(|(s, _)| s == "/.session/home"));
+        // Without --home, contained means an empty home in memory.
+        let default = build(&MountRequest {
+            contain: true,
+            ..req()
+        });
+        assert!(binds(&default).contains(&("/.session/home".into(), "/.root/home/ann".into())));
     }
 
     #[test]

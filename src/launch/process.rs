@@ -82,35 +82,6 @@ fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
     unsafe { std::mem::zeroed() }
 }
 
-/// PID 1 of a PID namespace: reap every orphan, forward signals to the action, and
-/// return the action's status when it ends.
-pub fn supervise_as_init(child: Pid) -> i32 {
-    let set = wait_set();
-    loop {
-        loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(st) if st.pid() == Some(child) => {
-                    if let Some(code) = exit_code(st) {
-                        return code;
-                    }
-                }
-                Ok(_) => continue,
-                Err(_) => return 255,
-            }
-        }
-        let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
-        // SAFETY: as in `supervise`.
-        let sig = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
-        if sig > 0
-            && sig != libc::SIGCHLD
-            && let Ok(s) = Signal::try_from(sig)
-        {
-            let _ = kill(child, s);
-        }
-    }
-}
-
 /// Takes the end of the launcher's namespaces off the caller's wait.
 ///
 /// When the last process of a mount namespace exits, the kernel dismantles its mounts
@@ -168,20 +139,79 @@ extern "C" fn holder(parent: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// Closes every descriptor above stderr: for the container's processes that stay
-/// behind without exec (`--pid`), which would otherwise keep the launcher's
-/// close-on-exec ones (its FUSE workers' /dev/fuse clones among them) for the whole run.
-pub fn close_inherited() {
-    // SAFETY: close_range only closes descriptors of this process, which at this point
-    // owns none that anything still uses (it only waits for its child). Failure (a
-    // kernel before 5.9) leaves them open until exit, as before.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+/// A pidfd of this process (close-on-exec), where the kernel has them (Linux 5.3).
+pub fn pidfd_of_self() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open with this process's pid and no flags returns a new descriptor
+    // or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0u32) };
+    // SAFETY: a descriptor just returned to us, owned by nothing else.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so that an `exec` that follows
+/// passes on nothing but what is below `first` (the standard ones): neither the
+/// launcher's own descriptors nor any its caller left open (a key given with
+/// `--pem-fd`, a shell's spare descriptor). `close_range(CLOSE_RANGE_CLOEXEC)` does it
+/// in one call since Linux 5.11; older kernels get the descriptors listed in
+/// /proc/self/fd, or failing that, tried one by one up to the descriptor limit.
+pub fn cloexec_from(first: u32) {
+    // SAFETY: close_range only changes the flags of this process's descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        for_each_fd_from(first, |fd| {
+            // SAFETY: fcntl on a descriptor number, at worst EBADF.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+        });
+    }
+}
+
+/// Calls `f` on every open descriptor numbered `first` or above: those /proc/self/fd
+/// lists (read completely before `f` runs, so its own descriptor is gone by then), or,
+/// without /proc, every number below the descriptor limit.
+fn for_each_fd_from(first: u32, mut f: impl FnMut(libc::c_int)) {
+    let listed: Option<Vec<libc::c_int>> = std::fs::read_dir("/proc/self/fd").ok().map(|d| {
+        d.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    });
+    match listed {
+        Some(fds) => fds
+            .into_iter()
+            .filter(|&fd| fd >= first as libc::c_int)
+            .for_each(&mut f),
+        None => {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into `lim` only.
+            let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+                lim.rlim_cur.min(1 << 20) as libc::c_int
+            } else {
+                1024
+            };
+            (first as libc::c_int..max).for_each(&mut f);
+        }
     }
 }
 
 /// Starts `f` in a new process that shares this one's memory until it calls exec or
 /// exits, while the calling thread waits (`CLONE_VM | CLONE_VFORK`, as posix_spawn does).
+/// `flags` are further clone flags: new namespaces for the child (`CLONE_NEWPID` makes
+/// it PID 1 of a new PID namespace, `CLONE_NEWUSER`), or `CLONE_FILES`.
 ///
 /// A fork copies the launcher's page tables, and until the child execs every page the
 /// FUSE workers or the warmer write to is copied once more on its first write: a fork
@@ -194,6 +224,7 @@ pub fn close_inherited() {
 /// or exits, so nothing else uses them meanwhile. Other threads keep running beside the
 /// child and must not depend on the calling thread's progress to do so.
 pub unsafe fn spawn_shared(
+    flags: libc::c_int,
     f: Box<dyn FnOnce() -> std::convert::Infallible + '_>,
 ) -> nix::Result<Pid> {
     // Room for the child's setup code (mount steps, error formatting); only the pages it
@@ -246,7 +277,7 @@ pub unsafe fn spawn_shared(
         libc::clone(
             trampoline,
             top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | flags,
             arg.cast(),
         )
     };
@@ -274,16 +305,53 @@ mod tests {
         let seen = AtomicU32::new(0);
         // SAFETY: the child touches only `seen` and leaves through _exit.
         let pid = unsafe {
-            spawn_shared(Box::new(|| {
-                seen.store(std::process::id(), Ordering::SeqCst);
-                libc::_exit(42)
-            }))
+            spawn_shared(
+                0,
+                Box::new(|| {
+                    seen.store(std::process::id(), Ordering::SeqCst);
+                    libc::_exit(42)
+                }),
+            )
         }
         .expect("spawn");
         // The parent resumed only after the child was gone (CLONE_VFORK), so the store
         // happened before this load.
         assert_eq!(seen.load(Ordering::SeqCst), pid.as_raw() as u32);
         assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 42));
+    }
+
+    /// A descriptor open without close-on-exec, numbered at least 3.
+    fn open_plain() -> libc::c_int {
+        // SAFETY: open of a constant path; the flags ask for no close-on-exec.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 3);
+        fd
+    }
+
+    fn is_cloexec(fd: libc::c_int) -> bool {
+        // SAFETY: fcntl on a descriptor this test opened.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    #[test]
+    fn descriptors_are_marked_close_on_exec_and_the_fallback_finds_them_too() {
+        let fd = open_plain();
+        assert!(!is_cloexec(fd));
+        cloexec_from(fd as u32);
+        assert!(is_cloexec(fd));
+        // The walk that stands in for close_range on older kernels.
+        let other = open_plain();
+        let mut seen = vec![];
+        for_each_fd_from(other as u32, |f| seen.push(f));
+        assert!(
+            seen.contains(&other) && !seen.contains(&(other - 1)),
+            "{seen:?}"
+        );
+        // SAFETY: closing descriptors this test opened.
+        unsafe {
+            libc::close(fd);
+            libc::close(other);
+        }
     }
 
     #[test]
@@ -296,10 +364,13 @@ mod tests {
         ];
         // SAFETY: the child only execs, or leaves through _exit if it cannot.
         let pid = unsafe {
-            spawn_shared(Box::new(|| {
-                let _ = nix::unistd::execv(&prog, &args);
-                libc::_exit(99)
-            }))
+            spawn_shared(
+                0,
+                Box::new(|| {
+                    let _ = nix::unistd::execv(&prog, &args);
+                    libc::_exit(99)
+                }),
+            )
         }
         .expect("spawn");
         assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 3));

@@ -2,6 +2,7 @@
 //! does not allow it.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
 use nix::sched::{CloneFlags, unshare};
@@ -80,6 +81,8 @@ pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
     write("setgroups", "deny".into())?;
     write("uid_map", format!("{inner_uid} {uid} 1\n"))?;
     write("gid_map", format!("{inner_gid} {gid} 1\n"))?;
+    // Made here because its helper, like the writes above, needs a dumpable process.
+    make_locked_userns(inner_uid, inner_gid)?;
     let _ = ENTERED.set((uid, gid, inner_uid, inner_gid));
     Ok(())
 }
@@ -98,6 +101,73 @@ pub fn enter_before_secrets(fakeroot: bool) -> Result<()> {
     }
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| LaunchError::Invalid(format!("prctl(PR_SET_DUMPABLE): {e}")))
+}
+
+/// A user namespace nested in the launcher's, with the same single id mapped, for a
+/// container that runs as uid 0 inside (--fakeroot, or real root on the FUSE path) and
+/// so has every capability in the launcher's user namespace. The container process
+/// enters it, and makes a new mount namespace, once its mounts are in place: a mount
+/// namespace copied into a less privileged user namespace has all its mounts locked
+/// (mount_namespaces(7)), so the container cannot make read-only ones writable, drop
+/// nosuid or nodev, or unmount one to see what it covers.
+static LOCKED: OnceLock<OwnedFd> = OnceLock::new();
+
+/// The descriptor of the nested user namespace [`enter`] made, if any.
+pub fn locked_userns() -> Option<RawFd> {
+    LOCKED.get().map(|f| f.as_raw_fd())
+}
+
+/// Makes the nested user namespace when uid 0 is what is mapped inside. A short-lived
+/// helper that shares this process's memory and descriptor table enters it, maps its
+/// own ids (as this process did) and opens it; the descriptor stays here.
+fn make_locked_userns(inner_uid: u32, inner_gid: u32) -> Result<()> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    use std::sync::atomic::{AtomicI32, Ordering};
+    if inner_uid != 0 || LOCKED.get().is_some() {
+        return Ok(());
+    }
+    let fd = AtomicI32::new(-1);
+    let failure = std::sync::Mutex::new(None::<String>);
+    // SAFETY: the helper only writes files under /proc/self, opens one, stores into
+    // `fd` or `failure`, and _exits; this thread waits for it meanwhile (CLONE_VFORK).
+    // With CLONE_FILES the descriptor it opens is this process's.
+    let pid = unsafe {
+        super::process::spawn_shared(
+            libc::CLONE_NEWUSER | libc::CLONE_FILES,
+            Box::new(|| {
+                let maps = [
+                    ("setgroups", "deny".to_string()),
+                    ("uid_map", format!("{inner_uid} {inner_uid} 1\n")),
+                    ("gid_map", format!("{inner_gid} {inner_gid} 1\n")),
+                ];
+                let r = maps
+                    .iter()
+                    .try_for_each(|(f, text)| fs::write(format!("/proc/self/{f}"), text))
+                    .and_then(|()| fs::File::open("/proc/self/ns/user"));
+                match r {
+                    Ok(f) => fd.store(f.into_raw_fd(), Ordering::SeqCst),
+                    Err(e) => {
+                        if let Ok(mut slot) = failure.lock() {
+                            *slot = Some(e.to_string());
+                        }
+                    }
+                }
+                libc::_exit(0)
+            }),
+        )
+    }
+    .map_err(|e| LaunchError::Invalid(format!("creating a nested user namespace: {e}")))?;
+    let _ = nix::sys::wait::waitpid(pid, None);
+    let raw = fd.load(Ordering::SeqCst);
+    if raw < 0 {
+        let why = failure.into_inner().ok().flatten().unwrap_or_default();
+        return Err(LaunchError::Invalid(format!(
+            "creating a nested user namespace: {why}"
+        )));
+    }
+    // SAFETY: the helper opened it in this descriptor table and handed it over.
+    let _ = LOCKED.set(unsafe { OwnedFd::from_raw_fd(raw) });
+    Ok(())
 }
 
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process. Threads

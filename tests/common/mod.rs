@@ -203,6 +203,10 @@ pub fn busybox_rootfs(dir: &Path) -> Option<PathBuf> {
         "sha256sum",
         "dd",
         "test",
+        "mount",
+        "umount",
+        "setsid",
+        "cut",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
     }
