@@ -877,26 +877,12 @@ fn build_scripts_see_no_key_descriptor_or_key_variable() {
     .unwrap();
     env.user.own(&env.work);
     let key = std::fs::File::open(env.work.join("pass")).unwrap();
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&key);
     let mut c = env.user.veil();
     c.current_dir(&env.work)
         .args(["build", "-q", "--kdf-time", "50", "--kdf-memory", "16"])
         .args(["--passphrase-fd", "3", "leak.sif", "leak.def"])
         .env("VEIL_ENCRYPTION_PEM_DATA", "decoy-key-material");
-    // SAFETY: only async-signal-safe calls; `key` stays open until the spawn is done.
-    unsafe {
-        c.pre_exec(move || {
-            let r = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, 3)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    inherit_fds(&mut c, &[(&key, 3)]);
     let o = c.output().unwrap();
     drop(key);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -153,7 +152,6 @@ fn build(mut cmd: Command, s: &Setup, key: KeyFd, out: &str) -> Output {
     };
     std::fs::File::from(w).write_all_and_close(&data);
     let extra = std::fs::File::open(&s.marker).unwrap();
-    let (r_fd, extra_fd) = (r.as_raw_fd(), extra.as_raw_fd());
     let flag = match key {
         KeyFd::Passphrase => "--passphrase-fd",
         KeyFd::Pem => "--pem-fd",
@@ -174,15 +172,8 @@ fn build(mut cmd: Command, s: &Setup, key: KeyFd, out: &str) -> Output {
         .env("APPTAINER_ENCRYPTION_PASSPHRASE", ENV_PASSPHRASE)
         .env("SINGULARITY_ENCRYPTION_PASSPHRASE", ENV_PASSPHRASE)
         .env("VEIL_ENCRYPTION_PEM_DATA", PEM_DATA_MARK);
-    // SAFETY: dup2 only, in the child before exec; the sources are open in the parent.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(r_fd, 4) < 0 || libc::dup2(extra_fd, 5) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let r = std::fs::File::from(r);
+    inherit_fds(&mut cmd, &[(&r, 4), (&extra, 5)]);
     let o = cmd.output().unwrap();
     drop((r, extra));
     o

@@ -1252,28 +1252,6 @@ fn wait_for_process(argv: &[u8]) -> Option<u32> {
     None
 }
 
-/// Gives the command `file`'s descriptor as its descriptor 3.
-fn with_fd3(c: &mut Command, file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    let raw = file.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe; `raw` stays open in the parent until the
-    // child has been spawned (the caller holds `file`).
-    unsafe {
-        c.pre_exec(move || {
-            // dup2 onto itself would keep close-on-exec: clear it instead.
-            let r = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(raw, 3)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Whether other processes of the user could read `pid`'s memory and environment:
 /// the kernel gives a non-dumpable process's /proc files to root.
 fn dumpable(pid: u32, user: u32) -> bool {
@@ -1293,7 +1271,7 @@ fn key_descriptors_are_closed_once_read() {
     c.args(["exec", "--containall", "--pem-fd", "3"])
         .arg(f.image("pem", 512, "pbkdf2"))
         .args(["cat", "/proc/self/fd/3"]);
-    with_fd3(&mut c, &key);
+    inherit_fds(&mut c, &[(&key, 3)]);
     let (_, out, err) = text(&c.output().unwrap());
     assert!(
         !out.contains("PRIVATE KEY"),
@@ -1310,7 +1288,7 @@ fn key_descriptors_are_closed_once_read() {
         .args(["sleep", "31"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    with_fd3(&mut c, &file);
+    inherit_fds(&mut c, &[(&file, 3)]);
     let mut child = c.spawn().unwrap();
     drop(file);
     let launcher = child.id();
@@ -1363,7 +1341,7 @@ fn the_launcher_is_never_dumpable_with_a_secret_and_keeps_none_in_its_environmen
         .env("APPTAINER_ENCRYPTION_PASSPHRASE", PASSPHRASE)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    with_fd3(&mut c, &r);
+    inherit_fds(&mut c, &[(&r, 3)]);
     let mut child = c.spawn().unwrap();
     drop(r);
     let launcher = child.id();

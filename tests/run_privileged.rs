@@ -230,24 +230,6 @@ fn real_root_refuses_an_image_file_other_users_can_change() {
     run_ok(veil().arg("exec").arg(&sif).arg("true"));
 }
 
-/// Makes `file` descriptor `target` of the command's process, without close-on-exec.
-fn inherit_fd(cmd: &mut std::process::Command, file: &std::fs::File, target: i32) {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let src = file.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe and touch only descriptors.
-    unsafe {
-        cmd.pre_exec(move || {
-            if src == target {
-                libc::fcntl(target, libc::F_SETFD, 0);
-            } else if libc::dup2(src, target) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// The descriptors `ls /proc/self/fd` lists, sorted.
 fn fds_listed(out: &std::process::Output) -> Vec<u32> {
     let mut v: Vec<u32> = stdout(out)
@@ -285,7 +267,7 @@ fn no_descriptor_reaches_a_root_container() {
             .args(flags)
             .arg(&sif)
             .args(["ls", "/proc/self/fd"]);
-        inherit_fd(&mut c, &seven, 7);
+        inherit_fds(&mut c, &[(&seven, 7)]);
         let o = run_ok(&mut c);
         assert_eq!(fds_listed(&o), [0, 1, 2, 3], "{flags:?}");
     }
@@ -321,8 +303,7 @@ fn no_descriptor_reaches_a_root_container() {
             .args(["--passphrase-fd", "3"])
             .arg(&enc)
             .args(["ls", "/proc/self/fd"]);
-        inherit_fd(&mut c, &three, 3);
-        inherit_fd(&mut c, &seven, 7);
+        inherit_fds(&mut c, &[(&three, 3), (&seven, 7)]);
         let o = run_ok(&mut c);
         assert_eq!(fds_listed(&o), [0, 1, 2, 3], "encrypted {flags:?}");
     }

@@ -520,25 +520,6 @@ fn a_normal_exit_ends_the_containers_background_processes() {
     }
 }
 
-/// Makes `file` descriptor `target` of the command's process, without close-on-exec, as
-/// a caller passing `--pem-fd 3` or a shell with a descriptor open would.
-fn inherit_fd(cmd: &mut Command, file: &std::fs::File, target: i32) {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let src = file.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe and touch only descriptors.
-    unsafe {
-        cmd.pre_exec(move || {
-            if src == target {
-                libc::fcntl(target, libc::F_SETFD, 0);
-            } else if libc::dup2(src, target) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// A descriptor the caller leaves open in the launcher never reaches the container:
 /// `ls /proc/self/fd` shows 0, 1, 2 and the one ls itself opens, on every path (direct
 /// start, PID namespace, fakeroot).
@@ -554,8 +535,7 @@ fn no_descriptor_of_the_caller_reaches_the_container() {
                 .args(flags)
                 .arg(&image)
                 .args(["ls", "/proc/self/fd"]);
-            inherit_fd(&mut c, &three, 3);
-            inherit_fd(&mut c, &seven, 7);
+            inherit_fds(&mut c, &[(&three, 3), (&seven, 7)]);
             let (code, stdout, stderr) = out(&mut c);
             assert_eq!(code, 0, "{stderr}");
             let mut fds: Vec<u32> = stdout

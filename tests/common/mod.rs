@@ -382,3 +382,33 @@ pub fn tar_entry(
         None => b.append_data(&mut h, path, &[][..]).unwrap(),
     }
 }
+
+/// Gives the command's process each `(file, target)` pair's file as descriptor
+/// `target`, without close-on-exec, as a caller passing `--pem-fd 3` (or a shell with
+/// a descriptor open) would. Each source is first copied above every target, so a
+/// source that already has a target's number (the test harness runs tests on threads,
+/// so numbers vary) cannot be overwritten or keep its close-on-exec flag.
+pub fn inherit_fds(cmd: &mut Command, fds: &[(&std::fs::File, i32)]) {
+    use std::os::fd::AsRawFd;
+    let pairs: Vec<(i32, i32)> = fds.iter().map(|(f, t)| (f.as_raw_fd(), *t)).collect();
+    // SAFETY: fcntl and dup2 are async-signal-safe and touch only descriptors; the
+    // sources stay open in the parent until the child has been spawned (the caller
+    // holds the files).
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut high = [0i32; 8];
+            for (i, (src, _)) in pairs.iter().enumerate().take(8) {
+                high[i] = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, (_, target)) in pairs.iter().enumerate().take(8) {
+                if libc::dup2(high[i], *target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
