@@ -904,3 +904,63 @@ fn build_scripts_see_no_key_descriptor_or_key_variable() {
         "a script saw the key variable: {seen}"
     );
 }
+
+/// The squashfs of an image about to be encrypted holds its contents in the clear:
+/// while it exists (beside the output, for the whole key derivation and encryption)
+/// no other user may read it. Watches the output directory during a real encrypted
+/// build and fails on any temporary file readable by group or others.
+#[test]
+fn plaintext_temporaries_of_an_encrypted_build_are_private() {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let env = require!(
+        setup(),
+        "siftool, squashfs-tools, busybox or user namespaces missing"
+    );
+    std::fs::write(env.work.join("pass"), "correct horse\n").unwrap();
+    env.user.own(&env.work);
+    let done = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<std::collections::BTreeSet<(String, u32)>>> = Arc::default();
+    let watcher = {
+        let (done, seen, dir) = (done.clone(), seen.clone(), env.work.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if !n.starts_with(".veil-squashfs") && !n.starts_with(".veil-luks") {
+                        continue;
+                    }
+                    if let Ok(md) = e.metadata() {
+                        seen.lock().unwrap().insert((n, md.mode() & 0o777));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    // A key derivation of a second gives the watcher time to look.
+    build_ok(
+        &env,
+        &[
+            "--kdf-time",
+            "1000",
+            "--kdf-memory",
+            "16",
+            "--passphrase-file",
+            "pass",
+            "private.sif",
+            "rootfs",
+        ],
+    );
+    done.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().any(|(n, _)| n.starts_with(".veil-squashfs")),
+        "the plaintext squashfs was never seen: {seen:?}"
+    );
+    let open: Vec<_> = seen.iter().filter(|(_, m)| m & 0o077 != 0).collect();
+    assert!(open.is_empty(), "temporaries readable by others: {open:?}");
+    no_temporaries(&env.work);
+}

@@ -38,6 +38,43 @@ impl TempPath {
         TempPath { path, keep: false }
     }
 
+    /// A temporary file that holds the image's contents in the clear (the squashfs of
+    /// an image about to be encrypted, say): created here, empty, mode 0600 and never
+    /// over an existing name, before anything is written to it. The writers that fill
+    /// it later open it with O_TRUNC, which keeps that mode; created by them it would
+    /// be 0644, readable by every user who can enter the output's directory.
+    pub fn private(dir: &Path, tag: &str) -> Result<TempPath> {
+        use std::os::unix::fs::OpenOptionsExt;
+        for _ in 0..100 {
+            let t = TempPath::new(dir, tag);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&t.path)
+            {
+                Ok(_) => return Ok(t),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // Not ours: leave it, and do not remove it on drop.
+                    let mut t = t;
+                    t.keep = true;
+                    super::cleanup::unregister(&t.path);
+                }
+                Err(e) => {
+                    let mut t = t;
+                    t.keep = true;
+                    super::cleanup::unregister(&t.path);
+                    return Err(BuildError::io(&t.path, e));
+                }
+            }
+        }
+        Err(BuildError::Source(format!(
+            "{}: cannot create a temporary file",
+            dir.display()
+        )))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -97,7 +134,7 @@ pub fn write_sif(
         .tmpdir
         .clone()
         .unwrap_or_else(|| crate::fsutil::parent_dir(&opts.output).to_path_buf());
-    let sqfs = TempPath::new(&tmp_dir, "squashfs");
+    let sqfs = TempPath::private(&tmp_dir, "squashfs")?;
     crate::launch::debug_time("build: tree scanned");
     let stats = squash::write(tree, sqfs.path(), sq)?;
     crate::launch::debug_time("build: squashfs written");
@@ -184,7 +221,7 @@ fn finish(
         (None, Payload::File(t)) => (t.path().to_path_buf(), FsType::Squash),
         (None, Payload::Source { .. }) => {
             // The output is plain: its squashfs is copied into a file of its own.
-            let t = TempPath::new(&tmp_dir, "squashfs");
+            let t = TempPath::private(&tmp_dir, "squashfs")?;
             let mut f = File::create(t.path()).map_err(|e| BuildError::io(t.path(), e))?;
             std::io::copy(&mut payload.reader()?, &mut f)
                 .map_err(|e| BuildError::io(t.path(), e))?;
@@ -193,7 +230,7 @@ fn finish(
             (p, FsType::Squash)
         }
         (Some(enc), _) => {
-            let t = TempPath::new(&tmp_dir, "luks");
+            let t = TempPath::private(&tmp_dir, "luks")?;
             let r = encrypt::encrypt_stream(
                 payload.reader()?,
                 payload.len()?,
