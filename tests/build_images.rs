@@ -864,7 +864,6 @@ fn post_gets_subordinate_ids_when_they_are_configured() {
 /// environment: neither `%setup` (on the host) nor `%post` sees them.
 #[test]
 fn build_scripts_see_no_key_descriptor_or_key_variable() {
-    use std::os::unix::process::CommandExt;
     let env = require!(
         setup(),
         "siftool, squashfs-tools, busybox or user namespaces missing"

@@ -407,3 +407,73 @@ fn the_build_process_is_not_readable_by_the_user_while_post_runs() {
         );
     }
 }
+
+/// A real-root build's `%post` keeps root's power over the tree but not over the
+/// host's kernel: no CAP_SYS_ADMIN (no mount, no sethostname), no CAP_MKNOD, and
+/// `/proc/sys` and `/sys` read-only (plain uid 0 may write `kernel.core_pattern`,
+/// which runs a command as host root at the next crash, without any capability).
+#[test]
+fn a_root_builds_scripts_cannot_reach_the_hosts_kernel() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP the real-root build: the tests do not run as root");
+        return;
+    }
+    let busybox = require!(which("busybox"), "busybox is not installed");
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    for d in ["bin", "etc", "mnt", "dev"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
+    for a in [
+        "sh", "cat", "echo", "grep", "mount", "touch", "hostname", "mknod", "chown",
+    ] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+    }
+    let def = format!(
+        "Bootstrap: localimage\nFrom: {}\n\n%post\n{}",
+        rootfs.display(),
+        r#"grep CapEff /proc/self/status
+v=$(cat /proc/sys/kernel/core_pattern); echo "$v" > /proc/sys/kernel/core_pattern && echo ESCAPE-core_pattern || true
+h=$(cat /proc/sys/kernel/hostname); hostname "$h" && echo ESCAPE-hostname || true
+mount -t tmpfs none /mnt && echo ESCAPE-mount || true
+grep -q ' /sys rw' /proc/self/mountinfo && echo ESCAPE-sys-writable || true
+mknod /dev/veil-disk b 8 0 && echo ESCAPE-mknod || true
+chown 1000:1000 /etc && echo CHOWN-OK
+"#
+    );
+    std::fs::write(dir.path().join("esc.def"), def).unwrap();
+    let before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let o = veil()
+        .current_dir(dir.path())
+        .args(["build", "-q", "--sandbox", "out", "esc.def"])
+        .env_remove("VEIL_DEBUG")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        before
+    );
+    let escapes: Vec<&str> = out.lines().filter(|l| l.starts_with("ESCAPE-")).collect();
+    assert!(
+        escapes.is_empty(),
+        "%post reached the host's kernel: {escapes:?}"
+    );
+    assert!(
+        out.contains("CHOWN-OK"),
+        "root's power over the tree is kept: {out}"
+    );
+    let eff = out
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .expect("CapEff");
+    assert_eq!(eff & (1 << 21), 0, "CAP_SYS_ADMIN kept: {eff:x}");
+}

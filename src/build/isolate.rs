@@ -119,6 +119,25 @@ fn bind(src: &str, dst: &OwnedFd, recursive: bool) -> nix::Result<()> {
     )
 }
 
+/// Remounts the mount at `rel` inside `dir` read-only (and nosuid, nodev, noexec).
+fn read_only(dir: &OwnedFd, rel: &str) -> Result<(), String> {
+    let m =
+        open_inside(dir, rel, OFlag::O_DIRECTORY).map_err(|e| format!("opening /{rel}: {e}"))?;
+    mount(
+        None::<&str>,
+        fd_path(&m).as_str(),
+        None::<&str>,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making /{rel} read-only: {e}"))
+}
+
 /// The devices a build script may use, bound from the host one by one onto empty
 /// files in a fresh tmpfs, with the usual links and a private devpts and /dev/shm: no
 /// disk, no terminal of the host but the controlling one, nothing to mount the host's
@@ -225,7 +244,30 @@ pub fn enter_root(root: &Path) -> Result<(), String> {
     )
     .map_err(|e| format!("mounting /proc: {e}"))?;
     let sys = dir_inside(&dir, "sys")?;
-    bind("/sys", &sys, true).map_err(|e| format!("binding /sys: {e}"))?;
+    // Real root (no user namespace) keeps root's power over its files, so what plain
+    // uid 0 may write there without a capability must be read-only (see rootcaps).
+    let real_root = super::rootcaps::real_root();
+    bind("/sys", &sys, !real_root).map_err(|e| format!("binding /sys: {e}"))?;
+    if real_root {
+        read_only(&dir, "sys")?;
+        let ps = open_inside(&dir, "proc/sys", OFlag::O_DIRECTORY)
+            .map_err(|e| format!("opening /proc/sys: {e}"))?;
+        let p = fd_path(&ps);
+        mount(
+            Some(p.as_str()),
+            p.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("binding /proc/sys: {e}"))?;
+        read_only(&dir, "proc/sys")?;
+        for f in ["proc/sysrq-trigger", "proc/kcore"] {
+            if let Ok(t) = open_inside(&dir, f, OFlag::O_NOFOLLOW) {
+                bind("/dev/null", &t, false).map_err(|e| format!("masking /{f}: {e}"))?;
+            }
+        }
+    }
     minimal_dev(&dir)?;
     for f in ["etc/resolv.conf", "etc/hosts"] {
         let host = Path::new("/").join(f);

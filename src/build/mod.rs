@@ -21,6 +21,7 @@ pub mod post;
 pub mod progress;
 pub mod recipe;
 pub mod rekey;
+pub mod rootcaps;
 pub mod rooted;
 mod sqfs_ffi;
 pub mod squash;

@@ -122,6 +122,10 @@ fn die_with_parent() {
 /// that is, holds no key).
 fn namespaces() -> Result<(), String> {
     use nix::sched::{CloneFlags, unshare};
+    if super::rootcaps::real_root() {
+        return unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+            .map_err(|e| format!("cannot make mount and UTS namespaces: {e}"));
+    }
     if nix::unistd::getuid().is_root() {
         return unshare(CloneFlags::CLONE_NEWNS)
             .map_err(|e| format!("cannot make a mount namespace: {e}"));
@@ -177,6 +181,11 @@ fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
         return e;
     }
     if let Err(e) = super::isolate::close_on_exec_above_stderr() {
+        return e;
+    }
+    if super::rootcaps::real_root()
+        && let Err(e) = super::rootcaps::drop_to_build_set()
+    {
         return e;
     }
     match nix::unistd::execve(&argv[0], argv, envp) {

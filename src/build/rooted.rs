@@ -549,7 +549,8 @@ impl Rooted {
             }
         }
         if let (Some(mode), false) = (meta.mode, kind == NodeKind::Symlink) {
-            chmod_fd(fd.as_fd(), &d, &n, mode & 0o7777).map_err(|e| self.err(rel, "chmod", e))?;
+            chmod_fd(fd.as_fd(), d.as_fd(), &n, mode & 0o7777)
+                .map_err(|e| self.err(rel, "chmod", e))?;
         }
         if let Some(t) = meta.mtime {
             let ts = TimeSpec::new(t, 0);
@@ -568,7 +569,7 @@ impl Rooted {
 /// through its /proc magic link, which names exactly that inode; without /proc, by
 /// name in its directory, after checking that the name still is that inode and no
 /// symlink.
-fn chmod_fd(fd: BorrowedFd<'_>, dir: &OwnedFd, name: &CString, mode: u32) -> nix::Result<()> {
+fn chmod_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CString, mode: u32) -> nix::Result<()> {
     let mode = Mode::from_bits_truncate(mode);
     let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
     match fchmodat(AT_FDCWD, proc.as_str(), mode, FchmodatFlags::FollowSymlink) {
@@ -623,13 +624,16 @@ pub fn remove_at(dir: BorrowedFd<'_>, name: &CString) -> nix::Result<()> {
         Mode::empty(),
     )
     .or_else(|_| {
-        // An unreadable directory of ours: give it back its owner's rights first.
-        fchmodat(
+        // An unreadable directory of ours: give it back its owner's rights first,
+        // through a descriptor of that very directory (never by name alone, which a
+        // process could have swapped for a symlink meanwhile).
+        let held = openat(
             dir,
             name.as_c_str(),
-            Mode::from_bits_truncate(0o700),
-            FchmodatFlags::FollowSymlink,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
         )?;
+        chmod_fd(held.as_fd(), dir, name, 0o700)?;
         openat(
             dir,
             name.as_c_str(),
