@@ -502,25 +502,20 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
                 if let Some(c) = config {
                     oci_config = Some(c);
                 }
-                root.set_meta(
-                    Path::new(""),
-                    rooted::Meta {
-                        owner: None,
-                        mode: Some(0o755),
-                        mtime: None,
-                    },
-                )?;
             }
-            Input::Scratch => {
-                root.set_meta(
-                    Path::new(""),
-                    rooted::Meta {
-                        owner: None,
-                        mode: Some(0o755),
-                        mtime: None,
-                    },
-                )?;
-            }
+            Input::Scratch => {}
+        }
+        // An archive's or an empty root gets the usual mode (the staging root was
+        // made with the build's umask).
+        if matches!(input, Input::Archive(..) | Input::Scratch) {
+            root.set_meta(
+                Path::new(""),
+                rooted::Meta {
+                    owner: None,
+                    mode: Some(0o755),
+                    mtime: None,
+                },
+            )?;
         }
         Some((s, root))
     } else {

@@ -248,6 +248,19 @@ impl Rooted {
         Ok((dir, cname(&name)))
     }
 
+    /// Like `parent`, but a parent that does not exist (or is no directory) is `None`.
+    fn parent_if_any(&self, rel: &Path) -> Result<Option<(OwnedFd, CString)>> {
+        match self.parent(rel) {
+            Ok(x) => Ok(Some(x)),
+            Err(BuildError::Io { err, .. })
+                if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Like `parent`, creating missing parent directories (mode 0755, owned by the
     /// caller). Returns the directories it made, relative to the root.
     fn parent_made(&self, rel: &Path, made: &mut Vec<PathBuf>) -> Result<(OwnedFd, CString)> {
@@ -286,14 +299,8 @@ impl Rooted {
 
     /// What is at `rel` (not following a final symlink), if anything.
     pub fn kind(&self, rel: &Path) -> Result<Option<NodeKind>> {
-        let (d, n) = match self.parent(rel) {
-            Ok(x) => x,
-            Err(BuildError::Io { err, .. })
-                if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
+        let Some((d, n)) = self.parent_if_any(rel)? else {
+            return Ok(None);
         };
         match fstatat(&d, n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(kind_of(&st))),
@@ -318,14 +325,8 @@ impl Rooted {
     /// Removes whatever is at `rel` (a directory with everything in it); nothing there
     /// is not an error.
     pub fn remove(&self, rel: &Path) -> Result<()> {
-        let (d, n) = match self.parent(rel) {
-            Ok(x) => x,
-            Err(BuildError::Io { err, .. })
-                if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+        let Some((d, n)) = self.parent_if_any(rel)? else {
+            return Ok(());
         };
         remove_at(d.as_fd(), &n).map_err(|e| self.err(rel, "remove", e))
     }
@@ -456,14 +457,8 @@ impl Rooted {
     /// Opens the regular file at `rel` for reading (none there, or anything but a
     /// regular file: `None`).
     pub fn open_read(&self, rel: &Path) -> Result<Option<File>> {
-        let (d, n) = match self.parent(rel) {
-            Ok(x) => x,
-            Err(BuildError::Io { err, .. })
-                if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
+        let Some((d, n)) = self.parent_if_any(rel)? else {
+            return Ok(None);
         };
         let fd = match openat(
             &d,
