@@ -174,10 +174,14 @@ fn build(mut cmd: Command, s: &Setup, key: KeyFd, out: &str) -> Output {
         .env("APPTAINER_ENCRYPTION_PASSPHRASE", ENV_PASSPHRASE)
         .env("SINGULARITY_ENCRYPTION_PASSPHRASE", ENV_PASSPHRASE)
         .env("VEIL_ENCRYPTION_PEM_DATA", PEM_DATA_MARK);
-    // SAFETY: dup2 only, in the child before exec; the sources are open in the parent.
+    // SAFETY: fcntl and dup2 only, in the child before exec; the sources are open in
+    // the parent. They are moved above 9 first, so that neither is 4 or 5 itself (a
+    // dup2 onto itself would keep close-on-exec) nor replaced by the other's dup2.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(r_fd, 4) < 0 || libc::dup2(extra_fd, 5) < 0 {
+            let key = libc::fcntl(r_fd, libc::F_DUPFD_CLOEXEC, 10);
+            let other = libc::fcntl(extra_fd, libc::F_DUPFD_CLOEXEC, 10);
+            if key < 0 || other < 0 || libc::dup2(key, 4) < 0 || libc::dup2(other, 5) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
