@@ -96,10 +96,20 @@ fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// A directory `name` directly in `dir` (made when missing), opened.
+/// A directory `name` directly in `dir` (made when missing), opened. A symbolic link
+/// there is refused: a mount point is never where an image's link says.
 fn dir_inside(dir: &OwnedFd, name: &str) -> Result<OwnedFd, String> {
     match mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
+        Ok(()) => {}
+        Err(Errno::EEXIST) => {
+            let st = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| format!("/{name} in the image: {e}"))?;
+            if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() {
+                return Err(format!(
+                    "/{name} in the image is a symbolic link; it must be a directory"
+                ));
+            }
+        }
         Err(e) => return Err(format!("creating /{name} in the image: {e}")),
     }
     open_inside(dir, name, OFlag::O_DIRECTORY).map_err(|e| format!("opening /{name}: {e}"))
