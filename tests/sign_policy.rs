@@ -17,6 +17,10 @@ fn img(name: &str) -> Option<PathBuf> {
     sif_testdata().map(|d| d.join("images").join(name))
 }
 
+fn open(path: &std::path::Path) -> std::fs::File {
+    std::fs::File::open(path).unwrap()
+}
+
 fn policy(text: &str) -> Policy {
     let d = sif_testdata().unwrap();
     let mut p = Policy::parse(text, "test.policy").unwrap();
@@ -172,18 +176,20 @@ fn build_fingerprints_check() {
     let d = sif_testdata().unwrap();
     let certs = read_key_file(&d.join("keys/public.asc")).unwrap();
     assert!(
-        check_fingerprints(&signed, &[FPR.into()], &certs)
+        check_fingerprints(&open(&signed), &[FPR.into()], &certs)
             .unwrap()
             .is_allowed()
     );
     assert!(
-        check_fingerprints(&signed, &[OTHER.into(), FPR.to_lowercase()], &certs)
+        check_fingerprints(&open(&signed), &[OTHER.into(), FPR.to_lowercase()], &certs)
             .unwrap()
             .is_allowed()
     );
-    refused(check_fingerprints(&signed, &[OTHER.into()], &certs).unwrap());
-    refused(check_fingerprints(&img("one-group.sif").unwrap(), &[FPR.into()], &certs).unwrap());
-    refused(check_fingerprints(&signed, &[FPR.into()], &[]).unwrap());
-    assert!(check_fingerprints(&signed, &["nope".into()], &certs).is_err());
-    assert!(check_fingerprints(&signed, &[], &certs).is_err());
+    refused(check_fingerprints(&open(&signed), &[OTHER.into()], &certs).unwrap());
+    refused(
+        check_fingerprints(&open(&img("one-group.sif").unwrap()), &[FPR.into()], &certs).unwrap(),
+    );
+    refused(check_fingerprints(&open(&signed), &[FPR.into()], &[]).unwrap());
+    assert!(check_fingerprints(&open(&signed), &["nope".into()], &certs).is_err());
+    assert!(check_fingerprints(&open(&signed), &[], &certs).is_err());
 }

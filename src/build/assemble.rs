@@ -350,11 +350,18 @@ fn verify(path: &Path, fs_type: FsType, secret: Option<&Passphrase>) -> Result<(
 /// Rebuilds an image into a new SIF without unpacking it: the squashfs is copied (and
 /// decrypted with the source key, or encrypted, as asked); the source's Def.FILE and
 /// JSON.Generic objects are kept unless `--no-metadata`.
-pub fn convert(opts: &BuildOptions, src: &Path, time: i64) -> Result<Summary> {
+/// `file` is `src` opened once by the caller; only it is read.
+pub fn convert(
+    opts: &BuildOptions,
+    src: &Path,
+    file: &std::fs::File,
+    time: i64,
+) -> Result<Summary> {
     let mut deffile = None;
     let mut inspect = None;
     let mut arch = Arch::host();
-    let file = Arc::new(FileSource::open(src).map_err(|e| BuildError::io(src, e))?);
+    let file = file.try_clone().map_err(|e| BuildError::io(src, e))?;
+    let file = Arc::new(FileSource::new(file).map_err(|e| BuildError::io(src, e))?);
     let payload: Arc<dyn ReadAt> = match Sif::open(file.clone()) {
         Ok(sif) => {
             for d in sif.objects() {

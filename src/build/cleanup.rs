@@ -42,6 +42,8 @@ pub fn install() {
     std::thread::spawn(move || {
         if let Ok(sig) = set.wait() {
             INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            // A passphrase prompt may have echo off right now.
+            crate::crypt::tty::restore_terminal();
             let child = CHILD.load(std::sync::atomic::Ordering::SeqCst);
             if child > 0 {
                 // Its PID namespace, and every process of the script, goes with it.

@@ -4,11 +4,17 @@
 //! and the squashfs writer maps the caller back to root.
 
 use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
 use veil_fusefs::source::ReadAt;
 use veil_fusefs::squashfs::{FileKind, Squashfs};
@@ -25,9 +31,9 @@ fn is_root() -> bool {
 /// (debootstrap under sudo, say) would then become nobody's, so those become root's, as
 /// they do without subordinate ids. (A file truly owned by the overflow id inside the
 /// map cannot be told apart and becomes root's too.)
-fn host_owner(md: &fs::Metadata) -> (u32, u32) {
+fn host_owner(uid: u32, gid: u32) -> (u32, u32) {
     if !super::subids::active() {
-        return (md.uid(), md.gid());
+        return (uid, gid);
     }
     let overflow = |f: &str| {
         fs::read_to_string(format!("/proc/sys/kernel/{f}"))
@@ -37,8 +43,8 @@ fn host_owner(md: &fs::Metadata) -> (u32, u32) {
     };
     let fix = |id: u32, over: u32| if id == over { 0 } else { id };
     (
-        fix(md.uid(), overflow("overflowuid")),
-        fix(md.gid(), overflow("overflowgid")),
+        fix(uid, overflow("overflowuid")),
+        fix(gid, overflow("overflowgid")),
     )
 }
 
@@ -57,6 +63,11 @@ pub struct Skipped {
 /// the tree `root` (the root itself for an empty `dst`), preserving modes, times,
 /// symlinks and hard links (and owners, as root). Device nodes are made only when
 /// `devices` (real root, asked for); otherwise they are counted as left out.
+///
+/// The source is walked by descriptors: each name is opened relative to its parent's
+/// descriptor with `O_NOFOLLOW`, and what is copied is what that descriptor shows. A
+/// file swapped for a symlink while the build runs (by someone else who can write in
+/// the source tree) is refused instead of followed to whatever it points at.
 pub fn copy_tree(src: &Path, root: &Rooted, dst: &Path, devices: bool) -> Result<Skipped> {
     let mut c = Copy {
         root,
@@ -66,11 +77,78 @@ pub fn copy_tree(src: &Path, root: &Rooted, dst: &Path, devices: bool) -> Result
         made: Vec::new(),
         devices: devices && can_mknod(),
     };
-    c.one(src, dst)?;
+    let at = Source {
+        dir: None,
+        name: cstr(src.as_os_str().as_bytes(), src)?,
+        path: src,
+    };
+    c.one(&at, dst)?;
     for (d, meta) in c.dirs.into_iter().rev() {
         root.set_meta(&d, meta)?;
     }
     Ok(c.skipped)
+}
+
+fn cstr(b: &[u8], path: &Path) -> Result<CString> {
+    CString::new(b).map_err(|_| BuildError::Source(format!("{}: NUL in a name", path.display())))
+}
+
+/// One node of the source tree: a name relative to its parent directory's descriptor
+/// (the current directory for the top), and the path it has for messages.
+struct Source<'a> {
+    dir: Option<BorrowedFd<'a>>,
+    name: CString,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    fn err(&self, e: Errno) -> BuildError {
+        BuildError::io(self.path, std::io::Error::from(e))
+    }
+
+    fn lstat(&self) -> Result<FileStat> {
+        match self.dir {
+            Some(d) => fstatat(d, self.name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+            None => fstatat(AT_FDCWD, self.name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+        }
+        .map_err(|e| self.err(e))
+    }
+
+    /// Opens the node itself, never a symlink's target; ELOOP means it became a
+    /// symlink since it was looked at.
+    fn open(&self, flags: OFlag) -> Result<OwnedFd> {
+        let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        match self.dir {
+            Some(d) => openat(d, self.name.as_c_str(), flags, Mode::empty()),
+            None => openat(AT_FDCWD, self.name.as_c_str(), flags, Mode::empty()),
+        }
+        .map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => self.changed(),
+            e => self.err(e),
+        })
+    }
+
+    fn changed(&self) -> BuildError {
+        BuildError::Source(format!(
+            "{}: changed while it was being copied",
+            self.path.display()
+        ))
+    }
+
+    fn readlink(&self) -> Result<std::ffi::OsString> {
+        match self.dir {
+            Some(d) => readlinkat(d, self.name.as_c_str()),
+            None => readlinkat(AT_FDCWD, self.name.as_c_str()),
+        }
+        .map_err(|e| match e {
+            Errno::EINVAL => self.changed(),
+            e => self.err(e),
+        })
+    }
+}
+
+fn file_type(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
 }
 
 struct Copy<'a> {
@@ -83,68 +161,93 @@ struct Copy<'a> {
 }
 
 impl Copy<'_> {
-    fn meta(&self, md: &fs::Metadata, mode: bool) -> Meta {
+    fn meta(&self, st: &FileStat, mode: bool) -> Meta {
         Meta {
-            owner: is_root().then(|| host_owner(md)),
-            mode: mode.then_some(md.mode() & 0o7777),
-            mtime: Some(md.mtime()),
+            owner: is_root().then(|| host_owner(st.st_uid, st.st_gid)),
+            mode: mode.then_some(st.st_mode & 0o7777),
+            mtime: Some(st.st_mtime),
         }
     }
 
-    fn one(&mut self, src: &Path, dst: &Path) -> Result<()> {
-        let md = fs::symlink_metadata(src).map_err(|e| BuildError::io(src, e))?;
-        let ft = md.file_type();
+    fn one(&mut self, src: &Source, dst: &Path) -> Result<()> {
+        let st = src.lstat()?;
+        let ft = file_type(&st);
         let is_top = dst.as_os_str().is_empty();
-        if ft.is_dir() {
+        if ft == SFlag::S_IFDIR {
+            let fd = src.open(OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+            // What is copied is what the descriptor shows, not the earlier look.
+            let st = fstat(&fd).map_err(|e| src.err(e))?;
             if !is_top {
                 self.root.mkdir(dst, &mut self.made)?;
             }
-            let mut names: Vec<_> = fs::read_dir(src)
-                .map_err(|e| BuildError::io(src, e))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<std::io::Result<_>>()
-                .map_err(|e| BuildError::io(src, e))?;
+            let dup = fd.try_clone().map_err(|e| BuildError::io(src.path, e))?;
+            let mut names: Vec<Vec<u8>> = Vec::new();
+            for e in Dir::from_fd(dup).map_err(|e| src.err(e))?.iter() {
+                let e = e.map_err(|e| src.err(e))?;
+                let n = e.file_name().to_bytes();
+                if n != b"." && n != b".." {
+                    names.push(n.to_vec());
+                }
+            }
             names.sort();
             for n in names {
-                self.one(&src.join(&n), &dst.join(&n))?;
+                let name = OsStr::from_bytes(&n);
+                let path = src.path.join(name);
+                let child = Source {
+                    dir: Some(fd.as_fd()),
+                    name: cstr(&n, &path)?,
+                    path: &path,
+                };
+                self.one(&child, &dst.join(name))?;
             }
-            self.dirs.push((dst.to_path_buf(), self.meta(&md, true)));
+            self.dirs.push((dst.to_path_buf(), self.meta(&st, true)));
             return Ok(());
         }
         if is_top {
             return Err(BuildError::Source(format!(
                 "{}: not a directory",
-                src.display()
+                src.path.display()
             )));
         }
-        if ft.is_symlink() {
-            let t = fs::read_link(src).map_err(|e| BuildError::io(src, e))?;
-            self.root.symlink(dst, t.as_os_str(), &mut self.made)?;
-            return self.root.set_meta(dst, self.meta(&md, false));
-        }
-        if ft.is_file() {
-            if md.nlink() > 1 {
-                if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
-                    return self.root.hard_link(first, dst, &mut self.made);
-                }
-                self.links.insert((md.dev(), md.ino()), dst.to_path_buf());
+        let st = match ft {
+            SFlag::S_IFLNK => {
+                let t = src.readlink()?;
+                self.root.symlink(dst, &t, &mut self.made)?;
+                return self.root.set_meta(dst, self.meta(&st, false));
             }
-            let mut from = fs::File::open(src).map_err(|e| BuildError::io(src, e))?;
-            let mut to = self.root.create_file(dst, true, &mut self.made)?;
-            std::io::copy(&mut from, &mut to).map_err(|e| BuildError::io(src, e))?;
-        } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {
-            self.root.mkfifo(dst, &mut self.made)?;
-        } else if self.devices
-            && (std::os::unix::fs::FileTypeExt::is_char_device(&ft)
-                || std::os::unix::fs::FileTypeExt::is_block_device(&ft))
-        {
-            let block = std::os::unix::fs::FileTypeExt::is_block_device(&ft);
-            self.root.mknod(dst, block, md.rdev(), &mut self.made)?;
-        } else {
-            self.skipped.devices += 1;
-            return Ok(());
-        }
-        self.root.set_meta(dst, self.meta(&md, true))
+            SFlag::S_IFREG => {
+                let fd = src.open(OFlag::O_RDONLY)?;
+                let st = fstat(&fd).map_err(|e| src.err(e))?;
+                if file_type(&st) != SFlag::S_IFREG {
+                    return Err(src.changed());
+                }
+                if st.st_nlink > 1 {
+                    let key = (st.st_dev, st.st_ino);
+                    if let Some(first) = self.links.get(&key) {
+                        return self.root.hard_link(first, dst, &mut self.made);
+                    }
+                    self.links.insert(key, dst.to_path_buf());
+                }
+                let mut from = fs::File::from(fd);
+                let mut to = self.root.create_file(dst, true, &mut self.made)?;
+                std::io::copy(&mut from, &mut to).map_err(|e| BuildError::io(src.path, e))?;
+                st
+            }
+            SFlag::S_IFIFO => {
+                self.root.mkfifo(dst, &mut self.made)?;
+                st
+            }
+            SFlag::S_IFCHR | SFlag::S_IFBLK if self.devices => {
+                let block = ft == SFlag::S_IFBLK;
+                self.root.mknod(dst, block, st.st_rdev, &mut self.made)?;
+                st
+            }
+            _ => {
+                self.skipped.devices += 1;
+                return Ok(());
+            }
+        };
+        self.root.set_meta(dst, self.meta(&st, true))
     }
 }
 
@@ -275,4 +378,66 @@ pub fn extract_squashfs<R: ReadAt>(
 /// still go).
 pub fn remove_tree(root: &Path) {
     let _ = super::rooted::remove_tree(root);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Someone who can write in the source tree swaps files for symlinks to a file
+    /// they cannot read, while the build copies the tree (as root, the copy could
+    /// read it). Whatever the timing, the copy holds a symlink or the public bytes,
+    /// or fails as changed; never the secret's bytes.
+    #[test]
+    fn copy_never_follows_a_file_swapped_for_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let secret = t.path().join("secret");
+        std::fs::write(&secret, b"SECRET").unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        const N: usize = 64;
+        for i in 0..N {
+            std::fs::write(src.join(format!("a{i:02}")), b"public").unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (src, stop, secret) = (src.clone(), stop.clone(), secret.clone());
+            let (link, file) = (t.path().join("link"), t.path().join("file"));
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let victim = src.join(format!("a{:02}", i % N));
+                    symlink(&secret, &link).unwrap();
+                    fs::rename(&link, &victim).unwrap();
+                    std::fs::write(&file, b"public").unwrap();
+                    fs::rename(&file, &victim).unwrap();
+                    i += 1;
+                }
+            })
+        };
+        let mut copied = 0;
+        for round in 0..200 {
+            let out = t.path().join(format!("out{round}"));
+            std::fs::create_dir(&out).unwrap();
+            let root = Rooted::open(&out).unwrap();
+            match copy_tree(&src, &root, Path::new(""), false) {
+                Ok(_) => copied += 1,
+                Err(e) => assert!(e.to_string().contains("changed while"), "{e}"),
+            }
+            for e in fs::read_dir(&out).unwrap() {
+                let p = e.unwrap().path();
+                let md = fs::symlink_metadata(&p).unwrap();
+                if md.is_file() {
+                    assert_eq!(fs::read(&p).unwrap(), b"public", "{} leaked", p.display());
+                }
+            }
+            std::fs::remove_dir_all(&out).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(copied > 0, "no copy ever completed");
+    }
 }

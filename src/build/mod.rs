@@ -78,8 +78,9 @@ pub struct Summary {
 /// A resolved source.
 enum Input {
     Dir(PathBuf),
-    /// A SIF or plain squashfs file.
-    Image(PathBuf),
+    /// A SIF or plain squashfs file, opened once: the descriptor that `Fingerprints:`
+    /// verified is the one the build reads, whatever the path names by then.
+    Image(PathBuf, std::fs::File),
     /// A rootfs tarball, docker-archive or oci-archive.
     Archive(PathBuf, archive::Kind),
     Scratch,
@@ -111,11 +112,15 @@ fn is_image(path: &Path) -> bool {
 /// bare squashfs).
 fn open_image(
     path: &Path,
+    file: &std::fs::File,
     key: Option<&KeySource>,
 ) -> Result<std::sync::Arc<veil_fusefs::squashfs::Squashfs<crate::image::Source>>> {
     use crate::image::{Image, Root};
     let src = |e: String| BuildError::Source(e);
-    match crate::image::open(path).map_err(|e| src(e.to_string()))? {
+    let file = file.try_clone().map_err(|e| BuildError::io(path, e))?;
+    match crate::image::open_file(file, &path.display().to_string())
+        .map_err(|e| src(e.to_string()))?
+    {
         Image::Plain(Root::Squashfs { fs, .. }) => Ok(fs),
         Image::Plain(Root::Directory(_)) => Err(src(format!("{} is a directory", path.display()))),
         Image::Encrypted(e) => {
@@ -247,7 +252,8 @@ fn resolve(opts: &BuildOptions) -> Result<(Input, Option<(Recipe, String)>)> {
         return Ok((Input::Dir(p.to_path_buf()), None));
     }
     if is_image(p) {
-        return Ok((Input::Image(p.to_path_buf()), None));
+        let file = std::fs::File::open(p).map_err(|e| BuildError::io(p, e))?;
+        return Ok((Input::Image(p.to_path_buf(), file), None));
     }
     if archive::is_tar(p) {
         let kind = archive::detect(p)?;
@@ -280,18 +286,20 @@ fn resolve(opts: &BuildOptions) -> Result<(Input, Option<(Recipe, String)>)> {
                     fp = alt;
                 }
             }
-            let md = std::fs::metadata(&fp).map_err(|e| BuildError::Recipe {
+            let from_err = |e: std::io::Error| BuildError::Recipe {
                 file: name.clone(),
                 line: r.from_line,
                 msg: format!("From: {from}: {e}"),
-            })?;
+            };
+            let file = std::fs::File::open(&fp).map_err(from_err)?;
+            let is_dir = file.metadata().map_err(from_err)?.is_dir();
             if !r.fingerprints.is_empty() {
                 let e = |msg: String| BuildError::Recipe {
                     file: name.clone(),
                     line: r.fingerprints_line,
                     msg,
                 };
-                if md.is_dir() {
+                if is_dir {
                     return Err(e(
                         "Fingerprints: a sandbox directory cannot be signed".into()
                     ));
@@ -299,7 +307,7 @@ fn resolve(opts: &BuildOptions) -> Result<(Input, Option<(Recipe, String)>)> {
                 let certs = crate::sign::keyring::KeyStore::from_env()
                     .and_then(|k| k.verification_certs())
                     .map_err(|err| e(format!("Fingerprints: reading the keyrings: {err}")))?;
-                match crate::sign::check_fingerprints(&fp, &r.fingerprints, &certs) {
+                match crate::sign::check_fingerprints(&file, &r.fingerprints, &certs) {
                     Ok(v) if v.is_allowed() => {}
                     Ok(crate::sign::policy::Verdict::Refused { reason }) => {
                         return Err(e(format!("Fingerprints: {}: {reason}", fp.display())));
@@ -308,10 +316,10 @@ fn resolve(opts: &BuildOptions) -> Result<(Input, Option<(Recipe, String)>)> {
                     Err(err) => return Err(e(format!("Fingerprints: {err}"))),
                 }
             }
-            if md.is_dir() {
+            if is_dir {
                 Input::Dir(fp)
             } else {
-                Input::Image(fp)
+                Input::Image(fp, file)
             }
         }
         Bootstrap::DockerArchive | Bootstrap::OciArchive => {
@@ -455,8 +463,8 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     let arch = crate::sif::Arch::host();
 
     // SIF (or squashfs) to SIF with nothing to change: reuse the filesystem as is.
-    if let (Input::Image(src), None, false) = (&input, &recipe, opts.sandbox) {
-        return assemble::convert(opts, src, build_time);
+    if let (Input::Image(src, file), None, false) = (&input, &recipe, opts.sandbox) {
+        return assemble::convert(opts, src, file, build_time);
     }
 
     let needs_stage = opts.sandbox
@@ -490,8 +498,8 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
             Input::Dir(d) => {
                 skipped += fsops::copy_tree(d, &root, Path::new(""), opts.devices)?.devices
             }
-            Input::Image(p) => {
-                let fs = open_image(p, opts.source_key.as_ref())?;
+            Input::Image(p, file) => {
+                let fs = open_image(p, file, opts.source_key.as_ref())?;
                 skipped += fsops::extract_squashfs(&fs, &root, opts.devices)?.devices;
             }
             Input::Archive(p, kind) => {

@@ -21,6 +21,9 @@ pub enum CryptError {
     /// A passphrase was needed and none could be obtained.
     #[error("{0}")]
     NoPassphrase(String),
+    /// The user pressed the interrupt key at a passphrase prompt.
+    #[error("interrupted at the passphrase prompt")]
+    Interrupted,
     /// An RSA operation failed (key too small for the message, …).
     #[error("{what}: {detail}")]
     Crypto { what: &'static str, detail: String },

@@ -15,7 +15,7 @@ pub(crate) mod pem;
 mod pem_legacy;
 pub mod source;
 mod ssh;
-mod tty;
+pub(crate) mod tty;
 
 pub use error::{CryptError, Result};
 pub use key::{PrivateKey, PublicKey, load_private_key, load_public_key};

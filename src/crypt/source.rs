@@ -381,6 +381,9 @@ fn strip_newline(mut v: SecretBytes) -> SecretBytes {
 
 fn prompt_tty(prompt: &str, confirm: bool) -> Result<SecretBytes> {
     let no_tty = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return CryptError::Interrupted;
+        }
         CryptError::NoPassphrase(format!(
             "--passphrase asks on a terminal, and there is none ({e}); use --passphrase-file, --passphrase-fd or VEIL_ENCRYPTION_PASSPHRASE"
         ))
@@ -411,6 +414,9 @@ fn prompt_key_password(what: &str) -> Result<Zeroizing<String>> {
             s
         })
         .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return CryptError::Interrupted;
+            }
             CryptError::NoPassphrase(format!(
                 "the private key is password-protected and there is no terminal to ask on ({e}); decrypt it first: openssl pkey -in KEY -out plain.pem"
             ))

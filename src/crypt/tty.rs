@@ -3,23 +3,85 @@
 //! copies of it behind.
 //!
 //! The terminal stays in canonical mode, so its own line editing (erase, kill) works
-//! as for any line; signals from the keyboard are off while it reads, so that Ctrl-C
-//! cannot end veil with echo still off: it arrives as a character, and the prompt
-//! gives up, with the terminal restored.
+//! as for any line. Signals from the keyboard are off while it reads, so that Ctrl-C
+//! cannot end veil with echo still off; instead the interrupt character is made an
+//! end-of-line character, so the read returns at once and the prompt gives up with
+//! the terminal restored. A termination signal sent from elsewhere (SIGTERM, SIGHUP,
+//! SIGQUIT) restores the terminal in its handler before veil dies of it; the build's
+//! cleanup thread, which takes those signals itself, calls [`restore_terminal`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 
-use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
+use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices as Cc, Termios};
 use veil_fusefs::luks2::SecretBytes;
 
 /// The longest line a terminal in canonical mode delivers (Linux's N_TTY buffer).
 const MAX_LINE: usize = 4096;
 
-/// Restores the terminal's settings when dropped.
+/// The signals that would end veil while the prompt has echo off.
+const TERMINATING: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+mod saved {
+    //! The terminal settings to put back, where a signal handler can reach them.
+    use std::cell::UnsafeCell;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    struct Slot(UnsafeCell<libc::termios>);
+    // SAFETY: the termios is written only while FD is -1 (no reader can look at it),
+    // and FD is published with Release after the write and read with Acquire.
+    unsafe impl Sync for Slot {}
+
+    // SAFETY: a termios is plain integers; all zeroes is a valid (unused) value.
+    static SETTINGS: Slot = Slot(UnsafeCell::new(unsafe { std::mem::zeroed() }));
+    static FD: AtomicI32 = AtomicI32::new(-1);
+
+    /// Remembers `t` as the settings to restore on `fd`. One prompt at a time.
+    pub fn set(fd: i32, t: libc::termios) {
+        FD.store(-1, Ordering::SeqCst);
+        // SAFETY: FD is -1, so neither `restore` nor a handler reads SETTINGS now.
+        unsafe { *SETTINGS.0.get() = t };
+        FD.store(fd, Ordering::Release);
+    }
+
+    pub fn clear() {
+        FD.store(-1, Ordering::SeqCst);
+    }
+
+    /// Puts the settings back if a prompt is active. Async-signal-safe: two atomic
+    /// operations and tcsetattr, an ioctl.
+    pub fn restore() {
+        let fd = FD.swap(-1, Ordering::Acquire);
+        if fd >= 0 {
+            // SAFETY: SETTINGS was fully written before FD was published, and `fd`
+            // is the prompt's open terminal, closed only after `clear`.
+            unsafe { libc::tcsetattr(fd, libc::TCSANOW, SETTINGS.0.get()) };
+        }
+    }
+}
+
+/// Restores the terminal if a prompt has echo off right now; for code that ends the
+/// process on a signal it took itself.
+pub fn restore_terminal() {
+    saved::restore();
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    saved::restore();
+    // SAFETY: signal and raise are async-signal-safe; with the default action
+    // back, raising the signal ends the process as it would have without us.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Restores the terminal's settings and the signal dispositions when dropped.
 struct Restore<'a> {
     tty: &'a File,
     saved: Option<Termios>,
+    handlers: Vec<(libc::c_int, libc::sighandler_t)>,
 }
 
 impl Drop for Restore<'_> {
@@ -27,24 +89,60 @@ impl Drop for Restore<'_> {
         if let Some(t) = &self.saved {
             let _ = termios::tcsetattr(self.tty, SetArg::TCSANOW, t);
         }
+        saved::clear();
+        for (sig, old) in self.handlers.drain(..) {
+            // SAFETY: puts back the disposition that was there before the prompt.
+            unsafe { libc::signal(sig, old) };
+        }
     }
 }
 
+/// Handles the terminating signals whose action is the default one (ignored or
+/// handled signals are someone else's choice and stay so); returns what to restore.
+fn catch_terminating() -> Vec<(libc::c_int, libc::sighandler_t)> {
+    let mut out = Vec::new();
+    for sig in TERMINATING {
+        // SAFETY: on_signal only does async-signal-safe work.
+        let old = unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        if old == libc::SIG_ERR {
+            continue;
+        }
+        if old != libc::SIG_DFL {
+            // SAFETY: puts the previous disposition straight back.
+            unsafe { libc::signal(sig, old) };
+            continue;
+        }
+        out.push((sig, old));
+    }
+    out
+}
+
 /// Prints `prompt` on the terminal and reads one line without echo; the newline is
-/// not part of the result.
+/// not part of the result. The interrupt character (Ctrl-C) gives an error of kind
+/// `Interrupted`.
 pub fn read_secret_line(prompt: &str) -> io::Result<SecretBytes> {
     let tty = OpenOptions::new().read(true).write(true).open("/dev/tty")?;
     (&tty).write_all(prompt.as_bytes())?;
     let saved = termios::tcgetattr(&tty).ok();
-    let _restore = Restore {
+    let mut restore = Restore {
         tty: &tty,
         saved: saved.clone(),
+        handlers: Vec::new(),
     };
-    if let Some(mut quiet) = saved {
+    let mut intr = None;
+    if let Some(mut quiet) = saved.clone() {
+        saved::set(tty.as_raw_fd(), libc::termios::from(quiet.clone()));
+        restore.handlers = catch_terminating();
         quiet
             .local_flags
             .remove(LocalFlags::ECHO | LocalFlags::ECHONL | LocalFlags::ISIG);
         quiet.local_flags.insert(LocalFlags::ICANON);
+        let c = quiet.control_chars[Cc::VINTR as usize];
+        // 0 is _POSIX_VDISABLE: no interrupt character.
+        if c != 0 {
+            quiet.control_chars[Cc::VEOL as usize] = c;
+            intr = Some(c);
+        }
         termios::tcsetattr(&tty, SetArg::TCSANOW, &quiet).map_err(io::Error::from)?;
     }
     let mut line = SecretBytes::with_capacity(MAX_LINE + 1);
@@ -57,7 +155,8 @@ pub fn read_secret_line(prompt: &str) -> io::Result<SecretBytes> {
             Ok(0) => break Ok(()),
             Ok(n) => {
                 line.set_len(len + n);
-                if line.as_slice().ends_with(b"\n") {
+                let last = line.as_slice()[len + n - 1];
+                if last == b'\n' || Some(last) == intr {
                     break Ok(());
                 }
             }
@@ -65,11 +164,11 @@ pub fn read_secret_line(prompt: &str) -> io::Result<SecretBytes> {
             Err(e) => break Err(e),
         }
     };
-    drop(_restore);
+    drop(restore);
     // The newline typed was not echoed.
     let _ = (&tty).write_all(b"\n");
     ended?;
-    if line.as_slice().contains(&0x03) {
+    if intr.is_some_and(|c| line.as_slice().contains(&c)) {
         return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
     }
     let mut n = line.len();

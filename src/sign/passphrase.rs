@@ -83,16 +83,26 @@ impl PassphraseSource {
 
 fn prompt_tty(prompt: &str, confirm: bool) -> Result<Passphrase> {
     let no_tty = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return SignError::Key("interrupted at the passphrase prompt".into());
+        }
         SignError::Key(format!(
             "a passphrase is needed but there is no terminal to ask on ({e}); \
              use --passphrase-file or {PASSPHRASE_ENV}"
         ))
     };
-    // rpassword reads from /dev/tty with echo off and restores the terminal afterwards.
-    let first = Passphrase::new(rpassword::prompt_password(prompt).map_err(no_tty)?);
+    let read = |prompt: &str| -> Result<Passphrase> {
+        let line = crate::crypt::tty::read_secret_line(prompt).map_err(no_tty)?;
+        let text = std::str::from_utf8(line.as_slice())
+            .map_err(|_| SignError::Key("the passphrase is not valid UTF-8".into()))?;
+        // A string of its exact size (no growth), wiped when dropped.
+        let mut s = String::with_capacity(text.len());
+        s.push_str(text);
+        Ok(Passphrase::new(s))
+    };
+    let first = read(prompt)?;
     if confirm {
-        let again =
-            Passphrase::new(rpassword::prompt_password("Retype passphrase: ").map_err(no_tty)?);
+        let again = read("Retype passphrase: ")?;
         if again.expose() != first.expose() {
             return Err(SignError::Key("the passphrases do not match".into()));
         }

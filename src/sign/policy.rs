@@ -244,7 +244,7 @@ pub fn judge(outcome: &Outcome, policy: &Policy) -> Verdict {
 /// image must verify with `certs`, and at least one of `fingerprints` (40 hex digits,
 /// any case) must have signed every group.
 pub fn check_fingerprints(
-    image: &Path,
+    image: &std::fs::File,
     fingerprints: &[String],
     certs: &[Cert],
 ) -> Result<Verdict> {
@@ -271,5 +271,5 @@ pub fn check_fingerprints(
         user_keyrings: false,
         certs: certs.to_vec(),
     };
-    check(image, &policy)
+    check_file(image, &policy)
 }

@@ -122,6 +122,20 @@ pub fn volume_size(payload_len: u64, opts: &CreateOptions) -> Result<u64> {
 /// `payload` (exactly `payload_len` bytes are read; the last sector is
 /// zero-padded). Returns the summary of the header written.
 pub fn create<W: Write, R: Read>(
+    out: W,
+    payload: R,
+    payload_len: u64,
+    passphrase: &Passphrase,
+    opts: &CreateOptions,
+) -> Result<HeaderSummary> {
+    let r = create_inner(out, payload, payload_len, passphrase, opts);
+    // Key material (derived keys, AES key schedules) passed through the frames below.
+    super::guarded::scrub_stack();
+    r
+}
+
+#[inline(never)]
+fn create_inner<W: Write, R: Read>(
     mut out: W,
     mut payload: R,
     payload_len: u64,
@@ -230,7 +244,7 @@ fn encrypt_payload<W: Write, R: Read>(
     vk: &VolumeKey,
     sector_size: u32,
 ) -> Result<()> {
-    let xts = Xts::new(vk.bytes(), sector_size as usize)?;
+    let xts = super::guarded::SecretBox::build(|| Xts::new(vk.bytes(), sector_size as usize))?;
     let total = data_len(payload_len, sector_size);
     let batch_len = BATCH.min(total as usize);
     let mut buf = vec![0u8; batch_len];

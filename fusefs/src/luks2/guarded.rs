@@ -197,7 +197,55 @@ pub struct SecretBox<T> {
     _owns: std::marker::PhantomData<T>,
 }
 
+/// How much stack [`scrub_stack`] clears: deeper than the frames of a keyslot
+/// unlock (KDF, key-material decryption, AES key expansion) reach.
+const SCRUB: usize = 64 << 10;
+
+/// Zeroes the stack below the caller's frame. A function that handled a key (the
+/// AES key schedule builds its round keys in locals, a value moved into guarded
+/// memory leaves its old bytes in the frame it came from) leaves those bytes on the
+/// stack when it returns; calling this right after such calls overwrites them.
+#[inline(never)]
+pub fn scrub_stack() {
+    let mut area = [0u8; SCRUB];
+    // Volatile writes: the compiler may not drop them as dead stores.
+    area.zeroize();
+    std::hint::black_box(&area);
+}
+
 impl<T> SecretBox<T> {
+    /// Makes the value with `make` and moves it into guarded memory, then wipes what
+    /// making and moving left on the stack (see [`scrub_stack`]).
+    pub fn build<E>(make: impl FnOnce() -> Result<T, E>) -> Result<SecretBox<T>, E> {
+        let b = Self::build_inner(make);
+        scrub_stack();
+        b
+    }
+
+    #[inline(never)]
+    fn build_inner<E>(make: impl FnOnce() -> Result<T, E>) -> Result<SecretBox<T>, E> {
+        let mut value = std::mem::ManuallyDrop::new(make()?);
+        let region = Region::new(std::mem::size_of::<T>(), false);
+        assert!(
+            std::mem::align_of::<T>() <= page_size(),
+            "over-aligned secret type"
+        );
+        let at: *mut T = &mut *value;
+        // SAFETY: the region is page-aligned (so aligned for T) and at least
+        // size_of::<T>() bytes; `value` is a valid T that is never used or dropped
+        // after this bitwise move, so its bytes may then be overwritten.
+        unsafe {
+            std::ptr::copy_nonoverlapping(at, region.addr.as_ptr().cast::<T>(), 1);
+            for i in 0..std::mem::size_of::<T>() {
+                std::ptr::write_volatile(at.cast::<u8>().add(i), 0);
+            }
+        }
+        Ok(SecretBox {
+            region,
+            _owns: std::marker::PhantomData,
+        })
+    }
+
     pub fn new(value: T) -> SecretBox<T> {
         assert!(
             std::mem::align_of::<T>() <= page_size(),

@@ -291,6 +291,19 @@ pub fn unlock<R: ReadAt>(
     passphrase: &Passphrase,
     opts: &UnlockOptions,
 ) -> Result<UnlockedVolume<R>> {
+    let v = unlock_inner(src, passphrase, opts);
+    // The keyslot's derived key, the volume key and the AES key schedules passed
+    // through the frames below this one.
+    guarded::scrub_stack();
+    v
+}
+
+#[inline(never)]
+fn unlock_inner<R: ReadAt>(
+    src: R,
+    passphrase: &Passphrase,
+    opts: &UnlockOptions,
+) -> Result<UnlockedVolume<R>> {
     let h = header::read(&src)?;
     let (seg_id, seg) = data_segment(&h)?;
     let ss = u64::from(seg.sector_size);
@@ -316,7 +329,7 @@ pub fn unlock<R: ReadAt>(
         }
     };
     let (slot, vk) = unlock_key(&src, &h, seg_id, passphrase, opts)?;
-    let xts = Xts::new(vk.bytes(), seg.sector_size as usize)?;
+    let xts = guarded::SecretBox::build(|| Xts::new(vk.bytes(), seg.sector_size as usize))?;
     let offset = seg.offset;
     let summary = summarize(&h);
     let warnings = h.warnings.clone();

@@ -65,6 +65,21 @@ pub fn add_keyslot_with(
     slot: Option<u32>,
     unlock: &UnlockOptions,
 ) -> Result<u32> {
+    let r = add_keyslot_inner(file, existing, new, opts, slot, unlock);
+    // The volume key and both keyslots' derived keys passed through the frames below.
+    super::guarded::scrub_stack();
+    r
+}
+
+#[inline(never)]
+fn add_keyslot_inner(
+    file: &File,
+    existing: &Passphrase,
+    new: &Passphrase,
+    opts: &KeyslotOptions,
+    slot: Option<u32>,
+    unlock: &UnlockOptions,
+) -> Result<u32> {
     let (src, h) = open(file)?;
     let (seg_id, _) = data_segment(&h)?;
     let (open_slot, vk) = unlock_key(&src, &h, seg_id, existing, unlock)?;

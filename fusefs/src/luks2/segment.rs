@@ -108,7 +108,7 @@ impl<R: ReadAt> UnlockedVolume<R> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         src: R,
-        xts: Xts,
+        xts: SecretBox<Xts>,
         offset: u64,
         len: u64,
         summary: super::HeaderSummary,
@@ -118,7 +118,7 @@ impl<R: ReadAt> UnlockedVolume<R> {
     ) -> Self {
         UnlockedVolume {
             src,
-            xts: SecretBox::new(xts),
+            xts,
             offset,
             len,
             summary,
