@@ -11,3 +11,4 @@ pub mod image;
 pub mod launch;
 pub mod sif;
 pub mod sign;
+pub mod support;
