@@ -1,7 +1,7 @@
 //! `veil key …`: OpenPGP key management in `~/.veil/keys`, modelled on `apptainer key`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -105,66 +105,19 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
                 KeyType::Rsa => KeyKind::Rsa(bit_length),
                 KeyType::Ed25519 => KeyKind::Ed25519,
             };
-            let pass = PassphraseSource::standard(passphrase_file)
-                .get("Enter a passphrase for the new key: ", true)?;
-            if pass.is_empty() {
-                eprintln!("veil: warning: the secret key is not protected by a passphrase");
-            }
             let spec = NewKey {
                 name,
                 email,
                 comment,
                 kind,
             };
-            let cert = keys::new_pair(&store, &spec, &pass)?;
-            writeln!(
-                out,
-                "Generated key pair with fingerprint {}",
-                cert.fingerprint().to_hex()
-            )?;
+            newpair(&store, &mut out, &spec, passphrase_file)?;
         }
-        KeyCommand::List { secret, json } => {
-            let ring = if secret { Ring::Secret } else { Ring::Public };
-            let (path, infos) = keys::list(&store, ring)?;
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&infos)?)?;
-            } else {
-                let kind = if secret { "Private" } else { "Public" };
-                writeln!(out, "{kind} key listing ({}):\n", path.display())?;
-                for k in &infos {
-                    write_key(&mut out, k)?;
-                }
-            }
-        }
+        KeyCommand::List { secret, json } => list(&store, &mut out, secret, json)?,
         KeyCommand::Import {
             file,
             passphrase_file,
-        } => {
-            let source = PassphraseSource::standard(passphrase_file);
-            let protect_with = |fpr: &str| {
-                let pass = source.get(
-                    &format!("Enter a passphrase to protect secret key {fpr}: "),
-                    true,
-                )?;
-                if pass.is_empty() {
-                    eprintln!("veil: warning: secret key {fpr} is stored without a passphrase");
-                }
-                Ok(pass)
-            };
-            keys::import(&store, &file, protect_with, |done| {
-                Ok(match done {
-                    Imported::Secret { fingerprint } => {
-                        writeln!(out, "Imported secret key {fingerprint}")
-                    }
-                    Imported::NewPublic { fingerprint } => {
-                        writeln!(out, "Imported public key {fingerprint}")
-                    }
-                    Imported::UpdatedPublic { fingerprint } => {
-                        writeln!(out, "Updated public key {fingerprint}")
-                    }
-                }?)
-            })?;
-        }
+        } => import(&store, &mut out, &file, passphrase_file)?,
         KeyCommand::Export {
             key,
             output,
@@ -206,6 +159,72 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn newpair(
+    store: &KeyStore,
+    out: &mut impl Write,
+    spec: &NewKey,
+    passphrase_file: Option<PathBuf>,
+) -> Result<()> {
+    let pass = PassphraseSource::standard(passphrase_file)
+        .get("Enter a passphrase for the new key: ", true)?;
+    if pass.is_empty() {
+        eprintln!("veil: warning: the secret key is not protected by a passphrase");
+    }
+    let cert = keys::new_pair(store, spec, &pass)?;
+    writeln!(
+        out,
+        "Generated key pair with fingerprint {}",
+        cert.fingerprint().to_hex()
+    )?;
+    Ok(())
+}
+
+fn list(store: &KeyStore, out: &mut impl Write, secret: bool, json: bool) -> Result<()> {
+    let ring = if secret { Ring::Secret } else { Ring::Public };
+    let (path, infos) = keys::list(store, ring)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&infos)?)?;
+    } else {
+        let kind = if secret { "Private" } else { "Public" };
+        writeln!(out, "{kind} key listing ({}):\n", path.display())?;
+        for k in &infos {
+            write_key(out, k)?;
+        }
+    }
+    Ok(())
+}
+
+fn import(
+    store: &KeyStore,
+    out: &mut impl Write,
+    file: &Path,
+    passphrase_file: Option<PathBuf>,
+) -> Result<()> {
+    let source = PassphraseSource::standard(passphrase_file);
+    let protect_with = |fpr: &str| {
+        let pass = source.get(
+            &format!("Enter a passphrase to protect secret key {fpr}: "),
+            true,
+        )?;
+        if pass.is_empty() {
+            eprintln!("veil: warning: secret key {fpr} is stored without a passphrase");
+        }
+        Ok(pass)
+    };
+    keys::import(store, file, protect_with, |done| {
+        Ok(match done {
+            Imported::Secret { fingerprint } => writeln!(out, "Imported secret key {fingerprint}"),
+            Imported::NewPublic { fingerprint } => {
+                writeln!(out, "Imported public key {fingerprint}")
+            }
+            Imported::UpdatedPublic { fingerprint } => {
+                writeln!(out, "Updated public key {fingerprint}")
+            }
+        }?)
+    })?;
+    Ok(())
 }
 
 /// One key in `apptainer key list` style.

@@ -225,7 +225,7 @@ fn start_container(
     let o = &p.options;
     let start_dirs: Vec<CString> = p.host.start_dirs(o);
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
-    // The launcher may hold secrets (issue: encrypted images): no core dumps, no ptrace
+    // The launcher may hold secrets (an encrypted image's keys): no core dumps, no ptrace
     // by other processes of the user. Set after the id maps, which need a dumpable writer.
     let _ = nix::sys::prctl::set_dumpable(false);
     let launcher_pid = nix::unistd::getpid();

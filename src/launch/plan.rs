@@ -155,214 +155,239 @@ fn is_within(p: &Path, base: &Path) -> bool {
     p.starts_with(base)
 }
 
-pub fn build(req: &MountRequest) -> Vec<Step> {
-    let mut steps = vec![Step::Tmpfs {
-        dst: SESSION.into(),
-        mode: 0o755,
-    }];
-    let root = root_dir(req);
-    if root == OVERLAY_ROOT {
-        steps.push(Step::Mkdir {
-            path: format!("{SESSION}/upper").into(),
-            mode: 0o755,
-        });
-        steps.push(Step::Mkdir {
-            path: format!("{SESSION}/work").into(),
-            mode: 0o755,
-        });
-        steps.push(Step::Mkdir {
-            path: OVERLAY_ROOT.into(),
-            mode: 0o755,
-        });
-        steps.push(Step::Overlay {
-            dst: OVERLAY_ROOT.into(),
-        });
+/// The steps under construction, and the root they assemble.
+struct Builder {
+    root: &'static str,
+    steps: Vec<Step>,
+}
+
+impl Builder {
+    /// `p` inside the container's root.
+    fn r(&self, p: &str) -> PathBuf {
+        under(self.root, Path::new(p))
     }
-    let r = |p: &str| under(root, Path::new(p));
-    let bind_with =
-        |src: PathBuf, dst: &Path, file: bool, attrs: Attrs, why: &'static str| Step::Bind {
+
+    fn push(&mut self, s: Step) {
+        self.steps.push(s);
+    }
+
+    /// A recursive session bind of `src` onto `dst` (inside the root), with `attrs`.
+    fn bind_with(&mut self, src: PathBuf, dst: &Path, file: bool, attrs: Attrs, why: &'static str) {
+        let dst = under(self.root, dst);
+        self.push(Step::Bind {
             src,
-            dst: under(root, dst),
+            dst,
             recursive: true,
             attrs,
             file,
             required: false,
             why,
-        };
-    let bind = |src: PathBuf, dst: &Path, file: bool, why: &'static str| {
-        bind_with(src, dst, file, Attrs::NOSUID_NODEV, why)
-    };
-
-    // /proc and /sys: the host's, or a private /proc in a PID namespace.
-    if req.pid_namespace {
-        steps.push(Step::Proc { dst: r("/proc") });
-    } else {
-        steps.push(bind(
-            host(Path::new("/proc")),
-            Path::new("/proc"),
-            false,
-            "/proc",
-        ));
+        });
     }
-    steps.push(bind(
-        host(Path::new("/sys")),
-        Path::new("/sys"),
-        false,
-        "/sys",
-    ));
 
-    // /dev: the host's, or a minimal one when contained.
-    if req.contain {
-        steps.push(Step::Tmpfs {
-            dst: r("/dev"),
+    /// A recursive session bind, nosuid and nodev.
+    fn bind(&mut self, src: PathBuf, dst: &Path, file: bool, why: &'static str) {
+        self.bind_with(src, dst, file, Attrs::NOSUID_NODEV, why);
+    }
+}
+
+pub fn build(req: &MountRequest) -> Vec<Step> {
+    let mut b = Builder {
+        root: root_dir(req),
+        steps: vec![Step::Tmpfs {
+            dst: SESSION.into(),
+            mode: 0o755,
+        }],
+    };
+    if b.root == OVERLAY_ROOT {
+        overlay_root(&mut b);
+    }
+    proc_and_sys(&mut b, req);
+    dev(&mut b, req);
+    let bound = tmp_and_home(&mut b, req);
+    host_files(&mut b, req);
+    identity(&mut b, req);
+    cwd(&mut b, req, &bound);
+    user_binds(&mut b, req);
+    if b.root == OVERLAY_ROOT && !req.writable_tmpfs {
+        b.push(Step::RemountRootReadOnly);
+    }
+    b.steps
+}
+
+/// An overlay over the image, so mount points can be added to it.
+fn overlay_root(b: &mut Builder) {
+    for path in [format!("{SESSION}/upper"), format!("{SESSION}/work")] {
+        b.push(Step::Mkdir {
+            path: path.into(),
             mode: 0o755,
         });
-        for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
-            let p = format!("/dev/{dev}");
-            steps.push(bind_with(
-                host(Path::new(&p)),
-                Path::new(&p),
-                true,
-                Attrs::DEVICES,
-                "minimal /dev",
-            ));
-        }
-        steps.push(Step::Tmpfs {
-            dst: r("/dev/shm"),
-            mode: 0o1777,
-        });
-        steps.push(Step::Devpts { dst: r("/dev/pts") });
-        steps.push(Step::Symlink {
-            target: "pts/ptmx".into(),
-            link: r("/dev/ptmx"),
-        });
-        steps.push(Step::Symlink {
-            target: "/proc/self/fd".into(),
-            link: r("/dev/fd"),
-        });
-        for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
-            steps.push(Step::Symlink {
-                target: format!("/proc/self/fd/{i}").into(),
-                link: r(&format!("/dev/{name}")),
-            });
-        }
+    }
+    b.push(Step::Mkdir {
+        path: OVERLAY_ROOT.into(),
+        mode: 0o755,
+    });
+    b.push(Step::Overlay {
+        dst: OVERLAY_ROOT.into(),
+    });
+}
+
+/// /proc and /sys: the host's, or a private /proc in a PID namespace.
+fn proc_and_sys(b: &mut Builder, req: &MountRequest) {
+    if req.pid_namespace {
+        let dst = b.r("/proc");
+        b.push(Step::Proc { dst });
     } else {
-        steps.push(bind_with(
+        b.bind(host(Path::new("/proc")), Path::new("/proc"), false, "/proc");
+    }
+    b.bind(host(Path::new("/sys")), Path::new("/sys"), false, "/sys");
+}
+
+/// /dev: the host's, or a minimal one when contained.
+fn dev(b: &mut Builder, req: &MountRequest) {
+    if !req.contain {
+        b.bind_with(
             host(Path::new("/dev")),
             Path::new("/dev"),
             false,
             Attrs::DEVICES,
             "/dev",
-        ));
+        );
+        return;
     }
+    let dst = b.r("/dev");
+    b.push(Step::Tmpfs { dst, mode: 0o755 });
+    for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let p = format!("/dev/{dev}");
+        b.bind_with(
+            host(Path::new(&p)),
+            Path::new(&p),
+            true,
+            Attrs::DEVICES,
+            "minimal /dev",
+        );
+    }
+    let dst = b.r("/dev/shm");
+    b.push(Step::Tmpfs { dst, mode: 0o1777 });
+    let dst = b.r("/dev/pts");
+    b.push(Step::Devpts { dst });
+    let mut links = vec![
+        ("pts/ptmx".to_string(), "/dev/ptmx".to_string()),
+        ("/proc/self/fd".to_string(), "/dev/fd".to_string()),
+    ];
+    for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+        links.push((format!("/proc/self/fd/{i}"), format!("/dev/{name}")));
+    }
+    for (target, link) in links {
+        let link = b.r(&link);
+        b.push(Step::Symlink {
+            target: target.into(),
+            link,
+        });
+    }
+}
 
-    // Temporary directories.
+/// Temporary directories and the home; returns the destinations bound, under which
+/// the working directory is visible already.
+fn tmp_and_home(b: &mut Builder, req: &MountRequest) -> Vec<PathBuf> {
     for t in ["/tmp", "/var/tmp"] {
         if req.contain {
             let s = PathBuf::from(format!("{SESSION}{t}"));
-            steps.push(Step::Mkdir {
+            b.push(Step::Mkdir {
                 path: s.clone(),
                 mode: 0o1777,
             });
-            steps.push(bind(
-                s,
-                Path::new(t),
-                false,
-                "contained temporary directory",
-            ));
+            b.bind(s, Path::new(t), false, "contained temporary directory");
         } else {
-            steps.push(bind(
+            b.bind(
                 host(Path::new(t)),
                 Path::new(t),
                 false,
                 "temporary directory",
-            ));
+            );
         }
     }
-
-    // Home.
     let mut bound: Vec<PathBuf> = vec!["/tmp".into(), "/var/tmp".into()];
     if !req.no_home {
         // Contained, the home is an empty directory, unless --home named one.
         match (&req.home_src, req.contain && !req.custom_home) {
             (Some(src), false) => {
-                steps.push(bind(host(src), &req.home_dst, false, "home directory"));
+                b.bind(host(src), &req.home_dst, false, "home directory");
             }
             _ => {
                 let s = PathBuf::from(format!("{SESSION}/home"));
-                steps.push(Step::Mkdir {
+                b.push(Step::Mkdir {
                     path: s.clone(),
                     mode: 0o755,
                 });
-                steps.push(bind(s, &req.home_dst, false, "contained home directory"));
+                b.bind(s, &req.home_dst, false, "contained home directory");
             }
         }
         bound.push(req.home_dst.clone());
     }
+    bound
+}
 
-    // Host files the network and the clock need.
+/// Host files the network and the clock need.
+fn host_files(b: &mut Builder, req: &MountRequest) {
     for (src, dst) in [
         (&req.resolv_conf, "/etc/resolv.conf"),
         (&req.hosts, "/etc/hosts"),
         (&req.localtime, "/etc/localtime"),
     ] {
         if let Some(src) = src {
-            steps.push(bind(host(src), Path::new(dst), true, "host configuration"));
+            b.bind(host(src), Path::new(dst), true, "host configuration");
         }
     }
+}
 
-    // Identity.
+/// The container's /etc/passwd and /etc/group.
+fn identity(b: &mut Builder, req: &MountRequest) {
     for (name, contents) in [("passwd", &req.passwd), ("group", &req.group)] {
         let s = PathBuf::from(format!("{SESSION}/{name}"));
-        steps.push(Step::WriteFile {
+        b.push(Step::WriteFile {
             path: s.clone(),
             contents: contents.clone(),
         });
-        steps.push(bind(
-            s,
-            Path::new(&format!("/etc/{name}")),
-            true,
-            "user identity",
-        ));
+        b.bind(s, Path::new(&format!("/etc/{name}")), true, "user identity");
     }
+}
 
-    // The working directory, unless contained or already visible.
+/// The working directory, unless contained or already visible.
+fn cwd(b: &mut Builder, req: &MountRequest, bound: &[PathBuf]) {
     if let Some(cwd) = &req.cwd
         && !req.contain
         && cwd != Path::new("/")
-        && !bound.iter().any(|b| is_within(cwd, b))
+        && !bound.iter().any(|d| is_within(cwd, d))
         && !SYSTEM_DIRS.iter().any(|d| is_within(cwd, Path::new(d)))
     {
-        steps.push(bind(host(cwd), cwd, false, "working directory"));
+        b.bind(host(cwd), cwd, false, "working directory");
     }
+}
 
-    // The user's binds, last, so they can cover anything above. A device bound at its
-    // own place under /dev keeps working (as in Apptainer); everything else is nodev.
-    for b in &req.binds {
-        let dst = clean(&b.dst);
-        let device = dst.starts_with("/dev") && b.src.starts_with("/dev");
-        steps.push(Step::Bind {
-            src: host(&b.src),
-            dst: under(root, &dst),
+/// The user's binds, last, so they can cover anything above. A device bound at its
+/// own place under /dev keeps working (as in Apptainer); everything else is nodev.
+fn user_binds(b: &mut Builder, req: &MountRequest) {
+    for u in &req.binds {
+        let dst = clean(&u.dst);
+        let device = dst.starts_with("/dev") && u.src.starts_with("/dev");
+        b.push(Step::Bind {
+            src: host(&u.src),
+            dst: under(b.root, &dst),
             recursive: true,
             attrs: Attrs {
-                readonly: b.readonly,
+                readonly: u.readonly,
                 ..if device {
                     Attrs::DEVICES
                 } else {
                     Attrs::NOSUID_NODEV
                 }
             },
-            file: !b.src.is_dir(),
+            file: !u.src.is_dir(),
             required: true,
             why: "--bind",
         });
     }
-
-    if root == OVERLAY_ROOT && !req.writable_tmpfs {
-        steps.push(Step::RemountRootReadOnly);
-    }
-    steps
 }
 
 /// Directories whose host version never replaces the image's (a working directory inside

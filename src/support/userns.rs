@@ -214,8 +214,8 @@ fn make_locked_userns(inner_uid: u32, inner_gid: u32) -> Result<()> {
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process. Threads
 /// that did work before the launch (the argon2 lanes of an encrypted image's
 /// keyslot) have been told to exit; give the kernel a moment to reap them: tens of
-/// microseconds after their last instruction, so the wait is polled finely (a 500 µs
-/// sleep here used to cost an argon2 image's start about a millisecond). At most ~1 s.
+/// microseconds after their last instruction, so the wait is polled finely: a coarse
+/// sleep would cost more than the reaping itself. At most ~1 s.
 fn wait_single_threaded() {
     for _ in 0..20_000 {
         let threads = fs::read_dir("/proc/self/task").map_or(1, |d| d.count());

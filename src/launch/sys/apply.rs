@@ -64,31 +64,15 @@ fn apply_one<S: Sys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
             file,
             required,
             why,
-        } => {
-            // Only a missing home or working directory is worth a warning; the host's
-            // /etc files are a convenience the image may not have room for.
-            let loud = *required || why.contains("home") || why.contains("working");
-            let Some(dst) = optional(sys.mount_point(root, dst, *file), *required, loud)? else {
-                return Ok(());
-            };
-            let mut flags = MsFlags::MS_BIND;
-            if *recursive {
-                flags |= MsFlags::MS_REC;
-            }
-            sys.mount(Some(src.as_path()), &dst, None, flags, None)
-                .ctx(|| {
-                    format!(
-                        "binding {} to {} ({why})",
-                        strip_host(src),
-                        display(root, &dst)
-                    )
-                })?;
-            // A bind keeps the flags of what it binds (the host's home may well allow
-            // set-user-ID programs); the plan's are set on it and, for a recursive
-            // bind, on every mount it brought along.
-            sys.set_attrs(&dst, *attrs, *recursive)
-                .ctx(|| format!("setting the flags of {}", display(root, &dst)))
-        }
+        } => apply_bind(
+            sys,
+            root,
+            (src, dst),
+            *recursive,
+            *attrs,
+            (*file, *required),
+            why,
+        ),
         Step::Proc { dst } => {
             let Some(dst) = optional(sys.mount_point(root, dst, false), false, true)? else {
                 return Ok(());
@@ -129,6 +113,40 @@ fn apply_one<S: Sys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
             .set_attrs(root, Attrs::READ_ONLY, false)
             .ctx(|| "making the container root read-only".to_string()),
     }
+}
+
+/// A bind of `src` onto `dst` with the flags `attrs` (see [`Step::Bind`]).
+fn apply_bind<S: Sys>(
+    sys: &S,
+    root: &Path,
+    (src, dst): (&Path, &Path),
+    recursive: bool,
+    attrs: Attrs,
+    (file, required): (bool, bool),
+    why: &str,
+) -> Result<()> {
+    // Only a missing home or working directory is worth a warning; the host's /etc
+    // files are a convenience the image may not have room for.
+    let loud = required || why.contains("home") || why.contains("working");
+    let Some(dst) = optional(sys.mount_point(root, dst, file), required, loud)? else {
+        return Ok(());
+    };
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    sys.mount(Some(src), &dst, None, flags, None).ctx(|| {
+        format!(
+            "binding {} to {} ({why})",
+            strip_host(src),
+            display(root, &dst)
+        )
+    })?;
+    // A bind keeps the flags of what it binds (the host's home may well allow
+    // set-user-ID programs); the plan's are set on it and, for a recursive bind, on
+    // every mount it brought along.
+    sys.set_attrs(&dst, attrs, recursive)
+        .ctx(|| format!("setting the flags of {}", display(root, &dst)))
 }
 
 /// A mount point that could not be made: fatal when `required`, else a warning.
