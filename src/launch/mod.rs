@@ -11,10 +11,10 @@
 //! 2. It starts the container process (sharing its memory until that execs, see
 //!    `process::spawn_shared`; with `--pid` as PID 1 of a new PID namespace); the other
 //!    threads (warmer, prewarm, FUSE workers) are never touched by the child. The child
-//!    takes a mount namespace of its own, applies the mount plan (`plan` says what, `steps`
-//!    does it through the `sys` seam: nosuid, nodev, read-only recursively), pivots into the container root,
-//!    enters a nested user namespace that locks those mounts when the container is uid
-//!    0 inside, and starts the action in a child of its own, which marks every
+//!    takes a mount namespace of its own, applies the mount plan (`plan` says what,
+//!    `steps` does it through the `sys` seam: nosuid, nodev, read-only recursively),
+//!    pivots into the container root, enters a nested user namespace that locks those
+//!    mounts when the container is uid 0 inside, and starts the action in a child of its own, which marks every
 //!    descriptor above stderr close-on-exec, sets no_new_privs and `exec`s it. The
 //!    container process then execs the veil binary as the container's init (`init`): PID
 //!    1 of the PID namespace, or a child subreaper, which ends whatever the container
@@ -22,6 +22,12 @@
 //! 3. The launcher forwards signals, waits, and exits with the container's status.
 //!    Everything it mounted lives only in its namespaces, so it vanishes with them; the
 //!    kernel's dismantling of them is left to a helper (`process::hand_over_teardown`).
+//!
+//! Where it is done: [`launch`] orchestrates; `spec` holds its inputs and the choice
+//! of mount, `prepare` what is computed before any namespace, `steps` every mount and
+//! namespace step in order (on the `sys` seam, which the tests replace with a
+//! recording fake), `stage` the devices behind the staging area, `fuse` the FUSE
+//! server and warmer, `child` the container process and the action's.
 
 pub mod action;
 pub mod binds;
