@@ -33,8 +33,9 @@ pub enum LaunchError {
     BindSource(String),
     #[error("invalid bind {0:?}: {1}")]
     BindSpec(String, &'static str),
-    #[error("{0}")]
-    MountPoint(String),
+    /// A mount point that could not be made in the image; `path` as the container sees it.
+    #[error("cannot create the mount point {path} in the image: {err}")]
+    MountPoint { path: String, err: io::Error },
     #[error("too many symbolic links under {}", .0.display())]
     TooManyLinks(PathBuf),
     #[error("{what}: {err}")]

@@ -153,9 +153,9 @@ fn apply_bind<S: Sys>(
 fn optional(r: Result<PathBuf>, required: bool, loud: bool) -> Result<Option<PathBuf>> {
     match r {
         Ok(p) => Ok(Some(p)),
-        Err(LaunchError::MountPoint(msg)) if !required => {
+        Err(e @ LaunchError::MountPoint { .. }) if !required => {
             if loud || std::env::var_os("VEIL_DEBUG").is_some() {
-                eprintln!("veil: warning: skipping a mount: {msg}");
+                eprintln!("veil: warning: skipping a mount: {e}");
             }
             Ok(None)
         }

@@ -36,11 +36,9 @@ pub(super) fn mount_point(root: &Path, dst: &Path, file: bool) -> Result<PathBuf
                 }
                 Ok(())
             };
-            create().map_err(|e| {
-                LaunchError::MountPoint(format!(
-                    "cannot create the mount point {} in the image: {e}",
-                    display(root, &resolved)
-                ))
+            create().map_err(|err| LaunchError::MountPoint {
+                path: display(root, &resolved),
+                err,
             })?;
             Ok(resolved)
         }
