@@ -1,7 +1,8 @@
 //! veil: a rootless runtime for SIF container images, including LUKS2-encrypted ones.
 //!
-//! Layers, dependencies pointing down: `cli -> {build, sign, launch} -> {image, crypt}
-//! -> {sif, veil_fusefs}`. `fsutil` is a leaf helper any layer may use.
+//! Layers, dependencies pointing down: `cli -> {runner, build, sign}`, `runner -> {launch,
+//! sign}`, and below them `{image, crypt} -> {sif, veil_fusefs}`. `fsutil` and `support`
+//! are leaves any layer may use.
 
 pub mod build;
 pub mod cli;
@@ -9,5 +10,7 @@ pub mod crypt;
 pub mod fsutil;
 pub mod image;
 pub mod launch;
+pub mod runner;
 pub mod sif;
 pub mod sign;
+pub mod support;

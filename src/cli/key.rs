@@ -1,14 +1,15 @@
 //! `veil key …`: OpenPGP key management in `~/.veil/keys`, modelled on `apptainer key`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::sif::report::format_time;
-use crate::sign::keyring::{self, KeyInfo, KeyKind, KeyStore, NewKey, Ring};
+use crate::sign::keyring::{KeyInfo, KeyKind, KeyStore, NewKey, Ring};
+use crate::sign::keys::{self, Imported};
 use crate::sign::passphrase::PassphraseSource;
 
 #[derive(Debug, Args)]
@@ -104,123 +105,35 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
                 KeyType::Rsa => KeyKind::Rsa(bit_length),
                 KeyType::Ed25519 => KeyKind::Ed25519,
             };
-            let pass = PassphraseSource::standard(passphrase_file)
-                .get("Enter a passphrase for the new key: ", true)?;
-            if pass.is_empty() {
-                eprintln!("veil: warning: the secret key is not protected by a passphrase");
-            }
             let spec = NewKey {
                 name,
                 email,
                 comment,
                 kind,
             };
-            let cert = keyring::generate(&spec, &pass)?;
-            store.add(Ring::Secret, cert.clone())?;
-            store.add(Ring::Public, cert.clone().strip_secret_key_material())?;
-            writeln!(
-                out,
-                "Generated key pair with fingerprint {}",
-                cert.fingerprint().to_hex()
-            )?;
+            newpair(&store, &mut out, &spec, passphrase_file)?;
         }
-        KeyCommand::List { secret, json } => {
-            let (certs, path) = if secret {
-                (store.signing_keys()?, store.path(Ring::Secret))
-            } else {
-                (store.load_all(Ring::Public)?, store.path(Ring::Public))
-            };
-            let infos: Vec<KeyInfo> = certs
-                .iter()
-                .enumerate()
-                .map(|(i, c)| keyring::describe(i, c))
-                .collect();
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&infos)?)?;
-            } else {
-                let kind = if secret { "Private" } else { "Public" };
-                writeln!(out, "{kind} key listing ({}):\n", path.display())?;
-                for k in &infos {
-                    write_key(&mut out, k)?;
-                }
-            }
-        }
+        KeyCommand::List { secret, json } => list(&store, &mut out, secret, json)?,
         KeyCommand::Import {
             file,
             passphrase_file,
-        } => {
-            let certs = keyring::read_key_file(&file)?;
-            let source = PassphraseSource::standard(passphrase_file);
-            for cert in certs {
-                let fpr = cert.fingerprint().to_hex();
-                if cert.is_tsk() {
-                    let unprotected = cert
-                        .keys()
-                        .secret()
-                        .any(|k| k.key().has_unencrypted_secret());
-                    let cert = if unprotected {
-                        let pass = source.get(
-                            &format!("Enter a passphrase to protect secret key {fpr}: "),
-                            true,
-                        )?;
-                        if pass.is_empty() {
-                            eprintln!(
-                                "veil: warning: secret key {fpr} is stored without a passphrase"
-                            );
-                        }
-                        keyring::protect(cert, &pass)?
-                    } else {
-                        cert
-                    };
-                    store.add(Ring::Secret, cert.clone())?;
-                    store.add(Ring::Public, cert.strip_secret_key_material())?;
-                    writeln!(out, "Imported secret key {fpr}")?;
-                } else {
-                    let new = store.add(Ring::Public, cert)?;
-                    if new {
-                        writeln!(out, "Imported public key {fpr}")?;
-                    } else {
-                        writeln!(out, "Updated public key {fpr}")?;
-                    }
-                }
-            }
-        }
+        } => import(&store, &mut out, &file, passphrase_file)?,
         KeyCommand::Export {
             key,
             output,
             secret,
             armor,
         } => {
-            let sel = keyring::Selector::parse(&key)?;
-            let certs = if secret {
-                store.signing_keys()?
-            } else {
-                store.verification_certs()?
-            };
-            let found: Vec<_> = certs.into_iter().filter(|c| sel.matches(c)).collect();
-            match found.len() {
-                0 => bail!(
-                    "no {} key matches {key}",
-                    if secret { "secret" } else { "public" }
-                ),
-                1 => {}
-                n => bail!("{n} keys match {key}: give the full fingerprint"),
-            }
-            let bytes = keyring::export(&found, secret, armor)?;
+            let (cert, bytes) = keys::export(&store, &key, secret, armor)?;
             if output.as_os_str() == "-" {
                 out.write_all(&bytes)?;
             } else {
-                crate::fsutil::write_atomic(&output, |w| w.write_all(&bytes))
-                    .with_context(|| format!("writing {}", output.display()))?;
-                if secret {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o600))?;
-                }
+                keys::write_export(&output, &bytes, secret)?;
                 writeln!(
                     out,
                     "Exported {} key {} to {}",
                     if secret { "secret" } else { "public" },
-                    found[0].fingerprint().to_hex(),
+                    cert.fingerprint().to_hex(),
                     output.display()
                 )?;
             }
@@ -231,24 +144,87 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
                 (true, _) => &[Ring::Secret],
                 _ => &[Ring::Public],
             };
-            let mut removed = 0;
-            for &ring in rings {
-                for c in store.remove(ring, &key)? {
-                    removed += 1;
-                    let what = if ring == Ring::Secret {
-                        "secret"
-                    } else {
-                        "public"
-                    };
-                    writeln!(out, "Removed {what} key {}", c.fingerprint().to_hex())?;
-                }
-            }
-            if removed == 0 {
-                bail!("no key matching {key} in {}", store.dir.display());
-            }
+            keys::remove(&store, &key, rings, |ring, c| {
+                let what = if ring == Ring::Secret {
+                    "secret"
+                } else {
+                    "public"
+                };
+                Ok(writeln!(
+                    out,
+                    "Removed {what} key {}",
+                    c.fingerprint().to_hex()
+                )?)
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn newpair(
+    store: &KeyStore,
+    out: &mut impl Write,
+    spec: &NewKey,
+    passphrase_file: Option<PathBuf>,
+) -> Result<()> {
+    let pass = PassphraseSource::standard(passphrase_file)
+        .get("Enter a passphrase for the new key: ", true)?;
+    if pass.is_empty() {
+        eprintln!("veil: warning: the secret key is not protected by a passphrase");
+    }
+    let cert = keys::new_pair(store, spec, &pass)?;
+    writeln!(
+        out,
+        "Generated key pair with fingerprint {}",
+        cert.fingerprint().to_hex()
+    )?;
+    Ok(())
+}
+
+fn list(store: &KeyStore, out: &mut impl Write, secret: bool, json: bool) -> Result<()> {
+    let ring = if secret { Ring::Secret } else { Ring::Public };
+    let (path, infos) = keys::list(store, ring)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&infos)?)?;
+    } else {
+        let kind = if secret { "Private" } else { "Public" };
+        writeln!(out, "{kind} key listing ({}):\n", path.display())?;
+        for k in &infos {
+            write_key(out, k)?;
+        }
+    }
+    Ok(())
+}
+
+fn import(
+    store: &KeyStore,
+    out: &mut impl Write,
+    file: &Path,
+    passphrase_file: Option<PathBuf>,
+) -> Result<()> {
+    let source = PassphraseSource::standard(passphrase_file);
+    let protect_with = |fpr: &str| {
+        let pass = source.get(
+            &format!("Enter a passphrase to protect secret key {fpr}: "),
+            true,
+        )?;
+        if pass.is_empty() {
+            eprintln!("veil: warning: secret key {fpr} is stored without a passphrase");
+        }
+        Ok(pass)
+    };
+    keys::import(store, file, protect_with, |done| {
+        Ok(match done {
+            Imported::Secret { fingerprint } => writeln!(out, "Imported secret key {fingerprint}"),
+            Imported::NewPublic { fingerprint } => {
+                writeln!(out, "Imported public key {fingerprint}")
+            }
+            Imported::UpdatedPublic { fingerprint } => {
+                writeln!(out, "Updated public key {fingerprint}")
+            }
+        }?)
+    })?;
+    Ok(())
 }
 
 /// One key in `apptainer key list` style.

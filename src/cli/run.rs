@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::launch::{self, Action, LaunchSpec, Options, RootSource, binds, env};
+use crate::launch::{self, Action, Options, binds, env};
+use crate::runner::{self, RunRequest};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -142,280 +143,23 @@ fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
     })
 }
 
-/// The policy of `--verify` / `--policy`, if either was given.
-fn signature_policy(a: &RunArgs) -> Result<Option<crate::sign::policy::Policy>> {
-    use crate::sign::{keyring::KeyStore, policy};
-    if !a.verify && a.policy.is_none() {
-        return Ok(None);
-    }
-    let store = KeyStore::from_env()?;
-    Ok(Some(match &a.policy {
-        Some(file) => policy::Policy::load(file, Some(&store))?,
-        None => policy::Policy::signed_by_known_key(store.verification_certs()?),
-    }))
-}
-
-/// Opens the image the user named, once. A file is opened a single time: its
-/// signatures are checked, its partitions read and (as real root) its loop device
-/// attached through that one descriptor, so a file moved over the path in between
-/// is never run unverified.
-fn open_image(a: &RunArgs) -> Result<crate::image::Image> {
-    use crate::image::{Image, Root};
-    let path = std::path::Path::new(&a.image);
-    let policy = signature_policy(a)?;
-    let meta = std::fs::metadata(path).with_context(|| a.image.clone())?;
-    if meta.is_dir() {
-        if policy.is_some() {
-            bail!(
-                "{}: --verify and --policy need a SIF image (only SIF files carry signatures)",
-                a.image
-            );
-        }
-        return Ok(Image::Plain(Root::Directory(path.to_path_buf())));
-    }
-    let file = std::fs::File::open(path).with_context(|| a.image.clone())?;
-    if launch::real_root() {
-        crate::image::check_root_may_trust(&file, &a.image)?;
-    }
-    open_verified(file, &a.image, policy.as_ref())
-}
-
-/// The signature check (when there is a policy) and the opening of the image, both
-/// on `file`.
-fn open_verified(
-    file: std::fs::File,
-    name: &str,
-    policy: Option<&crate::sign::policy::Policy>,
-) -> Result<crate::image::Image> {
-    use crate::sign::policy;
-    if let Some(pol) = policy {
-        let Ok(verdict) = policy::check_file(&file, pol) else {
-            bail!(
-                "{name}: --verify and --policy need a SIF image (only SIF files carry signatures)"
-            );
-        };
-        if let policy::Verdict::Refused { reason } = verdict {
-            bail!("{name}: image prohibited by policy: {reason}");
-        }
-    }
-    Ok(crate::image::open_file(file, name)?)
-}
-
-/// For an encrypted image, unlocks it with the key the user gave. Every key error
-/// surfaces here, before any mount exists.
-fn root_source(a: &RunArgs, image: crate::image::Image) -> Result<RootSource> {
-    use crate::crypt::source::{self, HOW_TO_GIVE_A_KEY};
-    use crate::image::Image;
-    let flags = a.keys.flags();
-    let key = source::select_from_env(&flags);
-    let root = match image {
-        Image::Plain(root) => {
-            if a.require_encrypted {
-                bail!(
-                    "{}: the image is not encrypted, and --require-encrypted was given",
-                    a.image
-                );
-            }
-            // A key flag for a plain image is probably a mistake worth a word; the
-            // environment variables may be set for other images, so they stay quiet.
-            if flags.any()
-                && let Some(k) = &key
-            {
-                eprintln!(
-                    "WARNING: {}: the image is not encrypted; ignoring {}",
-                    a.image,
-                    k.describe()
-                );
-            }
-            root.into()
-        }
-        Image::Encrypted(enc) => {
-            let Some(key) = key else {
-                let kind = if enc.message().is_some() {
-                    "for an RSA key"
-                } else {
-                    "with a passphrase"
-                };
-                bail!(
-                    "{}: the image is encrypted {kind}; {HOW_TO_GIVE_A_KEY}",
-                    a.image
-                );
-            };
-            // Key material is about to enter this process: it enters its user
-            // namespace first (writing id maps needs a dumpable process) and is
-            // non-dumpable from then on.
-            launch::userns::enter_before_secrets(a.fakeroot)?;
-            let pass = key
-                .for_run(enc.message())
-                .map_err(|e| anyhow::anyhow!("{}: {e}", a.image))?;
-            launch::debug_time("key material read");
-            let unlocked = match (*enc).unlock(&pass, &crate::image::kdf::unlock_options()) {
-                Ok(u) => u,
-                // Say which source the failed key came from, and when a passphrase
-                // was given for an image made for an RSA key, what it needs instead.
-                Err(crate::image::ImageError::WrongKey { name, for_rsa }) if !key.is_pem() => {
-                    if for_rsa {
-                        bail!(
-                            "{name}: the image was encrypted for an RSA key, and the passphrase \
-                             ({}) opens none of its keyslots: give the private key with --pem-path \
-                             or --pem-fd (or VEIL_ENCRYPTION_PEM_PATH / _PEM_DATA)",
-                            key.describe()
-                        );
-                    }
-                    bail!(
-                        "{name}: wrong passphrase ({}): it opens no keyslot of the image",
-                        key.describe()
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            };
-            launch::debug_time("image unlocked");
-            let crate::image::Root::Squashfs { fs, .. } = unlocked.root else {
-                bail!("{}: an encrypted partition holds a directory", a.image);
-            };
-            // Only real root can hand the decryption to dm-crypt: otherwise the
-            // second copy of the volume key (for its table) goes now.
-            let crypt = launch::real_root().then(|| launch::KernelCrypt {
-                volume: unlocked.volume,
-                mapping: unlocked.mapping,
-            });
-            RootSource::Squashfs {
-                fs,
-                region: None,
-                crypt,
-            }
-        }
-    };
-    // Secrets given in the environment leave it (and the launcher's
-    // /proc/PID/environ) whether or not they were used.
-    crate::crypt::environ::scrub();
-    Ok(root)
-}
-
 pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode> {
     launch::debug_time("arguments parsed");
     let options = options(&a, shell)?;
     a.keys.apply_kdf_limit();
-    let image = open_image(&a)?;
-    let spec = LaunchSpec {
+    let code = runner::run(RunRequest {
         action,
-        image_name: a.image.clone(),
-        root: {
-            let r = root_source(&a, image)?;
-            launch::debug_time("image opened");
-            r
-        },
+        image: a.image,
         args: a.args,
         options,
-    };
-    let code = launch::launch(spec)?;
-    launch::debug_time("launcher done");
+        verify: a.verify,
+        policy: a.policy,
+        keys: a.keys.flags(),
+        require_encrypted: a.require_encrypted,
+    })?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 pub fn shell(a: ShellArgs) -> Result<ExitCode> {
     run(Action::Shell, a.run, a.shell)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sign::{keyring, policy::Policy};
-    use std::path::Path;
-
-    /// A SIF whose squashfs holds /data/hello.txt with `text`; `None` without
-    /// mksquashfs.
-    fn sif_with(dir: &Path, name: &str, text: &str) -> Option<PathBuf> {
-        use crate::sif::*;
-        let tree = dir.join(format!("{name}.tree"));
-        std::fs::create_dir_all(tree.join("data")).unwrap();
-        std::fs::write(tree.join("data/hello.txt"), text).unwrap();
-        let sqfs = dir.join(format!("{name}.sqfs"));
-        let st = std::process::Command::new("mksquashfs")
-            .arg(&tree)
-            .arg(&sqfs)
-            .args(["-noappend", "-quiet", "-all-root", "-no-progress"])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        assert!(st.success());
-        let mut part = NewObject::new(DataType::Partition, ObjectData::Path(&sqfs));
-        part.group = 1;
-        part.extra = Extra::Partition {
-            fs: FsType::Squash,
-            part: PartType::PrimSys,
-            arch: Arch::host(),
-        };
-        let sif = dir.join(format!("{name}.sif"));
-        let opts = CreateOptions {
-            launch_script: DEFAULT_LAUNCH_SCRIPT.into(),
-            ..Default::default()
-        };
-        create(&sif, &opts, vec![part]).unwrap();
-        Some(sif)
-    }
-
-    /// /data/hello.txt of the image, and the inode of the file its loop device
-    /// (real root) would be attached to.
-    fn hello(image: crate::image::Image) -> (String, u64) {
-        use std::os::unix::fs::MetadataExt;
-        let crate::image::Image::Plain(crate::image::Root::Squashfs {
-            fs,
-            region: Some(region),
-        }) = image
-        else {
-            panic!("not a plain squashfs image");
-        };
-        (
-            crate::image::read_small_file(&fs, "/data/hello.txt").unwrap(),
-            region.file.metadata().unwrap().ino(),
-        )
-    }
-
-    /// The path is swapped for an unsigned file after the image was opened (and
-    /// before it is verified and read): what is verified and what is served are both
-    /// the file that was opened, never the one the path names by then.
-    #[test]
-    fn the_verified_file_is_the_one_served_when_the_path_is_swapped() {
-        let dir = tempfile::tempdir().unwrap();
-        let Some(signed) = sif_with(dir.path(), "signed", "verified bytes\n") else {
-            eprintln!("SKIP: mksquashfs is not installed (apt-get install squashfs-tools)");
-            return;
-        };
-        let evil = sif_with(dir.path(), "evil", "swapped bytes\n").unwrap();
-        let cert = keyring::generate(
-            &keyring::NewKey {
-                name: "Signer".into(),
-                email: String::new(),
-                comment: String::new(),
-                kind: keyring::KeyKind::Ed25519,
-            },
-            &crate::sign::passphrase::Passphrase::new(String::new()),
-        )
-        .unwrap();
-        let pair = keyring::signing_keypair(&cert, || unreachable!()).unwrap();
-        let fpr = crate::sign::pgp::fpr20(&cert.fingerprint()).unwrap();
-        crate::sign::sign_image(&signed, &pair, fpr, &crate::sign::Selection::AllGroups).unwrap();
-        let policy = Policy::signed_by_known_key(vec![cert]);
-        let name = signed.display().to_string();
-
-        let file = std::fs::File::open(&signed).unwrap();
-        let ino = {
-            use std::os::unix::fs::MetadataExt;
-            file.metadata().unwrap().ino()
-        };
-        std::fs::rename(&evil, &signed).unwrap();
-        let image = open_verified(file, &name, Some(&policy)).unwrap();
-        assert_eq!(hello(image), ("verified bytes\n".to_string(), ino));
-
-        // The path names the unsigned file now: opened anew, it is refused.
-        let err = open_verified(std::fs::File::open(&signed).unwrap(), &name, Some(&policy))
-            .err()
-            .expect("the unsigned file passed verification")
-            .to_string();
-        assert!(err.contains("image prohibited by policy"), "{err}");
-        // Without a policy it is served, from its own bytes.
-        let image = open_verified(std::fs::File::open(&signed).unwrap(), &name, None).unwrap();
-        assert_eq!(hello(image).0, "swapped bytes\n");
-    }
 }

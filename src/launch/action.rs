@@ -42,8 +42,7 @@ pub struct ActionArgv {
 }
 
 fn cstr(b: &[u8]) -> Result<CString> {
-    CString::new(b)
-        .map_err(|_| LaunchError::Invalid("an argument or variable contains a NUL byte".into()))
+    CString::new(b).map_err(|_| LaunchError::NulByte)
 }
 
 fn env_block(env: &[(OsString, OsString)]) -> Result<Vec<CString>> {
@@ -106,7 +105,7 @@ pub fn build(
     shell: Option<&str>,
 ) -> Result<ActionArgv> {
     if action == Action::Exec && args.is_empty() {
-        return Err(LaunchError::Invalid("exec needs a command to run".into()));
+        return Err(LaunchError::NoCommand);
     }
     let mut argv = vec![
         cstr(b"/bin/sh")?,

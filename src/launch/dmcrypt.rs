@@ -12,8 +12,6 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use veil_fusefs::luks2::KernelMapping;
 use zeroize::Zeroizing;
 
@@ -49,8 +47,11 @@ const UUID_LEN: usize = 129;
 /// `struct dm_target_spec`: sector_start u64, length u64, status i32, next u32, type[16].
 const TARGET_SPEC_LEN: usize = 40;
 
-fn err(what: &str, e: impl std::fmt::Display) -> LaunchError {
-    LaunchError::Invalid(format!("dm-crypt: {what}: {e}"))
+fn err(what: &str, e: std::io::Error) -> LaunchError {
+    LaunchError::DmCrypt {
+        what: what.to_string(),
+        err: e,
+    }
 }
 
 fn control() -> std::io::Result<File> {
@@ -147,40 +148,9 @@ impl DmDevice {
         ioctl(&self.ctl, DM_DEV_SUSPEND, &mut b).map_err(|e| err("activating the table", e))
     }
 
-    /// Mounts the mapped squashfs read-only at `target`, through a device node made
-    /// in a private tmpfs at `node_dir` (the staging area is nodev; no udev needed).
-    pub fn mount_squashfs(&self, node_dir: &Path, target: &Path) -> Result<()> {
-        std::fs::create_dir(node_dir).map_err(|e| err("node directory", e))?;
-        mount(
-            Some("veil-dev"),
-            node_dir,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some("mode=0700,size=16k"),
-        )
-        .map_err(|e| err("node tmpfs", e))?;
-        let node = node_dir.join("crypt");
-        let r = mknod(
-            &node,
-            SFlag::S_IFBLK,
-            Mode::from_bits_truncate(0o600),
-            makedev(self.major.into(), self.minor.into()),
-        )
-        .map_err(|e| err("device node", e))
-        .and_then(|()| {
-            mount(
-                Some(node.as_path()),
-                target,
-                Some("squashfs"),
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                None::<&str>,
-            )
-            .map_err(|e| err("mounting the decrypted squashfs", e))
-        });
-        // The mount keeps the block device open; the node is no longer needed.
-        let _ = umount2(node_dir, MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_dir(node_dir);
-        r
+    /// The device number of the mapping, for its node in the staging area.
+    pub fn dev(&self) -> (u32, u32) {
+        (self.major, self.minor)
     }
 
     /// Asks the kernel to remove the mapping as soon as nothing holds it open.

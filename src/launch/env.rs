@@ -124,9 +124,7 @@ pub fn compute(req: &EnvRequest) -> Result<ContainerEnv> {
 
     for (k, v) in prefixed.chain(req.cli.iter().cloned()) {
         if !is_valid_name(&k) {
-            return Err(LaunchError::Invalid(format!(
-                "invalid environment variable name {k:?}"
-            )));
+            return Err(LaunchError::EnvName(k));
         }
         match k.as_str() {
             "PREPEND_PATH" => out.prepend_path = Some(v),
@@ -164,7 +162,7 @@ pub fn parse_env_flag(s: &str) -> Result<Vec<(String, String)>> {
         .map(|p| {
             p.split_once('=')
                 .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                .ok_or_else(|| LaunchError::Invalid(format!("--env {p:?}: expected NAME=VALUE")))
+                .ok_or_else(|| LaunchError::EnvFlag(p.to_string()))
         })
         .collect()
 }
@@ -179,9 +177,12 @@ pub fn parse_env_file(text: &str, file: &str) -> Result<Vec<(String, String)>> {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let (k, v) = line.split_once('=').ok_or_else(|| {
-            LaunchError::Invalid(format!("{file}:{}: expected NAME=VALUE", n + 1))
-        })?;
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| LaunchError::EnvFileLine {
+                file: file.to_string(),
+                line: n + 1,
+            })?;
         let v = v.trim();
         let v = if v.len() >= 2
             && ((v.starts_with('"') && v.ends_with('"'))
@@ -192,11 +193,11 @@ pub fn parse_env_file(text: &str, file: &str) -> Result<Vec<(String, String)>> {
             v
         };
         if !is_valid_name(k.trim()) {
-            return Err(LaunchError::Invalid(format!(
-                "{file}:{}: invalid variable name {:?}",
-                n + 1,
-                k.trim()
-            )));
+            return Err(LaunchError::EnvFileName {
+                file: file.to_string(),
+                line: n + 1,
+                name: k.trim().to_string(),
+            });
         }
         out.push((k.trim().to_string(), v.to_string()));
     }

@@ -45,7 +45,10 @@ pub struct LoopDevice {
 }
 
 fn io_err(what: &str, e: std::io::Error) -> LaunchError {
-    LaunchError::Invalid(format!("{what}: {e}"))
+    LaunchError::LoopDevice {
+        what: what.to_string(),
+        err: e,
+    }
 }
 
 /// Attaches `[offset, offset + size)` of the opened image file `backing` to a free
@@ -109,7 +112,5 @@ pub fn attach(backing: &File, offset: u64, size: u64) -> Result<LoopDevice> {
             return Err(io_err(&format!("configuring {}", path.display()), e));
         }
     }
-    Err(LaunchError::Invalid(
-        "no free loop device after several tries".into(),
-    ))
+    Err(LaunchError::NoFreeLoopDevice)
 }

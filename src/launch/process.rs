@@ -208,117 +208,11 @@ fn for_each_fd_from(first: u32, mut f: impl FnMut(libc::c_int)) {
     }
 }
 
-/// Starts `f` in a new process that shares this one's memory until it calls exec or
-/// exits, while the calling thread waits (`CLONE_VM | CLONE_VFORK`, as posix_spawn does).
-/// `flags` are further clone flags: new namespaces for the child (`CLONE_NEWPID` makes
-/// it PID 1 of a new PID namespace, `CLONE_NEWUSER`), or `CLONE_FILES`.
-///
-/// A fork copies the launcher's page tables, and until the child execs every page the
-/// FUSE workers or the warmer write to is copied once more on its first write: a fork
-/// of the serving launcher cost about 0.3 ms, and the copies came on top. Sharing the
-/// memory costs neither. `f` must end in exec or `_exit`, never return.
-///
-/// # Safety
-/// The child runs on its own stack but with the calling thread's thread-local state
-/// (errno, malloc's per-thread cache): that thread is suspended until the child execs
-/// or exits, so nothing else uses them meanwhile. Other threads keep running beside the
-/// child and must not depend on the calling thread's progress to do so.
-pub unsafe fn spawn_shared(
-    flags: libc::c_int,
-    f: Box<dyn FnOnce() -> std::convert::Infallible + '_>,
-) -> nix::Result<Pid> {
-    // Room for the child's setup code (mount steps, error formatting); only the pages it
-    // touches are ever allocated.
-    const STACK: usize = 8 << 20;
-    const GUARD: usize = 64 << 10;
-    // The call below returns an uninhabited type, which the lint takes for dead code.
-    #[allow(unreachable_code)]
-    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: `arg` is the `Box` leaked below, read once, by this child only; the
-        // parent does not touch it until the child has exec'd or exited.
-        let f =
-            unsafe { Box::from_raw(arg.cast::<Box<dyn FnOnce() -> std::convert::Infallible>>()) };
-        match f() {}
-    }
-    // SAFETY: an anonymous private mapping, checked for failure; unmapped below once the
-    // child no longer runs on it.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(nix::errno::Errno::last());
-    }
-    // A guard page at the bottom: an overflow faults instead of writing into whatever
-    // mapping lies below.
-    // SAFETY: the first page of the mapping just made, which nothing uses yet.
-    if unsafe { libc::mprotect(stack, GUARD, libc::PROT_NONE) } != 0 {
-        let err = nix::errno::Errno::last();
-        // SAFETY: the mapping made above, unused.
-        unsafe { libc::munmap(stack, STACK) };
-        return Err(err);
-    }
-    // SAFETY: only the lifetime bound of the trait object changes (same layout). The
-    // child runs `f` only while this function waits (CLONE_VFORK), so whatever `f`
-    // borrows outlives every use of it.
-    let f: Box<dyn FnOnce() -> std::convert::Infallible> = unsafe { std::mem::transmute(f) };
-    let arg = Box::into_raw(Box::new(f));
-    // SAFETY: the stack is a fresh mapping of STACK bytes, its top 16-byte aligned; with
-    // CLONE_VFORK this thread resumes only after the child has exec'd or exited, so the
-    // stack and `arg` are unused by then.
-    let pid = unsafe {
-        let top = (stack as usize + STACK) & !15;
-        libc::clone(
-            trampoline,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD | flags,
-            arg.cast(),
-        )
-    };
-    let err = nix::errno::Errno::last();
-    // SAFETY: the child is past exec or gone (or was never started): nothing runs on the
-    // stack any more.
-    unsafe { libc::munmap(stack, STACK) };
-    if pid < 0 {
-        // SAFETY: the child never ran, so the box is still ours.
-        drop(unsafe { Box::from_raw(arg) });
-        return Err(err);
-    }
-    Ok(Pid::from_raw(pid))
-}
+pub use crate::support::spawn::spawn_shared;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    #[test]
-    fn shared_spawn_runs_in_this_memory_and_passes_the_exit_status_on() {
-        // A value the child writes is seen by the parent: the memory is shared, not
-        // copied (a fork would leave it unchanged here).
-        let seen = AtomicU32::new(0);
-        // SAFETY: the child touches only `seen` and leaves through _exit.
-        let pid = unsafe {
-            spawn_shared(
-                0,
-                Box::new(|| {
-                    seen.store(std::process::id(), Ordering::SeqCst);
-                    libc::_exit(42)
-                }),
-            )
-        }
-        .expect("spawn");
-        // The parent resumed only after the child was gone (CLONE_VFORK), so the store
-        // happened before this load.
-        assert_eq!(seen.load(Ordering::SeqCst), pid.as_raw() as u32);
-        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 42));
-    }
 
     /// A descriptor open without close-on-exec, numbered at least 3.
     fn open_plain() -> libc::c_int {
@@ -352,27 +246,5 @@ mod tests {
             libc::close(fd);
             libc::close(other);
         }
-    }
-
-    #[test]
-    fn shared_spawn_child_can_exec() {
-        let prog = std::ffi::CString::new("/bin/sh").unwrap();
-        let args = [
-            prog.clone(),
-            std::ffi::CString::new("-c").unwrap(),
-            std::ffi::CString::new("exit 3").unwrap(),
-        ];
-        // SAFETY: the child only execs, or leaves through _exit if it cannot.
-        let pid = unsafe {
-            spawn_shared(
-                0,
-                Box::new(|| {
-                    let _ = nix::unistd::execv(&prog, &args);
-                    libc::_exit(99)
-                }),
-            )
-        }
-        .expect("spawn");
-        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 3));
     }
 }

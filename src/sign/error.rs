@@ -69,6 +69,21 @@ pub enum SignError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// `ring` is "secret" or "public".
+    #[error("no {ring} key matches {key}")]
+    NoMatchingKey { ring: &'static str, key: String },
+    #[error("{count} keys match {key}: give the full fingerprint")]
+    AmbiguousKey { count: usize, key: String },
+    #[error("no key matching {key} in {}", dir.display())]
+    NotInKeyrings {
+        key: String,
+        dir: std::path::PathBuf,
+    },
+    #[error("writing {}: {err}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        err: io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, SignError>;

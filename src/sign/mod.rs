@@ -7,6 +7,7 @@
 //! - [`verify`]: the reference verifier's rules; [`legacy`] for `SIFHASH` signatures,
 //!   [`dsse`] for DSSE envelopes (PEM keys)
 //! - [`keyring`]: key files and the `~/.veil/keys` rings (peers' rings read too)
+//! - [`keys`]: key management behind `veil key`
 //! - [`passphrase`]: where secret-key passphrases come from
 //! - [`policy`]: the run-time policy (trusted fingerprints) and the build-time
 //!   `Fingerprints:` check
@@ -14,6 +15,7 @@
 pub mod dsse;
 mod error;
 pub mod keyring;
+pub mod keys;
 pub mod legacy;
 pub mod metadata;
 pub mod passphrase;

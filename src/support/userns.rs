@@ -7,7 +7,52 @@ use std::sync::OnceLock;
 
 use nix::sched::{CloneFlags, unshare};
 
-use super::error::{LaunchError, Result};
+/// Why the user namespace could not be entered.
+#[derive(Debug, thiserror::Error)]
+pub enum UsernsError {
+    #[error(
+        "user namespaces are disabled (user.max_user_namespaces = 0); an administrator can enable them with: sysctl -w user.max_user_namespaces=15000"
+    )]
+    Disabled,
+    #[error(
+        "unprivileged user namespaces are restricted by AppArmor (kernel.apparmor_restrict_unprivileged_userns = 1); an administrator can allow them with: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or install an AppArmor profile granting 'userns' to veil"
+    )]
+    AppArmor,
+    #[error(
+        "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0); an administrator can enable them with: sysctl -w kernel.unprivileged_userns_clone=1"
+    )]
+    CloneDisabled,
+    #[error("cannot create a user namespace: {0}")]
+    Unshare(nix::Error),
+    #[error("Linux {0} is too old: veil needs 4.18 or later to mount FUSE in a user namespace")]
+    KernelTooOld(String),
+    #[error("uname: {0}")]
+    Uname(nix::Error),
+    #[error(
+        "internal error: the user namespace must be entered before any key material is read (this process is no longer dumpable, so it cannot write its id maps)"
+    )]
+    NotDumpable,
+    #[error("writing /proc/self/{file} ({}): {err}", text.trim())]
+    IdMap {
+        file: &'static str,
+        text: String,
+        err: std::io::Error,
+    },
+    #[error("prctl(PR_SET_DUMPABLE): {0}")]
+    SetDumpable(nix::Error),
+    #[error("creating a nested user namespace: {0}")]
+    Nested(String),
+}
+
+pub type Result<T> = std::result::Result<T, UsernsError>;
+
+/// True for uid 0 in the initial user namespace (not merely root inside a container).
+pub fn real_root() -> bool {
+    nix::unistd::geteuid().is_root()
+        && fs::read_to_string("/proc/self/uid_map")
+            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+            .unwrap_or(false)
+}
 
 fn read_sysctl(path: &str) -> Option<i64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -15,31 +60,30 @@ fn read_sysctl(path: &str) -> Option<i64> {
 
 /// Checks the kernel version: FUSE mounts in a user namespace need 4.18.
 pub fn check_kernel() -> Result<()> {
-    let uts =
-        nix::sys::utsname::uname().map_err(|e| LaunchError::Invalid(format!("uname: {e}")))?;
+    let uts = nix::sys::utsname::uname().map_err(UsernsError::Uname)?;
     let release = uts.release().to_string_lossy().into_owned();
     let mut nums = release
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|s| s.parse::<u32>().ok());
     let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
     if (major, minor) < (4, 18) {
-        return Err(LaunchError::KernelTooOld(release));
+        return Err(UsernsError::KernelTooOld(release));
     }
     Ok(())
 }
 
 /// The reason a failed `unshare(CLONE_NEWUSER)` failed, from the sysctls that cause it.
-fn explain(err: nix::Error) -> LaunchError {
+fn explain(err: nix::Error) -> UsernsError {
     if read_sysctl("/proc/sys/user/max_user_namespaces") == Some(0) {
-        return LaunchError::UserNsDisabled;
+        return UsernsError::Disabled;
     }
     if read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
-        return LaunchError::UserNsCloneDisabled;
+        return UsernsError::CloneDisabled;
     }
     if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1) {
-        return LaunchError::UserNsAppArmor;
+        return UsernsError::AppArmor;
     }
-    LaunchError::UserNs(err)
+    UsernsError::Unshare(err)
 }
 
 /// The ids mapped when the namespace was entered: (outside uid, gid, inside uid,
@@ -65,17 +109,17 @@ pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
         return Ok(());
     }
     if !nix::unistd::geteuid().is_root() && !nix::sys::prctl::get_dumpable().unwrap_or(true) {
-        return Err(LaunchError::Invalid(
-            "internal error: the user namespace must be entered before any key material is read (this process is no longer dumpable, so it cannot write its id maps)".into(),
-        ));
+        return Err(UsernsError::NotDumpable);
     }
     // (A PID namespace is made later, by the container process: the launcher itself
     // starts threads, which the kernel refuses after unshare(CLONE_NEWPID).)
     wait_single_threaded();
     unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(explain)?;
-    let write = |file: &str, text: String| {
-        fs::write(format!("/proc/self/{file}"), &text).map_err(|e| {
-            LaunchError::Invalid(format!("writing /proc/self/{file} ({}): {e}", text.trim()))
+    let write = |file: &'static str, text: String| {
+        fs::write(format!("/proc/self/{file}"), &text).map_err(|err| UsernsError::IdMap {
+            file,
+            text,
+            err,
         })
     };
     write("setgroups", "deny".into())?;
@@ -94,13 +138,12 @@ pub fn enter(uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
 /// namespace for its own ids (and may enter one later for `--fuse` without being
 /// dumpable).
 pub fn enter_before_secrets(fakeroot: bool) -> Result<()> {
-    if !super::real_root() {
+    if !real_root() {
         check_kernel()?;
         let id = super::identity::Identity::current(fakeroot);
         enter(id.uid, id.gid, id.inner_uid, id.inner_gid)?;
     }
-    nix::sys::prctl::set_dumpable(false)
-        .map_err(|e| LaunchError::Invalid(format!("prctl(PR_SET_DUMPABLE): {e}")))
+    nix::sys::prctl::set_dumpable(false).map_err(UsernsError::SetDumpable)
 }
 
 /// A user namespace nested in the launcher's, with the same single id mapped, for a
@@ -132,7 +175,7 @@ fn make_locked_userns(inner_uid: u32, inner_gid: u32) -> Result<()> {
     // `fd` or `failure`, and _exits; this thread waits for it meanwhile (CLONE_VFORK).
     // With CLONE_FILES the descriptor it opens is this process's.
     let pid = unsafe {
-        super::process::spawn_shared(
+        super::spawn::spawn_shared(
             libc::CLONE_NEWUSER | libc::CLONE_FILES,
             Box::new(|| {
                 let maps = [
@@ -156,14 +199,12 @@ fn make_locked_userns(inner_uid: u32, inner_gid: u32) -> Result<()> {
             }),
         )
     }
-    .map_err(|e| LaunchError::Invalid(format!("creating a nested user namespace: {e}")))?;
+    .map_err(|e| UsernsError::Nested(e.to_string()))?;
     let _ = nix::sys::wait::waitpid(pid, None);
     let raw = fd.load(Ordering::SeqCst);
     if raw < 0 {
         let why = failure.into_inner().ok().flatten().unwrap_or_default();
-        return Err(LaunchError::Invalid(format!(
-            "creating a nested user namespace: {why}"
-        )));
+        return Err(UsernsError::Nested(why));
     }
     // SAFETY: the helper opened it in this descriptor table and handed it over.
     let _ = LOCKED.set(unsafe { OwnedFd::from_raw_fd(raw) });
@@ -173,8 +214,8 @@ fn make_locked_userns(inner_uid: u32, inner_gid: u32) -> Result<()> {
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process. Threads
 /// that did work before the launch (the argon2 lanes of an encrypted image's
 /// keyslot) have been told to exit; give the kernel a moment to reap them: tens of
-/// microseconds after their last instruction, so the wait is polled finely (a 500 µs
-/// sleep here used to cost an argon2 image's start about a millisecond). At most ~1 s.
+/// microseconds after their last instruction, so the wait is polled finely: a coarse
+/// sleep would cost more than the reaping itself. At most ~1 s.
 fn wait_single_threaded() {
     for _ in 0..20_000 {
         let threads = fs::read_dir("/proc/self/task").map_or(1, |d| d.count());

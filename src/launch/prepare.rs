@@ -1,0 +1,229 @@
+//! What a launch computes before it makes any namespace or mount: paths on the host,
+//! the container's environment and argv, its identity files, and the mount request.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use veil_fusefs::squashfs::Squashfs;
+
+use super::action::{self, Action, ActionArgv};
+use super::error::{LaunchError, Result};
+use super::spec::{LaunchSpec, Mode, Options, RootKind, RootSource};
+use super::steps::ContainerNamespaces;
+use super::{env, plan, sys};
+use crate::support::identity::{self, Identity};
+
+/// Paths on the host the container's mounts and start directory depend on.
+#[derive(Debug, Clone, Default)]
+pub(super) struct HostPaths {
+    /// The home to bind (canonical), when it exists.
+    pub home_src: Option<PathBuf>,
+    /// Where the home appears inside.
+    pub home_dst: PathBuf,
+    /// The working directory (canonical).
+    pub cwd: Option<PathBuf>,
+}
+
+impl HostPaths {
+    pub fn resolve(o: &Options, id: &Identity) -> Result<HostPaths> {
+        let (home_src, home_dst) = match &o.home {
+            Some((src, dst)) => (
+                Some(
+                    src.canonicalize()
+                        .map_err(|_| LaunchError::BindSource(src.display().to_string()))?,
+                ),
+                dst.clone(),
+            ),
+            None => {
+                let host_home = PathBuf::from(&id.host_home);
+                let dst = if o.fakeroot {
+                    PathBuf::from("/root")
+                } else {
+                    host_home.clone()
+                };
+                (host_home.canonicalize().ok(), dst)
+            }
+        };
+        let cwd = std::env::current_dir()
+            .ok()
+            .and_then(|p| p.canonicalize().ok());
+        Ok(HostPaths {
+            home_src,
+            home_dst,
+            cwd,
+        })
+    }
+
+    /// The directories the container may start in, in order: --pwd, else the working
+    /// directory if it is visible inside, else the home directory, else /.
+    pub fn start_dirs(&self, o: &Options) -> Vec<CString> {
+        let start_dir = o
+            .pwd
+            .clone()
+            .or_else(|| if o.contain { None } else { self.cwd.clone() });
+        [
+            start_dir,
+            Some(self.home_dst.clone()),
+            Some(PathBuf::from("/")),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| CString::new(p.as_os_str().as_bytes()).ok())
+        .collect()
+    }
+}
+
+/// The host files bound over the image's `/etc/...`, canonical, when they exist.
+#[derive(Debug, Clone, Default)]
+pub(super) struct HostEtc {
+    pub resolv_conf: Option<PathBuf>,
+    pub hosts: Option<PathBuf>,
+    pub localtime: Option<PathBuf>,
+}
+
+impl HostEtc {
+    pub fn current() -> HostEtc {
+        HostEtc {
+            resolv_conf: host_file("/etc/resolv.conf"),
+            hosts: host_file("/etc/hosts"),
+            localtime: host_file("/etc/localtime"),
+        }
+    }
+}
+
+/// The container's environment and the argv of its action.
+pub(super) fn action_argv(spec: &LaunchSpec, id: &Identity, home_dst: &Path) -> Result<ActionArgv> {
+    let o = &spec.options;
+    let env = env::compute(&env::EnvRequest {
+        host: std::env::vars_os().collect(),
+        cleanenv: o.cleanenv,
+        cli: o.env.clone(),
+        home: home_dst.to_string_lossy().into_owned(),
+        user: if o.fakeroot {
+            "root".into()
+        } else {
+            id.name.clone()
+        },
+        container: spec.image_name.clone(),
+        container_name: Path::new(&spec.image_name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    })?;
+    action::build(spec.action, &spec.args, &env, o.shell.as_deref())
+}
+
+/// `exec` in an image without environment scripts starts the program directly.
+pub(super) fn direct_first(spec: &LaunchSpec) -> bool {
+    spec.action == Action::Exec && !has_env_scripts(&spec.root)
+}
+
+/// The image's own /etc/passwd and /etc/group, which the container's are made from:
+/// read from the sandbox directory, or from the squashfs `image_fs` whichever way it
+/// is mounted.
+pub(super) fn image_identity_files(
+    mode: &Mode,
+    image_fs: Option<&Squashfs<crate::image::Source>>,
+) -> (Option<String>, Option<String>) {
+    match (mode, image_fs) {
+        (Mode::Directory(dir), _) => (
+            read_in_root(dir, "etc/passwd"),
+            read_in_root(dir, "etc/group"),
+        ),
+        (_, Some(fs)) => (
+            crate::image::read_small_file(fs, "/etc/passwd"),
+            crate::image::read_small_file(fs, "/etc/group"),
+        ),
+        _ => (None, None),
+    }
+}
+
+/// What the mount plan is built from. `passwd` and `group` are the image's own files.
+pub(super) fn mount_request(
+    o: &Options,
+    kind: RootKind,
+    host: &HostPaths,
+    etc: HostEtc,
+    id: &Identity,
+    (passwd, group): (Option<String>, Option<String>),
+) -> plan::MountRequest {
+    let home = host.home_dst.to_string_lossy();
+    plan::MountRequest {
+        direct_root: kind == RootKind::Fuse,
+        writable_tmpfs: o.writable_tmpfs,
+        contain: o.contain,
+        no_home: o.no_home,
+        pid_namespace: o.pid,
+        home_src: host.home_src.clone(),
+        custom_home: o.home.is_some(),
+        home_dst: host.home_dst.clone(),
+        cwd: host.cwd.clone(),
+        binds: o.binds.clone(),
+        passwd: identity::passwd(passwd.as_deref(), id, &home).into_bytes(),
+        group: identity::group(group.as_deref(), id).into_bytes(),
+        resolv_conf: etc.resolv_conf,
+        hosts: etc.hosts,
+        localtime: etc.localtime,
+    }
+}
+
+/// The container process's namespaces; `locked_userns` is the nested user namespace
+/// that locks its mounts, if there is one.
+pub(super) fn container_namespaces(
+    o: &Options,
+    locked_userns: Option<RawFd>,
+) -> ContainerNamespaces {
+    ContainerNamespaces {
+        uts: o.uts || o.hostname.is_some(),
+        ipc: o.ipc,
+        hostname: hostname(o),
+        locked_userns,
+    }
+}
+
+/// The container's hostname: --hostname, or "veil" in a new UTS namespace.
+fn hostname(o: &Options) -> Option<String> {
+    o.hostname
+        .clone()
+        .or_else(|| o.uts.then(|| "veil".to_string()))
+}
+
+/// Whether the image has environment scripts (`/.singularity.d/env/*.sh`) for the
+/// action shell to source. When unsure, yes.
+fn has_env_scripts(root: &RootSource) -> bool {
+    let is_script = |name: &[u8]| name.ends_with(b".sh") && !name.starts_with(b".");
+    match root {
+        RootSource::Directory(dir) => match fs::read_dir(dir.join(".singularity.d/env")) {
+            Ok(entries) => entries
+                .flatten()
+                .any(|e| is_script(e.file_name().as_bytes())),
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        },
+        RootSource::Squashfs { fs, .. } => {
+            use veil_fusefs::squashfs::{Error, FileKind};
+            match fs.lookup_path(b"/.singularity.d/env") {
+                Ok(a) if a.kind == FileKind::Directory => match fs.readdir(a.id, 0) {
+                    Ok(mut entries) => entries.any(|e| e.map_or(true, |e| is_script(&e.name))),
+                    Err(_) => true,
+                },
+                Err(Error::NotFound) => false,
+                _ => true,
+            }
+        }
+    }
+}
+
+/// A file inside a sandbox directory, read with the image's symlinks resolved inside it.
+fn read_in_root(root: &Path, rel: &str) -> Option<String> {
+    let p = sys::resolve_in_root(root, Path::new(rel)).ok()?;
+    fs::read_to_string(p).ok()
+}
+
+/// The canonical path of a host file, if it exists (symlinks such as
+/// /etc/resolv.conf -> /run/... are resolved on the host, where they mean something).
+fn host_file(p: &str) -> Option<PathBuf> {
+    Path::new(p).canonicalize().ok().filter(|c| c.is_file())
+}

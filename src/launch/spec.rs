@@ -1,0 +1,173 @@
+//! What a launch is asked to do: the image's root, the user's options, and how the
+//! root will be mounted.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use veil_fusefs::squashfs::Squashfs;
+
+use super::action::Action;
+use super::binds;
+
+/// Where the image's root filesystem comes from.
+pub enum RootSource {
+    /// A sandbox directory on the host, used read-only.
+    Directory(PathBuf),
+    /// A squashfs: served by the launcher's FUSE threads, or — with real root privileges
+    /// and a region of a file to hand over — mounted by the kernel from a loop device.
+    Squashfs {
+        fs: Arc<Squashfs<crate::image::Source>>,
+        region: Option<crate::image::FileRegion>,
+        /// For an encrypted image: what dm-crypt needs to do the decryption instead.
+        crypt: Option<KernelCrypt>,
+    },
+}
+
+/// An encrypted image's LUKS2 volume in its file, and its dm-crypt mapping.
+pub struct KernelCrypt {
+    pub volume: crate::image::FileRegion,
+    pub mapping: veil_fusefs::luks2::KernelMapping,
+}
+
+impl From<crate::image::Root> for RootSource {
+    fn from(r: crate::image::Root) -> Self {
+        match r {
+            crate::image::Root::Directory(d) => RootSource::Directory(d),
+            crate::image::Root::Squashfs { fs, region } => RootSource::Squashfs {
+                fs,
+                region,
+                crypt: None,
+            },
+        }
+    }
+}
+
+/// Everything `run`, `exec`, `shell` and `test` take.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    pub binds: Vec<binds::BindSpec>,
+    pub contain: bool,
+    pub cleanenv: bool,
+    pub no_home: bool,
+    /// `--home src[:dst]`.
+    pub home: Option<(PathBuf, PathBuf)>,
+    pub pwd: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub writable_tmpfs: bool,
+    pub pid: bool,
+    /// A new IPC namespace (System V IPC, POSIX message queues).
+    pub ipc: bool,
+    pub uts: bool,
+    pub hostname: Option<String>,
+    pub fakeroot: bool,
+    pub shell: Option<String>,
+    /// Use FUSE even with real root privileges.
+    pub fuse: bool,
+}
+
+pub struct LaunchSpec {
+    pub action: Action,
+    /// The image as the user named it (for APPTAINER_CONTAINER).
+    pub image_name: String,
+    pub root: RootSource,
+    pub args: Vec<OsString>,
+    pub options: Options,
+}
+
+/// How the image's root is mounted.
+pub(super) enum Mode {
+    /// A sandbox directory, bound read-only, with an overlay for mount points.
+    Directory(PathBuf),
+    /// FUSE served by the launcher, in a user namespace.
+    Fuse(Arc<Squashfs<crate::image::Source>>),
+    /// Real root: the kernel's squashfs over a loop device, no user namespace.
+    Kernel(crate::image::FileRegion),
+    /// Real root, encrypted image: the kernel's squashfs over dm-crypt over a loop device.
+    KernelCrypt(KernelCrypt),
+}
+
+/// [`Mode`] without its payload: what decides the mount and namespace steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RootKind {
+    Directory,
+    Fuse,
+    Kernel,
+    KernelCrypt,
+}
+
+impl RootKind {
+    /// Mounted by the kernel as real root: no user namespace (the kernel's squashfs
+    /// refuses to mount in one), no nested one to lock the mounts.
+    pub fn by_kernel(self) -> bool {
+        matches!(self, RootKind::Kernel | RootKind::KernelCrypt)
+    }
+}
+
+impl Mode {
+    pub fn kind(&self) -> RootKind {
+        match self {
+            Mode::Directory(_) => RootKind::Directory,
+            Mode::Fuse(_) => RootKind::Fuse,
+            Mode::Kernel(_) => RootKind::Kernel,
+            Mode::KernelCrypt(_) => RootKind::KernelCrypt,
+        }
+    }
+
+    /// A squashfs root is served read-only by FUSE, with the mount points it lacks
+    /// presented as empty synthetic nodes; a directory root gets an overlay instead.
+    /// See [`squashfs_kind`] for when the kernel mounts a squashfs.
+    pub fn choose(
+        root: RootSource,
+        real_root: impl Fn() -> bool,
+        fuse: bool,
+        dm_available: impl FnOnce() -> std::result::Result<(), String>,
+    ) -> Mode {
+        match root {
+            RootSource::Directory(d) => Mode::Directory(d),
+            RootSource::Squashfs { fs, region, crypt } => {
+                let kind = squashfs_kind(
+                    region.is_some(),
+                    crypt.is_some(),
+                    real_root,
+                    fuse,
+                    dm_available,
+                );
+                match (kind, region, crypt) {
+                    (RootKind::Kernel, Some(r), _) => Mode::Kernel(r),
+                    (RootKind::KernelCrypt, _, Some(c)) => Mode::KernelCrypt(c),
+                    _ => Mode::Fuse(fs),
+                }
+            }
+        }
+    }
+}
+
+/// How a squashfs root is mounted: by the kernel from a loop device (`region`: a part
+/// of a file to hand over) or through dm-crypt (`crypt`: an encrypted image) when the
+/// launcher is real root (asked lazily: it reads /proc) and FUSE was not asked for
+/// (`fuse`), dm-crypt only where device-mapper answers; else with FUSE.
+pub(super) fn squashfs_kind(
+    region: bool,
+    crypt: bool,
+    real_root: impl Fn() -> bool,
+    fuse: bool,
+    dm_available: impl FnOnce() -> std::result::Result<(), String>,
+) -> RootKind {
+    if fuse {
+        return RootKind::Fuse;
+    }
+    match (region, crypt) {
+        (true, false) if real_root() => RootKind::Kernel,
+        (_, true) if real_root() => match dm_available() {
+            Ok(()) => RootKind::KernelCrypt,
+            Err(why) => {
+                super::debug_note(&format!(
+                    "dm-crypt path not used ({why}); serving with FUSE"
+                ));
+                RootKind::Fuse
+            }
+        },
+        _ => RootKind::Fuse,
+    }
+}

@@ -1,0 +1,232 @@
+//! The mount and namespace steps of a launch, in order, on the system-call seam:
+//! the launcher's namespaces, the staging area with the image in it, the FUSE mount,
+//! and the container process's namespaces and mount plan. Generic over [`Sys`], so
+//! the tests run the very same sequences on a recording fake.
+
+#[cfg(test)]
+mod tests;
+
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+use super::error::{LaunchError, Result, SysContext};
+use super::plan::{self, Attrs};
+use super::spec::RootKind;
+use super::sys::{self, Sys};
+use crate::support::identity::Identity;
+
+/// Staging directory in the launcher's mount namespace: a tmpfs covers the host's /tmp
+/// there (only there), and the child pivots into it. /tmp exists on every Linux system.
+pub(super) const STAGE: &str = "/tmp";
+
+/// Where the image's root is mounted in the staging area.
+pub(super) fn image_dir() -> PathBuf {
+    Path::new(STAGE).join(".image")
+}
+
+/// The launcher's namespaces. They come first, because the user namespace must be
+/// entered while the launcher has a single thread. Real root needs no user namespace,
+/// and the kernel's squashfs refuses to mount in one.
+pub(super) fn enter_namespaces<S: Sys>(sys: &S, kind: RootKind, id: &Identity) -> Result<()> {
+    if kind.by_kernel() {
+        sys.unshare(CloneFlags::CLONE_NEWNS)
+            .ctx(|| "creating a mount namespace".into())
+    } else {
+        sys.enter_userns(id.uid, id.gid, id.inner_uid, id.inner_gid)
+    }
+}
+
+/// Nothing mounted in the launcher's namespace may propagate back to the host.
+pub(super) fn make_private<S: Sys>(sys: &S) -> Result<()> {
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )
+    .ctx(|| "making the mount namespace private".into())
+}
+
+/// The image's root as the staging area receives it, once its devices exist.
+pub(super) enum StagedImage<'a> {
+    /// A sandbox directory, open (O_PATH) in the launcher's namespace.
+    Directory(RawFd),
+    /// A squashfs on a block device (a loop device).
+    Block(&'a Path),
+    /// A squashfs on a dm-crypt mapping with this device number.
+    Mapped { major: u32, minor: u32 },
+    /// Mounted with FUSE later ([`mount_image`]).
+    Fuse,
+}
+
+/// The staging tmpfs with the image root mounted at `.image` and an empty `.host`.
+pub(super) fn stage_image<S: Sys>(sys: &S, staged: &StagedImage<'_>) -> Result<()> {
+    let stage = Path::new(STAGE);
+    sys.mount(
+        Some(Path::new("veil")),
+        stage,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .ctx(|| "mounting the staging tmpfs".into())?;
+    for d in [".host", ".image"] {
+        let p = stage.join(d);
+        sys.create_dir(&p)
+            .map_err(|err| LaunchError::io("creating", p, err))?;
+    }
+    let image = image_dir();
+    match *staged {
+        StagedImage::Directory(fd) => {
+            let src = PathBuf::from(format!("/proc/self/fd/{fd}"));
+            sys.mount(
+                Some(&src),
+                &image,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .ctx(|| "binding the image directory".into())?;
+            // Read-only, nosuid and nodev, down to any mount inside the directory.
+            sys.set_attrs(&image, Attrs::READ_ONLY, true)
+                .ctx(|| "making the image read-only".into())
+        }
+        StagedImage::Block(dev) => sys
+            .mount(
+                Some(dev),
+                &image,
+                Some("squashfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                None,
+            )
+            .ctx(|| format!("mounting the image's squashfs from {}", dev.display())),
+        StagedImage::Mapped { major, minor } => {
+            mount_mapped(sys, major, minor, &stage.join(".dm"), &image)
+        }
+        StagedImage::Fuse => Ok(()),
+    }
+}
+
+/// Mounts the dm-crypt mapping's squashfs read-only at `target`, through a device node
+/// made in a private tmpfs at `node_dir` (the staging area is nodev; no udev needed).
+fn mount_mapped<S: Sys>(
+    sys: &S,
+    major: u32,
+    minor: u32,
+    node_dir: &Path,
+    target: &Path,
+) -> Result<()> {
+    sys.create_dir(node_dir)
+        .map_err(|err| LaunchError::io("creating", node_dir, err))?;
+    sys.mount(
+        Some(Path::new("veil-dev")),
+        node_dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0700,size=16k"),
+    )
+    .ctx(|| {
+        format!(
+            "dm-crypt: mounting the node tmpfs on {}",
+            node_dir.display()
+        )
+    })?;
+    let node = node_dir.join("crypt");
+    let r = sys
+        .mknod_block(&node, major, minor)
+        .ctx(|| format!("dm-crypt: making the device node {}", node.display()))
+        .and_then(|()| {
+            sys.mount(
+                Some(&node),
+                target,
+                Some("squashfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                None,
+            )
+            .ctx(|| "dm-crypt: mounting the decrypted squashfs".into())
+        });
+    // The mount keeps the block device open; the node is no longer needed.
+    let _ = sys.umount(node_dir, MntFlags::MNT_DETACH);
+    let _ = sys.remove_dir(node_dir);
+    r
+}
+
+/// Mounts the image with FUSE at the staging `.image`, on the launcher's `/dev/fuse`
+/// descriptor `fd`. The kernel queues its INIT request; the server answers it.
+pub(super) fn mount_image<S: Sys>(
+    sys: &S,
+    fd: RawFd,
+    uid: u32,
+    gid: u32,
+    image_name: &str,
+) -> Result<()> {
+    let data = veil_fusefs::fs::mount_data(fd, uid, gid);
+    let source = Path::new(image_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().replace([' ', ',', '\\'], "_"))
+        .unwrap_or_else(|| "veil".into());
+    sys.mount(
+        Some(Path::new(&source)),
+        &image_dir(),
+        Some("fuse.veil"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+        Some(data.as_str()),
+    )
+    .ctx(|| "mounting the image with FUSE".into())
+}
+
+/// The container process's namespaces, as far as its mounts are concerned.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ContainerNamespaces {
+    pub uts: bool,
+    pub ipc: bool,
+    pub hostname: Option<String>,
+    /// A user namespace nested in the launcher's (uid 0 inside): entered, with a new
+    /// mount namespace, once the mounts are made, so that they are locked for the container.
+    pub locked_userns: Option<RawFd>,
+}
+
+/// In the container process: its own namespaces, the staging area as its root, the
+/// mount plan, the pivot into the container's root, and the lock on the mounts.
+pub(super) fn enter_container<S: Sys>(
+    sys: &S,
+    ns: &ContainerNamespaces,
+    steps: &[plan::Step],
+    root: &Path,
+) -> Result<()> {
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if ns.uts {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    if ns.ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
+    sys.unshare(flags)
+        .ctx(|| "creating the container's namespaces".into())?;
+    sys.pivot_root(Path::new(STAGE), &Path::new(STAGE).join(".host"))
+        .ctx(|| "entering the staging area".into())?;
+    sys.chdir(Path::new("/")).ctx(|| "chdir /".into())?;
+    sys::apply(sys, steps, root)?;
+    super::debug_time("child: mounts applied");
+    sys::pivot_into(sys, root)?;
+    if let Some(h) = &ns.hostname {
+        sys.sethostname(h)
+            .ctx(|| format!("setting the hostname to {h}"))?;
+    }
+    if let Some(fd) = ns.locked_userns {
+        // A mount namespace copied into a less privileged user namespace has every
+        // mount locked: the read-only ones cannot be made writable, none can be
+        // unmounted to show what it covers, nosuid and nodev cannot be dropped — not
+        // even with the capabilities the container has in its own user namespace.
+        sys.setns(fd, CloneFlags::CLONE_NEWUSER)
+            .ctx(|| "entering the container's user namespace".into())?;
+        sys.unshare(CloneFlags::CLONE_NEWNS)
+            .ctx(|| "locking the container's mounts".into())?;
+        super::debug_time("child: mounts locked");
+    }
+    Ok(())
+}

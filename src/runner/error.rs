@@ -1,0 +1,42 @@
+//! The run service's error type: what the user must change, with the image's name.
+
+use crate::crypt::source::HOW_TO_GIVE_A_KEY;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("{name}: {err}")]
+    Open { name: String, err: std::io::Error },
+    #[error("{0}: --verify and --policy need a SIF image (only SIF files carry signatures)")]
+    NeedsSif(String),
+    #[error("{name}: image prohibited by policy: {reason}")]
+    Prohibited { name: String, reason: String },
+    #[error("{0}: the image is not encrypted, and --require-encrypted was given")]
+    NotEncrypted(String),
+    /// `kind` says how the image was encrypted ("with a passphrase", "for an RSA key").
+    #[error("{name}: the image is encrypted {kind}; {HOW_TO_GIVE_A_KEY}")]
+    NoKey { name: String, kind: &'static str },
+    #[error("{name}: {err}")]
+    Key {
+        name: String,
+        err: crate::crypt::CryptError,
+    },
+    /// `key` names where the passphrase came from, never its value.
+    #[error(
+        "{name}: the image was encrypted for an RSA key, and the passphrase ({key}) opens none of its keyslots: give the private key with --pem-path or --pem-fd (or VEIL_ENCRYPTION_PEM_PATH / _PEM_DATA)"
+    )]
+    PassphraseForRsa { name: String, key: String },
+    #[error("{name}: wrong passphrase ({key}): it opens no keyslot of the image")]
+    WrongPassphrase { name: String, key: String },
+    #[error("{0}: an encrypted partition holds a directory")]
+    EncryptedDirectory(String),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Sign(#[from] crate::sign::SignError),
+    #[error(transparent)]
+    Userns(#[from] crate::support::userns::UsernsError),
+    #[error(transparent)]
+    Launch(#[from] crate::launch::LaunchError),
+}
+
+pub type Result<T> = std::result::Result<T, RunnerError>;

@@ -1,0 +1,54 @@
+//! The run service below the command line: opens the image once, checks it against the
+//! signature policy, unlocks an encrypted image, and launches the container. `run`,
+//! `exec`, `shell` and `test` call it with a [`RunRequest`]; so can instances.
+//!
+//! Layers: `cli -> runner -> {launch, sign, image, crypt}`.
+
+mod error;
+mod open;
+mod unlock;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::crypt::source::KeyFlags;
+use crate::launch::{self, Action, LaunchSpec};
+
+pub use error::{Result, RunnerError};
+pub use open::{open_image, open_verified, signature_policy};
+pub use unlock::root_source;
+
+/// A container to run, as the command line (or another caller) asks for it.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub action: Action,
+    /// The image as the user named it: a SIF or squashfs file, or a sandbox directory.
+    pub image: String,
+    pub args: Vec<OsString>,
+    pub options: launch::Options,
+    /// `--verify`: only images signed by a key in the user's keyrings.
+    pub verify: bool,
+    /// `--policy`: only images whose signatures satisfy this policy file.
+    pub policy: Option<PathBuf>,
+    /// The key flags; the environment's key variables are read too.
+    pub keys: KeyFlags,
+    pub require_encrypted: bool,
+}
+
+/// Runs the container and returns its exit status.
+pub fn run(req: RunRequest) -> Result<i32> {
+    let policy = signature_policy(req.verify, req.policy.as_deref())?;
+    let image = open_image(&req.image, policy.as_ref())?;
+    let root = root_source(&req, image)?;
+    launch::debug_time("image opened");
+    let spec = LaunchSpec {
+        action: req.action,
+        image_name: req.image,
+        root,
+        args: req.args,
+        options: req.options,
+    };
+    let code = launch::launch(spec)?;
+    launch::debug_time("launcher done");
+    Ok(code)
+}

@@ -1,0 +1,142 @@
+//! Key management behind `veil key`: new pairs, listing, import, export and removal in
+//! the `~/.veil/keys` rings. The caller supplies passphrases and reports what was done.
+
+use std::path::{Path, PathBuf};
+
+use sequoia_openpgp::Cert;
+
+use super::error::{Result, SignError};
+use super::keyring::{self, KeyInfo, KeyStore, NewKey, Ring};
+use super::passphrase::Passphrase;
+
+/// Makes a key pair and adds it to both rings: the secret key, protected by `pass`,
+/// to the secret ring, its public part to the public ring.
+pub fn new_pair(store: &KeyStore, spec: &NewKey, pass: &Passphrase) -> Result<Cert> {
+    let cert = keyring::generate(spec, pass)?;
+    store.add(Ring::Secret, cert.clone())?;
+    store.add(Ring::Public, cert.clone().strip_secret_key_material())?;
+    Ok(cert)
+}
+
+/// The keys of `ring` (for the secret ring, in the order `--keyidx` uses), and the
+/// file they are listed from.
+pub fn list(store: &KeyStore, ring: Ring) -> Result<(PathBuf, Vec<KeyInfo>)> {
+    let certs = match ring {
+        Ring::Secret => store.signing_keys()?,
+        Ring::Public => store.load_all(Ring::Public)?,
+    };
+    let infos = certs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| keyring::describe(i, c))
+        .collect();
+    Ok((store.path(ring), infos))
+}
+
+/// One key [`import`] took in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Imported {
+    Secret { fingerprint: String },
+    NewPublic { fingerprint: String },
+    UpdatedPublic { fingerprint: String },
+}
+
+/// Imports every key of `file`. A secret key stored without protection is protected
+/// with the passphrase `protect_with` gives for its fingerprint (an empty one leaves it
+/// unprotected); each key is reported to `imported` once it is stored.
+pub fn import(
+    store: &KeyStore,
+    file: &Path,
+    mut protect_with: impl FnMut(&str) -> Result<Passphrase>,
+    mut imported: impl FnMut(&Imported) -> Result<()>,
+) -> Result<()> {
+    for cert in keyring::read_key_file(file)? {
+        let fingerprint = cert.fingerprint().to_hex();
+        let done = if cert.is_tsk() {
+            let unprotected = cert
+                .keys()
+                .secret()
+                .any(|k| k.key().has_unencrypted_secret());
+            let cert = if unprotected {
+                keyring::protect(cert, &protect_with(&fingerprint)?)?
+            } else {
+                cert
+            };
+            store.add(Ring::Secret, cert.clone())?;
+            store.add(Ring::Public, cert.strip_secret_key_material())?;
+            Imported::Secret { fingerprint }
+        } else if store.add(Ring::Public, cert)? {
+            Imported::NewPublic { fingerprint }
+        } else {
+            Imported::UpdatedPublic { fingerprint }
+        };
+        imported(&done)?;
+    }
+    Ok(())
+}
+
+/// The one key `key` (a fingerprint or key ID) names, exported: a secret key as stored
+/// (still protected by its passphrase), ASCII-armored with `armor`.
+pub fn export(store: &KeyStore, key: &str, secret: bool, armor: bool) -> Result<(Cert, Vec<u8>)> {
+    let sel = keyring::Selector::parse(key)?;
+    let certs = if secret {
+        store.signing_keys()?
+    } else {
+        store.verification_certs()?
+    };
+    let mut found: Vec<Cert> = certs.into_iter().filter(|c| sel.matches(c)).collect();
+    match found.len() {
+        0 => Err(SignError::NoMatchingKey {
+            ring: if secret { "secret" } else { "public" },
+            key: key.to_string(),
+        }),
+        1 => {
+            let bytes = keyring::export(&found, secret, armor)?;
+            Ok((found.remove(0), bytes))
+        }
+        count => Err(SignError::AmbiguousKey {
+            count,
+            key: key.to_string(),
+        }),
+    }
+}
+
+/// Writes an export to `path`, replacing the file at once; a secret key's readable by
+/// its owner only.
+pub fn write_export(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
+    let write_err = |err| SignError::Write {
+        path: path.to_path_buf(),
+        err,
+    };
+    crate::fsutil::write_atomic(path, |w| w.write_all(bytes)).map_err(write_err)?;
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(write_err)?;
+    }
+    Ok(())
+}
+
+/// Removes the keys `key` names from `rings`, reporting each to `removed`; none at all
+/// is an error.
+pub fn remove(
+    store: &KeyStore,
+    key: &str,
+    rings: &[Ring],
+    mut removed: impl FnMut(Ring, &Cert) -> Result<()>,
+) -> Result<()> {
+    let mut count = 0;
+    for &ring in rings {
+        for c in store.remove(ring, key)? {
+            count += 1;
+            removed(ring, &c)?;
+        }
+    }
+    if count == 0 {
+        return Err(SignError::NotInKeyrings {
+            key: key.to_string(),
+            dir: store.dir.clone(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+pub mod identity;
+pub mod spawn;
+pub mod userns;
