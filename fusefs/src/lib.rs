@@ -2,7 +2,8 @@
 //!
 //! This crate knows nothing about SIF, the command line or namespaces. It stacks
 //! positional-read sources ([`source::ReadAt`]): a slice of a file, a LUKS2
-//! decrypting view ([`luks2`]), and a squashfs reader ([`squashfs`]) on top.
+//! decrypting view ([`luks2`]), and a squashfs reader ([`squashfs`]) on top, served
+//! to the kernel by the FUSE server ([`fs`]).
 
 // Faster small copies than musl's for the static build (see the module).
 #[cfg(all(target_env = "musl", target_arch = "x86_64"))]
@@ -12,7 +13,6 @@ pub mod luks2;
 pub mod mapping;
 pub mod source;
 pub mod squashfs;
-mod warm;
 
 /// The number of cores this process may use (its CPU affinity and cgroup quota), asked
 /// once: the warmer and the FUSE server both size their threads by it, and asking costs

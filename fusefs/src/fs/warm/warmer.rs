@@ -1,6 +1,4 @@
-//! Work ahead of the container: decompressing file blocks on idle-priority threads
-//! and pushing them into the kernel's page cache (FUSE_NOTIFY_STORE) before the
-//! program that needs them faults on them. See [`Warmer`].
+//! The warmer's threads and its queue of jobs. See [`Warmer`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +6,8 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use fuser::INodeNo;
 
+use super::NotifierSlot;
+use super::stores::Stores;
 use crate::source::ReadAt;
 use crate::squashfs::{FileKind, InodeId, Squashfs};
 
@@ -21,7 +21,7 @@ use crate::squashfs::{FileKind, InodeId, Squashfs};
 /// left alone: the kernel's readahead already asks for many blocks at once, and
 /// warming would only copy the same data twice. Files bigger than [`WARM_MAX`] are
 /// never warmed whole.
-pub(crate) struct Warmer {
+pub(in crate::fs) struct Warmer {
     jobs: Mutex<mpsc::Sender<Job>>,
     /// Shared with the warmer's threads.
     stores: Arc<Stores>,
@@ -36,64 +36,6 @@ pub(crate) struct Warmer {
     dirs: Mutex<HashSet<u64>>,
 }
 
-/// Files whose blocks go to the page cache as soon as they are decompressed (the kernel
-/// knows their inodes already), and which blocks of them are there: a block is copied
-/// into the page cache once, whichever job gets to it first.
-#[derive(Default)]
-struct Stores {
-    files: Mutex<HashMap<u64, Vec<u64>>>,
-}
-
-impl Stores {
-    /// Marks file `ino` as one whose blocks are stored as they come.
-    fn want(&self, ino: u64) {
-        if let Ok(mut f) = self.files.lock() {
-            if f.len() >= 1 << 16 {
-                f.clear();
-            }
-            f.entry(ino).or_default();
-        }
-    }
-
-    /// Whether block `block` of `ino` should be stored now (`asked`: the job says so),
-    /// and if so, claims it, so that no other job copies it again.
-    fn claim(&self, ino: u64, block: u64, asked: bool) -> bool {
-        let Ok(mut f) = self.files.lock() else {
-            return asked;
-        };
-        let Some(bits) = f.get_mut(&ino) else {
-            return asked;
-        };
-        let (word, bit) = ((block / 64) as usize, 1u64 << (block % 64));
-        if bits.len() <= word {
-            bits.resize(word + 1, 0);
-        }
-        let fresh = bits[word] & bit == 0;
-        bits[word] |= bit;
-        fresh
-    }
-
-    /// Whether block `block` of `ino` is in the page cache already (nothing left to do).
-    fn done(&self, ino: u64, block: u64) -> bool {
-        self.files.lock().is_ok_and(|f| {
-            f.get(&ino)
-                .and_then(|b| b.get((block / 64) as usize))
-                .is_some_and(|w| w & (1u64 << (block % 64)) != 0)
-        })
-    }
-
-    /// Gives a block back after a failed store, so that a later job may try again.
-    fn unclaim(&self, ino: u64, block: u64) {
-        if let Ok(mut f) = self.files.lock()
-            && let Some(w) = f
-                .get_mut(&ino)
-                .and_then(|b| b.get_mut((block / 64) as usize))
-        {
-            *w &= !(1u64 << (block % 64));
-        }
-    }
-}
-
 enum Job {
     /// Read a block-sized range of file `ino` at `offset` (through the block cache),
     /// and push it into the page cache when `store`.
@@ -103,7 +45,7 @@ enum Job {
 }
 
 /// Files up to this size are warmed whole when read out of order.
-pub const WARM_MAX: u64 = 8 << 20;
+pub(in crate::fs) const WARM_MAX: u64 = 8 << 20;
 /// A read this far from where the previous one ended is out of order (the kernel may
 /// handle a sequential reader's readahead requests a little out of order).
 const JUMP: u64 = 512 << 10;
@@ -111,55 +53,15 @@ const JUMP: u64 = 512 << 10;
 const MAX_PENDING: usize = 4096;
 /// `Warmer::reads` marker of a file already handed to the warmer ...
 const WARMED: u64 = u64::MAX;
-/// ... and of one decompressed ahead of its first read (`ImageFs::prewarm`).
+/// ... and of one decompressed ahead of its first read (`Warm::prewarm`).
 const PREWARMED: u64 = u64::MAX - 1;
 
 /// A small file's siblings are warmed once one of them is read (`cat *`, a package's
 /// modules, a data set of small files): files of up to this size each ...
-pub(crate) const SIBLING_MAX_FILE: u64 = 128 << 10;
+pub(in crate::fs) const SIBLING_MAX_FILE: u64 = 128 << 10;
 /// ... at most this many per directory, and at most this many bytes.
 const SIBLING_MAX_COUNT: usize = 4096;
 const SIBLING_MAX_BYTES: u64 = 32 << 20;
-
-/// Which directory each small file was last seen in (by lookup or readdirplus): the
-/// inodes of a squashfs do not record it. Sharded, as every lookup writes to it.
-pub(crate) struct Parents {
-    shards: Box<[Mutex<HashMap<u64, u64>>]>,
-}
-
-impl Parents {
-    const SHARDS: usize = 16;
-    /// Entries per shard before it is cleared (a forgotten parent only means no warming).
-    const CAP: usize = 1 << 16;
-
-    pub(crate) fn new() -> Self {
-        Parents {
-            shards: (0..Self::SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-        }
-    }
-
-    fn shard(&self, ino: u64) -> &Mutex<HashMap<u64, u64>> {
-        &self.shards[(ino as usize) % Self::SHARDS]
-    }
-
-    pub(crate) fn note(&self, ino: u64, dir: u64) {
-        if let Ok(mut m) = self.shard(ino).lock() {
-            if m.len() >= Self::CAP {
-                m.clear();
-            }
-            m.insert(ino, dir);
-        }
-    }
-
-    pub(crate) fn of(&self, ino: u64) -> Option<u64> {
-        self.shard(ino).lock().ok()?.get(&ino).copied()
-    }
-}
-
-/// Where the warmer pushes data: set once the session exists.
-pub(crate) type NotifierSlot = Arc<std::sync::OnceLock<fuser::Notifier>>;
 
 /// Lets the calling thread run only when a core would otherwise be idle, so warming
 /// never delays the reader it works for (or anything else on the machine).
@@ -245,7 +147,7 @@ fn warm_siblings<R: ReadAt>(fs: &Squashfs<R>, notifier: &NotifierSlot, buf: &mut
 impl Warmer {
     /// One thread per core beyond the first (at most three); none on a single core,
     /// where warming could only compete with the reader.
-    pub(crate) fn start<R: ReadAt + 'static>(
+    pub(in crate::fs) fn start<R: ReadAt + 'static>(
         fs: &Arc<Squashfs<R>>,
         notifier: &NotifierSlot,
     ) -> Option<Warmer> {
@@ -305,7 +207,7 @@ impl Warmer {
     /// prewarmed file, queues every block of the file for the page cache, in file order
     /// from the one after the block being read; that one comes last (the read fills
     /// only the pages it asked for).
-    pub(crate) fn read(&self, ino: u64, offset: u64, len: u64, size: u64, bs: u64) -> bool {
+    pub(in crate::fs) fn read(&self, ino: u64, offset: u64, len: u64, size: u64, bs: u64) -> bool {
         {
             let Ok(mut r) = self.reads.lock() else {
                 return false;
@@ -349,7 +251,7 @@ impl Warmer {
     /// A read of `len` bytes at `offset` of file `ino` (blocks of `bs`) is on its way
     /// to the page cache: the warmer does not store those blocks too (its store would
     /// only wait for the pages the kernel holds locked for that read).
-    pub(crate) fn reading(&self, ino: u64, offset: u64, len: u64, bs: u64) {
+    pub(in crate::fs) fn reading(&self, ino: u64, offset: u64, len: u64, bs: u64) {
         if len == 0 || bs == 0 {
             return;
         }
@@ -362,7 +264,7 @@ impl Warmer {
     /// (the kernel does not know the file yet, so there is no page cache to fill).
     /// The blocks holding the byte offsets `first` come first, in that order (where a
     /// program will fault first), then the rest in file order.
-    pub(crate) fn decompress(&self, ino: u64, size: u64, bs: u64, first: &[u64]) {
+    pub(in crate::fs) fn decompress(&self, ino: u64, size: u64, bs: u64, first: &[u64]) {
         if self.pending.load(Ordering::Relaxed) >= MAX_PENDING || bs == 0 {
             return;
         }
@@ -387,7 +289,7 @@ impl Warmer {
     /// for decompression ahead of its first read (`decompress`): its blocks go to the
     /// page cache as soon as they are decompressed, or at once for those that already
     /// are, so that the program's page faults never leave the kernel.
-    pub(crate) fn store_ahead(&self, ino: u64, size: u64, bs: u64) {
+    pub(in crate::fs) fn store_ahead(&self, ino: u64, size: u64, bs: u64) {
         self.stores.want(ino);
         {
             let Ok(mut r) = self.reads.lock() else { return };
@@ -406,7 +308,7 @@ impl Warmer {
     }
 
     /// Queues the small files of directory `dir`, unless it was queued before.
-    pub(crate) fn siblings(&self, dir: u64) {
+    pub(in crate::fs) fn siblings(&self, dir: u64) {
         if self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
             return;
         }
