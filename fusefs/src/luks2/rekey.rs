@@ -14,7 +14,7 @@ use super::header::{self, BinHeader, Header};
 use super::json::{self, Keyslot};
 use super::keyslot;
 use super::secret::{self, Passphrase};
-use super::{UnlockOptions, data_segment, unlock_key};
+use super::unlock::{UnlockOptions, data_segment, unlock_key};
 use crate::source::{ReadAt, check_range};
 
 /// A borrowed file read with pread.
