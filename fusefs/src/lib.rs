@@ -10,9 +10,12 @@
 mod fastmem;
 pub mod fs;
 pub mod luks2;
-pub mod mapping;
+mod memory;
 pub mod source;
 pub mod squashfs;
+
+// The file mapping kept at its own path, which other crates and docs name.
+pub use memory::mapping;
 
 /// The number of cores this process may use (its CPU affinity and cgroup quota), asked
 /// once: the warmer and the FUSE server both size their threads by it, and asking costs

@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::mapping::{MappedBytes, Mapping};
+use crate::memory::mapping::{MappedBytes, Mapping};
 
 /// A thread-safe source of bytes read by absolute offset.
 pub trait ReadAt: Send + Sync {

@@ -11,8 +11,8 @@
 //! [`HeaderSummary::warnings`], never repaired.
 //!
 //! Modules, one job each: `header` (binary headers), `json` (metadata types and
-//! validation), `kdf` (PBKDF2/Argon2, limits, calibration), `mem` (available
-//! memory), `af` (anti-forensic splitter), `hash`, `xts` (batched AES-XTS),
+//! validation), `kdf` (PBKDF2/Argon2, limits, calibration), `kdf_memory`
+//! (argon2's working memory), `af` (anti-forensic splitter), `hash`, `xts` (batched AES-XTS),
 //! `keyslot` (open/store one keyslot), `segment` (the decrypting `ReadAt`),
 //! `summary` (what the header says, without a key), `unlock` (keyslot choice and
 //! the unlocked volume), `create`, `rekey`, `secret`, `guarded` (secrets in
@@ -27,8 +27,8 @@ mod hash;
 mod header;
 mod json;
 mod kdf;
+mod kdf_memory;
 mod keyslot;
-mod mem;
 mod rekey;
 mod secret;
 mod segment;
@@ -36,6 +36,7 @@ mod summary;
 mod unlock;
 mod xts;
 
+pub use crate::memory::available_bytes;
 pub use create::{CreateOptions, KeyslotOptions, create, volume_size};
 pub use error::{Error, Result};
 #[doc(hidden)]
@@ -43,7 +44,6 @@ pub use fuzz::fuzz_one;
 pub use guarded::{SecretBox, SecretBytes};
 pub use hash::Hash;
 pub use kdf::{Argon2Variant, KdfChoice, KdfKind, KdfLimits, KdfParams};
-pub use mem::available_bytes;
 pub use rekey::{add_keyslot, add_keyslot_with, remove_keyslot};
 pub use secret::{Passphrase, VolumeKey};
 pub use segment::{KernelMapping, UnlockedVolume};
