@@ -1,6 +1,8 @@
 //! What the kernel is told about a node: the reader's [`Attr`] and the synthetic
 //! nodes as [`FileAttr`], and for how long it may trust it.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};

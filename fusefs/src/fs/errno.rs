@@ -1,5 +1,7 @@
 //! The one place where reader errors become the errno values the container sees.
 
+#![forbid(unsafe_code)]
+
 use fuser::Errno;
 
 use crate::squashfs::Error;

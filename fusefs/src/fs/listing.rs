@@ -1,6 +1,8 @@
 //! A directory's entries as the kernel pages through them: ".", "..", the image's
 //! own entries, then the synthetic ones, each with the offset to resume after it.
 
+#![forbid(unsafe_code)]
+
 use fuser::{Errno, FileType};
 
 use super::attr::{file_type, synth_type};

@@ -5,6 +5,8 @@
 //! entries and attributes get long timeouts, files are opened with `FOPEN_KEEP_CACHE`,
 //! directories with `FOPEN_CACHE_DIR`, and readdirplus answers lookups in bulk.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;

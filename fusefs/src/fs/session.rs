@@ -1,5 +1,7 @@
 //! Putting a server on a mount: the mount options and the worker threads.
 
+#![forbid(unsafe_code)]
+
 use std::os::fd::OwnedFd;
 
 use super::server::ImageFs;

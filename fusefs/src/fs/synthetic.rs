@@ -5,6 +5,8 @@
 //! unchanged. The set is built before mounting and immutable afterwards, so the server
 //! reads it without locks.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 
 use crate::source::ReadAt;

@@ -5,6 +5,8 @@
 //! [`BATCH`] bytes, each batch encrypted on all cores. Memory stays bounded by
 //! the batch size whatever the payload length.
 
+#![forbid(unsafe_code)]
+
 use std::io::{self, Read, Write};
 
 use serde_json::json;

@@ -4,6 +4,8 @@
 //! coarse on purpose: a wrong passphrase never says which step (KDF, AF merge,
 //! digest) disagreed.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 
 /// Everything that can go wrong reading, unlocking or writing a LUKS2 volume.

@@ -1,5 +1,7 @@
 //! The fuzzers' entry point into the LUKS2 reader.
 
+#![forbid(unsafe_code)]
+
 use super::kdf::KdfLimits;
 use super::secret::Passphrase;
 use super::summary::inspect;

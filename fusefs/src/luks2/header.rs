@@ -4,6 +4,8 @@
 //! Reading never writes: cryptsetup silently "repairs" a damaged or older copy,
 //! this module reports it instead (see [`Header::warnings`]).
 
+#![forbid(unsafe_code)]
+
 use subtle::ConstantTimeEq;
 
 use super::error::{Error, Result};

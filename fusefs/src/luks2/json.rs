@@ -6,6 +6,8 @@
 //! cross-references and layout rules of the LUKS2 spec are checked. The raw value
 //! is kept so a rewrite (add/remove keyslot) preserves members it does not know.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 

@@ -1,6 +1,8 @@
 //! One keyslot: passphrase → KDF → decrypt the AF material → AF merge → digest
 //! check (opening), and the reverse for a new keyslot (storing).
 
+#![forbid(unsafe_code)]
+
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;

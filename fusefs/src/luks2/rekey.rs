@@ -2,6 +2,8 @@
 //! recovered with an existing passphrase, so nothing is re-encrypted. Both
 //! header copies are rewritten with seqid + 1.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;

@@ -5,6 +5,8 @@
 //! print as `[redacted]`. The bytes are reachable only through crate-private
 //! accessors, except for the passphrase, which callers construct.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use zeroize::Zeroize;

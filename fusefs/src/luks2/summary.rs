@@ -1,5 +1,7 @@
 //! What a volume's header says, readable without a key ([`HeaderSummary`]).
 
+#![forbid(unsafe_code)]
+
 use super::error::Result;
 use super::header::{self, Header};
 use super::json::{CryptSegment, Keyslot, Segment, SegmentSize};

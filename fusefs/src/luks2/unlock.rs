@@ -1,6 +1,8 @@
 //! Opening a volume with a passphrase: choosing the data segment, trying keyslots
 //! within the KDF budget, and the decrypting view over the segment.
 
+#![forbid(unsafe_code)]
+
 use super::DATA_CIPHER;
 use super::error::{Error, Result};
 use super::guarded;

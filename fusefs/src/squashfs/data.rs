@@ -3,6 +3,8 @@
 //! the blocks it overlaps: block positions come from the inode's checkpointed
 //! block list, never from decompressing earlier blocks.
 
+#![forbid(unsafe_code)]
+
 use super::error::{Result, corrupt};
 use super::image::{BLOCK_SIZE_MASK, Image};
 use super::inode::FileLayout;

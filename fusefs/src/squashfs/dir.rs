@@ -3,6 +3,8 @@
 //! says where header runs begin at metadata block starts, so a lookup or a resumed
 //! readdir jumps close to its target instead of scanning from the start.
 
+#![forbid(unsafe_code)]
+
 use super::error::{Result, corrupt};
 use super::image::{Image, METADATA_SIZE};
 use super::inode::{DirInfo, FileKind, MAX_NAME};

@@ -9,6 +9,8 @@
 //! subtraction and no table. Hard links share an inode, hence an id. The
 //! squashfs inode *number* (what `stat` shows as `st_ino`) is in [`Attr::ino`].
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 

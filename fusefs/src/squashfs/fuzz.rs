@@ -1,6 +1,8 @@
 //! The fuzzing entry point: open an image from memory, walk everything, read
 //! every file and every xattr, with limits so one input cannot run for long.
 
+#![forbid(unsafe_code)]
+
 use super::fs::{Options, Squashfs};
 use super::image::CacheSizes;
 use super::inode::FileKind;

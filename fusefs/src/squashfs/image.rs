@@ -2,6 +2,8 @@
 //! (metadata, data, fragments). Everything that touches raw image bytes goes
 //! through here, so every offset is checked in one place.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use super::cache::{Cache, Weight};

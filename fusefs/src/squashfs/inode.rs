@@ -2,6 +2,8 @@
 //! (basic and extended forms of directory, file, symlink, block and character
 //! device, fifo and socket).
 
+#![forbid(unsafe_code)]
+
 use super::error::{Error, Result, corrupt};
 use super::image::{BLOCK_SIZE_MASK, Image, METADATA_SIZE};
 use super::metadata::Cursor;

@@ -6,6 +6,8 @@
 //! every block must end before the end of its table, so a cursor touches at most
 //! (table length / 3) blocks.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use super::error::{Result, corrupt};

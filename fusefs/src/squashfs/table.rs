@@ -2,6 +2,8 @@
 //! metadata blocks, found through an array of u64 block positions. The metadata
 //! blocks are written just before that array, so they must end where it starts.
 
+#![forbid(unsafe_code)]
+
 use super::error::{Result, corrupt};
 use super::image::{Image, METADATA_SIZE};
 use super::metadata::Cursor;

@@ -2,6 +2,8 @@
 //! points into a key/value area. Values too large to repeat are stored once and
 //! referenced "out of line" by later sets.
 
+#![forbid(unsafe_code)]
+
 use super::error::{Error, Result, corrupt};
 use super::image::Image;
 use super::metadata::Cursor;

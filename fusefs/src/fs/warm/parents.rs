@@ -1,5 +1,7 @@
 //! Which directory a small file was seen in, for warming its siblings.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 

@@ -1,5 +1,7 @@
 //! Which blocks of which files the warmer has put into the page cache.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 

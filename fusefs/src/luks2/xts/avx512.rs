@@ -49,8 +49,8 @@ pub(super) fn apply_tweaks(t: &[u8; 16], blocks: &mut [[u8; 16]], tw: &mut [u128
     for i in (0..n / 4).step_by(2) {
         // Start loading the data one batch (8 KiB) ahead: the hardware
         // prefetcher stops at 4 KiB page boundaries, so without this every
-        // batch of a large buffer begins with cache misses (+4 % on 16 MiB
-        // buffers, measured; a burst of prefetches per batch was slower).
+        // batch of a large buffer begins with cache misses. Two prefetches per
+        // step spread the requests; a burst of them per batch stalls instead.
         let ahead = super::batched::BATCH_BLOCKS / 4;
         // SAFETY: a prefetch is a hint, not a memory access: it cannot fault,
         // whatever the address (past the buffer's end it is wasted). The

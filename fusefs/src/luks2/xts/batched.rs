@@ -2,6 +2,8 @@
 //! AES call, the first tweak XOR, the `aes` crate's multi-block AES, the second
 //! XOR.
 
+#![forbid(unsafe_code)]
+
 use aes::Block;
 use aes::cipher::array::Array;
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt};

@@ -11,15 +11,15 @@
 //!   the initial tweaks of four sectors encrypted together, one group ahead.
 //!   It needs the expanded round keys, which the `aes` crate keeps private, so
 //!   [`vaes::RoundKeys`] expands the keys itself with AES-NI (zeroized on
-//!   drop). About 2.3–2.8 times the three-pass path below on a Zen 4 core
-//!   (AES-256-XTS: 12–14 GB/s in cache against 4.5–5 GB/s measured in the same
-//!   run).
+//!   drop). It reads and writes the data once where the path below does it
+//!   three times, which makes it more than twice as fast where it runs (figures
+//!   in benches/README.md).
 //! - Otherwise three passes per batch of up to 8 KiB ([`batched`]), which stays in L1: the
 //!   initial tweak of every sector in one multi-block AES call, XOR of the data
 //!   with the α-multiples of those tweaks (keeping them for the second XOR), the
 //!   `aes` crate's multi-block (pipelined AES-NI) decryption over the whole
-//!   batch, and the second XOR. A block-at-a-time XTS loop is four to five
-//!   times slower. The tweak passes have AVX-512 + VPCLMULQDQ and SSE2 +
+//!   batch, and the second XOR. A block-at-a-time XTS loop would leave the AES
+//!   units waiting on each block's result. The tweak passes have AVX-512 + VPCLMULQDQ and SSE2 +
 //!   PCLMULQDQ variants because with `u128` arithmetic they cost more than the
 //!   AES rounds themselves. Other architectures use the portable code.
 //!

@@ -1,5 +1,7 @@
 //! The tweak passes in plain `u128` arithmetic, for any CPU.
 
+#![forbid(unsafe_code)]
+
 /// Multiplies a tweak by α in GF(2^128) (little-endian convention of IEEE 1619).
 #[inline(always)]
 pub(super) fn mul_alpha(t: u128) -> u128 {

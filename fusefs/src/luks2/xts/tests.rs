@@ -1,6 +1,8 @@
 //! Every XTS variant this CPU runs against known answers, a textbook reference and
 //! the `xts-mode` crate.
 
+#![forbid(unsafe_code)]
+
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use aes::{Aes128, Aes256, Block};
 
