@@ -3,9 +3,9 @@
 
 #![forbid(unsafe_code)]
 
-use super::fs::{Options, Squashfs};
-use super::image::CacheSizes;
+use super::blocks::CacheSizes;
 use super::inode::FileKind;
+use super::reader::{Options, Squashfs};
 
 const MAX_NODES: usize = 20_000;
 const MAX_LOOKUPS: usize = 64;

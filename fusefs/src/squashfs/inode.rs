@@ -4,8 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+use super::blocks::{BLOCK_SIZE_MASK, Blocks, METADATA_SIZE};
 use super::error::{Error, Result, corrupt};
-use super::image::{BLOCK_SIZE_MASK, Image, METADATA_SIZE};
 use super::metadata::Cursor;
 use crate::source::ReadAt;
 
@@ -164,7 +164,7 @@ impl Inode {
 }
 
 /// Reads the inode at reference `iref` (block offset << 16 | offset in block).
-pub fn read<R: ReadAt>(img: &Image<R>, iref: u64, max_blocks: u64) -> Result<Inode> {
+pub fn read<R: ReadAt>(img: &Blocks<R>, iref: u64, max_blocks: u64) -> Result<Inode> {
     let sb = &img.sb;
     let offset = (iref & 0xffff) as usize;
     let pos = sb.inode_table.checked_add(iref >> 16);
@@ -309,7 +309,7 @@ fn dir_info(
 
 #[allow(clippy::too_many_arguments)]
 fn file_layout<R: ReadAt>(
-    img: &Image<R>,
+    img: &Blocks<R>,
     c: &mut Cursor<'_, R>,
     pos: u64,
     blocks_start: u64,
@@ -342,7 +342,7 @@ fn file_layout<R: ReadAt>(
         }
         let s = c.u32()?;
         if u64::from(s & BLOCK_SIZE_MASK) > bs
-            || s & !(BLOCK_SIZE_MASK | super::image::BLOCK_UNCOMPRESSED) != 0
+            || s & !(BLOCK_SIZE_MASK | super::blocks::BLOCK_UNCOMPRESSED) != 0
         {
             return Err(corrupt("file block size field", pos));
         }

@@ -1,4 +1,4 @@
-//! Which blocks of which files the warmer has put into the page cache.
+//! Which blocks of which files the preloader has put into the page cache.
 
 #![forbid(unsafe_code)]
 

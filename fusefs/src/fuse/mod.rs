@@ -7,20 +7,20 @@
 //! Modules, one job each, each using only those listed before it: `errno` (reader
 //! errors as errno values, in exactly one place), `synthetic` (the mount points on
 //! top), `attr` (what the kernel is told about a node), `listing` (a directory's
-//! entries and their offsets), `warm` (decompressing ahead of the reader), `server`
+//! entries and their offsets), `preload` (decompressing ahead of the reader), `server`
 //! (the [`fuser::Filesystem`]), `session` (mount options and worker threads).
 
 mod attr;
 mod errno;
 mod listing;
+mod preload;
 mod server;
 mod session;
 mod synthetic;
-mod warm;
 
 pub use attr::Owner;
 pub use errno::errno;
+pub use preload::Warm;
 pub use server::ImageFs;
 pub use session::{mount_data, serve};
 pub use synthetic::Synthetic;
-pub use warm::Warm;

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 /// Which directory each small file was last seen in (by lookup or readdirplus): the
 /// inodes of a squashfs do not record it. Sharded, as every lookup writes to it.
-pub(in crate::fs) struct Parents {
+pub(in crate::fuse) struct Parents {
     shards: Box<[Mutex<HashMap<u64, u64>>]>,
 }
 
@@ -16,7 +16,7 @@ impl Parents {
     /// Entries per shard before it is cleared (a forgotten parent only means no warming).
     const CAP: usize = 1 << 16;
 
-    pub(in crate::fs) fn new() -> Self {
+    pub(in crate::fuse) fn new() -> Self {
         Parents {
             shards: (0..Self::SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
@@ -28,7 +28,7 @@ impl Parents {
         &self.shards[(ino as usize) % Self::SHARDS]
     }
 
-    pub(in crate::fs) fn note(&self, ino: u64, dir: u64) {
+    pub(in crate::fuse) fn note(&self, ino: u64, dir: u64) {
         if let Ok(mut m) = self.shard(ino).lock() {
             if m.len() >= Self::CAP {
                 m.clear();
@@ -37,7 +37,7 @@ impl Parents {
         }
     }
 
-    pub(in crate::fs) fn of(&self, ino: u64) -> Option<u64> {
+    pub(in crate::fuse) fn of(&self, ino: u64) -> Option<u64> {
         self.shard(ino).lock().ok()?.get(&ino).copied()
     }
 }

@@ -21,8 +21,8 @@ use fuser::{
 use super::attr::{Owner, TTL, empty_attr, image_attr, synth_attr};
 use super::errno::errno;
 use super::listing::list;
+use super::preload::{NotifierSlot, Parents, Preloader, SIBLING_MAX_FILE, WARM_MAX, Warm};
 use super::synthetic::{Synthetic, is_synthetic};
-use super::warm::{NotifierSlot, Parents, SIBLING_MAX_FILE, WARM_MAX, Warm, Warmer};
 use crate::source::ReadAt;
 use crate::squashfs::{Error, InodeId, Squashfs};
 
@@ -33,7 +33,7 @@ pub struct ImageFs<R> {
     owner: Owner,
     /// The first reader error is reported on stderr; the rest only as EIO.
     reported: AtomicBool,
-    warmer: Option<Arc<Warmer>>,
+    preloader: Option<Arc<Preloader>>,
     notifier: NotifierSlot,
     parents: Parents,
     /// The kernel can do without OPENDIR (learned at INIT).
@@ -53,14 +53,14 @@ impl<R: ReadAt + 'static> ImageFs<R> {
         Self::with_warm(warm, synth, owner)
     }
 
-    /// Serves the image of `warm`, whose warmer may already be at work.
+    /// Serves the image of `warm`, whose preloader may already be at work.
     pub fn with_warm(warm: Warm<R>, synth: Synthetic, owner: Owner) -> Self {
         ImageFs {
             fs: warm.fs,
             synth,
             owner,
             reported: AtomicBool::new(false),
-            warmer: warm.warmer,
+            preloader: warm.preloader,
             notifier: warm.notifier,
             parents: Parents::new(),
             no_opendir: false,
@@ -69,7 +69,7 @@ impl<R: ReadAt + 'static> ImageFs<R> {
 }
 
 impl<R: ReadAt> ImageFs<R> {
-    /// Where the session's notifier goes once it exists, for the warmer.
+    /// Where the session's notifier goes once it exists, for the preloader.
     pub(super) fn notifier(&self) -> NotifierSlot {
         self.notifier.clone()
     }
@@ -207,17 +207,17 @@ impl<R: ReadAt + 'static> fuser::Filesystem for ImageFs<R> {
         };
         let len = file_size.saturating_sub(offset).min(u64::from(size)) as usize;
         let bs = u64::from(self.fs.superblock().block_size);
-        let via_cache = match &self.warmer {
+        let via_cache = match &self.preloader {
             Some(w) if file_size <= WARM_MAX => w.read(ino.0, offset, len as u64, file_size, bs),
             _ => false,
         };
-        if let Some(w) = &self.warmer
+        if let Some(w) = &self.preloader
             && file_size <= SIBLING_MAX_FILE
             && let Some(dir) = self.parents.of(ino.0)
         {
             w.siblings(dir);
         }
-        if via_cache && let Some(w) = &self.warmer {
+        if via_cache && let Some(w) = &self.preloader {
             w.reading(ino.0, offset, len as u64, bs);
         }
         READ_BUF.with_borrow_mut(|buf| {
