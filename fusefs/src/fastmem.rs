@@ -42,7 +42,7 @@ unsafe fn ends<T: Copy>(dst: *mut u8, src: *const u8, n: usize) {
 /// `src` is readable and `dst` writable for `n` bytes.
 #[inline(always)]
 unsafe fn small(dst: *mut u8, src: *const u8, n: usize) {
-    // SAFETY (whole body): every access is within `n` bytes of `src` or `dst`, and all
+    // SAFETY: every access is within `n` bytes of `src` or `dst`, and all
     // loads come before the first store.
     unsafe {
         match n {
