@@ -20,9 +20,11 @@ pub(crate) fn page_size() -> usize {
     if p != 0 {
         return p;
     }
-    // SAFETY: sysconf has no preconditions.
-    let p = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+    use nix::unistd::{SysconfVar, sysconf};
+    let p = sysconf(SysconfVar::PAGE_SIZE)
         .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
         .filter(|p| p.is_power_of_two())
         .unwrap_or(4096);
     PAGE.store(p, Ordering::Relaxed);

@@ -271,13 +271,8 @@ impl Drop for Mapping {
 /// True when RLIMIT_AS is set: a mapping of a large image would use up what the
 /// process may allocate later (the KDF's memory among it).
 fn address_space_limited() -> bool {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct passed, alive for the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) };
-    rc != 0 || lim.rlim_cur != libc::RLIM_INFINITY
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_AS).map_or(true, |(soft, _)| soft != RLIM_INFINITY)
 }
 
 fn install_handler() -> bool {
