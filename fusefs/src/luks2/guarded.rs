@@ -171,7 +171,7 @@ impl std::fmt::Debug for SecretBytes {
 /// fork: a forked child must still be able to drop it.
 pub struct SecretBox<T> {
     region: Region,
-    /// Owns a T: Send and Sync exactly when T is, as a Box<T> would be.
+    /// Owns a `T`: Send and Sync exactly when `T` is, as a `Box<T>` would be.
     _owns: std::marker::PhantomData<T>,
 }
 

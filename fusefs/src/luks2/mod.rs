@@ -2,9 +2,9 @@
 //! creation, interoperable with cryptsetup (format: `shared/spec/luks2.md`).
 //!
 //! * [`inspect`] parses a volume without a key ([`HeaderSummary`]).
-//! * [`unlock`] opens it with a [`Passphrase`] and returns an [`UnlockedVolume`],
+//! * [`unlock()`] opens it with a [`Passphrase`] and returns an [`UnlockedVolume`],
 //!   a [`ReadAt`](crate::source::ReadAt) over the decrypted data segment.
-//! * [`create`] writes a complete new volume to any `Write`; [`volume_size`] says
+//! * [`create()`] writes a complete new volume to any `Write`; [`volume_size`] says
 //!   how long it will be. [`add_keyslot`] / [`remove_keyslot`] re-key a volume file.
 //!
 //! Nothing here writes while reading: a damaged header copy is reported in
