@@ -3,8 +3,8 @@
 //! musl's x86-64 `memcpy` aligns and copies with `rep movsq` and moves the odd bytes
 //! one `movsb` at a time: correct, but slow to start, and Rust calls `memcpy` for every
 //! `copy_from_slice` whose length is not a constant. Those are mostly small (names,
-//! headers, hash inputs): a LUKS2 keyslot unlock spent 1.2 ms in musl's `memcpy`
-//! against 0.25 ms in glibc's, and the FUSE server's tree walks ran about 10 % slower.
+//! headers, hash inputs), so a LUKS2 keyslot unlock and the FUSE server's tree walks
+//! spend much of their copying in that start (figures in benches/README.md).
 //! These copy up to 64 bytes with a pair of possibly overlapping loads and stores of
 //! the largest width that fits, and longer runs with `rep movsb`, which CPUs with the
 //! ERMS feature (Intel since 2012, AMD since Zen 3) run at full speed; on others it is
@@ -42,7 +42,7 @@ unsafe fn ends<T: Copy>(dst: *mut u8, src: *const u8, n: usize) {
 /// `src` is readable and `dst` writable for `n` bytes.
 #[inline(always)]
 unsafe fn small(dst: *mut u8, src: *const u8, n: usize) {
-    // SAFETY (whole body): every access is within `n` bytes of `src` or `dst`, and all
+    // SAFETY: every access is within `n` bytes of `src` or `dst`, and all
     // loads come before the first store.
     unsafe {
         match n {

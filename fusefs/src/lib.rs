@@ -2,20 +2,25 @@
 //!
 //! This crate knows nothing about SIF, the command line or namespaces. It stacks
 //! positional-read sources ([`source::ReadAt`]): a slice of a file, a LUKS2
-//! decrypting view ([`luks2`]), and a squashfs reader ([`squashfs`]) on top.
+//! decrypting view ([`luks2`]), and a squashfs reader ([`squashfs`]) on top, served
+//! to the kernel by the FUSE server ([`fuse`]).
 
 // Faster small copies than musl's for the static build (see the module).
 #[cfg(all(target_env = "musl", target_arch = "x86_64"))]
 mod fastmem;
-pub mod fs;
+pub mod fuse;
 pub mod luks2;
-pub mod mapping;
+mod memory;
 pub mod source;
 pub mod squashfs;
-mod warm;
+
+// The file mapping kept at its own path, which other crates and docs name.
+pub use memory::mapping;
+// The FUSE server under the name the veil crate uses.
+pub use fuse as fs;
 
 /// The number of cores this process may use (its CPU affinity and cgroup quota), asked
-/// once: the warmer and the FUSE server both size their threads by it, and asking costs
+/// once: the preloader and the FUSE server both size their threads by it, and asking costs
 /// a handful of system calls on the way to a container's start.
 pub fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();

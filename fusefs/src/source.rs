@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::mapping::{MappedBytes, Mapping};
+use crate::memory::mapping::{MappedBytes, Mapping};
 
 /// A thread-safe source of bytes read by absolute offset.
 pub trait ReadAt: Send + Sync {
@@ -191,7 +191,8 @@ impl ReadAt for FileSource {
         self.file.read_exact_at(buf, offset)
     }
     fn read_vectored_exact_at(&self, bufs: &mut [&mut [u8]], offset: u64) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
+        use nix::sys::uio::preadv;
+        use std::io::IoSliceMut;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         check_range(self.len, offset, total)?;
         // The usual two or three parts (a block and the partial sectors around it)
@@ -199,37 +200,22 @@ impl ReadAt for FileSource {
         // when its last small object is freed, and that munmap's TLB shootdown
         // interrupted the other core on every read.
         const INLINE: usize = 4;
-        let empty = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        let mut inline = [empty; INLINE];
-        let mut heap = Vec::new();
-        let iov: &mut [libc::iovec] = if bufs.len() <= INLINE {
-            &mut inline[..bufs.len()]
-        } else {
-            heap.resize(bufs.len(), empty);
-            &mut heap
-        };
-        for (v, b) in iov.iter_mut().zip(bufs.iter_mut()) {
-            *v = libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
+        let parts = bufs.len();
+        if parts <= 1024 {
+            let offset = offset as libc::off_t;
+            let n = if parts <= INLINE {
+                let mut inline: [IoSliceMut<'_>; INLINE] =
+                    std::array::from_fn(|_| IoSliceMut::new(&mut []));
+                for (v, b) in inline.iter_mut().zip(bufs.iter_mut()) {
+                    *v = IoSliceMut::new(b);
+                }
+                preadv(&self.file, &mut inline[..parts], offset)
+            } else {
+                let mut heap: Vec<IoSliceMut<'_>> =
+                    bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                preadv(&self.file, &mut heap, offset)
             };
-        }
-        if iov.len() <= 1024 {
-            // SAFETY: each iovec points into a distinct `&mut [u8]` of `bufs`, valid
-            // and exclusively borrowed for the call; preadv writes at most iov_len
-            // bytes into each and does not keep the pointers.
-            let n = unsafe {
-                libc::preadv(
-                    self.file.as_raw_fd(),
-                    iov.as_ptr(),
-                    iov.len() as libc::c_int,
-                    offset as libc::off_t,
-                )
-            };
-            if n >= 0 && n as usize == total {
+            if n == Ok(total) {
                 return Ok(());
             }
         }

@@ -76,8 +76,9 @@ fn make(
 }
 
 fn read_all(img: &Path, pass: &[u8], slot: Option<u32>) -> Result<Vec<u8>, Error> {
+    let io = |op| move |source| Error::Io { op, source };
     let v = luks2::unlock(
-        FileSource::open(img)?,
+        FileSource::open(img).map_err(io("opening the image"))?,
         &Passphrase::from_slice(pass),
         &UnlockOptions {
             keyslot: slot,
@@ -85,7 +86,8 @@ fn read_all(img: &Path, pass: &[u8], slot: Option<u32>) -> Result<Vec<u8>, Error
         },
     )?;
     let mut b = vec![0u8; v.len() as usize];
-    v.read_exact_at(&mut b, 0)?;
+    v.read_exact_at(&mut b, 0)
+        .map_err(io("reading the data segment"))?;
     Ok(b)
 }
 

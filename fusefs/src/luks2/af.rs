@@ -4,6 +4,8 @@
 //! random and the last is `key XOR D`, where D chains the earlier stripes through
 //! the hash-based diffuser. Losing any stripe loses the key.
 
+#![forbid(unsafe_code)]
+
 use zeroize::Zeroizing;
 
 use super::error::{Error, Result};
@@ -31,9 +33,8 @@ fn diffuse(hash: Hash, buf: &mut [u8]) {
 /// [`diffuse`] for SHA-256, cryptsetup's default AF hash. Each message (a 4-byte
 /// index and at most 32 bytes) fits one padded 64-byte block, so its digest is one call
 /// of the compression function, without the hasher's buffering: a keyslot merge
-/// diffuses 4000 times, and the buffering's small copies took longer than the
-/// compressions (1.2 ms of memcpy per unlock in the static build, whose memcpy has a
-/// slow start for small sizes).
+/// diffuses 4000 times, and the buffering's small copies cost more than the
+/// compressions (in the static build, whose memcpy has a slow start for small sizes).
 fn diffuse_sha256(buf: &mut [u8]) {
     const H0: [u32; 8] = [
         0x6a09_e667,

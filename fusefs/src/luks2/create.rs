@@ -5,6 +5,8 @@
 //! [`BATCH`] bytes, each batch encrypted on all cores. Memory stays bounded by
 //! the batch size whatever the payload length.
 
+#![forbid(unsafe_code)]
+
 use std::io::{self, Read, Write};
 
 use serde_json::json;
@@ -215,11 +217,12 @@ fn create_inner<W: Write, R: Read>(
     secret::fill_random(&mut region[ks_end..])?;
     // Validate what we are about to write with the reader itself.
     let summary = super::inspect(&region[..])?;
-    out.write_all(&region)?;
+    out.write_all(&region)
+        .map_err(Error::io("writing the headers and keyslot area"))?;
     drop(region);
 
     encrypt_payload(&mut out, &mut payload, payload_len, vk, opts.sector_size)?;
-    out.flush()?;
+    out.flush().map_err(Error::io("flushing the new volume"))?;
     Ok(summary)
 }
 
@@ -260,12 +263,13 @@ fn encrypt_payload<W: Write, R: Read>(
                     "payload ended before the declared {payload_len} bytes"
                 ))
             } else {
-                Error::Io(e)
+                Error::io("reading the payload")(e)
             }
         })?;
         chunk[have..].fill(0);
         xts.encrypt(chunk, pos / 512);
-        out.write_all(chunk)?;
+        out.write_all(chunk)
+            .map_err(Error::io("writing the data segment"))?;
         pos += n as u64;
     }
     Ok(())

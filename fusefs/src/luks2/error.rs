@@ -4,14 +4,21 @@
 //! coarse on purpose: a wrong passphrase never says which step (KDF, AF merge,
 //! digest) disagreed.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 
 /// Everything that can go wrong reading, unlocking or writing a LUKS2 volume.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading or writing the underlying volume failed.
-    #[error("I/O error on the LUKS2 volume: {0}")]
-    Io(#[from] io::Error),
+    /// Reading or writing the underlying volume failed; `op` says what was being
+    /// read or written.
+    #[error("I/O error on the LUKS2 volume while {op}: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
 
     /// The source ends before a structure the header says is there.
     #[error("LUKS2 volume is truncated: {what} needs {needed} bytes, the volume has {len}")]
@@ -99,9 +106,13 @@ pub enum Error {
     #[error("invalid LUKS2 options: {0}")]
     InvalidOptions(String),
 
-    /// All 32 keyslots are in use, or the keyslots area has no room for another.
-    #[error("no free keyslot: {0}")]
-    NoFreeKeyslot(String),
+    /// All 32 keyslots are in use.
+    #[error("no free keyslot: all 32 keyslots are in use")]
+    AllKeyslotsUsed,
+
+    /// The keyslots area has no room for another keyslot's `needed` bytes.
+    #[error("no free keyslot: the keyslots area has no free {needed} bytes")]
+    KeyslotsAreaFull { needed: u64 },
 
     /// Removing this keyslot would leave the volume without any way to unlock it.
     #[error("refusing to remove keyslot {0}: it is the last keyslot of the volume")]
@@ -109,7 +120,7 @@ pub enum Error {
 
     /// The operating system's random generator failed.
     #[error("random number generator failed: {0}")]
-    Random(String),
+    Random(#[source] getrandom::Error),
 }
 
 /// Result alias for the LUKS2 module.
@@ -118,6 +129,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn meta(msg: impl Into<String>) -> Self {
         Error::BadMetadata(msg.into())
+    }
+
+    /// An I/O error while doing `op` (for `map_err`).
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Error::Io { op, source }
     }
 }
 

@@ -12,9 +12,9 @@
 //! cryptsetup's 8 MiB): pages the kernel never had to provide cost nothing, and only
 //! what was written is wiped.
 
-use std::ptr::NonNull;
-
 use zeroize::Zeroize;
+
+use crate::memory::{Advice, AnonMap, page_size};
 
 /// Mappings up to this size are locked; larger ones (a read buffer sized for the
 /// worst case) would exceed the usual 8 MiB RLIMIT_MEMLOCK for nothing.
@@ -22,79 +22,61 @@ const LOCK_MAX: usize = 64 << 10;
 
 /// One anonymous private mapping with the protections above.
 struct Region {
-    addr: NonNull<u8>,
-    len: usize,
-    locked: bool,
+    map: AnonMap,
 }
 
 impl Region {
     fn new(want: usize, wipe_on_fork: bool) -> Region {
         let page = page_size();
         let len = want.max(1).div_ceil(page) * page;
-        // SAFETY: an anonymous private mapping at an address of the kernel's choosing
-        // touches no existing memory; the result is checked before use.
-        let raw = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        let Some(addr) = NonNull::new(raw.cast::<u8>()).filter(|_| raw != libc::MAP_FAILED) else {
+        let Some(mut map) = AnonMap::new(len) else {
             // As the global allocator does when memory runs out.
             std::alloc::handle_alloc_error(
                 std::alloc::Layout::from_size_align(len, page)
                     .unwrap_or(std::alloc::Layout::new::<u8>()),
             );
         };
-        // SAFETY (all three calls): advice and locking on the mapping just made, which
-        // this value owns; a kernel without one of them returns EINVAL and the mapping
-        // stays as it was, and mlock failing (EPERM, ENOMEM over the limit) changes
-        // nothing either.
-        let locked = unsafe {
-            libc::madvise(raw, len, libc::MADV_DONTDUMP);
-            if wipe_on_fork {
-                libc::madvise(raw, len, libc::MADV_WIPEONFORK);
-            }
-            len <= LOCK_MAX && libc::mlock(raw, len) == 0
-        };
-        Region { addr, len, locked }
+        map.advise(Advice::DontDump);
+        if wipe_on_fork {
+            map.advise(Advice::WipeOnFork);
+        }
+        // A refusal (EPERM, ENOMEM over the limit) leaves the pages swappable, and
+        // still wiped at the end.
+        if len <= LOCK_MAX {
+            map.lock();
+        }
+        Region { map }
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_locked(&self) -> bool {
+        self.map.is_locked()
+    }
+
+    /// The first byte, page-aligned.
+    fn addr(&self) -> *mut u8 {
+        self.map.as_ptr()
     }
 
     /// The first `n` bytes (`n` ≤ `len`).
     fn bytes_mut(&mut self, n: usize) -> &mut [u8] {
-        debug_assert!(n <= self.len);
-        // SAFETY: the mapping is `len` bytes, readable and writable, owned by `self`
-        // and borrowed through `&mut self` only.
-        unsafe { std::slice::from_raw_parts_mut(self.addr.as_ptr(), n.min(self.len)) }
+        debug_assert!(n <= self.len());
+        let n = n.min(self.len());
+        &mut self.map.bytes_mut()[..n]
     }
 
     fn bytes(&self, n: usize) -> &[u8] {
-        // SAFETY: as in `bytes_mut`, shared.
-        unsafe { std::slice::from_raw_parts(self.addr.as_ptr(), n.min(self.len)) }
+        &self.map.bytes()[..n.min(self.len())]
     }
 
-    /// Wipes the first `n` bytes and unmaps.
+    /// Wipes the first `n` bytes; the mapping is unlocked and unmapped when the
+    /// region is dropped.
     fn release(&mut self, n: usize) {
         self.bytes_mut(n).zeroize();
-        // SAFETY: the mapping made in `new`, released once (from Drop); nothing
-        // borrows it any more.
-        unsafe {
-            if self.locked {
-                libc::munlock(self.addr.as_ptr().cast(), self.len);
-            }
-            libc::munmap(self.addr.as_ptr().cast(), self.len);
-        }
     }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as usize } else { 4096 }
 }
 
 /// Secret bytes in guarded memory: a length within a fixed capacity.
@@ -124,7 +106,7 @@ impl SecretBytes {
     }
 
     pub fn capacity(&self) -> usize {
-        self.region.len
+        self.region.len()
     }
 
     pub fn len(&self) -> usize {
@@ -137,7 +119,7 @@ impl SecretBytes {
 
     /// Whether the pages are locked in memory (for tests and diagnostics).
     pub fn is_locked(&self) -> bool {
-        self.region.locked
+        self.region.is_locked()
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -151,7 +133,7 @@ impl SecretBytes {
 
     /// The unused capacity, to read into; then [`SecretBytes::set_len`].
     pub fn spare(&mut self) -> &mut [u8] {
-        let (len, cap) = (self.len, self.region.len);
+        let (len, cap) = (self.len, self.region.len());
         // Whatever is handed out may be written: it is wiped at the end.
         self.dirty = cap;
         &mut self.region.bytes_mut(cap)[len..]
@@ -159,7 +141,7 @@ impl SecretBytes {
 
     /// Sets the length (at most the capacity).
     pub fn set_len(&mut self, n: usize) {
-        self.len = n.min(self.region.len);
+        self.len = n.min(self.region.len());
         self.dirty = self.dirty.max(self.len);
     }
 
@@ -185,15 +167,11 @@ impl std::fmt::Debug for SecretBytes {
     }
 }
 
-// SAFETY: the mapping is owned by this value alone, like a Box<[u8]>.
-unsafe impl Send for SecretBytes {}
-// SAFETY: shared access only reads.
-unsafe impl Sync for SecretBytes {}
-
 /// A value (a cipher with its expanded keys) kept in guarded memory. Not wiped on
 /// fork: a forked child must still be able to drop it.
 pub struct SecretBox<T> {
     region: Region,
+    /// Owns a `T`: Send and Sync exactly when `T` is, as a `Box<T>` would be.
     _owns: std::marker::PhantomData<T>,
 }
 
@@ -235,7 +213,7 @@ impl<T> SecretBox<T> {
         // size_of::<T>() bytes; `value` is a valid T that is never used or dropped
         // after this bitwise move, so its bytes may then be overwritten.
         unsafe {
-            std::ptr::copy_nonoverlapping(at, region.addr.as_ptr().cast::<T>(), 1);
+            std::ptr::copy_nonoverlapping(at, region.addr().cast::<T>(), 1);
             for i in 0..std::mem::size_of::<T>() {
                 std::ptr::write_volatile(at.cast::<u8>().add(i), 0);
             }
@@ -254,7 +232,7 @@ impl<T> SecretBox<T> {
         let region = Region::new(std::mem::size_of::<T>(), false);
         // SAFETY: the mapping is at least size_of::<T>() bytes and page-aligned, so
         // aligned for T (checked above); it holds no value yet.
-        unsafe { region.addr.as_ptr().cast::<T>().write(value) };
+        unsafe { region.addr().cast::<T>().write(value) };
         SecretBox {
             region,
             _owns: std::marker::PhantomData,
@@ -262,7 +240,7 @@ impl<T> SecretBox<T> {
     }
 
     pub fn is_locked(&self) -> bool {
-        self.region.locked
+        self.region.is_locked()
     }
 }
 
@@ -270,22 +248,17 @@ impl<T> std::ops::Deref for SecretBox<T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: `new` wrote a T there, which lives until Drop.
-        unsafe { &*self.region.addr.as_ptr().cast::<T>() }
+        unsafe { &*self.region.addr().cast::<T>() }
     }
 }
 
 impl<T> Drop for SecretBox<T> {
     fn drop(&mut self) {
         // SAFETY: the T written by `new`, dropped once; its bytes are wiped after.
-        unsafe { std::ptr::drop_in_place(self.region.addr.as_ptr().cast::<T>()) };
+        unsafe { std::ptr::drop_in_place(self.region.addr().cast::<T>()) };
         self.region.release(std::mem::size_of::<T>());
     }
 }
-
-// SAFETY: the box owns its T as a Box<T> would.
-unsafe impl<T: Send> Send for SecretBox<T> {}
-// SAFETY: shared access is `&T`.
-unsafe impl<T: Sync> Sync for SecretBox<T> {}
 
 #[cfg(test)]
 mod tests {

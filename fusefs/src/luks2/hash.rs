@@ -1,5 +1,7 @@
 //! The hash functions LUKS2 names by string (PBKDF2 PRF, AF diffuser, digest).
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use sha2::Digest;

@@ -4,6 +4,8 @@
 //! Reading never writes: cryptsetup silently "repairs" a damaged or older copy,
 //! this module reports it instead (see [`Header::warnings`]).
 
+#![forbid(unsafe_code)]
+
 use subtle::ConstantTimeEq;
 
 use super::error::{Error, Result};
@@ -95,7 +97,8 @@ pub fn read<R: ReadAt + ?Sized>(src: &R) -> Result<Header> {
         });
     }
     let mut first = [0u8; BIN_SIZE];
-    src.read_exact_at(&mut first, 0)?;
+    src.read_exact_at(&mut first, 0)
+        .map_err(Error::io("reading the binary header"))?;
     if &first[..6] == MAGIC_PRIMARY {
         match u16::from_be_bytes([first[OFF_VERSION], first[OFF_VERSION + 1]]) {
             1 => return Err(Error::Luks1Unsupported),

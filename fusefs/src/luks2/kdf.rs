@@ -1,13 +1,16 @@
 //! Keyslot KDFs (PBKDF2, Argon2i, Argon2id): limits, memory check, derivation and
 //! cryptsetup-like calibration for new keyslots.
 
+#![forbid(unsafe_code)]
+
 use std::time::Instant;
 
 use zeroize::Zeroizing;
 
 use super::error::{Error, Result};
 use super::hash::Hash;
-use super::mem;
+use super::kdf_memory::KdfMemory;
+use crate::memory::available_bytes;
 
 /// Which Argon2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,9 +179,9 @@ impl KdfParams {
                 let blocks = params.block_count();
                 let argon = argon2::Argon2::new(alg, argon2::Version::V0x13, params);
                 let mut memory =
-                    mem::KdfMemory::new(blocks).ok_or_else(|| Error::InsufficientMemory {
+                    KdfMemory::new(blocks).ok_or_else(|| Error::InsufficientMemory {
                         needed: self.memory_bytes(),
-                        available: mem::available_bytes().unwrap_or(0),
+                        available: available_bytes().unwrap_or(0),
                     })?;
                 with_transient_threads(*cpus as usize, || {
                     argon.hash_password_into_with_memory(passphrase, salt, out, memory.blocks())
@@ -186,7 +189,7 @@ impl KdfParams {
                 .map_err(|e| match e {
                     argon2::Error::OutOfMemory => Error::InsufficientMemory {
                         needed: self.memory_bytes(),
-                        available: mem::available_bytes().unwrap_or(0),
+                        available: available_bytes().unwrap_or(0),
                     },
                     e => Error::Unsupported(format!("argon2: {e}")),
                 })
@@ -231,7 +234,7 @@ fn with_transient_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T 
 /// Fails with [`Error::InsufficientMemory`] when `needed` bytes (plus a margin for
 /// everything else) exceed what the system reports as available.
 pub fn check_memory(needed: u64) -> Result<()> {
-    if let Some(available) = mem::available_bytes() {
+    if let Some(available) = available_bytes() {
         // 16 MiB of slack for the rest of the process.
         if needed.saturating_add(16 << 20) > available {
             return Err(Error::InsufficientMemory { needed, available });
@@ -404,7 +407,7 @@ fn calibrate_argon2(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     let cpus = threads.min(max_cpus).clamp(1, 4);
     // Never more than half of what is available now (cryptsetup: half of RAM).
-    let avail_kib = mem::available_bytes().map_or(u64::MAX, |b| b / 1024 / 2);
+    let avail_kib = available_bytes().map_or(u64::MAX, |b| b / 1024 / 2);
     let cap = u64::from(max_memory_kib)
         .min(avail_kib)
         .max(u64::from(MIN_ARGON2_MEMORY_KIB).max(8 * u64::from(cpus))) as u32;

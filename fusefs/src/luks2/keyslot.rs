@@ -1,6 +1,8 @@
 //! One keyslot: passphrase → KDF → decrypt the AF material → AF merge → digest
 //! check (opening), and the reverse for a new keyslot (storing).
 
+#![forbid(unsafe_code)]
+
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -95,7 +97,8 @@ pub fn open<R: ReadAt + ?Sized>(
     ks.kdf.derive(passphrase.bytes(), &ks.kdf_salt, &mut dk)?;
 
     let mut material = Zeroizing::new(vec![0u8; n]);
-    src.read_exact_at(&mut material, ks.area_offset)?;
+    src.read_exact_at(&mut material, ks.area_offset)
+        .map_err(Error::io("reading a keyslot's key material"))?;
     // Keyslot material: 512-byte sectors, IVs counted from the area start.
     Xts::new(&dk, 512)?.decrypt(&mut material, 0);
 

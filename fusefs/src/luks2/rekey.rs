@@ -2,6 +2,8 @@
 //! recovered with an existing passphrase, so nothing is re-encrypted. Both
 //! header copies are rewritten with seqid + 1.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -14,7 +16,7 @@ use super::header::{self, BinHeader, Header};
 use super::json::{self, Keyslot};
 use super::keyslot;
 use super::secret::{self, Passphrase};
-use super::{UnlockOptions, data_segment, unlock_key};
+use super::unlock::{UnlockOptions, data_segment, unlock_key};
 use crate::source::{ReadAt, check_range};
 
 /// A borrowed file read with pread.
@@ -36,7 +38,10 @@ impl ReadAt for FileRef<'_> {
 fn open(file: &File) -> Result<(FileRef<'_>, Header)> {
     let src = FileRef {
         file,
-        len: file.metadata()?.len(),
+        len: file
+            .metadata()
+            .map_err(Error::io("reading the volume file's size"))?
+            .len(),
     };
     let h = header::read(&src)?;
     Ok((src, h))
@@ -93,7 +98,7 @@ fn add_keyslot_inner(
         Some(s) => s,
         None => (0..32)
             .find(|i| !m.keyslots.contains_key(i))
-            .ok_or_else(|| Error::NoFreeKeyslot("all 32 keyslots are in use".into()))?,
+            .ok_or(Error::AllKeyslotsUsed)?,
     };
 
     // First fit in the keyslots area, 4 KiB aligned, as cryptsetup allocates.
@@ -117,9 +122,7 @@ fn add_keyslot_inner(
         at = at.max(b.div_ceil(4096) * 4096);
     }
     if at + need > end {
-        return Err(Error::NoFreeKeyslot(format!(
-            "the keyslots area has no free {need} bytes"
-        )));
+        return Err(Error::KeyslotsAreaFull { needed: need });
     }
 
     let kdf = opts.kdf.resolve(opts.hash)?;
@@ -143,8 +146,10 @@ fn add_keyslot_inner(
     list.push(Value::String(id.to_string()));
 
     // Keyslot material first: until the headers are rewritten nothing refers to it.
-    file.write_all_at(&ks.area, at)?;
-    file.sync_data()?;
+    file.write_all_at(&ks.area, at)
+        .map_err(Error::io("writing the new keyslot's area"))?;
+    file.sync_data()
+        .map_err(Error::io("syncing the new keyslot's area"))?;
     write_headers(file, &h.bin, &raw)?;
     Ok(id)
 }
@@ -199,8 +204,10 @@ pub fn remove_keyslot(file: &File, slot: u32) -> Result<()> {
     write_headers(file, &h.bin, &raw)?;
     let mut wipe = vec![0u8; ks.area_size as usize];
     secret::fill_random(&mut wipe)?;
-    file.write_all_at(&wipe, ks.area_offset)?;
-    file.sync_data()?;
+    file.write_all_at(&wipe, ks.area_offset)
+        .map_err(Error::io("overwriting the removed keyslot's area"))?;
+    file.sync_data()
+        .map_err(Error::io("syncing the removed keyslot's area"))?;
     Ok(())
 }
 
@@ -222,7 +229,9 @@ fn write_headers(file: &File, old: &BinHeader, raw: &Value) -> Result<()> {
     };
     json::from_value(raw.clone(), bin.hdr_size)?;
     let both = build_headers(&bin, raw)?;
-    file.write_all_at(&both, 0)?;
-    file.sync_data()?;
+    file.write_all_at(&both, 0)
+        .map_err(Error::io("writing both header copies"))?;
+    file.sync_data()
+        .map_err(Error::io("syncing both header copies"))?;
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! print as `[redacted]`. The bytes are reachable only through crate-private
 //! accessors, except for the passphrase, which callers construct.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 use zeroize::Zeroize;
@@ -106,7 +108,7 @@ fn check_key_len(len: usize) -> Result<()> {
 
 /// Fills `buf` from the OS CSPRNG.
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| Error::Random(e.to_string()))
+    getrandom::fill(buf).map_err(Error::Random)
 }
 
 /// `n` random bytes (not secret: salts).

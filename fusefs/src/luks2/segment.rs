@@ -11,7 +11,7 @@ use std::io;
 
 use super::guarded::{SecretBox, SecretBytes};
 use super::xts::Xts;
-use crate::mapping::MappedBytes;
+use crate::memory::mapping::MappedBytes;
 use crate::source::{ReadAt, check_range};
 
 /// An unlocked LUKS2 volume: the plaintext of its data segment.
@@ -240,8 +240,8 @@ impl<R: ReadAt> ReadAt for UnlockedVolume<R> {
         }
         // The partial sectors' plaintext is image data, not key material: the same
         // bytes go on to the caller, the block cache and the kernel's page cache, so
-        // the scratch is not zeroized (byte-wise volatile clearing of 8 KiB cost
-        // about 3 ms of CPU per 256 MiB read).
+        // the scratch is not zeroized (byte-wise volatile clearing of 8 KiB per
+        // read would cost CPU on every read for nothing).
         let mut scratch = [0u8; 8192];
         let (head, tail) = scratch.split_at_mut(4096);
         let (head, tail) = (&mut head[..ss as usize], &mut tail[..ss as usize]);

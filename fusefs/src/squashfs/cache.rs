@@ -6,6 +6,8 @@
 //! `OnceLock` slot: threads asking for the same block at once wait for the first
 //! loader instead of decompressing it again.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 

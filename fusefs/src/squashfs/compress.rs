@@ -5,6 +5,8 @@
 //! Decompressor state that is costly to build (libdeflate, zstd contexts) lives in
 //! thread-locals: reader threads never contend on it.
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 
 use super::error::{Error, Result};

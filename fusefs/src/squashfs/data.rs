@@ -3,8 +3,10 @@
 //! the blocks it overlaps: block positions come from the inode's checkpointed
 //! block list, never from decompressing earlier blocks.
 
+#![forbid(unsafe_code)]
+
+use super::blocks::{BLOCK_SIZE_MASK, Blocks};
 use super::error::{Result, corrupt};
-use super::image::{BLOCK_SIZE_MASK, Image};
 use super::inode::FileLayout;
 use super::table::Table;
 use crate::source::ReadAt;
@@ -15,7 +17,7 @@ pub struct Fragments {
 }
 
 impl Fragments {
-    pub fn open<R: ReadAt>(img: &Image<R>) -> Result<Self> {
+    pub fn open<R: ReadAt>(img: &Blocks<R>) -> Result<Self> {
         let sb = &img.sb;
         if sb.fragment_count == 0 {
             return Ok(Self { table: None });
@@ -35,7 +37,7 @@ impl Fragments {
     }
 
     /// Disk position and size field of fragment block `i`.
-    fn entry<R: ReadAt>(&self, img: &Image<R>, i: u32) -> Result<(u64, u32)> {
+    fn entry<R: ReadAt>(&self, img: &Blocks<R>, i: u32) -> Result<(u64, u32)> {
         let Some(t) = &self.table else {
             return Err(corrupt(
                 "fragment index without a fragment table",
@@ -60,7 +62,7 @@ impl Fragments {
 /// into `buf`, unless `via_cache` (another thread may want the same block: the
 /// decompression is then shared through the cache).
 pub fn read<R: ReadAt>(
-    img: &Image<R>,
+    img: &Blocks<R>,
     frags: &Fragments,
     f: &FileLayout,
     offset: u64,

@@ -3,8 +3,10 @@
 //! says where header runs begin at metadata block starts, so a lookup or a resumed
 //! readdir jumps close to its target instead of scanning from the start.
 
+#![forbid(unsafe_code)]
+
+use super::blocks::{Blocks, METADATA_SIZE};
 use super::error::{Result, corrupt};
-use super::image::{Image, METADATA_SIZE};
 use super::inode::{DirInfo, FileKind, MAX_NAME};
 use super::metadata::Cursor;
 use crate::source::ReadAt;
@@ -50,7 +52,7 @@ fn cookie(at: u64, idx: u32) -> u64 {
 
 impl<'a, R: ReadAt> Listing<'a, R> {
     /// A listing positioned at the resume cookie `cookie` (0: the beginning).
-    pub fn resume(img: &'a Image<R>, dir: &DirInfo, dir_end: u64, cookie: u64) -> Result<Self> {
+    pub fn resume(img: &'a Blocks<R>, dir: &DirInfo, dir_end: u64, cookie: u64) -> Result<Self> {
         let (at, idx) = match cookie.checked_sub(1) {
             None => (0, 0),
             Some(c) => (c >> 9, (c & 511) as u32),
@@ -69,7 +71,7 @@ impl<'a, R: ReadAt> Listing<'a, R> {
     }
 
     /// A listing positioned at listing offset `target`, which must be a header.
-    fn seek(img: &'a Image<R>, dir: &DirInfo, dir_end: u64, target: u64) -> Result<Self> {
+    fn seek(img: &'a Blocks<R>, dir: &DirInfo, dir_end: u64, target: u64) -> Result<Self> {
         let best = dir
             .index
             .iter()
@@ -84,7 +86,7 @@ impl<'a, R: ReadAt> Listing<'a, R> {
     }
 
     /// A listing positioned where a lookup of `name` should start scanning.
-    pub fn for_name(img: &'a Image<R>, dir: &DirInfo, dir_end: u64, name: &[u8]) -> Result<Self> {
+    pub fn for_name(img: &'a Blocks<R>, dir: &DirInfo, dir_end: u64, name: &[u8]) -> Result<Self> {
         // The index is sorted like the entries: take the last one not after `name`.
         let mut best = None;
         for i in dir.index.iter() {
@@ -104,7 +106,7 @@ impl<'a, R: ReadAt> Listing<'a, R> {
     }
 
     fn from(
-        img: &'a Image<R>,
+        img: &'a Blocks<R>,
         dir: &DirInfo,
         dir_end: u64,
         block: u64,

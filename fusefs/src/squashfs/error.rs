@@ -1,6 +1,8 @@
 //! The one error type of the squashfs reader. Every variant renders as a single
 //! line naming what is wrong, because the CLI prints `{err}` as it is.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 
 /// What can go wrong while reading a squashfs image.

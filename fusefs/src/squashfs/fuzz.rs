@@ -1,9 +1,11 @@
 //! The fuzzing entry point: open an image from memory, walk everything, read
 //! every file and every xattr, with limits so one input cannot run for long.
 
-use super::fs::{Options, Squashfs};
-use super::image::CacheSizes;
+#![forbid(unsafe_code)]
+
+use super::blocks::CacheSizes;
 use super::inode::FileKind;
+use super::reader::{Options, Squashfs};
 
 const MAX_NODES: usize = 20_000;
 const MAX_LOOKUPS: usize = 64;

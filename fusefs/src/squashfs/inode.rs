@@ -2,8 +2,10 @@
 //! (basic and extended forms of directory, file, symlink, block and character
 //! device, fifo and socket).
 
+#![forbid(unsafe_code)]
+
+use super::blocks::{BLOCK_SIZE_MASK, Blocks, METADATA_SIZE};
 use super::error::{Error, Result, corrupt};
-use super::image::{BLOCK_SIZE_MASK, Image, METADATA_SIZE};
 use super::metadata::Cursor;
 use crate::source::ReadAt;
 
@@ -162,7 +164,7 @@ impl Inode {
 }
 
 /// Reads the inode at reference `iref` (block offset << 16 | offset in block).
-pub fn read<R: ReadAt>(img: &Image<R>, iref: u64, max_blocks: u64) -> Result<Inode> {
+pub fn read<R: ReadAt>(img: &Blocks<R>, iref: u64, max_blocks: u64) -> Result<Inode> {
     let sb = &img.sb;
     let offset = (iref & 0xffff) as usize;
     let pos = sb.inode_table.checked_add(iref >> 16);
@@ -205,48 +207,27 @@ pub fn read<R: ReadAt>(img: &Image<R>, iref: u64, max_blocks: u64) -> Result<Ino
             let count = c.u16()?;
             let offset = c.u16()?;
             inode.xattr = c.u32()?;
-            let mut index = Vec::new();
-            for _ in 0..count {
-                let i = c.u32()?;
-                let start = c.u32()?;
-                let n = c.u32()?;
-                if n >= MAX_NAME {
-                    return Err(corrupt("directory index name too long", pos));
-                }
-                let name = c.bytes(n as usize + 1)?.into_boxed_slice();
-                index.push(DirIndex {
-                    index: i,
-                    start,
-                    name,
-                });
+            let index = dir_index(&mut c, count, pos)?;
+            inode.body = Body::Dir(dir_info(start_block, offset, size, index, pos)?);
+        }
+        (FileKind::File, _) => {
+            // The same fields in each layout, in a different order and width.
+            let (blocks_start, size, sparse, fragment, frag_offset);
+            if extended {
+                blocks_start = c.u64()?;
+                size = c.u64()?;
+                sparse = c.u64()?;
+                inode.nlink = c.u32()?;
+                fragment = c.u32()?;
+                frag_offset = c.u32()?;
+                inode.xattr = c.u32()?;
+            } else {
+                blocks_start = u64::from(c.u32()?);
+                fragment = c.u32()?;
+                frag_offset = c.u32()?;
+                size = u64::from(c.u32()?);
+                sparse = 0;
             }
-            inode.body = Body::Dir(dir_info(start_block, offset, size, index.into(), pos)?);
-        }
-        (FileKind::File, false) => {
-            let blocks_start = u64::from(c.u32()?);
-            let fragment = c.u32()?;
-            let frag_offset = c.u32()?;
-            let size = u64::from(c.u32()?);
-            inode.body = Body::File(file_layout(
-                img,
-                &mut c,
-                pos,
-                blocks_start,
-                size,
-                0,
-                fragment,
-                frag_offset,
-                max_blocks,
-            )?);
-        }
-        (FileKind::File, true) => {
-            let blocks_start = c.u64()?;
-            let size = c.u64()?;
-            let sparse = c.u64()?;
-            inode.nlink = c.u32()?;
-            let fragment = c.u32()?;
-            let frag_offset = c.u32()?;
-            inode.xattr = c.u32()?;
             inode.body = Body::File(file_layout(
                 img,
                 &mut c,
@@ -287,6 +268,26 @@ pub fn read<R: ReadAt>(img: &Image<R>, iref: u64, max_blocks: u64) -> Result<Ino
     Ok(inode)
 }
 
+/// The `count` entries of an extended directory inode's index.
+fn dir_index<R: ReadAt>(c: &mut Cursor<'_, R>, count: u16, pos: u64) -> Result<Box<[DirIndex]>> {
+    let mut index = Vec::new();
+    for _ in 0..count {
+        let i = c.u32()?;
+        let start = c.u32()?;
+        let n = c.u32()?;
+        if n >= MAX_NAME {
+            return Err(corrupt("directory index name too long", pos));
+        }
+        let name = c.bytes(n as usize + 1)?.into_boxed_slice();
+        index.push(DirIndex {
+            index: i,
+            start,
+            name,
+        });
+    }
+    Ok(index.into())
+}
+
 fn dir_info(
     start_block: u32,
     offset: u16,
@@ -307,7 +308,7 @@ fn dir_info(
 
 #[allow(clippy::too_many_arguments)]
 fn file_layout<R: ReadAt>(
-    img: &Image<R>,
+    img: &Blocks<R>,
     c: &mut Cursor<'_, R>,
     pos: u64,
     blocks_start: u64,
@@ -340,7 +341,7 @@ fn file_layout<R: ReadAt>(
         }
         let s = c.u32()?;
         if u64::from(s & BLOCK_SIZE_MASK) > bs
-            || s & !(BLOCK_SIZE_MASK | super::image::BLOCK_UNCOMPRESSED) != 0
+            || s & !(BLOCK_SIZE_MASK | super::blocks::BLOCK_UNCOMPRESSED) != 0
         {
             return Err(corrupt("file block size field", pos));
         }

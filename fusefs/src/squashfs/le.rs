@@ -2,6 +2,8 @@
 //! is known to cover the field, so these never index out of range on input data;
 //! the `get` fallbacks only keep the functions total.
 
+#![forbid(unsafe_code)]
+
 pub fn u16(b: &[u8], at: usize) -> u16 {
     let mut a = [0u8; 2];
     if let Some(s) = b.get(at..at + 2) {

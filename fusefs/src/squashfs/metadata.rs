@@ -6,14 +6,16 @@
 //! every block must end before the end of its table, so a cursor touches at most
 //! (table length / 3) blocks.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
+use super::blocks::{Blocks, MetaBlock};
 use super::error::{Result, corrupt};
-use super::image::{Image, MetaBlock};
 use crate::source::ReadAt;
 
 pub struct Cursor<'a, R> {
-    img: &'a Image<R>,
+    img: &'a Blocks<R>,
     /// Disk position of the current block.
     pos: u64,
     /// Offset inside the decompressed current block.
@@ -24,7 +26,7 @@ pub struct Cursor<'a, R> {
 }
 
 impl<'a, R: ReadAt> Cursor<'a, R> {
-    pub fn new(img: &'a Image<R>, pos: u64, offset: usize, end: u64) -> Self {
+    pub fn new(img: &'a Blocks<R>, pos: u64, offset: usize, end: u64) -> Self {
         Self {
             img,
             pos,

@@ -10,7 +10,7 @@
 //! For the FUSE server (all `&self`, call from any thread):
 //! - [`Squashfs::open`] / [`Squashfs::open_with`] over any `ReadAt`;
 //! - node ids are FUSE node ids: [`InodeId::ROOT`] is 1, every other id is the
-//!   squashfs inode reference + 2 (see [`fs`]); [`Attr::ino`] is `st_ino`;
+//!   squashfs inode reference + 2 (see [`reader`]); [`Attr::ino`] is `st_ino`;
 //! - [`Squashfs::lookup`], [`Squashfs::getattr`] → [`Attr`];
 //!   [`Squashfs::readdir`]`(dir, cookie)` → entries each carrying the cookie to
 //!   resume after it (0 starts; "." and ".." are the server's);
@@ -20,30 +20,30 @@
 //!   `NotDir` → ENOTDIR, `NotFile` → EISDIR/EINVAL, `NotSymlink` → EINVAL,
 //!   `NoXattr` → ENODATA, `BadInodeId` → ESTALE, everything else → EIO.
 //!
-//! Layout: [`superblock`] → [`image`] (raw reads, block caches) → `metadata`
+//! Layout: [`superblock`] → [`blocks`] (raw reads, block caches) → `metadata`
 //! (cursor over metadata block chains) → `table` (lookup tables), `inode`, `dir`,
-//! `data` (file contents and fragments), `xattr` → [`fs`] (the public API).
+//! `data` (file contents and fragments), `xattr` → [`reader`] (the public API).
 
+pub mod blocks;
 mod cache;
 mod compress;
 mod data;
 mod dir;
 mod error;
-pub mod fs;
 mod fuzz;
-pub mod image;
 mod inode;
 mod le;
 mod metadata;
 mod pool;
+pub mod reader;
 pub mod superblock;
 mod table;
 mod xattr;
 
+pub use blocks::CacheSizes;
 pub use compress::Compressor;
 pub use error::{Error, Result};
-pub use fs::{Attr, DirEntry, InodeId, Options, ReadDir, Squashfs, StatFs};
 #[doc(hidden)]
 pub use fuzz::fuzz_one;
-pub use image::CacheSizes;
 pub use inode::FileKind;
+pub use reader::{Attr, DirEntry, InodeId, Options, ReadDir, Squashfs, StatFs};

@@ -4,21 +4,22 @@
 //!
 //! Why: a block decompressed into freshly allocated memory takes one page fault per
 //! 4 KiB page it fills — 32 for a 128 KiB block — and each fault is a trap into the
-//! kernel. That is cheap on bare metal but not in a virtual machine: on the CI VM,
-//! touching 2 MiB of fresh memory page by page took 0.5–0.9 ms, against 0.1–0.4 ms
-//! for the same 2 MiB as one huge page. A container start decompresses a few
-//! megabytes of blocks, on its critical path (an `exec true` of a busybox image:
-//! 1040 page faults before, 553 with the pool). Where huge pages are off, the slots
-//! are plain pages, faulted in as before, and still reused.
+//! kernel, which in a virtual machine also costs a trip to the hypervisor. A
+//! container start decompresses a few megabytes of blocks on its critical path: a
+//! huge page takes one fault where small pages take 512, and a reused slot takes
+//! none (figures in benches/README.md). Where huge pages are off, the slots are
+//! plain pages, still reused.
 
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
+use crate::memory::{Advice, AnonMap};
+
 /// Chunks are mapped this big (and at least one slot), aligned to it: the size of a
 /// transparent huge page on x86-64 and on arm64 with 4 KiB pages, so that one fault
 /// fills a whole chunk. (With `defrag=madvise`, the kernel may compact memory to find
-/// one; measured here it was cheaper than the 512 small faults.)
+/// one, which costs less than the 512 small faults it saves.)
 const CHUNK: usize = 2 << 20;
 const PAGE: usize = 4096;
 
@@ -32,25 +33,9 @@ pub struct Pool {
 struct State {
     /// Addresses of slots not in use.
     free: Vec<usize>,
-    /// Every mapping made, unmapped when the pool goes (after its last buffer).
-    chunks: Vec<Chunk>,
-}
-
-/// One anonymous mapping.
-struct Chunk {
-    addr: usize,
-    len: usize,
-}
-
-impl Drop for Chunk {
-    fn drop(&mut self) {
-        // SAFETY: `addr..addr+len` is a mapping this pool made and nothing else
-        // unmaps; the pool is dropped only after every buffer pointing into it (each
-        // holds an `Arc<Pool>`), so no reference into it survives.
-        unsafe {
-            libc::munmap(self.addr as *mut libc::c_void, self.len);
-        }
-    }
+    /// Every mapping made, unmapped when the pool goes: after its last buffer, as
+    /// each holds an `Arc<Pool>`, so no slot address outlives its mapping.
+    chunks: Vec<AnonMap>,
 }
 
 impl Pool {
@@ -88,10 +73,9 @@ impl Pool {
             return Some(a);
         }
         let chunk = map_chunk(CHUNK.max(self.slot))?;
-        let n = chunk.len / self.slot;
-        s.free
-            .extend((1..n).rev().map(|i| chunk.addr + i * self.slot));
-        let first = chunk.addr;
+        let (addr, n) = (chunk.as_ptr() as usize, chunk.len() / self.slot);
+        s.free.extend((1..n).rev().map(|i| addr + i * self.slot));
+        let first = addr;
         s.chunks.push(chunk);
         Some(first)
     }
@@ -104,45 +88,13 @@ impl Pool {
 
 /// Maps `len` bytes (a multiple of the page size) of anonymous memory, aligned to
 /// `CHUNK` so that the kernel can back it with one huge page on its first write.
-fn map_chunk(len: usize) -> Option<Chunk> {
-    let span = len + CHUNK;
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing
-    // touches no existing memory; the result is checked before use.
-    let raw = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            span,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if raw == libc::MAP_FAILED {
-        return None;
-    }
-    let start = raw as usize;
-    let addr = start.next_multiple_of(CHUNK);
-    // SAFETY: both ranges lie inside the mapping just made and are page-aligned (mmap
-    // returns page-aligned addresses; CHUNK and `len` are page multiples); what is
-    // unmapped is the slack around the aligned part, which nothing refers to.
-    unsafe {
-        if addr > start {
-            libc::munmap(raw, addr - start);
-        }
-        let end = addr + len;
-        if start + span > end {
-            libc::munmap(end as *mut libc::c_void, start + span - end);
-        }
-    }
-    // SAFETY: madvise on the mapping just made. A hint: where transparent huge pages
-    // are off it fails with EINVAL and the memory is ordinary pages. Faulting the
-    // chunk in ahead (MADV_POPULATE_WRITE) was measured too, and was slower: the
-    // thread that first needs a block would wait for the whole chunk.
-    unsafe {
-        libc::madvise(addr as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-    }
-    Some(Chunk { addr, len })
+/// Where transparent huge pages are off the advice is refused and the memory is
+/// ordinary pages. Faulting the chunk in ahead (MADV_POPULATE_WRITE) is slower: the
+/// thread that first needs a block would wait for the whole chunk.
+fn map_chunk(len: usize) -> Option<AnonMap> {
+    let chunk = AnonMap::aligned(len, CHUNK)?;
+    chunk.advise(Advice::HugePage);
+    Some(chunk)
 }
 
 /// A decompressed block's bytes: a pool slot, or heap memory.

@@ -1,6 +1,8 @@
 //! The 96-byte superblock: parsed and checked before anything else is read, so
 //! every later table offset is known to lie inside the image.
 
+#![forbid(unsafe_code)]
+
 use super::compress::Compressor;
 use super::error::{Error, Result};
 use super::le;

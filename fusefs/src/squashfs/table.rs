@@ -2,8 +2,10 @@
 //! metadata blocks, found through an array of u64 block positions. The metadata
 //! blocks are written just before that array, so they must end where it starts.
 
+#![forbid(unsafe_code)]
+
+use super::blocks::{Blocks, METADATA_SIZE};
 use super::error::{Result, corrupt};
-use super::image::{Image, METADATA_SIZE};
 use super::metadata::Cursor;
 use crate::source::ReadAt;
 
@@ -21,7 +23,7 @@ impl Table {
     /// index array starts at `start` and whose entry blocks end by `end`. The
     /// allocation is checked against the image first.
     pub fn open<R: ReadAt>(
-        img: &Image<R>,
+        img: &Blocks<R>,
         start: u64,
         end: u64,
         count: u64,
@@ -55,7 +57,7 @@ impl Table {
     }
 
     /// The raw bytes of entry `i`.
-    pub fn entry<R: ReadAt, const N: usize>(&self, img: &Image<R>, i: u64) -> Result<[u8; N]> {
+    pub fn entry<R: ReadAt, const N: usize>(&self, img: &Blocks<R>, i: u64) -> Result<[u8; N]> {
         if i >= self.count || N != self.entry_size {
             return Err(corrupt("lookup table index out of range", self.end));
         }

@@ -2,8 +2,10 @@
 //! points into a key/value area. Values too large to repeat are stored once and
 //! referenced "out of line" by later sets.
 
+#![forbid(unsafe_code)]
+
+use super::blocks::Blocks;
 use super::error::{Error, Result, corrupt};
-use super::image::Image;
 use super::metadata::Cursor;
 use super::table::Table;
 use crate::source::ReadAt;
@@ -22,7 +24,7 @@ pub struct Xattrs {
 }
 
 impl Xattrs {
-    pub fn open<R: ReadAt>(img: &Image<R>) -> Result<Option<Self>> {
+    pub fn open<R: ReadAt>(img: &Blocks<R>) -> Result<Option<Self>> {
         if !img.sb.has_xattrs() {
             return Ok(None);
         }
@@ -44,7 +46,7 @@ impl Xattrs {
     }
 
     /// All (full name, value) pairs of attribute set `idx`.
-    pub fn get_all<R: ReadAt>(&self, img: &Image<R>, idx: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub fn get_all<R: ReadAt>(&self, img: &Blocks<R>, idx: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let e: [u8; 16] = self.ids.entry(img, u64::from(idx))?;
         let xref = super::le::u64(&e, 0);
         let count = super::le::u32(&e, 8);
@@ -89,7 +91,7 @@ impl Xattrs {
         Ok(out)
     }
 
-    fn cursor<'a, R: ReadAt>(&self, img: &'a Image<R>, r: u64) -> Result<Cursor<'a, R>> {
+    fn cursor<'a, R: ReadAt>(&self, img: &'a Blocks<R>, r: u64) -> Result<Cursor<'a, R>> {
         let pos = self
             .kv_start
             .checked_add(r >> 16)

@@ -29,9 +29,10 @@
 use std::fs::File;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use super::map::{Advice, FileMap, page_size};
 
 /// Mappings alive at once (one per encrypted image a process has open).
 const MAX_MAPPINGS: usize = 16;
@@ -75,9 +76,8 @@ static INSTALLED: OnceLock<bool> = OnceLock::new();
 
 /// A read-only shared mapping of part of a file.
 pub struct Mapping {
-    /// Start of the mapping (page aligned), and its length.
-    base: *const u8,
-    map_len: usize,
+    /// The whole mapping, from a page boundary.
+    map: FileMap,
     /// The file offset `offset` handed to [`Mapping::new`] lies `lead` bytes into it.
     lead: usize,
     len: usize,
@@ -85,13 +85,6 @@ pub struct Mapping {
     /// Bytes read since the page table entries were last dropped.
     read: AtomicU64,
 }
-
-// SAFETY: the mapping is read-only memory owned by this value; reading it from any
-// thread is sound (the SIGBUS handler covers the one way a read could fault).
-unsafe impl Send for Mapping {}
-// SAFETY: as for Send: shared access only ever reads (or drops page table entries
-// of a shared file mapping, which the next access faults back in).
-unsafe impl Sync for Mapping {}
 
 impl std::fmt::Debug for Mapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,7 +148,7 @@ impl Mapping {
     /// when the file cannot be mapped (some filesystems; a limit on the address
     /// space, which a large image should not use up; 32-bit systems), the handler
     /// cannot be installed, or too many mappings are alive: the caller then reads
-    /// with `pread(2)` as before.
+    /// with `pread(2)`.
     ///
     /// # Safety
     /// The file must not be written in place by this process while the mapping
@@ -179,23 +172,8 @@ impl Mapping {
         if !*INSTALLED.get_or_init(install_handler) {
             return Err(io::Error::other("no SIGBUS handler"));
         }
-        // SAFETY: a new read-only shared mapping chosen by the kernel (no address
-        // hint), of a descriptor that stays open for the call, at a page-aligned
-        // offset; the mapping keeps its own reference to the file.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                (offset - lead as u64) as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let start = ptr as usize;
+        let map = FileMap::new(file, offset - lead as u64, map_len)?;
+        let start = map.as_ptr() as usize;
         for (slot, r) in REGIONS.iter().enumerate() {
             let seq = r.seq.load(Ordering::SeqCst);
             // A free slot, claimed by making its sequence odd.
@@ -210,8 +188,7 @@ impl Mapping {
                 r.end.store(start + map_len, Ordering::SeqCst);
                 r.seq.store(seq + 2, Ordering::SeqCst);
                 return Ok(Mapping {
-                    base: ptr.cast_const().cast(),
-                    map_len,
+                    map,
                     lead,
                     len,
                     slot,
@@ -219,8 +196,7 @@ impl Mapping {
                 });
             }
         }
-        // SAFETY: the mapping made above, not yet shared with anyone.
-        unsafe { libc::munmap(ptr, map_len) };
+        // `map` is unmapped here, never registered.
         Err(io::Error::other("too many file mappings"))
     }
 
@@ -254,9 +230,10 @@ impl Mapping {
             return None;
         }
         let bytes = MappedBytes {
-            // SAFETY: lead + offset + len <= lead + self.len = map_len (checked
-            // above): inside the live mapping, which is unmapped only in `drop`.
-            ptr: unsafe { self.base.add(self.lead + offset) },
+            // SAFETY: lead + offset + len <= lead + self.len = the mapping's length
+            // (checked above): inside the live mapping, unmapped only when `self` is
+            // dropped.
+            ptr: unsafe { self.map.as_ptr().add(self.lead + offset) },
             len,
             _mapping: PhantomData,
         };
@@ -274,16 +251,7 @@ impl Mapping {
     /// Drops the mapping's page table entries: its pages stay in the page cache, and
     /// the next read of each faults it back in.
     fn drop_resident(&self) {
-        // SAFETY: the whole live mapping; MADV_DONTNEED on a shared file mapping
-        // only unmaps pages, whose contents stay those of the file (a reader at the
-        // same time faults them back in).
-        unsafe {
-            libc::madvise(
-                self.base.cast_mut().cast(),
-                self.map_len,
-                libc::MADV_DONTNEED,
-            )
-        };
+        self.map.advise(Advice::DontNeed);
     }
 }
 
@@ -294,23 +262,17 @@ impl Drop for Mapping {
         r.seq.store(seq + 1, Ordering::SeqCst);
         r.start.store(0, Ordering::SeqCst);
         r.end.store(0, Ordering::SeqCst);
-        // Even again, with start 0: free.
+        // Even again, with start 0: free. Unregistered before `map` is unmapped
+        // (fields drop after this), so the handler never trusts an unmapped range.
         r.seq.store(seq + 2, Ordering::SeqCst);
-        // SAFETY: the mapping this value made; no borrow of it outlives `self`.
-        unsafe { libc::munmap(self.base.cast_mut().cast(), self.map_len) };
     }
 }
 
 /// True when RLIMIT_AS is set: a mapping of a large image would use up what the
 /// process may allocate later (the KDF's memory among it).
 fn address_space_limited() -> bool {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct passed, alive for the call.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) };
-    rc != 0 || lim.rlim_cur != libc::RLIM_INFINITY
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_AS).map_or(true, |(soft, _)| soft != RLIM_INFINITY)
 }
 
 fn install_handler() -> bool {
@@ -415,25 +377,11 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     unsafe { *libc::__errno_location() = errno };
 }
 
-fn page_size() -> usize {
-    static PAGE: AtomicUsize = AtomicUsize::new(0);
-    let p = PAGE.load(Ordering::Relaxed);
-    if p != 0 {
-        return p;
-    }
-    // SAFETY: sysconf has no preconditions.
-    let p = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-        .ok()
-        .filter(|p| p.is_power_of_two())
-        .unwrap_or(4096);
-    PAGE.store(p, Ordering::Relaxed);
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::fd::AsRawFd;
 
     fn file_of(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
         let mut f = tempfile::NamedTempFile::new().unwrap();

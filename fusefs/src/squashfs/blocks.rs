@@ -1,6 +1,8 @@
-//! The image: the byte source, its superblock, and the three block caches
+//! The image's blocks: the byte source, its superblock, and the three block caches
 //! (metadata, data, fragments). Everything that touches raw image bytes goes
 //! through here, so every offset is checked in one place.
+
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
@@ -54,7 +56,7 @@ impl Default for CacheSizes {
     }
 }
 
-pub struct Image<R> {
+pub struct Blocks<R> {
     pub src: R,
     pub sb: Superblock,
     meta: Cache<MetaBlock>,
@@ -70,7 +72,7 @@ impl Weight for BlockBuf {
     }
 }
 
-impl<R: ReadAt> Image<R> {
+impl<R: ReadAt> Blocks<R> {
     pub fn new(src: R, sb: Superblock, sizes: &CacheSizes) -> Self {
         let pool = Pool::new(sb.block_size as usize);
         Self {

@@ -6,16 +6,23 @@
 //! cross-references and layout rules of the LUKS2 spec are checked. The raw value
 //! is kept so a rewrite (add/remove keyslot) preserves members it does not know.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::{Error, Result};
 use super::kdf::{Argon2Variant, KdfParams};
+use fields::{
+    as_obj, b64_field, field, id_list, obj_field, parse_id, str_field, str_list, u32_field, u64_str,
+};
+use strict::StrictValue;
+
+mod fields;
+mod strict;
 
 /// cryptsetup's limits on object counts.
 const MAX_KEYSLOT_ID: u32 = 31;
@@ -478,106 +485,6 @@ fn parse_digest(id: u32, v: &Value) -> Result<Digest> {
     })
 }
 
-// ---- typed field access -------------------------------------------------------
-
-fn as_obj<'a>(v: &'a Value, ctx: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object()
-        .ok_or_else(|| Error::meta(format!("{ctx} is not a JSON object")))
-}
-
-fn field<'a>(o: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a Value> {
-    o.get(key)
-        .ok_or_else(|| Error::meta(format!("{ctx}.{key} is missing")))
-}
-
-fn obj_field<'a>(
-    o: &'a Map<String, Value>,
-    key: &str,
-    ctx: &str,
-) -> Result<&'a Map<String, Value>> {
-    as_obj(field(o, key, ctx)?, &format!("{ctx}.{key}"))
-}
-
-fn str_field<'a>(o: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a str> {
-    field(o, key, ctx)?
-        .as_str()
-        .ok_or_else(|| Error::meta(format!("{ctx}.{key} is not a string")))
-}
-
-/// A JSON number that is a non-negative integer fitting u32 (no fraction, no exponent).
-fn u32_field(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<u32> {
-    field(o, key, ctx)?
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| {
-            Error::meta(format!(
-                "{ctx}.{key} is not an integer between 0 and 4294967295"
-            ))
-        })
-}
-
-/// LUKS2's string-uint64: a JSON string of decimal digits.
-fn u64_str(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<u64> {
-    let s = str_field(o, key, ctx)?;
-    parse_decimal(s).ok_or_else(|| {
-        Error::meta(format!(
-            "{ctx}.{key} is not a decimal unsigned 64-bit number in a string"
-        ))
-    })
-}
-
-fn parse_decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// Object member names are decimal ids without leading zeros.
-fn parse_id(name: &str, what: &str) -> Result<u32> {
-    let ok = !name.is_empty() && name.len() <= 10 && (name == "0" || !name.starts_with('0'));
-    ok.then(|| parse_decimal(name))
-        .flatten()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| Error::meta(format!("{what} name \"{name}\" is not a decimal id")))
-}
-
-fn b64_field(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<Vec<u8>> {
-    let s = str_field(o, key, ctx)?;
-    if s.len() > 1024 {
-        return Err(Error::meta(format!("{ctx}.{key} is too long")));
-    }
-    B64.decode(s)
-        .map_err(|_| Error::meta(format!("{ctx}.{key} is not valid base64")))
-}
-
-fn str_list(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<Vec<String>> {
-    let a = field(o, key, ctx)?
-        .as_array()
-        .ok_or_else(|| Error::meta(format!("{ctx}.{key} is not an array")))?;
-    a.iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| Error::meta(format!("{ctx}.{key} has a non-string element")))
-        })
-        .collect()
-}
-
-/// An array of id strings (`["0","1"]`), without duplicates.
-fn id_list(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<Vec<u32>> {
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for s in str_list(o, key, ctx)? {
-        let id = parse_id(&s, &format!("{ctx}.{key} element"))?;
-        if !seen.insert(id) {
-            return Err(Error::meta(format!("{ctx}.{key} lists {id} twice")));
-        }
-        out.push(id);
-    }
-    Ok(out)
-}
-
 // ---- writing helpers ---------------------------------------------------------
 
 /// Encodes bytes as LUKS2 base64.
@@ -590,79 +497,10 @@ pub fn to_text(v: &Value) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::meta(format!("cannot serialize JSON: {e}")))
 }
 
-// ---- a serde_json::Value that refuses duplicate member names ------------------
-
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = StrictValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> std::result::Result<StrictValue, E> {
-        Ok(StrictValue(Value::Bool(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> std::result::Result<StrictValue, E> {
-        Ok(StrictValue(Value::from(v)))
-    }
-    fn visit_u64<E>(self, v: u64) -> std::result::Result<StrictValue, E> {
-        Ok(StrictValue(Value::from(v)))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<StrictValue, E> {
-        serde_json::Number::from_f64(v)
-            .map(|n| StrictValue(Value::Number(n)))
-            .ok_or_else(|| E::custom("non-finite number"))
-    }
-    fn visit_str<E>(self, v: &str) -> std::result::Result<StrictValue, E> {
-        Ok(StrictValue(Value::String(v.to_string())))
-    }
-    fn visit_string<E>(self, v: String) -> std::result::Result<StrictValue, E> {
-        Ok(StrictValue(Value::String(v)))
-    }
-    fn visit_unit<E>(self) -> std::result::Result<StrictValue, E> {
-        Ok(StrictValue(Value::Null))
-    }
-    fn visit_none<E>(self) -> std::result::Result<StrictValue, E> {
-        Ok(StrictValue(Value::Null))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(
-        self,
-        mut seq: A,
-    ) -> std::result::Result<StrictValue, A::Error> {
-        let mut v = Vec::new();
-        while let Some(StrictValue(x)) = seq.next_element()? {
-            v.push(x);
-        }
-        Ok(StrictValue(Value::Array(v)))
-    }
-    fn visit_map<A: MapAccess<'de>>(
-        self,
-        mut map: A,
-    ) -> std::result::Result<StrictValue, A::Error> {
-        let mut m = Map::new();
-        while let Some(k) = map.next_key::<String>()? {
-            if m.contains_key(&k) {
-                return Err(de::Error::custom(format!("duplicate member name \"{k}\"")));
-            }
-            let StrictValue(v) = map.next_value()?;
-            m.insert(k, v);
-        }
-        Ok(StrictValue(Value::Object(m)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fields::parse_decimal;
 
     #[test]
     fn strict_parsing_rejects_duplicates_and_wrong_types() {

@@ -4,6 +4,8 @@
 //! argon2 keyslots can ask for gigabytes; checking first turns an OOM kill (what
 //! users of the peers hit: singularity#4162, #4336, #5361) into a clear error.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -84,108 +86,9 @@ fn read_u64(p: &Path) -> Option<u64> {
     (n < (1u64 << 62)).then_some(n)
 }
 
-/// argon2's working memory: one anonymous mapping, which the kernel may back with
-/// transparent huge pages. argon2 writes every byte of it, so with 4 KiB pages a
-/// keyslot of m KiB takes m/4 page faults — 8192 for 32 MiB, 262144 for the 1 GiB
-/// cryptsetup may choose — and in a virtual machine each fault is a trap. With huge
-/// pages it is one fault per 2 MiB; where they are off, it is the 4 KiB pages as
-/// before. The last block of each lane derives the keyslot's key, so the memory is
-/// zeroed before it is unmapped (the crate's own allocation was freed as it was).
-pub struct KdfMemory {
-    addr: std::ptr::NonNull<argon2::Block>,
-    blocks: usize,
-    len: usize,
-}
-
-impl KdfMemory {
-    /// Memory for `blocks` argon2 blocks (1 KiB each), zeroed; `None` when it cannot
-    /// be mapped.
-    pub fn new(blocks: usize) -> Option<KdfMemory> {
-        let len = blocks.checked_mul(std::mem::size_of::<argon2::Block>())?;
-        if len == 0 {
-            return None;
-        }
-        // SAFETY: an anonymous private mapping at an address of the kernel's choosing
-        // touches no existing memory; the result is checked before use.
-        let raw = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
-            return None;
-        }
-        // SAFETY: hints on the mapping just made; EINVAL (no THP) leaves 4 KiB pages.
-        // The memory derives a keyslot's key: it stays out of core dumps and out of
-        // forked children (it is too big to lock).
-        unsafe {
-            libc::madvise(raw, len, libc::MADV_HUGEPAGE);
-            libc::madvise(raw, len, libc::MADV_DONTDUMP);
-            libc::madvise(raw, len, libc::MADV_WIPEONFORK);
-        }
-        Some(KdfMemory {
-            addr: std::ptr::NonNull::new(raw.cast())?,
-            blocks,
-            len,
-        })
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the mapping is `len` bytes, zero-filled or written by argon2, owned by
-        // `self` and borrowed through `&mut self` only.
-        unsafe { std::slice::from_raw_parts_mut(self.addr.as_ptr().cast(), self.len) }
-    }
-
-    pub fn blocks(&mut self) -> &mut [argon2::Block] {
-        // SAFETY: the mapping is `blocks` blocks long, page-aligned (so aligned for
-        // Block's 64 bytes), zero-filled by the kernel (a valid Block: plain u64s), and
-        // borrowed mutably through `&mut self` only.
-        unsafe { std::slice::from_raw_parts_mut(self.addr.as_ptr(), self.blocks) }
-    }
-}
-
-impl Drop for KdfMemory {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(self.bytes());
-        // SAFETY: the mapping made in `new`, unmapped once; no borrow of it outlives
-        // `self` (`blocks` borrows `self`).
-        unsafe {
-            libc::munmap(self.addr.as_ptr().cast(), self.len);
-        }
-    }
-}
-
-// SAFETY: the memory is owned by this value alone, like a Box<[Block]>.
-unsafe impl Send for KdfMemory {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kdf_memory_is_zeroed_writable_and_gives_the_crates_own_result() {
-        let mut m = KdfMemory::new(64).expect("map");
-        assert_eq!(m.blocks().len(), 64);
-        assert!(
-            m.blocks()
-                .iter()
-                .all(|b| b.as_ref().iter().all(|&w| w == 0))
-        );
-        let params = argon2::Params::new(64, 2, 1, Some(32)).unwrap();
-        let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let (mut ours, mut theirs) = ([0u8; 32], [0u8; 32]);
-        a.hash_password_into_with_memory(b"pw", b"somesaltsomesalt", &mut ours, m.blocks())
-            .unwrap();
-        a.hash_password_into(b"pw", b"somesaltsomesalt", &mut theirs)
-            .unwrap();
-        assert_eq!(ours, theirs);
-        assert!(KdfMemory::new(0).is_none());
-    }
 
     #[test]
     fn parses_meminfo() {

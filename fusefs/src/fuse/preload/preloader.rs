@@ -1,6 +1,4 @@
-//! Work ahead of the container: decompressing file blocks on idle-priority threads
-//! and pushing them into the kernel's page cache (FUSE_NOTIFY_STORE) before the
-//! program that needs them faults on them. See [`Warmer`].
+//! The preloader's threads and its queue of jobs. See [`Preloader`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +6,8 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use fuser::INodeNo;
 
+use super::NotifierSlot;
+use super::stores::Stores;
 use crate::source::ReadAt;
 use crate::squashfs::{FileKind, InodeId, Squashfs};
 
@@ -15,15 +15,15 @@ use crate::squashfs::{FileKind, InodeId, Squashfs};
 /// reader jumps around in it. A program being started reads its executable and
 /// libraries in page faults scattered over the whole file, one at a time: each a round
 /// trip to this server and, on a miss, one block's decompression, while the program
-/// waits. The warmer decompresses the file's blocks in parallel (through the block
+/// waits. The preloader decompresses the file's blocks in parallel (through the block
 /// cache the workers use too) and pushes them into the page cache with
 /// FUSE_NOTIFY_STORE, so later faults never leave the kernel. A sequential reader is
 /// left alone: the kernel's readahead already asks for many blocks at once, and
 /// warming would only copy the same data twice. Files bigger than [`WARM_MAX`] are
 /// never warmed whole.
-pub(crate) struct Warmer {
+pub(in crate::fuse) struct Preloader {
     jobs: Mutex<mpsc::Sender<Job>>,
-    /// Shared with the warmer's threads.
+    /// Shared with the preloader's threads.
     stores: Arc<Stores>,
     /// Jobs queued and not yet done: past `MAX_PENDING`, nothing more is queued (a
     /// reader jumping around in many files at once gets no warming rather than an
@@ -32,66 +32,8 @@ pub(crate) struct Warmer {
     /// Per file: where its next sequential read would start, or `PREWARMED` or
     /// `WARMED` (cleared when it grows large).
     reads: Mutex<HashMap<u64, u64>>,
-    /// Directories whose small files were handed to the warmer (likewise).
+    /// Directories whose small files were handed to the preloader (likewise).
     dirs: Mutex<HashSet<u64>>,
-}
-
-/// Files whose blocks go to the page cache as soon as they are decompressed (the kernel
-/// knows their inodes already), and which blocks of them are there: a block is copied
-/// into the page cache once, whichever job gets to it first.
-#[derive(Default)]
-struct Stores {
-    files: Mutex<HashMap<u64, Vec<u64>>>,
-}
-
-impl Stores {
-    /// Marks file `ino` as one whose blocks are stored as they come.
-    fn want(&self, ino: u64) {
-        if let Ok(mut f) = self.files.lock() {
-            if f.len() >= 1 << 16 {
-                f.clear();
-            }
-            f.entry(ino).or_default();
-        }
-    }
-
-    /// Whether block `block` of `ino` should be stored now (`asked`: the job says so),
-    /// and if so, claims it, so that no other job copies it again.
-    fn claim(&self, ino: u64, block: u64, asked: bool) -> bool {
-        let Ok(mut f) = self.files.lock() else {
-            return asked;
-        };
-        let Some(bits) = f.get_mut(&ino) else {
-            return asked;
-        };
-        let (word, bit) = ((block / 64) as usize, 1u64 << (block % 64));
-        if bits.len() <= word {
-            bits.resize(word + 1, 0);
-        }
-        let fresh = bits[word] & bit == 0;
-        bits[word] |= bit;
-        fresh
-    }
-
-    /// Whether block `block` of `ino` is in the page cache already (nothing left to do).
-    fn done(&self, ino: u64, block: u64) -> bool {
-        self.files.lock().is_ok_and(|f| {
-            f.get(&ino)
-                .and_then(|b| b.get((block / 64) as usize))
-                .is_some_and(|w| w & (1u64 << (block % 64)) != 0)
-        })
-    }
-
-    /// Gives a block back after a failed store, so that a later job may try again.
-    fn unclaim(&self, ino: u64, block: u64) {
-        if let Ok(mut f) = self.files.lock()
-            && let Some(w) = f
-                .get_mut(&ino)
-                .and_then(|b| b.get_mut((block / 64) as usize))
-        {
-            *w &= !(1u64 << (block % 64));
-        }
-    }
 }
 
 enum Job {
@@ -103,63 +45,23 @@ enum Job {
 }
 
 /// Files up to this size are warmed whole when read out of order.
-pub const WARM_MAX: u64 = 8 << 20;
+pub(in crate::fuse) const WARM_MAX: u64 = 8 << 20;
 /// A read this far from where the previous one ended is out of order (the kernel may
 /// handle a sequential reader's readahead requests a little out of order).
 const JUMP: u64 = 512 << 10;
-/// At most this many blocks (or directories) waiting for the warmer: 512 MiB of blocks.
+/// At most this many blocks (or directories) waiting for the preloader: 512 MiB of blocks.
 const MAX_PENDING: usize = 4096;
-/// `Warmer::reads` marker of a file already handed to the warmer ...
+/// `Preloader::reads` marker of a file already handed to the preloader ...
 const WARMED: u64 = u64::MAX;
-/// ... and of one decompressed ahead of its first read (`ImageFs::prewarm`).
+/// ... and of one decompressed ahead of its first read (`Warm::prewarm`).
 const PREWARMED: u64 = u64::MAX - 1;
 
 /// A small file's siblings are warmed once one of them is read (`cat *`, a package's
 /// modules, a data set of small files): files of up to this size each ...
-pub(crate) const SIBLING_MAX_FILE: u64 = 128 << 10;
+pub(in crate::fuse) const SIBLING_MAX_FILE: u64 = 128 << 10;
 /// ... at most this many per directory, and at most this many bytes.
 const SIBLING_MAX_COUNT: usize = 4096;
 const SIBLING_MAX_BYTES: u64 = 32 << 20;
-
-/// Which directory each small file was last seen in (by lookup or readdirplus): the
-/// inodes of a squashfs do not record it. Sharded, as every lookup writes to it.
-pub(crate) struct Parents {
-    shards: Box<[Mutex<HashMap<u64, u64>>]>,
-}
-
-impl Parents {
-    const SHARDS: usize = 16;
-    /// Entries per shard before it is cleared (a forgotten parent only means no warming).
-    const CAP: usize = 1 << 16;
-
-    pub(crate) fn new() -> Self {
-        Parents {
-            shards: (0..Self::SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-        }
-    }
-
-    fn shard(&self, ino: u64) -> &Mutex<HashMap<u64, u64>> {
-        &self.shards[(ino as usize) % Self::SHARDS]
-    }
-
-    pub(crate) fn note(&self, ino: u64, dir: u64) {
-        if let Ok(mut m) = self.shard(ino).lock() {
-            if m.len() >= Self::CAP {
-                m.clear();
-            }
-            m.insert(ino, dir);
-        }
-    }
-
-    pub(crate) fn of(&self, ino: u64) -> Option<u64> {
-        self.shard(ino).lock().ok()?.get(&ino).copied()
-    }
-}
-
-/// Where the warmer pushes data: set once the session exists.
-pub(crate) type NotifierSlot = Arc<std::sync::OnceLock<fuser::Notifier>>;
 
 /// Lets the calling thread run only when a core would otherwise be idle, so warming
 /// never delays the reader it works for (or anything else on the machine).
@@ -242,13 +144,13 @@ fn warm_siblings<R: ReadAt>(fs: &Squashfs<R>, notifier: &NotifierSlot, buf: &mut
     }
 }
 
-impl Warmer {
+impl Preloader {
     /// One thread per core beyond the first (at most three); none on a single core,
     /// where warming could only compete with the reader.
-    pub(crate) fn start<R: ReadAt + 'static>(
+    pub(in crate::fuse) fn start<R: ReadAt + 'static>(
         fs: &Arc<Squashfs<R>>,
         notifier: &NotifierSlot,
-    ) -> Option<Warmer> {
+    ) -> Option<Preloader> {
         let cores = crate::cores();
         let threads = (cores - 1).min(3);
         if threads == 0 {
@@ -290,7 +192,7 @@ impl Warmer {
                 return None;
             }
         }
-        Some(Warmer {
+        Some(Preloader {
             jobs: Mutex::new(tx),
             stores,
             pending,
@@ -301,11 +203,18 @@ impl Warmer {
 
     /// Notes a read of `len` bytes at `offset` of file `ino` (`size` bytes, blocks of
     /// `bs`), and says whether the reader should go through the block cache (the
-    /// warmer works on the file). The first read out of order, or the first read of a
+    /// preloader works on the file). The first read out of order, or the first read of a
     /// prewarmed file, queues every block of the file for the page cache, in file order
     /// from the one after the block being read; that one comes last (the read fills
     /// only the pages it asked for).
-    pub(crate) fn read(&self, ino: u64, offset: u64, len: u64, size: u64, bs: u64) -> bool {
+    pub(in crate::fuse) fn read(
+        &self,
+        ino: u64,
+        offset: u64,
+        len: u64,
+        size: u64,
+        bs: u64,
+    ) -> bool {
         {
             let Ok(mut r) = self.reads.lock() else {
                 return false;
@@ -347,9 +256,9 @@ impl Warmer {
     }
 
     /// A read of `len` bytes at `offset` of file `ino` (blocks of `bs`) is on its way
-    /// to the page cache: the warmer does not store those blocks too (its store would
+    /// to the page cache: the preloader does not store those blocks too (its store would
     /// only wait for the pages the kernel holds locked for that read).
-    pub(crate) fn reading(&self, ino: u64, offset: u64, len: u64, bs: u64) {
+    pub(in crate::fuse) fn reading(&self, ino: u64, offset: u64, len: u64, bs: u64) {
         if len == 0 || bs == 0 {
             return;
         }
@@ -362,7 +271,7 @@ impl Warmer {
     /// (the kernel does not know the file yet, so there is no page cache to fill).
     /// The blocks holding the byte offsets `first` come first, in that order (where a
     /// program will fault first), then the rest in file order.
-    pub(crate) fn decompress(&self, ino: u64, size: u64, bs: u64, first: &[u64]) {
+    pub(in crate::fuse) fn decompress(&self, ino: u64, size: u64, bs: u64, first: &[u64]) {
         if self.pending.load(Ordering::Relaxed) >= MAX_PENDING || bs == 0 {
             return;
         }
@@ -387,7 +296,7 @@ impl Warmer {
     /// for decompression ahead of its first read (`decompress`): its blocks go to the
     /// page cache as soon as they are decompressed, or at once for those that already
     /// are, so that the program's page faults never leave the kernel.
-    pub(crate) fn store_ahead(&self, ino: u64, size: u64, bs: u64) {
+    pub(in crate::fuse) fn store_ahead(&self, ino: u64, size: u64, bs: u64) {
         self.stores.want(ino);
         {
             let Ok(mut r) = self.reads.lock() else { return };
@@ -406,7 +315,7 @@ impl Warmer {
     }
 
     /// Queues the small files of directory `dir`, unless it was queued before.
-    pub(crate) fn siblings(&self, dir: u64) {
+    pub(in crate::fuse) fn siblings(&self, dir: u64) {
         if self.pending.load(Ordering::Relaxed) >= MAX_PENDING {
             return;
         }

@@ -9,14 +9,16 @@
 //! subtraction and no table. Hard links share an inode, hence an id. The
 //! squashfs inode *number* (what `stat` shows as `st_ino`) is in [`Attr::ino`].
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::blocks::{Blocks, CacheSizes};
 use super::cache::{Cache, Weight};
 use super::data::{self, Fragments};
 use super::dir::{Listing, RawEntry};
 use super::error::{Error, Result};
-use super::image::{CacheSizes, Image};
 use super::inode::{self, Body, FileKind, Inode, NONE};
 use super::superblock::{ABSENT, SIZE, Superblock};
 use super::table::Table;
@@ -119,7 +121,7 @@ impl Weight for Inode {
 
 /// A squashfs image opened over a byte source.
 pub struct Squashfs<R> {
-    img: Image<R>,
+    img: Blocks<R>,
     ids: Box<[u32]>,
     frags: Fragments,
     xattrs: Option<Xattrs>,
@@ -142,7 +144,7 @@ impl<R: ReadAt> Squashfs<R> {
         src.read_exact_at(&mut b, 0)
             .map_err(|_| Error::BadSuperblock("image shorter than a superblock"))?;
         let sb = Superblock::parse(&b, src.len())?;
-        let img = Image::new(src, sb, &opts.caches);
+        let img = Blocks::new(src, sb, &opts.caches);
         let sb = &img.sb;
         let id_table = Table::open(&img, sb.id_table, sb.id_table, u64::from(sb.id_count), 4)?;
         let ids = (0..u64::from(sb.id_count))
@@ -337,7 +339,7 @@ impl<R: ReadAt> Squashfs<R> {
         Ok(f.sizes
             .iter()
             .enumerate()
-            .filter(|(_, s)| **s & super::image::BLOCK_SIZE_MASK != 0)
+            .filter(|(_, s)| **s & super::blocks::BLOCK_SIZE_MASK != 0)
             .map(|(n, &s)| (f.block_pos(n), s, (f.size - n as u64 * bs).min(bs) as usize))
             .collect())
     }
