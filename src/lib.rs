@@ -1,9 +1,9 @@
 //! veil: a rootless runtime for SIF container images, including LUKS2-encrypted ones.
 //!
-//! Layers, dependencies pointing down: `cli -> {build, sign, launch} -> {image, crypt}
+//! Layers, dependencies pointing down: `cli -> {builder, sign, launch} -> {image, crypt}
 //! -> {sif, veil_fusefs}`. `fsutil` is a leaf helper any layer may use.
 
-pub mod build;
+pub mod builder;
 pub mod cli;
 pub mod crypt;
 pub mod fsutil;

@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::encryption::EncryptionArgs;
-use crate::build::encrypt::{Encryption, KdfCost};
-use crate::build::squash::{Compression, SquashOptions};
-use crate::build::{self, BuildOptions};
+use crate::builder::encrypt::{Encryption, KdfCost};
+use crate::builder::squash::{Compression, SquashOptions};
+use crate::builder::{self, BuildOptions};
 use crate::crypt::source::{BuildKey, KeyFlags, KeySource, select_for_build};
 
 #[derive(Debug, Args)]
@@ -127,23 +127,23 @@ pub fn encryption(flags: &KeyFlags, encrypt: bool) -> Result<Option<Encryption>>
         Some(BuildKey::Passphrase(p)) => Some(Encryption::Passphrase(p)),
         Some(BuildKey::Recipient(key)) => Some(Encryption::Recipient(Box::new(move |secret| {
             crate::crypt::message::wrap_secret(&key, secret)
-                .map_err(|e| build::BuildError::Encrypt(e.to_string()))
+                .map_err(|e| builder::BuildError::Encrypt(e.to_string()))
         }))),
     })
 }
 
 /// Moves the build into the user namespace its %post or %test will run in, when it
-/// will run them unprivileged: with the caller's subordinate ids (see build::subids),
+/// will run them unprivileged: with the caller's subordinate ids (see builder::subids),
 /// else with the caller as the only id. Before anything starts a thread, and before
 /// the process is made non-dumpable (the id maps must be written first).
 fn enter_build_namespace(a: &BuildArgs, build_args: &[(String, String)]) {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    if uid == 0 || !build::runs_scripts_in_image(&a.source, build_args, a.notest) {
+    if uid == 0 || !builder::runs_scripts_in_image(&a.source, build_args, a.notest) {
         return;
     }
     let single = || {
-        if let Err(e) = build::subids::enter_single(uid, gid) {
+        if let Err(e) = builder::subids::enter_single(uid, gid) {
             // %post reports it, with the fix.
             crate::launch::debug_note(&format!("build: {e}"));
         }
@@ -151,13 +151,13 @@ fn enter_build_namespace(a: &BuildArgs, build_args: &[(String, String)]) {
     let ids = if a.ignore_subuid {
         None
     } else {
-        build::subids::lookup(uid, gid)
+        builder::subids::lookup(uid, gid)
     };
     let Some(ids) = ids else {
         crate::launch::debug_note("build: no subordinate ids used; %post gets a single id");
         return single();
     };
-    match build::subids::enter(&ids) {
+    match builder::subids::enter(&ids) {
         Ok(()) => crate::launch::debug_note(&format!(
             "build: in a user namespace with subordinate uids {}+{} and gids {}+{}",
             ids.uids.start, ids.uids.count, ids.gids.start, ids.gids.count
@@ -176,8 +176,8 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     enter_build_namespace(&a, &build_args);
     // Before any key is read: neither a build script nor another process of the user
     // may read this process's memory.
-    build::isolate::protect_process().map_err(anyhow::Error::msg)?;
-    build::cleanup::install();
+    builder::isolate::protect_process().map_err(anyhow::Error::msg)?;
+    builder::cleanup::install();
     let block = a.block_size;
     if !(4..=1024).contains(&block) || !block.is_power_of_two() {
         bail!("--block-size {block}: must be a power of two from 4 to 1024 (KiB)");
@@ -233,7 +233,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         source_key: source_key(&a),
         devices: a.devices,
     };
-    let s = build::build(&opts)?;
+    let s = builder::build(&opts)?;
     if s.skipped_devices > 0 {
         eprintln!(
             "veil build: warning: {} device node(s) or socket(s) of the source were left out (keeping device nodes needs real root and --devices)",

@@ -820,7 +820,7 @@ mod tests {
     #[test]
     fn owner_is_set_before_mode_so_setuid_bits_stay() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP build::rooted: chown to another user needs root");
+            eprintln!("SKIP builder::rooted: chown to another user needs root");
             return;
         }
         both(|r, root, _host| {
