@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::error::{BuildError, Result};
 use super::rooted::{self, Meta, Rooted};
-use crate::launch::env::sh_quote;
+use crate::support::shell::sh_quote;
 
 /// Which kind of tarball.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

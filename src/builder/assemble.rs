@@ -135,9 +135,9 @@ pub fn write_sif(
         .clone()
         .unwrap_or_else(|| crate::fsutil::parent_dir(&opts.output).to_path_buf());
     let sqfs = TempPath::private(&tmp_dir, "squashfs")?;
-    crate::launch::debug_time("build: tree scanned");
+    crate::support::diag::debug_time("build: tree scanned");
     let stats = squash::write(tree, sqfs.path(), sq)?;
-    crate::launch::debug_time("build: squashfs written");
+    crate::support::diag::debug_time("build: squashfs written");
     // Verification, part 1: the filesystem reads back whole.
     let fs = Squashfs::open(FileSource::open(sqfs.path())?)
         .map_err(|e| BuildError::Verify(e.to_string()))?;
@@ -149,7 +149,7 @@ pub fn write_sif(
         )));
     }
     drop(fs);
-    crate::launch::debug_time("build: squashfs verified");
+    crate::support::diag::debug_time("build: squashfs verified");
     finish(opts, Payload::File(sqfs), objs, stats.bytes, stats.inodes)
 }
 
@@ -284,9 +284,9 @@ fn finish(
         time: Some(objs.time),
         ..Default::default()
     };
-    crate::launch::debug_time("build: encrypted");
+    crate::support::diag::debug_time("build: encrypted");
     crate::sif::create(final_tmp.path(), &copts, objects)?;
-    crate::launch::debug_time("build: SIF assembled");
+    crate::support::diag::debug_time("build: SIF assembled");
     if let Some(t) = opts.source_date_epoch {
         // The writer stamps the header's "modified" field (offset 72) with the time of
         // the last object added; a reproducible build pins it to SOURCE_DATE_EPOCH too.
@@ -302,7 +302,7 @@ fn finish(
     drop(plain_tmp);
     drop(payload);
     verify(final_tmp.path(), fs_type, secret.as_ref())?;
-    crate::launch::debug_time("build: SIF verified");
+    crate::support::diag::debug_time("build: SIF verified");
     if out.is_dir() {
         return Err(BuildError::Source(format!(
             "{} is a directory; remove it first",

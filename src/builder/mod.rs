@@ -458,7 +458,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     }
     let build_time = opts.source_date_epoch.unwrap_or_else(now);
     let mtime = build_time.clamp(0, u32::MAX as i64) as u32;
-    crate::launch::debug_time("build: start");
+    crate::support::diag::debug_time("build: start");
     let (input, recipe) = resolve(opts)?;
     let arch = crate::sif::Arch::host();
 

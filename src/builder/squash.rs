@@ -19,7 +19,7 @@ use super::sqfs_ffi as ffi;
 use super::tree::{FileData, Kind, Tree};
 
 /// Squashfs compressors veil can write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     Gzip,
     Zstd,

@@ -12,6 +12,7 @@ use crate::builder::encrypt::{Encryption, KdfCost};
 use crate::builder::squash::{Compression, SquashOptions};
 use crate::builder::{self, BuildOptions};
 use crate::crypt::source::{BuildKey, KeyFlags, KeySource, select_for_build};
+use crate::support::diag::debug_note;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -50,7 +51,7 @@ pub struct BuildArgs {
     pub source_passphrase_file: Option<PathBuf>,
     /// Squashfs compressor
     #[arg(long, value_enum, default_value = "gzip")]
-    pub compression: Compression,
+    pub compression: CompressionArg,
     /// Compressor level (default: the compressor's, as mksquashfs)
     #[arg(long, value_name = "N")]
     pub compression_level: Option<u32>,
@@ -81,6 +82,27 @@ pub struct BuildArgs {
     /// Keep the source's device nodes (real root only; by default they are left out)
     #[arg(long)]
     pub devices: bool,
+}
+
+/// The `--compression` values: the builder's compressors under mksquashfs's names (the
+/// builder's own type stays free of the argument parser).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+    Xz,
+    Lz4,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Self {
+        match c {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Xz => Compression::Xz,
+            CompressionArg::Lz4 => Compression::Lz4,
+        }
+    }
 }
 
 fn parse_args(list: &[String], file: Option<&PathBuf>) -> Result<Vec<(String, String)>> {
@@ -145,7 +167,7 @@ fn enter_build_namespace(a: &BuildArgs, build_args: &[(String, String)]) {
     let single = || {
         if let Err(e) = builder::subids::enter_single(uid, gid) {
             // %post reports it, with the fix.
-            crate::launch::debug_note(&format!("build: {e}"));
+            debug_note(&format!("build: {e}"));
         }
     };
     let ids = if a.ignore_subuid {
@@ -154,18 +176,18 @@ fn enter_build_namespace(a: &BuildArgs, build_args: &[(String, String)]) {
         builder::subids::lookup(uid, gid)
     };
     let Some(ids) = ids else {
-        crate::launch::debug_note("build: no subordinate ids used; %post gets a single id");
+        debug_note("build: no subordinate ids used; %post gets a single id");
         return single();
     };
     match builder::subids::enter(&ids) {
-        Ok(()) => crate::launch::debug_note(&format!(
+        Ok(()) => debug_note(&format!(
             "build: in a user namespace with subordinate uids {}+{} and gids {}+{}",
             ids.uids.start, ids.uids.count, ids.gids.start, ids.gids.count
         )),
         // No namespace at all: the single-id attempt keeps the reason, with the fix,
         // for %post to report.
         Err(e) => {
-            crate::launch::debug_note(&format!("build: {e}"));
+            debug_note(&format!("build: {e}"));
             single()
         }
     }
@@ -205,7 +227,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     // (%setup inherits the build's environment).
     crate::crypt::environ::scrub();
     let mut squash = SquashOptions {
-        compression: a.compression,
+        compression: a.compression.into(),
         level: a.compression_level,
         block_size: block * 1024,
         progress: !a.quiet,

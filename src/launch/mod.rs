@@ -56,6 +56,7 @@ use std::sync::Arc;
 use veil_fusefs::fs::{ImageFs, Owner, Synthetic, Warm};
 use veil_fusefs::squashfs::Squashfs;
 
+pub use crate::support::diag::{debug_note, debug_time};
 pub use action::Action;
 use error::SysContext;
 pub use error::{LaunchError, Result};
@@ -940,25 +941,4 @@ fn read_in_root(root: &Path, rel: &str) -> Option<String> {
 /// /etc/resolv.conf -> /run/... are resolved on the host, where they mean something).
 fn host_file(p: &str) -> Option<PathBuf> {
     Path::new(p).canonicalize().ok().filter(|c| c.is_file())
-}
-
-/// With `VEIL_DEBUG` set, prints how long the launcher has been running at each step,
-/// to see where the time to start a container goes.
-/// A line on stderr when VEIL_DEBUG is set.
-pub fn debug_note(msg: &str) {
-    if std::env::var_os("VEIL_DEBUG").is_some() {
-        eprintln!("veil: {msg}");
-    }
-}
-
-pub fn debug_time(step: &str) {
-    use std::sync::OnceLock;
-    use std::time::Instant;
-    static START: OnceLock<Option<Instant>> = OnceLock::new();
-    if let Some(t0) = START.get_or_init(|| std::env::var_os("VEIL_DEBUG").map(|_| Instant::now())) {
-        eprintln!(
-            "veil: {:8.3} ms  {step}",
-            t0.elapsed().as_secs_f64() * 1000.0
-        );
-    }
 }
