@@ -15,8 +15,12 @@ pub enum BuildError {
     Source(String),
     #[error("{path}: {err}")]
     Io { path: String, err: std::io::Error },
-    #[error("squashfs: {0}")]
-    Squashfs(String),
+    /// A libsquashfs step of writing the squashfs `path`.
+    #[error("{path}: squashfs: {err}")]
+    Squashfs {
+        path: String,
+        err: super::sqfs::Error,
+    },
     #[error("{0}")]
     Sif(#[from] crate::sif::SifError),
     #[error("encryption: {0}")]

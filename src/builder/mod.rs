@@ -23,7 +23,7 @@ pub mod recipe;
 pub mod rekey;
 pub mod rootcaps;
 pub mod rooted;
-mod sqfs_ffi;
+mod sqfs;
 pub mod squash;
 pub mod subids;
 pub mod tree;
