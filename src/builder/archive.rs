@@ -39,7 +39,7 @@ pub struct ImageConfig {
 }
 
 fn src_err(path: &Path, msg: impl std::fmt::Display) -> BuildError {
-    BuildError::Source(format!("{}: {msg}", path.display()))
+    BuildError::archive(path, msg)
 }
 
 /// A reader over an opened file that may be gzip-compressed (by its magic); `path`
@@ -95,17 +95,17 @@ pub fn detect(path: &Path) -> Result<Kind> {
 }
 
 /// A relative, `..`-free path inside the tree, or `None` for the root itself.
-fn clean(p: &Path) -> Result<Option<PathBuf>> {
+fn clean(p: &Path) -> std::result::Result<Option<PathBuf>, String> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(BuildError::Source(format!(
+                return Err(format!(
                     "archive entry {} leaves the root filesystem",
                     p.display()
-                )));
+                ));
             }
         }
     }
@@ -154,7 +154,7 @@ pub fn apply_layer(
     for e in a.entries().map_err(|e| src_err(what, e))? {
         let mut e = e.map_err(|e| src_err(what, e))?;
         let raw = e.path().map_err(|e| src_err(what, e))?.into_owned();
-        let Some(rel) = clean(&raw)? else {
+        let Some(rel) = clean(&raw).map_err(|m| src_err(what, m))? else {
             continue;
         };
         let name = rel.file_name().unwrap_or_default().to_owned();
@@ -212,7 +212,7 @@ pub fn apply_layer(
                 .link_name()
                 .map_err(|e| src_err(what, e))?
                 .ok_or_else(|| src_err(what, "hard link without a target"))?;
-            let Some(trel) = clean(&t)? else {
+            let Some(trel) = clean(&t).map_err(|m| src_err(what, m))? else {
                 return Err(src_err(what, "hard link to the root"));
             };
             if root.kind(&trel)?.is_none() {
@@ -321,16 +321,16 @@ struct OciManifest {
 }
 
 /// The member name of a blob in an OCI layout.
-fn blob_path(digest: &str) -> Result<String> {
+fn blob_path(digest: &str) -> std::result::Result<String, String> {
     let (algo, hex) = digest
         .split_once(':')
-        .ok_or_else(|| BuildError::Source(format!("bad digest {digest:?}")))?;
+        .ok_or_else(|| format!("bad digest {digest:?}"))?;
     if hex.is_empty()
         || !hex.chars().all(|c| c.is_ascii_hexdigit())
         || algo.is_empty()
         || !algo.chars().all(|c| c.is_ascii_alphanumeric())
     {
-        return Err(BuildError::Source(format!("bad digest {digest:?}")));
+        return Err(format!("bad digest {digest:?}"));
     }
     Ok(format!("blobs/{algo}/{hex}"))
 }
@@ -384,7 +384,8 @@ pub fn unpack(
         .map_err(|e| src_err(archive, format!("unpacking: {e}")))?;
     let sc = Rooted::open(scratch)?;
     let member = |name: &str| -> Result<(PathBuf, File)> {
-        let rel = clean(Path::new(name))?
+        let rel = clean(Path::new(name))
+            .map_err(|m| src_err(archive, m))?
             .ok_or_else(|| src_err(archive, format!("bad archive member {name:?}")))?;
         let f = sc
             .open_read(&rel)?
@@ -412,12 +413,13 @@ pub fn unpack(
                 .manifests
                 .first()
                 .ok_or_else(|| src_err(archive, "index.json lists no manifest"))?;
-            let m: OciManifest = json(&blob_path(&d.digest)?)?.parse()?;
-            let config = json(&blob_path(&m.config.digest)?)?.parse()?;
+            let blob = |digest: &str| blob_path(digest).map_err(|m| src_err(archive, m));
+            let m: OciManifest = json(&blob(&d.digest)?)?.parse()?;
+            let config = json(&blob(&m.config.digest)?)?.parse()?;
             let layers = m
                 .layers
                 .iter()
-                .map(|l| blob_path(&l.digest))
+                .map(|l| blob(&l.digest))
                 .collect::<Result<Vec<_>>>()?;
             (config, layers)
         }

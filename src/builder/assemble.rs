@@ -69,10 +69,7 @@ impl TempPath {
                 }
             }
         }
-        Err(BuildError::Source(format!(
-            "{}: cannot create a temporary file",
-            dir.display()
-        )))
+        Err(BuildError::output(dir, "cannot create a temporary file"))
     }
 
     pub fn path(&self) -> &Path {
@@ -139,8 +136,8 @@ pub fn write_sif(
     let stats = squash::write(tree, sqfs.path(), sq)?;
     crate::support::diag::debug_time("build: squashfs written");
     // Verification, part 1: the filesystem reads back whole.
-    let fs = Squashfs::open(FileSource::open(sqfs.path())?)
-        .map_err(|e| BuildError::Verify(e.to_string()))?;
+    let source = FileSource::open(sqfs.path()).map_err(|e| BuildError::io(sqfs.path(), e))?;
+    let fs = Squashfs::open(source).map_err(|e| BuildError::Verify(e.to_string()))?;
     let n = walk_count(&fs)?;
     if n != stats.inodes {
         return Err(BuildError::Verify(format!(
@@ -304,10 +301,7 @@ fn finish(
     verify(final_tmp.path(), fs_type, secret.as_ref())?;
     crate::support::diag::debug_time("build: SIF verified");
     if out.is_dir() {
-        return Err(BuildError::Source(format!(
-            "{} is a directory; remove it first",
-            out.display()
-        )));
+        return Err(BuildError::output(out, "is a directory; remove it first"));
     }
     final_tmp.persist(out)?;
     Ok(Summary {
@@ -377,57 +371,47 @@ pub fn convert(
                     _ => {}
                 }
             }
-            let prim = sif.primary_partition().ok_or_else(|| {
-                BuildError::Source(format!("{}: no primary partition", src.display()))
-            })?;
+            let prim = sif
+                .primary_partition()
+                .ok_or_else(|| BuildError::source_image(src, "no primary partition"))?;
             let Extra::Partition { fs, arch: a, .. } = prim.extra() else {
-                return Err(BuildError::Source(format!(
-                    "{}: bad primary partition",
-                    src.display()
-                )));
+                return Err(BuildError::source_image(src, "bad primary partition"));
             };
             arch = a;
             match fs {
                 FsType::Squash => Arc::new(sif.object_source(prim)?),
                 FsType::EncryptedSquashfs => {
                     let Some(key) = &opts.source_key else {
-                        return Err(BuildError::Source(format!(
-                            "{}: the source image is encrypted; {}",
-                            src.display(),
-                            super::SOURCE_KEY_HINT
-                        )));
+                        return Err(BuildError::source_image(
+                            src,
+                            format!("the source image is encrypted; {}", super::SOURCE_KEY_HINT),
+                        ));
                     };
                     let message = crate::image::crypto_message(&sif, prim)?;
                     let pass = key
                         .for_run(message.as_deref())
-                        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+                        .map_err(|e| BuildError::source_image(src, e))?;
                     let opts = crate::image::kdf::unlock_options();
                     let vol =
                         luks2::unlock(sif.object_source(prim)?, &pass, &opts).map_err(|e| {
-                            BuildError::Source(format!(
-                                "{}: {}",
-                                src.display(),
-                                crate::image::kdf::luks_text(&e)
-                            ))
+                            BuildError::source_image(src, crate::image::kdf::luks_text(&e))
                         })?;
                     Arc::new(vol)
                 }
                 other => {
-                    return Err(BuildError::Source(format!(
-                        "{}: cannot rebuild a {other} partition",
-                        src.display()
-                    )));
+                    return Err(BuildError::source_image(
+                        src,
+                        format!("cannot rebuild a {other} partition"),
+                    ));
                 }
             }
         }
         Err(_) => file,
     };
     // Copy the squashfs (its bytes_used, padded to 4 KiB).
-    let fs = Squashfs::open(payload.clone())
-        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+    let fs = Squashfs::open(payload.clone()).map_err(|e| BuildError::source_image(src, e))?;
     let used = fs.superblock().bytes_used;
-    let inodes =
-        walk_count(&fs).map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+    let inodes = walk_count(&fs).map_err(|e| BuildError::source_image(src, e))?;
     drop(fs);
     // Its bytes_used, padded to 4 KiB with zeros as mksquashfs pads.
     let len = used.div_ceil(4096) * 4096;

@@ -90,7 +90,7 @@ pub fn copy_tree(src: &Path, root: &Rooted, dst: &Path, devices: bool) -> Result
 }
 
 fn cstr(b: &[u8], path: &Path) -> Result<CString> {
-    CString::new(b).map_err(|_| BuildError::Source(format!("{}: NUL in a name", path.display())))
+    CString::new(b).map_err(|_| BuildError::source(path, "NUL in a name"))
 }
 
 /// One node of the source tree: a name relative to its parent directory's descriptor
@@ -129,10 +129,7 @@ impl Source<'_> {
     }
 
     fn changed(&self) -> BuildError {
-        BuildError::Source(format!(
-            "{}: changed while it was being copied",
-            self.path.display()
-        ))
+        BuildError::source(self.path, "changed while it was being copied")
     }
 
     fn readlink(&self) -> Result<std::ffi::OsString> {
@@ -204,10 +201,7 @@ impl Copy<'_> {
             return Ok(());
         }
         if is_top {
-            return Err(BuildError::Source(format!(
-                "{}: not a directory",
-                src.path.display()
-            )));
+            return Err(BuildError::source(src.path, "not a directory"));
         }
         let st = match ft {
             SFlag::S_IFLNK => {
@@ -256,6 +250,7 @@ impl Copy<'_> {
 /// writer never makes one, and a duplicate would replace what was just written.
 pub fn extract_squashfs<R: ReadAt>(
     fs_: &Squashfs<R>,
+    name: &Path,
     root: &Rooted,
     devices: bool,
 ) -> Result<Skipped> {
@@ -266,7 +261,10 @@ pub fn extract_squashfs<R: ReadAt>(
     let mut links: HashMap<u32, PathBuf> = HashMap::new();
     let mut last: HashMap<PathBuf, Vec<u8>> = HashMap::new();
     let mut made = Vec::new();
-    let sq = |e: veil_fusefs::squashfs::Error| BuildError::Source(format!("source image: {e}"));
+    let name_of_image = name;
+    let sq = |e: veil_fusefs::squashfs::Error| {
+        BuildError::source_image(name_of_image, format!("reading: {e}"))
+    };
     let rootattr = fs_.getattr(fs_.root()).map_err(sq)?;
     dirs.push((
         PathBuf::new(),
@@ -288,11 +286,14 @@ pub fn extract_squashfs<R: ReadAt>(
             let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
             match last.get(&parent) {
                 Some(prev) if prev.as_slice() >= name.as_slice() => {
-                    return Err(BuildError::Source(format!(
-                        "source image: directory /{} lists {:?} out of order or twice",
-                        parent.display(),
-                        String::from_utf8_lossy(&name)
-                    )));
+                    return Err(BuildError::source_image(
+                        name_of_image,
+                        format!(
+                            "directory /{} lists {:?} out of order or twice",
+                            parent.display(),
+                            String::from_utf8_lossy(&name)
+                        ),
+                    ));
                 }
                 _ => {
                     last.insert(parent, name);
@@ -306,10 +307,10 @@ pub fn extract_squashfs<R: ReadAt>(
             match a.kind {
                 FileKind::Directory => {
                     if !root.mkdir(&p, &mut made)? {
-                        return Err(BuildError::Source(format!(
-                            "source image: /{} is listed twice",
-                            p.display()
-                        )));
+                        return Err(BuildError::source_image(
+                            name_of_image,
+                            format!("/{} is listed twice", p.display()),
+                        ));
                     }
                     dirs.push((p.clone(), meta));
                     return Ok(());
@@ -324,9 +325,7 @@ pub fn extract_squashfs<R: ReadAt>(
                     let mut f = root.create_file(&p, false, &mut made)?;
                     let mut off = 0u64;
                     while off < a.size {
-                        let n = fs_
-                            .read(a.id, off, &mut buf)
-                            .map_err(|e| BuildError::Source(format!("source image: {e}")))?;
+                        let n = fs_.read(a.id, off, &mut buf).map_err(sq)?;
                         if n == 0 {
                             break;
                         }
@@ -336,9 +335,7 @@ pub fn extract_squashfs<R: ReadAt>(
                     }
                 }
                 FileKind::Symlink => {
-                    let t = fs_
-                        .readlink(a.id)
-                        .map_err(|e| BuildError::Source(format!("source image: {e}")))?;
+                    let t = fs_.readlink(a.id).map_err(sq)?;
                     root.symlink(&p, std::ffi::OsStr::from_bytes(&t), &mut made)?;
                     return root.set_meta(&p, Meta { mode: None, ..meta });
                 }
@@ -364,8 +361,9 @@ pub fn extract_squashfs<R: ReadAt>(
     })
     .map_err(|e| failure.take().unwrap_or_else(|| sq(e)))?;
     if !made.is_empty() {
-        return Err(BuildError::Source(
-            "source image: an entry comes before its directory".into(),
+        return Err(BuildError::source_image(
+            name,
+            "an entry comes before its directory",
         ));
     }
     for (d, meta) in dirs.into_iter().rev() {

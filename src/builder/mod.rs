@@ -152,16 +152,13 @@ fn check_output(opts: &BuildOptions) -> Result<PathBuf> {
         return Err(BuildError::Exists(out.display().to_string()));
     }
     if opts.sandbox && opts.encryption.is_some() {
-        return Err(BuildError::Source(
-            "a sandbox directory cannot be encrypted".into(),
+        return Err(BuildError::Unsupported(
+            "a sandbox directory cannot be encrypted",
         ));
     }
     let out_dir = crate::fsutil::parent_dir(out).to_path_buf();
     if !out_dir.is_dir() {
-        return Err(BuildError::Source(format!(
-            "{}: no such directory",
-            out_dir.display()
-        )));
+        return Err(BuildError::output(&out_dir, "no such directory"));
     }
     Ok(out_dir)
 }

@@ -145,7 +145,7 @@ impl Rooted {
     }
 
     fn bad(&self, rel: &Path, msg: String) -> BuildError {
-        BuildError::Source(format!("{}: {msg}", self.shown(rel).display()))
+        BuildError::staged(&self.shown(rel), msg)
     }
 
     fn root_dup(&self) -> nix::Result<OwnedFd> {
@@ -730,7 +730,10 @@ mod tests {
                 let p = |n: &str| Path::new(l).join(n);
                 let results = [
                     r.create_file(&p("new"), false, &mut made)
-                        .and_then(|mut f| Ok(std::io::Write::write_all(&mut f, b"x")?)),
+                        .and_then(|mut f| {
+                            std::io::Write::write_all(&mut f, b"x")
+                                .map_err(|e| BuildError::io(&p("new"), e))
+                        }),
                     r.mkdir(&p("dir"), &mut made).map(|_| ()),
                     r.symlink(&p("sl"), OsStr::new("/etc"), &mut made),
                     r.set_meta(

@@ -92,12 +92,7 @@ pub fn resolve(
         let kind = archive::detect(p)?;
         return Ok((Input::Archive(p.to_path_buf(), kind), None));
     }
-    let not_a_source = || {
-        BuildError::Source(format!(
-            "{}: not a directory, an image or a definition file",
-            p.display()
-        ))
-    };
+    let not_a_source = || BuildError::source(p, "not a directory, an image or a definition file");
     if md.len() > MAX_DEFINITION {
         return Err(not_a_source());
     }
@@ -202,31 +197,23 @@ pub fn open_image(
     key: Option<&KeySource>,
 ) -> Result<std::sync::Arc<veil_fusefs::squashfs::Squashfs<crate::image::Source>>> {
     use crate::image::{Image, Root};
-    let src = |e: String| BuildError::Source(e);
+    let bad = |why: String| BuildError::source_image(path, why);
     let file = file.try_clone().map_err(|e| BuildError::io(path, e))?;
-    match crate::image::open_file(file, &path.display().to_string())
-        .map_err(|e| src(e.to_string()))?
-    {
+    match crate::image::open_file(file, &path.display().to_string())? {
         Image::Plain(Root::Squashfs { fs, .. }) => Ok(fs),
-        Image::Plain(Root::Directory(_)) => Err(src(format!("{} is a directory", path.display()))),
+        Image::Plain(Root::Directory(_)) => Err(bad("is a directory".into())),
         Image::Encrypted(e) => {
             let Some(key) = key else {
-                return Err(src(format!(
-                    "{}: the source image is encrypted; {}",
-                    path.display(),
-                    SOURCE_KEY_HINT
+                return Err(bad(format!(
+                    "the source image is encrypted; {SOURCE_KEY_HINT}"
                 )));
             };
             let pass = key
                 .for_run(e.message())
-                .map_err(|err| src(format!("{}: {err}", path.display())))?;
-            match e
-                .unlock(&pass, &crate::image::kdf::unlock_options())
-                .map_err(|err| src(err.to_string()))?
-                .root
-            {
+                .map_err(|err| bad(err.to_string()))?;
+            match e.unlock(&pass, &crate::image::kdf::unlock_options())?.root {
                 Root::Squashfs { fs, .. } => Ok(fs),
-                Root::Directory(_) => Err(src("unexpected directory".into())),
+                Root::Directory(_) => Err(bad("unlocked to a directory".into())),
             }
         }
     }

@@ -39,8 +39,9 @@ impl StageDir {
                 Err(e) => return Err(BuildError::io(parent, e)),
             }
         }
-        Err(BuildError::Source(
-            "cannot create a staging directory".into(),
+        Err(BuildError::output(
+            parent,
+            "cannot create a staging directory",
         ))
     }
 
@@ -97,10 +98,10 @@ pub fn populate(opts: &BuildOptions, input: &Input, parent: &Path) -> Result<Sta
         && let (Ok(src), Ok(par)) = (d.canonicalize(), parent.canonicalize())
         && par.starts_with(&src)
     {
-        return Err(BuildError::Source(format!(
-            "the staging directory would be inside the source {}; put the output (or --tmpdir) elsewhere",
-            d.display()
-        )));
+        return Err(BuildError::source(
+            d,
+            "the staging directory would be inside this source; put the output (or --tmpdir) elsewhere",
+        ));
     }
     let dir = StageDir::new(parent, "build")?;
     let root = Rooted::open(&dir.root())?;
@@ -112,7 +113,7 @@ pub fn populate(opts: &BuildOptions, input: &Input, parent: &Path) -> Result<Sta
         }
         Input::Image(p, file) => {
             let fs = open_image(p, file, opts.source_key.as_ref())?;
-            skipped += fsops::extract_squashfs(&fs, &root, opts.devices)?.devices;
+            skipped += fsops::extract_squashfs(&fs, p, &root, opts.devices)?.devices;
         }
         Input::Archive(p, kind) => {
             let scratch = StageDir::new(parent, "unpack")?;
