@@ -21,6 +21,7 @@ use crate::sif::{
     Arch, DEFAULT_LAUNCH_SCRIPT, DataType, Extra, FormatType, FsType, Link, MessageType, NewObject,
     ObjectData, PartType, Sif,
 };
+use crate::support::diag::debug_time;
 
 /// A temporary path, removed on drop unless kept.
 pub struct TempPath {
@@ -132,9 +133,9 @@ pub fn write_sif(
         .clone()
         .unwrap_or_else(|| crate::fsutil::parent_dir(&opts.output).to_path_buf());
     let sqfs = TempPath::private(&tmp_dir, "squashfs")?;
-    crate::support::diag::debug_time("build: tree scanned");
+    debug_time("build: tree scanned");
     let stats = squash::write(tree, sqfs.path(), sq)?;
-    crate::support::diag::debug_time("build: squashfs written");
+    debug_time("build: squashfs written");
     // Verification, part 1: the filesystem reads back whole.
     let source = FileSource::open(sqfs.path()).map_err(|e| BuildError::io(sqfs.path(), e))?;
     let fs = Squashfs::open(source).map_err(|e| BuildError::Verify(e.to_string()))?;
@@ -146,7 +147,7 @@ pub fn write_sif(
         )));
     }
     drop(fs);
-    crate::support::diag::debug_time("build: squashfs verified");
+    debug_time("build: squashfs verified");
     finish(opts, Payload::File(sqfs), objs, stats.bytes, stats.inodes)
 }
 
@@ -244,46 +245,16 @@ fn finish(
         }
     };
     let final_tmp = TempPath::new(&out_dir, "sif");
-    let mut objects = Vec::new();
-    if !opts.no_metadata {
-        if let Some(d) = objs.deffile {
-            objects.push(group1(
-                NewObject::new(DataType::Deffile, ObjectData::Bytes(d.as_bytes())),
-                objs.time,
-            ));
-        }
-        if let Some(j) = objs.inspect {
-            let mut o = NewObject::new(DataType::GenericJson, ObjectData::Bytes(j));
-            o.name = "inspect-metadata.json".into();
-            objects.push(group1(o, objs.time));
-        }
-    }
-    let part_id = objects.len() as u32 + 1;
-    let mut part = NewObject::new(DataType::Partition, ObjectData::Path(&part_path));
-    part.extra = Extra::Partition {
-        fs: fs_type,
-        part: PartType::PrimSys,
-        arch: objs.arch,
-    };
-    objects.push(group1(part, objs.time));
-    if let Some(m) = &message {
-        let mut o = NewObject::new(DataType::CryptoMessage, ObjectData::Bytes(m));
-        o.link = Link::Object(part_id);
-        o.extra = Extra::CryptoMessage {
-            format: FormatType::Pem,
-            message: MessageType::RsaOaep,
-        };
-        objects.push(group1(o, objs.time));
-    }
+    let objects = sif_objects(opts, &objs, &part_path, fs_type, message.as_deref());
     let copts = crate::sif::CreateOptions {
         launch_script: DEFAULT_LAUNCH_SCRIPT.into(),
         id: opts.source_date_epoch.map(|_| [0u8; 16]),
         time: Some(objs.time),
         ..Default::default()
     };
-    crate::support::diag::debug_time("build: encrypted");
+    debug_time("build: encrypted");
     crate::sif::create(final_tmp.path(), &copts, objects)?;
-    crate::support::diag::debug_time("build: SIF assembled");
+    debug_time("build: SIF assembled");
     if let Some(t) = opts.source_date_epoch {
         // The writer stamps the header's "modified" field (offset 72) with the time of
         // the last object added; a reproducible build pins it to SOURCE_DATE_EPOCH too.
@@ -299,7 +270,7 @@ fn finish(
     drop(plain_tmp);
     drop(payload);
     verify(final_tmp.path(), fs_type, secret.as_ref())?;
-    crate::support::diag::debug_time("build: SIF verified");
+    debug_time("build: SIF verified");
     if out.is_dir() {
         return Err(BuildError::output(out, "is a directory; remove it first"));
     }
@@ -311,6 +282,49 @@ fn finish(
         encrypted: opts.encryption.is_some(),
         skipped_devices: 0,
     })
+}
+
+/// The SIF's objects: the definition file and inspect metadata (unless left out), the
+/// partition, and an encrypted partition's crypto message linked to it.
+fn sif_objects<'a>(
+    opts: &BuildOptions,
+    objs: &Objects<'a>,
+    part_path: &'a Path,
+    fs_type: FsType,
+    message: Option<&'a [u8]>,
+) -> Vec<NewObject<'a>> {
+    let mut objects = Vec::new();
+    if !opts.no_metadata {
+        if let Some(d) = objs.deffile {
+            objects.push(group1(
+                NewObject::new(DataType::Deffile, ObjectData::Bytes(d.as_bytes())),
+                objs.time,
+            ));
+        }
+        if let Some(j) = objs.inspect {
+            let mut o = NewObject::new(DataType::GenericJson, ObjectData::Bytes(j));
+            o.name = "inspect-metadata.json".into();
+            objects.push(group1(o, objs.time));
+        }
+    }
+    let part_id = objects.len() as u32 + 1;
+    let mut part = NewObject::new(DataType::Partition, ObjectData::Path(part_path));
+    part.extra = Extra::Partition {
+        fs: fs_type,
+        part: PartType::PrimSys,
+        arch: objs.arch,
+    };
+    objects.push(group1(part, objs.time));
+    if let Some(m) = message {
+        let mut o = NewObject::new(DataType::CryptoMessage, ObjectData::Bytes(m));
+        o.link = Link::Object(part_id);
+        o.extra = Extra::CryptoMessage {
+            format: FormatType::Pem,
+            message: MessageType::RsaOaep,
+        };
+        objects.push(group1(o, objs.time));
+    }
+    objects
 }
 
 /// Verification, part 2: the SIF parses, its primary partition is what was written and
