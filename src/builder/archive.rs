@@ -159,15 +159,7 @@ pub fn apply_layer(
         };
         let name = rel.file_name().unwrap_or_default().to_owned();
         let parent_rel = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        // Directories made implicitly (an entry whose parent the archive never named)
-        // get 0755 and the layer's time of 0, as docker gives them.
-        for m in made.drain(..) {
-            dirs.entry(m).or_insert(Meta {
-                owner: None,
-                mode: Some(0o755),
-                mtime: Some(0),
-            });
-        }
+        implicit_dirs(&mut made, dirs);
         let name_bytes = name.as_bytes();
         if name_bytes == b".wh..wh..opq" {
             root.clear_dir(&parent_rel, |c| this_layer.contains(&parent_rel.join(c)))?;
@@ -198,54 +190,7 @@ pub fn apply_layer(
             dirs.insert(rel.clone(), meta);
             continue;
         }
-        if et.is_file() || et == tar::EntryType::Continuous {
-            let mut f = root.create_file(&rel, true, &mut made)?;
-            std::io::copy(&mut e, &mut f).map_err(|e| src_err(what, e))?;
-        } else if et.is_symlink() {
-            let t = e
-                .link_name()
-                .map_err(|e| src_err(what, e))?
-                .ok_or_else(|| src_err(what, "symlink without a target"))?;
-            root.symlink(&rel, t.as_os_str(), &mut made)?;
-        } else if et.is_hard_link() {
-            let t = e
-                .link_name()
-                .map_err(|e| src_err(what, e))?
-                .ok_or_else(|| src_err(what, "hard link without a target"))?;
-            let Some(trel) = clean(&t).map_err(|m| src_err(what, m))? else {
-                return Err(src_err(what, "hard link to the root"));
-            };
-            if root.kind(&trel)?.is_none() {
-                return Err(src_err(
-                    what,
-                    format!(
-                        "hard link {} to a missing file {}",
-                        rel.display(),
-                        t.display()
-                    ),
-                ));
-            }
-            root.hard_link(&trel, &rel, &mut made)?;
-            continue;
-        } else if et == tar::EntryType::Fifo {
-            root.mkfifo(&rel, &mut made)?;
-        } else if et.is_character_special() || et.is_block_special() {
-            if !opts.devices {
-                *skipped += 1;
-                continue;
-            }
-            let (maj, min) = (
-                e.header().device_major().ok().flatten().unwrap_or(0),
-                e.header().device_minor().ok().flatten().unwrap_or(0),
-            );
-            root.mknod(
-                &rel,
-                et.is_block_special(),
-                nix::sys::stat::makedev(maj.into(), min.into()),
-                &mut made,
-            )?;
-        } else {
-            // pax/GNU metadata entries are consumed by the reader; others are ignored.
+        if !create_entry(root, &mut e, &rel, what, &mut made, skipped, opts.devices)? {
             continue;
         }
         let meta = if et.is_symlink() {
@@ -255,6 +200,13 @@ pub fn apply_layer(
         };
         root.set_meta(&rel, meta)?;
     }
+    implicit_dirs(&mut made, dirs);
+    Ok(())
+}
+
+/// Directories made implicitly (an entry whose parent the archive never named) get
+/// 0755 and the layer's time of 0, as docker gives them.
+fn implicit_dirs(made: &mut Vec<PathBuf>, dirs: &mut DirFixups) {
     for m in made.drain(..) {
         dirs.entry(m).or_insert(Meta {
             owner: None,
@@ -262,7 +214,71 @@ pub fn apply_layer(
             mtime: Some(0),
         });
     }
-    Ok(())
+}
+
+/// Creates an entry that is not a directory. Returns whether its metadata is still
+/// to be set: not for a hard link (it shares its target's), nor for what is left out.
+fn create_entry<R: Read>(
+    root: &Rooted,
+    e: &mut tar::Entry<'_, R>,
+    rel: &Path,
+    what: &Path,
+    made: &mut Vec<PathBuf>,
+    skipped: &mut u64,
+    devices: bool,
+) -> Result<bool> {
+    let et = e.header().entry_type();
+    if et.is_file() || et == tar::EntryType::Continuous {
+        let mut f = root.create_file(rel, true, made)?;
+        std::io::copy(e, &mut f).map_err(|e| src_err(what, e))?;
+    } else if et.is_symlink() {
+        let t = e
+            .link_name()
+            .map_err(|e| src_err(what, e))?
+            .ok_or_else(|| src_err(what, "symlink without a target"))?;
+        root.symlink(rel, t.as_os_str(), made)?;
+    } else if et.is_hard_link() {
+        let t = e
+            .link_name()
+            .map_err(|e| src_err(what, e))?
+            .ok_or_else(|| src_err(what, "hard link without a target"))?;
+        let Some(trel) = clean(&t).map_err(|m| src_err(what, m))? else {
+            return Err(src_err(what, "hard link to the root"));
+        };
+        if root.kind(&trel)?.is_none() {
+            return Err(src_err(
+                what,
+                format!(
+                    "hard link {} to a missing file {}",
+                    rel.display(),
+                    t.display()
+                ),
+            ));
+        }
+        root.hard_link(&trel, rel, made)?;
+        return Ok(false);
+    } else if et == tar::EntryType::Fifo {
+        root.mkfifo(rel, made)?;
+    } else if et.is_character_special() || et.is_block_special() {
+        if !devices {
+            *skipped += 1;
+            return Ok(false);
+        }
+        let (maj, min) = (
+            e.header().device_major().ok().flatten().unwrap_or(0),
+            e.header().device_minor().ok().flatten().unwrap_or(0),
+        );
+        root.mknod(
+            rel,
+            et.is_block_special(),
+            nix::sys::stat::makedev(maj.into(), min.into()),
+            made,
+        )?;
+    } else {
+        // pax/GNU metadata entries are consumed by the reader; others are ignored.
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Gives the directories their final metadata, deepest first; those removed by a
