@@ -2,7 +2,7 @@
 //! and OCI image layout archives (oci-archive). Layers are applied in order onto the
 //! staging tree with the OCI whiteout rules (`.wh.NAME` deletes NAME from lower layers,
 //! `.wh..wh..opq` empties a directory of lower-layer content). Every write goes through
-//! the rooted writer (`rooted.rs`): absolute names are taken relative to the tree, `..`
+//! the rooted writer (`rooted`): absolute names are taken relative to the tree, `..`
 //! in a name is refused, symlinks a layer planted resolve inside the tree as they would
 //! in the container, and a whiteout can only name one entry of its own directory.
 //!

@@ -1,10 +1,12 @@
 //! `veil build`: definition files, bootstrap sources, the Apptainer runtime layout,
 //! squashfs creation (libsquashfs), encryption and SIF assembly.
 //!
-//! One build goes: resolve the source → (when something must change on disk) stage a
-//! copy and run `%setup`, `%files`, `%post` in it → lay out `/.singularity.d` → write the
-//! squashfs in-process → encrypt it when asked → assemble the SIF in a temporary file →
-//! verify it → rename it over the destination. Any failure removes every temporary.
+//! One build goes: resolve the source (`source`) → when something must change on disk,
+//! stage a copy (`stage`) and run `%setup`, `%files`, `%post` in it (`scripts`) → lay
+//! out `/.singularity.d` (`layout`) → scan the tree and write the squashfs in-process
+//! (`output`, `squash`) → encrypt it when asked → assemble the SIF in a temporary file
+//! → verify it → rename it over the destination (`assemble`). Any failure removes every
+//! temporary.
 
 pub mod archive;
 pub mod assemble;

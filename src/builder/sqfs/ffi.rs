@@ -3,7 +3,7 @@
 //! layouts mirror `<sqfs/*.h>` of libsquashfs 1.2 field by field, and the layout test at
 //! the bottom pins their sizes.
 //!
-//! Nothing here is used outside `sqfs/mod.rs`, whose safe types wrap every call.
+//! Nothing here is used outside `sqfs`, whose safe types wrap every call.
 
 #![allow(non_camel_case_types)]
 
