@@ -12,7 +12,6 @@ use crate::builder::encrypt::{Encryption, KdfCost};
 use crate::builder::squash::{Compression, SquashOptions};
 use crate::builder::{self, BuildOptions};
 use crate::crypt::source::{BuildKey, KeyFlags, KeySource, select_for_build};
-use crate::support::diag::debug_note;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -154,48 +153,9 @@ pub fn encryption(flags: &KeyFlags, encrypt: bool) -> Result<Option<Encryption>>
     })
 }
 
-/// Moves the build into the user namespace its %post or %test will run in, when it
-/// will run them unprivileged: with the caller's subordinate ids (see builder::subids),
-/// else with the caller as the only id. Before anything starts a thread, and before
-/// the process is made non-dumpable (the id maps must be written first).
-fn enter_build_namespace(a: &BuildArgs, build_args: &[(String, String)]) {
-    let uid = nix::unistd::getuid().as_raw();
-    let gid = nix::unistd::getgid().as_raw();
-    if uid == 0 || !builder::runs_scripts_in_image(&a.source, build_args, a.notest) {
-        return;
-    }
-    let single = || {
-        if let Err(e) = builder::subids::enter_single(uid, gid) {
-            // %post reports it, with the fix.
-            debug_note(&format!("build: {e}"));
-        }
-    };
-    let ids = if a.ignore_subuid {
-        None
-    } else {
-        builder::subids::lookup(uid, gid)
-    };
-    let Some(ids) = ids else {
-        debug_note("build: no subordinate ids used; %post gets a single id");
-        return single();
-    };
-    match builder::subids::enter(&ids) {
-        Ok(()) => debug_note(&format!(
-            "build: in a user namespace with subordinate uids {}+{} and gids {}+{}",
-            ids.uids.start, ids.uids.count, ids.gids.start, ids.gids.count
-        )),
-        // No namespace at all: the single-id attempt keeps the reason, with the fix,
-        // for %post to report.
-        Err(e) => {
-            debug_note(&format!("build: {e}"));
-            single()
-        }
-    }
-}
-
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let build_args = parse_args(&a.build_arg, a.build_arg_file.as_ref())?;
-    enter_build_namespace(&a, &build_args);
+    builder::subids::enter_for_build(&a.source, &build_args, a.notest, a.ignore_subuid);
     // Before any key is read: neither a build script nor another process of the user
     // may read this process's memory.
     builder::isolate::protect_process().map_err(anyhow::Error::msg)?;
