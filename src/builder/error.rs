@@ -45,8 +45,15 @@ pub enum BuildError {
     Image(#[from] crate::image::ImageError),
     #[error("encryption: {0}")]
     Encrypt(String),
-    #[error("{0}")]
-    Script(String),
+    /// A definition file's section that could not run, or failed: where it is in
+    /// the file, and what happened.
+    #[error("{file}:{line}: %{section} {why}")]
+    Script {
+        file: String,
+        line: usize,
+        section: String,
+        why: String,
+    },
     #[error("{0} exists (use --force to overwrite)")]
     Exists(String),
     #[error("verification of the built image failed: {0}")]
