@@ -1,10 +1,10 @@
 //! veil: a rootless runtime for SIF container images, including LUKS2-encrypted ones.
 //!
-//! Layers, dependencies pointing down: `cli -> {runner, build, sign}`, `runner -> {launch,
+//! Layers, dependencies pointing down: `cli -> {runner, builder, sign}`, `runner -> {launch,
 //! sign}`, and below them `{image, crypt} -> {sif, veil_fusefs}`. `fsutil` and `support`
 //! are leaves any layer may use.
 
-pub mod build;
+pub mod builder;
 pub mod cli;
 pub mod crypt;
 pub mod fsutil;

@@ -49,14 +49,14 @@ fn replay(inputs: &[Vec<u8>], step: usize, one: impl Fn(&[u8])) -> usize {
 #[test]
 fn recipe_corpus_and_mutations_keep_the_invariants() {
     let inputs = corpus("recipe", 20);
-    let mut n = replay(&inputs, 11, veil::build::recipe::fuzz_one);
+    let mut n = replay(&inputs, 11, veil::builder::recipe::fuzz_one);
     // Sections of one file spliced into another: headers, bodies and placeholders in
     // combinations the seeds do not have.
     for (i, a) in inputs.iter().enumerate().take(24) {
         for b in inputs.iter().skip(i + 1).take(24) {
             let (ha, hb) = (a.len() / 2, b.len() / 2);
-            veil::build::recipe::fuzz_one(&[&a[..ha], &b[hb..]].concat());
-            veil::build::recipe::fuzz_one(&[&b[..hb], b"\r\n%post\r\n", &a[ha..]].concat());
+            veil::builder::recipe::fuzz_one(&[&a[..ha], &b[hb..]].concat());
+            veil::builder::recipe::fuzz_one(&[&b[..hb], b"\r\n%post\r\n", &a[ha..]].concat());
             n += 2;
         }
     }

@@ -15,16 +15,16 @@ fn layer_corpus_and_mutations_leave_the_host_alone() {
         .iter()
         .chain(common::files_in(&fuzz.join("artifacts/layers")).iter())
     {
-        veil::build::layer_fuzz::fuzz_one(input);
+        veil::builder::layer_fuzz::fuzz_one(input);
     }
     for seed in corpus.iter().take(32) {
         for cut in 0..seed.len() {
-            veil::build::layer_fuzz::fuzz_one(&seed[..cut]);
+            veil::builder::layer_fuzz::fuzz_one(&seed[..cut]);
         }
         for at in 0..seed.len() {
             let mut m = seed.clone();
             m[at] = m[at].wrapping_add(1);
-            veil::build::layer_fuzz::fuzz_one(&m);
+            veil::builder::layer_fuzz::fuzz_one(&m);
         }
     }
 }

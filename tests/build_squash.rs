@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use veil::build::squash::{self, Compression, SquashOptions};
-use veil::build::tree::{Owners, ScanOptions, Tree};
+use veil::builder::squash::{self, Compression, SquashOptions};
+use veil::builder::tree::{Owners, ScanOptions, Tree};
 
 fn sample_tree(root: &Path) {
     std::fs::create_dir_all(root.join("a/b/c")).unwrap();

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    veil::build::layer_fuzz::fuzz_one(data);
+    veil::builder::layer_fuzz::fuzz_one(data);
 });

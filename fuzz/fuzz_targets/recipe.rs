@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    veil::build::recipe::fuzz_one(data);
+    veil::builder::recipe::fuzz_one(data);
 });

@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::encryption::EncryptionArgs;
-use crate::build::encrypt::{Encryption, KdfCost};
-use crate::build::squash::{Compression, SquashOptions};
-use crate::build::{self, BuildOptions};
+use crate::builder::encrypt::{Encryption, KdfCost};
+use crate::builder::squash::{Compression, SquashOptions};
+use crate::builder::{self, BuildOptions};
 use crate::crypt::source::{BuildKey, KeyFlags, KeySource, select_for_build};
 
 #[derive(Debug, Args)]
@@ -50,7 +50,7 @@ pub struct BuildArgs {
     pub source_passphrase_file: Option<PathBuf>,
     /// Squashfs compressor
     #[arg(long, value_enum, default_value = "gzip")]
-    pub compression: Compression,
+    pub compression: CompressionArg,
     /// Compressor level (default: the compressor's, as mksquashfs)
     #[arg(long, value_name = "N")]
     pub compression_level: Option<u32>,
@@ -81,6 +81,27 @@ pub struct BuildArgs {
     /// Keep the source's device nodes (real root only; by default they are left out)
     #[arg(long)]
     pub devices: bool,
+}
+
+/// The `--compression` values: the builder's compressors under mksquashfs's names (the
+/// builder's own type stays free of the argument parser).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+    Xz,
+    Lz4,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Self {
+        match c {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Xz => Compression::Xz,
+            CompressionArg::Lz4 => Compression::Lz4,
+        }
+    }
 }
 
 fn parse_args(list: &[String], file: Option<&PathBuf>) -> Result<Vec<(String, String)>> {
@@ -127,57 +148,18 @@ pub fn encryption(flags: &KeyFlags, encrypt: bool) -> Result<Option<Encryption>>
         Some(BuildKey::Passphrase(p)) => Some(Encryption::Passphrase(p)),
         Some(BuildKey::Recipient(key)) => Some(Encryption::Recipient(Box::new(move |secret| {
             crate::crypt::message::wrap_secret(&key, secret)
-                .map_err(|e| build::BuildError::Encrypt(e.to_string()))
+                .map_err(|e| builder::BuildError::Encrypt(e.to_string()))
         }))),
     })
 }
 
-/// Moves the build into the user namespace its %post or %test will run in, when it
-/// will run them unprivileged: with the caller's subordinate ids (see build::subids),
-/// else with the caller as the only id. Before anything starts a thread, and before
-/// the process is made non-dumpable (the id maps must be written first).
-fn enter_build_namespace(a: &BuildArgs, build_args: &[(String, String)]) {
-    let uid = nix::unistd::getuid().as_raw();
-    let gid = nix::unistd::getgid().as_raw();
-    if uid == 0 || !build::runs_scripts_in_image(&a.source, build_args, a.notest) {
-        return;
-    }
-    let single = || {
-        if let Err(e) = build::subids::enter_single(uid, gid) {
-            // %post reports it, with the fix.
-            crate::launch::debug_note(&format!("build: {e}"));
-        }
-    };
-    let ids = if a.ignore_subuid {
-        None
-    } else {
-        build::subids::lookup(uid, gid)
-    };
-    let Some(ids) = ids else {
-        crate::launch::debug_note("build: no subordinate ids used; %post gets a single id");
-        return single();
-    };
-    match build::subids::enter(&ids) {
-        Ok(()) => crate::launch::debug_note(&format!(
-            "build: in a user namespace with subordinate uids {}+{} and gids {}+{}",
-            ids.uids.start, ids.uids.count, ids.gids.start, ids.gids.count
-        )),
-        // No namespace at all: the single-id attempt keeps the reason, with the fix,
-        // for %post to report.
-        Err(e) => {
-            crate::launch::debug_note(&format!("build: {e}"));
-            single()
-        }
-    }
-}
-
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let build_args = parse_args(&a.build_arg, a.build_arg_file.as_ref())?;
-    enter_build_namespace(&a, &build_args);
+    builder::subids::enter_for_build(&a.source, &build_args, a.notest, a.ignore_subuid);
     // Before any key is read: neither a build script nor another process of the user
     // may read this process's memory.
-    build::isolate::protect_process().map_err(anyhow::Error::msg)?;
-    build::cleanup::install();
+    builder::isolate::protect_process().map_err(anyhow::Error::msg)?;
+    builder::cleanup::install();
     let block = a.block_size;
     if !(4..=1024).contains(&block) || !block.is_power_of_two() {
         bail!("--block-size {block}: must be a power of two from 4 to 1024 (KiB)");
@@ -205,7 +187,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     // (%setup inherits the build's environment).
     crate::crypt::environ::scrub();
     let mut squash = SquashOptions {
-        compression: a.compression,
+        compression: a.compression.into(),
         level: a.compression_level,
         block_size: block * 1024,
         progress: !a.quiet,
@@ -233,7 +215,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         source_key: source_key(&a),
         devices: a.devices,
     };
-    let s = build::build(&opts)?;
+    let s = builder::build(&opts)?;
     if s.skipped_devices > 0 {
         eprintln!(
             "veil build: warning: {} device node(s) or socket(s) of the source were left out (keeping device nodes needs real root and --devices)",

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use veil_fusefs::luks2::{HeaderSummary, KdfParams};
 
 use super::encryption::EncryptionArgs;
-use crate::build::inspect::{self, Attributes};
+use crate::builder::inspect::{self, Attributes};
 use crate::crypt::source::select_from_env;
 use crate::image::{self, Image, Root};
 

@@ -15,8 +15,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::encryption::EncryptionArgs;
-use crate::build::encrypt::{self, KdfCost};
-use crate::build::rekey;
+use crate::builder::encrypt::{self, KdfCost};
+use crate::builder::rekey;
 use crate::crypt::source::{
     BuildKey, HOW_TO_GIVE_A_KEY, KeyFlags, KeySource, select_for_build, select_from_env,
 };

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::launch::{self, Action, Options, binds, env};
+use crate::launch::{Action, Options, binds, env};
 use crate::runner::{self, RunRequest};
 
 #[derive(Debug, Args)]
@@ -144,7 +144,7 @@ fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
 }
 
 pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode> {
-    launch::debug_time("arguments parsed");
+    crate::support::diag::debug_time("arguments parsed");
     let options = options(&a, shell)?;
     a.keys.apply_kdf_limit();
     let code = runner::run(RunRequest {

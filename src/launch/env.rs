@@ -204,10 +204,7 @@ pub fn parse_env_file(text: &str, file: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Quotes a string for POSIX sh: `'…'` with embedded quotes escaped.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+pub use crate::support::shell::sh_quote;
 
 #[cfg(test)]
 mod tests {

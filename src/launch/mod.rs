@@ -63,6 +63,7 @@ use nix::unistd::{Pid, pipe2};
 use veil_fusefs::fs::{Owner, Synthetic};
 use veil_fusefs::squashfs::Squashfs;
 
+pub use crate::support::diag::{debug_note, debug_time};
 pub use crate::support::identity;
 pub use crate::support::userns::{self, real_root};
 pub use action::Action;
@@ -321,25 +322,4 @@ fn wait_for(child: Pid) -> i32 {
     init::kill_children(None);
     process::hand_over_teardown();
     code
-}
-
-/// With `VEIL_DEBUG` set, prints how long the launcher has been running at each step,
-/// to see where the time to start a container goes.
-/// A line on stderr when VEIL_DEBUG is set.
-pub fn debug_note(msg: &str) {
-    if std::env::var_os("VEIL_DEBUG").is_some() {
-        eprintln!("veil: {msg}");
-    }
-}
-
-pub fn debug_time(step: &str) {
-    use std::sync::OnceLock;
-    use std::time::Instant;
-    static START: OnceLock<Option<Instant>> = OnceLock::new();
-    if let Some(t0) = START.get_or_init(|| std::env::var_os("VEIL_DEBUG").map(|_| Instant::now())) {
-        eprintln!(
-            "veil: {:8.3} ms  {step}",
-            t0.elapsed().as_secs_f64() * 1000.0
-        );
-    }
 }

@@ -40,7 +40,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let policy = signature_policy(req.verify, req.policy.as_deref())?;
     let image = open_image(&req.image, policy.as_ref())?;
     let root = root_source(&req, image)?;
-    launch::debug_time("image opened");
+    crate::support::diag::debug_time("image opened");
     let spec = LaunchSpec {
         action: req.action,
         image_name: req.image,
@@ -49,6 +49,6 @@ pub fn run(req: RunRequest) -> Result<i32> {
         options: req.options,
     };
     let code = launch::launch(spec)?;
-    launch::debug_time("launcher done");
+    crate::support::diag::debug_time("launcher done");
     Ok(code)
 }

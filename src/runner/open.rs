@@ -5,7 +5,6 @@ use std::path::Path;
 
 use super::error::{Result, RunnerError};
 use crate::image::{self, Image, Root};
-use crate::launch;
 use crate::sign::keyring::KeyStore;
 use crate::sign::policy::{self, Policy, Verdict};
 
@@ -39,7 +38,7 @@ pub fn open_image(name: &str, policy: Option<&Policy>) -> Result<Image> {
         return Ok(Image::Plain(Root::Directory(path.to_path_buf())));
     }
     let file = File::open(path).map_err(open_err)?;
-    if launch::real_root() {
+    if crate::support::userns::real_root() {
         image::check_root_may_trust(&file, name)?;
     }
     open_verified(file, name, policy)

@@ -5,7 +5,7 @@ use super::RunRequest;
 use super::error::{Result, RunnerError};
 use crate::crypt::source::{self, KeySource};
 use crate::image::{self, Encrypted, Image, ImageError};
-use crate::launch::{self, KernelCrypt, RootSource};
+use crate::launch::{KernelCrypt, RootSource};
 
 /// For an encrypted image, unlocks it with the key the user gave. Every key error
 /// surfaces here, before any mount exists. Secrets given in the environment leave it
@@ -52,12 +52,12 @@ pub fn root_source(req: &RunRequest, image: Image) -> Result<RootSource> {
 fn unlock(req: &RunRequest, enc: Encrypted, key: &KeySource) -> Result<RootSource> {
     // Key material is about to enter this process: it enters its user namespace
     // first (writing id maps needs a dumpable process) and is non-dumpable from then on.
-    launch::userns::enter_before_secrets(req.options.fakeroot)?;
+    crate::support::userns::enter_before_secrets(req.options.fakeroot)?;
     let pass = key.for_run(enc.message()).map_err(|err| RunnerError::Key {
         name: req.image.clone(),
         err,
     })?;
-    launch::debug_time("key material read");
+    crate::support::diag::debug_time("key material read");
     let unlocked = match enc.unlock(&pass, &image::kdf::unlock_options()) {
         Ok(u) => u,
         // Say which source the failed key came from, and when a passphrase was given
@@ -72,13 +72,13 @@ fn unlock(req: &RunRequest, enc: Encrypted, key: &KeySource) -> Result<RootSourc
         }
         Err(e) => return Err(e.into()),
     };
-    launch::debug_time("image unlocked");
+    crate::support::diag::debug_time("image unlocked");
     let image::Root::Squashfs { fs, .. } = unlocked.root else {
         return Err(RunnerError::EncryptedDirectory(req.image.clone()));
     };
     // Only real root can hand the decryption to dm-crypt: otherwise the second copy
     // of the volume key (for its table) goes now.
-    let crypt = launch::real_root().then(|| KernelCrypt {
+    let crypt = crate::support::userns::real_root().then(|| KernelCrypt {
         volume: unlocked.volume,
         mapping: unlocked.mapping,
     });

@@ -1,3 +1,10 @@
+//! Leaf helpers shared by the layers that start processes (launch and builder):
+//! diagnostics, shell quoting, user-namespace entry, the user's identity, and starting
+//! a process that shares memory until it execs. Nothing here depends on another veil
+//! module, so either layer can use it without depending on the other.
+
+pub mod diag;
 pub mod identity;
+pub mod shell;
 pub mod spawn;
 pub mod userns;

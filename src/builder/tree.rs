@@ -192,10 +192,7 @@ impl Tree {
     pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Tree> {
         let md = fs::metadata(dir).map_err(|e| BuildError::io(dir, e))?;
         if !md.is_dir() {
-            return Err(BuildError::Source(format!(
-                "{} is not a directory",
-                dir.display()
-            )));
+            return Err(BuildError::source(dir, "not a directory"));
         }
         let mut t = Tree::new(0);
         t.nodes[0].meta = t.meta_of(dir, &md, opts);

@@ -54,10 +54,16 @@ fn status_error(ctx: &Context<'_>, script: &Script, st: WaitStatus) -> Result<()
         WaitStatus::Signaled(_, s, _) => format!("signal {s}"),
         other => format!("{other:?}"),
     };
-    Err(BuildError::Script(format!(
-        "{}:{}: %{} failed ({why})",
-        ctx.file, script.line, ctx.section
-    )))
+    Err(script_error(ctx, script, format!("failed ({why})")))
+}
+
+fn script_error(ctx: &Context<'_>, script: &Script, why: String) -> BuildError {
+    BuildError::Script {
+        file: ctx.file.to_string(),
+        line: script.line,
+        section: ctx.section.to_string(),
+        why,
+    }
 }
 
 /// Runs `%setup` on the host, as the caller, with `$APPTAINER_ROOTFS` set to the
@@ -84,14 +90,11 @@ pub fn run_setup(ctx: &Context<'_>, script: &Script, rootfs: &Path) -> Result<()
     }
     let st = cmd
         .status()
-        .map_err(|e| BuildError::Script(format!("{}:{}: %setup: {e}", ctx.file, script.line)))?;
+        .map_err(|e| script_error(ctx, script, format!("could not start: {e}")))?;
     if st.success() {
         return Ok(());
     }
-    Err(BuildError::Script(format!(
-        "{}:{}: %setup failed ({st})",
-        ctx.file, script.line
-    )))
+    Err(script_error(ctx, script, format!("failed ({st})")))
 }
 
 /// The variables that carry a key's secret (a passphrase, a private key's text):
@@ -141,7 +144,7 @@ fn namespaces() -> Result<(), String> {
     }
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    crate::launch::userns::enter(uid, gid, 0, 0)
+    crate::support::userns::enter(uid, gid, 0, 0)
         .map_err(|e| format!("cannot enter a user namespace: {e}"))
 }
 
@@ -225,7 +228,11 @@ pub fn run_in_root(
     // exist while an image is being written); the child only makes syscalls, formats a
     // message and exits or execs.
     match unsafe { fork() } {
-        Err(e) => Err(BuildError::Script(format!("fork: {e}"))),
+        Err(e) => Err(script_error(
+            ctx,
+            script,
+            format!("could not start: fork: {e}"),
+        )),
         Ok(ForkResult::Child) => {
             super::cleanup::unblock_in_child();
             let msg = child(root, &a, &e);
@@ -250,7 +257,11 @@ pub fn run_in_root(
                     while super::cleanup::interrupted() {
                         std::thread::park();
                     }
-                    return Err(BuildError::Script(format!("waitpid: {e}")));
+                    return Err(script_error(
+                        ctx,
+                        script,
+                        format!("could not be waited for: waitpid: {e}"),
+                    ));
                 }
             }
         },

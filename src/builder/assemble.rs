@@ -21,6 +21,7 @@ use crate::sif::{
     Arch, DEFAULT_LAUNCH_SCRIPT, DataType, Extra, FormatType, FsType, Link, MessageType, NewObject,
     ObjectData, PartType, Sif,
 };
+use crate::support::diag::debug_time;
 
 /// A temporary path, removed on drop unless kept.
 pub struct TempPath {
@@ -69,10 +70,7 @@ impl TempPath {
                 }
             }
         }
-        Err(BuildError::Source(format!(
-            "{}: cannot create a temporary file",
-            dir.display()
-        )))
+        Err(BuildError::output(dir, "cannot create a temporary file"))
     }
 
     pub fn path(&self) -> &Path {
@@ -135,12 +133,12 @@ pub fn write_sif(
         .clone()
         .unwrap_or_else(|| crate::fsutil::parent_dir(&opts.output).to_path_buf());
     let sqfs = TempPath::private(&tmp_dir, "squashfs")?;
-    crate::launch::debug_time("build: tree scanned");
+    debug_time("build: tree scanned");
     let stats = squash::write(tree, sqfs.path(), sq)?;
-    crate::launch::debug_time("build: squashfs written");
+    debug_time("build: squashfs written");
     // Verification, part 1: the filesystem reads back whole.
-    let fs = Squashfs::open(FileSource::open(sqfs.path())?)
-        .map_err(|e| BuildError::Verify(e.to_string()))?;
+    let source = FileSource::open(sqfs.path()).map_err(|e| BuildError::io(sqfs.path(), e))?;
+    let fs = Squashfs::open(source).map_err(|e| BuildError::Verify(e.to_string()))?;
     let n = walk_count(&fs)?;
     if n != stats.inodes {
         return Err(BuildError::Verify(format!(
@@ -149,7 +147,7 @@ pub fn write_sif(
         )));
     }
     drop(fs);
-    crate::launch::debug_time("build: squashfs verified");
+    debug_time("build: squashfs verified");
     finish(opts, Payload::File(sqfs), objs, stats.bytes, stats.inodes)
 }
 
@@ -247,46 +245,16 @@ fn finish(
         }
     };
     let final_tmp = TempPath::new(&out_dir, "sif");
-    let mut objects = Vec::new();
-    if !opts.no_metadata {
-        if let Some(d) = objs.deffile {
-            objects.push(group1(
-                NewObject::new(DataType::Deffile, ObjectData::Bytes(d.as_bytes())),
-                objs.time,
-            ));
-        }
-        if let Some(j) = objs.inspect {
-            let mut o = NewObject::new(DataType::GenericJson, ObjectData::Bytes(j));
-            o.name = "inspect-metadata.json".into();
-            objects.push(group1(o, objs.time));
-        }
-    }
-    let part_id = objects.len() as u32 + 1;
-    let mut part = NewObject::new(DataType::Partition, ObjectData::Path(&part_path));
-    part.extra = Extra::Partition {
-        fs: fs_type,
-        part: PartType::PrimSys,
-        arch: objs.arch,
-    };
-    objects.push(group1(part, objs.time));
-    if let Some(m) = &message {
-        let mut o = NewObject::new(DataType::CryptoMessage, ObjectData::Bytes(m));
-        o.link = Link::Object(part_id);
-        o.extra = Extra::CryptoMessage {
-            format: FormatType::Pem,
-            message: MessageType::RsaOaep,
-        };
-        objects.push(group1(o, objs.time));
-    }
+    let objects = sif_objects(opts, &objs, &part_path, fs_type, message.as_deref());
     let copts = crate::sif::CreateOptions {
         launch_script: DEFAULT_LAUNCH_SCRIPT.into(),
         id: opts.source_date_epoch.map(|_| [0u8; 16]),
         time: Some(objs.time),
         ..Default::default()
     };
-    crate::launch::debug_time("build: encrypted");
+    debug_time("build: encrypted");
     crate::sif::create(final_tmp.path(), &copts, objects)?;
-    crate::launch::debug_time("build: SIF assembled");
+    debug_time("build: SIF assembled");
     if let Some(t) = opts.source_date_epoch {
         // The writer stamps the header's "modified" field (offset 72) with the time of
         // the last object added; a reproducible build pins it to SOURCE_DATE_EPOCH too.
@@ -302,12 +270,9 @@ fn finish(
     drop(plain_tmp);
     drop(payload);
     verify(final_tmp.path(), fs_type, secret.as_ref())?;
-    crate::launch::debug_time("build: SIF verified");
+    debug_time("build: SIF verified");
     if out.is_dir() {
-        return Err(BuildError::Source(format!(
-            "{} is a directory; remove it first",
-            out.display()
-        )));
+        return Err(BuildError::output(out, "is a directory; remove it first"));
     }
     final_tmp.persist(out)?;
     Ok(Summary {
@@ -317,6 +282,49 @@ fn finish(
         encrypted: opts.encryption.is_some(),
         skipped_devices: 0,
     })
+}
+
+/// The SIF's objects: the definition file and inspect metadata (unless left out), the
+/// partition, and an encrypted partition's crypto message linked to it.
+fn sif_objects<'a>(
+    opts: &BuildOptions,
+    objs: &Objects<'a>,
+    part_path: &'a Path,
+    fs_type: FsType,
+    message: Option<&'a [u8]>,
+) -> Vec<NewObject<'a>> {
+    let mut objects = Vec::new();
+    if !opts.no_metadata {
+        if let Some(d) = objs.deffile {
+            objects.push(group1(
+                NewObject::new(DataType::Deffile, ObjectData::Bytes(d.as_bytes())),
+                objs.time,
+            ));
+        }
+        if let Some(j) = objs.inspect {
+            let mut o = NewObject::new(DataType::GenericJson, ObjectData::Bytes(j));
+            o.name = "inspect-metadata.json".into();
+            objects.push(group1(o, objs.time));
+        }
+    }
+    let part_id = objects.len() as u32 + 1;
+    let mut part = NewObject::new(DataType::Partition, ObjectData::Path(part_path));
+    part.extra = Extra::Partition {
+        fs: fs_type,
+        part: PartType::PrimSys,
+        arch: objs.arch,
+    };
+    objects.push(group1(part, objs.time));
+    if let Some(m) = message {
+        let mut o = NewObject::new(DataType::CryptoMessage, ObjectData::Bytes(m));
+        o.link = Link::Object(part_id);
+        o.extra = Extra::CryptoMessage {
+            format: FormatType::Pem,
+            message: MessageType::RsaOaep,
+        };
+        objects.push(group1(o, objs.time));
+    }
+    objects
 }
 
 /// Verification, part 2: the SIF parses, its primary partition is what was written and
@@ -377,57 +385,47 @@ pub fn convert(
                     _ => {}
                 }
             }
-            let prim = sif.primary_partition().ok_or_else(|| {
-                BuildError::Source(format!("{}: no primary partition", src.display()))
-            })?;
+            let prim = sif
+                .primary_partition()
+                .ok_or_else(|| BuildError::source_image(src, "no primary partition"))?;
             let Extra::Partition { fs, arch: a, .. } = prim.extra() else {
-                return Err(BuildError::Source(format!(
-                    "{}: bad primary partition",
-                    src.display()
-                )));
+                return Err(BuildError::source_image(src, "bad primary partition"));
             };
             arch = a;
             match fs {
                 FsType::Squash => Arc::new(sif.object_source(prim)?),
                 FsType::EncryptedSquashfs => {
                     let Some(key) = &opts.source_key else {
-                        return Err(BuildError::Source(format!(
-                            "{}: the source image is encrypted; {}",
-                            src.display(),
-                            super::SOURCE_KEY_HINT
-                        )));
+                        return Err(BuildError::source_image(
+                            src,
+                            format!("the source image is encrypted; {}", super::SOURCE_KEY_HINT),
+                        ));
                     };
                     let message = crate::image::crypto_message(&sif, prim)?;
                     let pass = key
                         .for_run(message.as_deref())
-                        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+                        .map_err(|e| BuildError::source_image(src, e))?;
                     let opts = crate::image::kdf::unlock_options();
                     let vol =
                         luks2::unlock(sif.object_source(prim)?, &pass, &opts).map_err(|e| {
-                            BuildError::Source(format!(
-                                "{}: {}",
-                                src.display(),
-                                crate::image::kdf::luks_text(&e)
-                            ))
+                            BuildError::source_image(src, crate::image::kdf::luks_text(&e))
                         })?;
                     Arc::new(vol)
                 }
                 other => {
-                    return Err(BuildError::Source(format!(
-                        "{}: cannot rebuild a {other} partition",
-                        src.display()
-                    )));
+                    return Err(BuildError::source_image(
+                        src,
+                        format!("cannot rebuild a {other} partition"),
+                    ));
                 }
             }
         }
         Err(_) => file,
     };
     // Copy the squashfs (its bytes_used, padded to 4 KiB).
-    let fs = Squashfs::open(payload.clone())
-        .map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+    let fs = Squashfs::open(payload.clone()).map_err(|e| BuildError::source_image(src, e))?;
     let used = fs.superblock().bytes_used;
-    let inodes =
-        walk_count(&fs).map_err(|e| BuildError::Source(format!("{}: {e}", src.display())))?;
+    let inodes = walk_count(&fs).map_err(|e| BuildError::source_image(src, e))?;
     drop(fs);
     // Its bytes_used, padded to 4 KiB with zeros as mksquashfs pads.
     let len = used.div_ceil(4096) * 4096;

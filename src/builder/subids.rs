@@ -17,6 +17,8 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
+use crate::support::diag::debug_note;
+
 /// One subordinate range: host ids `start .. start + count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
@@ -50,7 +52,7 @@ pub fn entry_error() -> Option<String> {
 /// made non-dumpable right after, before any key is read). Must be called while the
 /// process is single-threaded. A failure is kept for `%post` to report.
 pub fn enter_single(uid: u32, gid: u32) -> Result<(), String> {
-    match crate::launch::userns::enter(uid, gid, 0, 0) {
+    match crate::support::userns::enter(uid, gid, 0, 0) {
         Ok(()) => {
             ACTIVE.store(true, Ordering::SeqCst);
             Ok(())
@@ -100,7 +102,7 @@ fn helper(name: &str) -> Option<PathBuf> {
 /// The caller's ranges, when both files have one and both helpers exist; `None` (use a
 /// single-id namespace) otherwise.
 pub fn lookup(uid: u32, gid: u32) -> Option<SubIds> {
-    let name = crate::launch::identity::user_entry(uid).map(|u| u.name);
+    let name = crate::support::identity::user_entry(uid).map(|u| u.name);
     let read = |p: &str| fs::read_to_string(p).ok();
     let uids = parse(&read("/etc/subuid")?, name.as_deref(), uid)?;
     let gids = parse(&read("/etc/subgid")?, name.as_deref(), uid)?;
@@ -204,6 +206,50 @@ pub fn enter(ids: &SubIds) -> Result<(), String> {
     single_id_fallback(ids.uid, ids.gid)?;
     ACTIVE.store(true, Ordering::SeqCst);
     Ok(())
+}
+
+/// Moves the build into the user namespace its %post or %test will run in, when it
+/// will run them unprivileged: with the caller's subordinate ids (unless
+/// `ignore_subuid`), else with the caller as the only id. To be called before anything
+/// starts a thread, and before the process is made non-dumpable (the id maps must be
+/// written first). What goes wrong is left for %post to report, with the fix.
+pub fn enter_for_build(
+    source: &str,
+    build_args: &[(String, String)],
+    notest: bool,
+    ignore_subuid: bool,
+) {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    if uid == 0 || !super::runs_scripts_in_image(source, build_args, notest) {
+        return;
+    }
+    let single = || {
+        if let Err(e) = enter_single(uid, gid) {
+            debug_note(&format!("build: {e}"));
+        }
+    };
+    let ids = if ignore_subuid {
+        None
+    } else {
+        lookup(uid, gid)
+    };
+    let Some(ids) = ids else {
+        debug_note("build: no subordinate ids used; %post gets a single id");
+        return single();
+    };
+    match enter(&ids) {
+        Ok(()) => debug_note(&format!(
+            "build: in a user namespace with subordinate uids {}+{} and gids {}+{}",
+            ids.uids.start, ids.uids.count, ids.gids.start, ids.gids.count
+        )),
+        // No namespace at all: the single-id attempt keeps the reason, with the fix,
+        // for %post to report.
+        Err(e) => {
+            debug_note(&format!("build: {e}"));
+            single()
+        }
+    }
 }
 
 /// Writes whatever map the helpers left unwritten: the caller as root, setgroups denied.

@@ -214,11 +214,37 @@ pub fn parse(file: &str, text: &str, build_args: &[(String, String)]) -> Result<
         args.insert(k.clone(), v.clone());
     }
     let text = substitute(&p, text, &args)?;
+    let (header, sections) = split_sections(&p, &text)?;
+    let mut r = header_fields(&p, header)?;
+    r.text = text.clone();
+    for s in sections {
+        add_section(&p, &mut r, s)?;
+    }
+    Ok(r)
+}
 
-    let mut header: BTreeMap<String, String> = BTreeMap::new();
-    let mut header_lines: BTreeMap<String, usize> = BTreeMap::new();
-    // (name, args, header line, body)
-    let mut sections: Vec<(String, String, usize, String)> = Vec::new();
+/// The header's `Key: value` lines (keys lowercased), each with its line number.
+struct Header {
+    values: BTreeMap<String, String>,
+    lines: BTreeMap<String, usize>,
+}
+
+/// A `%section` as written: its name (lowercased), the arguments on its header line,
+/// that line's number, and the lines under it.
+struct Section {
+    name: String,
+    args: String,
+    line: usize,
+    body: String,
+}
+
+/// Splits a definition file into its header and its sections.
+fn split_sections(p: &Parser<'_>, text: &str) -> Result<(Header, Vec<Section>)> {
+    let mut header = Header {
+        values: BTreeMap::new(),
+        lines: BTreeMap::new(),
+    };
+    let mut sections: Vec<Section> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
         if let Some((name, sargs)) = section_header(raw) {
@@ -238,15 +264,20 @@ pub fn parse(file: &str, text: &str, build_args: &[(String, String)]) -> Result<
             if !SECTIONS.contains(&lname.as_str()) {
                 return Err(p.err(n, format!("unknown section %{name}")));
             }
-            if sections.iter().any(|s| s.0 == lname) {
+            if sections.iter().any(|s| s.name == lname) {
                 return Err(p.err(n, format!("section %{name} appears twice")));
             }
-            sections.push((lname, sargs.to_string(), n, String::new()));
+            sections.push(Section {
+                name: lname,
+                args: sargs.to_string(),
+                line: n,
+                body: String::new(),
+            });
             continue;
         }
         if let Some(s) = sections.last_mut() {
-            s.3.push_str(raw);
-            s.3.push('\n');
+            s.body.push_str(raw);
+            s.body.push('\n');
             continue;
         }
         let l = raw.trim();
@@ -257,20 +288,24 @@ pub fn parse(file: &str, text: &str, build_args: &[(String, String)]) -> Result<
             return Err(p.err(n, format!("expected a header line `Key: value`, got {l:?}")));
         };
         let key = k.trim().to_ascii_lowercase();
-        if key == "bootstrap" && header.contains_key("bootstrap") {
+        if key == "bootstrap" && header.values.contains_key("bootstrap") {
             return Err(p.err(
                 n,
                 "multi-stage builds (a second Bootstrap:) are not supported",
             ));
         }
-        header.insert(key.clone(), v.trim().to_string());
-        header_lines.insert(key, n);
+        header.values.insert(key.clone(), v.trim().to_string());
+        header.lines.insert(key, n);
     }
+    Ok((header, sections))
+}
 
-    let Some(agent) = header.get("bootstrap") else {
+/// The recipe's header fields: `Bootstrap:`, `From:`, `Fingerprints:`.
+fn header_fields(p: &Parser<'_>, h: Header) -> Result<Recipe> {
+    let Some(agent) = h.values.get("bootstrap") else {
         return Err(p.err(1, "missing `Bootstrap:` header"));
     };
-    let bline = header_lines["bootstrap"];
+    let bline = h.lines["bootstrap"];
     let bootstrap = match agent.to_ascii_lowercase().as_str() {
         "localimage" => Bootstrap::LocalImage,
         "scratch" => Bootstrap::Scratch,
@@ -283,15 +318,16 @@ pub fn parse(file: &str, text: &str, build_args: &[(String, String)]) -> Result<
             ));
         }
     };
-    let from = header.get("from").cloned().filter(|s| !s.is_empty());
-    let from_line = header_lines.get("from").copied().unwrap_or(bline);
+    let from = h.values.get("from").cloned().filter(|s| !s.is_empty());
+    let from_line = h.lines.get("from").copied().unwrap_or(bline);
     if bootstrap != Bootstrap::Scratch && from.is_none() {
         return Err(p.err(
             bline,
             format!("Bootstrap: {} needs a `From:` header", bootstrap.name()),
         ));
     }
-    let fingerprints = header
+    let fingerprints = h
+        .values
         .get("fingerprints")
         .map(|f| {
             f.split(',')
@@ -300,97 +336,112 @@ pub fn parse(file: &str, text: &str, build_args: &[(String, String)]) -> Result<
                 .collect()
         })
         .unwrap_or_default();
-
-    let mut r = Recipe {
-        text: text.clone(),
+    Ok(Recipe {
         bootstrap,
         from,
         from_line,
         fingerprints,
-        fingerprints_line: header_lines.get("fingerprints").copied().unwrap_or(0),
-        header,
+        fingerprints_line: h.lines.get("fingerprints").copied().unwrap_or(0),
+        header: h.values,
         ..Default::default()
-    };
-    for (name, sargs, line, body) in sections {
-        let script = || -> Result<Script> {
-            let words = split_words(&sargs);
-            let interpreter = match words.as_slice() {
-                [] => None,
-                [c, sh] if c == "-c" => Some(sh.clone()),
-                _ => {
-                    return Err(p.err(
-                        line,
-                        format!("%{name}: unexpected arguments {sargs:?} (only `-c <interpreter>` is accepted)"),
-                    ));
-                }
-            };
-            Ok(Script {
-                body: body.clone(),
-                interpreter,
-                line,
-            })
+    })
+}
+
+/// Puts one section into the recipe.
+fn add_section(p: &Parser<'_>, r: &mut Recipe, s: Section) -> Result<()> {
+    let Section {
+        name,
+        args: sargs,
+        line,
+        body,
+    } = s;
+    let script = || -> Result<Script> {
+        let words = split_words(&sargs);
+        let interpreter = match words.as_slice() {
+            [] => None,
+            [c, sh] if c == "-c" => Some(sh.clone()),
+            _ => {
+                return Err(p.err(
+                    line,
+                    format!("%{name}: unexpected arguments {sargs:?} (only `-c <interpreter>` is accepted)"),
+                ));
+            }
         };
-        match name.as_str() {
-            "setup" => r.setup = Some(script()?),
-            "post" => r.post = Some(script()?),
-            "environment" => r.environment = Some(script()?),
-            "runscript" => r.runscript = Some(script()?),
-            "startscript" => r.startscript = Some(script()?),
-            "test" => r.test = Some(script()?),
-            "help" => r.help = Some(body.clone()),
-            "arguments" => {}
-            "files" => {
-                if !sargs.is_empty() {
-                    return Err(p.err(
-                        line,
-                        "%files from another stage is not supported (multi-stage builds)",
-                    ));
-                }
-                for (j, l) in body.lines().enumerate() {
-                    let t = l.trim();
-                    if t.is_empty() || t.starts_with('#') {
-                        continue;
-                    }
-                    let w = split_words(t);
-                    let (src, dst) = match w.as_slice() {
-                        [s] => (s.clone(), s.clone()),
-                        [s, d] => (s.clone(), d.clone()),
-                        _ => {
-                            return Err(p.err(
-                                line + 1 + j,
-                                format!("%files: expected `source [destination]`, got {t:?}"),
-                            ));
-                        }
-                    };
-                    r.files.push(FileCopy {
-                        src,
-                        dst,
-                        line: line + 1 + j,
-                    });
-                }
+        Ok(Script {
+            body: body.clone(),
+            interpreter,
+            line,
+        })
+    };
+    match name.as_str() {
+        "setup" => r.setup = Some(script()?),
+        "post" => r.post = Some(script()?),
+        "environment" => r.environment = Some(script()?),
+        "runscript" => r.runscript = Some(script()?),
+        "startscript" => r.startscript = Some(script()?),
+        "test" => r.test = Some(script()?),
+        "help" => r.help = Some(body.clone()),
+        "arguments" => {}
+        "files" => {
+            if !sargs.is_empty() {
+                return Err(p.err(
+                    line,
+                    "%files from another stage is not supported (multi-stage builds)",
+                ));
             }
-            "labels" => {
-                for l in body.lines() {
-                    let t = l.trim();
-                    if t.is_empty() || t.starts_with('#') {
-                        continue;
-                    }
-                    let (k, v) = match t.find(char::is_whitespace) {
-                        Some(at) => (&t[..at], t[at..].trim()),
-                        None => (t, ""),
-                    };
-                    let v = v
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .unwrap_or(v);
-                    r.labels.retain(|(key, _)| key != k);
-                    r.labels.push((k.to_string(), v.to_string()));
-                }
-            }
-            _ => unreachable!("checked against SECTIONS"),
+            files_section(p, r, line, &body)?;
         }
+        "labels" => labels_section(r, &body),
+        _ => unreachable!("checked against SECTIONS"),
     }
-    Ok(r)
+    Ok(())
+}
+
+/// `%files`: `source [destination]` lines.
+fn files_section(p: &Parser<'_>, r: &mut Recipe, line: usize, body: &str) -> Result<()> {
+    for (j, l) in body.lines().enumerate() {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let w = split_words(t);
+        let (src, dst) = match w.as_slice() {
+            [s] => (s.clone(), s.clone()),
+            [s, d] => (s.clone(), d.clone()),
+            _ => {
+                return Err(p.err(
+                    line + 1 + j,
+                    format!("%files: expected `source [destination]`, got {t:?}"),
+                ));
+            }
+        };
+        r.files.push(FileCopy {
+            src,
+            dst,
+            line: line + 1 + j,
+        });
+    }
+    Ok(())
+}
+
+/// `%labels`: `KEY value` lines; a later key replaces an earlier one.
+fn labels_section(r: &mut Recipe, body: &str) {
+    for l in body.lines() {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let (k, v) = match t.find(char::is_whitespace) {
+            Some(at) => (&t[..at], t[at..].trim()),
+            None => (t, ""),
+        };
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        r.labels.retain(|(key, _)| key != k);
+        r.labels.push((k.to_string(), v.to_string()));
+    }
 }
 
 /// Fuzzing entry point: arbitrary bytes as a definition file, parsed with no build

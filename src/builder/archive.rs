@@ -2,7 +2,7 @@
 //! and OCI image layout archives (oci-archive). Layers are applied in order onto the
 //! staging tree with the OCI whiteout rules (`.wh.NAME` deletes NAME from lower layers,
 //! `.wh..wh..opq` empties a directory of lower-layer content). Every write goes through
-//! the rooted writer (`rooted.rs`): absolute names are taken relative to the tree, `..`
+//! the rooted writer (`rooted`): absolute names are taken relative to the tree, `..`
 //! in a name is refused, symlinks a layer planted resolve inside the tree as they would
 //! in the container, and a whiteout can only name one entry of its own directory.
 //!
@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::error::{BuildError, Result};
 use super::rooted::{self, Meta, Rooted};
-use crate::launch::env::sh_quote;
+use crate::support::shell::sh_quote;
 
 /// Which kind of tarball.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct ImageConfig {
 }
 
 fn src_err(path: &Path, msg: impl std::fmt::Display) -> BuildError {
-    BuildError::Source(format!("{}: {msg}", path.display()))
+    BuildError::archive(path, msg)
 }
 
 /// A reader over an opened file that may be gzip-compressed (by its magic); `path`
@@ -95,17 +95,17 @@ pub fn detect(path: &Path) -> Result<Kind> {
 }
 
 /// A relative, `..`-free path inside the tree, or `None` for the root itself.
-fn clean(p: &Path) -> Result<Option<PathBuf>> {
+fn clean(p: &Path) -> std::result::Result<Option<PathBuf>, String> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(BuildError::Source(format!(
+                return Err(format!(
                     "archive entry {} leaves the root filesystem",
                     p.display()
-                )));
+                ));
             }
         }
     }
@@ -154,20 +154,12 @@ pub fn apply_layer(
     for e in a.entries().map_err(|e| src_err(what, e))? {
         let mut e = e.map_err(|e| src_err(what, e))?;
         let raw = e.path().map_err(|e| src_err(what, e))?.into_owned();
-        let Some(rel) = clean(&raw)? else {
+        let Some(rel) = clean(&raw).map_err(|m| src_err(what, m))? else {
             continue;
         };
         let name = rel.file_name().unwrap_or_default().to_owned();
         let parent_rel = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        // Directories made implicitly (an entry whose parent the archive never named)
-        // get 0755 and the layer's time of 0, as docker gives them.
-        for m in made.drain(..) {
-            dirs.entry(m).or_insert(Meta {
-                owner: None,
-                mode: Some(0o755),
-                mtime: Some(0),
-            });
-        }
+        implicit_dirs(&mut made, dirs);
         let name_bytes = name.as_bytes();
         if name_bytes == b".wh..wh..opq" {
             root.clear_dir(&parent_rel, |c| this_layer.contains(&parent_rel.join(c)))?;
@@ -198,54 +190,7 @@ pub fn apply_layer(
             dirs.insert(rel.clone(), meta);
             continue;
         }
-        if et.is_file() || et == tar::EntryType::Continuous {
-            let mut f = root.create_file(&rel, true, &mut made)?;
-            std::io::copy(&mut e, &mut f).map_err(|e| src_err(what, e))?;
-        } else if et.is_symlink() {
-            let t = e
-                .link_name()
-                .map_err(|e| src_err(what, e))?
-                .ok_or_else(|| src_err(what, "symlink without a target"))?;
-            root.symlink(&rel, t.as_os_str(), &mut made)?;
-        } else if et.is_hard_link() {
-            let t = e
-                .link_name()
-                .map_err(|e| src_err(what, e))?
-                .ok_or_else(|| src_err(what, "hard link without a target"))?;
-            let Some(trel) = clean(&t)? else {
-                return Err(src_err(what, "hard link to the root"));
-            };
-            if root.kind(&trel)?.is_none() {
-                return Err(src_err(
-                    what,
-                    format!(
-                        "hard link {} to a missing file {}",
-                        rel.display(),
-                        t.display()
-                    ),
-                ));
-            }
-            root.hard_link(&trel, &rel, &mut made)?;
-            continue;
-        } else if et == tar::EntryType::Fifo {
-            root.mkfifo(&rel, &mut made)?;
-        } else if et.is_character_special() || et.is_block_special() {
-            if !opts.devices {
-                *skipped += 1;
-                continue;
-            }
-            let (maj, min) = (
-                e.header().device_major().ok().flatten().unwrap_or(0),
-                e.header().device_minor().ok().flatten().unwrap_or(0),
-            );
-            root.mknod(
-                &rel,
-                et.is_block_special(),
-                nix::sys::stat::makedev(maj.into(), min.into()),
-                &mut made,
-            )?;
-        } else {
-            // pax/GNU metadata entries are consumed by the reader; others are ignored.
+        if !create_entry(root, &mut e, &rel, what, &mut made, skipped, opts.devices)? {
             continue;
         }
         let meta = if et.is_symlink() {
@@ -255,6 +200,13 @@ pub fn apply_layer(
         };
         root.set_meta(&rel, meta)?;
     }
+    implicit_dirs(&mut made, dirs);
+    Ok(())
+}
+
+/// Directories made implicitly (an entry whose parent the archive never named) get
+/// 0755 and the layer's time of 0, as docker gives them.
+fn implicit_dirs(made: &mut Vec<PathBuf>, dirs: &mut DirFixups) {
     for m in made.drain(..) {
         dirs.entry(m).or_insert(Meta {
             owner: None,
@@ -262,7 +214,71 @@ pub fn apply_layer(
             mtime: Some(0),
         });
     }
-    Ok(())
+}
+
+/// Creates an entry that is not a directory. Returns whether its metadata is still
+/// to be set: not for a hard link (it shares its target's), nor for what is left out.
+fn create_entry<R: Read>(
+    root: &Rooted,
+    e: &mut tar::Entry<'_, R>,
+    rel: &Path,
+    what: &Path,
+    made: &mut Vec<PathBuf>,
+    skipped: &mut u64,
+    devices: bool,
+) -> Result<bool> {
+    let et = e.header().entry_type();
+    if et.is_file() || et == tar::EntryType::Continuous {
+        let mut f = root.create_file(rel, true, made)?;
+        std::io::copy(e, &mut f).map_err(|e| src_err(what, e))?;
+    } else if et.is_symlink() {
+        let t = e
+            .link_name()
+            .map_err(|e| src_err(what, e))?
+            .ok_or_else(|| src_err(what, "symlink without a target"))?;
+        root.symlink(rel, t.as_os_str(), made)?;
+    } else if et.is_hard_link() {
+        let t = e
+            .link_name()
+            .map_err(|e| src_err(what, e))?
+            .ok_or_else(|| src_err(what, "hard link without a target"))?;
+        let Some(trel) = clean(&t).map_err(|m| src_err(what, m))? else {
+            return Err(src_err(what, "hard link to the root"));
+        };
+        if root.kind(&trel)?.is_none() {
+            return Err(src_err(
+                what,
+                format!(
+                    "hard link {} to a missing file {}",
+                    rel.display(),
+                    t.display()
+                ),
+            ));
+        }
+        root.hard_link(&trel, rel, made)?;
+        return Ok(false);
+    } else if et == tar::EntryType::Fifo {
+        root.mkfifo(rel, made)?;
+    } else if et.is_character_special() || et.is_block_special() {
+        if !devices {
+            *skipped += 1;
+            return Ok(false);
+        }
+        let (maj, min) = (
+            e.header().device_major().ok().flatten().unwrap_or(0),
+            e.header().device_minor().ok().flatten().unwrap_or(0),
+        );
+        root.mknod(
+            rel,
+            et.is_block_special(),
+            nix::sys::stat::makedev(maj.into(), min.into()),
+            made,
+        )?;
+    } else {
+        // pax/GNU metadata entries are consumed by the reader; others are ignored.
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Gives the directories their final metadata, deepest first; those removed by a
@@ -321,16 +337,16 @@ struct OciManifest {
 }
 
 /// The member name of a blob in an OCI layout.
-fn blob_path(digest: &str) -> Result<String> {
+fn blob_path(digest: &str) -> std::result::Result<String, String> {
     let (algo, hex) = digest
         .split_once(':')
-        .ok_or_else(|| BuildError::Source(format!("bad digest {digest:?}")))?;
+        .ok_or_else(|| format!("bad digest {digest:?}"))?;
     if hex.is_empty()
         || !hex.chars().all(|c| c.is_ascii_hexdigit())
         || algo.is_empty()
         || !algo.chars().all(|c| c.is_ascii_alphanumeric())
     {
-        return Err(BuildError::Source(format!("bad digest {digest:?}")));
+        return Err(format!("bad digest {digest:?}"));
     }
     Ok(format!("blobs/{algo}/{hex}"))
 }
@@ -384,7 +400,8 @@ pub fn unpack(
         .map_err(|e| src_err(archive, format!("unpacking: {e}")))?;
     let sc = Rooted::open(scratch)?;
     let member = |name: &str| -> Result<(PathBuf, File)> {
-        let rel = clean(Path::new(name))?
+        let rel = clean(Path::new(name))
+            .map_err(|m| src_err(archive, m))?
             .ok_or_else(|| src_err(archive, format!("bad archive member {name:?}")))?;
         let f = sc
             .open_read(&rel)?
@@ -412,12 +429,13 @@ pub fn unpack(
                 .manifests
                 .first()
                 .ok_or_else(|| src_err(archive, "index.json lists no manifest"))?;
-            let m: OciManifest = json(&blob_path(&d.digest)?)?.parse()?;
-            let config = json(&blob_path(&m.config.digest)?)?.parse()?;
+            let blob = |digest: &str| blob_path(digest).map_err(|m| src_err(archive, m));
+            let m: OciManifest = json(&blob(&d.digest)?)?.parse()?;
+            let config = json(&blob(&m.config.digest)?)?.parse()?;
             let layers = m
                 .layers
                 .iter()
-                .map(|l| blob_path(&l.digest))
+                .map(|l| blob(&l.digest))
                 .collect::<Result<Vec<_>>>()?;
             (config, layers)
         }

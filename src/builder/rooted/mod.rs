@@ -11,26 +11,27 @@
 //! 5.6, or refused by a seccomp filter), the same resolution is done one component at
 //! a time with `O_NOFOLLOW`, reading each symlink and restarting it at the root.
 
-use std::collections::VecDeque;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{
-    FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmodat, fstat, fstatat, mkdirat,
-    mknodat, utimensat,
+    FileStat, Mode, SFlag, UtimensatFlags, fstat, fstatat, mkdirat, mknodat, utimensat,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, mkfifoat, symlinkat, unlinkat};
+use nix::unistd::{Gid, Uid, fchownat, linkat, mkfifoat, symlinkat};
 
 use super::error::{BuildError, Result};
 
-/// How many symlinks one resolution may follow (the kernel's own limit).
-const MAX_LINKS: usize = 40;
+mod remove;
+mod resolve;
+
+use remove::{chmod_fd, list};
+pub use remove::{remove_at, remove_tree};
 
 /// The kind of node at a path, as `lstat` sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +146,7 @@ impl Rooted {
     }
 
     fn bad(&self, rel: &Path, msg: String) -> BuildError {
-        BuildError::Source(format!("{}: {msg}", self.shown(rel).display()))
+        BuildError::staged(&self.shown(rel), msg)
     }
 
     fn root_dup(&self) -> nix::Result<OwnedFd> {
@@ -155,88 +156,6 @@ impl Rooted {
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-    }
-
-    /// Opens the directory named by `parts` inside the root (O_PATH).
-    fn resolve_dir(&self, parts: &[OsString]) -> nix::Result<OwnedFd> {
-        if parts.iter().all(|p| p == ".") {
-            return self.root_dup();
-        }
-        if !self.emulate {
-            let mut joined = Vec::new();
-            for (i, p) in parts.iter().enumerate() {
-                if i > 0 {
-                    joined.push(b'/');
-                }
-                joined.extend_from_slice(p.as_bytes());
-            }
-            let how = OpenHow::new()
-                .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-                .resolve(
-                    ResolveFlag::RESOLVE_IN_ROOT
-                        | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                        | ResolveFlag::RESOLVE_NO_XDEV,
-                );
-            let path = OsStr::from_bytes(&joined);
-            for _ in 0..16 {
-                match openat2(&self.dir, path, how) {
-                    // A concurrent rename somewhere on the system: the kernel asks to retry.
-                    Err(Errno::EAGAIN) => continue,
-                    Err(Errno::ENOSYS) | Err(Errno::EPERM) => break,
-                    r => return r,
-                }
-            }
-        }
-        self.resolve_emulated(parts)
-    }
-
-    /// RESOLVE_IN_ROOT done by hand: each component opened with O_NOFOLLOW; a symlink's
-    /// target is spliced into the remaining components, an absolute one restarting at
-    /// the root; `..` never climbs above the root.
-    fn resolve_emulated(&self, parts: &[OsString]) -> nix::Result<OwnedFd> {
-        let mut queue: VecDeque<OsString> = parts.iter().cloned().collect();
-        let mut stack: Vec<OwnedFd> = Vec::new();
-        let mut cur = self.root_dup()?;
-        let mut links = 0;
-        while let Some(c) = queue.pop_front() {
-            if c.is_empty() || c == "." {
-                continue;
-            }
-            if c == ".." {
-                if let Some(up) = stack.pop() {
-                    cur = up;
-                }
-                continue;
-            }
-            let fd = openat(
-                &cur,
-                c.as_os_str(),
-                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )?;
-            match kind_of(&fstat(&fd)?) {
-                NodeKind::Dir => {
-                    stack.push(std::mem::replace(&mut cur, fd));
-                }
-                NodeKind::Symlink => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(Errno::ELOOP);
-                    }
-                    let target = readlinkat(&fd, "")?;
-                    let tb = target.as_bytes();
-                    if tb.first() == Some(&b'/') {
-                        stack.clear();
-                        cur = self.root_dup()?;
-                    }
-                    for part in tb.split(|&b| b == b'/').rev() {
-                        queue.push_front(OsString::from_vec(part.to_vec()));
-                    }
-                }
-                _ => return Err(Errno::ENOTDIR),
-            }
-        }
-        Ok(cur)
     }
 
     /// The parent directory of `rel` (O_PATH) and the final name.
@@ -560,303 +479,5 @@ impl Rooted {
     }
 }
 
-/// chmod of the inode an O_PATH descriptor holds (fchmod refuses O_PATH descriptors):
-/// through its /proc magic link, which names exactly that inode; without /proc, by
-/// name in its directory, after checking that the name still is that inode and no
-/// symlink.
-fn chmod_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CString, mode: u32) -> nix::Result<()> {
-    let mode = Mode::from_bits_truncate(mode);
-    let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    match fchmodat(AT_FDCWD, proc.as_str(), mode, FchmodatFlags::FollowSymlink) {
-        Err(Errno::ENOENT) => {}
-        r => return r,
-    }
-    let held = fstat(fd)?;
-    let now = fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino) || kind_of(&now) == NodeKind::Symlink
-    {
-        return Err(Errno::ESTALE);
-    }
-    fchmodat(dir, name.as_c_str(), mode, FchmodatFlags::FollowSymlink)
-}
-
-/// The names in a directory (without `.` and `..`).
-fn list(dir: BorrowedFd<'_>) -> nix::Result<Vec<OsString>> {
-    let fd = openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = nix::dir::Dir::from_fd(fd)?;
-    let mut out = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push(OsString::from_vec(n.to_vec()));
-        }
-    }
-    Ok(out)
-}
-
-/// Removes `name` in `dir`, a directory with all it holds; nothing there is fine.
-/// Directories are made writable first (a tree made read-only can still go), and
-/// every step is relative to a descriptor, so a symlink is removed, never followed.
-pub fn remove_at(dir: BorrowedFd<'_>, name: &CString) -> nix::Result<()> {
-    let st = match fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => st,
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if kind_of(&st) != NodeKind::Dir {
-        return unlinkat(dir, name.as_c_str(), UnlinkatFlags::NoRemoveDir);
-    }
-    let sub = openat(
-        dir,
-        name.as_c_str(),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .or_else(|_| {
-        // An unreadable directory of ours: give it back its owner's rights first,
-        // through a descriptor of that very directory (never by name alone, which a
-        // process could have swapped for a symlink meanwhile).
-        let held = openat(
-            dir,
-            name.as_c_str(),
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        chmod_fd(held.as_fd(), dir, name, 0o700)?;
-        openat(
-            dir,
-            name.as_c_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-    })?;
-    let _ = nix::sys::stat::fchmod(&sub, Mode::from_bits_truncate(0o700));
-    for n in list(sub.as_fd())? {
-        remove_at(sub.as_fd(), &cname(&n))?;
-    }
-    unlinkat(dir, name.as_c_str(), UnlinkatFlags::RemoveDir)
-}
-
-/// Removes the tree at `path` without following any symlink in it; the path's own
-/// parent is taken as it is.
-pub fn remove_tree(path: &Path) -> std::io::Result<()> {
-    let parent = crate::fsutil::parent_dir(path);
-    let Some(name) = path.file_name() else {
-        return Err(std::io::Error::from(Errno::EINVAL));
-    };
-    let d = nix::fcntl::open(
-        parent,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    remove_at(d.as_fd(), &cname(name)).map_err(std::io::Error::from)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-
-    /// A host directory beside the root, with a file and a subdirectory, and the
-    /// root itself; returns (tempdir, root path, host path).
-    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("root");
-        let host = t.path().join("host");
-        std::fs::create_dir_all(host.join("sub")).unwrap();
-        std::fs::write(host.join("file"), b"host\n").unwrap();
-        std::fs::set_permissions(host.join("file"), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
-        std::fs::create_dir(&root).unwrap();
-        // Every way a planted link can point at the host directory.
-        symlink(&host, root.join("abs")).unwrap();
-        symlink("../host", root.join("rel")).unwrap();
-        symlink("../../../../../../..", root.join("up")).unwrap();
-        symlink(host.join("file"), root.join("filelink")).unwrap();
-        (t, root, host)
-    }
-
-    fn snapshot(p: &Path) -> Vec<(PathBuf, u32, u64, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut stack = vec![p.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let md = std::fs::symlink_metadata(&d).unwrap();
-            let data = if md.is_file() {
-                std::fs::read(&d).unwrap()
-            } else {
-                Vec::new()
-            };
-            out.push((d.clone(), md.mode(), md.mtime() as u64, data));
-            if md.is_dir() {
-                for e in std::fs::read_dir(&d).unwrap() {
-                    stack.push(e.unwrap().path());
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-
-    fn both(test: impl Fn(&Rooted, &Path, &Path)) {
-        for emulate in [false, true] {
-            let (_t, root, host) = setup();
-            let before = snapshot(&host);
-            let mut r = Rooted::open(&root).unwrap();
-            if emulate {
-                r = r.emulated();
-            }
-            test(&r, &root, &host);
-            assert_eq!(
-                snapshot(&host),
-                before,
-                "host tree changed (emulate={emulate})"
-            );
-        }
-    }
-
-    #[test]
-    fn writes_through_planted_links_land_inside_the_root() {
-        both(|r, root, host| {
-            let mut made = Vec::new();
-            // `abs` and `rel` name ROOT/<host path> and ROOT/host, which do not exist:
-            // writes through them fail; `up` names the root itself: they land there.
-            for l in ["abs", "rel", "up"] {
-                let p = |n: &str| Path::new(l).join(n);
-                let results = [
-                    r.create_file(&p("new"), false, &mut made)
-                        .and_then(|mut f| Ok(std::io::Write::write_all(&mut f, b"x")?)),
-                    r.mkdir(&p("dir"), &mut made).map(|_| ()),
-                    r.symlink(&p("sl"), OsStr::new("/etc"), &mut made),
-                    r.set_meta(
-                        &p("sub"),
-                        Meta {
-                            owner: None,
-                            mode: Some(0o4777),
-                            mtime: Some(1),
-                        },
-                    ),
-                    r.remove(&p("file")),
-                    r.clear_dir(Path::new(l), |n| {
-                        ["abs", "rel", "up", "filelink"].iter().any(|k| n == *k)
-                    }),
-                ];
-                if l == "up" {
-                    for (i, res) in results.iter().enumerate() {
-                        assert!(res.is_ok() || i == 3, "{l} {i}: {res:?}");
-                    }
-                }
-            }
-            assert!(!root.join("new").exists(), "cleared again by clear_dir");
-            // A final symlink is replaced or changed itself, never followed.
-            r.set_meta(
-                Path::new("filelink"),
-                Meta {
-                    owner: None,
-                    mode: Some(0o777),
-                    mtime: Some(5),
-                },
-            )
-            .unwrap();
-            r.write_file(Path::new("filelink"), b"replaced", 0o644)
-                .unwrap();
-            assert_eq!(std::fs::read(root.join("filelink")).unwrap(), b"replaced");
-            assert!(!host.join("new").exists());
-        });
-    }
-
-    #[test]
-    fn hard_links_and_reads_resolve_inside_the_root() {
-        both(|r, root, _host| {
-            let mut made = Vec::new();
-            // The host file is not reachable as a link target or for reading.
-            assert!(
-                r.hard_link(Path::new("abs/file"), Path::new("stolen"), &mut made)
-                    .is_err()
-            );
-            assert!(
-                r.hard_link(Path::new("rel/file"), Path::new("stolen"), &mut made)
-                    .is_err()
-            );
-            assert!(r.read(Path::new("abs/file")).unwrap().is_none());
-            assert!(r.read(Path::new("filelink")).unwrap().is_none());
-            assert!(!root.join("stolen").exists());
-            // Inside the root, both work.
-            r.write_file(Path::new("a"), b"inside", 0o600).unwrap();
-            r.hard_link(Path::new("a"), Path::new("b"), &mut made)
-                .unwrap();
-            assert_eq!(r.read(Path::new("up/b")).unwrap().unwrap(), b"inside");
-        });
-    }
-
-    #[test]
-    fn names_that_are_not_one_entry_are_refused() {
-        both(|r, root, _host| {
-            for bad in ["..", ".", "", "a/.."] {
-                assert!(
-                    r.remove(Path::new(bad)).is_err() || bad == "a/..",
-                    "{bad:?}"
-                );
-            }
-            assert!(check_name(OsStr::new("..")).is_err());
-            assert!(check_name(OsStr::new(".")).is_err());
-            assert!(check_name(OsStr::new("")).is_err());
-            assert!(check_name(OsStr::new("a/b")).is_err());
-            assert!(check_name(OsStr::new("a")).is_ok());
-            // `..` in a parent stops at the root.
-            let mut made = Vec::new();
-            r.create_file(Path::new("../../../../escaped"), false, &mut made)
-                .unwrap();
-            assert!(root.join("escaped").exists());
-            assert!(!root.parent().unwrap().join("escaped").exists());
-        });
-    }
-
-    #[test]
-    fn owner_is_set_before_mode_so_setuid_bits_stay() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP build::rooted: chown to another user needs root");
-            return;
-        }
-        both(|r, root, _host| {
-            r.write_file(Path::new("su"), b"#!/bin/sh\n", 0o644)
-                .unwrap();
-            r.set_meta(
-                Path::new("su"),
-                Meta {
-                    owner: Some((1000, 1000)),
-                    mode: Some(0o4755),
-                    mtime: Some(7),
-                },
-            )
-            .unwrap();
-            let md = std::fs::symlink_metadata(root.join("su")).unwrap();
-            assert_eq!(
-                (md.uid(), md.gid(), md.mode() & 0o7777, md.mtime()),
-                (1000, 1000, 0o4755, 7)
-            );
-        });
-    }
-
-    #[test]
-    fn remove_tree_removes_read_only_trees_and_not_what_links_name() {
-        let (_t, root, host) = setup();
-        let before = snapshot(&host);
-        std::fs::create_dir_all(root.join("ro/inner")).unwrap();
-        std::fs::write(root.join("ro/inner/f"), b"x").unwrap();
-        std::fs::set_permissions(
-            root.join("ro/inner"),
-            std::fs::Permissions::from_mode(0o500),
-        )
-        .unwrap();
-        std::fs::set_permissions(root.join("ro"), std::fs::Permissions::from_mode(0o000)).unwrap();
-        remove_tree(&root).unwrap();
-        assert!(!root.exists());
-        assert_eq!(snapshot(&host), before);
-    }
-}
+mod tests;

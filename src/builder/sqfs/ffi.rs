@@ -3,7 +3,7 @@
 //! layouts mirror `<sqfs/*.h>` of libsquashfs 1.2 field by field, and the layout test at
 //! the bottom pins their sizes.
 //!
-//! Nothing here is called from outside `squash.rs`, which wraps every call.
+//! Nothing here is used outside `sqfs`, whose safe types wrap every call.
 
 #![allow(non_camel_case_types)]
 
@@ -19,6 +19,7 @@ pub const SQFS_INODE_BDEV: u16 = 4;
 pub const SQFS_INODE_CDEV: u16 = 5;
 pub const SQFS_INODE_FIFO: u16 = 6;
 pub const SQFS_INODE_SOCKET: u16 = 7;
+pub const SQFS_INODE_EXT_FILE: u16 = 9;
 
 pub const SQFS_FILE_OPEN_OVERWRITE: u32 = 0x02;
 pub const SQFS_FILE_OPEN_NO_CHARSET_XFRM: u32 = 0x04;
@@ -58,6 +59,7 @@ pub struct sqfs_compressor_t {
 
 /// `sqfs_compressor_config_t`: the option union is 16 bytes, 8-aligned.
 #[repr(C)]
+#[derive(Default)]
 pub struct sqfs_compressor_config_t {
     pub id: u16,
     pub flags: u16,

@@ -90,7 +90,7 @@ pub fn copy_tree(src: &Path, root: &Rooted, dst: &Path, devices: bool) -> Result
 }
 
 fn cstr(b: &[u8], path: &Path) -> Result<CString> {
-    CString::new(b).map_err(|_| BuildError::Source(format!("{}: NUL in a name", path.display())))
+    CString::new(b).map_err(|_| BuildError::source(path, "NUL in a name"))
 }
 
 /// One node of the source tree: a name relative to its parent directory's descriptor
@@ -129,10 +129,7 @@ impl Source<'_> {
     }
 
     fn changed(&self) -> BuildError {
-        BuildError::Source(format!(
-            "{}: changed while it was being copied",
-            self.path.display()
-        ))
+        BuildError::source(self.path, "changed while it was being copied")
     }
 
     fn readlink(&self) -> Result<std::ffi::OsString> {
@@ -204,10 +201,7 @@ impl Copy<'_> {
             return Ok(());
         }
         if is_top {
-            return Err(BuildError::Source(format!(
-                "{}: not a directory",
-                src.path.display()
-            )));
+            return Err(BuildError::source(src.path, "not a directory"));
         }
         let st = match ft {
             SFlag::S_IFLNK => {
@@ -254,124 +248,166 @@ impl Copy<'_> {
 /// Extracts a squashfs into the (empty) tree `root`. A directory whose names are
 /// not in strictly increasing order (a duplicate among them) is refused: a squashfs
 /// writer never makes one, and a duplicate would replace what was just written.
+/// `image` names the source image in errors.
 pub fn extract_squashfs<R: ReadAt>(
     fs_: &Squashfs<R>,
+    image: &Path,
     root: &Rooted,
     devices: bool,
 ) -> Result<Skipped> {
-    let owners = is_root();
-    let devices = devices && can_mknod();
-    let mut skipped = Skipped::default();
-    let mut dirs: Vec<(PathBuf, Meta)> = Vec::new();
-    let mut links: HashMap<u32, PathBuf> = HashMap::new();
-    let mut last: HashMap<PathBuf, Vec<u8>> = HashMap::new();
-    let mut made = Vec::new();
-    let sq = |e: veil_fusefs::squashfs::Error| BuildError::Source(format!("source image: {e}"));
-    let rootattr = fs_.getattr(fs_.root()).map_err(sq)?;
-    dirs.push((
-        PathBuf::new(),
-        Meta {
-            owner: owners.then_some((rootattr.uid, rootattr.gid)),
-            mode: Some(rootattr.perm as u32),
-            mtime: Some(rootattr.mtime as i64),
-        },
-    ));
-    let mut buf = vec![0u8; 1 << 20];
+    let mut x = Extract {
+        fs: fs_,
+        image,
+        root,
+        owners: is_root(),
+        devices: devices && can_mknod(),
+        skipped: Skipped::default(),
+        dirs: Vec::new(),
+        links: HashMap::new(),
+        last: HashMap::new(),
+        made: Vec::new(),
+        buf: vec![0u8; 1 << 20],
+    };
+    let rootattr = fs_.getattr(fs_.root()).map_err(|e| x.read_err(e))?;
+    let meta = x.meta(&rootattr);
+    x.dirs.push((PathBuf::new(), meta));
     let mut failure: Option<BuildError> = None;
     fs_.walk(|rel, a| {
         let p = PathBuf::from(std::ffi::OsStr::from_bytes(rel));
-        let r: Result<()> = (|| {
-            let name = p
-                .file_name()
-                .map(|n| n.as_bytes().to_vec())
-                .unwrap_or_default();
-            let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
-            match last.get(&parent) {
-                Some(prev) if prev.as_slice() >= name.as_slice() => {
-                    return Err(BuildError::Source(format!(
-                        "source image: directory /{} lists {:?} out of order or twice",
-                        parent.display(),
-                        String::from_utf8_lossy(&name)
-                    )));
-                }
-                _ => {
-                    last.insert(parent, name);
-                }
-            }
-            let meta = Meta {
-                owner: owners.then_some((a.uid, a.gid)),
-                mode: Some(a.perm as u32),
-                mtime: Some(a.mtime as i64),
-            };
-            match a.kind {
-                FileKind::Directory => {
-                    if !root.mkdir(&p, &mut made)? {
-                        return Err(BuildError::Source(format!(
-                            "source image: /{} is listed twice",
-                            p.display()
-                        )));
-                    }
-                    dirs.push((p.clone(), meta));
-                    return Ok(());
-                }
-                FileKind::File => {
-                    if a.nlink > 1 {
-                        if let Some(first) = links.get(&a.ino) {
-                            return root.hard_link(first, &p, &mut made);
-                        }
-                        links.insert(a.ino, p.clone());
-                    }
-                    let mut f = root.create_file(&p, false, &mut made)?;
-                    let mut off = 0u64;
-                    while off < a.size {
-                        let n = fs_
-                            .read(a.id, off, &mut buf)
-                            .map_err(|e| BuildError::Source(format!("source image: {e}")))?;
-                        if n == 0 {
-                            break;
-                        }
-                        f.write_all(&buf[..n])
-                            .map_err(|e| BuildError::io(&root.path().join(&p), e))?;
-                        off += n as u64;
-                    }
-                }
-                FileKind::Symlink => {
-                    let t = fs_
-                        .readlink(a.id)
-                        .map_err(|e| BuildError::Source(format!("source image: {e}")))?;
-                    root.symlink(&p, std::ffi::OsStr::from_bytes(&t), &mut made)?;
-                    return root.set_meta(&p, Meta { mode: None, ..meta });
-                }
-                FileKind::Fifo => root.mkfifo(&p, &mut made)?,
-                FileKind::CharDevice | FileKind::BlockDevice if devices => {
-                    let rdev = libc::makedev(a.rdev_major(), a.rdev_minor());
-                    root.mknod(&p, a.kind == FileKind::BlockDevice, rdev, &mut made)?;
-                }
-                FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {
-                    skipped.devices += 1;
-                    return Ok(());
-                }
-            }
-            root.set_meta(&p, meta)
-        })();
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                failure = Some(e);
-                Err(veil_fusefs::squashfs::Error::DirLoop)
-            }
-        }
+        x.entry(p, a).map_err(|e| {
+            // The walk stops at any error of its own type; the real one is kept here.
+            failure = Some(e);
+            veil_fusefs::squashfs::Error::DirLoop
+        })
     })
-    .map_err(|e| failure.take().unwrap_or_else(|| sq(e)))?;
-    if !made.is_empty() {
-        return Err(BuildError::Source(
-            "source image: an entry comes before its directory".into(),
+    .map_err(|e| failure.take().unwrap_or_else(|| x.read_err(e)))?;
+    if !x.made.is_empty() {
+        return Err(BuildError::source_image(
+            image,
+            "an entry comes before its directory",
         ));
     }
-    for (d, meta) in dirs.into_iter().rev() {
+    for (d, meta) in x.dirs.into_iter().rev() {
         root.set_meta(&d, meta)?;
     }
-    Ok(skipped)
+    Ok(x.skipped)
+}
+
+/// One extraction under way.
+struct Extract<'a, R: ReadAt> {
+    fs: &'a Squashfs<R>,
+    image: &'a Path,
+    root: &'a Rooted,
+    /// Keep the image's owners (real root only).
+    owners: bool,
+    devices: bool,
+    skipped: Skipped,
+    /// The directories and their metadata, set last (deepest first), once nothing
+    /// more is written into them.
+    dirs: Vec<(PathBuf, Meta)>,
+    /// The first path of each inode with several links.
+    links: HashMap<u32, PathBuf>,
+    /// The last name seen in each directory, to check the order.
+    last: HashMap<PathBuf, Vec<u8>>,
+    made: Vec<PathBuf>,
+    buf: Vec<u8>,
+}
+
+impl<R: ReadAt> Extract<'_, R> {
+    fn read_err(&self, e: veil_fusefs::squashfs::Error) -> BuildError {
+        BuildError::source_image(self.image, format!("reading: {e}"))
+    }
+
+    fn meta(&self, a: &veil_fusefs::squashfs::Attr) -> Meta {
+        Meta {
+            owner: self.owners.then_some((a.uid, a.gid)),
+            mode: Some(a.perm as u32),
+            mtime: Some(a.mtime as i64),
+        }
+    }
+
+    /// Refuses a name that does not come after the last one of its directory.
+    fn check_order(&mut self, p: &Path) -> Result<()> {
+        let name = p
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
+        let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
+        match self.last.get(&parent) {
+            Some(prev) if prev.as_slice() >= name.as_slice() => Err(BuildError::source_image(
+                self.image,
+                format!(
+                    "directory /{} lists {:?} out of order or twice",
+                    parent.display(),
+                    String::from_utf8_lossy(&name)
+                ),
+            )),
+            _ => {
+                self.last.insert(parent, name);
+                Ok(())
+            }
+        }
+    }
+
+    fn entry(&mut self, p: PathBuf, a: &veil_fusefs::squashfs::Attr) -> Result<()> {
+        self.check_order(&p)?;
+        let meta = self.meta(a);
+        let root = self.root;
+        match a.kind {
+            FileKind::Directory => {
+                if !root.mkdir(&p, &mut self.made)? {
+                    return Err(BuildError::source_image(
+                        self.image,
+                        format!("/{} is listed twice", p.display()),
+                    ));
+                }
+                self.dirs.push((p, meta));
+                return Ok(());
+            }
+            FileKind::File => {
+                if a.nlink > 1 {
+                    if let Some(first) = self.links.get(&a.ino) {
+                        return root.hard_link(first, &p, &mut self.made);
+                    }
+                    self.links.insert(a.ino, p.clone());
+                }
+                self.copy_file(&p, a)?;
+            }
+            FileKind::Symlink => {
+                let t = self.fs.readlink(a.id).map_err(|e| self.read_err(e))?;
+                root.symlink(&p, std::ffi::OsStr::from_bytes(&t), &mut self.made)?;
+                return root.set_meta(&p, Meta { mode: None, ..meta });
+            }
+            FileKind::Fifo => root.mkfifo(&p, &mut self.made)?,
+            FileKind::CharDevice | FileKind::BlockDevice if self.devices => {
+                let rdev = libc::makedev(a.rdev_major(), a.rdev_minor());
+                root.mknod(&p, a.kind == FileKind::BlockDevice, rdev, &mut self.made)?;
+            }
+            FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {
+                self.skipped.devices += 1;
+                return Ok(());
+            }
+        }
+        root.set_meta(&p, meta)
+    }
+
+    fn copy_file(&mut self, p: &Path, a: &veil_fusefs::squashfs::Attr) -> Result<()> {
+        let mut f = self.root.create_file(p, false, &mut self.made)?;
+        let mut off = 0u64;
+        while off < a.size {
+            let n = match self.fs.read(a.id, off, &mut self.buf) {
+                Ok(n) => n,
+                Err(e) => return Err(self.read_err(e)),
+            };
+            if n == 0 {
+                break;
+            }
+            f.write_all(&self.buf[..n])
+                .map_err(|e| BuildError::io(&self.root.path().join(p), e))?;
+            off += n as u64;
+        }
+        Ok(())
+    }
 }
 
 /// Removes a staging tree, never following a symlink in it (a tree made read-only can

@@ -322,7 +322,7 @@ pub fn apply_to_tree(tree: &mut Tree, entries: &[Entry], mtime: u32) {
 /// Applies entries to a staging tree on disk (sandbox builds and the %post staging
 /// tree), through the rooted writer: a base image's symlink at a layout path (say
 /// `.singularity.d/env` pointing at a host directory) resolves inside the tree.
-pub fn apply_to_dir(root: &Rooted, entries: &[Entry]) -> crate::build::Result<()> {
+pub fn apply_to_dir(root: &Rooted, entries: &[Entry]) -> crate::builder::Result<()> {
     let mut made = Vec::new();
     for e in entries {
         let p = Path::new(e.path.trim_start_matches('/'));
