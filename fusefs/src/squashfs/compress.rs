@@ -76,14 +76,7 @@ impl Compressor {
                 }
             }),
             Self::Lz4 => lz4_flex::block::decompress_into(src, dst).map_err(|e| e.to_string()),
-            Self::Lzo => {
-                let (out, err) = rust_lzo::LZOContext::decompress_to_slice(src, dst);
-                if err == rust_lzo::LZOError::OK {
-                    Ok(out.len())
-                } else {
-                    Err(format!("lzo error {}", err as i32))
-                }
-            }
+            Self::Lzo => lzo::decompress_into(src, dst).map_err(|e| e.to_string()),
             Self::Xz => lzma_stream(
                 liblzma::stream::Stream::new_stream_decoder(LZMA_MEMLIMIT, 0),
                 src,
