@@ -1,6 +1,8 @@
 //! File helpers shared by the layers that write outputs: nothing half-written is ever
 //! left at a destination path.
 
+#![forbid(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;

@@ -22,7 +22,7 @@ enum Who {
 impl Who {
     fn all() -> Vec<Who> {
         let mut v = Vec::new();
-        if unsafe { libc::geteuid() } == 0 {
+        if nix::unistd::geteuid().as_raw() == 0 {
             v.push(Who::Root);
         }
         match Unprivileged::new() {
@@ -424,7 +424,7 @@ fn files_destinations_resolve_inside_the_image() {
 
 #[test]
 fn setuid_bits_and_owners_survive_a_root_build() {
-    if unsafe { libc::geteuid() } != 0 {
+    if nix::unistd::geteuid().as_raw() != 0 {
         eprintln!("SKIP build_hostile::setuid: giving files other owners needs root");
         return;
     }
@@ -466,7 +466,7 @@ fn setuid_bits_and_owners_survive_a_root_build() {
 
 #[test]
 fn device_nodes_only_for_real_root_that_asks() {
-    if unsafe { libc::geteuid() } != 0 {
+    if nix::unistd::geteuid().as_raw() != 0 {
         eprintln!("SKIP build_hostile::devices: device nodes need real root");
         return;
     }

@@ -1070,7 +1070,7 @@ fn nothing_decrypted_reaches_the_disk_or_the_environment() {
 fn argon2_memory_above_the_limit_is_refused_up_front() {
     let f = require!(fixture(), "tools or user namespaces missing");
     require!(
-        (unsafe { libc::geteuid() } == 0).then_some(()),
+        (nix::unistd::geteuid().as_raw() == 0).then_some(()),
         "needs root to create a memory cgroup"
     );
     // A cgroup with a 96 MiB limit, and an image whose keyslot needs 256 MiB.

@@ -9,6 +9,8 @@
 //! The image configuration's Env becomes `/.singularity.d/env/10-docker2singularity.sh`,
 //! Entrypoint/Cmd the runscript, Labels the labels, as Apptainer converts them.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};

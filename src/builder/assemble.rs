@@ -4,6 +4,8 @@
 //! to the partition. Everything is written to temporary files beside the output,
 //! verified, and renamed over the destination last.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! the process exits. The signals are blocked in every thread and taken by one waiting
 //! thread ([`install`]), so removal never runs inside a signal handler.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

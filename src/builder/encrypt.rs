@@ -6,6 +6,8 @@
 //! PEM mode uses pbkdf2 with cryptsetup's minimum iteration count, since a uniformly
 //! random 512-bit secret gains nothing from a slow or memory-hard KDF.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;

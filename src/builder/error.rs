@@ -1,5 +1,7 @@
 //! The build layer's error type.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]

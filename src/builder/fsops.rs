@@ -3,6 +3,8 @@
 //! are kept only when running as root; an unprivileged build owns everything it writes,
 //! and the squashfs writer maps the caller back to root.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::fs;

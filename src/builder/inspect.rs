@@ -4,6 +4,8 @@
 //! `/.singularity.d` (a sandbox directory, a plain squashfs, or an unlocked encrypted
 //! one).
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -5,6 +5,8 @@
 //! root was created, changed or removed, whatever the layers did or failed to do.
 //! Shared by the cargo-fuzz target and the corpus replay test.
 
+#![forbid(unsafe_code)]
+
 use std::io::Cursor;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -13,6 +13,8 @@
 //! The base entries are only added where the source image has none (a base image's
 //! runscript is inherited); what the definition file says replaces them.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -1,6 +1,8 @@
 //! The last step of a build: a sandbox directory renamed into place, or the image's
 //! tree scanned, its metadata completed from it, and the SIF written.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use super::assemble;

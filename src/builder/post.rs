@@ -168,14 +168,15 @@ fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
         Ok(ForkResult::Parent { child }) => {
             super::isolate::close_above_stderr();
             loop {
-                // SAFETY (both arms): _exit ends this intermediate process with the
-                // script's status, running no destructors of the forked parent's state.
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, c)) => unsafe { libc::_exit(c) },
-                    Ok(WaitStatus::Signaled(_, s, _)) => unsafe { libc::_exit(128 + s as i32) },
+                let code = match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, c)) => c,
+                    Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return format!("waitpid: {e}"),
-                }
+                };
+                // SAFETY: _exit ends this intermediate process with the script's
+                // status, running no destructors of the forked parent's state.
+                unsafe { libc::_exit(code) }
             }
         }
     }

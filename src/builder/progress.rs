@@ -1,5 +1,7 @@
 //! A one-line progress bar with ETA on stderr, shown only when stderr is a terminal.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

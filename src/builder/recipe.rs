@@ -3,6 +3,8 @@
 //! line out. `{{ NAME }}` placeholders are filled from `%arguments` defaults and
 //! `--build-arg` values before anything else is looked at.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use super::error::{BuildError, Result};

@@ -7,6 +7,8 @@
 //! keyslot code of veil-fusefs, and written back in place, as `cryptsetup luksAddKey`
 //! edits a device in place, in an order that survives an interruption (`write_back`).
 
+#![forbid(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};

@@ -2,6 +2,8 @@
 //! then `%setup` (on the host), `%files` and `%post`; `%test` once the recipe's own
 //! layout is in place. How one script runs is `post`'s business.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use super::error::Result;

@@ -2,6 +2,8 @@
 //! sandbox directory, a SIF or squashfs image, an archive), and the definition file's
 //! own source (`Bootstrap:` and `From:`), checked against `Fingerprints:`.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use super::archive;

@@ -7,6 +7,8 @@
 //! The library is used through the safe types of `sqfs`, each destroyed on drop, so an
 //! error anywhere leaks nothing.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! disk (a definition file's sections, a sandbox output, a source that is not a
 //! directory), and `%files`, which copies host files into it.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use super::archive;

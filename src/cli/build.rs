@@ -1,6 +1,8 @@
 //! `veil build`: SIF images (or sandbox directories) from a definition file, a sandbox
 //! directory, or an existing image, plain or encrypted, without root.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

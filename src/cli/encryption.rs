@@ -1,5 +1,7 @@
 //! The key flags shared by the actions (`run`, `exec`, `shell`, `test`) and `build`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::Args;

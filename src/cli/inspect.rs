@@ -3,6 +3,8 @@
 //! its memory and time cost — so a user can tell before a job starts whether the
 //! image will open on a node with little memory.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,5 +1,7 @@
 //! `veil key …`: OpenPGP key management in `~/.veil/keys`, modelled on `apptainer key`.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

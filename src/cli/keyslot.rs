@@ -8,6 +8,8 @@
 //! Decrypting to a plain image and re-encrypting with a new volume key are builds:
 //! `veil build plain.sif enc.sif --source-pem-path key.pem`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

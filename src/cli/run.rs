@@ -1,5 +1,7 @@
 //! `veil run | exec | shell | test`: the container actions, with Apptainer's flags.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;

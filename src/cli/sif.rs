@@ -1,6 +1,8 @@
 //! `veil sif …`: the siftool-compatible commands. Argument order, flag names and
 //! output columns follow siftool, so `veil sif` can stand in for it in scripts.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

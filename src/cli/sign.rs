@@ -1,5 +1,7 @@
 //! `veil sign` and `veil verify`: SIF signatures in the SingularityCE/Apptainer format.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,6 +1,8 @@
 //! The one error type of the key-material layer. Messages are single lines and
 //! never contain secret bytes.
 
+#![forbid(unsafe_code)]
+
 /// What can go wrong getting or using key material.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptError {

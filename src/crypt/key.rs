@@ -12,6 +12,8 @@
 //! messages stay veil's and keys up to 16384 bits load (`rsa` refuses public keys
 //! over 4096 bits by default).
 
+#![forbid(unsafe_code)]
+
 use rsa::pkcs1::der::Decode as _;
 use rsa::traits::PublicKeyParts as _;
 use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};

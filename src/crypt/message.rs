@@ -6,6 +6,8 @@
 //! concatenates the k-byte ciphertexts; for keys of 1040 bits or more that is one
 //! block, which is also all SingularityCE writes. Both forms are read and written.
 
+#![forbid(unsafe_code)]
+
 use rsa::Oaep;
 use rsa::traits::PublicKeyParts as _;
 use zeroize::Zeroizing;
@@ -61,7 +63,7 @@ pub fn unwrap_secret(key: &PrivateKey, message: &[u8]) -> Result<Zeroizing<Vec<u
 
 /// OAEP as the peers use it: SHA-256 for the label hash and MGF1, no label.
 fn oaep() -> Oaep {
-    Oaep::new::<sha2_10::Sha256>()
+    Oaep::new::<sha2::Sha256>()
 }
 
 fn der_octet_string(data: &[u8]) -> Vec<u8> {

@@ -1,6 +1,8 @@
 //! Just enough PEM (RFC 7468, with RFC 1421 headers) to find the first block of a
 //! file, as Go's `pem.Decode` does for the peers, and to write a block back.
 
+#![forbid(unsafe_code)]
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;

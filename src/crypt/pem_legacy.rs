@@ -4,6 +4,8 @@
 //! derived from the password by `EVP_BytesToKey` (MD5, one round, the IV's first 8
 //! bytes as salt). A weak scheme, read only so that existing keys keep working.
 
+#![forbid(unsafe_code)]
+
 use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::Pkcs7};
 use md5::Digest as _;
 use zeroize::Zeroizing;

@@ -4,6 +4,8 @@
 //! bcrypt KDF and AES in CTR or CBC mode, as OpenSSH's PROTOCOL.key describes).
 //! `key` turns the numbers into RSA keys.
 
+#![forbid(unsafe_code)]
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;

@@ -4,6 +4,8 @@
 //! is read here; unlocking turns it into an ordinary squashfs [`Root`] whose bytes
 //! are decrypted on every read and never stored.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use veil_fusefs::luks2::{self, HeaderSummary, KernelMapping, Passphrase, UnlockOptions};

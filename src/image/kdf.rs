@@ -7,6 +7,8 @@
 //! `--max-kdf-cost FACTOR` (or `VEIL_MAX_KDF_COST`) multiplies the caps, for an
 //! image the user trusts that was made with unusually high costs.
 
+#![forbid(unsafe_code)]
+
 use std::sync::OnceLock;
 
 use veil_fusefs::luks2::{self, KdfLimits, UnlockOptions};

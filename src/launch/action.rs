@@ -7,6 +7,8 @@
 //! image without `/bin/sh` can still `exec` a program: then the environment is applied
 //! directly and no script is sourced.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 

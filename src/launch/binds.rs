@@ -1,5 +1,7 @@
 //! `--bind` / `APPTAINER_BIND` specifications: `src[:dst[:ro|rw]]`, comma-separated.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use super::error::{LaunchError, Result};

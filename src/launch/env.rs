@@ -11,6 +11,8 @@
 //!
 //! Steps 2 and 3 happen inside the container's shell; this module prepares both lists.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 
 use super::error::{LaunchError, Result};

@@ -1,6 +1,8 @@
 //! The launcher's error type. Messages are one line and, where the cause is a machine
 //! setting, they say the fix.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::path::PathBuf;
 

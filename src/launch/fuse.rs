@@ -1,6 +1,8 @@
 //! The launcher's FUSE side: /dev/fuse, the warmer that decompresses what the container
 //! starts first, and the server threads for the mounted image.
 
+#![forbid(unsafe_code)]
+
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;

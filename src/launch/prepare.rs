@@ -1,6 +1,8 @@
 //! What a launch computes before it makes any namespace or mount: paths on the host,
 //! the container's environment and argv, its identity files, and the mount request.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::RawFd;

@@ -3,6 +3,8 @@
 //! server can decompress them on an idle core while the namespaces and mounts are
 //! being set up, instead of one block per page fault afterwards.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 use veil_fusefs::squashfs::{FileKind, InodeId, Squashfs};

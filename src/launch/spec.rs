@@ -1,6 +1,8 @@
 //! What a launch is asked to do: the image's root, the user's options, and how the
 //! root will be mounted.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;

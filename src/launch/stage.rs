@@ -2,6 +2,8 @@
 //! device, the dm-crypt mapping. They are made here, in the launcher's namespace, and
 //! the mounts on them go through the seam (`steps::stage_image`).
 
+#![forbid(unsafe_code)]
+
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::fcntl::{OFlag, open};

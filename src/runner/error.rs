@@ -1,5 +1,7 @@
 //! The run service's error type: what the user must change, with the image's name.
 
+#![forbid(unsafe_code)]
+
 use crate::crypt::source::HOW_TO_GIVE_A_KEY;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! Opening the image once, and the signature policy it must satisfy.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::path::Path;
 

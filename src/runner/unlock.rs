@@ -1,6 +1,8 @@
 //! The root the launcher mounts: a plain image's as it is, an encrypted image's once
 //! unlocked with the user's key.
 
+#![forbid(unsafe_code)]
+
 use super::RunRequest;
 use super::error::{Result, RunnerError};
 use crate::crypt::source::{self, KeySource};

@@ -1,5 +1,7 @@
 //! The 585-byte data object descriptor (spec/sif.md §3–4) and its typed Extra field.
 
+#![forbid(unsafe_code)]
+
 use super::header::cstr;
 use super::types::{
     Arch, DataType, FormatType, FsType, HashType, MessageType, PartType, SbomFormat,

@@ -1,5 +1,7 @@
 //! The SIF layer's error type. Each message is one line that names what is wrong.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! The 128-byte global header (spec/sif.md §2).
 
+#![forbid(unsafe_code)]
+
 use super::error::{Result, SifError};
 use super::types::Arch;
 

@@ -1,6 +1,8 @@
 //! Reading a SIF: the header and descriptor table, validated against the file, and
 //! each object handed out as a byte range of the underlying positional-read source.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -2,6 +2,8 @@
 //! ones siftool prints, column for column, so scripts written against siftool keep
 //! working with `veil sif`.
 
+#![forbid(unsafe_code)]
+
 use serde_json::{Value, json};
 
 use super::descriptor::{Descriptor, Extra, Link};

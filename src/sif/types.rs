@@ -2,6 +2,8 @@
 //! signature hashes, crypto-message formats and SBOM formats, with the exact names
 //! siftool prints for them.
 
+#![forbid(unsafe_code)]
+
 /// Declares a code table: an enum with a catch-all for codes we do not know, the code
 /// each variant stands for, and its siftool name.
 macro_rules! code_table {

@@ -6,6 +6,8 @@
 //! place in the order data → descriptor → header: an interruption leaves the previous
 //! image intact, at worst followed by bytes no descriptor refers to.
 
+#![forbid(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;

@@ -4,6 +4,8 @@
 //! ECDSA P-256/P-384/P-521), with the RustCrypto crates that sequoia's pure-Rust
 //! backend already brings in.
 
+#![forbid(unsafe_code)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use rsa::pkcs8::der::Decode as _;
@@ -139,9 +141,9 @@ impl DsseKey {
             }
             Key::Rsa(k) => {
                 let scheme = match hash {
-                    DigestAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2_10::Sha384>(),
-                    DigestAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2_10::Sha512>(),
-                    _ => rsa::Pkcs1v15Sign::new::<sha2_10::Sha256>(),
+                    DigestAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+                    DigestAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+                    _ => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
                 };
                 k.verify(scheme, &digest(), sig).is_ok()
             }
@@ -410,9 +412,9 @@ mod tests {
         for hash in [DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512] {
             check(&key, hash, |m| {
                 let scheme = match hash {
-                    DigestAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2_10::Sha384>(),
-                    DigestAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2_10::Sha512>(),
-                    _ => rsa::Pkcs1v15Sign::new::<sha2_10::Sha256>(),
+                    DigestAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+                    DigestAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+                    _ => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
                 };
                 rsa.sign(scheme, &sha(hash, m)).unwrap()
             });

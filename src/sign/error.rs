@@ -2,6 +2,8 @@
 //! the reference library (sylabs/sif `integrity`) has a text for the same condition,
 //! the message mirrors it so scripts and users see the same words as with the peers.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 
 use crate::sif::SifError;

@@ -3,6 +3,8 @@
 //! `~/.veil/keys/{pgp-public,pgp-secret}`; Apptainer's (`~/.apptainer/keys`) and
 //! SingularityCE's (`~/.singularity/sypgp`) are read, never written, when present.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};

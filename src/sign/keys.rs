@@ -1,6 +1,8 @@
 //! Key management behind `veil key`: new pairs, listing, import, export and removal in
 //! the `~/.veil/keys` rings. The caller supplies passphrases and reports what was done.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use sequoia_openpgp::Cert;

@@ -2,6 +2,8 @@
 //! `SIFHASH:\n<hex>` over the object data alone. They protect neither the header nor the
 //! descriptors, which is why verifying them must be asked for explicitly.
 
+#![forbid(unsafe_code)]
+
 use veil_fusefs::source::ReadAt;
 
 use super::error::{Result, SignError};

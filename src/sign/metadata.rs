@@ -5,6 +5,8 @@
 //! timestamps and geometry; descriptor absolute ID, group, offset, padding, ModifiedAt),
 //! so an image signed by a peer verifies here and the other way round.
 
+#![forbid(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use veil_fusefs::source::ReadAt;

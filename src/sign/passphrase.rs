@@ -2,6 +2,8 @@
 //! prompt on the terminal without echo. The value lives in a zeroizing buffer and has no
 //! Debug or Display, so it cannot end up in a log line by accident.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use zeroize::Zeroizing;

@@ -5,6 +5,8 @@
 //! verifier concludes is turned into owned values here, so the rest of the layer never
 //! sees sequoia lifetimes.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 
 use sequoia_openpgp as openpgp;

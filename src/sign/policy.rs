@@ -12,6 +12,8 @@
 //! user-keyrings = true        # also use the caller's keyrings (~/.veil/keys, peers')
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,8 @@
 //! signer's primary-key fingerprint. The partitions are hashed as stored, so an
 //! encrypted image is signed over its ciphertext and no decryption key is involved.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -2,6 +2,8 @@
 //! which signatures each task needs, that every one of them must pass, and in what order
 //! the header, descriptors and objects are checked, so failures read the same.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeSet;
 
 use sequoia_openpgp::Cert;

@@ -2,6 +2,8 @@
 //! build goes, and the decisions taken on the way, without a logging framework in
 //! every process.
 
+#![forbid(unsafe_code)]
+
 /// A line on stderr when `VEIL_DEBUG` is set.
 pub fn debug_note(msg: &str) {
     if std::env::var_os("VEIL_DEBUG").is_some() {

@@ -1,6 +1,8 @@
 //! Who the user is inside the container: the uid/gid mapping and the `/etc/passwd` and
 //! `/etc/group` entries the container sees (the image's own, plus the user's).
 
+#![forbid(unsafe_code)]
+
 use nix::unistd::{Gid, Group, Uid, User};
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,8 @@
 //! Quoting for the POSIX sh scripts veil writes (container actions, environment
 //! files of an image).
 
+#![forbid(unsafe_code)]
+
 /// Quotes a string for POSIX sh: `'…'` with embedded quotes escaped.
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))

@@ -84,11 +84,11 @@ impl Unprivileged {
     pub fn new() -> Option<Unprivileged> {
         use std::os::unix::fs::{PermissionsExt, chown};
         // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
+        let euid = nix::unistd::geteuid().as_raw();
         let (uid, gid) = if euid == 0 {
             (65534, 65534)
         } else {
-            (euid, unsafe { libc::getegid() })
+            (euid, nix::unistd::getegid().as_raw())
         };
         let dir = tempfile::Builder::new()
             .prefix("veil-test-")
@@ -147,7 +147,7 @@ impl Unprivileged {
 
     /// Gives a path (recursively) to this user, as a sandbox the user built would be.
     pub fn own(&self, path: &Path) {
-        if unsafe { libc::geteuid() } == 0 {
+        if nix::unistd::geteuid().as_raw() == 0 {
             let st = Command::new("chown")
                 .arg("-R")
                 .arg(format!("{}:{}", self.uid, self.gid))

@@ -1,6 +1,8 @@
 //! Removal without following links: a tree made read-only, or one a build script
 //! filled with symlinks, is removed through descriptors only.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStringExt;

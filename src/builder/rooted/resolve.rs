@@ -1,6 +1,8 @@
 //! Resolution of a path inside the root: openat2 with `RESOLVE_IN_ROOT`, or the same
 //! done one component at a time where openat2 is missing or refused.
 
+#![forbid(unsafe_code)]
+
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;

@@ -1,6 +1,8 @@
 //! The rooted writer against planted links, bad names and read-only trees, with
 //! openat2 and with the emulated resolver.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 

@@ -147,10 +147,8 @@ impl IdTable {
     fn index(&mut self, id: u32, op: &str) -> Result<u16> {
         let mut index = 0u16;
         // SAFETY: a live table and a place for the result.
-        check(
-            unsafe { ffi::sqfs_id_table_id_to_index(self.0.ptr(), id, &mut index) },
-            op,
-        )?;
+        let rc = unsafe { ffi::sqfs_id_table_id_to_index(self.0.ptr(), id, &mut index) };
+        check(rc, op)?;
         Ok(index)
     }
 
@@ -191,10 +189,8 @@ impl XattrWriter {
         }
         let mut index = ffi::SQFS_XATTR_NONE;
         // SAFETY: a live writer and a place for the result.
-        check(
-            unsafe { ffi::sqfs_xattr_writer_end(xw, &mut index) },
-            "xattrs",
-        )?;
+        let rc = unsafe { ffi::sqfs_xattr_writer_end(xw, &mut index) };
+        check(rc, "xattrs")?;
         Ok(index)
     }
 

@@ -1,5 +1,7 @@
 //! The mount plan of each kind of request.
 
+#![forbid(unsafe_code)]
+
 use super::*;
 
 fn req() -> MountRequest {

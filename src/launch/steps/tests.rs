@@ -1,6 +1,8 @@
 //! The mount and namespace steps of each kind of run, recorded on the fake seam: their
 //! order and their flags.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};

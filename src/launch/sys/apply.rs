@@ -1,6 +1,8 @@
 //! Applies a mount plan through the seam. Runs in the container process, inside its
 //! own mount namespace, before `exec`.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
 //! A recording fake of the seam: every call is kept, with its flags, in order, and
 //! succeeds. Mount points are taken as they are named (nothing is resolved or made).
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;

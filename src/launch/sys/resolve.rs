@@ -1,6 +1,8 @@
 //! Mount points inside the image's root: symlinks followed as the container will see
 //! them, never out of the root.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
