@@ -303,9 +303,52 @@ fn check_signature<R: ReadAt>(
     r: &mut SignatureResult,
 ) -> Result<()> {
     let data = signature_bytes(sif, sig)?;
-    // The signed plaintext, and the OpenPGP signer's primary fingerprint (DSSE
-    // signatures have none: their descriptor Entity is empty).
-    let (plaintext, signer_fpr) = if dsse::is_envelope(&data) {
+    let (plaintext, signer_fpr) = signed_plaintext(&data, certs, dsse_keys, task, sig, r)?;
+    // For OpenPGP, the descriptor must name the key that signed.
+    let fpr_ok = signer_fpr.is_none_or(|f| f == descriptor_fpr(sig));
+    match task {
+        Task::Group {
+            group,
+            objects,
+            subset,
+        } => {
+            let meta = parse_metadata(&plaintext, sig)?;
+            let min_id = group_min_id(sif, *group).ok_or(SignError::GroupNotFound(*group))?;
+            if !fpr_ok {
+                return Err(SignError::FingerprintMismatch);
+            }
+            check_group(sif, &meta, min_id, objects, *subset, &mut r.verified)?;
+        }
+        Task::LegacyGroup { objects, .. } => {
+            if !fpr_ok {
+                return Err(SignError::FingerprintMismatch);
+            }
+            legacy::check(sif, sig, &plaintext, objects, None)?;
+            r.verified = objects.iter().map(|d| d.id).collect();
+        }
+        Task::LegacyObject { object } => {
+            if !fpr_ok {
+                return Err(SignError::FingerprintMismatch);
+            }
+            legacy::check(sif, sig, &plaintext, &[object], Some(object.id))?;
+            r.verified = vec![object.id];
+        }
+    }
+    Ok(())
+}
+
+/// The plaintext a signature covers, once the signature itself checks out, and the
+/// OpenPGP signer's primary fingerprint (DSSE signatures have none: their descriptor
+/// Entity is empty).
+fn signed_plaintext(
+    data: &[u8],
+    certs: &[Cert],
+    dsse_keys: &[DsseKey],
+    task: &Task<'_>,
+    sig: &Descriptor,
+    r: &mut SignatureResult,
+) -> Result<(Vec<u8>, Option<[u8; 20]>)> {
+    if dsse::is_envelope(data) {
         r.format = "dsse";
         if !matches!(task, Task::Group { .. }) {
             return Err(SignError::FormatNotRecognized(sig.id));
@@ -324,93 +367,77 @@ fn check_signature<R: ReadAt>(
             } => super::metadata::DigestAlg::Sha512,
             _ => super::metadata::DigestAlg::Sha256,
         };
-        let (payload, keyid) = dsse::verify_envelope(&data, dsse_keys, hash)
+        let (payload, keyid) = dsse::verify_envelope(data, dsse_keys, hash)
             .map_err(|reason| SignError::SignatureNotValid { id: sig.id, reason })?;
         r.signer = Some(format!("DSSE key {keyid}"));
-        (payload, None)
-    } else {
-        let checked = pgp::check_cleartext(&data, certs).map_err(|reason| {
-            if pgp::is_clearsigned(&data) {
-                SignError::SignatureNotValid { id: sig.id, reason }
-            } else {
-                SignError::FormatNotRecognized(sig.id)
-            }
-        })?;
-        let signer: SignerInfo = checked
-            .outcome
-            .map_err(|reason| SignError::SignatureNotValid { id: sig.id, reason })?;
-        r.signer = signer.user_id.clone();
-        r.fingerprint = Some(hex_upper(&signer.fingerprint));
-        (checked.plaintext, Some(signer.fingerprint))
-    };
-    // For OpenPGP, the descriptor must name the key that signed.
-    let fpr_ok = signer_fpr.is_none_or(|f| f == descriptor_fpr(sig));
+        return Ok((payload, None));
+    }
+    let checked = pgp::check_cleartext(data, certs).map_err(|reason| {
+        if pgp::is_clearsigned(data) {
+            SignError::SignatureNotValid { id: sig.id, reason }
+        } else {
+            SignError::FormatNotRecognized(sig.id)
+        }
+    })?;
+    let signer: SignerInfo = checked
+        .outcome
+        .map_err(|reason| SignError::SignatureNotValid { id: sig.id, reason })?;
+    r.signer = signer.user_id.clone();
+    r.fingerprint = Some(hex_upper(&signer.fingerprint));
+    Ok((checked.plaintext, Some(signer.fingerprint)))
+}
 
-    match task {
-        Task::Group {
-            group,
-            objects,
-            subset,
-        } => {
-            let meta: ImageMetadata =
-                serde_json::from_slice(&plaintext).map_err(|e| SignError::SignatureNotValid {
-                    id: sig.id,
-                    reason: format!("malformed signed metadata: {e}"),
-                })?;
-            let min_id = group_min_id(sif, *group).ok_or(SignError::GroupNotFound(*group))?;
-            if !fpr_ok {
-                return Err(SignError::FingerprintMismatch);
-            }
-            let entries = meta.objects.as_deref().unwrap_or(&[]);
-            let abs = |rel: u32| min_id.checked_add(rel);
-            if !subset {
-                let signed: BTreeSet<Option<u32>> =
-                    entries.iter().map(|o| abs(o.relative_id)).collect();
-                for d in objects {
-                    if !signed.contains(&Some(d.id)) {
-                        return Err(SignError::ObjectNotSigned(d.id));
-                    }
-                }
-                for id in &signed {
-                    if !objects.iter().any(|d| Some(d.id) == *id) {
-                        let id = id.unwrap_or(u32::MAX);
-                        return Err(SignError::SignedObjectNotFound(id));
-                    }
-                }
-            }
-            let hstream = header_stream(sif.header());
-            if !digest_matches(&meta.header.digest, |alg| Ok(alg.hash(&hstream)))? {
-                return Err(SignError::HeaderIntegrity);
-            }
-            for d in objects {
-                let om = entries
-                    .iter()
-                    .find(|o| abs(o.relative_id) == Some(d.id))
-                    .ok_or(SignError::ObjectNotSigned(d.id))?;
-                let dstream = descriptor_stream(d, om.relative_id);
-                if !digest_matches(&om.descriptor_digest, |alg| Ok(alg.hash(&dstream)))? {
-                    return Err(SignError::DescriptorIntegrity(d.id));
-                }
-                if !digest_matches(&om.object_digest, |alg| hash_object(sif, d, alg))? {
-                    return Err(SignError::ObjectIntegrity(Some(d.id)));
-                }
-                r.verified.push(d.id);
+fn parse_metadata(plaintext: &[u8], sig: &Descriptor) -> Result<ImageMetadata> {
+    serde_json::from_slice(plaintext).map_err(|e| SignError::SignatureNotValid {
+        id: sig.id,
+        reason: format!("malformed signed metadata: {e}"),
+    })
+}
+
+/// Checks a group's signed metadata against the image: the set of objects (unless
+/// only a `subset` was asked for), the header and each object's descriptor and data.
+/// Adds each object to `verified` once it checks out.
+fn check_group<R: ReadAt>(
+    sif: &Sif<R>,
+    meta: &ImageMetadata,
+    min_id: u32,
+    objects: &[&Descriptor],
+    subset: bool,
+    verified: &mut Vec<u32>,
+) -> Result<()> {
+    let entries = meta.objects.as_deref().unwrap_or(&[]);
+    let abs = |rel: u32| min_id.checked_add(rel);
+    if !subset {
+        let signed: BTreeSet<Option<u32>> = entries.iter().map(|o| abs(o.relative_id)).collect();
+        for d in objects {
+            if !signed.contains(&Some(d.id)) {
+                return Err(SignError::ObjectNotSigned(d.id));
             }
         }
-        Task::LegacyGroup { objects, .. } => {
-            if !fpr_ok {
-                return Err(SignError::FingerprintMismatch);
+        for id in &signed {
+            if !objects.iter().any(|d| Some(d.id) == *id) {
+                let id = id.unwrap_or(u32::MAX);
+                return Err(SignError::SignedObjectNotFound(id));
             }
-            legacy::check(sif, sig, &plaintext, objects, None)?;
-            r.verified = objects.iter().map(|d| d.id).collect();
         }
-        Task::LegacyObject { object } => {
-            if !fpr_ok {
-                return Err(SignError::FingerprintMismatch);
-            }
-            legacy::check(sif, sig, &plaintext, &[object], Some(object.id))?;
-            r.verified = vec![object.id];
+    }
+    let hstream = header_stream(sif.header());
+    if !digest_matches(&meta.header.digest, |alg| Ok(alg.hash(&hstream)))? {
+        return Err(SignError::HeaderIntegrity);
+    }
+    for d in objects {
+        let om = entries
+            .iter()
+            .find(|o| abs(o.relative_id) == Some(d.id))
+            .ok_or(SignError::ObjectNotSigned(d.id))?;
+        let dstream = descriptor_stream(d, om.relative_id);
+        if !digest_matches(&om.descriptor_digest, |alg| Ok(alg.hash(&dstream)))? {
+            return Err(SignError::DescriptorIntegrity(d.id));
         }
+        if !digest_matches(&om.object_digest, |alg| hash_object(sif, d, alg))? {
+            return Err(SignError::ObjectIntegrity(Some(d.id)));
+        }
+        verified.push(d.id);
     }
     Ok(())
 }
