@@ -26,6 +26,12 @@ pub struct TempFile {
 impl TempFile {
     /// Creates `.<name>.veil-XXXXXXXX` in `dir` (mode 0644 before umask) for `target`.
     pub fn new_in(dir: &Path, target: &Path) -> io::Result<TempFile> {
+        Self::new_in_mode(dir, target, 0o644)
+    }
+
+    /// As [`TempFile::new_in`], created with `mode` (before umask): a file for secrets
+    /// is private from its first byte.
+    pub fn new_in_mode(dir: &Path, target: &Path, mode: u32) -> io::Result<TempFile> {
         let base = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -37,7 +43,7 @@ impl TempFile {
                 .read(true)
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(mode)
                 .open(&path)
             {
                 Ok(file) => {
@@ -92,11 +98,34 @@ pub fn write_atomic<E>(
 where
     E: From<io::Error>,
 {
-    let tmp = TempFile::new_in(parent_dir(dest), dest)?;
+    write_atomic_mode(dest, 0o644, fill)
+}
+
+/// As [`write_atomic`], the file created with `mode` (before umask).
+pub fn write_atomic_mode<E>(
+    dest: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<io::Error>,
+{
+    let tmp = TempFile::new_in_mode(parent_dir(dest), dest, mode)?;
     let mut w = io::BufWriter::new(tmp.file().try_clone()?);
     fill(&mut w)?;
     w.flush()?;
     drop(w);
     tmp.persist(dest)?;
     Ok(())
+}
+
+/// Opens `path` for reading without blocking on what is not a regular file: a FIFO
+/// swapped in for an image opens at once instead of waiting for a writer, and the
+/// caller's `fstat` of the descriptor then says what it is.
+pub fn open_nonblocking(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
 }

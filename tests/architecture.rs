@@ -40,14 +40,37 @@ fn crate_refs(src: &str) -> Vec<String> {
     };
     let mut out = Vec::new();
     let mut rest = body;
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + "crate::".len()..];
-        let name: String = rest
+    let ident = |s: &str| -> String {
+        s.trim_start()
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        out.push(name);
+            .collect()
+    };
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{a, b::c, d::{e, f}}`: the first name of each top-level item.
+            let (mut depth, mut start) = (0usize, 0usize);
+            for (j, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        out.push(ident(&group[start..j]));
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        out.push(ident(&group[start..j]));
+                        start = j + 1;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            out.push(ident(rest));
+        }
     }
+    out.retain(|n| !n.is_empty());
     out
 }
 
@@ -133,14 +156,20 @@ fn a_sideways_import_is_found() {
     layers.insert("sign".to_string(), 2);
     let t = tempfile::tempdir().unwrap();
     std::fs::write(t.path().join("image.rs"), "use crate::sign::policy;\n").unwrap();
+    std::fs::write(t.path().join("other.rs"), "use crate::{fsutil, sign::x};\n").unwrap();
+    layers.insert("other".to_string(), 1);
     std::fs::write(
         t.path().join("sign.rs"),
         "#[cfg(test)]\nmod tests { use crate::image; }\n",
     )
     .unwrap();
-    let bad = violations(t.path(), &layers);
+    let mut bad = violations(t.path(), &layers);
+    bad.sort();
     assert_eq!(
         bad,
-        vec!["image.rs (layer 2) uses crate::sign (layer 2)".to_string()]
+        vec![
+            "image.rs (layer 2) uses crate::sign (layer 2)".to_string(),
+            "other.rs (layer 1) uses crate::sign (layer 2)".to_string(),
+        ]
     );
 }

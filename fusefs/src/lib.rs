@@ -16,8 +16,6 @@ pub mod squashfs;
 
 // The file mapping kept at its own path, which other crates and docs name.
 pub use memory::mapping;
-// The FUSE server under the name the veil crate uses.
-pub use fuse as fs;
 
 /// The number of cores this process may use (its CPU affinity and cgroup quota), asked
 /// once: the preloader and the FUSE server both size their threads by it, and asking costs

@@ -79,3 +79,120 @@ fn no_volume_key_left_on_the_stack() {
     .join()
     .unwrap();
 }
+
+/// The key as the test keeps it: every byte flipped, so that the test's own copy is
+/// never the key's bytes, and a search finds only what the library left.
+struct Masked(Vec<u8>);
+
+impl Masked {
+    fn found_in(&self, hay: &[u8]) -> Vec<usize> {
+        self.0
+            .chunks(16)
+            .enumerate()
+            .filter(|(_, m)| {
+                hay.windows(16)
+                    .any(|w| w.iter().zip(m.iter()).all(|(&h, &k)| h == k ^ 0xff))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+/// Readable memory of this process that is not marked to be left out of core dumps
+/// (guarded key memory is), region by region, as (description, bytes).
+fn ordinary_memory() -> Vec<(String, Vec<u8>)> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut mem = std::fs::File::open("/proc/self/mem").unwrap();
+    let mut out = Vec::new();
+    let mut current: Option<(u64, u64, String)> = None;
+    let mut flush = |r: Option<(u64, u64, String)>, dontdump: bool| {
+        if let Some((start, end, desc)) = r
+            && !dontdump
+        {
+            let mut b = vec![0u8; (end - start) as usize];
+            if mem.seek(SeekFrom::Start(start)).is_ok() && mem.read_exact(&mut b).is_ok() {
+                out.push((desc, b));
+            }
+        }
+    };
+    let mut dontdump = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
+        {
+            flush(current.take(), dontdump);
+            dontdump = false;
+            let perms = line.split_whitespace().nth(1).unwrap_or("");
+            // Only private, readable, writable memory can hold what the code made.
+            if perms.starts_with("rw") && end - start <= 1 << 30 {
+                current = Some((start, end, line.to_string()));
+            }
+        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
+            dontdump = flags.split_whitespace().any(|f| f == "dd");
+        }
+    }
+    flush(current.take(), dontdump);
+    out
+}
+
+#[test]
+fn no_volume_key_in_ordinary_memory_after_an_argon2_unlock() {
+    // argon2id with two lanes: the derivation runs on worker threads of its own.
+    let masked = Masked(
+        (0..64u32)
+            .map(|i| ((i * 53 + 7) as u8 ^ 0x3c) ^ 0xff)
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.img");
+    {
+        let key = zeroize::Zeroizing::new(masked.0.iter().map(|b| b ^ 0xff).collect::<Vec<u8>>());
+        let opts = CreateOptions {
+            volume_key: Some(VolumeKey::from_slice(&key).unwrap()),
+            keyslot: KeyslotOptions {
+                kdf: KdfChoice::Fixed(KdfParams::Argon2 {
+                    variant: luks2::Argon2Variant::Argon2id,
+                    time: 1,
+                    memory_kib: 1024,
+                    cpus: 2,
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let payload = vec![7u8; 8192];
+        let pass = Passphrase::new(b"pw".to_vec());
+        luks2::create(&mut out, &payload[..], payload.len() as u64, &pass, &opts).unwrap();
+        std::fs::write(&img, &out).unwrap();
+    }
+    let pass = Passphrase::new(b"pw".to_vec());
+    let v = std::thread::spawn(move || {
+        let src = FileSource::open(&img).unwrap();
+        luks2::unlock(src, &pass, &UnlockOptions::default()).unwrap()
+    })
+    .join()
+    .unwrap();
+    // The search sees ordinary memory: a copy of a key piece on the heap is found.
+    let mut canary: Vec<u8> = masked.0[16..32].iter().map(|b| b ^ 0xff).collect();
+    let seen = ordinary_memory()
+        .iter()
+        .any(|(_, bytes)| masked.found_in(bytes).contains(&1));
+    zeroize::Zeroize::zeroize(&mut canary);
+    drop(canary);
+    assert!(seen, "the memory search does not see the heap");
+    let leaks: Vec<String> = ordinary_memory()
+        .iter()
+        .filter_map(|(desc, bytes)| {
+            let f = masked.found_in(bytes);
+            (!f.is_empty()).then(|| format!("pieces {f:?} in {desc}"))
+        })
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "key bytes outside guarded memory:\n{}",
+        leaks.join("\n")
+    );
+    drop(v);
+}

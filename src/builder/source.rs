@@ -34,7 +34,7 @@ const MAX_DEFINITION: u64 = 4 << 20;
 fn head(path: &Path) -> Vec<u8> {
     use std::io::Read;
     let mut b = vec![0u8; 64];
-    let n = std::fs::File::open(path)
+    let n = crate::fsutil::open_nonblocking(path)
         .and_then(|mut f| f.read(&mut b))
         .unwrap_or(0);
     b.truncate(n);
@@ -86,8 +86,11 @@ pub fn resolve(
     if md.is_dir() {
         return Ok((Input::Dir(p.to_path_buf()), None));
     }
+    if !md.is_file() {
+        return Err(BuildError::source(p, "not a regular file or a directory"));
+    }
     if is_image(p) {
-        let file = std::fs::File::open(p).map_err(|e| BuildError::io(p, e))?;
+        let file = crate::fsutil::open_nonblocking(p).map_err(|e| BuildError::io(p, e))?;
         return Ok((Input::Image(p.to_path_buf(), file), None));
     }
     if archive::is_tar(p) {
@@ -118,7 +121,7 @@ fn bootstrap(r: &Recipe, name: &str, def: &Path) -> Result<Input> {
         Bootstrap::LocalImage => {
             let from = r.from.clone().unwrap_or_default();
             let fp = beside(def, &from);
-            let file = std::fs::File::open(&fp).map_err(|e| from_err(&from, e))?;
+            let file = crate::fsutil::open_nonblocking(&fp).map_err(|e| from_err(&from, e))?;
             let is_dir = file.metadata().map_err(|e| from_err(&from, e))?.is_dir();
             if !r.fingerprints.is_empty() {
                 check_fingerprints(r, name, &fp, &file, is_dir)?;

@@ -117,7 +117,8 @@ pub fn lookup(uid: u32, gid: u32) -> Option<SubIds> {
 }
 
 fn pipe() -> std::io::Result<(fs::File, fs::File)> {
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
+    // Close-on-exec: the setuid id-map helpers must not inherit either end.
+    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((fs::File::from(r), fs::File::from(w)))
 }
 

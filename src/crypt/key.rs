@@ -175,6 +175,10 @@ pub fn load_private_key(
                 rsa::pkcs8::Error::EncryptedPrivateKey(
                     pkcs5::Error::DecryptFailed | pkcs5::Error::EncryptFailed,
                 ) => wrong_password(),
+                // The structure parsed above, so a DER error now is in the plaintext: a
+                // wrong password that left valid padding (about one time in 256 with
+                // a 64-bit block cipher such as 3DES) yields garbage.
+                rsa::pkcs8::Error::Asn1(_) => wrong_password(),
                 other => CryptError::bad_key(format!(
                     "cannot decrypt the private key ({other}); {reencrypt}"
                 )),

@@ -20,27 +20,36 @@ use veil_fusefs::luks2::SecretBytes;
 /// The longest line a terminal in canonical mode delivers (Linux's N_TTY buffer).
 const MAX_LINE: usize = 4096;
 
-/// The signals that would end veil while the prompt has echo off.
-const TERMINATING: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+/// The signals that would end veil while the prompt has echo off (SIGINT from the
+/// keyboard is off with ISIG, but another process may send it).
+const TERMINATING: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGINT];
 
 mod saved {
     //! The terminal settings to put back, where a signal handler can reach them.
     use std::cell::UnsafeCell;
-    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
     struct Slot(UnsafeCell<libc::termios>);
-    // SAFETY: the termios is written only while FD is -1 (no reader can look at it),
-    // and FD is published with Release after the write and read with Acquire.
+    // SAFETY: the termios is written only while FD is -1 and no `restore` is under
+    // way (RESTORING is false), so no reader can look at it; FD is published with
+    // Release after the write and taken with Acquire.
     unsafe impl Sync for Slot {}
 
     // SAFETY: a termios is plain integers; all zeroes is a valid (unused) value.
     static SETTINGS: Slot = Slot(UnsafeCell::new(unsafe { std::mem::zeroed() }));
     static FD: AtomicI32 = AtomicI32::new(-1);
+    /// True while a `restore` (a signal handler on any thread) may read SETTINGS.
+    static RESTORING: AtomicBool = AtomicBool::new(false);
 
     /// Remembers `t` as the settings to restore on `fd`. One prompt at a time.
     pub fn set(fd: i32, t: libc::termios) {
         FD.store(-1, Ordering::SeqCst);
-        // SAFETY: FD is -1, so neither `restore` nor a handler reads SETTINGS now.
+        // A handler that took the previous prompt's descriptor is still reading:
+        // it ends the process when done, and must not see a half-written value.
+        while RESTORING.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        // SAFETY: FD is -1 and no restore is under way, so nobody reads SETTINGS.
         unsafe { *SETTINGS.0.get() = t };
         FD.store(fd, Ordering::Release);
     }
@@ -52,12 +61,15 @@ mod saved {
     /// Puts the settings back if a prompt is active. Async-signal-safe: two atomic
     /// operations and tcsetattr, an ioctl.
     pub fn restore() {
-        let fd = FD.swap(-1, Ordering::Acquire);
+        RESTORING.store(true, Ordering::SeqCst);
+        let fd = FD.swap(-1, Ordering::SeqCst);
         if fd >= 0 {
-            // SAFETY: SETTINGS was fully written before FD was published, and `fd`
-            // is the prompt's open terminal, closed only after `clear`.
+            // SAFETY: SETTINGS was fully written before FD was published, `set`
+            // waits for RESTORING before writing it again, and `fd` is the prompt's
+            // open terminal, closed only after `clear`.
             unsafe { libc::tcsetattr(fd, libc::TCSANOW, SETTINGS.0.get()) };
         }
+        RESTORING.store(false, Ordering::SeqCst);
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode as FileMode;
-use veil_fusefs::fs::{ImageFs, Owner, Synthetic, Warm};
+use veil_fusefs::fuse::{ImageFs, Owner, Synthetic, Warm};
 use veil_fusefs::squashfs::Squashfs;
 
 use super::error::{LaunchError, Result};
@@ -110,7 +110,8 @@ fn serve_image(
 ) -> Result<()> {
     let threads = veil_fusefs::cores().clamp(2, 8);
     let image_fs = ImageFs::with_warm(warm, synth, owner);
-    let session = veil_fusefs::fs::serve(image_fs, fd, threads).map_err(LaunchError::FuseServer)?;
+    let session =
+        veil_fusefs::fuse::serve(image_fs, fd, threads).map_err(LaunchError::FuseServer)?;
     // The workers serve until the mount namespace goes away with the launcher; the
     // session handle must not be dropped (that would wait for them).
     std::mem::forget(session);

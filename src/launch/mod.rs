@@ -60,7 +60,7 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::signal::SigSet;
 use nix::sys::stat::Mode as FileMode;
 use nix::unistd::{Pid, pipe2};
-use veil_fusefs::fs::{Owner, Synthetic};
+use veil_fusefs::fuse::{Owner, Synthetic};
 use veil_fusefs::squashfs::Squashfs;
 
 pub use crate::support::diag::{debug_note, debug_time};

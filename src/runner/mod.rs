@@ -35,8 +35,20 @@ pub struct RunRequest {
     pub require_encrypted: bool,
 }
 
+/// Removes secret variables from the environment when dropped.
+struct ScrubEnvironment;
+
+impl Drop for ScrubEnvironment {
+    fn drop(&mut self) {
+        crate::crypt::environ::scrub();
+    }
+}
+
 /// Runs the container and returns its exit status.
 pub fn run(req: RunRequest) -> Result<i32> {
+    // Secret variables leave the environment on every way out, errors included
+    // (the unlock scrubs them as soon as the key is read).
+    let _scrub = ScrubEnvironment;
     let policy = signature_policy(req.verify, req.policy.as_deref())?;
     let image = open_image(&req.image, policy.as_ref())?;
     let root = root_source(&req, image)?;

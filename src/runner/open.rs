@@ -32,14 +32,20 @@ pub fn open_image(name: &str, policy: Option<&Policy>) -> Result<Image> {
         name: name.to_string(),
         err,
     };
-    let meta = std::fs::metadata(path).map_err(open_err)?;
+    // Opened once, without blocking: a FIFO put at the path cannot hang the run.
+    let file = crate::fsutil::open_nonblocking(path).map_err(open_err)?;
+    let meta = file.metadata().map_err(open_err)?;
     if meta.is_dir() {
         if policy.is_some() {
             return Err(RunnerError::NeedsSif(name.to_string()));
         }
         return Ok(Image::Plain(Root::Directory(path.to_path_buf())));
     }
-    let file = File::open(path).map_err(open_err)?;
+    if !meta.is_file() {
+        return Err(open_err(std::io::Error::other(
+            "not a regular file or a directory",
+        )));
+    }
     if crate::support::userns::real_root() {
         image::check_root_may_trust(&file, name)?;
     }

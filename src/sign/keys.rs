@@ -110,13 +110,9 @@ pub fn write_export(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
         path: path.to_path_buf(),
         err,
     };
-    crate::fsutil::write_atomic(path, |w| w.write_all(bytes)).map_err(write_err)?;
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(write_err)?;
-    }
-    Ok(())
+    // A secret key's file is private before its first byte is written.
+    let mode = if secret { 0o600 } else { 0o644 };
+    crate::fsutil::write_atomic_mode(path, mode, |w| w.write_all(bytes)).map_err(write_err)
 }
 
 /// Removes the keys `key` names from `rings`, reporting each to `removed`; none at all

@@ -211,6 +211,9 @@ fn with_transient_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T 
         .num_threads(n.max(1))
         .thread_name(|i| format!("veil-argon2-{i}"))
         .exit_handler(move |_| {
+            // The lanes' blocks and the final blake2 state passed through this
+            // thread's stack; its stack may be cached and reused by a later thread.
+            super::guarded::scrub_stack();
             let (count, cv) = &*on_exit;
             *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
             cv.notify_all();
@@ -221,7 +224,11 @@ fn with_transient_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T 
         return f();
     };
     let started = pool.current_num_threads();
-    let out = pool.install(f);
+    let out = pool.install(|| {
+        let out = f();
+        super::guarded::scrub_stack();
+        out
+    });
     drop(pool);
     let (count, cv) = &*exited;
     let mut done = count.lock().unwrap_or_else(|e| e.into_inner());

@@ -41,9 +41,6 @@ pub(crate) enum Advice {
     DontDump,
     /// A forked child sees zeros instead of a copy.
     WipeOnFork,
-    /// Drop the page table entries: a shared file mapping's pages stay in the page
-    /// cache and fault back in on the next access.
-    DontNeed,
 }
 
 /// An address range this process mapped, unmapped (and unlocked) when dropped.
@@ -71,11 +68,9 @@ impl Map {
             Advice::HugePage => libc::MADV_HUGEPAGE,
             Advice::DontDump => libc::MADV_DONTDUMP,
             Advice::WipeOnFork => libc::MADV_WIPEONFORK,
-            Advice::DontNeed => libc::MADV_DONTNEED,
         };
-        // SAFETY: advice on the whole of a live mapping this value owns. None of the
-        // four changes what the memory holds as seen by its users: MADV_DONTNEED is
-        // only given for shared file mappings, whose pages fault back in unchanged.
+        // SAFETY: advice on the whole of a live mapping this value owns; none of the
+        // three changes what the memory holds as seen by its users.
         unsafe { libc::madvise(self.addr.as_ptr().cast(), self.len, advice) };
     }
 }
@@ -234,8 +229,13 @@ impl FileMap {
             .ok_or_else(io::Error::last_os_error)
     }
 
-    pub(crate) fn advise(&self, advice: Advice) {
-        self.0.advise(advice);
+    /// Drops the page table entries. Only for file mappings (on private anonymous
+    /// memory MADV_DONTNEED would zero what a live borrow sees): a file's pages stay
+    /// in the page cache and fault back in, unchanged, on the next access.
+    pub(crate) fn drop_resident(&self) {
+        // SAFETY: the whole of a live file mapping this value owns; its contents are
+        // the file's, which the next access reads back.
+        unsafe { libc::madvise(self.0.addr.as_ptr().cast(), self.0.len, libc::MADV_DONTNEED) };
     }
 
     /// The first byte: readable for the mapped length while this value lives,

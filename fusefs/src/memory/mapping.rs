@@ -32,7 +32,7 @@ use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use super::map::{Advice, FileMap, page_size};
+use super::map::{FileMap, page_size};
 
 /// Mappings alive at once (one per encrypted image a process has open).
 const MAX_MAPPINGS: usize = 16;
@@ -251,7 +251,7 @@ impl Mapping {
     /// Drops the mapping's page table entries: its pages stay in the page cache, and
     /// the next read of each faults it back in.
     fn drop_resident(&self) {
-        self.map.advise(Advice::DontNeed);
+        self.map.drop_resident();
     }
 }
 

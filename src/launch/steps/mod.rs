@@ -164,7 +164,7 @@ pub(super) fn mount_image<S: Sys>(
     gid: u32,
     image_name: &str,
 ) -> Result<()> {
-    let data = veil_fusefs::fs::mount_data(fd, uid, gid);
+    let data = veil_fusefs::fuse::mount_data(fd, uid, gid);
     let source = Path::new(image_name)
         .file_name()
         .map(|n| n.to_string_lossy().replace([' ', ',', '\\'], "_"))

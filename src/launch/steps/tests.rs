@@ -231,7 +231,7 @@ fn plain_image_is_served_read_only_with_fuse_and_is_the_root_itself() {
         "/tmp/.image",
         Some("fuse.veil"),
         READ_ONLY,
-        Some(&veil_fusefs::fs::mount_data(6, 1000, 1000)),
+        Some(&veil_fusefs::fuse::mount_data(6, 1000, 1000)),
     ));
     want.extend(container_entry(CloneFlags::CLONE_NEWNS));
     want.push(mount(
@@ -287,7 +287,7 @@ fn encrypted_image_without_root_privileges_takes_the_plain_steps() {
         "/tmp/.image",
         Some("fuse.veil"),
         READ_ONLY,
-        Some(&veil_fusefs::fs::mount_data(6, 1000, 1000)),
+        Some(&veil_fusefs::fuse::mount_data(6, 1000, 1000)),
     )));
     assert!(!calls.iter().any(|c| matches!(c, Call::MknodBlock { .. })));
 }
