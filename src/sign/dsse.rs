@@ -65,7 +65,7 @@ pub fn is_pem_public_key(bytes: &[u8]) -> bool {
 impl DsseKey {
     /// Parses a PKIX (`BEGIN PUBLIC KEY`) PEM key.
     pub fn from_pem(pem: &[u8]) -> Result<Self> {
-        let bad = |e: &dyn std::fmt::Display| SignError::Key(format!("not a PEM public key: {e}"));
+        let bad = |e: &dyn std::fmt::Display| SignError::NotPemKey { why: e.to_string() };
         // The first `PUBLIC KEY` block, whatever comes before it.
         const BEGIN: &[u8] = b"-----BEGIN PUBLIC KEY-----";
         let block = pem
@@ -79,7 +79,7 @@ impl DsseKey {
             .subject_public_key
             .as_bytes()
             .ok_or_else(|| bad(&"the key's bit string is not whole bytes"))?;
-        let reading = |e: &dyn std::fmt::Display| SignError::Key(format!("reading the key: {e}"));
+        let reading = |e: &dyn std::fmt::Display| SignError::BadPemKey { why: e.to_string() };
         let key = match spki.algorithm.oid {
             oid::ED25519 => {
                 let raw: &[u8; 32] = bits
@@ -102,7 +102,7 @@ impl DsseKey {
                 let curve = spki
                     .algorithm
                     .parameters_oid()
-                    .map_err(|_| SignError::Key("unsupported elliptic curve".into()))?;
+                    .map_err(|_| SignError::UnsupportedCurve)?;
                 match curve {
                     oid::P256 => Key::P256(
                         p256::ecdsa::VerifyingKey::from_sec1_bytes(bits)
@@ -116,10 +116,10 @@ impl DsseKey {
                         p521::ecdsa::VerifyingKey::from_sec1_bytes(bits)
                             .map_err(|e| reading(&e))?,
                     ),
-                    _ => return Err(SignError::Key("unsupported elliptic curve".into())),
+                    _ => return Err(SignError::UnsupportedCurve),
                 }
             }
-            _ => return Err(SignError::Key("unsupported public key type".into())),
+            _ => return Err(SignError::UnsupportedKeyType),
         };
         let keyid = ssh_keyid(&key);
         Ok(DsseKey { key, keyid })

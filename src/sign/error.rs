@@ -4,8 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+use std::fmt;
 use std::io;
+use std::path::PathBuf;
 
+use super::passphrase::PASSPHRASE_ENV;
 use crate::sif::SifError;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +59,6 @@ pub enum SignError {
     HashUnsupported { id: u32, hash: String },
     #[error("signature object {id}: {reason}")]
     LegacyPayload { id: u32, reason: String },
-    /// A key or keyring problem: unreadable key file, no such key, wrong passphrase…
-    #[error("{0}")]
-    Key(String),
     /// Making a signature failed in the OpenPGP layer.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -69,23 +69,137 @@ pub enum SignError {
         line: usize,
         reason: String,
     },
-    #[error("{0}")]
-    Invalid(String),
     /// `ring` is "secret" or "public".
     #[error("no {ring} key matches {key}")]
     NoMatchingKey { ring: &'static str, key: String },
     #[error("{count} keys match {key}: give the full fingerprint")]
     AmbiguousKey { count: usize, key: String },
     #[error("no key matching {key} in {}", dir.display())]
-    NotInKeyrings {
-        key: String,
-        dir: std::path::PathBuf,
-    },
+    NotInKeyrings { key: String, dir: PathBuf },
+    /// Writing a file of veil's: a key export, or a keyring (whose serialisation errors
+    /// are the writer's I/O errors).
     #[error("writing {}: {err}", path.display())]
-    Write {
-        path: std::path::PathBuf,
-        err: io::Error,
+    Write { path: PathBuf, err: io::Error },
+
+    // What the caller asked for.
+    #[error("invalid group ID 0")]
+    GroupIdZero,
+    #[error("invalid object ID 0")]
+    ObjectIdZero,
+    #[error("no primary system partition to verify")]
+    NoPrimaryPartition,
+    /// A group's objects are numbered from its lowest ID; one below it cannot be placed.
+    #[error("object {0} is below its group's minimum ID")]
+    ObjectBelowGroup(u32),
+
+    // Passphrases.
+    #[error("reading passphrase file {}: {err}", path.display())]
+    PassphraseFile { path: PathBuf, err: io::Error },
+    #[error("{origin} is not valid UTF-8")]
+    PassphraseNotUtf8 { origin: PassphraseOrigin },
+    /// No terminal to prompt on (or reading from it failed); `err` is why.
+    #[error(
+        "a passphrase is needed but there is no terminal to ask on ({err}); \
+         use --passphrase-file or {env}",
+        env = PASSPHRASE_ENV
+    )]
+    NoTerminal { err: io::Error },
+    /// Ctrl-C (or another signal) at the prompt.
+    #[error("interrupted at the passphrase prompt")]
+    Interrupted,
+    #[error("the passphrases do not match")]
+    PassphrasesDiffer,
+
+    // Keyrings and key files.
+    #[error("HOME is not set: cannot locate the keyrings")]
+    NoHome,
+    #[error("creating {}: {err}", path.display())]
+    CreateDir { path: PathBuf, err: io::Error },
+    #[error("reading {}: {err}", path.display())]
+    ReadKeyring { path: PathBuf, err: io::Error },
+    #[error("keyring {} is {size} bytes, more than the {limit} accepted", path.display())]
+    KeyringTooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
     },
+    /// `why` is [`super::keyring::parse_certs`]'s text (not an OpenPGP key, malformed…).
+    #[error("keyring {}: {why}", path.display())]
+    BadKeyring { path: PathBuf, why: String },
+    #[error("reading key file {}: {err}", path.display())]
+    ReadKeyFile { path: PathBuf, err: io::Error },
+    #[error("key file {} is too large ({size} bytes)", path.display())]
+    KeyFileTooLarge { path: PathBuf, size: u64 },
+    #[error("key file {}: {why}", path.display())]
+    BadKeyFile { path: PathBuf, why: String },
+    #[error("key file {} holds no OpenPGP key", path.display())]
+    NoKeyInFile { path: PathBuf },
+    /// A KEY argument that is neither a fingerprint nor a key ID; `value` as given.
+    #[error("{value:?} is not a key fingerprint (40 hex digits) or key ID (16 or 8)")]
+    BadKeySelector { value: String },
+
+    // OpenPGP key operations. sequoia reports its failures as `anyhow` errors; their
+    // text is kept (as for `Signing`) so that this layer's type carries no `anyhow`.
+    #[error("exporting: {reason}")]
+    Export { reason: String },
+    #[error("protecting the secret key: {reason}")]
+    Protect { reason: String },
+    #[error("unsupported RSA key size {bits} (use 2048, 3072 or 4096)")]
+    RsaKeySize { bits: u32 },
+    #[error("a key needs a name or an e-mail address")]
+    NoUserId,
+    #[error("generating the key: {reason}")]
+    Generate { reason: String },
+    /// The key fails the standard policy (expired, revoked, weak algorithm…).
+    #[error("key {fpr} is not usable: {reason}")]
+    KeyNotUsable { fpr: String, reason: String },
+    #[error("key {fpr} has no usable secret signing key")]
+    NoSigningKey { fpr: String },
+    #[error("wrong passphrase for key {fpr}")]
+    WrongPassphrase { fpr: String },
+    /// The unlocked secret key could not be made into a signer.
+    #[error("key {fpr}: {reason}")]
+    Keypair { fpr: String, reason: String },
+
+    // PEM public keys (DSSE envelopes).
+    /// Not a PKIX `PUBLIC KEY` PEM block, or its DER does not parse.
+    #[error("not a PEM public key: {why}")]
+    NotPemKey { why: String },
+    /// A PKIX key of a supported type whose key material is invalid.
+    #[error("reading the key: {why}")]
+    BadPemKey { why: String },
+    #[error("unsupported elliptic curve")]
+    UnsupportedCurve,
+    #[error("unsupported public key type")]
+    UnsupportedKeyType,
+
+    // Policies.
+    #[error("reading policy {}: {err}", path.display())]
+    ReadPolicy { path: PathBuf, err: io::Error },
+    /// A definition file's `Fingerprints:` entry; `value` as written.
+    #[error("Fingerprints: {value:?} is not a 40-hex-digit fingerprint")]
+    BadFingerprint { value: String },
+    #[error("Fingerprints: lists no fingerprint")]
+    NoFingerprints,
+}
+
+/// Where a passphrase came from, as its errors name it (never its value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassphraseOrigin {
+    File(PathBuf),
+    /// The [`PASSPHRASE_ENV`] variable.
+    Env,
+    Terminal,
+}
+
+impl fmt::Display for PassphraseOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PassphraseOrigin::File(path) => write!(f, "passphrase file {}", path.display()),
+            PassphraseOrigin::Env => f.write_str(PASSPHRASE_ENV),
+            PassphraseOrigin::Terminal => f.write_str("the passphrase"),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, SignError>;
@@ -96,5 +210,101 @@ impl SignError {
     /// first kind separately; so does our policy check for its report.
     pub fn is_signature_not_valid(&self) -> bool {
         matches!(self, SignError::SignatureNotValid { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/key.md, docs/sign.md and docs/security.md quote these messages, and scripts
+    /// may match them: the typed variants must print what the strings printed before.
+    #[test]
+    fn messages_quoted_by_the_docs() {
+        let cases: Vec<(SignError, &str)> = vec![
+            (SignError::GroupIdZero, "invalid group ID 0"),
+            (
+                SignError::NoPrimaryPartition,
+                "no primary system partition to verify",
+            ),
+            (
+                SignError::NoHome,
+                "HOME is not set: cannot locate the keyrings",
+            ),
+            (SignError::PassphrasesDiffer, "the passphrases do not match"),
+            (
+                SignError::Interrupted,
+                "interrupted at the passphrase prompt",
+            ),
+            (
+                SignError::NoTerminal {
+                    err: io::Error::other("no tty"),
+                },
+                "a passphrase is needed but there is no terminal to ask on (no tty); \
+                 use --passphrase-file or VEIL_PASSPHRASE",
+            ),
+            (
+                SignError::PassphraseNotUtf8 {
+                    origin: PassphraseOrigin::File("/p/pw".into()),
+                },
+                "passphrase file /p/pw is not valid UTF-8",
+            ),
+            (
+                SignError::PassphraseNotUtf8 {
+                    origin: PassphraseOrigin::Env,
+                },
+                "VEIL_PASSPHRASE is not valid UTF-8",
+            ),
+            (
+                SignError::PassphraseNotUtf8 {
+                    origin: PassphraseOrigin::Terminal,
+                },
+                "the passphrase is not valid UTF-8",
+            ),
+            (
+                SignError::BadKeyring {
+                    path: "/h/pgp-public".into(),
+                    why: "malformed OpenPGP key: x".into(),
+                },
+                "keyring /h/pgp-public: malformed OpenPGP key: x",
+            ),
+            (
+                SignError::KeyringTooLarge {
+                    path: "/h/r".into(),
+                    size: 9,
+                    limit: 8,
+                },
+                "keyring /h/r is 9 bytes, more than the 8 accepted",
+            ),
+            (
+                SignError::NoKeyInFile {
+                    path: "k.asc".into(),
+                },
+                "key file k.asc holds no OpenPGP key",
+            ),
+            (
+                SignError::BadKeySelector {
+                    value: "xyz".into(),
+                },
+                "\"xyz\" is not a key fingerprint (40 hex digits) or key ID (16 or 8)",
+            ),
+            (
+                SignError::RsaKeySize { bits: 1024 },
+                "unsupported RSA key size 1024 (use 2048, 3072 or 4096)",
+            ),
+            (
+                SignError::WrongPassphrase { fpr: "ABCD".into() },
+                "wrong passphrase for key ABCD",
+            ),
+            (
+                SignError::BadFingerprint {
+                    value: "nothex".into(),
+                },
+                "Fingerprints: \"nothex\" is not a 40-hex-digit fingerprint",
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.to_string(), want);
+        }
     }
 }

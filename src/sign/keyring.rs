@@ -62,7 +62,7 @@ impl KeyStore {
     pub fn from_env() -> Result<Self> {
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| SignError::Key("HOME is not set: cannot locate the keyrings".into()))?;
+            .ok_or(SignError::NoHome)?;
         Ok(Self::for_home(Path::new(&home)))
     }
 
@@ -120,7 +120,10 @@ impl KeyStore {
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .map_err(|e| SignError::Key(format!("creating {}: {e}", self.dir.display())))?;
+            .map_err(|err| SignError::CreateDir {
+                path: self.dir.clone(),
+                err,
+            })?;
         let dest = self.path(ring);
         let tmp = TempFile::new_in(&self.dir, &dest)?;
         if ring == Ring::Secret {
@@ -133,7 +136,14 @@ impl KeyStore {
                 Ring::Public => c.serialize(&mut w),
                 Ring::Secret => c.as_tsk().serialize(&mut w),
             };
-            r.map_err(|e| SignError::Key(format!("writing {}: {e}", dest.display())))?;
+            // sequoia's serialiser fails mostly through the writer, whose io::Error it
+            // boxes in anyhow: unbox that one; any other error keeps its text.
+            r.map_err(|e| SignError::Write {
+                path: dest.clone(),
+                err: e
+                    .downcast::<std::io::Error>()
+                    .unwrap_or_else(std::io::Error::other),
+            })?;
         }
         w.flush()?;
         drop(w);
@@ -185,21 +195,31 @@ pub fn read_ring_file(path: &Path) -> Result<Vec<Cert>> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(SignError::Key(format!("reading {}: {e}", path.display()))),
+        Err(err) => {
+            return Err(SignError::ReadKeyring {
+                path: path.to_path_buf(),
+                err,
+            });
+        }
     };
     if meta.len() > MAX_RING {
-        return Err(SignError::Key(format!(
-            "keyring {} is {} bytes, more than the {MAX_RING} accepted",
-            path.display(),
-            meta.len()
-        )));
+        return Err(SignError::KeyringTooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            limit: MAX_RING,
+        });
     }
-    let bytes = std::fs::read(path)
-        .map_err(|e| SignError::Key(format!("reading {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|err| SignError::ReadKeyring {
+        path: path.to_path_buf(),
+        err,
+    })?;
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    parse_certs(&bytes).map_err(|e| SignError::Key(format!("keyring {}: {e}", path.display())))
+    parse_certs(&bytes).map_err(|why| SignError::BadKeyring {
+        path: path.to_path_buf(),
+        why,
+    })
 }
 
 /// Reads a peer's keyring, skipping what cannot be read: veil never writes these, and
@@ -221,24 +241,26 @@ fn read_peer_ring(path: &Path) -> Vec<Cert> {
 
 /// Reads a key file (armored or binary, one or more keys).
 pub fn read_key_file(path: &Path) -> Result<Vec<Cert>> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| SignError::Key(format!("reading key file {}: {e}", path.display())))?;
+    let read_err = |err| SignError::ReadKeyFile {
+        path: path.to_path_buf(),
+        err,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.len() > MAX_RING {
-        return Err(SignError::Key(format!(
-            "key file {} is too large ({} bytes)",
-            path.display(),
-            meta.len()
-        )));
+        return Err(SignError::KeyFileTooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+        });
     }
-    let bytes = std::fs::read(path)
-        .map_err(|e| SignError::Key(format!("reading key file {}: {e}", path.display())))?;
-    let certs = parse_certs(&bytes)
-        .map_err(|e| SignError::Key(format!("key file {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    let certs = parse_certs(&bytes).map_err(|why| SignError::BadKeyFile {
+        path: path.to_path_buf(),
+        why,
+    })?;
     if certs.is_empty() {
-        return Err(SignError::Key(format!(
-            "key file {} holds no OpenPGP key",
-            path.display()
-        )));
+        return Err(SignError::NoKeyInFile {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
@@ -253,7 +275,9 @@ pub fn parse_certs(bytes: &[u8]) -> std::result::Result<Vec<Cert>, String> {
 
 /// Serialises certificates for export.
 pub fn export(certs: &[Cert], secret: bool, armor: bool) -> Result<Vec<u8>> {
-    let err = |e: anyhow::Error| SignError::Key(format!("exporting: {e}"));
+    let err = |e: anyhow::Error| SignError::Export {
+        reason: e.to_string(),
+    };
     let mut out = Vec::new();
     for c in certs {
         let bytes = match (secret, armor) {
@@ -282,9 +306,9 @@ impl Selector {
             .collect::<String>()
             .to_ascii_uppercase();
         if !matches!(hex.len(), 8 | 16 | 40) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(SignError::Key(format!(
-                "{s:?} is not a key fingerprint (40 hex digits) or key ID (16 or 8)"
-            )));
+            return Err(SignError::BadKeySelector {
+                value: s.to_string(),
+            });
         }
         Ok(Selector(hex))
     }
@@ -345,7 +369,9 @@ pub fn protect(cert: Cert, pass: &Passphrase) -> Result<Cert> {
     if pass.is_empty() {
         return Ok(cert);
     }
-    let err = |e: anyhow::Error| SignError::Key(format!("protecting the secret key: {e}"));
+    let err = |e: anyhow::Error| SignError::Protect {
+        reason: e.to_string(),
+    };
     let pw = pass.to_password();
     let mut packets: Vec<Packet> = Vec::new();
     for ka in cert.keys().secret() {
@@ -387,9 +413,7 @@ pub fn generate(spec: &NewKey, pass: &Passphrase) -> Result<Cert> {
         KeyKind::Rsa(3072) => CipherSuite::RSA3k,
         KeyKind::Rsa(4096) => CipherSuite::RSA4k,
         KeyKind::Rsa(n) => {
-            return Err(SignError::Key(format!(
-                "unsupported RSA key size {n} (use 2048, 3072 or 4096)"
-            )));
+            return Err(SignError::RsaKeySize { bits: n });
         }
         KeyKind::Ed25519 => CipherSuite::Cv25519,
     };
@@ -401,9 +425,7 @@ pub fn generate(spec: &NewKey, pass: &Passphrase) -> Result<Cert> {
         uid.push_str(&format!(" <{}>", spec.email));
     }
     if uid.trim().is_empty() {
-        return Err(SignError::Key(
-            "a key needs a name or an e-mail address".into(),
-        ));
+        return Err(SignError::NoUserId);
     }
     // Back-date a little: a signature made in the same second as the key would otherwise
     // be rejected by verifiers whose clock is slightly behind.
@@ -418,9 +440,9 @@ pub fn generate(spec: &NewKey, pass: &Passphrase) -> Result<Cert> {
     if !pass.is_empty() {
         b = b.set_password(Some(pass.to_password()));
     }
-    let (cert, _rev) = b
-        .generate()
-        .map_err(|e| SignError::Key(format!("generating the key: {e}")))?;
+    let (cert, _rev) = b.generate().map_err(|e| SignError::Generate {
+        reason: e.to_string(),
+    })?;
     Ok(cert)
 }
 
@@ -434,7 +456,10 @@ pub fn signing_keypair(
     let fpr = cert.fingerprint().to_hex();
     let valid = cert
         .with_policy(&policy, None)
-        .map_err(|e| SignError::Key(format!("key {fpr} is not usable: {e}")))?;
+        .map_err(|e| SignError::KeyNotUsable {
+            fpr: fpr.clone(),
+            reason: e.to_string(),
+        })?;
     let mut cands: Vec<_> = valid
         .keys()
         .secret()
@@ -447,14 +472,16 @@ pub fn signing_keypair(
     let ka = cands
         .into_iter()
         .next()
-        .ok_or_else(|| SignError::Key(format!("key {fpr} has no usable secret signing key")))?;
+        .ok_or_else(|| SignError::NoSigningKey { fpr: fpr.clone() })?;
     let mut key = ka.key().clone();
     if !key.has_unencrypted_secret() {
         let p = pass()?;
         key = key
             .decrypt_secret(&p.to_password())
-            .map_err(|_| SignError::Key(format!("wrong passphrase for key {fpr}")))?;
+            .map_err(|_| SignError::WrongPassphrase { fpr: fpr.clone() })?;
     }
-    key.into_keypair()
-        .map_err(|e| SignError::Key(format!("key {fpr}: {e}")))
+    key.into_keypair().map_err(|e| SignError::Keypair {
+        fpr,
+        reason: e.to_string(),
+    })
 }

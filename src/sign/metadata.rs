@@ -255,9 +255,9 @@ pub fn image_metadata<R: ReadAt>(
     };
     let mut out = Vec::with_capacity(objects.len());
     for d in objects {
-        let rel = d.id.checked_sub(min_id).ok_or_else(|| {
-            SignError::Invalid(format!("object {} is below its group's minimum ID", d.id))
-        })?;
+        let rel =
+            d.id.checked_sub(min_id)
+                .ok_or(SignError::ObjectBelowGroup(d.id))?;
         out.push(ObjectMetadata {
             relative_id: rel,
             descriptor_digest: Digest {

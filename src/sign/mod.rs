@@ -24,7 +24,7 @@ pub mod policy;
 pub mod signer;
 pub mod verify;
 
-pub use error::{Result, SignError};
+pub use error::{PassphraseOrigin, Result, SignError};
 pub use policy::check_fingerprints;
 pub use signer::{Selection, Signed, sign_image};
 pub use verify::{Outcome, SignatureResult, VerifyOptions, verify};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use super::error::{Result, SignError};
+use super::error::{PassphraseOrigin, Result, SignError};
 
 /// The environment variable read for batch use.
 pub const PASSPHRASE_ENV: &str = "VEIL_PASSPHRASE";
@@ -57,26 +57,26 @@ impl PassphraseSource {
     /// Gets a passphrase. `confirm` asks twice on a terminal (for a new passphrase).
     pub fn get(&self, prompt: &str, confirm: bool) -> Result<Passphrase> {
         if let Some(path) = &self.file {
-            let raw = Zeroizing::new(std::fs::read(path).map_err(|e| {
-                SignError::Key(format!("reading passphrase file {}: {e}", path.display()))
-            })?);
+            let raw =
+                Zeroizing::new(
+                    std::fs::read(path).map_err(|err| SignError::PassphraseFile {
+                        path: path.clone(),
+                        err,
+                    })?,
+                );
             let line = raw.split(|&c| c == b'\n').next().unwrap_or(&[]);
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let text = std::str::from_utf8(line).map_err(|_| {
-                SignError::Key(format!(
-                    "passphrase file {} is not valid UTF-8",
-                    path.display()
-                ))
+            let text = std::str::from_utf8(line).map_err(|_| SignError::PassphraseNotUtf8 {
+                origin: PassphraseOrigin::File(path.clone()),
             })?;
             return Ok(Passphrase::new(text.to_string()));
         }
         if self.use_env
             && let Some(v) = std::env::var_os(PASSPHRASE_ENV)
         {
-            let v = Zeroizing::new(
-                v.into_string()
-                    .map_err(|_| SignError::Key(format!("{PASSPHRASE_ENV} is not valid UTF-8")))?,
-            );
+            let v = Zeroizing::new(v.into_string().map_err(|_| SignError::PassphraseNotUtf8 {
+                origin: PassphraseOrigin::Env,
+            })?);
             return Ok(Passphrase::new(v.to_string()));
         }
         prompt_tty(prompt, confirm)
@@ -84,19 +84,18 @@ impl PassphraseSource {
 }
 
 fn prompt_tty(prompt: &str, confirm: bool) -> Result<Passphrase> {
-    let no_tty = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::Interrupted {
-            return SignError::Key("interrupted at the passphrase prompt".into());
+    let no_tty = |err: std::io::Error| {
+        if err.kind() == std::io::ErrorKind::Interrupted {
+            return SignError::Interrupted;
         }
-        SignError::Key(format!(
-            "a passphrase is needed but there is no terminal to ask on ({e}); \
-             use --passphrase-file or {PASSPHRASE_ENV}"
-        ))
+        SignError::NoTerminal { err }
     };
     let read = |prompt: &str| -> Result<Passphrase> {
         let line = crate::crypt::tty::read_secret_line(prompt).map_err(no_tty)?;
-        let text = std::str::from_utf8(line.as_slice())
-            .map_err(|_| SignError::Key("the passphrase is not valid UTF-8".into()))?;
+        let text =
+            std::str::from_utf8(line.as_slice()).map_err(|_| SignError::PassphraseNotUtf8 {
+                origin: PassphraseOrigin::Terminal,
+            })?;
         // A string of its exact size (no growth), wiped when dropped.
         let mut s = String::with_capacity(text.len());
         s.push_str(text);
@@ -106,7 +105,7 @@ fn prompt_tty(prompt: &str, confirm: bool) -> Result<Passphrase> {
     if confirm {
         let again = read("Retype passphrase: ")?;
         if again.expose() != first.expose() {
-            return Err(SignError::Key("the passphrases do not match".into()));
+            return Err(SignError::PassphrasesDiffer);
         }
     }
     Ok(first)

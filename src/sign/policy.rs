@@ -153,8 +153,10 @@ impl Policy {
     /// Reads a policy file and loads the keys it names, plus the user's keyrings when
     /// `user-keyrings` is on (from `store`).
     pub fn load(path: &Path, store: Option<&KeyStore>) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SignError::Key(format!("reading policy {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|err| SignError::ReadPolicy {
+            path: path.to_path_buf(),
+            err,
+        })?;
         let mut p = Self::parse(&text, &path.display().to_string())?;
         p.load_keys(store)?;
         Ok(p)
@@ -254,16 +256,12 @@ pub fn check_fingerprints(
     for f in fingerprints {
         let fp: String = f.chars().filter(|c| !c.is_whitespace()).collect();
         if fp.len() != 40 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(SignError::Invalid(format!(
-                "Fingerprints: {f:?} is not a 40-hex-digit fingerprint"
-            )));
+            return Err(SignError::BadFingerprint { value: f.clone() });
         }
         fps.push(fp.to_ascii_uppercase());
     }
     if fps.is_empty() {
-        return Err(SignError::Invalid(
-            "Fingerprints: lists no fingerprint".into(),
-        ));
+        return Err(SignError::NoFingerprints);
     }
     let policy = Policy {
         mode: Mode::Whitelist,

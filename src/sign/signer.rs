@@ -64,7 +64,7 @@ fn plan<R: veil_fusefs::source::ReadAt>(
         }
         Selection::Group(g) => {
             if *g == 0 {
-                return Err(SignError::Invalid("invalid group ID 0".into()));
+                return Err(SignError::GroupIdZero);
             }
             let ids = members(*g);
             if ids.is_empty() {

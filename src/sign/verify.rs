@@ -140,10 +140,10 @@ fn tasks<'a, R: ReadAt>(sif: &'a Sif<R>, opts: &VerifyOptions) -> Result<Vec<Tas
     let mut groups: BTreeSet<u32> = opts.groups.iter().copied().collect();
     let mut objects: BTreeSet<u32> = opts.objects.iter().copied().collect();
     if groups.contains(&0) {
-        return Err(SignError::Invalid("invalid group ID 0".into()));
+        return Err(SignError::GroupIdZero);
     }
     if objects.contains(&0) {
-        return Err(SignError::Invalid("invalid object ID 0".into()));
+        return Err(SignError::ObjectIdZero);
     }
     if opts.legacy_all {
         objects.extend(
@@ -155,9 +155,9 @@ fn tasks<'a, R: ReadAt>(sif: &'a Sif<R>, opts: &VerifyOptions) -> Result<Vec<Tas
     if groups.is_empty() && objects.is_empty() {
         if legacy {
             // Legacy default: the primary system partition only.
-            let p = sif.primary_partition().ok_or_else(|| {
-                SignError::Invalid("no primary system partition to verify".into())
-            })?;
+            let p = sif
+                .primary_partition()
+                .ok_or(SignError::NoPrimaryPartition)?;
             objects.insert(p.id);
         } else {
             groups = sif
