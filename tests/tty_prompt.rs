@@ -97,15 +97,25 @@ impl Terminal {
     }
 }
 
-/// The veil process id a shell line printed as `pid=N`.
-fn pid_in(t: &Terminal) -> i32 {
-    let text = t.text();
-    let s = text.split("pid=").nth(1).expect("no pid printed");
-    s.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+/// The veil process id a shell line printed as `pid=N`. The shell prints it after
+/// starting veil, so it may come after veil's prompt: waits for the whole line.
+fn pid_in(t: &mut Terminal) -> i32 {
+    t.wait_for("pid=", 30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = t.text();
+        let after = text.split("pid=").nth(1).unwrap_or("");
+        if let Some(end) = after.find(|c: char| !c.is_ascii_digit())
+            && end > 0
+        {
+            return after[..end].parse().unwrap();
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match t.rx.recv_timeout(left) {
+            Ok(c) => t.seen.extend_from_slice(&c),
+            Err(_) => panic!("no whole pid line; the terminal showed:\n{text}"),
+        }
+    }
 }
 
 fn setup() -> Option<(tempfile::TempDir, String)> {
@@ -170,7 +180,7 @@ fn a_termination_signal_at_the_prompt_restores_echo() {
         );
         term.wait_for(PROMPT, 60);
         std::thread::sleep(Duration::from_millis(300));
-        let pid = nix::unistd::Pid::from_raw(pid_in(&term));
+        let pid = nix::unistd::Pid::from_raw(pid_in(&mut term));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         term.wait_for("veil-exit=", 20);
         assert!(

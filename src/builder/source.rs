@@ -190,6 +190,11 @@ fn check_fingerprints(
             Err(e(format!("Fingerprints: {}: {reason}", fp.display())))
         }
         Ok(_) => unreachable!("allowed is handled above"),
+        // These already name the header.
+        Err(
+            err @ (crate::sign::SignError::BadFingerprint { .. }
+            | crate::sign::SignError::NoFingerprints),
+        ) => Err(e(err.to_string())),
         Err(err) => Err(e(format!("Fingerprints: {err}"))),
     }
 }
