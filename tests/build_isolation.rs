@@ -425,7 +425,7 @@ fn a_root_builds_scripts_cannot_reach_the_hosts_kernel() {
     for d in ["bin", "etc", "mnt", "dev"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
-    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
+    common::copy_executable(&busybox, &rootfs.join("bin/busybox")).unwrap();
     for a in [
         "sh", "cat", "echo", "grep", "mount", "touch", "hostname", "mknod", "chown",
     ] {

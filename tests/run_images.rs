@@ -402,7 +402,7 @@ fn exec_without_environment_scripts_searches_the_containers_path() {
         let tools = dir.join("root/opt/tools");
         std::fs::create_dir_all(&tools).unwrap();
         std::fs::create_dir_all(dir.join("root/bin")).unwrap();
-        std::fs::copy(&busybox, tools.join("busybox")).unwrap();
+        common::copy_executable(&busybox, &tools.join("busybox")).unwrap();
         for t in ["echo", "id"] {
             std::os::unix::fs::symlink("busybox", tools.join(t)).unwrap();
         }

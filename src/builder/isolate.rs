@@ -8,15 +8,21 @@
 //! the script nor any other process of the user can read its memory.
 //!
 //! Everything here runs in a forked child that is about to exec, except
-//! [`protect_process`].
+//! [`protect_process`]. The mounts and the pivot go through the system-call seam
+//! ([`Sys`]); the tests record them on a scratch tree.
+
+#[cfg(test)]
+mod tests;
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat, openat2};
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
+
+use crate::support::sys::Sys;
 
 /// Makes this process non-dumpable: no core dump, and its memory, descriptors and
 /// environment in /proc are closed to other processes of the same user (a build
@@ -92,8 +98,8 @@ fn open_inside(dir: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
 }
 
 /// The path that names an opened descriptor for mount(2).
-fn fd_path(fd: &OwnedFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// A directory `name` directly in `dir` (made when missing), opened. A symbolic link
@@ -115,35 +121,29 @@ fn dir_inside(dir: &OwnedFd, name: &str) -> Result<OwnedFd, String> {
     open_inside(dir, name, OFlag::O_DIRECTORY).map_err(|e| format!("opening /{name}: {e}"))
 }
 
-fn bind(src: &str, dst: &OwnedFd, recursive: bool) -> nix::Result<()> {
+fn bind<S: Sys>(sys: &S, src: &Path, dst: &OwnedFd, recursive: bool) -> nix::Result<()> {
     let mut flags = MsFlags::MS_BIND;
     if recursive {
         flags |= MsFlags::MS_REC;
     }
-    mount(
-        Some(src),
-        fd_path(dst).as_str(),
-        None::<&str>,
-        flags,
-        None::<&str>,
-    )
+    sys.mount(Some(src), &fd_path(dst), None, flags, None)
 }
 
 /// Remounts the mount at `rel` inside `dir` read-only (and nosuid, nodev, noexec).
-fn read_only(dir: &OwnedFd, rel: &str) -> Result<(), String> {
+fn read_only<S: Sys>(sys: &S, dir: &OwnedFd, rel: &str) -> Result<(), String> {
     let m =
         open_inside(dir, rel, OFlag::O_DIRECTORY).map_err(|e| format!("opening /{rel}: {e}"))?;
-    mount(
-        None::<&str>,
-        fd_path(&m).as_str(),
-        None::<&str>,
+    sys.mount(
+        None,
+        &fd_path(&m),
+        None,
         MsFlags::MS_REMOUNT
             | MsFlags::MS_BIND
             | MsFlags::MS_RDONLY
             | MsFlags::MS_NOSUID
             | MsFlags::MS_NODEV
             | MsFlags::MS_NOEXEC,
-        None::<&str>,
+        None,
     )
     .map_err(|e| format!("making /{rel} read-only: {e}"))
 }
@@ -154,11 +154,11 @@ fn read_only(dir: &OwnedFd, rel: &str) -> Result<(), String> {
 /// file systems from.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-fn minimal_dev(root: &OwnedFd) -> Result<(), String> {
+fn minimal_dev<S: Sys>(sys: &S, root: &OwnedFd) -> Result<(), String> {
     let dev = dir_inside(root, "dev")?;
-    mount(
-        Some("tmpfs"),
-        fd_path(&dev).as_str(),
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &fd_path(&dev),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=755,size=1m"),
@@ -168,7 +168,7 @@ fn minimal_dev(root: &OwnedFd) -> Result<(), String> {
     let dev =
         open_inside(root, "dev", OFlag::O_DIRECTORY).map_err(|e| format!("opening /dev: {e}"))?;
     for d in DEVICES {
-        let host = format!("/dev/{d}");
+        let host = Path::new("/dev").join(d);
         if std::fs::metadata(&host).is_err() {
             continue;
         }
@@ -179,7 +179,7 @@ fn minimal_dev(root: &OwnedFd) -> Result<(), String> {
             Mode::from_bits_truncate(0o666),
         )
         .map_err(|e| format!("creating /dev/{d}: {e}"))?;
-        bind(&host, &f, false).map_err(|e| format!("binding {host}: {e}"))?;
+        bind(sys, &host, &f, false).map_err(|e| format!("binding {}: {e}", host.display()))?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -193,17 +193,17 @@ fn minimal_dev(root: &OwnedFd) -> Result<(), String> {
     }
     let pts = dir_inside(&dev, "pts")?;
     // A private instance; where the kernel refuses it, scripts get no pseudo-terminals.
-    let _ = mount(
-        Some("devpts"),
-        fd_path(&pts).as_str(),
+    let _ = sys.mount(
+        Some(Path::new("devpts")),
+        &fd_path(&pts),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     );
     let shm = dir_inside(&dev, "shm")?;
-    mount(
-        Some("tmpfs"),
-        fd_path(&shm).as_str(),
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &fd_path(&shm),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
@@ -217,22 +217,25 @@ fn minimal_dev(root: &OwnedFd) -> Result<(), String> {
 /// /sys and the minimal /dev are bound in, the host's DNS files over the image's
 /// regular ones, then `pivot_root` and a lazy unmount of the old root leave nothing of
 /// the host's tree reachable. On return the working directory is the new `/`.
-pub fn enter_root(root: &Path) -> Result<(), String> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
+///
+/// `real_root` (no user namespace) keeps root's power over its files, so what plain
+/// uid 0 may write there without a capability is made read-only (see rootcaps).
+pub fn enter_root<S: Sys>(sys: &S, root: &Path, real_root: bool) -> Result<(), String> {
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
+        None,
     )
     .map_err(|e| format!("making mounts private: {e}"))?;
     // pivot_root needs the new root to be a mount of its own.
-    mount(
+    sys.mount(
         Some(root),
         root,
-        None::<&str>,
+        None,
         MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
+        None,
     )
     .map_err(|e| format!("binding {} onto itself: {e}", root.display()))?;
     let dir = open(
@@ -245,40 +248,32 @@ pub fn enter_root(root: &Path) -> Result<(), String> {
     // This PID namespace's own /proc: the host's would show (and, for real root, give
     // a way into) every process of the host, the build's among them.
     let proc_dir = dir_inside(&dir, "proc")?;
-    mount(
-        Some("proc"),
-        fd_path(&proc_dir).as_str(),
+    sys.mount(
+        Some(Path::new("proc")),
+        &fd_path(&proc_dir),
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
+        None,
     )
     .map_err(|e| format!("mounting /proc: {e}"))?;
-    let sys = dir_inside(&dir, "sys")?;
-    // Real root (no user namespace) keeps root's power over its files, so what plain
-    // uid 0 may write there without a capability must be read-only (see rootcaps).
-    let real_root = super::rootcaps::real_root();
-    bind("/sys", &sys, !real_root).map_err(|e| format!("binding /sys: {e}"))?;
+    let sys_dir = dir_inside(&dir, "sys")?;
+    bind(sys, Path::new("/sys"), &sys_dir, !real_root).map_err(|e| format!("binding /sys: {e}"))?;
     if real_root {
-        read_only(&dir, "sys")?;
+        read_only(sys, &dir, "sys")?;
         let ps = open_inside(&dir, "proc/sys", OFlag::O_DIRECTORY)
             .map_err(|e| format!("opening /proc/sys: {e}"))?;
         let p = fd_path(&ps);
-        mount(
-            Some(p.as_str()),
-            p.as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| format!("binding /proc/sys: {e}"))?;
-        read_only(&dir, "proc/sys")?;
+        sys.mount(Some(&p), &p, None, MsFlags::MS_BIND, None)
+            .map_err(|e| format!("binding /proc/sys: {e}"))?;
+        read_only(sys, &dir, "proc/sys")?;
         for f in ["proc/sysrq-trigger", "proc/kcore"] {
             if let Ok(t) = open_inside(&dir, f, OFlag::O_NOFOLLOW) {
-                bind("/dev/null", &t, false).map_err(|e| format!("masking /{f}: {e}"))?;
+                bind(sys, Path::new("/dev/null"), &t, false)
+                    .map_err(|e| format!("masking /{f}: {e}"))?;
             }
         }
     }
-    minimal_dev(&dir)?;
+    minimal_dev(sys, &dir)?;
     for f in ["etc/resolv.conf", "etc/hosts"] {
         let host = Path::new("/").join(f);
         if !host.is_file() {
@@ -293,13 +288,18 @@ pub fn enter_root(root: &Path) -> Result<(), String> {
             SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG
         });
         if regular {
-            let _ = bind(&host.to_string_lossy(), &t, false);
+            let _ = bind(sys, &host, &t, false);
         }
     }
 
-    nix::unistd::fchdir(&dir).map_err(|e| format!("entering {}: {e}", root.display()))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root into the image: {e}"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the host's root: {e}"))?;
-    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    // Into the tree by its descriptor: the path could have been replaced meanwhile.
+    sys.chdir(&fd_path(&dir))
+        .map_err(|e| format!("entering {}: {e}", root.display()))?;
+    sys.pivot_root(Path::new("."), Path::new("."))
+        .map_err(|e| format!("pivot_root into the image: {e}"))?;
+    sys.umount(Path::new("."), MntFlags::MNT_DETACH)
+        .map_err(|e| format!("detaching the host's root: {e}"))?;
+    sys.chdir(Path::new("/"))
+        .map_err(|e| format!("chdir /: {e}"))?;
     Ok(())
 }

@@ -181,7 +181,8 @@ fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
         }
     }
     die_with_parent();
-    if let Err(e) = super::isolate::enter_root(root) {
+    let real_root = super::rootcaps::real_root();
+    if let Err(e) = super::isolate::enter_root(&crate::support::sys::RealSys, root, real_root) {
         return e;
     }
     if let Err(e) = super::isolate::close_on_exec_above_stderr() {

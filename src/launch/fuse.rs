@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -14,8 +14,6 @@ use veil_fusefs::fuse::{ImageFs, Owner, Synthetic, Warm};
 use veil_fusefs::squashfs::Squashfs;
 
 use super::error::{LaunchError, Result};
-use super::steps;
-use super::sys::Sys;
 use super::{env, prewarm};
 
 type Image = Arc<Squashfs<crate::image::Source>>;
@@ -84,20 +82,16 @@ pub(super) fn start_path(envp: &[std::ffi::CString]) -> String {
         .to_string()
 }
 
-/// Mounts the image with FUSE on `fd` and starts serving it, before the fork: the
-/// child's copy of the mount namespace has it, and the server is up when the child
-/// first needs it.
-pub(super) fn mount_and_serve<S: Sys>(
-    sys: &S,
+/// Starts serving the image mounted at `mounted` on `fd`, and tells the warmer where.
+pub(super) fn serve(
     fd: OwnedFd,
     warmer: Warmer,
     synth: Synthetic,
     owner: Owner,
-    image_name: &str,
+    mounted: PathBuf,
 ) -> Result<()> {
-    steps::mount_image(sys, fd.as_raw_fd(), owner.uid, owner.gid, image_name)?;
     serve_image(warmer.warm, synth, owner, fd)?;
-    let _ = warmer.mounted.send(steps::image_dir());
+    let _ = warmer.mounted.send(mounted);
     Ok(())
 }
 

@@ -206,18 +206,21 @@ fn assemble<S: sys::Sys>(sys: &S, p: &Prepared, warmer: Option<fuse::Warmer>) ->
         }
     }
     debug_time("plan, environment and action built");
-    let fuse_fd = match kind {
-        RootKind::Fuse => Some(fuse::open_fuse()?),
+    let fuse = match (kind, warmer) {
+        (RootKind::Fuse, Some(warmer)) => Some(stage::FuseServer {
+            fd: fuse::open_fuse()?,
+            warmer,
+            synth,
+            owner: Owner {
+                uid: p.id.inner_uid,
+                gid: p.id.inner_gid,
+            },
+        }),
         _ => None,
     };
-    stage::stage(sys, &p.mode)?;
-    if let (Some(fd), Some(warmer)) = (fuse_fd, warmer) {
-        let owner = Owner {
-            uid: p.id.inner_uid,
-            gid: p.id.inner_gid,
-        };
-        fuse::mount_and_serve(sys, fd, warmer, synth, owner, &p.image_name)?;
-    }
+    let mut devices = stage::RealDevices::new(&p.mode, fuse);
+    let owner = (p.id.inner_uid, p.id.inner_gid);
+    steps::stage_and_serve(sys, &mut devices, owner, &p.image_name)?;
     Ok(Assembled { steps, root })
 }
 

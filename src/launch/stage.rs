@@ -1,53 +1,100 @@
 //! The devices behind the staging area: the sandbox directory's descriptor, the loop
-//! device, the dm-crypt mapping. They are made here, in the launcher's namespace, and
-//! the mounts on them go through the seam (`steps::stage_image`).
+//! device, the dm-crypt mapping, and the FUSE server. They are made here, in the
+//! launcher's namespace; the mounts on them go through the seam
+//! (`steps::stage_and_serve`).
 
 #![forbid(unsafe_code)]
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode as FileMode;
+use veil_fusefs::fuse::{Owner, Synthetic};
 
+use super::dmcrypt::DmDevice;
 use super::error::{Result, SysContext};
+use super::fuse::{self, Warmer};
+use super::loopdev::{self, LoopDevice};
 use super::spec::Mode;
-use super::steps::{self, StagedImage};
-use super::sys::Sys;
-use super::{dmcrypt, loopdev};
+use super::steps::{Devices, StagedImage};
+use super::{dmcrypt, steps};
 
-/// Makes the launcher's mount namespace private and stages the image's root.
-pub(super) fn stage<S: Sys>(sys: &S, mode: &Mode) -> Result<()> {
-    steps::make_private(sys)?;
-    match mode {
-        Mode::Directory(dir) => {
-            // Opened in the new namespace (a bind source must belong to it) and before
-            // the staging tmpfs covers /tmp, where it may live.
-            let fd: OwnedFd = open(
-                dir.as_path(),
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                FileMode::empty(),
-            )
-            .ctx(|| format!("opening {}", dir.display()))?;
-            steps::stage_image(sys, &StagedImage::Directory(fd.as_raw_fd()))
+/// An image served with FUSE: its `/dev/fuse` descriptor and what its server needs.
+pub(super) struct FuseServer {
+    pub fd: OwnedFd,
+    pub warmer: Warmer,
+    pub synth: Synthetic,
+    pub owner: Owner,
+}
+
+/// The real devices for a launch in `mode`.
+pub(super) struct RealDevices<'a> {
+    mode: &'a Mode,
+    dir: Option<OwnedFd>,
+    loop_dev: Option<LoopDevice>,
+    mapping: Option<DmDevice>,
+    fuse: Option<FuseServer>,
+}
+
+impl<'a> RealDevices<'a> {
+    pub fn new(mode: &'a Mode, fuse: Option<FuseServer>) -> Self {
+        RealDevices {
+            mode,
+            dir: None,
+            loop_dev: None,
+            mapping: None,
+            fuse,
         }
-        Mode::Kernel(region) => {
-            // Likewise the loop device is attached while the image's path is visible.
-            let dev = loopdev::attach(&region.file, region.offset, region.size)?;
-            steps::stage_image(sys, &StagedImage::Block(&dev.path))
-            // The mount holds the device now; autoclear detaches it with the mount.
-        }
-        Mode::KernelCrypt(c) => {
-            let dev = loopdev::attach(&c.volume.file, c.volume.offset, c.volume.size)?;
-            // dm-crypt over the loop device; removed again (on drop) if the mount fails.
-            let dm = dmcrypt::map(&dev.path, &c.mapping)?;
-            let (major, minor) = dm.dev();
-            steps::stage_image(sys, &StagedImage::Mapped { major, minor })?;
-            // Deferred removal: the kernel deletes the mapping when the mount goes,
-            // on every exit path, like the loop device's autoclear.
+    }
+}
+
+impl Devices for RealDevices<'_> {
+    fn image(&mut self) -> Result<StagedImage<'_>> {
+        Ok(match self.mode {
+            Mode::Directory(dir) => {
+                let fd: OwnedFd = open(
+                    dir.as_path(),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    FileMode::empty(),
+                )
+                .ctx(|| format!("opening {}", dir.display()))?;
+                StagedImage::Directory(self.dir.insert(fd).as_raw_fd())
+            }
+            Mode::Kernel(region) => {
+                let dev = loopdev::attach(&region.file, region.offset, region.size)?;
+                StagedImage::Block(&self.loop_dev.insert(dev).path)
+            }
+            Mode::KernelCrypt(c) => {
+                let dev = loopdev::attach(&c.volume.file, c.volume.offset, c.volume.size)?;
+                // dm-crypt over the loop device; removed again (on drop) if the mount fails.
+                let dm = dmcrypt::map(&dev.path, &c.mapping)?;
+                self.loop_dev = Some(dev);
+                let (major, minor) = self.mapping.insert(dm).dev();
+                StagedImage::Mapped { major, minor }
+            }
+            // Mounted once the staging area exists (`steps::stage_and_serve`).
+            Mode::Fuse(_) => StagedImage::Fuse,
+        })
+    }
+
+    fn staged(&mut self) {
+        // The mount holds the loop device now; autoclear detaches it with the mount.
+        self.loop_dev = None;
+        // Deferred removal: the kernel deletes the mapping when the mount goes, on
+        // every exit path, like the loop device's autoclear.
+        if let Some(dm) = self.mapping.take() {
             dm.remove_deferred();
-            Ok(())
         }
-        // Mounted by the launcher once the server is ready (`fuse::mount_and_serve`).
-        Mode::Fuse(_) => steps::stage_image(sys, &StagedImage::Fuse),
+    }
+
+    fn fuse(&self) -> Option<RawFd> {
+        self.fuse.as_ref().map(|f| f.fd.as_raw_fd())
+    }
+
+    fn serve(&mut self) -> Result<()> {
+        let Some(f) = self.fuse.take() else {
+            return Ok(());
+        };
+        fuse::serve(f.fd, f.warmer, f.synth, f.owner, steps::image_dir())
     }
 }

@@ -7,4 +7,5 @@ pub mod diag;
 pub mod identity;
 pub mod shell;
 pub mod spawn;
+pub mod sys;
 pub mod userns;

@@ -15,6 +15,22 @@ pub fn veil() -> Command {
     Command::new(env!("CARGO_BIN_EXE_veil"))
 }
 
+/// Copies a program that is run afterwards. `cp` does the writing: a descriptor open
+/// for writing in this (multi-threaded) test process would be inherited by any child
+/// another test forks meanwhile, and exec of the copy would fail with "Text file busy"
+/// until that child execs.
+pub fn copy_executable(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let st = Command::new("cp").arg("--").arg(src).arg(dst).status()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "cp {} failed",
+            src.display()
+        )))
+    }
+}
+
 /// Full path of a program on PATH.
 pub fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -96,7 +112,7 @@ impl Unprivileged {
             .ok()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).ok()?;
         let bin = dir.path().join("veil");
-        std::fs::copy(env!("CARGO_BIN_EXE_veil"), &bin).ok()?;
+        copy_executable(Path::new(env!("CARGO_BIN_EXE_veil")), &bin).ok()?;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).ok()?;
         let home = dir.path().join("home");
         std::fs::create_dir(&home).ok()?;
@@ -179,7 +195,7 @@ pub fn busybox_rootfs(dir: &Path) -> Option<PathBuf> {
     ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+    copy_executable(&busybox, &root.join("bin/busybox")).unwrap();
     for tool in [
         "sh",
         "ls",

@@ -20,33 +20,7 @@ pub const IMAGE: &str = "/.image";
 pub const SESSION: &str = "/.session";
 pub const OVERLAY_ROOT: &str = "/.root";
 
-/// Flags of a mount the plan makes; for a bind, of every mount under it as well.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Attrs {
-    pub readonly: bool,
-    pub nosuid: bool,
-    pub nodev: bool,
-    pub noexec: bool,
-}
-
-impl Attrs {
-    /// What every mount gets: no set-user-ID programs, no device files.
-    pub const NOSUID_NODEV: Attrs = Attrs {
-        readonly: false,
-        nosuid: true,
-        nodev: true,
-        noexec: false,
-    };
-    /// Devices (the host's /dev, a device file, a devpts): nosuid only.
-    pub const DEVICES: Attrs = Attrs {
-        nodev: false,
-        ..Attrs::NOSUID_NODEV
-    };
-    pub const READ_ONLY: Attrs = Attrs {
-        readonly: true,
-        ..Attrs::NOSUID_NODEV
-    };
-}
+pub use crate::support::sys::Attrs;
 
 /// What a step mounts over or creates.
 #[derive(Debug, Clone, PartialEq, Eq)]

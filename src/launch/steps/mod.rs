@@ -1,7 +1,7 @@
 //! The mount and namespace steps of a launch, in order, on the system-call seam:
 //! the launcher's namespaces, the staging area with the image in it, the FUSE mount,
-//! and the container process's namespaces and mount plan. Generic over [`Sys`], so
-//! the tests run the very same sequences on a recording fake.
+//! and the container process's namespaces and mount plan. Generic over [`Sys`] and
+//! [`Devices`], so the tests run the very sequences a launch runs on a recording fake.
 
 #[cfg(test)]
 mod tests;
@@ -15,7 +15,7 @@ use nix::sched::CloneFlags;
 use super::error::{LaunchError, Result, SysContext};
 use super::plan::{self, Attrs};
 use super::spec::RootKind;
-use super::sys::{self, Sys};
+use super::sys::{self, LaunchSys, Sys};
 use crate::support::identity::Identity;
 
 /// Staging directory in the launcher's mount namespace: a tmpfs covers the host's /tmp
@@ -35,12 +35,12 @@ pub(super) fn enter_namespaces<S: Sys>(sys: &S, kind: RootKind, id: &Identity) -
         sys.unshare(CloneFlags::CLONE_NEWNS)
             .ctx(|| "creating a mount namespace".into())
     } else {
-        sys.enter_userns(id.uid, id.gid, id.inner_uid, id.inner_gid)
+        Ok(sys.enter_userns(id.uid, id.gid, id.inner_uid, id.inner_gid)?)
     }
 }
 
 /// Nothing mounted in the launcher's namespace may propagate back to the host.
-pub(super) fn make_private<S: Sys>(sys: &S) -> Result<()> {
+fn make_private<S: Sys>(sys: &S) -> Result<()> {
     sys.mount(
         None,
         Path::new("/"),
@@ -64,7 +64,7 @@ pub(super) enum StagedImage<'a> {
 }
 
 /// The staging tmpfs with the image root mounted at `.image` and an empty `.host`.
-pub(super) fn stage_image<S: Sys>(sys: &S, staged: &StagedImage<'_>) -> Result<()> {
+fn stage_image<S: Sys>(sys: &S, staged: &StagedImage<'_>) -> Result<()> {
     let stage = Path::new(STAGE);
     sys.mount(
         Some(Path::new("veil")),
@@ -155,15 +155,46 @@ fn mount_mapped<S: Sys>(
     r
 }
 
-/// Mounts the image with FUSE at the staging `.image`, on the launcher's `/dev/fuse`
-/// descriptor `fd`. The kernel queues its INIT request; the server answers it.
-pub(super) fn mount_image<S: Sys>(
+/// What a launch needs besides the seam: the devices behind the image's root and, for
+/// an image served with FUSE, the server. The real ones are made in `stage`; the
+/// tests name some.
+pub(super) trait Devices {
+    /// The image root's device, made once the launcher's namespace is private (in
+    /// it: a bind source must belong to it) and before the staging tmpfs covers /tmp.
+    fn image(&mut self) -> Result<StagedImage<'_>>;
+    /// The image is mounted in the staging area: what its mount holds now (a loop
+    /// device, a dm-crypt mapping) can be let go of.
+    fn staged(&mut self);
+    /// For an image served with FUSE: the `/dev/fuse` descriptor to mount it on.
+    fn fuse(&self) -> Option<RawFd>;
+    /// Starts serving the mounted FUSE image.
+    fn serve(&mut self) -> Result<()>;
+}
+
+/// The launcher's side once its namespaces exist: the mount namespace made private,
+/// the staging area with the image root in it, and an image served with FUSE mounted
+/// and its server started, so that the container process's copy of the namespace
+/// has it and the server is up when the container first needs it.
+pub(super) fn stage_and_serve<S: Sys, D: Devices>(
     sys: &S,
-    fd: RawFd,
-    uid: u32,
-    gid: u32,
+    devices: &mut D,
+    owner: (u32, u32),
     image_name: &str,
 ) -> Result<()> {
+    make_private(sys)?;
+    let image = devices.image()?;
+    stage_image(sys, &image)?;
+    devices.staged();
+    if let Some(fd) = devices.fuse() {
+        mount_image(sys, fd, owner.0, owner.1, image_name)?;
+        devices.serve()?;
+    }
+    Ok(())
+}
+
+/// Mounts the image with FUSE at the staging `.image`, on the launcher's `/dev/fuse`
+/// descriptor `fd`. The kernel queues its INIT request; the server answers it.
+fn mount_image<S: Sys>(sys: &S, fd: RawFd, uid: u32, gid: u32, image_name: &str) -> Result<()> {
     let data = veil_fusefs::fuse::mount_data(fd, uid, gid);
     let source = Path::new(image_name)
         .file_name()
@@ -192,7 +223,7 @@ pub(super) struct ContainerNamespaces {
 
 /// In the container process: its own namespaces, the staging area as its root, the
 /// mount plan, the pivot into the container's root, and the lock on the mounts.
-pub(super) fn enter_container<S: Sys>(
+pub(super) fn enter_container<S: LaunchSys>(
     sys: &S,
     ns: &ContainerNamespaces,
     steps: &[plan::Step],

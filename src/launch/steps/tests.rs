@@ -12,9 +12,9 @@ use super::super::binds::BindSpec;
 use super::super::plan::{self, Attrs};
 use super::super::prepare::{self, HostEtc, HostPaths};
 use super::super::spec::{Options, RootKind, squashfs_kind};
-use super::super::sys::recording::{Call, RecordingSys};
 use super::*;
 use crate::support::identity::Identity;
+use crate::support::sys::recording::{Call, RecordingSys};
 
 /// The descriptor the fake pretends is the nested user namespace.
 const LOCKED_FD: RawFd = 9;
@@ -33,27 +33,49 @@ fn identity(fakeroot: bool) -> Identity {
     }
 }
 
+/// Devices as a launch of `kind` would have made them, named.
+struct NamedDevices {
+    kind: RootKind,
+    loop_dev: PathBuf,
+    served: bool,
+}
+
+impl Devices for NamedDevices {
+    fn image(&mut self) -> Result<StagedImage<'_>> {
+        Ok(match self.kind {
+            RootKind::Directory => StagedImage::Directory(5),
+            RootKind::Fuse => StagedImage::Fuse,
+            RootKind::Kernel => StagedImage::Block(&self.loop_dev),
+            RootKind::KernelCrypt => StagedImage::Mapped {
+                major: 253,
+                minor: 3,
+            },
+        })
+    }
+    fn staged(&mut self) {}
+    fn fuse(&self) -> Option<RawFd> {
+        (self.kind == RootKind::Fuse).then_some(6)
+    }
+    fn serve(&mut self) -> Result<()> {
+        self.served = true;
+        Ok(())
+    }
+}
+
 /// Every step a launch of `kind` with `o` makes on the seam, in the order the launcher
 /// and then the container process make them.
 fn rehearse(kind: RootKind, o: &Options) -> Vec<Call> {
     let sys = RecordingSys::default();
     let id = identity(o.fakeroot);
     enter_namespaces(&sys, kind, &id).unwrap();
-    make_private(&sys).unwrap();
-    let loop_dev = PathBuf::from("/dev/loop7");
-    let staged = match kind {
-        RootKind::Directory => StagedImage::Directory(5),
-        RootKind::Fuse => StagedImage::Fuse,
-        RootKind::Kernel => StagedImage::Block(&loop_dev),
-        RootKind::KernelCrypt => StagedImage::Mapped {
-            major: 253,
-            minor: 3,
-        },
+    let mut devices = NamedDevices {
+        kind,
+        loop_dev: PathBuf::from("/dev/loop7"),
+        served: false,
     };
-    stage_image(&sys, &staged).unwrap();
-    if kind == RootKind::Fuse {
-        mount_image(&sys, 6, id.inner_uid, id.inner_gid, "/images/app one.sif").unwrap();
-    }
+    let owner = (id.inner_uid, id.inner_gid);
+    stage_and_serve(&sys, &mut devices, owner, "/images/app one.sif").unwrap();
+    assert_eq!(devices.served, kind == RootKind::Fuse);
     let host = HostPaths {
         home_src: Some("/home/ann".into()),
         home_dst: if o.fakeroot { "/root" } else { "/home/ann" }.into(),

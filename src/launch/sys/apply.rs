@@ -10,17 +10,17 @@ use nix::mount::{MntFlags, MsFlags};
 
 use super::super::error::{LaunchError, Result, SysContext};
 use super::super::plan::{Attrs, IMAGE, SESSION, Step};
-use super::Sys;
-use super::attrs::ms_flags;
+use super::LaunchSys;
+use crate::support::sys::ms_flags;
 
-pub fn apply<S: Sys>(sys: &S, steps: &[Step], root: &Path) -> Result<()> {
+pub fn apply<S: LaunchSys>(sys: &S, steps: &[Step], root: &Path) -> Result<()> {
     for step in steps {
         apply_one(sys, step, root)?;
     }
     Ok(())
 }
 
-fn apply_one<S: Sys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
+fn apply_one<S: LaunchSys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
     match step {
         Step::Tmpfs { dst, mode } => {
             let Some(dst) = optional(sys.mount_point(root, dst, false), false, true)? else {
@@ -118,7 +118,7 @@ fn apply_one<S: Sys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
 }
 
 /// A bind of `src` onto `dst` with the flags `attrs` (see [`Step::Bind`]).
-fn apply_bind<S: Sys>(
+fn apply_bind<S: LaunchSys>(
     sys: &S,
     root: &Path,
     (src, dst): (&Path, &Path),
@@ -182,7 +182,7 @@ pub(super) fn display(root: &Path, p: &Path) -> String {
 
 /// Makes the old root disappear: `pivot_root(".", ".")` then a lazy unmount of what is
 /// stacked on top, the way that needs no directory for the old root.
-pub fn pivot_into<S: Sys>(sys: &S, new_root: &Path) -> Result<()> {
+pub fn pivot_into<S: LaunchSys>(sys: &S, new_root: &Path) -> Result<()> {
     sys.chdir(new_root)
         .ctx(|| format!("entering {}", new_root.display()))?;
     sys.pivot_root(Path::new("."), Path::new("."))

@@ -1,142 +1,35 @@
-//! The launcher's system-call seam: every mount and namespace step of a run is a call
-//! on [`Sys`]. [`RealSys`] makes the system calls; the tests' `RecordingSys` records
-//! them, so the order of the steps and their flags are checked without a kernel.
-//!
-//! Generic code (`S: Sys`) keeps the calls statically dispatched: the real
-//! implementation is a zero-sized type whose methods are the system calls themselves.
+//! The launcher's side of the system-call seam ([`crate::support::sys`]): what a launch
+//! adds to it — mount points resolved inside the image's root — and the steps that
+//! apply the mount plan through it.
 
 mod apply;
-mod attrs;
-#[cfg(test)]
-pub(crate) mod recording;
 mod resolve;
 
-use std::io;
-use std::os::fd::RawFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
-use nix::sched::CloneFlags;
-
+pub use crate::support::sys::{RealSys, Sys};
 pub use apply::{apply, pivot_into};
 pub(crate) use resolve::resolve_in_root;
 
 use super::error::Result;
-use super::plan::Attrs;
 
-/// The system calls the launcher's mount and namespace steps make.
-pub trait Sys {
-    /// mount(2).
-    fn mount(
-        &self,
-        src: Option<&Path>,
-        dst: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> nix::Result<()>;
-    /// Adds `attrs` to the mount at `path` (and every mount below it when `recursive`).
-    fn set_attrs(&self, path: &Path, attrs: Attrs, recursive: bool) -> nix::Result<()>;
-    /// umount2(2).
-    fn umount(&self, path: &Path, flags: MntFlags) -> nix::Result<()>;
-    /// pivot_root(2).
-    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> nix::Result<()>;
-    fn chdir(&self, path: &Path) -> nix::Result<()>;
-    /// unshare(2).
-    fn unshare(&self, flags: CloneFlags) -> nix::Result<()>;
-    /// setns(2) into the namespace open at `fd`.
-    fn setns(&self, fd: RawFd, flags: CloneFlags) -> nix::Result<()>;
-    fn sethostname(&self, name: &str) -> nix::Result<()>;
-    /// Enters new user and mount namespaces with one id mapped (`support::userns`).
-    fn enter_userns(&self, uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()>;
-    /// One directory, with the default mode.
-    fn create_dir(&self, path: &Path) -> io::Result<()>;
-    /// A directory and its parents, `path` itself with exactly `mode` (the umask must
-    /// not narrow modes like 1777).
-    fn create_dir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
-    fn remove_dir(&self, path: &Path) -> io::Result<()>;
-    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()>;
-    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
-    /// A block device node for `major:minor`, mode 0600.
-    fn mknod_block(&self, path: &Path, major: u32, minor: u32) -> nix::Result<()>;
+/// The seam with what the launcher's mount plan needs besides the system calls.
+pub trait LaunchSys: Sys {
     /// The mount point for `dst` (a path under `root`), resolved as the container will
     /// see it and created when missing: see [`resolve::mount_point`].
     fn mount_point(&self, root: &Path, dst: &Path, file: bool) -> Result<PathBuf>;
 }
 
-/// The kernel.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RealSys;
-
-impl Sys for RealSys {
-    fn mount(
-        &self,
-        src: Option<&Path>,
-        dst: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> nix::Result<()> {
-        nix::mount::mount(src, dst, fstype, flags, data)
-    }
-    fn set_attrs(&self, path: &Path, attrs: Attrs, recursive: bool) -> nix::Result<()> {
-        attrs::set_attrs(path, attrs, recursive)
-    }
-    fn umount(&self, path: &Path, flags: MntFlags) -> nix::Result<()> {
-        nix::mount::umount2(path, flags)
-    }
-    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> nix::Result<()> {
-        nix::unistd::pivot_root(new_root, put_old)
-    }
-    fn chdir(&self, path: &Path) -> nix::Result<()> {
-        nix::unistd::chdir(path)
-    }
-    fn unshare(&self, flags: CloneFlags) -> nix::Result<()> {
-        nix::sched::unshare(flags)
-    }
-    fn setns(&self, fd: RawFd, flags: CloneFlags) -> nix::Result<()> {
-        // SAFETY: the caller passes a namespace descriptor it keeps open for the call.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        nix::sched::setns(fd, flags)
-    }
-    fn sethostname(&self, name: &str) -> nix::Result<()> {
-        nix::unistd::sethostname(name)
-    }
-    fn enter_userns(&self, uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
-        Ok(crate::support::userns::enter(
-            uid, gid, inner_uid, inner_gid,
-        )?)
-    }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir(path)
-    }
-    fn create_dir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-    }
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_dir(path)
-    }
-    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-        std::fs::write(path, contents)
-    }
-    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
-        std::os::unix::fs::symlink(target, link)
-    }
-    fn mknod_block(&self, path: &Path, major: u32, minor: u32) -> nix::Result<()> {
-        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
-        mknod(
-            path,
-            SFlag::S_IFBLK,
-            Mode::from_bits_truncate(0o600),
-            makedev(major.into(), minor.into()),
-        )
-    }
+impl LaunchSys for RealSys {
     fn mount_point(&self, root: &Path, dst: &Path, file: bool) -> Result<PathBuf> {
         resolve::mount_point(root, dst, file)
+    }
+}
+
+/// The recording fake takes mount points as they are named (nothing is resolved or made).
+#[cfg(test)]
+impl LaunchSys for crate::support::sys::recording::RecordingSys {
+    fn mount_point(&self, _root: &Path, dst: &Path, _file: bool) -> Result<PathBuf> {
+        Ok(dst.to_path_buf())
     }
 }

@@ -7,10 +7,36 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sys::statvfs::{FsFlags, statvfs};
 
-use super::super::plan::Attrs;
+/// Flags of a mount; for a bind, of every mount under it as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attrs {
+    pub readonly: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+}
+
+impl Attrs {
+    /// What every mount gets: no set-user-ID programs, no device files.
+    pub const NOSUID_NODEV: Attrs = Attrs {
+        readonly: false,
+        nosuid: true,
+        nodev: true,
+        noexec: false,
+    };
+    /// Devices (the host's /dev, a device file, a devpts): nosuid only.
+    pub const DEVICES: Attrs = Attrs {
+        nodev: false,
+        ..Attrs::NOSUID_NODEV
+    };
+    pub const READ_ONLY: Attrs = Attrs {
+        readonly: true,
+        ..Attrs::NOSUID_NODEV
+    };
+}
 
 /// The flags for a new mount with `attrs`.
-pub(crate) fn ms_flags(attrs: Attrs) -> MsFlags {
+pub fn ms_flags(attrs: Attrs) -> MsFlags {
     let mut f = MsFlags::empty();
     f.set(MsFlags::MS_RDONLY, attrs.readonly);
     f.set(MsFlags::MS_NOSUID, attrs.nosuid);
@@ -37,7 +63,7 @@ const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 /// every mount below it; flags already set stay (those the kernel locks in a user
 /// namespace cannot be cleared anyway). One mount_setattr(2) call (Linux 5.12); before
 /// that kernel, a remount of each mount listed in /proc/self/mountinfo.
-pub(crate) fn set_attrs(path: &Path, attrs: Attrs, recursive: bool) -> nix::Result<()> {
+pub fn set_attrs(path: &Path, attrs: Attrs, recursive: bool) -> nix::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let mut set = 0;
     for (on, bit) in [

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use super::super::error::Result;
-use super::super::plan::Attrs;
-use super::Sys;
+use super::{Attrs, Sys};
+use crate::support::userns;
 
 /// One call on the seam.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,14 +74,36 @@ pub enum Call {
 #[derive(Debug, Default)]
 pub struct RecordingSys {
     calls: RefCell<Vec<Call>>,
+    /// Record `/proc/self/fd/N` as the path the descriptor names.
+    resolve_descriptors: bool,
 }
 
 impl RecordingSys {
+    /// A fake that records paths naming an open descriptor (`/proc/self/fd/N`, as
+    /// code that opens its mount points first passes them) as the paths they name,
+    /// so that the record does not depend on descriptor numbers.
+    pub fn resolving_descriptors() -> Self {
+        RecordingSys {
+            resolve_descriptors: true,
+            ..Default::default()
+        }
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        if self.resolve_descriptors
+            && p.starts_with("/proc/self/fd")
+            && let Ok(named) = std::fs::read_link(p)
+        {
+            return named;
+        }
+        p.to_path_buf()
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.calls.borrow().clone()
     }
 
-    fn record(&self, c: Call) {
+    pub fn record(&self, c: Call) {
         self.calls.borrow_mut().push(c);
     }
 }
@@ -97,8 +118,8 @@ impl Sys for RecordingSys {
         data: Option<&str>,
     ) -> nix::Result<()> {
         self.record(Call::Mount {
-            src: src.map(Path::to_path_buf),
-            dst: dst.to_path_buf(),
+            src: src.map(|p| self.path(p)),
+            dst: self.path(dst),
             fstype: fstype.map(str::to_string),
             flags,
             data: data.map(str::to_string),
@@ -128,7 +149,7 @@ impl Sys for RecordingSys {
         Ok(())
     }
     fn chdir(&self, path: &Path) -> nix::Result<()> {
-        self.record(Call::Chdir(path.to_path_buf()));
+        self.record(Call::Chdir(self.path(path)));
         Ok(())
     }
     fn unshare(&self, flags: CloneFlags) -> nix::Result<()> {
@@ -143,7 +164,13 @@ impl Sys for RecordingSys {
         self.record(Call::Sethostname(name.to_string()));
         Ok(())
     }
-    fn enter_userns(&self, uid: u32, gid: u32, inner_uid: u32, inner_gid: u32) -> Result<()> {
+    fn enter_userns(
+        &self,
+        uid: u32,
+        gid: u32,
+        inner_uid: u32,
+        inner_gid: u32,
+    ) -> userns::Result<()> {
         self.record(Call::EnterUserns {
             uid,
             gid,
@@ -188,8 +215,5 @@ impl Sys for RecordingSys {
             minor,
         });
         Ok(())
-    }
-    fn mount_point(&self, _root: &Path, dst: &Path, _file: bool) -> Result<PathBuf> {
-        Ok(dst.to_path_buf())
     }
 }
