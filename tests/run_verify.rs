@@ -82,4 +82,19 @@ fn verify_refuses_unsigned_and_tampered_images_and_runs_signed_ones() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("need a SIF image"));
+
+    // A SIF cut short is a damaged SIF, not "not a SIF".
+    std::fs::write(&sif, &bytes[..n / 3]).unwrap();
+    let o = as_user(&["exec", "--verify"])
+        .arg(&sif)
+        .arg("true")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot check its signatures") && !err.contains("need a SIF image"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -129,6 +129,18 @@ fn setup() -> Option<(tempfile::TempDir, String)> {
 
 #[test]
 fn the_interrupt_key_ends_the_prompt_at_once_and_restores_echo() {
+    // Ctrl-C and Ctrl-\ alone, without Enter: the prompt must not wait for a newline.
+    interrupted_by(b"secret\x03");
+    interrupted_by(b"secret\x1c");
+}
+
+/// Ctrl-Z cannot suspend a prompt with echo off: the line it is in is refused.
+#[test]
+fn the_suspend_key_makes_the_line_refused_not_part_of_the_passphrase() {
+    interrupted_by(b"sec\x1aret\n");
+}
+
+fn interrupted_by(keys: &[u8]) {
     let (t, veil) = require!(setup(), "script (util-linux) is not installed");
     let mut term = Terminal::start(
         &format!(
@@ -138,8 +150,7 @@ fn the_interrupt_key_ends_the_prompt_at_once_and_restores_echo() {
     );
     term.wait_for(PROMPT, 60);
     std::thread::sleep(Duration::from_millis(300));
-    // Ctrl-C alone, without Enter: the prompt must not wait for a newline.
-    term.type_keys(b"secret\x03");
+    term.type_keys(keys);
     term.wait_for("veil-exit=", 20);
     let text = term.text();
     assert!(
@@ -148,7 +159,7 @@ fn the_interrupt_key_ends_the_prompt_at_once_and_restores_echo() {
     );
     assert!(!text.contains("veil-exit=0"), "{text}");
     assert!(
-        !text.contains("secret"),
+        !text.contains("secret") && !text.contains("ret\r") && !text.contains("ret\n"),
         "the typed text was echoed: {text}"
     );
     assert_eq!(term.echo_after(), "echo", "{}", term.text());

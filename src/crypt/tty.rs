@@ -141,7 +141,9 @@ pub fn read_secret_line(prompt: &str) -> io::Result<SecretBytes> {
         saved: saved.clone(),
         handlers: Vec::new(),
     };
-    let mut intr = None;
+    // The keys that would send a signal with ISIG on (interrupt, quit, suspend) abort
+    // the prompt instead of becoming part of the passphrase.
+    let mut aborts: Vec<u8> = Vec::new();
     if let Some(mut quiet) = saved.clone() {
         saved::set(tty.as_raw_fd(), libc::termios::from(quiet.clone()));
         restore.handlers = catch_terminating();
@@ -149,11 +151,21 @@ pub fn read_secret_line(prompt: &str) -> io::Result<SecretBytes> {
             .local_flags
             .remove(LocalFlags::ECHO | LocalFlags::ECHONL | LocalFlags::ISIG);
         quiet.local_flags.insert(LocalFlags::ICANON);
-        let c = quiet.control_chars[Cc::VINTR as usize];
-        // 0 is _POSIX_VDISABLE: no interrupt character.
-        if c != 0 {
-            quiet.control_chars[Cc::VEOL as usize] = c;
-            intr = Some(c);
+        // 0 is _POSIX_VDISABLE: no such character. Interrupt and quit end the line at
+        // once (as the two extra end-of-line characters); suspend is refused once the
+        // line ends.
+        for (key, eol) in [
+            (Cc::VINTR, Some(Cc::VEOL)),
+            (Cc::VQUIT, Some(Cc::VEOL2)),
+            (Cc::VSUSP, None),
+        ] {
+            let c = quiet.control_chars[key as usize];
+            if c != 0 {
+                if let Some(eol) = eol {
+                    quiet.control_chars[eol as usize] = c;
+                }
+                aborts.push(c);
+            }
         }
         termios::tcsetattr(&tty, SetArg::TCSANOW, &quiet).map_err(io::Error::from)?;
     }
@@ -168,7 +180,7 @@ pub fn read_secret_line(prompt: &str) -> io::Result<SecretBytes> {
             Ok(n) => {
                 line.set_len(len + n);
                 let last = line.as_slice()[len + n - 1];
-                if last == b'\n' || Some(last) == intr {
+                if last == b'\n' || aborts.contains(&last) {
                     break Ok(());
                 }
             }
@@ -180,7 +192,7 @@ pub fn read_secret_line(prompt: &str) -> io::Result<SecretBytes> {
     // The newline typed was not echoed.
     let _ = (&tty).write_all(b"\n");
     ended?;
-    if intr.is_some_and(|c| line.as_slice().contains(&c)) {
+    if line.as_slice().iter().any(|b| aborts.contains(b)) {
         return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
     }
     let mut n = line.len();

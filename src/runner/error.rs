@@ -10,6 +10,12 @@ pub enum RunnerError {
     Open { name: String, err: std::io::Error },
     #[error("{0}: --verify and --policy need a SIF image (only SIF files carry signatures)")]
     NeedsSif(String),
+    /// The image could not be read for the signature check (damaged, unreadable).
+    #[error("{name}: cannot check its signatures: {err}")]
+    Verify {
+        name: String,
+        err: crate::sign::SignError,
+    },
     #[error("{name}: image prohibited by policy: {reason}")]
     Prohibited { name: String, reason: String },
     #[error("{0}: the image is not encrypted, and --require-encrypted was given")]

@@ -7,6 +7,8 @@ use std::path::Path;
 
 use super::error::{Result, RunnerError};
 use crate::image::{self, Image, Root};
+use crate::sif::SifError;
+use crate::sign::SignError;
 use crate::sign::keyring::KeyStore;
 use crate::sign::policy::{self, Policy, Verdict};
 
@@ -56,8 +58,17 @@ pub fn open_image(name: &str, policy: Option<&Policy>) -> Result<Image> {
 /// on `file`.
 pub fn open_verified(file: File, name: &str, policy: Option<&Policy>) -> Result<Image> {
     if let Some(pol) = policy {
-        let Ok(verdict) = policy::check_file(&file, pol) else {
-            return Err(RunnerError::NeedsSif(name.to_string()));
+        let verdict = match policy::check_file(&file, pol) {
+            Ok(v) => v,
+            Err(SignError::Sif(SifError::NotSif(_))) => {
+                return Err(RunnerError::NeedsSif(name.to_string()));
+            }
+            Err(err) => {
+                return Err(RunnerError::Verify {
+                    name: name.to_string(),
+                    err,
+                });
+            }
         };
         if let Verdict::Refused { reason } = verdict {
             return Err(RunnerError::Prohibited {
