@@ -10,6 +10,7 @@ pub mod crypt;
 pub mod fsutil;
 pub mod image;
 pub mod launch;
+pub mod registry;
 pub mod runner;
 pub mod sif;
 pub mod sign;

@@ -10,6 +10,7 @@ mod encryption;
 mod inspect;
 mod key;
 mod keyslot;
+pub(crate) mod registry;
 mod run;
 mod sif;
 mod sign;
@@ -46,6 +47,14 @@ enum Command {
     Sign(sign::SignArgs),
     /// Verify a SIF image's signatures
     Verify(sign::VerifyArgs),
+    /// Push a SIF image to an OCI registry (oras://)
+    Push(registry::PushArgs),
+    /// Pull a SIF image from an OCI registry (oras://)
+    Pull(registry::PullArgs),
+    /// Log in to and out of OCI registries
+    Registry(registry::RegistryCmd),
+    /// List and clean the cache of images pulled for runs
+    Cache(registry::CacheCmd),
 }
 
 const RUN_ABOUT: &str = "Run the image's runscript";
@@ -125,6 +134,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Key(args) => key::run(args),
         Command::Sign(args) => sign::run_sign(args),
         Command::Verify(args) => sign::run_verify(args),
+        Command::Push(args) => registry::push(args),
+        Command::Pull(args) => registry::pull(args),
+        Command::Registry(args) => registry::registry_cmd(args),
+        Command::Cache(args) => registry::cache_cmd(args),
     }
 }
 

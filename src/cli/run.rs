@@ -73,7 +73,9 @@ pub struct RunArgs {
     /// Refuse to run an image that is not encrypted
     #[arg(long)]
     require_encrypted: bool,
-    /// The image: a SIF file, a squashfs file, or a sandbox directory
+    #[command(flatten)]
+    registry: super::registry::RegistryArgs,
+    /// The image: a SIF file, a squashfs file, a sandbox directory, or oras://REGISTRY/REPOSITORY:TAG
     image: String,
     /// Arguments
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -158,6 +160,7 @@ pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode
         policy: a.policy,
         keys: a.keys.flags(),
         require_encrypted: a.require_encrypted,
+        registry: a.registry.options(false),
     })?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

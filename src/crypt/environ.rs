@@ -17,8 +17,13 @@ use zeroize::Zeroizing;
 
 use super::source::ENV_PREFIXES;
 
-/// The suffixes of the variables whose value is a secret.
-const SECRET_SUFFIXES: [&str; 2] = ["ENCRYPTION_PASSPHRASE", "ENCRYPTION_PEM_DATA"];
+/// The suffixes of the variables whose value is a secret: encryption keys, and the
+/// password of a registry a run pulls its image from.
+const SECRET_SUFFIXES: [&str; 3] = [
+    "ENCRYPTION_PASSPHRASE",
+    "ENCRYPTION_PEM_DATA",
+    "DOCKER_PASSWORD",
+];
 
 /// Whether `var` is set to something non-empty, without leaving a copy of its value.
 pub fn is_set(var: &str) -> bool {

@@ -6,6 +6,8 @@ use crate::crypt::source::HOW_TO_GIVE_A_KEY;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("{name}: {err}")]
     Open { name: String, err: std::io::Error },
     #[error("{0}: --verify and --policy need a SIF image (only SIF files carry signatures)")]

@@ -2,7 +2,7 @@
 //! signature policy, unlocks an encrypted image, and launches the container. `run`,
 //! `exec`, `shell` and `test` call it with a [`RunRequest`]; so can instances.
 //!
-//! Layers: `cli -> runner -> {launch, sign, image, crypt}`.
+//! Layers: `cli -> runner -> {launch, registry, sign, image, crypt}`.
 
 mod error;
 mod open;
@@ -33,6 +33,8 @@ pub struct RunRequest {
     /// The key flags; the environment's key variables are read too.
     pub keys: KeyFlags,
     pub require_encrypted: bool,
+    /// How to reach the registry when `image` is an `oras://` URI.
+    pub registry: crate::registry::Options,
 }
 
 /// Removes secret variables from the environment when dropped.
@@ -50,7 +52,15 @@ pub fn run(req: RunRequest) -> Result<i32> {
     // (the unlock scrubs them as soon as the key is read).
     let _scrub = ScrubEnvironment;
     let policy = signature_policy(req.verify, req.policy.as_deref())?;
-    let image = open_image(&req.image, policy.as_ref())?;
+    let image = if crate::registry::ImageUri::is_uri(&req.image) {
+        // Pulled into the cache (or found there); from here on a local file.
+        let uri = crate::registry::ImageUri::parse(&req.image)?;
+        let path = crate::registry::cache::fetch(&uri, &req.registry)?;
+        crate::support::diag::debug_time("image pulled or found in the cache");
+        open_image(&path.to_string_lossy(), policy.as_ref())?
+    } else {
+        open_image(&req.image, policy.as_ref())?
+    };
     let root = root_source(&req, image)?;
     crate::support::diag::debug_time("image opened");
     let spec = LaunchSpec {

@@ -428,3 +428,4 @@ pub fn inherit_fds(cmd: &mut Command, fds: &[(&std::fs::File, i32)]) {
         });
     }
 }
+pub mod registry;

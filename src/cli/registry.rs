@@ -1,0 +1,313 @@
+//! `veil push`, `veil pull`, `veil registry login|logout` and `veil cache list|clean`:
+//! SIF images to and from OCI registries (ORAS), and the cache runs pull into.
+
+#![forbid(unsafe_code)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::registry::{self, Credentials, ImageUri, Options, cache, oras};
+
+/// How to reach the registry; shared by push, pull and the container commands.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Use plain HTTP, not HTTPS, to talk to the registry
+    #[arg(long = "no-https", alias = "nohttps")]
+    pub no_https: bool,
+    /// User name for the registry (else APPTAINER_DOCKER_USERNAME, the login file, Docker's config)
+    #[arg(
+        long = "docker-username",
+        value_name = "USER",
+        requires = "docker_password"
+    )]
+    pub docker_username: Option<String>,
+    /// Password or token for the registry (prefer --password-stdin or the login file: a
+    /// command line is visible to other users)
+    #[arg(
+        long = "docker-password",
+        value_name = "PASSWORD",
+        requires = "docker_username"
+    )]
+    pub docker_password: Option<String>,
+}
+
+impl RegistryArgs {
+    pub fn options(&self, quiet: bool) -> Options {
+        Options {
+            no_https: self.no_https,
+            credentials: match (&self.docker_username, &self.docker_password) {
+                (Some(u), Some(p)) => Some(Credentials {
+                    username: u.clone(),
+                    password: Zeroizing::new(p.clone()),
+                }),
+                _ => None,
+            },
+            quiet,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Print nothing but errors
+    #[arg(short, long)]
+    quiet: bool,
+    /// The SIF image to push (encrypted and signed images are pushed as they are)
+    image: PathBuf,
+    /// Where: oras://REGISTRY/REPOSITORY:TAG
+    uri: String,
+}
+
+pub fn push(a: PushArgs) -> Result<ExitCode> {
+    let uri = ImageUri::parse(&a.uri)?;
+    let t = oras::push(&a.image, &uri, &a.registry.options(a.quiet))?;
+    if !a.quiet {
+        let how = if t.moved {
+            "uploaded"
+        } else {
+            "already in the registry"
+        };
+        eprintln!(
+            "veil: pushed {} to {} ({} bytes, {how}; manifest {})",
+            a.image.display(),
+            uri.text,
+            t.size,
+            t.manifest_digest
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Overwrite the destination if it exists
+    #[arg(short = 'F', long)]
+    force: bool,
+    /// Print nothing but errors
+    #[arg(short, long)]
+    quiet: bool,
+    /// The file to write (default: the repository's name and tag, e.g. app_v1.sif)
+    #[arg(value_name = "DEST")]
+    first: String,
+    /// The image: oras://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST)
+    #[arg(value_name = "URI")]
+    second: Option<String>,
+}
+
+pub fn pull(a: PullArgs) -> Result<ExitCode> {
+    let (dest, uri) = match &a.second {
+        Some(u) => (Some(PathBuf::from(&a.first)), u.as_str()),
+        None => (None, a.first.as_str()),
+    };
+    let uri = ImageUri::parse(uri)?;
+    if uri.transport != registry::Transport::Oras {
+        bail!(
+            "{}: pulling docker:// images into a SIF is not supported yet; use oras:// (or build from a docker archive)",
+            uri.text
+        );
+    }
+    let dest = dest.unwrap_or_else(|| oras::default_name(&uri));
+    let t = oras::pull(&uri, &dest, a.force, &a.registry.options(a.quiet))?;
+    if !a.quiet {
+        eprintln!(
+            "veil: pulled {} to {} ({} bytes, {})",
+            uri.text,
+            dest.display(),
+            t.size,
+            t.digest
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryCmd {
+    #[command(subcommand)]
+    command: RegistryCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Check credentials with a registry and store them (in ~/.veil/docker-config.json, mode 0600)
+    Login(LoginArgs),
+    /// Forget the stored credentials for a registry
+    Logout(LogoutArgs),
+}
+
+#[derive(Debug, Args)]
+struct LoginArgs {
+    /// User name
+    #[arg(short = 'u', long)]
+    username: String,
+    /// Read the password (or token) from standard input (else it is asked for on the terminal)
+    #[arg(long = "password-stdin")]
+    password_stdin: bool,
+    /// Use plain HTTP, not HTTPS
+    #[arg(long = "no-https", alias = "nohttps")]
+    no_https: bool,
+    /// The registry: HOST[:PORT], or an oras:// or docker:// URI naming it
+    registry: String,
+}
+
+#[derive(Debug, Args)]
+struct LogoutArgs {
+    /// The registry: HOST[:PORT], or an oras:// or docker:// URI naming it
+    registry: String,
+}
+
+/// The registry's host (and port) from what the user typed.
+fn registry_host(s: &str) -> String {
+    let s = s
+        .strip_prefix("oras://")
+        .or_else(|| s.strip_prefix("docker://"))
+        .or_else(|| s.strip_prefix("https://"))
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    s.split('/').next().unwrap_or(s).to_string()
+}
+
+pub fn registry_cmd(a: RegistryCmd) -> Result<ExitCode> {
+    match a.command {
+        RegistryCommand::Login(l) => {
+            let host = registry_host(&l.registry);
+            if host.is_empty() {
+                bail!("no registry named");
+            }
+            let password = if l.password_stdin {
+                let mut s = Zeroizing::new(String::new());
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("reading the password from standard input")?;
+                Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_string())
+            } else {
+                let line = crate::crypt::tty::read_secret_line(&format!(
+                    "Password for {}@{host}: ",
+                    l.username
+                ))
+                .context("reading the password (use --password-stdin without a terminal)")?;
+                Zeroizing::new(
+                    String::from_utf8(line.as_slice().to_vec())
+                        .map_err(|_| anyhow::anyhow!("the password is not UTF-8"))?,
+                )
+            };
+            let creds = Credentials {
+                username: l.username,
+                password,
+            };
+            registry::check_login(&host, &creds, l.no_https)?;
+            let file = registry::credentials::save(&host, &creds)?;
+            eprintln!(
+                "veil: logged in to {host} (credentials in {})",
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RegistryCommand::Logout(l) => {
+            let host = registry_host(&l.registry);
+            if registry::credentials::forget(&host)? {
+                eprintln!("veil: logged out of {host}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                bail!("not logged in to {host} (veil's login file has no entry for it)")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CacheCmd {
+    #[command(subcommand)]
+    command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// List what the cache holds
+    List(CacheListArgs),
+    /// Remove cached images
+    Clean(CacheCleanArgs),
+}
+
+#[derive(Debug, Args)]
+struct CacheListArgs {
+    /// Only these kinds of entry (oras, all)
+    #[arg(short = 'T', long = "type", value_delimiter = ',')]
+    kinds: Vec<String>,
+    /// One line per entry
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
+struct CacheCleanArgs {
+    /// Only these kinds of entry (oras, all)
+    #[arg(short = 'T', long = "type", value_delimiter = ',')]
+    kinds: Vec<String>,
+    /// Only entries older than this many days
+    #[arg(short = 'D', long)]
+    days: Option<u64>,
+    /// Say what would be removed, remove nothing
+    #[arg(short = 'n', long = "dry-run")]
+    dry_run: bool,
+    /// Accepted for Apptainer's command lines (veil never asks)
+    #[arg(short = 'f', long)]
+    force: bool,
+}
+
+fn check_kinds(kinds: &[String]) -> Result<()> {
+    for k in kinds {
+        if k != "all" && !cache::KINDS.contains(&k.as_str()) {
+            bail!(
+                "unknown cache type {k:?} (known: {}, all)",
+                cache::KINDS.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn cache_cmd(a: CacheCmd) -> Result<ExitCode> {
+    match a.command {
+        CacheCommand::List(l) => {
+            check_kinds(&l.kinds)?;
+            let entries = cache::list(&l.kinds)?;
+            if l.verbose {
+                for e in &entries {
+                    println!("{:<6} {:>12}  {}", e.kind, e.size, e.name);
+                }
+            }
+            let total: u64 = entries.iter().map(|e| e.size).sum();
+            println!(
+                "There are {} container file(s) using {total} bytes in {}",
+                entries.len(),
+                cache::root()?.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Clean(c) => {
+            check_kinds(&c.kinds)?;
+            let _ = c.force;
+            let removed = cache::clean(&c.kinds, c.days, c.dry_run)?;
+            let verb = if c.dry_run { "would remove" } else { "removed" };
+            for e in &removed {
+                println!("{verb} {} {}", e.kind, e.name);
+            }
+            println!(
+                "{} {} entr{}",
+                verb,
+                removed.len(),
+                if removed.len() == 1 { "y" } else { "ies" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

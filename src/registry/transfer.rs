@@ -1,0 +1,243 @@
+//! Moving blobs: downloads streamed into a temporary file beside their destination,
+//! hashed as they arrive and resumed with `Range` after a dropped connection, never
+//! longer than their descriptor says; uploads streamed from the file, skipped when the
+//! registry has the blob already.
+
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+
+use futures_util::StreamExt;
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciDescriptor;
+use sha2::{Digest, Sha256};
+
+use super::client::{Session, backoff, transient};
+use super::error::{RegistryError, Result};
+use crate::fsutil::TempFile;
+
+/// Bytes read from a file per upload chunk.
+const CHUNK: usize = 4 << 20;
+/// Attempts of a download before it is given up.
+const ATTEMPTS: u32 = 5;
+
+/// The hex of a `sha256:` digest; other algorithms are refused.
+pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then_some(hex)
+}
+
+/// Downloads the blob `desc` into a temporary file in `dir` (named for `target`). The
+/// file holds exactly the blob's bytes, checked against its digest, when this returns;
+/// on any error it is gone.
+pub(crate) fn download(
+    s: &Session,
+    desc: &OciDescriptor,
+    dir: &Path,
+    target: &Path,
+) -> Result<TempFile> {
+    let bad = |why: String| RegistryError::Blob {
+        reference: s.reference.whole(),
+        digest: desc.digest.clone(),
+        why,
+    };
+    let want = sha256_hex(&desc.digest)
+        .ok_or_else(|| bad("only sha256 digests are supported".into()))?
+        .to_string();
+    let size = u64::try_from(desc.size).map_err(|_| bad(format!("negative size {}", desc.size)))?;
+    check_room(dir, size).map_err(bad)?;
+    let tmp = TempFile::new_in(dir, target)
+        .map_err(|e| RegistryError::io("creating a file in", dir, e))?;
+    let mut out = tmp
+        .file()
+        .try_clone()
+        .map_err(|e| RegistryError::io("writing", tmp.path(), e))?;
+    let mut hasher = Sha256::new();
+    let mut written: u64 = 0;
+    let mut attempt = 1;
+    let mut last_error = String::new();
+    while written < size || size == 0 {
+        if attempt > ATTEMPTS {
+            return Err(bad(format!(
+                "download failed {ATTEMPTS} times: {last_error}"
+            )));
+        }
+        let offset = written;
+        let response =
+            s.block_on(
+                s.client
+                    .pull_blob_stream_partial(&s.reference, desc, offset, None),
+            );
+        let (stream, full) = match response {
+            Ok(oci_client::client::BlobResponse::Partial(st)) => (st, false),
+            Ok(oci_client::client::BlobResponse::Full(st)) => (st, true),
+            Err(e) if transient(&e) => {
+                last_error = e.to_string();
+                std::thread::sleep(backoff(attempt));
+                attempt += 1;
+                continue;
+            }
+            Err(err) => {
+                return Err(RegistryError::Request {
+                    what: "downloading",
+                    reference: format!("{} blob {}", s.reference.whole(), desc.digest),
+                    err,
+                });
+            }
+        };
+        if full && written > 0 {
+            // The registry ignored the range: start over.
+            out.set_len(0)
+                .and_then(|()| out.rewind())
+                .map_err(|e| RegistryError::io("rewinding", tmp.path(), e))?;
+            hasher = Sha256::new();
+            written = 0;
+        }
+        let mut stream = stream.stream;
+        let ended: std::result::Result<(), String> = s.block_on(async {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(bytes) => {
+                        if written + bytes.len() as u64 > size {
+                            return Err(format!(
+                                "the registry sent more than the {size} bytes the manifest declares"
+                            ));
+                        }
+                        out.write_all(&bytes)
+                            .map_err(|e| format!("writing {}: {e}", tmp.path().display()))?;
+                        hasher.update(&bytes);
+                        written += bytes.len() as u64;
+                    }
+                    // A whole blob's own check fails after its last byte; ours says more.
+                    Err(_) if written == size => break,
+                    Err(e) => return Err(format!("transfer interrupted: {e}")),
+                }
+            }
+            Ok(())
+        });
+        match ended {
+            Ok(()) if written == size => break,
+            Ok(()) => last_error = format!("the connection ended after {written} of {size} bytes"),
+            Err(e) if e.starts_with("transfer interrupted") => last_error = e,
+            Err(e) => return Err(bad(e)),
+        }
+        crate::support::diag::debug_note(&format!(
+            "registry: {last_error}; resuming at byte {written}"
+        ));
+        std::thread::sleep(backoff(attempt));
+        attempt += 1;
+        if size == 0 {
+            break;
+        }
+    }
+    let got = hex(&hasher.finalize());
+    if got != want {
+        return Err(bad(format!(
+            "digest mismatch: the bytes received hash to sha256:{got}"
+        )));
+    }
+    out.flush()
+        .map_err(|e| RegistryError::io("writing", tmp.path(), e))?;
+    Ok(tmp)
+}
+
+/// Refuses a download that cannot fit in the file system of `dir`.
+fn check_room(dir: &Path, size: u64) -> std::result::Result<(), String> {
+    let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
+    if size > free {
+        return Err(format!(
+            "needs {size} bytes, but {} has only {free} bytes free",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The sha256 digest and size of a file, read once.
+pub(crate) fn file_digest(path: &Path) -> Result<(String, u64)> {
+    let mut f = File::open(path).map_err(|e| RegistryError::io("opening", path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| RegistryError::io("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((format!("sha256:{}", hex(&h.finalize())), n_total))
+}
+
+/// Uploads `path` as the blob `digest` unless the registry has it already.
+pub(crate) fn upload_file(s: &Session, path: &Path, digest: &str, size: u64) -> Result<bool> {
+    if s.retry("checking for", || {
+        s.client.blob_exists(&s.reference, digest)
+    })? {
+        return Ok(false);
+    }
+    s.retry("uploading", || {
+        let file = File::open(path).map_err(OciDistributionError::IoError);
+        let stream = futures_util::stream::unfold(Some(file), |state| async move {
+            let mut f = match state? {
+                Ok(f) => f,
+                Err(e) => return Some((Err(e), None)),
+            };
+            let mut buf = vec![0u8; CHUNK];
+            match read_full(&mut f, &mut buf) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buf)), Some(Ok(f))))
+                }
+                Err(e) => Some((Err(OciDistributionError::IoError(e)), None)),
+            }
+        });
+        s.client
+            .push_blob_stream(&s.reference, stream, digest, Some(size))
+    })?;
+    Ok(true)
+}
+
+/// Uploads a small blob held in memory unless the registry has it already.
+pub(crate) fn upload_bytes(s: &Session, data: &[u8], digest: &str) -> Result<()> {
+    if s.retry("checking for", || {
+        s.client.blob_exists(&s.reference, digest)
+    })? {
+        return Ok(());
+    }
+    s.retry("uploading", || {
+        s.client.push_blob(&s.reference, data.to_vec(), digest)
+    })?;
+    Ok(())
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

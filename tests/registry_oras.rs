@@ -1,0 +1,531 @@
+//! `veil push`, `veil pull`, `veil registry login` and runs of `oras://` URIs against a
+//! real registry (Debian's docker-registry on loopback), with the ORAS Python SDK as the
+//! independent client on the other end.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::registry::{Auth, PASSWORD, Registry, USER, python_with};
+use common::*;
+use sha2::Digest;
+
+/// A SIF with a busybox root (and /data/hello.txt).
+fn fixture(dir: &Path) -> Option<PathBuf> {
+    let root = busybox_rootfs(dir)?;
+    let (_, sif) = squash_and_sif(&root, dir)?;
+    Some(sif)
+}
+
+/// `veil` with a private HOME (no stored credentials) and cache.
+fn veil_at(home: &Path) -> Command {
+    let mut c = veil();
+    c.env("HOME", home)
+        .env("VEIL_CACHEDIR", home.join("cachedir"))
+        .env_remove("VEIL_CONFIGDIR")
+        .env_remove("DOCKER_CONFIG");
+    for p in ["VEIL_", "APPTAINER_", "SINGULARITY_"] {
+        c.env_remove(format!("{p}DOCKER_USERNAME"))
+            .env_remove(format!("{p}DOCKER_PASSWORD"))
+            .env_remove(format!("{p}CACHEDIR"));
+    }
+    c
+}
+
+/// The ORAS Python SDK's command for the tests (tests/registry/oras_client.py).
+fn oras_py() -> Option<Command> {
+    let py = python_with(&["oras"])?;
+    let mut c = Command::new(py);
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/registry/oras_client.py"));
+    Some(c)
+}
+
+fn sha256_file(p: &Path) -> String {
+    format!(
+        "sha256:{:x}",
+        sha2::Sha256::digest(std::fs::read(p).unwrap())
+    )
+}
+
+/// Fails with one line on stderr and exit status 1.
+fn fails_in_one_line(o: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(want), "expected {want:?}: {err}");
+}
+
+/// No temporary file of veil's is left in `dir`.
+fn nothing_half_written(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        assert!(!n.contains(".veil-"), "left behind: {n}");
+    }
+}
+
+#[test]
+fn push_and_pull_speak_apptainers_layout_with_an_independent_client() {
+    let reg = require!(Registry::start(Auth::Anonymous), "no docker-registry");
+    let mut py = require!(
+        oras_py(),
+        "the ORAS Python SDK is not installed (pip install oras)"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let sif = require!(
+        fixture(t.path()),
+        "busybox, mksquashfs or /dev/fuse missing"
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let uri = reg.oras("veil/app:v1");
+    run_ok(
+        veil_at(&home)
+            .args(["push", "--no-https"])
+            .arg(&sif)
+            .arg(&uri),
+    );
+
+    // What the other client sees: Apptainer's media types, the file's name, its digest.
+    let m = run_ok(py.args(["manifest", &format!("{}/veil/app:v1", reg.host)]));
+    let m: serde_json::Value = serde_json::from_slice(&m.stdout).unwrap();
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.sylabs.sif.config.v1+json"
+    );
+    assert_eq!(m["config"]["size"], 2);
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1);
+    assert_eq!(
+        layers[0]["mediaType"],
+        "application/vnd.sylabs.sif.layer.v1.sif"
+    );
+    assert_eq!(
+        layers[0]["annotations"]["org.opencontainers.image.title"],
+        "image.sif"
+    );
+    assert_eq!(layers[0]["digest"], sha256_file(&sif).as_str());
+    let out = t.path().join("py-out");
+    let pulled = run_ok(
+        oras_py()
+            .unwrap()
+            .args(["pull", &format!("{}/veil/app:v1", reg.host)])
+            .arg(&out),
+    );
+    assert_eq!(
+        std::fs::read(stdout(&pulled).trim()).unwrap(),
+        std::fs::read(&sif).unwrap()
+    );
+
+    // veil's own pull, byte for byte; an existing file needs --force.
+    let dest = t.path().join("pulled.sif");
+    run_ok(
+        veil_at(&home)
+            .args(["pull", "--no-https"])
+            .arg(&dest)
+            .arg(&uri),
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&sif).unwrap());
+    let o = veil_at(&home)
+        .args(["pull", "--no-https"])
+        .arg(&dest)
+        .arg(&uri)
+        .output()
+        .unwrap();
+    fails_in_one_line(&o, "exists (use --force");
+    run_ok(
+        veil_at(&home)
+            .args(["pull", "--no-https", "--force"])
+            .arg(&dest)
+            .arg(&uri),
+    );
+
+    // A second push finds the blob there already.
+    let o = run_ok(
+        veil_at(&home)
+            .args(["push", "--no-https"])
+            .arg(&sif)
+            .arg(reg.oras("veil/app:v2")),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already in the registry"));
+
+    // What the other client pushed, veil pulls (default name: repository_tag.sif).
+    let other = t.path().join("other.sif");
+    std::fs::copy(&sif, &other).unwrap();
+    run_ok(
+        oras_py()
+            .unwrap()
+            .args(["push", &format!("{}/veil/other:v3", reg.host)])
+            .arg(&other),
+    );
+    run_ok(
+        veil_at(&home)
+            .current_dir(t.path())
+            .args(["pull", "--no-https"])
+            .arg(reg.oras("veil/other:v3")),
+    );
+    assert_eq!(
+        std::fs::read(t.path().join("other_v3.sif")).unwrap(),
+        std::fs::read(&sif).unwrap()
+    );
+    nothing_half_written(t.path());
+}
+
+#[test]
+fn runs_pull_an_oras_image_into_the_cache_once() {
+    let reg = require!(Registry::start(Auth::Anonymous), "no docker-registry");
+    let e = require!(Unprivileged::new(), "no unprivileged user namespace");
+    let sif = require!(
+        fixture(e.dir.path()),
+        "busybox, mksquashfs or /dev/fuse missing"
+    );
+    run_ok(
+        veil()
+            .args(["push", "-q", "--no-https"])
+            .arg(&sif)
+            .arg(reg.oras("veil/run:1")),
+    );
+    let as_user = |args: &[&str]| {
+        let mut c = e.veil();
+        c.args(args);
+        c
+    };
+    let o = run_ok(&mut as_user(&[
+        "exec",
+        "--no-https",
+        &reg.oras("veil/run:1"),
+        "cat",
+        "/data/hello.txt",
+    ]));
+    assert_eq!(stdout(&o), "hello from the image\n");
+    let list = run_ok(&mut as_user(&["cache", "list", "-v"]));
+    let text = stdout(&list);
+    assert!(
+        text.contains(&sha256_file(&sif)) && text.contains("There are 1 "),
+        "{text}"
+    );
+    // The second run finds it there.
+    let o = run_ok(
+        as_user(&["exec", "--no-https", &reg.oras("veil/run:1"), "true"]).env("VEIL_DEBUG", "1"),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("from the cache"));
+    let o = run_ok(&mut as_user(&["cache", "clean", "--type", "oras"]));
+    assert!(stdout(&o).contains("removed 1 entry"), "{}", stdout(&o));
+    let o = run_ok(&mut as_user(&["cache", "list"]));
+    assert!(stdout(&o).contains("There are 0 "));
+}
+
+#[test]
+fn basic_auth_credentials_from_flags_environment_and_login() {
+    let reg = require!(
+        Registry::start(Auth::Basic),
+        "no docker-registry or python bcrypt"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let sif = require!(
+        fixture(t.path()),
+        "busybox, mksquashfs or /dev/fuse missing"
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let uri = reg.oras("veil/auth:1");
+    let push = || {
+        let mut c = veil_at(&home);
+        c.args(["push", "-q", "--no-https"]).arg(&sif).arg(&uri);
+        c
+    };
+    fails_in_one_line(&push().output().unwrap(), "not authorized");
+    let o = push()
+        .args(["--docker-username", USER, "--docker-password", "wrong"])
+        .output()
+        .unwrap();
+    fails_in_one_line(&o, "not authorized");
+    run_ok(push().args(["--docker-username", USER, "--docker-password", PASSWORD]));
+    run_ok(
+        push()
+            .env("APPTAINER_DOCKER_USERNAME", USER)
+            .env("APPTAINER_DOCKER_PASSWORD", PASSWORD),
+    );
+
+    // A login that the registry refuses stores nothing; one it accepts, mode 0600.
+    let login = |pw: &str| {
+        let mut c = veil_at(&home);
+        c.args([
+            "registry",
+            "login",
+            "--no-https",
+            "-u",
+            USER,
+            "--password-stdin",
+            &reg.host,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{pw}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    fails_in_one_line(&login("wrong"), "not authorized");
+    let file = home.join(".veil/docker-config.json");
+    assert!(!file.exists());
+    let o = login(PASSWORD);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(PASSWORD));
+    run_ok(&mut push());
+    let dest = t.path().join("back.sif");
+    run_ok(
+        veil_at(&home)
+            .args(["pull", "-q", "--no-https"])
+            .arg(&dest)
+            .arg(&uri),
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&sif).unwrap());
+    // The other client with the same credentials sees the same image.
+    let mut py = require!(oras_py(), "the ORAS Python SDK is not installed");
+    let out = t.path().join("py");
+    let o = run_ok(
+        py.env("ORAS_USER", USER)
+            .env("ORAS_PASSWORD", PASSWORD)
+            .args(["pull", &format!("{}/veil/auth:1", reg.host)])
+            .arg(&out),
+    );
+    assert_eq!(
+        std::fs::read(stdout(&o).trim()).unwrap(),
+        std::fs::read(&sif).unwrap()
+    );
+    run_ok(veil_at(&home).args(["registry", "logout", &reg.host]));
+    fails_in_one_line(&push().output().unwrap(), "not authorized");
+}
+
+#[test]
+fn token_auth_gives_anonymous_pulls_and_authenticated_pushes() {
+    let reg = require!(
+        Registry::start(Auth::Token),
+        "no docker-registry or python jwt"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let sif = require!(
+        fixture(t.path()),
+        "busybox, mksquashfs or /dev/fuse missing"
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let uri = reg.oras("veil/tok:1");
+    let o = veil_at(&home)
+        .args(["push", "-q", "--no-https"])
+        .arg(&sif)
+        .arg(&uri)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    run_ok(
+        veil_at(&home)
+            .args([
+                "push",
+                "-q",
+                "--no-https",
+                "--docker-username",
+                USER,
+                "--docker-password",
+                PASSWORD,
+            ])
+            .arg(&sif)
+            .arg(&uri),
+    );
+    let dest = t.path().join("anon.sif");
+    run_ok(
+        veil_at(&home)
+            .args(["pull", "-q", "--no-https"])
+            .arg(&dest)
+            .arg(&uri),
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&sif).unwrap());
+    let o = veil_at(&home)
+        .args([
+            "pull",
+            "-q",
+            "--no-https",
+            "--docker-username",
+            USER,
+            "--docker-password",
+            "wrong",
+        ])
+        .arg(t.path().join("x.sif"))
+        .arg(&uri)
+        .output()
+        .unwrap();
+    fails_in_one_line(&o, "authentication failed");
+}
+
+/// A manifest in the SIF artifact layout for a layer of `digest` and `size`.
+fn sif_manifest(digest: &str, size: i64) -> String {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.sylabs.sif.config.v1+json",
+            "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+            "size": 2
+        },
+        "layers": [{
+            "mediaType": "application/vnd.sylabs.sif.layer.v1.sif",
+            "digest": digest,
+            "size": size
+        }]
+    })
+    .to_string()
+}
+
+#[test]
+fn hostile_registries_and_artifacts_give_one_line_and_leave_nothing() {
+    let reg = require!(Registry::start(Auth::Anonymous), "no docker-registry");
+    let py = require!(
+        python_with(&["oras"]),
+        "the ORAS Python SDK is not installed"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let sif = require!(
+        fixture(t.path()),
+        "busybox, mksquashfs or /dev/fuse missing"
+    );
+    let home = t.path().join("home");
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/registry/oras_client.py");
+    let pull = |repo: &str| {
+        veil_at(&home)
+            .args(["pull", "-q", "--no-https"])
+            .arg(out.join("x.sif"))
+            .arg(reg.oras(repo))
+            .output()
+            .unwrap()
+    };
+    let check_clean = || {
+        assert!(!out.join("x.sif").exists());
+        nothing_half_written(&out);
+        let cache = home.join("cachedir/cache/oras");
+        if cache.exists() {
+            nothing_half_written(&cache);
+            assert_eq!(
+                std::fs::read_dir(&cache).unwrap().count(),
+                0,
+                "a bad blob in the cache"
+            );
+        }
+    };
+
+    // A blob changed in the registry's storage: refused by its digest, by pull and run.
+    run_ok(
+        veil_at(&home)
+            .args(["push", "-q", "--no-https"])
+            .arg(&sif)
+            .arg(reg.oras("bad/flip:1")),
+    );
+    let blob = reg.blob_file(&sha256_file(&sif));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    std::fs::write(&blob, &bytes).unwrap();
+    fails_in_one_line(&pull("bad/flip:1"), "digest mismatch");
+    let o = veil_at(&home)
+        .args(["exec", "--no-https", &reg.oras("bad/flip:1"), "true"])
+        .output()
+        .unwrap();
+    fails_in_one_line(&o, "digest mismatch");
+    check_clean();
+
+    let put = |tag: &str, manifest: &str| {
+        let (repo, tag) = tag.split_once(':').unwrap();
+        // In the repository that holds the blob: blobs are linked per repository.
+        let _ = repo;
+        reg.plant_manifest("bad/base", tag, manifest.as_bytes());
+    };
+    // The config blob must exist for the registry to take a manifest.
+    run_ok(
+        veil_at(&home)
+            .args(["push", "-q", "--no-https"])
+            .arg(&sif)
+            .arg(reg.oras("bad/base:1")),
+    );
+    let good = sha256_file(&sif);
+    let size = std::fs::metadata(&sif).unwrap().len() as i64;
+    // A manifest naming a blob that is gone from the registry's storage.
+    let other = t.path().join("other.sif");
+    let mut b = std::fs::read(&sif).unwrap();
+    b.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&other, &b).unwrap();
+    run_ok(
+        veil_at(&home)
+            .args(["push", "-q", "--no-https"])
+            .arg(&other)
+            .arg(reg.oras("bad/missing:1")),
+    );
+    std::fs::remove_file(reg.blob_file(&sha256_file(&other))).unwrap();
+    fails_in_one_line(&pull("bad/missing:1"), "bad/missing");
+    check_clean();
+    // A declared size beyond any disk, and one smaller than the blob.
+    put("base:huge", &sif_manifest(&good, 1 << 60));
+    fails_in_one_line(&pull("bad/base:huge"), "bytes free");
+    put("base:short", &sif_manifest(&good, size - 10));
+    fails_in_one_line(&pull("bad/base:short"), "more than the");
+    put("base:negative", &sif_manifest(&good, -1));
+    fails_in_one_line(&pull("bad/base:negative"), "");
+    check_clean();
+
+    // An artifact that is not a SIF, under the SIF type; and a container image's layer.
+    let text = t.path().join("notes.txt");
+    std::fs::write(&text, "not an image\n").unwrap();
+    run_ok(
+        Command::new(&py)
+            .arg(&client)
+            .args(["push", &format!("{}/bad/text:1", reg.host)])
+            .arg(&text),
+    );
+    fails_in_one_line(&pull("bad/text:1"), "not a SIF image");
+    run_ok(
+        Command::new(&py)
+            .arg(&client)
+            .args(["push", &format!("{}/bad/tar:1", reg.host)])
+            .arg(&text)
+            .arg("application/vnd.oci.image.layer.v1.tar"),
+    );
+    fails_in_one_line(&pull("bad/tar:1"), "not a SIF artifact");
+    fails_in_one_line(&pull("bad/absent:1"), "not found");
+    check_clean();
+
+    // Nothing listening; names that are not URIs.
+    let port = common::registry::free_port();
+    let o = veil_at(&home)
+        .args(["pull", "-q", "--no-https"])
+        .arg(out.join("x.sif"))
+        .arg(format!("oras://127.0.0.1:{port}/veil/app:1"))
+        .output()
+        .unwrap();
+    fails_in_one_line(&o, "127.0.0.1");
+    let o = veil_at(&home)
+        .args(["pull", "oras://app:v1"])
+        .output()
+        .unwrap();
+    fails_in_one_line(&o, "must name its registry");
+    let o = veil_at(&home)
+        .args(["push", "-q", "--no-https"])
+        .arg(&text)
+        .arg(reg.oras("bad/x:1"))
+        .output()
+        .unwrap();
+    fails_in_one_line(&o, "not a SIF image");
+    check_clean();
+}
