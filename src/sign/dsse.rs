@@ -12,7 +12,7 @@ use rsa::pkcs8::der::Decode as _;
 use rsa::traits::PublicKeyParts as _;
 use sha2::Digest as _;
 
-use super::error::{Result, SignError};
+use super::error::{Rejection, Result, SignError};
 use super::metadata::DigestAlg;
 
 /// The payload type that marks SIF image metadata.
@@ -255,18 +255,14 @@ pub fn verify_envelope(
     data: &[u8],
     keys: &[DsseKey],
     hash: DigestAlg,
-) -> std::result::Result<(Vec<u8>, String), String> {
-    let env: Envelope =
-        serde_json::from_slice(data).map_err(|e| format!("dsse: malformed envelope: {e}"))?;
+) -> std::result::Result<(Vec<u8>, String), Rejection> {
+    let env: Envelope = serde_json::from_slice(data).map_err(Rejection::DsseEnvelope)?;
     if env.payload_type != PAYLOAD_TYPE {
-        return Err(format!(
-            "dsse: unexpected payload type {:?}",
-            env.payload_type
-        ));
+        return Err(Rejection::DssePayloadType(env.payload_type));
     }
     let payload = STANDARD
         .decode(&env.payload)
-        .map_err(|e| format!("dsse: malformed payload: {e}"))?;
+        .map_err(Rejection::DssePayload)?;
     let msg = pae(&env.payload_type, &payload);
     for s in &env.signatures {
         let Ok(sig) = STANDARD.decode(&s.sig) else {
@@ -281,7 +277,7 @@ pub fn verify_envelope(
             }
         }
     }
-    Err("dsse: no signature verified with the given keys".into())
+    Err(Rejection::DsseNotVerified)
 }
 
 #[cfg(test)]
