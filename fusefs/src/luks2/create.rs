@@ -142,8 +142,10 @@ pub fn create<W: Write, R: Read>(
         };
         opts.check(vk.len())?;
         let uuid = match &opts.uuid {
-            Some(u) => uuid::Uuid::parse_str(u)
-                .map_err(|e| Error::InvalidOptions(format!("uuid \"{u}\": {e}")))?,
+            Some(u) => uuid::Uuid::parse_str(u).map_err(|err| Error::BadUuid {
+                uuid: u.clone(),
+                err,
+            })?,
             None => uuid::Uuid::new_v4(),
         }
         .hyphenated()
