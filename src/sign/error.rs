@@ -183,12 +183,19 @@ pub enum SignError {
     },
 
     // PEM public keys (DSSE envelopes).
-    /// Not a PKIX `PUBLIC KEY` PEM block, or its DER does not parse.
-    #[error("not a PEM public key: {why}")]
-    NotPemKey { why: String },
-    /// A PKIX key of a supported type whose key material is invalid.
-    #[error("reading the key: {why}")]
-    BadPemKey { why: String },
+    #[error("not a PEM public key: no complete 'PUBLIC KEY' PEM block")]
+    NoPemBlock,
+    /// The block's DER is not a PKIX SubjectPublicKeyInfo.
+    #[error("not a PEM public key: {0}")]
+    NotPemKey(#[source] rsa::pkcs8::der::Error),
+    #[error("not a PEM public key: the key's bit string is not whole bytes")]
+    PemKeyBits,
+    #[error("reading the key: an Ed25519 key is 32 bytes")]
+    Ed25519KeyLength,
+    /// A PKIX key of a supported type whose key material is invalid; the cause is the
+    /// key type's library error (RSA, Ed25519, ECDSA).
+    #[error("reading the key: {0}")]
+    BadPemKey(#[source] Cause),
     #[error("unsupported elliptic curve")]
     UnsupportedCurve,
     #[error("unsupported public key type")]
@@ -430,6 +437,14 @@ mod tests {
                     err: CertsError::NotOpenPgp("eof".into()),
                 },
                 "key file k: not an OpenPGP key: eof",
+            ),
+            (
+                SignError::NoPemBlock,
+                "not a PEM public key: no complete 'PUBLIC KEY' PEM block",
+            ),
+            (
+                SignError::BadPemKey("bad point".into()),
+                "reading the key: bad point",
             ),
         ];
         for (err, want) in cases {
