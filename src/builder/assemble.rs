@@ -15,7 +15,7 @@ use veil_fusefs::source::{FileSource, ReadAt};
 use veil_fusefs::squashfs::Squashfs;
 
 use super::encrypt;
-use super::error::{BuildError, Result};
+use super::error::{BuildError, ImageFault, Result};
 use super::squash::{self, SquashOptions};
 use super::tree::Tree;
 use super::{BuildOptions, Summary};
@@ -113,13 +113,12 @@ fn group1(mut o: NewObject<'_>, time: i64) -> NewObject<'_> {
 
 /// Walks a squashfs fully (every directory, every inode) and returns the number of
 /// distinct inodes including the root.
-fn walk_count<R: ReadAt>(fs: &Squashfs<R>) -> Result<u32> {
+fn walk_count<R: ReadAt>(fs: &Squashfs<R>) -> veil_fusefs::squashfs::Result<u32> {
     let mut seen = std::collections::HashSet::new();
     fs.walk(|_, a| {
         seen.insert(a.ino);
         Ok(())
-    })
-    .map_err(|e| BuildError::Verify(e.to_string()))?;
+    })?;
     Ok(seen.len() as u32 + 1)
 }
 
@@ -140,13 +139,16 @@ pub fn write_sif(
     debug_time("build: squashfs written");
     // Verification, part 1: the filesystem reads back whole.
     let source = FileSource::open(sqfs.path()).map_err(|e| BuildError::io(sqfs.path(), e))?;
-    let fs = Squashfs::open(source).map_err(|e| BuildError::Verify(e.to_string()))?;
-    let n = walk_count(&fs)?;
+    let fs = Squashfs::open(source).map_err(|e| BuildError::verify(sqfs.path(), e))?;
+    let n = walk_count(&fs).map_err(|e| BuildError::verify(sqfs.path(), e))?;
     if n != stats.inodes {
-        return Err(BuildError::Verify(format!(
-            "{n} inodes read back, {} written",
-            stats.inodes
-        )));
+        return Err(BuildError::verify(
+            sqfs.path(),
+            ImageFault::InodeCount {
+                read: n,
+                written: stats.inodes,
+            },
+        ));
     }
     drop(fs);
     debug_time("build: squashfs verified");
@@ -332,27 +334,27 @@ fn sif_objects<'a>(
 /// Verification, part 2: the SIF parses, its primary partition is what was written and
 /// (plain, or with a key at hand) its filesystem reads.
 fn verify(path: &Path, fs_type: FsType, secret: Option<&Passphrase>) -> Result<()> {
-    let v = |e: String| BuildError::Verify(e);
-    let sif = Sif::open_path(path).map_err(|e| v(e.to_string()))?;
+    let v = |e: ImageFault| BuildError::verify(path, e);
+    let sif = Sif::open_path(path).map_err(|e| v(e.into()))?;
     let prim = sif
         .primary_partition()
-        .ok_or_else(|| v("no primary partition".into()))?;
+        .ok_or_else(|| v(ImageFault::NoPrimaryPartition))?;
     match prim.extra() {
         Extra::Partition { fs, .. } if fs == fs_type => {}
-        other => return Err(v(format!("unexpected partition {other:?}"))),
+        other => return Err(v(ImageFault::UnexpectedPartition(other))),
     }
-    let src = sif.object_source(prim).map_err(|e| v(e.to_string()))?;
+    let src = sif.object_source(prim).map_err(|e| v(e.into()))?;
     if fs_type == FsType::Squash {
-        let fs = Squashfs::open(src).map_err(|e| v(e.to_string()))?;
-        walk_count(&fs)?;
+        let fs = Squashfs::open(src).map_err(|e| v(e.into()))?;
+        walk_count(&fs).map_err(|e| v(e.into()))?;
         return Ok(());
     }
-    luks2::inspect(&src).map_err(|e| v(e.to_string()))?;
+    luks2::inspect(&src).map_err(|e| v(e.into()))?;
     if let Some(secret) = secret {
         let vol = luks2::unlock(src, secret, &crate::image::kdf::unlock_options())
-            .map_err(|e| v(crate::image::kdf::luks_text(&e)))?;
-        let fs = Squashfs::open(vol).map_err(|e| v(e.to_string()))?;
-        walk_count(&fs)?;
+            .map_err(|e| v(e.into()))?;
+        let fs = Squashfs::open(vol).map_err(|e| v(e.into()))?;
+        walk_count(&fs).map_err(|e| v(e.into()))?;
     }
     Ok(())
 }

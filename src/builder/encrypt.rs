@@ -77,7 +77,7 @@ pub fn secret_keyslot() -> KeyslotOptions {
 /// 64 random bytes from the OS.
 pub fn random_secret() -> Result<Zeroizing<Vec<u8>>> {
     let mut s = Zeroizing::new(vec![0u8; 64]);
-    getrandom::fill(&mut s).map_err(|e| BuildError::Encrypt(format!("random: {e}")))?;
+    getrandom::fill(&mut s).map_err(BuildError::Random)?;
     Ok(s)
 }
 
@@ -148,7 +148,10 @@ pub fn encrypt_stream(
         pass_ref,
         &opts,
     )
-    .map_err(|e| BuildError::Encrypt(e.to_string()))?;
+    .map_err(|err| BuildError::Encrypt {
+        path: out.display().to_string(),
+        err,
+    })?;
     progress.finish();
     w.flush().map_err(|e| BuildError::io(out, e))?;
     Ok(Encrypted {

@@ -45,8 +45,26 @@ pub enum BuildError {
     /// Opening or unlocking a source image (the image layer's errors name it).
     #[error("{0}")]
     Image(#[from] crate::image::ImageError),
+    /// The OS gave no random bytes for an image's secret.
+    #[error("encryption: random: {0}")]
+    Random(#[source] getrandom::Error),
+    /// Making the LUKS2 volume `path` (a temporary beside the output).
+    #[error("encryption: {path}: {err}")]
+    Encrypt {
+        path: String,
+        #[source]
+        err: veil_fusefs::luks2::Error,
+    },
+    /// Wrapping an image's random secret for the recipient's public key.
     #[error("encryption: {0}")]
-    Encrypt(String),
+    WrapSecret(#[source] crate::crypt::CryptError),
+    /// Re-keying the encrypted image `path` (its LUKS2 header or crypto messages).
+    #[error("encryption: {path}: {err}")]
+    Rekey {
+        path: String,
+        #[source]
+        err: ImageFault,
+    },
     /// A definition file's section that could not run, or failed: where it is in
     /// the file, and what happened.
     #[error("{file}:{line}: %{section} {why}")]
@@ -58,11 +76,55 @@ pub enum BuildError {
     },
     #[error("{0} exists (use --force to overwrite)")]
     Exists(String),
-    #[error("verification of the built image failed: {0}")]
-    Verify(String),
+    /// Reading back the squashfs or SIF `path` just written (a temporary beside the
+    /// output) found it not to be what was written.
+    #[error("verification of the built image failed: {path}: {err}")]
+    Verify {
+        path: String,
+        #[source]
+        err: ImageFault,
+    },
+}
+
+/// What is wrong with an image veil wrote or is re-keying, as read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageFault {
+    #[error("{0}")]
+    Sif(#[from] crate::sif::SifError),
+    #[error("{0}")]
+    Squashfs(#[from] veil_fusefs::squashfs::Error),
+    /// The LUKS2 header or an unlock; a KDF cost refused says how to allow it.
+    #[error("{}", crate::image::kdf::luks_text(.0))]
+    Luks2(#[from] veil_fusefs::luks2::Error),
+    #[error("no primary partition")]
+    NoPrimaryPartition,
+    /// The primary partition's type, when another was written.
+    #[error("unexpected partition {0:?}")]
+    UnexpectedPartition(crate::sif::Extra),
+    #[error("the image is not encrypted (LUKS2)")]
+    NotEncrypted,
+    /// The LUKS2 data segment starts at 0 or beyond the partition.
+    #[error("unexpected LUKS2 data offset")]
+    BadDataOffset,
+    #[error("{read} inodes read back, {written} written")]
+    InodeCount { read: u32, written: u32 },
 }
 
 impl BuildError {
+    pub fn verify(path: &Path, err: impl Into<ImageFault>) -> BuildError {
+        BuildError::Verify {
+            path: path.display().to_string(),
+            err: err.into(),
+        }
+    }
+
+    pub fn rekey(path: &Path, err: impl Into<ImageFault>) -> BuildError {
+        BuildError::Rekey {
+            path: path.display().to_string(),
+            err: err.into(),
+        }
+    }
+
     pub fn io(path: &Path, err: std::io::Error) -> BuildError {
         BuildError::Io {
             path: path.display().to_string(),

@@ -382,7 +382,7 @@ impl<R: ReadAt> Extract<'_, R> {
             }
             FileKind::Fifo => root.mkfifo(&p, &mut self.made)?,
             FileKind::CharDevice | FileKind::BlockDevice if self.devices => {
-                let rdev = libc::makedev(a.rdev_major(), a.rdev_minor());
+                let rdev = nix::sys::stat::makedev(a.rdev_major().into(), a.rdev_minor().into());
                 root.mknod(&p, a.kind == FileKind::BlockDevice, rdev, &mut self.made)?;
             }
             FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket => {

@@ -12,6 +12,7 @@ use std::path::Path;
 use serde::Serialize;
 use veil_fusefs::squashfs::{FileKind, Squashfs};
 
+use super::layout::parse_labels;
 use crate::image::Source;
 use crate::sif::{DataType, Sif};
 
@@ -59,19 +60,6 @@ impl Attributes {
 
 const LIMIT: u64 = 4 << 20;
 
-fn labels_of(b: &[u8]) -> BTreeMap<String, String> {
-    serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(b)
-        .map(|m| {
-            m.into_iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => (k, s),
-                    other => (k, other.to_string()),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// From the SIF's metadata objects; `None` when `path` is not a SIF or has neither.
 pub fn from_sif_objects(path: &Path) -> Option<Attributes> {
     let sif = Sif::open_path(path).ok()?;
@@ -91,7 +79,7 @@ pub fn from_sif_objects(path: &Path) -> Option<Attributes> {
         a.test = s("test");
         a.helpfile = s("helpfile");
         if let Ok(l) = serde_json::to_vec(&at["labels"]) {
-            a.labels = labels_of(&l);
+            a.labels = parse_labels(&l);
         }
         if let Some(env) = at["environment"].as_object() {
             for (k, v) in env {
@@ -117,7 +105,7 @@ fn from_reader(read: &dyn Fn(&str) -> Option<Vec<u8>>, env_names: Vec<String>) -
     let text = |p: &str| read(p).map(|b| String::from_utf8_lossy(&b).into_owned());
     let mut a = Attributes {
         labels: read(".singularity.d/labels.json")
-            .map(|b| labels_of(&b))
+            .map(|b| parse_labels(&b))
             .unwrap_or_default(),
         deffile: text(".singularity.d/Singularity"),
         runscript: text(".singularity.d/runscript"),

@@ -229,15 +229,10 @@ pub fn recipe_entries(r: &Recipe, labels: &BTreeMap<String, String>) -> (Vec<Ent
     (v, md)
 }
 
-/// The labels of a build: the source image's, then the build's own, then the recipe's.
-pub fn labels(
-    existing: Option<&[u8]>,
-    recipe: Option<&Recipe>,
-    arch: &str,
-    build_time: i64,
-) -> BTreeMap<String, String> {
-    let mut l: BTreeMap<String, String> = existing
-        .and_then(|b| serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(b).ok())
+/// A `labels.json` as a map of strings (a value that is not a string as its JSON
+/// text); empty when it is not a JSON object.
+pub fn parse_labels(b: &[u8]) -> BTreeMap<String, String> {
+    serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(b)
         .map(|m| {
             m.into_iter()
                 .map(|(k, v)| match v {
@@ -246,7 +241,17 @@ pub fn labels(
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The labels of a build: the source image's, then the build's own, then the recipe's.
+pub fn labels(
+    existing: Option<&[u8]>,
+    recipe: Option<&Recipe>,
+    arch: &str,
+    build_time: i64,
+) -> BTreeMap<String, String> {
+    let mut l = existing.map(parse_labels).unwrap_or_default();
     l.insert("org.label-schema.schema-version".into(), "1.0".into());
     l.insert("org.label-schema.build-arch".into(), arch.into());
     l.insert("org.label-schema.build-date".into(), rfc3339(build_time));

@@ -19,7 +19,7 @@ use veil_fusefs::luks2::{self, KeyslotOptions, Passphrase};
 use veil_fusefs::source::FileSource;
 
 use super::assemble::TempPath;
-use super::error::{BuildError, Result};
+use super::error::{BuildError, ImageFault, Result};
 use crate::sif::{
     DataType, DeleteOptions, Editor, Extra, FormatType, FsType, Link, MessageType, NewObject,
     ObjectData, Sif,
@@ -36,22 +36,18 @@ pub struct Partition {
     pub header: luks2::HeaderSummary,
 }
 
-fn err(path: &Path, msg: impl std::fmt::Display) -> BuildError {
-    BuildError::Encrypt(format!("{}: {msg}", path.display()))
-}
-
 /// Finds the encrypted primary partition.
 pub fn partition(path: &Path) -> Result<Partition> {
-    let sif = Sif::open_path(path).map_err(|e| err(path, e))?;
+    let sif = Sif::open_path(path).map_err(|e| BuildError::rekey(path, e))?;
     let prim = sif
         .primary_partition()
-        .ok_or_else(|| err(path, "no primary partition"))?;
+        .ok_or_else(|| BuildError::rekey(path, ImageFault::NoPrimaryPartition))?;
     match prim.extra() {
         Extra::Partition {
             fs: FsType::EncryptedSquashfs,
             ..
         } => {}
-        _ => return Err(err(path, "the image is not encrypted (LUKS2)")),
+        _ => return Err(BuildError::rekey(path, ImageFault::NotEncrypted)),
     }
     let (offset, end) = prim.range();
     let messages = sif
@@ -66,9 +62,11 @@ pub fn partition(path: &Path) -> Result<Partition> {
         })
         .map(|d| Ok((d.id, sif.read_object(d, 64 << 10)?)))
         .collect::<crate::sif::Result<Vec<_>>>()
-        .map_err(|e| err(path, e))?;
-    let slice = sif.object_source(prim).map_err(|e| err(path, e))?;
-    let header = luks2::inspect(&slice).map_err(|e| err(path, e))?;
+        .map_err(|e| BuildError::rekey(path, e))?;
+    let slice = sif
+        .object_source(prim)
+        .map_err(|e| BuildError::rekey(path, e))?;
+    let header = luks2::inspect(&slice).map_err(|e| BuildError::rekey(path, e))?;
     Ok(Partition {
         id: prim.id,
         offset,
@@ -81,11 +79,13 @@ pub fn partition(path: &Path) -> Result<Partition> {
 /// The keyslot `key` opens.
 pub fn slot_of(path: &Path, p: &Partition, key: &Passphrase) -> Result<u32> {
     let file = Arc::new(FileSource::open(path).map_err(|e| BuildError::io(path, e))?);
-    let sif = Sif::open(file).map_err(|e| err(path, e))?;
-    let d = sif.object(p.id).map_err(|e| err(path, e))?;
-    let slice = sif.object_source(d).map_err(|e| err(path, e))?;
+    let sif = Sif::open(file).map_err(|e| BuildError::rekey(path, e))?;
+    let d = sif.object(p.id).map_err(|e| BuildError::rekey(path, e))?;
+    let slice = sif
+        .object_source(d)
+        .map_err(|e| BuildError::rekey(path, e))?;
     let vol = luks2::unlock(slice, key, &crate::image::kdf::unlock_options())
-        .map_err(|e| err(path, crate::image::kdf::luks_text(&e)))?;
+        .map_err(|e| BuildError::rekey(path, e))?;
     Ok(vol.keyslot())
 }
 
@@ -98,7 +98,7 @@ fn with_header<T>(
 ) -> Result<T> {
     let window = p.header.segment_offset;
     if window == 0 || window > p.size {
-        return Err(err(path, "unexpected LUKS2 data offset"));
+        return Err(BuildError::rekey(path, ImageFault::BadDataOffset));
     }
     let img = OpenOptions::new()
         .read(true)
@@ -183,20 +183,20 @@ pub fn add_keyslot(
     with_header(path, p, Order::AreasFirst, |f| {
         let unlock = crate::image::kdf::unlock_options();
         luks2::add_keyslot_with(f, existing, new, opts, None, &unlock)
-            .map_err(|e| err(path, crate::image::kdf::luks_text(&e)))
+            .map_err(|e| BuildError::rekey(path, e))
     })
 }
 
 /// Removes keyslot `slot` (never the last one).
 pub fn remove_keyslot(path: &Path, p: &Partition, slot: u32) -> Result<()> {
     with_header(path, p, Order::HeadersFirst, |f| {
-        luks2::remove_keyslot(f, slot).map_err(|e| err(path, e))
+        luks2::remove_keyslot(f, slot).map_err(|e| BuildError::rekey(path, e))
     })
 }
 
 /// Adds a crypto message linked to the partition.
 pub fn add_message(path: &Path, p: &Partition, msg: &[u8]) -> Result<u32> {
-    let mut ed = Editor::open(path).map_err(|e| err(path, e))?;
+    let mut ed = Editor::open(path).map_err(|e| BuildError::rekey(path, e))?;
     let mut o = NewObject::new(DataType::CryptoMessage, ObjectData::Bytes(msg));
     o.group = 1;
     o.link = Link::Object(p.id);
@@ -204,12 +204,12 @@ pub fn add_message(path: &Path, p: &Partition, msg: &[u8]) -> Result<u32> {
         format: FormatType::Pem,
         message: MessageType::RsaOaep,
     };
-    ed.add(o).map_err(|e| err(path, e))
+    ed.add(o).map_err(|e| BuildError::rekey(path, e))
 }
 
 /// Deletes a crypto message, zeroing its bytes.
 pub fn delete_message(path: &Path, id: u32) -> Result<()> {
-    let mut ed = Editor::open(path).map_err(|e| err(path, e))?;
+    let mut ed = Editor::open(path).map_err(|e| BuildError::rekey(path, e))?;
     ed.delete(
         id,
         DeleteOptions {
@@ -217,5 +217,5 @@ pub fn delete_message(path: &Path, id: u32) -> Result<()> {
             compact: false,
         },
     )
-    .map_err(|e| err(path, e))
+    .map_err(|e| BuildError::rekey(path, e))
 }

@@ -41,6 +41,9 @@ const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// Drops every capability but [`KEEP`] from the bounding set (so no later exec gets
 /// one back), from the effective, permitted and inheritable sets, and from the ambient
 /// set. Runs in the forked child that is about to exec the script.
+///
+/// The calls are libc's: nix (0.31) wraps neither PR_CAPBSET_DROP, PR_CAP_AMBIENT
+/// nor capset.
 pub fn drop_to_build_set() -> Result<(), String> {
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()

@@ -3,6 +3,8 @@
 //! a directory, then the build adds or replaces entries (the `/.singularity.d` layout)
 //! without touching the source directory.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -103,44 +105,23 @@ pub struct Tree {
 
 fn xattrs_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     // Extended attributes are copied where the host lets us read them; a file system
-    // without xattr support simply has none.
-    let c = match std::ffi::CString::new(path.as_os_str().as_bytes()) {
-        Ok(c) => c,
-        Err(_) => return Vec::new(),
-    };
-    let mut names = vec![0u8; 4096];
-    // SAFETY: `c` is a NUL-terminated path; the buffer pointer and length describe
-    // `names`, which the kernel fills up to its length.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n <= 0 {
+    // without xattr support simply has none. `list` and `get` do not follow a
+    // symbolic link: its own attributes are read.
+    let Ok(names) = xattr::list(path) else {
         return Vec::new();
-    }
-    names.truncate(n as usize);
+    };
     let mut out = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    for name in names {
+        let bytes = name.as_bytes();
         // Only the namespaces squashfs can store.
-        if !(name.starts_with(b"user.")
-            || name.starts_with(b"trusted.")
-            || name.starts_with(b"security."))
+        if !(bytes.starts_with(b"user.")
+            || bytes.starts_with(b"trusted.")
+            || bytes.starts_with(b"security."))
         {
             continue;
         }
-        let Ok(cname) = std::ffi::CString::new(name) else {
-            continue;
-        };
-        let mut val = vec![0u8; 65536];
-        // SAFETY: both strings are NUL-terminated; the buffer is `val`, of its length.
-        let m = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                cname.as_ptr(),
-                val.as_mut_ptr().cast(),
-                val.len(),
-            )
-        };
-        if m >= 0 {
-            val.truncate(m as usize);
-            out.push((name.to_vec(), val));
+        if let Ok(Some(val)) = xattr::get(path, &name) {
+            out.push((bytes.to_vec(), val));
         }
     }
     out.sort();

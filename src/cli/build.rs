@@ -150,7 +150,7 @@ pub fn encryption(flags: &KeyFlags, encrypt: bool) -> Result<Option<Encryption>>
         Some(BuildKey::Passphrase(p)) => Some(Encryption::Passphrase(p)),
         Some(BuildKey::Recipient(key)) => Some(Encryption::Recipient(Box::new(move |secret| {
             crate::crypt::message::wrap_secret(&key, secret)
-                .map_err(|e| builder::BuildError::Encrypt(e.to_string()))
+                .map_err(builder::BuildError::WrapSecret)
         }))),
     })
 }

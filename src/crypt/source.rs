@@ -340,8 +340,10 @@ fn read_file(p: &Path, kind: &str, limit: usize) -> Result<SecretBytes> {
 /// scripts) inherits it. A standard descriptor (0-2) is left open on /dev/null
 /// instead, so that the next file opened does not take its number.
 fn read_fd(fd: i32, flag: &str, limit: usize) -> Result<SecretBytes> {
-    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
     let what = format!("{flag} {fd}");
+    // Raw, not nix's fcntl: that takes a borrowed descriptor, which must be open,
+    // and whether this number is open is what is being asked.
     // SAFETY: F_GETFD only reads the descriptor's flags; an invalid one is EBADF.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(CryptError::Io {
@@ -354,12 +356,12 @@ fn read_fd(fd: i32, flag: &str, limit: usize) -> Result<SecretBytes> {
     let file = unsafe { File::from_raw_fd(fd) };
     let read = read_secret(&file, limit, &what);
     if fd <= 2 {
-        let raw = file.into_raw_fd();
+        let mut own = OwnedFd::from(file);
         if let Ok(null) = File::open("/dev/null") {
-            // SAFETY: dup2 onto the descriptor this function owns; it closes the
-            // old file and leaves `raw` open on /dev/null.
-            unsafe { libc::dup2(null.as_raw_fd(), raw) };
+            // Closes the secret's file; the number stays open, on /dev/null.
+            let _ = nix::unistd::dup2(&null, &mut own);
         }
+        let _ = own.into_raw_fd();
     } else {
         drop(file);
     }

@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 
+use nix::sys::signal::{self, SigHandler, Signal};
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices as Cc, Termios};
 use veil_fusefs::luks2::SecretBytes;
 
@@ -22,7 +23,12 @@ const MAX_LINE: usize = 4096;
 
 /// The signals that would end veil while the prompt has echo off (SIGINT from the
 /// keyboard is off with ISIG, but another process may send it).
-const TERMINATING: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGINT];
+const TERMINATING: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGINT,
+];
 
 mod saved {
     //! The terminal settings to put back, where a signal handler can reach them.
@@ -59,7 +65,8 @@ mod saved {
     }
 
     /// Puts the settings back if a prompt is active. Async-signal-safe: two atomic
-    /// operations and tcsetattr, an ioctl.
+    /// operations and tcsetattr, an ioctl. Raw libc, as in [`super::on_signal`]: nix's
+    /// tcsetattr wants a borrowed descriptor and its own Termios, built by copying.
     pub fn restore() {
         RESTORING.store(true, Ordering::SeqCst);
         let fd = FD.swap(-1, Ordering::SeqCst);
@@ -79,6 +86,9 @@ pub fn restore_terminal() {
     saved::restore();
 }
 
+/// The handler of [`TERMINATING`]. It calls libc directly: in a handler only
+/// async-signal-safe functions may run, which libc documents for these calls and nix
+/// does not promise for its wrappers (the conversions around them could change).
 extern "C" fn on_signal(sig: libc::c_int) {
     saved::restore();
     // SAFETY: signal and raise are async-signal-safe; with the default action
@@ -93,7 +103,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
 struct Restore<'a> {
     tty: &'a File,
     saved: Option<Termios>,
-    handlers: Vec<(libc::c_int, libc::sighandler_t)>,
+    /// The signals caught for the prompt; each had the default action before.
+    handlers: Vec<Signal>,
 }
 
 impl Drop for Restore<'_> {
@@ -102,29 +113,28 @@ impl Drop for Restore<'_> {
             let _ = termios::tcsetattr(self.tty, SetArg::TCSANOW, t);
         }
         saved::clear();
-        for (sig, old) in self.handlers.drain(..) {
-            // SAFETY: puts back the disposition that was there before the prompt.
-            unsafe { libc::signal(sig, old) };
+        for sig in self.handlers.drain(..) {
+            // SAFETY: puts back the default action, which was there before the prompt.
+            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
         }
     }
 }
 
 /// Handles the terminating signals whose action is the default one (ignored or
 /// handled signals are someone else's choice and stay so); returns what to restore.
-fn catch_terminating() -> Vec<(libc::c_int, libc::sighandler_t)> {
+fn catch_terminating() -> Vec<Signal> {
     let mut out = Vec::new();
     for sig in TERMINATING {
         // SAFETY: on_signal only does async-signal-safe work.
-        let old = unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        if old == libc::SIG_ERR {
+        let Ok(old) = (unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) }) else {
             continue;
-        }
-        if old != libc::SIG_DFL {
+        };
+        if !matches!(old, SigHandler::SigDfl) {
             // SAFETY: puts the previous disposition straight back.
-            unsafe { libc::signal(sig, old) };
+            let _ = unsafe { signal::signal(sig, old) };
             continue;
         }
-        out.push((sig, old));
+        out.push(sig);
     }
     out
 }

@@ -12,7 +12,7 @@ use rsa::pkcs8::der::Decode as _;
 use rsa::traits::PublicKeyParts as _;
 use sha2::Digest as _;
 
-use super::error::{Result, SignError};
+use super::error::{Rejection, Result, SignError};
 use super::metadata::DigestAlg;
 
 /// The payload type that marks SIF image metadata.
@@ -65,37 +65,37 @@ pub fn is_pem_public_key(bytes: &[u8]) -> bool {
 impl DsseKey {
     /// Parses a PKIX (`BEGIN PUBLIC KEY`) PEM key.
     pub fn from_pem(pem: &[u8]) -> Result<Self> {
-        let bad = |e: &dyn std::fmt::Display| SignError::NotPemKey { why: e.to_string() };
         // The first `PUBLIC KEY` block, whatever comes before it.
         const BEGIN: &[u8] = b"-----BEGIN PUBLIC KEY-----";
         let block = pem
             .windows(BEGIN.len())
             .position(|w| w == BEGIN)
             .and_then(|at| crate::crypt::pem::first_block(&pem[at..]))
-            .ok_or_else(|| bad(&"no complete 'PUBLIC KEY' PEM block"))?;
-        let spki =
-            rsa::pkcs8::SubjectPublicKeyInfoRef::from_der(&block.der).map_err(|e| bad(&e))?;
+            .ok_or(SignError::NoPemBlock)?;
+        let spki = rsa::pkcs8::SubjectPublicKeyInfoRef::from_der(&block.der)
+            .map_err(SignError::NotPemKey)?;
         let bits = spki
             .subject_public_key
             .as_bytes()
-            .ok_or_else(|| bad(&"the key's bit string is not whole bytes"))?;
-        let reading = |e: &dyn std::fmt::Display| SignError::BadPemKey { why: e.to_string() };
+            .ok_or(SignError::PemKeyBits)?;
         let key = match spki.algorithm.oid {
             oid::ED25519 => {
-                let raw: &[u8; 32] = bits
-                    .try_into()
-                    .map_err(|_| reading(&"an Ed25519 key is 32 bytes"))?;
-                Key::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(raw).map_err(|e| reading(&e))?)
+                let raw: &[u8; 32] = bits.try_into().map_err(|_| SignError::Ed25519KeyLength)?;
+                Key::Ed25519(
+                    ed25519_dalek::VerifyingKey::from_bytes(raw)
+                        .map_err(|e| SignError::BadPemKey(e.into()))?,
+                )
             }
             oid::RSA => {
-                let k = rsa::pkcs1::RsaPublicKey::from_der(bits).map_err(|e| reading(&e))?;
+                let k = rsa::pkcs1::RsaPublicKey::from_der(bits)
+                    .map_err(|e| SignError::BadPemKey(e.into()))?;
                 Key::Rsa(
                     rsa::RsaPublicKey::new_with_max_size(
                         rsa::BigUint::from_bytes_be(k.modulus.as_bytes()),
                         rsa::BigUint::from_bytes_be(k.public_exponent.as_bytes()),
                         MAX_RSA_BITS,
                     )
-                    .map_err(|e| reading(&e))?,
+                    .map_err(|e| SignError::BadPemKey(e.into()))?,
                 )
             }
             oid::EC => {
@@ -106,15 +106,15 @@ impl DsseKey {
                 match curve {
                     oid::P256 => Key::P256(
                         p256::ecdsa::VerifyingKey::from_sec1_bytes(bits)
-                            .map_err(|e| reading(&e))?,
+                            .map_err(|e| SignError::BadPemKey(e.into()))?,
                     ),
                     oid::P384 => Key::P384(
                         p384::ecdsa::VerifyingKey::from_sec1_bytes(bits)
-                            .map_err(|e| reading(&e))?,
+                            .map_err(|e| SignError::BadPemKey(e.into()))?,
                     ),
                     oid::P521 => Key::P521(
                         p521::ecdsa::VerifyingKey::from_sec1_bytes(bits)
-                            .map_err(|e| reading(&e))?,
+                            .map_err(|e| SignError::BadPemKey(e.into()))?,
                     ),
                     _ => return Err(SignError::UnsupportedCurve),
                 }
@@ -255,18 +255,14 @@ pub fn verify_envelope(
     data: &[u8],
     keys: &[DsseKey],
     hash: DigestAlg,
-) -> std::result::Result<(Vec<u8>, String), String> {
-    let env: Envelope =
-        serde_json::from_slice(data).map_err(|e| format!("dsse: malformed envelope: {e}"))?;
+) -> std::result::Result<(Vec<u8>, String), Rejection> {
+    let env: Envelope = serde_json::from_slice(data).map_err(Rejection::DsseEnvelope)?;
     if env.payload_type != PAYLOAD_TYPE {
-        return Err(format!(
-            "dsse: unexpected payload type {:?}",
-            env.payload_type
-        ));
+        return Err(Rejection::DssePayloadType(env.payload_type));
     }
     let payload = STANDARD
         .decode(&env.payload)
-        .map_err(|e| format!("dsse: malformed payload: {e}"))?;
+        .map_err(Rejection::DssePayload)?;
     let msg = pae(&env.payload_type, &payload);
     for s in &env.signatures {
         let Ok(sig) = STANDARD.decode(&s.sig) else {
@@ -281,7 +277,7 @@ pub fn verify_envelope(
             }
         }
     }
-    Err("dsse: no signature verified with the given keys".into())
+    Err(Rejection::DsseNotVerified)
 }
 
 #[cfg(test)]

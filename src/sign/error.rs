@@ -31,10 +31,14 @@ pub enum SignError {
     GroupSignatureNotFound(u32),
     #[error("signature not found for object {0}")]
     ObjectSignatureNotFound(u32),
-    /// The OpenPGP layer rejected the signature (unknown key, bad signature, not a
-    /// clearsigned message, unparsable payload).
+    /// The OpenPGP or DSSE layer rejected the signature (unknown key, bad signature,
+    /// not a clearsigned message, unparsable payload).
     #[error("signature object {id} not valid: {reason}")]
-    SignatureNotValid { id: u32, reason: String },
+    SignatureNotValid {
+        id: u32,
+        #[source]
+        reason: Rejection,
+    },
     #[error("fingerprint in descriptor does not correspond to signing entity")]
     FingerprintMismatch,
     #[error("header integrity compromised")]
@@ -57,11 +61,14 @@ pub enum SignError {
     FormatNotRecognized(u32),
     #[error("signature object {id}: hash algorithm unsupported ({hash})")]
     HashUnsupported { id: u32, hash: String },
-    #[error("signature object {id}: {reason}")]
-    LegacyPayload { id: u32, reason: String },
+    #[error("signature object {0}: legacy payload is not SIFHASH text")]
+    LegacyNotSifhash(u32),
+    /// The hex digest of a legacy payload is not one of `alg`'s length.
+    #[error("signature object {id}: malformed {alg} digest in legacy payload")]
+    LegacyDigest { id: u32, alg: &'static str },
     /// Making a signature failed in the OpenPGP layer.
     #[error("signing failed: {0}")]
-    Signing(String),
+    Signing(#[source] Cause),
     /// A policy file that cannot be parsed; `line` is 1-based.
     #[error("policy {path}: line {line}: {reason}")]
     PolicySyntax {
@@ -123,51 +130,72 @@ pub enum SignError {
         size: u64,
         limit: u64,
     },
-    /// `why` is [`super::keyring::parse_certs`]'s text (not an OpenPGP key, malformed…).
-    #[error("keyring {}: {why}", path.display())]
-    BadKeyring { path: PathBuf, why: String },
+    #[error("keyring {}: {err}", path.display())]
+    BadKeyring {
+        path: PathBuf,
+        #[source]
+        err: CertsError,
+    },
     #[error("reading key file {}: {err}", path.display())]
     ReadKeyFile { path: PathBuf, err: io::Error },
     #[error("key file {} is too large ({size} bytes)", path.display())]
     KeyFileTooLarge { path: PathBuf, size: u64 },
-    #[error("key file {}: {why}", path.display())]
-    BadKeyFile { path: PathBuf, why: String },
+    #[error("key file {}: {err}", path.display())]
+    BadKeyFile {
+        path: PathBuf,
+        #[source]
+        err: CertsError,
+    },
     #[error("key file {} holds no OpenPGP key", path.display())]
     NoKeyInFile { path: PathBuf },
     /// A KEY argument that is neither a fingerprint nor a key ID; `value` as given.
     #[error("{value:?} is not a key fingerprint (40 hex digits) or key ID (16 or 8)")]
     BadKeySelector { value: String },
 
-    // OpenPGP key operations. sequoia reports its failures as `anyhow` errors; their
-    // text is kept (as for `Signing`) so that this layer's type carries no `anyhow`.
-    #[error("exporting: {reason}")]
-    Export { reason: String },
-    #[error("protecting the secret key: {reason}")]
-    Protect { reason: String },
+    // OpenPGP key operations; the cause is sequoia's error (see `Cause`).
+    #[error("exporting: {0}")]
+    Export(#[source] Cause),
+    #[error("protecting the secret key: {0}")]
+    Protect(#[source] Cause),
     #[error("unsupported RSA key size {bits} (use 2048, 3072 or 4096)")]
     RsaKeySize { bits: u32 },
     #[error("a key needs a name or an e-mail address")]
     NoUserId,
-    #[error("generating the key: {reason}")]
-    Generate { reason: String },
+    #[error("generating the key: {0}")]
+    Generate(#[source] Cause),
     /// The key fails the standard policy (expired, revoked, weak algorithm…).
-    #[error("key {fpr} is not usable: {reason}")]
-    KeyNotUsable { fpr: String, reason: String },
+    #[error("key {fpr} is not usable: {err}")]
+    KeyNotUsable {
+        fpr: String,
+        #[source]
+        err: Cause,
+    },
     #[error("key {fpr} has no usable secret signing key")]
     NoSigningKey { fpr: String },
     #[error("wrong passphrase for key {fpr}")]
     WrongPassphrase { fpr: String },
     /// The unlocked secret key could not be made into a signer.
-    #[error("key {fpr}: {reason}")]
-    Keypair { fpr: String, reason: String },
+    #[error("key {fpr}: {err}")]
+    Keypair {
+        fpr: String,
+        #[source]
+        err: Cause,
+    },
 
     // PEM public keys (DSSE envelopes).
-    /// Not a PKIX `PUBLIC KEY` PEM block, or its DER does not parse.
-    #[error("not a PEM public key: {why}")]
-    NotPemKey { why: String },
-    /// A PKIX key of a supported type whose key material is invalid.
-    #[error("reading the key: {why}")]
-    BadPemKey { why: String },
+    #[error("not a PEM public key: no complete 'PUBLIC KEY' PEM block")]
+    NoPemBlock,
+    /// The block's DER is not a PKIX SubjectPublicKeyInfo.
+    #[error("not a PEM public key: {0}")]
+    NotPemKey(#[source] rsa::pkcs8::der::Error),
+    #[error("not a PEM public key: the key's bit string is not whole bytes")]
+    PemKeyBits,
+    #[error("reading the key: an Ed25519 key is 32 bytes")]
+    Ed25519KeyLength,
+    /// A PKIX key of a supported type whose key material is invalid; the cause is the
+    /// key type's library error (RSA, Ed25519, ECDSA).
+    #[error("reading the key: {0}")]
+    BadPemKey(#[source] Cause),
     #[error("unsupported elliptic curve")]
     UnsupportedCurve,
     #[error("unsupported public key type")]
@@ -181,6 +209,68 @@ pub enum SignError {
     BadFingerprint { value: String },
     #[error("Fingerprints: lists no fingerprint")]
     NoFingerprints,
+}
+
+/// A library's error kept whole, with its causes: sequoia reports its failures as
+/// `anyhow::Error`, a type this layer does not name (anyhow belongs to the CLI), and
+/// which converts into this one without losing its chain.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a signature object is not valid. The OpenPGP texts are the reference's
+/// (sylabs/sif `integrity`) for the same conditions.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("signature object is {size} bytes, more than the {limit} accepted")]
+    TooLarge { size: i64, limit: u64 },
+    #[error("clearsigned message not found")]
+    NotClearsigned,
+    /// The cleartext framing or its signature block does not parse.
+    #[error("openpgp: {0}")]
+    OpenPgp(#[source] Cause),
+    #[error("openpgp: no signature found")]
+    NoSignature,
+    #[error("openpgp: signing key is not an OpenPGP v4 key")]
+    NotV4Key,
+    /// The standard policy refuses the signature itself (a weak hash, say).
+    #[error("openpgp: signature not acceptable: {0}")]
+    NotAcceptable(#[source] Cause),
+    #[error("openpgp: signature made by unknown entity")]
+    UnknownEntity,
+    #[error("openpgp: invalid signature: {0}")]
+    BadSignature(#[source] Cause),
+    #[error("openpgp: signing key not valid: {0}")]
+    BadKey(#[source] Cause),
+    #[error("openpgp: signing key not bound to its certificate: {0}")]
+    UnboundKey(#[source] Cause),
+    #[error("openpgp: malformed signature: {0}")]
+    MalformedSignature(#[source] Cause),
+    #[error("openpgp: unsupported signature packet")]
+    UnsupportedPacket,
+    /// A kind of verification failure sequoia added after this was written: its text,
+    /// since the failure itself borrows from the verifier.
+    #[error("openpgp: {0}")]
+    OtherOpenPgp(String),
+    #[error("dsse: malformed envelope: {0}")]
+    DsseEnvelope(#[source] serde_json::Error),
+    /// The envelope's payload type, as written.
+    #[error("dsse: unexpected payload type {0:?}")]
+    DssePayloadType(String),
+    #[error("dsse: malformed payload: {0}")]
+    DssePayload(#[source] base64::DecodeError),
+    #[error("dsse: no signature verified with the given keys")]
+    DsseNotVerified,
+    /// The signature checks out but what it signs is not the metadata JSON.
+    #[error("malformed signed metadata: {0}")]
+    Metadata(#[source] serde_json::Error),
+}
+
+/// Why bytes that should hold OpenPGP certificates do not.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error("not an OpenPGP key: {0}")]
+    NotOpenPgp(#[source] Cause),
+    #[error("malformed OpenPGP key: {0}")]
+    Malformed(#[source] Cause),
 }
 
 /// Where a passphrase came from, as its errors name it (never its value).
@@ -264,7 +354,7 @@ mod tests {
             (
                 SignError::BadKeyring {
                     path: "/h/pgp-public".into(),
-                    why: "malformed OpenPGP key: x".into(),
+                    err: CertsError::Malformed("x".into()),
                 },
                 "keyring /h/pgp-public: malformed OpenPGP key: x",
             ),
@@ -306,5 +396,63 @@ mod tests {
         for (err, want) in cases {
             assert_eq!(err.to_string(), want);
         }
+    }
+
+    /// The typed reasons print the words the verifier printed as strings, which the
+    /// reference also uses.
+    #[test]
+    fn rejections_keep_their_words() {
+        let not_valid = |reason| SignError::SignatureNotValid { id: 3, reason };
+        let cases: Vec<(SignError, &str)> = vec![
+            (
+                not_valid(Rejection::UnknownEntity),
+                "signature object 3 not valid: openpgp: signature made by unknown entity",
+            ),
+            (
+                not_valid(Rejection::BadSignature("bad".into())),
+                "signature object 3 not valid: openpgp: invalid signature: bad",
+            ),
+            (
+                not_valid(Rejection::TooLarge { size: 9, limit: 8 }),
+                "signature object 3 not valid: signature object is 9 bytes, more than the 8 accepted",
+            ),
+            (
+                not_valid(Rejection::DssePayloadType("x".into())),
+                "signature object 3 not valid: dsse: unexpected payload type \"x\"",
+            ),
+            (
+                SignError::LegacyNotSifhash(3),
+                "signature object 3: legacy payload is not SIFHASH text",
+            ),
+            (
+                SignError::LegacyDigest {
+                    id: 3,
+                    alg: "sha256",
+                },
+                "signature object 3: malformed sha256 digest in legacy payload",
+            ),
+            (
+                SignError::BadKeyFile {
+                    path: "k".into(),
+                    err: CertsError::NotOpenPgp("eof".into()),
+                },
+                "key file k: not an OpenPGP key: eof",
+            ),
+            (
+                SignError::NoPemBlock,
+                "not a PEM public key: no complete 'PUBLIC KEY' PEM block",
+            ),
+            (
+                SignError::BadPemKey("bad point".into()),
+                "reading the key: bad point",
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.to_string(), want);
+        }
+        // The cause is kept for the CLI's chain, not only its text.
+        let e = not_valid(Rejection::BadSignature("bad".into()));
+        let cause = std::error::Error::source(&e).and_then(|r| r.source());
+        assert_eq!(cause.map(|c| c.to_string()).as_deref(), Some("bad"));
     }
 }

@@ -21,7 +21,7 @@ use openpgp::policy::StandardPolicy;
 use openpgp::serialize::{Serialize, SerializeInto};
 use openpgp::types::{KeyFlags, PublicKeyAlgorithm};
 
-use super::error::{Result, SignError};
+use super::error::{CertsError, Result, SignError};
 use super::passphrase::Passphrase;
 use crate::fsutil::TempFile;
 
@@ -216,9 +216,9 @@ pub fn read_ring_file(path: &Path) -> Result<Vec<Cert>> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    parse_certs(&bytes).map_err(|why| SignError::BadKeyring {
+    parse_certs(&bytes).map_err(|err| SignError::BadKeyring {
         path: path.to_path_buf(),
-        why,
+        err,
     })
 }
 
@@ -253,9 +253,9 @@ pub fn read_key_file(path: &Path) -> Result<Vec<Cert>> {
         });
     }
     let bytes = std::fs::read(path).map_err(read_err)?;
-    let certs = parse_certs(&bytes).map_err(|why| SignError::BadKeyFile {
+    let certs = parse_certs(&bytes).map_err(|err| SignError::BadKeyFile {
         path: path.to_path_buf(),
-        why,
+        err,
     })?;
     if certs.is_empty() {
         return Err(SignError::NoKeyInFile {
@@ -266,18 +266,16 @@ pub fn read_key_file(path: &Path) -> Result<Vec<Cert>> {
 }
 
 /// Parses every certificate in `bytes` (armor is detected).
-pub fn parse_certs(bytes: &[u8]) -> std::result::Result<Vec<Cert>, String> {
-    let parser = CertParser::from_bytes(bytes).map_err(|e| format!("not an OpenPGP key: {e}"))?;
+pub fn parse_certs(bytes: &[u8]) -> std::result::Result<Vec<Cert>, CertsError> {
+    let parser = CertParser::from_bytes(bytes).map_err(|e| CertsError::NotOpenPgp(e.into()))?;
     parser
-        .map(|r| r.map_err(|e| format!("malformed OpenPGP key: {e}")))
+        .map(|r| r.map_err(|e| CertsError::Malformed(e.into())))
         .collect()
 }
 
 /// Serialises certificates for export.
 pub fn export(certs: &[Cert], secret: bool, armor: bool) -> Result<Vec<u8>> {
-    let err = |e: anyhow::Error| SignError::Export {
-        reason: e.to_string(),
-    };
+    let err = |e: anyhow::Error| SignError::Export(e.into());
     let mut out = Vec::new();
     for c in certs {
         let bytes = match (secret, armor) {
@@ -369,9 +367,7 @@ pub fn protect(cert: Cert, pass: &Passphrase) -> Result<Cert> {
     if pass.is_empty() {
         return Ok(cert);
     }
-    let err = |e: anyhow::Error| SignError::Protect {
-        reason: e.to_string(),
-    };
+    let err = |e: anyhow::Error| SignError::Protect(e.into());
     let pw = pass.to_password();
     let mut packets: Vec<Packet> = Vec::new();
     for ka in cert.keys().secret() {
@@ -440,9 +436,7 @@ pub fn generate(spec: &NewKey, pass: &Passphrase) -> Result<Cert> {
     if !pass.is_empty() {
         b = b.set_password(Some(pass.to_password()));
     }
-    let (cert, _rev) = b.generate().map_err(|e| SignError::Generate {
-        reason: e.to_string(),
-    })?;
+    let (cert, _rev) = b.generate().map_err(|e| SignError::Generate(e.into()))?;
     Ok(cert)
 }
 
@@ -458,7 +452,7 @@ pub fn signing_keypair(
         .with_policy(&policy, None)
         .map_err(|e| SignError::KeyNotUsable {
             fpr: fpr.clone(),
-            reason: e.to_string(),
+            err: e.into(),
         })?;
     let mut cands: Vec<_> = valid
         .keys()
@@ -480,8 +474,6 @@ pub fn signing_keypair(
             .decrypt_secret(&p.to_password())
             .map_err(|_| SignError::WrongPassphrase { fpr: fpr.clone() })?;
     }
-    key.into_keypair().map_err(|e| SignError::Keypair {
-        fpr,
-        reason: e.to_string(),
-    })
+    key.into_keypair()
+        .map_err(|e| SignError::Keypair { fpr, err: e.into() })
 }

@@ -49,15 +49,12 @@ pub fn check<R: ReadAt>(
         .strip_prefix(PREFIX)
         .and_then(|h| std::str::from_utf8(h).ok())
         .map(str::trim)
-        .ok_or_else(|| SignError::LegacyPayload {
-            id: sig.id,
-            reason: "legacy payload is not SIFHASH text".into(),
-        })?;
+        .ok_or(SignError::LegacyNotSifhash(sig.id))?;
     let want = decode_hex(hex)
         .filter(|v| v.len() == alg.output_len())
-        .ok_or_else(|| SignError::LegacyPayload {
+        .ok_or_else(|| SignError::LegacyDigest {
             id: sig.id,
-            reason: format!("malformed {} digest in legacy payload", alg.name()),
+            alg: alg.name(),
         })?;
     let mut h = alg.hasher();
     for d in objects {

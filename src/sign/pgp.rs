@@ -24,7 +24,7 @@ use openpgp::serialize::stream::{Message, Signer};
 use openpgp::types::{HashAlgorithm, SignatureType};
 use openpgp::{Fingerprint, KeyHandle};
 
-use super::error::{Result, SignError};
+use super::error::{Rejection, Result, SignError};
 
 /// Every cleartext-signed message starts with this line (after optional whitespace).
 const CSF_BEGIN: &[u8] = b"-----BEGIN PGP SIGNED MESSAGE-----";
@@ -48,7 +48,7 @@ pub struct Checked {
     /// The signed text, without the line break before the signature armor.
     pub plaintext: Vec<u8>,
     /// The signer, or why the signature was not accepted (in the reference's words).
-    pub outcome: std::result::Result<SignerInfo, String>,
+    pub outcome: std::result::Result<SignerInfo, Rejection>,
 }
 
 /// True if `data` is framed as a cleartext signature. Like the reference, any other
@@ -65,9 +65,9 @@ pub fn is_clearsigned(data: &[u8]) -> bool {
 /// `Err` means it is not a well-formed cleartext signature at all (the text cannot even
 /// be extracted); a signature that merely does not check out is an `Ok` whose `outcome`
 /// is the reason.
-pub fn check_cleartext(data: &[u8], certs: &[Cert]) -> std::result::Result<Checked, String> {
+pub fn check_cleartext(data: &[u8], certs: &[Cert]) -> std::result::Result<Checked, Rejection> {
     if !is_clearsigned(data) {
-        return Err("clearsigned message not found".into());
+        return Err(Rejection::NotClearsigned);
     }
     let policy = StandardPolicy::new();
     let helper = Helper {
@@ -78,17 +78,15 @@ pub fn check_cleartext(data: &[u8], certs: &[Cert]) -> std::result::Result<Check
     };
     let mut v = VerifierBuilder::from_bytes(data)
         .and_then(|b| b.with_policy(&policy, None, helper))
-        .map_err(|e| format!("openpgp: {e}"))?;
+        .map_err(|e| Rejection::OpenPgp(e.into()))?;
     let mut plaintext = Vec::new();
     v.read_to_end(&mut plaintext)
-        .map_err(|e| format!("openpgp: {e}"))?;
+        .map_err(|e| Rejection::OpenPgp(e.into()))?;
     let mut helper = v.into_helper();
     if helper.unparsed {
         helper.unbound.extend(repaired_signatures(data));
     }
-    let mut outcome = helper
-        .outcome
-        .unwrap_or_else(|| Err("openpgp: no signature found".into()));
+    let mut outcome = helper.outcome.unwrap_or(Err(Rejection::NoSignature));
     if outcome.is_err() {
         // sequoia judges the certificate as it was when the signature was made; keys
         // whose self-signatures were refreshed later (the reference test key is one)
@@ -107,7 +105,7 @@ pub fn check_cleartext(data: &[u8], certs: &[Cert]) -> std::result::Result<Check
 struct Helper<'c> {
     certs: &'c [Cert],
     /// Set by `check`: the first good signature, else the first failure.
-    outcome: Option<std::result::Result<SignerInfo, String>>,
+    outcome: Option<std::result::Result<SignerInfo, Rejection>>,
     /// Signatures whose key had no binding signature at signing time.
     unbound: Vec<Signature>,
     /// Whether a signature packet could not be parsed (see [`repair_signature`]).
@@ -151,9 +149,7 @@ impl VerificationHelper for Helper<'_> {
                             }));
                             return Ok(());
                         }
-                        first_err.get_or_insert_with(|| {
-                            "openpgp: signing key is not an OpenPGP v4 key".to_string()
-                        });
+                        first_err.get_or_insert(Rejection::NotV4Key);
                     }
                     Err(e) => {
                         match &e {
@@ -165,14 +161,14 @@ impl VerificationHelper for Helper<'_> {
                             }
                             _ => {}
                         }
-                        first_err.get_or_insert_with(|| describe(&e));
+                        if first_err.is_none() {
+                            first_err = Some(describe(e));
+                        }
                     }
                 }
             }
         }
-        self.outcome = Some(Err(
-            first_err.unwrap_or_else(|| "openpgp: no signature found".into())
-        ));
+        self.outcome = Some(Err(first_err.unwrap_or(Rejection::NoSignature)));
         Ok(())
     }
 }
@@ -184,10 +180,10 @@ fn check_with_current_cert(
     sig: &Signature,
     plaintext: &[u8],
     certs: &[Cert],
-) -> Option<std::result::Result<SignerInfo, String>> {
+) -> Option<std::result::Result<SignerInfo, Rejection>> {
     let policy = StandardPolicy::new();
     if let Err(e) = policy.signature(sig, HashAlgoSecurity::CollisionResistance) {
-        return Some(Err(format!("openpgp: signature not acceptable: {e}")));
+        return Some(Err(Rejection::NotAcceptable(e.into())));
     }
     let issuers = sig.get_issuers();
     let text = canonical_text(plaintext);
@@ -206,9 +202,9 @@ fn check_with_current_cert(
                         signing_key: ka.key().fingerprint().to_hex(),
                         user_id: primary_user_id(cert),
                     }),
-                    None => Err("openpgp: signing key is not an OpenPGP v4 key".into()),
+                    None => Err(Rejection::NotV4Key),
                 },
-                Err(e) => Err(format!("openpgp: invalid signature: {e}")),
+                Err(e) => Err(Rejection::BadSignature(e.into())),
             });
         }
     }
@@ -361,26 +357,18 @@ fn primary_user_id(cert: &Cert) -> Option<String> {
     cert.userids().next().map(|u| text(u.userid().value()))
 }
 
-/// The reference's wording for each way a signature can fail.
-fn describe(e: &VerificationError) -> String {
+/// The reference's reason for each way a signature can fail.
+fn describe(e: VerificationError<'_>) -> Rejection {
     match e {
-        VerificationError::MissingKey { .. } => "openpgp: signature made by unknown entity".into(),
-        VerificationError::BadSignature { error, .. } => {
-            format!("openpgp: invalid signature: {error}")
-        }
-        VerificationError::BadKey { error, .. } => {
-            format!("openpgp: signing key not valid: {error}")
-        }
-        VerificationError::UnboundKey { error, .. } => {
-            format!("openpgp: signing key not bound to its certificate: {error}")
-        }
+        VerificationError::MissingKey { .. } => Rejection::UnknownEntity,
+        VerificationError::BadSignature { error, .. } => Rejection::BadSignature(error.into()),
+        VerificationError::BadKey { error, .. } => Rejection::BadKey(error.into()),
+        VerificationError::UnboundKey { error, .. } => Rejection::UnboundKey(error.into()),
         VerificationError::MalformedSignature { error, .. } => {
-            format!("openpgp: malformed signature: {error}")
+            Rejection::MalformedSignature(error.into())
         }
-        VerificationError::UnknownSignature { .. } => {
-            "openpgp: unsupported signature packet".into()
-        }
-        _ => format!("openpgp: {e}"),
+        VerificationError::UnknownSignature { .. } => Rejection::UnsupportedPacket,
+        e => Rejection::OtherOpenPgp(e.to_string()),
     }
 }
 
@@ -396,7 +384,7 @@ pub fn fpr20(f: &Fingerprint) -> Option<[u8; 20]> {
 /// framed with a `Hash: SHA256` armor header. `text` is signed exactly as given (the
 /// metadata JSON is one line, so canonicalisation leaves it unchanged).
 pub fn sign_cleartext(text: &[u8], signer: KeyPair) -> Result<Vec<u8>> {
-    let err = |e: anyhow::Error| SignError::Signing(e.to_string());
+    let err = |e: anyhow::Error| SignError::Signing(e.into());
     let mut sink = Vec::new();
     {
         let message = Message::new(&mut sink);

@@ -11,7 +11,7 @@ use serde::Serialize;
 use veil_fusefs::source::ReadAt;
 
 use super::dsse::{self, DsseKey};
-use super::error::{Result, SignError};
+use super::error::{Rejection, Result, SignError};
 use super::legacy;
 use super::metadata::{
     ImageMetadata, descriptor_stream, digest_matches, group_min_id, hash_object, header_stream,
@@ -206,10 +206,10 @@ fn signature_bytes<R: ReadAt>(sif: &Sif<R>, sig: &Descriptor) -> Result<Vec<u8>>
     if sig.size as u64 > MAX_SIGNATURE_OBJECT {
         return Err(SignError::SignatureNotValid {
             id: sig.id,
-            reason: format!(
-                "signature object is {} bytes, more than the {MAX_SIGNATURE_OBJECT} accepted",
-                sig.size
-            ),
+            reason: Rejection::TooLarge {
+                size: sig.size,
+                limit: MAX_SIGNATURE_OBJECT,
+            },
         });
     }
     Ok(sif.read_object(sig, MAX_SIGNATURE_OBJECT)?)
@@ -390,7 +390,7 @@ fn signed_plaintext(
 fn parse_metadata(plaintext: &[u8], sig: &Descriptor) -> Result<ImageMetadata> {
     serde_json::from_slice(plaintext).map_err(|e| SignError::SignatureNotValid {
         id: sig.id,
-        reason: format!("malformed signed metadata: {e}"),
+        reason: Rejection::Metadata(e),
     })
 }
 

@@ -124,106 +124,97 @@ pub fn volume_size(payload_len: u64, opts: &CreateOptions) -> Result<u64> {
 /// `payload` (exactly `payload_len` bytes are read; the last sector is
 /// zero-padded). Returns the summary of the header written.
 pub fn create<W: Write, R: Read>(
-    out: W,
-    payload: R,
-    payload_len: u64,
-    passphrase: &Passphrase,
-    opts: &CreateOptions,
-) -> Result<HeaderSummary> {
-    let r = create_inner(out, payload, payload_len, passphrase, opts);
-    // Key material (derived keys, AES key schedules) passed through the frames below.
-    super::guarded::scrub_stack();
-    r
-}
-
-#[inline(never)]
-fn create_inner<W: Write, R: Read>(
     mut out: W,
     mut payload: R,
     payload_len: u64,
     passphrase: &Passphrase,
     opts: &CreateOptions,
 ) -> Result<HeaderSummary> {
-    let random_vk;
-    let vk = match &opts.volume_key {
-        Some(k) => k,
-        None => {
-            random_vk = VolumeKey::random(64)?;
-            &random_vk
+    // Key material (derived keys, AES key schedules) passes through the frames below.
+    super::guarded::scrubbed(|| {
+        let random_vk;
+        let vk = match &opts.volume_key {
+            Some(k) => k,
+            None => {
+                random_vk = VolumeKey::random(64)?;
+                &random_vk
+            }
+        };
+        opts.check(vk.len())?;
+        let uuid = match &opts.uuid {
+            Some(u) => uuid::Uuid::parse_str(u).map_err(|err| Error::BadUuid {
+                uuid: u.clone(),
+                err,
+            })?,
+            None => uuid::Uuid::new_v4(),
         }
-    };
-    opts.check(vk.len())?;
-    let uuid = match &opts.uuid {
-        Some(u) => uuid::Uuid::parse_str(u)
-            .map_err(|e| Error::InvalidOptions(format!("uuid \"{u}\": {e}")))?,
-        None => uuid::Uuid::new_v4(),
-    }
-    .hyphenated()
-    .to_string();
+        .hyphenated()
+        .to_string();
 
-    let ks_opts = &opts.keyslot;
-    let kdf = ks_opts.kdf.resolve(ks_opts.hash)?;
-    kdf.check(0, &super::KdfLimits::default())?;
-    let digest_iterations = match (opts.digest_iterations, &ks_opts.kdf) {
-        (Some(n), _) => n.max(1),
-        (None, KdfChoice::Fixed(_)) => 1000,
-        (None, KdfChoice::Calibrated { .. }) => kdf::pbkdf2_iterations_for(Hash::Sha256, 125.0),
-    };
+        let ks_opts = &opts.keyslot;
+        let kdf = ks_opts.kdf.resolve(ks_opts.hash)?;
+        kdf.check(0, &super::KdfLimits::default())?;
+        let digest_iterations = match (opts.digest_iterations, &ks_opts.kdf) {
+            (Some(n), _) => n.max(1),
+            (None, KdfChoice::Fixed(_)) => 1000,
+            (None, KdfChoice::Calibrated { .. }) => kdf::pbkdf2_iterations_for(Hash::Sha256, 125.0),
+        };
 
-    let area_offset = 2 * HDR_SIZE;
-    let ks = keyslot::store(
-        vk,
-        passphrase,
-        &kdf,
-        ks_opts.hash,
-        area_offset,
-        ks_opts.priority,
-    )?;
-    let digest = keyslot::make_digest(vk, digest_iterations, &[0], &[0])?;
-    let keyslots_size = opts.data_offset - 2 * HDR_SIZE;
-    let meta = json!({
-        "keyslots": {"0": ks.json},
-        "tokens": {},
-        "segments": {"0": {
-            "type": "crypt",
-            "offset": opts.data_offset.to_string(),
-            "size": "dynamic",
-            "iv_tweak": "0",
-            "encryption": DATA_CIPHER,
-            "sector_size": opts.sector_size,
-        }},
-        "digests": {"0": digest},
-        "config": {
-            "json_size": (HDR_SIZE - 4096).to_string(),
-            "keyslots_size": keyslots_size.to_string(),
-        },
-    });
-    let bin = BinHeader {
-        hdr_size: HDR_SIZE,
-        seqid: 1,
-        label: opts.label.clone(),
-        checksum_alg: "sha256".into(),
-        uuid,
-        subsystem: String::new(),
-    };
-    let headers = build_headers(&bin, &meta)?;
+        let area_offset = 2 * HDR_SIZE;
+        let ks = keyslot::store(
+            vk,
+            passphrase,
+            &kdf,
+            ks_opts.hash,
+            area_offset,
+            ks_opts.priority,
+        )?;
+        let digest = keyslot::make_digest(vk, digest_iterations, &[0], &[0])?;
+        let keyslots_size = opts.data_offset - 2 * HDR_SIZE;
+        let meta = json!({
+            "keyslots": {"0": ks.json},
+            "tokens": {},
+            "segments": {"0": {
+                "type": "crypt",
+                "offset": opts.data_offset.to_string(),
+                "size": "dynamic",
+                "iv_tweak": "0",
+                "encryption": DATA_CIPHER,
+                "sector_size": opts.sector_size,
+            }},
+            "digests": {"0": digest},
+            "config": {
+                "json_size": (HDR_SIZE - 4096).to_string(),
+                "keyslots_size": keyslots_size.to_string(),
+            },
+        });
+        let bin = BinHeader {
+            hdr_size: HDR_SIZE,
+            seqid: 1,
+            label: opts.label.clone(),
+            checksum_alg: "sha256".into(),
+            uuid,
+            subsystem: String::new(),
+        };
+        let headers = build_headers(&bin, &meta)?;
 
-    // The metadata region: headers, keyslot 0, random fill (as cryptsetup does).
-    let mut region = vec![0u8; opts.data_offset as usize];
-    region[..headers.len()].copy_from_slice(&headers);
-    let ks_start = area_offset as usize;
-    let ks_end = ks_start + ks.area.len();
-    region[ks_start..ks_end].copy_from_slice(&ks.area);
-    secret::fill_random(&mut region[ks_end..])?;
-    // Validate what we are about to write with the reader itself.
-    let summary = super::inspect(&region[..])?;
-    out.write_all(&region)
-        .map_err(Error::io("writing the headers and keyslot area"))?;
-    drop(region);
+        // The metadata region: headers, keyslot 0, random fill (as cryptsetup does).
+        let mut region = vec![0u8; opts.data_offset as usize];
+        region[..headers.len()].copy_from_slice(&headers);
+        let ks_start = area_offset as usize;
+        let ks_end = ks_start + ks.area.len();
+        region[ks_start..ks_end].copy_from_slice(&ks.area);
+        secret::fill_random(&mut region[ks_end..])?;
+        // Validate what we are about to write with the reader itself.
+        let summary = super::inspect(&region[..])?;
+        out.write_all(&region)
+            .map_err(Error::io("writing the headers and keyslot area"))?;
+        drop(region);
 
-    encrypt_payload(&mut out, &mut payload, payload_len, vk, opts.sector_size)?;
-    out.flush().map_err(Error::io("flushing the new volume"))?;
-    Ok(summary)
+        encrypt_payload(&mut out, &mut payload, payload_len, vk, opts.sector_size)?;
+        out.flush().map_err(Error::io("flushing the new volume"))?;
+        Ok(summary)
+    })
 }
 
 /// Both header copies (primary then secondary) for `meta`, validated first.

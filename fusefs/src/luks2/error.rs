@@ -3,6 +3,16 @@
 //! Messages are single lines meant to be printed as `{err}`. Unlock failures are
 //! coarse on purpose: a wrong passphrase never says which step (KDF, AF merge,
 //! digest) disagreed.
+//!
+//! Where another library's error is the cause (serde_json, argon2, uuid) it is kept
+//! as the typed source, and a field of the JSON that fails its type check is named by
+//! its path with a fixed description ([`Error::Field`]). The other header, metadata,
+//! "unsupported" and option diagnostics stay text ([`Error::BadHeader`],
+//! [`Error::BadMetadata`], [`Error::Unsupported`], [`Error::InvalidOptions`]): each
+//! is a one-off consistency rule of the format whose message names the place and the
+//! values involved (`keyslot 3: area offset beyond the keyslots area`), nothing a
+//! caller matches on beyond the variant, and an enum of some sixty single-use cases
+//! would only restate the messages.
 
 #![forbid(unsafe_code)]
 
@@ -46,9 +56,30 @@ pub enum Error {
     #[error("invalid LUKS2 metadata: {0}")]
     BadMetadata(String),
 
+    /// A member of the JSON metadata is missing or of the wrong type: `at` is its
+    /// path (`keyslots.0.area.offset`), `problem` what is wrong with it.
+    #[error("invalid LUKS2 metadata: {at} {problem}")]
+    Field { at: String, problem: &'static str },
+
+    /// The JSON metadata area is not JSON.
+    #[error("invalid LUKS2 metadata: JSON syntax: {0}")]
+    JsonSyntax(#[source] serde_json::Error),
+
+    /// The edited metadata could not be written as JSON.
+    #[error("invalid LUKS2 metadata: cannot serialize JSON: {0}")]
+    JsonWrite(#[source] serde_json::Error),
+
+    /// A keyslot's argon2 parameters are out of the algorithm's range.
+    #[error("invalid LUKS2 metadata: argon2 parameters: {0}")]
+    Argon2Params(#[source] argon2::Error),
+
     /// Valid LUKS2, but uses something this implementation does not do.
     #[error("unsupported LUKS2 volume: {0}")]
     Unsupported(String),
+
+    /// argon2 refused to derive the key (other than for want of memory).
+    #[error("unsupported LUKS2 volume: argon2: {0}")]
+    Argon2(#[source] argon2::Error),
 
     /// The passphrase opens no keyslot that was tried (coarse on purpose).
     #[error("no key available with this passphrase")]
@@ -106,6 +137,14 @@ pub enum Error {
     #[error("invalid LUKS2 options: {0}")]
     InvalidOptions(String),
 
+    /// The volume UUID asked for, as given, does not parse.
+    #[error("invalid LUKS2 options: uuid \"{uuid}\": {err}")]
+    BadUuid {
+        uuid: String,
+        #[source]
+        err: uuid::Error,
+    },
+
     /// All 32 keyslots are in use.
     #[error("no free keyslot: all 32 keyslots are in use")]
     AllKeyslotsUsed,
@@ -129,6 +168,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn meta(msg: impl Into<String>) -> Self {
         Error::BadMetadata(msg.into())
+    }
+
+    /// The metadata member at path `at` has `problem`.
+    pub(crate) fn field(at: impl Into<String>, problem: &'static str) -> Self {
+        Error::Field {
+            at: at.into(),
+            problem,
+        }
     }
 
     /// An I/O error while doing `op` (for `map_err`).

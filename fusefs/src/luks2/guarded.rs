@@ -191,13 +191,27 @@ pub fn scrub_stack() {
     std::hint::black_box(&area);
 }
 
+/// Runs `f` in frames below this one, then wipes the stack they used (see
+/// [`scrub_stack`]): the way every public operation that handles key material
+/// (unlock, create, add a keyslot) leaves none of it behind.
+pub fn scrubbed<T>(f: impl FnOnce() -> T) -> T {
+    let r = below(f);
+    scrub_stack();
+    r
+}
+
+/// A frame of its own for [`scrubbed`]'s `f`, so that everything `f` leaves on the
+/// stack lies below the caller's frame, where `scrub_stack` writes.
+#[inline(never)]
+fn below<T>(f: impl FnOnce() -> T) -> T {
+    f()
+}
+
 impl<T> SecretBox<T> {
     /// Makes the value with `make` and moves it into guarded memory, then wipes what
     /// making and moving left on the stack (see [`scrub_stack`]).
     pub fn build<E>(make: impl FnOnce() -> Result<T, E>) -> Result<SecretBox<T>, E> {
-        let b = Self::build_inner(make);
-        scrub_stack();
-        b
+        scrubbed(|| Self::build_inner(make))
     }
 
     #[inline(never)]

@@ -173,7 +173,7 @@ impl KdfParams {
                     Argon2Variant::Argon2id => argon2::Algorithm::Argon2id,
                 };
                 let params = argon2::Params::new(*memory_kib, *time, *cpus, Some(out.len()))
-                    .map_err(|e| Error::meta(format!("argon2 parameters: {e}")))?;
+                    .map_err(Error::Argon2Params)?;
                 // LUKS2 uses Argon2 version 0x13 (1.3), no secret, no associated data.
                 // With the crate's `parallel` feature the lanes run on rayon threads.
                 let blocks = params.block_count();
@@ -191,7 +191,7 @@ impl KdfParams {
                         needed: self.memory_bytes(),
                         available: available_bytes().unwrap_or(0),
                     },
-                    e => Error::Unsupported(format!("argon2: {e}")),
+                    e => Error::Argon2(e),
                 })
             }
         }

@@ -70,88 +70,76 @@ pub fn add_keyslot_with(
     slot: Option<u32>,
     unlock: &UnlockOptions,
 ) -> Result<u32> {
-    let r = add_keyslot_inner(file, existing, new, opts, slot, unlock);
-    // The volume key and both keyslots' derived keys passed through the frames below.
-    super::guarded::scrub_stack();
-    r
-}
+    // The volume key and both keyslots' derived keys pass through the frames below.
+    super::guarded::scrubbed(|| {
+        let (src, h) = open(file)?;
+        let (seg_id, _) = data_segment(&h)?;
+        let (open_slot, vk) = unlock_key(&src, &h, seg_id, existing, unlock)?;
+        let m = &h.meta;
 
-#[inline(never)]
-fn add_keyslot_inner(
-    file: &File,
-    existing: &Passphrase,
-    new: &Passphrase,
-    opts: &KeyslotOptions,
-    slot: Option<u32>,
-    unlock: &UnlockOptions,
-) -> Result<u32> {
-    let (src, h) = open(file)?;
-    let (seg_id, _) = data_segment(&h)?;
-    let (open_slot, vk) = unlock_key(&src, &h, seg_id, existing, unlock)?;
-    let m = &h.meta;
+        let id = match slot {
+            Some(s) if s > 31 => return Err(Error::InvalidOptions(format!("keyslot {s} (0..31)"))),
+            Some(s) if m.keyslots.contains_key(&s) => {
+                return Err(Error::InvalidOptions(format!("keyslot {s} is in use")));
+            }
+            Some(s) => s,
+            None => (0..32)
+                .find(|i| !m.keyslots.contains_key(i))
+                .ok_or(Error::AllKeyslotsUsed)?,
+        };
 
-    let id = match slot {
-        Some(s) if s > 31 => return Err(Error::InvalidOptions(format!("keyslot {s} (0..31)"))),
-        Some(s) if m.keyslots.contains_key(&s) => {
-            return Err(Error::InvalidOptions(format!("keyslot {s} is in use")));
+        // First fit in the keyslots area, 4 KiB aligned, as cryptsetup allocates.
+        let need = keyslot::area_len(vk.len());
+        let start = 2 * h.bin.hdr_size;
+        let end = start + m.config.keyslots_size;
+        let mut used: Vec<(u64, u64)> = m
+            .keyslots
+            .values()
+            .filter_map(|k| match k {
+                Keyslot::Luks2(k) => Some((k.area_offset, k.area_offset + k.area_size)),
+                Keyslot::Other { .. } => None,
+            })
+            .collect();
+        used.sort_unstable();
+        let mut at = start;
+        for (a, b) in used {
+            if at + need <= a {
+                break;
+            }
+            at = at.max(b.div_ceil(4096) * 4096);
         }
-        Some(s) => s,
-        None => (0..32)
-            .find(|i| !m.keyslots.contains_key(i))
-            .ok_or(Error::AllKeyslotsUsed)?,
-    };
-
-    // First fit in the keyslots area, 4 KiB aligned, as cryptsetup allocates.
-    let need = keyslot::area_len(vk.len());
-    let start = 2 * h.bin.hdr_size;
-    let end = start + m.config.keyslots_size;
-    let mut used: Vec<(u64, u64)> = m
-        .keyslots
-        .values()
-        .filter_map(|k| match k {
-            Keyslot::Luks2(k) => Some((k.area_offset, k.area_offset + k.area_size)),
-            Keyslot::Other { .. } => None,
-        })
-        .collect();
-    used.sort_unstable();
-    let mut at = start;
-    for (a, b) in used {
-        if at + need <= a {
-            break;
+        if at + need > end {
+            return Err(Error::KeyslotsAreaFull { needed: need });
         }
-        at = at.max(b.div_ceil(4096) * 4096);
-    }
-    if at + need > end {
-        return Err(Error::KeyslotsAreaFull { needed: need });
-    }
 
-    let kdf = opts.kdf.resolve(opts.hash)?;
-    kdf.check(id, &super::KdfLimits::default())?;
-    let ks = keyslot::store(&vk, new, &kdf, opts.hash, at, opts.priority)?;
+        let kdf = opts.kdf.resolve(opts.hash)?;
+        kdf.check(id, &super::KdfLimits::default())?;
+        let ks = keyslot::store(&vk, new, &kdf, opts.hash, at, opts.priority)?;
 
-    let mut raw = m.raw.clone();
-    raw_obj(&mut raw, "keyslots")?.insert(id.to_string(), ks.json);
-    // Bind the new keyslot to the digest of the keyslot that opened.
-    let digest_id = m
-        .digests
-        .iter()
-        .find(|(_, d)| d.keyslots.contains(&open_slot))
-        .map(|(i, _)| *i)
-        .ok_or_else(|| Error::meta("opened keyslot has no digest"))?;
-    let list = raw_obj(&mut raw, "digests")?
-        .get_mut(&digest_id.to_string())
-        .and_then(|d| d.get_mut("keyslots"))
-        .and_then(Value::as_array_mut)
-        .ok_or_else(|| Error::meta("digest has no keyslots list"))?;
-    list.push(Value::String(id.to_string()));
+        let mut raw = m.raw.clone();
+        raw_obj(&mut raw, "keyslots")?.insert(id.to_string(), ks.json);
+        // Bind the new keyslot to the digest of the keyslot that opened.
+        let digest_id = m
+            .digests
+            .iter()
+            .find(|(_, d)| d.keyslots.contains(&open_slot))
+            .map(|(i, _)| *i)
+            .ok_or_else(|| Error::meta("opened keyslot has no digest"))?;
+        let list = raw_obj(&mut raw, "digests")?
+            .get_mut(&digest_id.to_string())
+            .and_then(|d| d.get_mut("keyslots"))
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| Error::meta("digest has no keyslots list"))?;
+        list.push(Value::String(id.to_string()));
 
-    // Keyslot material first: until the headers are rewritten nothing refers to it.
-    file.write_all_at(&ks.area, at)
-        .map_err(Error::io("writing the new keyslot's area"))?;
-    file.sync_data()
-        .map_err(Error::io("syncing the new keyslot's area"))?;
-    write_headers(file, &h.bin, &raw)?;
-    Ok(id)
+        // Keyslot material first: until the headers are rewritten nothing refers to it.
+        file.write_all_at(&ks.area, at)
+            .map_err(Error::io("writing the new keyslot's area"))?;
+        file.sync_data()
+            .map_err(Error::io("syncing the new keyslot's area"))?;
+        write_headers(file, &h.bin, &raw)?;
+        Ok(id)
+    })
 }
 
 /// Removes keyslot `slot` from the volume in `file` and overwrites its area with

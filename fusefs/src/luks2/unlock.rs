@@ -142,50 +142,41 @@ pub fn unlock<R: ReadAt>(
     passphrase: &Passphrase,
     opts: &UnlockOptions,
 ) -> Result<UnlockedVolume<R>> {
-    let v = unlock_inner(src, passphrase, opts);
-    // The keyslot's derived key, the volume key and the AES key schedules passed
+    // The keyslot's derived key, the volume key and the AES key schedules pass
     // through the frames below this one.
-    guarded::scrub_stack();
-    v
-}
-
-#[inline(never)]
-fn unlock_inner<R: ReadAt>(
-    src: R,
-    passphrase: &Passphrase,
-    opts: &UnlockOptions,
-) -> Result<UnlockedVolume<R>> {
-    let h = header::read(&src)?;
-    let (seg_id, seg) = data_segment(&h)?;
-    let ss = u64::from(seg.sector_size);
-    let len = match seg.size {
-        SegmentSize::Fixed(n) => {
-            let end = seg.offset.saturating_add(n);
-            if end > src.len() {
-                return Err(Error::Truncated {
-                    what: "the data segment",
-                    needed: end,
-                    len: src.len(),
-                });
+    guarded::scrubbed(|| {
+        let h = header::read(&src)?;
+        let (seg_id, seg) = data_segment(&h)?;
+        let ss = u64::from(seg.sector_size);
+        let len = match seg.size {
+            SegmentSize::Fixed(n) => {
+                let end = seg.offset.saturating_add(n);
+                if end > src.len() {
+                    return Err(Error::Truncated {
+                        what: "the data segment",
+                        needed: end,
+                        len: src.len(),
+                    });
+                }
+                n
             }
-            n
-        }
-        SegmentSize::Dynamic => {
-            let n = src.len().checked_sub(seg.offset).ok_or(Error::Truncated {
-                what: "the data segment",
-                needed: seg.offset,
-                len: src.len(),
-            })?;
-            n - n % ss
-        }
-    };
-    let (slot, vk) = unlock_key(&src, &h, seg_id, passphrase, opts)?;
-    let xts = guarded::SecretBox::build(|| Xts::new(vk.bytes(), seg.sector_size as usize))?;
-    let offset = seg.offset;
-    let summary = summarize(&h);
-    let warnings = h.warnings.clone();
-    let mapping = KernelMapping::new(&vk, offset, len, seg.sector_size);
-    Ok(UnlockedVolume::new(
-        src, xts, offset, len, summary, warnings, slot, mapping,
-    ))
+            SegmentSize::Dynamic => {
+                let n = src.len().checked_sub(seg.offset).ok_or(Error::Truncated {
+                    what: "the data segment",
+                    needed: seg.offset,
+                    len: src.len(),
+                })?;
+                n - n % ss
+            }
+        };
+        let (slot, vk) = unlock_key(&src, &h, seg_id, passphrase, opts)?;
+        let xts = guarded::SecretBox::build(|| Xts::new(vk.bytes(), seg.sector_size as usize))?;
+        let offset = seg.offset;
+        let summary = summarize(&h);
+        let warnings = h.warnings.clone();
+        let mapping = KernelMapping::new(&vk, offset, len, seg.sector_size);
+        Ok(UnlockedVolume::new(
+            src, xts, offset, len, summary, warnings, slot, mapping,
+        ))
+    })
 }

@@ -17,9 +17,11 @@ pub enum Special {
 
 /// The device number as squashfs stores it: the kernel's old 32-bit encoding.
 fn devno(rdev: u64) -> u32 {
-    let major = libc::major(rdev);
-    let minor = libc::minor(rdev);
-    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+    // Both are 32-bit numbers in a 64-bit type; bits shifted past 32 are dropped, as
+    // they were when this was computed in u32.
+    let major = nix::sys::stat::major(rdev);
+    let minor = nix::sys::stat::minor(rdev);
+    ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & 0xffff_ff00) << 12)) as u32
 }
 
 /// One inode in the library's in-memory form, freed on drop.
@@ -205,3 +207,17 @@ impl XattrWriter {
 
 /// The inode index of an inode without xattrs.
 pub const NO_XATTRS: u32 = ffi::SQFS_XATTR_NONE;
+
+#[cfg(test)]
+mod tests {
+    use super::devno;
+    use nix::sys::stat::makedev;
+
+    /// The old encoding: minor's low byte, 12 bits of major, then minor's upper bits.
+    #[test]
+    fn device_numbers_in_the_old_encoding() {
+        assert_eq!(devno(makedev(1, 3)), 0x103);
+        assert_eq!(devno(makedev(8, 0x1_2345)), 0x1230_0845);
+        assert_eq!(devno(makedev(0xfff, 0xff)), 0xf_ffff);
+    }
+}

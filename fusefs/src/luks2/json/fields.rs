@@ -13,12 +13,12 @@ use crate::luks2::error::{Error, Result};
 
 pub(super) fn as_obj<'a>(v: &'a Value, ctx: &str) -> Result<&'a Map<String, Value>> {
     v.as_object()
-        .ok_or_else(|| Error::meta(format!("{ctx} is not a JSON object")))
+        .ok_or_else(|| Error::field(ctx, "is not a JSON object"))
 }
 
 pub(super) fn field<'a>(o: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a Value> {
     o.get(key)
-        .ok_or_else(|| Error::meta(format!("{ctx}.{key} is missing")))
+        .ok_or_else(|| Error::field(format!("{ctx}.{key}"), "is missing"))
 }
 
 pub(super) fn obj_field<'a>(
@@ -32,7 +32,7 @@ pub(super) fn obj_field<'a>(
 pub(super) fn str_field<'a>(o: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a str> {
     field(o, key, ctx)?
         .as_str()
-        .ok_or_else(|| Error::meta(format!("{ctx}.{key} is not a string")))
+        .ok_or_else(|| Error::field(format!("{ctx}.{key}"), "is not a string"))
 }
 
 /// A JSON number that is a non-negative integer fitting u32 (no fraction, no exponent).
@@ -41,9 +41,10 @@ pub(super) fn u32_field(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| {
-            Error::meta(format!(
-                "{ctx}.{key} is not an integer between 0 and 4294967295"
-            ))
+            Error::field(
+                format!("{ctx}.{key}"),
+                "is not an integer between 0 and 4294967295",
+            )
         })
 }
 
@@ -51,9 +52,10 @@ pub(super) fn u32_field(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<
 pub(super) fn u64_str(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<u64> {
     let s = str_field(o, key, ctx)?;
     parse_decimal(s).ok_or_else(|| {
-        Error::meta(format!(
-            "{ctx}.{key} is not a decimal unsigned 64-bit number in a string"
-        ))
+        Error::field(
+            format!("{ctx}.{key}"),
+            "is not a decimal unsigned 64-bit number in a string",
+        )
     })
 }
 
@@ -70,27 +72,27 @@ pub(super) fn parse_id(name: &str, what: &str) -> Result<u32> {
     ok.then(|| parse_decimal(name))
         .flatten()
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| Error::meta(format!("{what} name \"{name}\" is not a decimal id")))
+        .ok_or_else(|| Error::field(format!("{what} name \"{name}\""), "is not a decimal id"))
 }
 
 pub(super) fn b64_field(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<Vec<u8>> {
     let s = str_field(o, key, ctx)?;
     if s.len() > 1024 {
-        return Err(Error::meta(format!("{ctx}.{key} is too long")));
+        return Err(Error::field(format!("{ctx}.{key}"), "is too long"));
     }
     B64.decode(s)
-        .map_err(|_| Error::meta(format!("{ctx}.{key} is not valid base64")))
+        .map_err(|_| Error::field(format!("{ctx}.{key}"), "is not valid base64"))
 }
 
 pub(super) fn str_list(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<Vec<String>> {
     let a = field(o, key, ctx)?
         .as_array()
-        .ok_or_else(|| Error::meta(format!("{ctx}.{key} is not an array")))?;
+        .ok_or_else(|| Error::field(format!("{ctx}.{key}"), "is not an array"))?;
     a.iter()
         .map(|v| {
             v.as_str()
                 .map(str::to_string)
-                .ok_or_else(|| Error::meta(format!("{ctx}.{key} has a non-string element")))
+                .ok_or_else(|| Error::field(format!("{ctx}.{key}"), "has a non-string element"))
         })
         .collect()
 }

@@ -135,8 +135,7 @@ pub fn area_text(area: &[u8]) -> Result<&[u8]> {
 
 /// Parses and validates the JSON text of a header whose `hdr_size` is given.
 pub fn parse(text: &[u8], hdr_size: u64) -> Result<Metadata> {
-    let raw: StrictValue =
-        serde_json::from_slice(text).map_err(|e| Error::meta(format!("JSON syntax: {e}")))?;
+    let raw: StrictValue = serde_json::from_slice(text).map_err(Error::JsonSyntax)?;
     from_value(raw.0, hdr_size)
 }
 
@@ -494,7 +493,7 @@ pub fn b64(bytes: &[u8]) -> String {
 
 /// Compact JSON text of a value (what cryptsetup writes).
 pub fn to_text(v: &Value) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::meta(format!("cannot serialize JSON: {e}")))
+    serde_json::to_vec(v).map_err(Error::JsonWrite)
 }
 
 #[cfg(test)]

@@ -171,22 +171,24 @@ fn reference_xts(key: &[u8], ss: usize, buf: &mut [u8], first_iv: u64, encrypt: 
     }
 }
 
-/// Random keys (AES-128 and AES-256), sector sizes, lengths and first IVs
-/// (some right below the 64-bit wrap-around): the fast path — with every
-/// variant of the tweak passes this CPU runs — must equal the reference in
-/// both directions.
-#[test]
-fn fast_path_equals_reference() {
+/// Runs `check(key, sector_size, sectors, data, first_iv)` on `cases`
+/// random volumes: AES-128 and AES-256 keys, sector sizes 512 to 4096, `sectors`
+/// sectors of data, first IVs anywhere and right below or at the 64-bit wrap-around.
+fn for_random_volumes(
+    cases: u32,
+    sectors: impl proptest::strategy::Strategy<Value = usize>,
+    check: impl Fn(&[u8], usize, usize, &[u8], u64) -> Result<(), proptest::test_runner::TestCaseError>,
+) {
     use proptest::prelude::*;
     let strategy = (
         prop_oneof![Just(32usize), Just(64usize)],
         0u32..4,
-        1usize..=20,
+        sectors,
         prop_oneof![any::<u64>(), (u64::MAX - 100)..=u64::MAX, 0u64..100],
         any::<u64>(),
     );
     let config = ProptestConfig {
-        cases: 400,
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
@@ -204,34 +206,47 @@ fn fast_path_equals_reference() {
             let key: Vec<u8> = (0..key_len).map(|_| next()).collect();
             let ss = 512usize << shift;
             let data: Vec<u8> = (0..nsec * ss).map(|_| next()).collect();
-            let mut xts = Xts::new(&key, ss).unwrap();
-            for simd in Simd::available() {
-                xts.simd = simd;
-                for encrypt in [true, false] {
-                    let mut want = data.clone();
-                    reference_xts(&key, ss, &mut want, iv, encrypt);
-                    let mut got = data.clone();
-                    if encrypt {
-                        xts.encrypt(&mut got, iv);
-                    } else {
-                        xts.decrypt(&mut got, iv);
-                    }
-                    prop_assert!(
-                        got == want,
-                        "{simd:?} encrypt={encrypt} key {key_len} ss {ss} sectors {nsec} iv {iv:#x}"
-                    );
-                    // And back again.
-                    if encrypt {
-                        xts.decrypt(&mut got, iv);
-                    } else {
-                        xts.encrypt(&mut got, iv);
-                    }
-                    prop_assert!(got == data);
-                }
-            }
-            Ok(())
+            check(&key, ss, nsec, &data, iv)
         })
         .unwrap();
+}
+
+/// Random keys (AES-128 and AES-256), sector sizes, lengths and first IVs
+/// (some right below the 64-bit wrap-around): the fast path — with every
+/// variant of the tweak passes this CPU runs — must equal the reference in
+/// both directions.
+#[test]
+fn fast_path_equals_reference() {
+    use proptest::prelude::*;
+    for_random_volumes(400, 1usize..=20, |key, ss, nsec, data, iv| {
+        let mut xts = Xts::new(key, ss).unwrap();
+        for simd in Simd::available() {
+            xts.simd = simd;
+            for encrypt in [true, false] {
+                let mut want = data.to_vec();
+                reference_xts(key, ss, &mut want, iv, encrypt);
+                let mut got = data.to_vec();
+                if encrypt {
+                    xts.encrypt(&mut got, iv);
+                } else {
+                    xts.decrypt(&mut got, iv);
+                }
+                prop_assert!(
+                    got == want,
+                    "{simd:?} encrypt={encrypt} key {} ss {ss} sectors {nsec} iv {iv:#x}",
+                    key.len()
+                );
+                // And back again.
+                if encrypt {
+                    xts.decrypt(&mut got, iv);
+                } else {
+                    xts.encrypt(&mut got, iv);
+                }
+                prop_assert!(got == data);
+            }
+        }
+        Ok(())
+    });
 }
 
 /// Per-core throughput of every variant this CPU runs, printed (not asserted):
@@ -403,74 +418,45 @@ fn every_variant_equals_xts_mode_crate() {
                 }
             }
         }
-        let h = key.len() / 2;
-        if h == 16 {
+        let (k1, k2) = key.split_at(key.len() / 2);
+        if k1.len() == 16 {
             let k = |b: &[u8]| Aes128::new_from_slice(b).unwrap();
-            run(
-                &Xts128::new(k(&key[..h]), k(&key[h..])),
-                ss,
-                buf,
-                first_iv,
-                encrypt,
-            )
+            run(&Xts128::new(k(k1), k(k2)), ss, buf, first_iv, encrypt)
         } else {
             let k = |b: &[u8]| Aes256::new_from_slice(b).unwrap();
-            run(
-                &Xts128::new(k(&key[..h]), k(&key[h..])),
-                ss,
-                buf,
-                first_iv,
-                encrypt,
-            )
+            run(&Xts128::new(k(k1), k(k2)), ss, buf, first_iv, encrypt)
         }
     }
 
-    let strategy = (
-        prop_oneof![Just(32usize), Just(64usize)],
-        0u32..4,
+    for_random_volumes(
+        120,
         prop_oneof![1usize..=9, 10usize..=40, Just(160usize)],
-        prop_oneof![any::<u64>(), (u64::MAX - 100)..=u64::MAX, 0u64..100],
-        any::<u64>(),
-    );
-    let config = ProptestConfig {
-        cases: 120,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest::test_runner::TestRunner::new(config)
-        .run(&strategy, |(key_len, shift, nsec, iv, seed)| {
-            let mut state = seed | 1;
-            let mut next = || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            };
-            let key: Vec<u8> = (0..key_len).map(|_| next()).collect();
-            let ss = 512usize << shift;
-            let data: Vec<u8> = (0..nsec * ss).map(|_| next()).collect();
-            let mut want_ct = data.clone();
-            xts_mode_crypt(&key, ss, &mut want_ct, iv, true);
-            let mut want_pt = data.clone();
-            xts_mode_crypt(&key, ss, &mut want_pt, iv, false);
-            let mut xts = Xts::new(&key, ss).unwrap();
+        |key, ss, nsec, data, iv| {
+            let mut want_ct = data.to_vec();
+            xts_mode_crypt(key, ss, &mut want_ct, iv, true);
+            let mut want_pt = data.to_vec();
+            xts_mode_crypt(key, ss, &mut want_pt, iv, false);
+            let mut xts = Xts::new(key, ss).unwrap();
             for simd in Simd::available() {
                 xts.simd = simd;
-                let what = format!("{simd:?} key {key_len} ss {ss} sectors {nsec} iv {iv:#x}");
-                let mut got = data.clone();
+                let what = format!(
+                    "{simd:?} key {} ss {ss} sectors {nsec} iv {iv:#x}",
+                    key.len()
+                );
+                let mut got = data.to_vec();
                 xts.encrypt(&mut got, iv);
                 prop_assert!(got == want_ct, "encrypt {}", what);
-                let mut got = data.clone();
+                let mut got = data.to_vec();
                 xts.decrypt(&mut got, iv);
                 prop_assert!(got == want_pt, "decrypt {}", what);
-                let mut got = data.clone();
+                let mut got = data.to_vec();
                 xts.decrypt_serial(&mut got, iv);
                 prop_assert!(got == want_pt, "decrypt_serial {}", what);
                 let mut got = vec![0u8; data.len()];
-                xts.decrypt_from(&data, &mut got, iv);
+                xts.decrypt_from(data, &mut got, iv);
                 prop_assert!(got == want_pt, "decrypt_from {}", what);
             }
             Ok(())
-        })
-        .unwrap();
+        },
+    );
 }
