@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 
 use crate::registry::{self, Credentials, ImageUri, Options, cache, oras};
 
-/// How to reach the registry; shared by push, pull and the container commands.
+// How to reach the registry; shared by push, pull and the container commands. (No doc
+// comment: clap would take it for the help text of the commands it is flattened into.)
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
     /// Use plain HTTP, not HTTPS, to talk to the registry
@@ -26,8 +27,8 @@ pub struct RegistryArgs {
         requires = "docker_password"
     )]
     pub docker_username: Option<String>,
-    /// Password or token for the registry (prefer --password-stdin or the login file: a
-    /// command line is visible to other users)
+    /// Password or token for the registry (prefer `veil registry login` or
+    /// APPTAINER_DOCKER_PASSWORD: a command line is visible to other users)
     #[arg(
         long = "docker-password",
         value_name = "PASSWORD",
