@@ -22,11 +22,13 @@ packages=(
   fuse3                        # /dev/fuse, fusermount3
   cryptsetup-bin               # LUKS2 interop (no device-mapper needed)
   python3 python3-cryptography python3-argon2  # shared/interop scripts
+  python3-pip                  # the registry tests' Python modules (below)
   busybox-static               # a tiny rootfs for container tests
   gnupg openssl                # signature and crypto cross-checks (the openssl command makes test keys)
   attr                         # setfattr/getfattr: xattr fixtures
   openssh-client               # ssh-keygen: OpenSSH key fixtures, protected and not
   uidmap util-linux            # newuidmap/newgidmap, unshare
+  docker-registry skopeo       # a real OCI registry on loopback for the registry tests; a second client
   curl ca-certificates git
 )
 
@@ -40,6 +42,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python modules of the registry tests: the ORAS Python SDK (the independent ORAS
+# client), and the token endpoint's and htpasswd's crypto, for the python3 on PATH.
+py_modules="oras==0.2.43 pyjwt cryptography bcrypt"
+if ! python3 -c "import oras, jwt, cryptography, bcrypt" >/dev/null 2>&1; then
+  echo "installing Python modules: $py_modules"
+  # shellcheck disable=SC2086
+  python3 -m pip install --quiet $py_modules >/dev/null 2>&1 \
+    || python3 -m pip install --quiet --break-system-packages $py_modules >/dev/null
 fi
 
 # /dev/fuse must exist and be usable by unprivileged users for rootless runs.

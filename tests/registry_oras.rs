@@ -529,3 +529,77 @@ fn hostile_registries_and_artifacts_give_one_line_and_leave_nothing() {
     fails_in_one_line(&o, "not a SIF image");
     check_clean();
 }
+
+/// The workflow the encryption documentation describes, as an unprivileged user:
+/// build encrypted, sign, push; on the "compute node" pull, verify and run, and run
+/// straight from the URI with the signature checked first.
+#[test]
+fn encrypted_images_travel_sealed_from_build_to_run() {
+    let reg = require!(Registry::start(Auth::Anonymous), "no docker-registry");
+    let e = require!(Unprivileged::new(), "no unprivileged user namespace");
+    let root = require!(busybox_rootfs(e.dir.path()), "busybox is not installed");
+    let as_user = |args: &[&str]| {
+        let mut c = e.veil();
+        c.env("VEIL_CACHEDIR", e.home.join("cache"))
+            .env("VEIL_PASSPHRASE", "")
+            .args(args);
+        c
+    };
+    std::fs::write(e.home.join("pass"), "job secret\n").unwrap();
+    e.own(&e.home);
+    let root = root.to_str().unwrap();
+    run_ok(&mut as_user(&[
+        "build",
+        "-q",
+        "--passphrase-file",
+        "pass",
+        "enc.sif",
+        root,
+    ]));
+    run_ok(&mut as_user(&[
+        "key", "newpair", "--name", "Builder", "--type", "ed25519",
+    ]));
+    run_ok(&mut as_user(&["sign", "enc.sif"]));
+    let uri = reg.oras("team/enc:1");
+    run_ok(&mut as_user(&["push", "-q", "--no-https", "enc.sif", &uri]));
+
+    // The registry holds the encrypted file as it is.
+    let built = std::fs::read(e.home.join("enc.sif")).unwrap();
+    let stored = std::fs::read(reg.blob_file(&sha256_file(&e.home.join("enc.sif")))).unwrap();
+    assert_eq!(stored, built);
+    assert!(!stored.windows(20).any(|w| w == b"hello from the image"));
+
+    run_ok(&mut as_user(&[
+        "pull",
+        "-q",
+        "--no-https",
+        "node.sif",
+        &uri,
+    ]));
+    run_ok(&mut as_user(&["verify", "node.sif"]));
+    let o = run_ok(&mut as_user(&[
+        "exec",
+        "--passphrase-file",
+        "pass",
+        "node.sif",
+        "cat",
+        "/data/hello.txt",
+    ]));
+    assert_eq!(stdout(&o), "hello from the image\n");
+    let o = run_ok(&mut as_user(&[
+        "exec",
+        "--no-https",
+        "--verify",
+        "--passphrase-file",
+        "pass",
+        &uri,
+        "cat",
+        "/data/hello.txt",
+    ]));
+    assert_eq!(stdout(&o), "hello from the image\n");
+    // Without the key, the pulled image does not open.
+    let o = as_user(&["exec", "--no-https", &uri, "true"])
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+}
