@@ -603,3 +603,61 @@ fn encrypted_images_travel_sealed_from_build_to_run() {
         .unwrap();
     assert_ne!(o.status.code(), Some(0));
 }
+
+/// A download stopped by Ctrl-C (a registry that stalls mid-blob) leaves no file.
+#[test]
+fn an_interrupted_pull_leaves_nothing_behind() {
+    use std::io::BufRead;
+    let py = require!(python_with(&["json"]), "python3 is not installed");
+    let mut server = Command::new(py)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/registry/stall_registry.py"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.split_whitespace().nth(1).unwrap().to_string();
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let mut pull = veil_at(&home)
+        .args(["pull", "-q", "--no-https"])
+        .arg(out.join("x.sif"))
+        .arg(format!("oras://127.0.0.1:{port}/stall/app:1"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first megabyte is in the temporary file.
+    let start = std::time::Instant::now();
+    loop {
+        let partial = std::fs::read_dir(&out).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().contains(".veil-")
+                && e.metadata().is_ok_and(|m| m.len() > 0)
+        });
+        if partial {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 30, "the download never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pull.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = pull.wait().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -10,6 +10,7 @@ pub mod cache;
 mod client;
 pub mod credentials;
 mod error;
+mod interrupt;
 pub mod oras;
 mod transfer;
 mod uri;

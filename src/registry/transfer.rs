@@ -41,7 +41,7 @@ pub(crate) fn download(
     desc: &OciDescriptor,
     dir: &Path,
     target: &Path,
-) -> Result<TempFile> {
+) -> Result<Downloaded> {
     let bad = |why: String| RegistryError::Blob {
         reference: s.reference.whole(),
         digest: desc.digest.clone(),
@@ -54,6 +54,9 @@ pub(crate) fn download(
     check_room(dir, size).map_err(bad)?;
     let tmp = TempFile::new_in(dir, target)
         .map_err(|e| RegistryError::io("creating a file in", dir, e))?;
+    // Until it is renamed into place, the file goes with the process on Ctrl-C or
+    // SIGTERM too.
+    let guard = super::interrupt::Guard::new(tmp.path());
     let mut out = tmp
         .file()
         .try_clone()
@@ -144,7 +147,25 @@ pub(crate) fn download(
     }
     out.flush()
         .map_err(|e| RegistryError::io("writing", tmp.path(), e))?;
-    Ok(tmp)
+    Ok(Downloaded { tmp, _guard: guard })
+}
+
+/// A downloaded and checked blob in its temporary file, removed unless persisted
+/// (also when a signal ends the process first).
+pub(crate) struct Downloaded {
+    tmp: TempFile,
+    _guard: super::interrupt::Guard,
+}
+
+impl Downloaded {
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Renames the file to `dest`.
+    pub fn persist(self, dest: &Path) -> std::io::Result<()> {
+        self.tmp.persist(dest)
+    }
 }
 
 /// Refuses a download that cannot fit in the file system of `dir`.
