@@ -81,6 +81,18 @@ impl TempFile {
     }
 }
 
+impl TempFile {
+    /// As [`TempFile::persist`], but fails with `AlreadyExists` instead of replacing
+    /// a file that is at `dest`: a hard link never replaces one, and the temporary
+    /// name goes once the link exists.
+    pub fn persist_new(self, dest: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::hard_link(&self.path, dest)?;
+        // Dropped without `keep`: the temporary name is removed.
+        Ok(())
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.keep {

@@ -18,7 +18,15 @@ fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.replace('\n', " ")
+    // One line, and nothing in it that a terminal would take as a command (text from
+    // an image or a registry may hold escape sequences).
+    line.chars()
+        .flat_map(|c| match c {
+            '\n' => vec![' '],
+            c if c.is_control() => c.escape_default().collect(),
+            c => vec![c],
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {

@@ -21,15 +21,15 @@ fn fixture(dir: &Path) -> Option<PathBuf> {
 /// `veil` with a private HOME (no stored credentials) and cache.
 fn veil_at(home: &Path) -> Command {
     let mut c = veil();
-    c.env("HOME", home)
-        .env("VEIL_CACHEDIR", home.join("cachedir"))
-        .env_remove("VEIL_CONFIGDIR")
-        .env_remove("DOCKER_CONFIG");
     for p in ["VEIL_", "APPTAINER_", "SINGULARITY_"] {
         c.env_remove(format!("{p}DOCKER_USERNAME"))
             .env_remove(format!("{p}DOCKER_PASSWORD"))
             .env_remove(format!("{p}CACHEDIR"));
     }
+    c.env("HOME", home)
+        .env("VEIL_CACHEDIR", home.join("cachedir"))
+        .env_remove("VEIL_CONFIGDIR")
+        .env_remove("DOCKER_CONFIG");
     c
 }
 
@@ -660,4 +660,72 @@ fn an_interrupted_pull_leaves_nothing_behind() {
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The cache is trusted by name only because nobody else can write it: a cache that
+/// others can write or that is a link is refused, an entry that is a link is not
+/// taken, and `cache clean` removes entries, nothing else.
+#[test]
+fn only_a_private_cache_is_trusted() {
+    let reg = require!(Registry::start(Auth::Anonymous), "no docker-registry");
+    let t = tempfile::tempdir().unwrap();
+    let sif = require!(
+        fixture(t.path()),
+        "busybox, mksquashfs or /dev/fuse missing"
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let uri = reg.oras("veil/cached:1");
+    run_ok(
+        veil_at(&home)
+            .args(["push", "-q", "--no-https"])
+            .arg(&sif)
+            .arg(&uri),
+    );
+    let inspect = || {
+        veil_at(&home)
+            .args(["inspect", "--no-https", &uri])
+            .output()
+            .unwrap()
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let cache = home.join("cachedir/cache");
+    let oras = cache.join("oras");
+    std::fs::create_dir_all(&oras).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    fails_in_one_line(&inspect(), "can be written by other users");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // An entry that is a link to another file of the same size is not taken.
+    let evil = t.path().join("evil.sif");
+    let mut bytes = std::fs::read(&sif).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&evil, &bytes).unwrap();
+    let entry = oras.join(sha256_file(&sif));
+    std::os::unix::fs::symlink(&evil, &entry).unwrap();
+    std::fs::write(oras.join("notes.txt"), "mine").unwrap();
+    let o = run_ok(veil_at(&home).args(["inspect", "--no-https", &uri]));
+    assert!(o.status.success());
+    assert!(
+        !std::fs::symlink_metadata(&entry)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(&entry).unwrap(), std::fs::read(&sif).unwrap());
+    assert_eq!(std::fs::read(&evil).unwrap(), bytes);
+
+    // Clean takes the entry, not the user's other file.
+    let o = run_ok(veil_at(&home).args(["cache", "clean"]));
+    assert!(stdout(&o).contains("removed 1 entry"), "{}", stdout(&o));
+    assert!(oras.join("notes.txt").exists());
+
+    // A cache directory that is a link is refused.
+    std::fs::remove_dir_all(&oras).unwrap();
+    std::os::unix::fs::symlink(t.path(), &oras).unwrap();
+    fails_in_one_line(&inspect(), "is a symbolic link");
+    let o = veil_at(&home).args(["cache", "clean"]).output().unwrap();
+    fails_in_one_line(&o, "is a symbolic link");
+    assert!(evil.exists());
 }

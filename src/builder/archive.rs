@@ -47,16 +47,36 @@ fn src_err(path: &Path, msg: impl std::fmt::Display) -> BuildError {
 /// A reader over an opened file that may be gzip-compressed (by its magic); `path`
 /// names it in errors.
 fn open_maybe_gz(mut f: File, path: &Path) -> Result<Box<dyn Read>> {
-    let mut magic = [0u8; 2];
-    let n = f.read(&mut magic).map_err(|e| BuildError::io(path, e))?;
+    let mut magic = [0u8; 4];
+    let n = read_up_to(&mut f, &mut magic).map_err(|e| BuildError::io(path, e))?;
     f.seek(SeekFrom::Start(0))
         .map_err(|e| BuildError::io(path, e))?;
     let r = BufReader::with_capacity(1 << 20, f);
-    if n == 2 && magic == [0x1f, 0x8b] {
+    if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(r)))
+    } else if n == 4 && magic == ZSTD_MAGIC {
+        let d = zstd::stream::read::Decoder::with_buffer(r).map_err(|e| BuildError::io(path, e))?;
+        Ok(Box::new(d))
     } else {
         Ok(Box::new(r))
     }
+}
+
+/// The first bytes of a zstd frame (layers of type `tar+zstd`).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Reads until `buf` is full or the file ends.
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 fn open_path_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
@@ -456,6 +476,28 @@ pub fn unpack(
     }
     finish_dirs(root, dirs)?;
     Ok((Some(config_of(config)), skipped))
+}
+
+/// Applies the layers of an image pulled from a registry (files, bottom first; plain,
+/// gzip or zstd tar) to the staging tree `root`, and reads its configuration. Returns
+/// the configuration and the number of device nodes left out.
+pub fn unpack_layers(
+    layers: &[PathBuf],
+    config: &[u8],
+    what: &Path,
+    root: &Rooted,
+    opts: ApplyOptions,
+) -> Result<(ImageConfig, u64)> {
+    let config: ConfigFile = serde_json::from_slice(config)
+        .map_err(|e| src_err(what, format!("the image configuration: {e}")))?;
+    let mut dirs = DirFixups::new();
+    let mut skipped = 0;
+    for l in layers {
+        let f = File::open(l).map_err(|e| BuildError::io(l, e))?;
+        apply_layer(root, open_maybe_gz(f, l)?, l, &mut dirs, &mut skipped, opts)?;
+    }
+    finish_dirs(root, dirs)?;
+    Ok((config_of(config), skipped))
 }
 
 /// A JSON member's path and bytes.

@@ -77,6 +77,8 @@ pub fn unregister(p: &Path) {
 }
 
 fn remove_all() {
+    // A registry download in flight (a docker:// or oras:// source being pulled).
+    crate::registry::remove_pending_download();
     let list = TEMPS.lock().map(|v| v.clone()).unwrap_or_default();
     for p in list.iter().rev() {
         match std::fs::symlink_metadata(p) {

@@ -45,6 +45,9 @@ pub enum BuildError {
     /// Opening or unlocking a source image (the image layer's errors name it).
     #[error("{0}")]
     Image(#[from] crate::image::ImageError),
+    /// Pulling a source from a registry.
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
     /// The OS gave no random bytes for an image's secret.
     #[error("encryption: random: {0}")]
     Random(#[source] getrandom::Error),

@@ -70,9 +70,36 @@ pub struct BuildOptions {
     pub source_key: Option<KeySource>,
     /// Keep the source's device nodes (real root only; otherwise they are left out).
     pub devices: bool,
+    /// How to reach registries (`docker://` and `oras://` sources, `Bootstrap: docker`
+    /// and `oras`).
+    pub registry: crate::registry::Options,
 }
 
 /// What a build produced.
+impl BuildOptions {
+    /// A plain SIF from `source` to `output`, every other option at its default: what
+    /// `veil pull docker://…` and runs of `docker://` URIs build.
+    pub fn new(source: String, output: PathBuf, registry: crate::registry::Options) -> Self {
+        BuildOptions {
+            output,
+            source,
+            sandbox: false,
+            force: false,
+            squash: SquashOptions::default(),
+            build_args: Vec::new(),
+            no_metadata: false,
+            notest: true,
+            encryption: None,
+            kdf: KdfCost::default(),
+            tmpdir: None,
+            source_date_epoch: None,
+            source_key: None,
+            devices: false,
+            registry,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub output: PathBuf,
@@ -88,7 +115,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     let build_time = opts.source_date_epoch.unwrap_or_else(now);
     let mtime = build_time.clamp(0, u32::MAX as i64) as u32;
     debug_time("build: start");
-    let (input, def) = source::resolve(&opts.source, &opts.build_args)?;
+    let (input, def) = source::resolve(&opts.source, &opts.build_args, &opts.registry)?;
 
     // SIF (or squashfs) to SIF with nothing to change: reuse the filesystem as is.
     if let (Input::Image(src, file), None, false) = (&input, &def, opts.sandbox) {

@@ -18,6 +18,10 @@ pub enum Bootstrap {
     Scratch,
     DockerArchive,
     OciArchive,
+    /// An image in a registry (`From: [REGISTRY/]REPOSITORY[:TAG|@DIGEST]`).
+    Docker,
+    /// A SIF in a registry, pushed as an ORAS artifact (`From: REGISTRY/REPOSITORY:TAG`).
+    Oras,
 }
 
 impl Bootstrap {
@@ -27,6 +31,8 @@ impl Bootstrap {
             Bootstrap::Scratch => "scratch",
             Bootstrap::DockerArchive => "docker-archive",
             Bootstrap::OciArchive => "oci-archive",
+            Bootstrap::Docker => "docker",
+            Bootstrap::Oras => "oras",
         }
     }
 }
@@ -313,10 +319,12 @@ fn header_fields(p: &Parser<'_>, h: Header) -> Result<Recipe> {
         "scratch" => Bootstrap::Scratch,
         "docker-archive" => Bootstrap::DockerArchive,
         "oci-archive" => Bootstrap::OciArchive,
+        "docker" => Bootstrap::Docker,
+        "oras" => Bootstrap::Oras,
         other => {
             return Err(p.err(
                 bline,
-                format!("bootstrap agent {other:?} is not supported (veil builds from localimage, scratch, docker-archive, oci-archive)"),
+                format!("bootstrap agent {other:?} is not supported (veil builds from localimage, scratch, docker, oras, docker-archive, oci-archive)"),
             ));
         }
     };
@@ -596,7 +604,7 @@ mod tests {
         );
         let e = parse("x.def", "%post\ntrue\n", &[]).unwrap_err();
         assert!(e.to_string().contains("missing `Bootstrap:`"), "{e}");
-        let e = parse("x.def", "Bootstrap: docker\nFrom: x\n", &[]).unwrap_err();
+        let e = parse("x.def", "Bootstrap: library\nFrom: x\n", &[]).unwrap_err();
         assert!(e.to_string().starts_with("x.def:1: bootstrap agent"), "{e}");
         let e = parse("x.def", "Bootstrap: scratch\n%post\necho {{ NOPE }}\n", &[]).unwrap_err();
         assert!(

@@ -10,6 +10,7 @@ use super::archive;
 use super::error::{BuildError, Result};
 use super::recipe::{self, Bootstrap, Recipe};
 use crate::crypt::source::KeySource;
+use crate::registry::{self, ImageUri, Transport};
 
 /// How to give the key of an encrypted source image.
 pub const SOURCE_KEY_HINT: &str = "give its key with --source-pem-path PRIVATE.pem or --source-passphrase-file FILE (or --source-passphrase)";
@@ -22,6 +23,8 @@ pub enum Input {
     Image(PathBuf, std::fs::File),
     /// A rootfs tarball, docker-archive or oci-archive.
     Archive(PathBuf, archive::Kind),
+    /// A container image in a registry (`docker://`), pulled while the tree is staged.
+    Registry(Box<ImageUri>),
     Scratch,
 }
 
@@ -70,7 +73,12 @@ pub fn runs_scripts_in_image(source: &str, build_args: &[(String, String)], note
 pub fn resolve(
     source: &str,
     build_args: &[(String, String)],
+    reg: &registry::Options,
 ) -> Result<(Input, Option<Definition>)> {
+    if ImageUri::is_uri(source) {
+        let uri = ImageUri::parse(source)?;
+        return Ok((from_registry(uri, reg)?, None));
+    }
     for (prefix, kind) in [
         ("docker-archive:", archive::Kind::DockerArchive),
         ("oci-archive:", archive::Kind::OciArchive),
@@ -105,12 +113,25 @@ pub fn resolve(
     let text = String::from_utf8(text).map_err(|_| not_a_source())?;
     let name = p.display().to_string();
     let r = recipe::parse(&name, &text, build_args)?;
-    let input = bootstrap(&r, &name, p)?;
+    let input = bootstrap(&r, &name, p, reg)?;
     Ok((input, Some((r, name))))
 }
 
+/// A registry source: a container image is pulled while the tree is staged; a SIF
+/// (oras://) is pulled into the cache now and read like a local image, through the
+/// one descriptor opened here.
+fn from_registry(uri: ImageUri, reg: &registry::Options) -> Result<Input> {
+    match uri.transport {
+        Transport::Docker => Ok(Input::Registry(Box::new(uri))),
+        Transport::Oras => {
+            let (path, file) = registry::cache::fetch(&uri, reg)?;
+            Ok(Input::Image(path, file))
+        }
+    }
+}
+
 /// The source a definition file's `Bootstrap:` and `From:` name.
-fn bootstrap(r: &Recipe, name: &str, def: &Path) -> Result<Input> {
+fn bootstrap(r: &Recipe, name: &str, def: &Path, reg: &registry::Options) -> Result<Input> {
     let from_err = |from: &str, e: std::io::Error| BuildError::Recipe {
         file: name.into(),
         line: r.from_line,
@@ -131,6 +152,38 @@ fn bootstrap(r: &Recipe, name: &str, def: &Path) -> Result<Input> {
             } else {
                 Input::Image(fp, file)
             }
+        }
+        Bootstrap::Docker | Bootstrap::Oras => {
+            let from = r.from.clone().unwrap_or_default();
+            let scheme = if r.bootstrap == Bootstrap::Docker {
+                "docker"
+            } else {
+                "oras"
+            };
+            let text = if ImageUri::is_uri(&from) {
+                from.clone()
+            } else {
+                format!("{scheme}://{from}")
+            };
+            let uri = ImageUri::parse(&text).map_err(|e| BuildError::Recipe {
+                file: name.into(),
+                line: r.from_line,
+                msg: format!("From: {e}"),
+            })?;
+            let input = from_registry(uri, reg)?;
+            if !r.fingerprints.is_empty() {
+                match &input {
+                    Input::Image(p, file) => check_fingerprints(r, name, p, file, false)?,
+                    _ => {
+                        return Err(BuildError::Recipe {
+                            file: name.into(),
+                            line: r.fingerprints_line,
+                            msg: "Fingerprints: only SIF images carry signatures (Bootstrap: oras or localimage)".into(),
+                        });
+                    }
+                }
+            }
+            input
         }
         Bootstrap::DockerArchive | Bootstrap::OciArchive => {
             let from = r.from.clone().unwrap_or_default();

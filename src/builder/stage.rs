@@ -14,6 +14,7 @@ use super::rooted::{self, Rooted};
 use super::source::{Definition, Input, open_image};
 use super::{BuildOptions, layout};
 use crate::builder::recipe::Recipe;
+use crate::support::diag::debug_time;
 
 /// A temporary directory removed (even when read-only inside) on drop. It is made
 /// 0700, so that what is staged inside (device nodes and setuid files of a root build,
@@ -124,11 +125,24 @@ pub fn populate(opts: &BuildOptions, input: &Input, parent: &Path) -> Result<Sta
             skipped += n;
             oci_config = config;
         }
+        Input::Registry(uri) => {
+            let image = crate::registry::docker::fetch(uri, &opts.registry)?;
+            debug_time("build: image layers pulled");
+            let apply = archive::ApplyOptions::for_process(opts.devices);
+            let what = Path::new(&uri.text);
+            let (config, n) =
+                archive::unpack_layers(&image.layers, &image.config, what, &root, apply)?;
+            skipped += n;
+            oci_config = Some(config);
+        }
         Input::Scratch => {}
     }
     // An archive's or an empty root gets the usual mode (the staging root was made
     // with the build's umask).
-    if matches!(input, Input::Archive(..) | Input::Scratch) {
+    if matches!(
+        input,
+        Input::Archive(..) | Input::Registry(..) | Input::Scratch
+    ) {
         root.set_meta(
             Path::new(""),
             rooted::Meta {

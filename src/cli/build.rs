@@ -19,8 +19,13 @@ use crate::crypt::source::{BuildKey, KeyFlags, KeySource, select_for_build};
 pub struct BuildArgs {
     /// The image to write: a SIF file, or a directory with --sandbox
     pub output: PathBuf,
-    /// What to build from: a definition file, a sandbox directory, a SIF/squashfs image, a rootfs tarball, docker-archive:FILE or oci-archive:FILE
+    /// What to build from: a definition file, a sandbox directory, a SIF/squashfs image, a rootfs tarball, docker-archive:FILE, oci-archive:FILE, docker://IMAGE or oras://REGISTRY/REPOSITORY:TAG
     pub source: String,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
+    /// Architecture to pick from a multi-platform docker:// image (amd64, arm64, …; default: this machine's)
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
     /// Build a sandbox directory instead of a SIF
     #[arg(short = 's', long)]
     pub sandbox: bool,
@@ -185,6 +190,9 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     } else {
         encryption(&a.key.flags(), a.encrypt)?
     };
+    // Registry credentials from the environment are taken before the scrub below.
+    let mut registry = a.registry.options(a.quiet)?;
+    registry.arch = a.arch.clone();
     // Read or not, secrets given in the environment go before anything runs
     // (%setup inherits the build's environment).
     crate::crypt::environ::scrub();
@@ -216,6 +224,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         source_date_epoch: sde,
         source_key: source_key(&a),
         devices: a.devices,
+        registry,
     };
     let s = builder::build(&opts)?;
     if s.skipped_devices > 0 {

@@ -53,7 +53,9 @@ pub struct InspectArgs {
     /// Key of an encrypted image whose SIF holds no metadata objects (the image itself is read)
     #[command(flatten)]
     key: EncryptionArgs,
-    /// The image: a SIF file, a squashfs file, or a sandbox directory
+    #[command(flatten)]
+    registry: super::registry::ContainerRegistryArgs,
+    /// The image: a SIF file, a squashfs file, a sandbox directory, or oras://REGISTRY/REPOSITORY:TAG
     image: PathBuf,
 }
 
@@ -187,8 +189,9 @@ fn print_sections(attrs: &Attributes, w: [bool; 7]) {
     }
 }
 
-pub fn run(a: InspectArgs) -> Result<ExitCode> {
+pub fn run(mut a: InspectArgs) -> Result<ExitCode> {
     a.key.apply_kdf_limit();
+    a.image = a.registry.local(&a.image)?;
     let w = wanted(&a);
     let meta = if w.iter().any(|x| *x) {
         Some(metadata(&a, image::open(&a.image)?)?)

@@ -13,22 +13,17 @@ use zeroize::Zeroizing;
 
 use crate::registry::{self, Credentials, ImageUri, Options, cache, oras};
 
-// How to reach the registry; shared by push, pull and the container commands. (No doc
-// comment: clap would take it for the help text of the commands it is flattened into.)
+// How to reach the registry; shared by push, pull and build. (No doc comment: clap
+// would take it for the help text of the commands it is flattened into.)
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
     /// Use plain HTTP, not HTTPS, to talk to the registry
     #[arg(long = "no-https", alias = "nohttps")]
     pub no_https: bool,
-    /// User name for the registry (else APPTAINER_DOCKER_USERNAME, the login file, Docker's config)
-    #[arg(
-        long = "docker-username",
-        value_name = "USER",
-        requires = "docker_password"
-    )]
+    /// User name for the registry (else VEIL_/APPTAINER_/SINGULARITY_DOCKER_USERNAME, the login file, Docker's config)
+    #[arg(long = "docker-username", value_name = "USER")]
     pub docker_username: Option<String>,
-    /// Password or token for the registry (prefer `veil registry login` or
-    /// APPTAINER_DOCKER_PASSWORD: a command line is visible to other users)
+    /// Password or token for the registry (else *_DOCKER_PASSWORD; prefer `veil registry login`: a command line is visible to other users)
     #[arg(
         long = "docker-password",
         value_name = "PASSWORD",
@@ -38,17 +33,60 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    pub fn options(&self, quiet: bool) -> Options {
+    /// The options, with credentials from the flags or else the environment (read now:
+    /// the commands scrub secret variables before they run anything).
+    pub fn options(&self, quiet: bool) -> Result<Options> {
+        let credentials = match (&self.docker_username, &self.docker_password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: Zeroizing::new(p.clone()),
+            }),
+            (Some(u), None) => {
+                let Some(c) = registry::credentials::password_from_environment(u) else {
+                    bail!(
+                        "--docker-username {u}: give the password in VEIL_DOCKER_PASSWORD (or APPTAINER_DOCKER_PASSWORD), with --docker-password, or log in with `veil registry login`"
+                    );
+                };
+                Some(c)
+            }
+            _ => registry::credentials::from_environment(),
+        };
+        Ok(Options {
+            no_https: self.no_https,
+            credentials,
+            quiet,
+            arch: None,
+        })
+    }
+}
+
+// The registry flag of the container commands and of inspect and verify. No password
+// flag: a container can read its launcher's command line. (No doc comment, as above.)
+#[derive(Debug, Clone, Args)]
+pub struct ContainerRegistryArgs {
+    /// Use plain HTTP, not HTTPS, to pull an oras:// image (credentials: the environment, `veil registry login`, Docker's config)
+    #[arg(long = "no-https", alias = "nohttps")]
+    pub no_https: bool,
+}
+
+impl ContainerRegistryArgs {
+    pub fn options(&self) -> Options {
         Options {
             no_https: self.no_https,
-            credentials: match (&self.docker_username, &self.docker_password) {
-                (Some(u), Some(p)) => Some(Credentials {
-                    username: u.clone(),
-                    password: Zeroizing::new(p.clone()),
-                }),
-                _ => None,
-            },
-            quiet,
+            credentials: registry::credentials::from_environment(),
+            quiet: true,
+            arch: None,
+        }
+    }
+
+    /// A local file for `image`: itself, or, for an oras:// URI, the image in the cache.
+    pub fn local(&self, image: &std::path::Path) -> Result<PathBuf> {
+        match image.to_str() {
+            Some(s) if ImageUri::is_uri(s) => {
+                let uri = ImageUri::parse(s)?;
+                Ok(cache::fetch(&uri, &self.options())?.0)
+            }
+            _ => Ok(image.to_path_buf()),
         }
     }
 }
@@ -68,28 +106,36 @@ pub struct PushArgs {
 
 pub fn push(a: PushArgs) -> Result<ExitCode> {
     let uri = ImageUri::parse(&a.uri)?;
-    let t = oras::push(&a.image, &uri, &a.registry.options(a.quiet))?;
+    let t = oras::push(&a.image, &uri, &a.registry.options(a.quiet)?)?;
     if !a.quiet {
         let how = if t.moved {
             "uploaded"
         } else {
             "already in the registry"
         };
+        let manifest = if t.manifest_digest.is_empty() {
+            String::new()
+        } else {
+            format!("; manifest {}", t.manifest_digest)
+        };
         eprintln!(
-            "veil: pushed {} to {} ({} bytes, {how}; manifest {})",
+            "veil: pushed {} to {} ({} bytes, {how}{manifest})",
             a.image.display(),
             uri.text,
             t.size,
-            t.manifest_digest
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]
+#[command(override_usage = "veil pull [OPTIONS] [DEST] <URI>")]
 pub struct PullArgs {
     #[command(flatten)]
     registry: RegistryArgs,
+    /// Architecture to pick from a multi-platform docker:// image (amd64, arm64, …; default: this machine's)
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<String>,
     /// Overwrite the destination if it exists
     #[arg(short = 'F', long)]
     force: bool,
@@ -99,7 +145,7 @@ pub struct PullArgs {
     /// The file to write (default: the repository's name and tag, e.g. app_v1.sif)
     #[arg(value_name = "DEST")]
     first: String,
-    /// The image: oras://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST)
+    /// The image: oras://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST), or docker://[REGISTRY/]REPOSITORY[:TAG] (built into a SIF)
     #[arg(value_name = "URI")]
     second: Option<String>,
 }
@@ -110,14 +156,28 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         None => (None, a.first.as_str()),
     };
     let uri = ImageUri::parse(uri)?;
-    if uri.transport != registry::Transport::Oras {
-        bail!(
-            "{}: pulling docker:// images into a SIF is not supported yet; use oras:// (or build from a docker archive)",
-            uri.text
-        );
-    }
     let dest = dest.unwrap_or_else(|| oras::default_name(&uri));
-    let t = oras::pull(&uri, &dest, a.force, &a.registry.options(a.quiet))?;
+    let mut opts = a.registry.options(a.quiet)?;
+    opts.arch = a.arch.clone();
+    if uri.transport == registry::Transport::Docker {
+        // A container image becomes a SIF as `veil build` makes one from it.
+        oras::check_destination(&dest, a.force)?;
+        crate::builder::cleanup::install();
+        let mut b = crate::builder::BuildOptions::new(uri.text.clone(), dest.clone(), opts);
+        b.force = a.force;
+        b.squash.progress = !a.quiet;
+        let s = crate::builder::build(&b)?;
+        if !a.quiet {
+            eprintln!(
+                "veil: pulled {} to {} ({:.1} MiB squashfs)",
+                uri.text,
+                s.output.display(),
+                s.squashfs_bytes as f64 / (1u64 << 20) as f64
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let t = oras::pull(&uri, &dest, a.force, &opts)?;
     if !a.quiet {
         eprintln!(
             "veil: pulled {} to {} ({} bytes, {})",
@@ -138,7 +198,7 @@ pub struct RegistryCmd {
 
 #[derive(Debug, Subcommand)]
 enum RegistryCommand {
-    /// Check credentials with a registry and store them (in ~/.veil/docker-config.json, mode 0600)
+    /// Check credentials with a registry and store them (in ~/.veil/docker-config.json or $VEIL_CONFIGDIR/docker-config.json, mode 0600)
     Login(LoginArgs),
     /// Forget the stored credentials for a registry
     Logout(LogoutArgs),
@@ -232,15 +292,15 @@ pub struct CacheCmd {
 
 #[derive(Debug, Subcommand)]
 enum CacheCommand {
-    /// List what the cache holds
+    /// List what the cache holds ($VEIL_CACHEDIR/cache, else $APPTAINER_CACHEDIR/cache, else ~/.veil/cache)
     List(CacheListArgs),
-    /// Remove cached images
+    /// Remove cached images and layers
     Clean(CacheCleanArgs),
 }
 
 #[derive(Debug, Args)]
 struct CacheListArgs {
-    /// Only these kinds of entry (oras, all)
+    /// Only these kinds of entry (oras, blob, oci-tmp, all)
     #[arg(short = 'T', long = "type", value_delimiter = ',')]
     kinds: Vec<String>,
     /// One line per entry
@@ -250,7 +310,7 @@ struct CacheListArgs {
 
 #[derive(Debug, Args)]
 struct CacheCleanArgs {
-    /// Only these kinds of entry (oras, all)
+    /// Only these kinds of entry (oras, blob, oci-tmp, all)
     #[arg(short = 'T', long = "type", value_delimiter = ',')]
     kinds: Vec<String>,
     /// Only entries older than this many days

@@ -74,7 +74,7 @@ pub struct RunArgs {
     #[arg(long)]
     require_encrypted: bool,
     #[command(flatten)]
-    registry: super::registry::RegistryArgs,
+    registry: super::registry::ContainerRegistryArgs,
     /// The image: a SIF file, a squashfs file, a sandbox directory, or oras://REGISTRY/REPOSITORY:TAG
     image: String,
     /// Arguments
@@ -160,7 +160,7 @@ pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode
         policy: a.policy,
         keys: a.keys.flags(),
         require_encrypted: a.require_encrypted,
-        registry: a.registry.options(false),
+        registry: a.registry.options(),
     })?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

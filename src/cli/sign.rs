@@ -38,6 +38,9 @@ pub struct SignArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    #[command(flatten)]
+    registry: super::registry::ContainerRegistryArgs,
+    /// The SIF image, or oras://REGISTRY/REPOSITORY:TAG
     image: PathBuf,
     /// Verify this object group (repeatable)
     #[arg(short = 'g', long)]
@@ -111,8 +114,9 @@ pub fn run_sign(args: SignArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_verify(args: VerifyArgs) -> Result<ExitCode> {
+pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
     let _ = args.local;
+    args.image = args.registry.local(&args.image)?;
     // --key files replace the keyrings: OpenPGP keys (armored or binary) check PGP
     // signatures, PEM public keys check DSSE signatures.
     let mut certs = Vec::new();

@@ -1,15 +1,20 @@
-//! The image cache: what `run`, `exec`, `shell`, `inspect` and `verify` pull from a
-//! URI is kept, content-addressed, so that the next run of the same image starts
-//! without a download. The layout is Apptainer's: `CACHE/oras/sha256:HEX` holds a
-//! pulled SIF under its own digest, so a cache directory can be shared with it.
+//! The image cache: what `run`, `exec`, `shell`, `test`, `inspect` and `verify` pull
+//! from a URI is kept, content-addressed, so that the next run of the same image
+//! starts without a download. The layout is Apptainer's: `CACHE/oras/sha256:HEX`
+//! holds a pulled SIF under its own digest, so a user's Apptainer cache can be used.
 //!
 //! The root is `$VEIL_CACHEDIR/cache`, else `$APPTAINER_CACHEDIR/cache`, else
-//! `~/.veil/cache`. Entries are written to a temporary file in their directory and
-//! renamed into place: concurrent runs of one image may both download it, and the
-//! last rename wins with the same bytes; a reader never sees a partial entry.
+//! `~/.veil/cache`. An entry is trusted by its name because nobody else can write
+//! there: the directories are the user's own, 0700, and refused otherwise; entries
+//! are opened without following links and must be the user's regular files. Entries
+//! are written (0600) to a temporary file in their directory and renamed into place:
+//! concurrent runs of one image may both download it, and the last rename wins with
+//! the same bytes; a reader never sees a partial entry.
 
 #![forbid(unsafe_code)]
 
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -20,8 +25,9 @@ use super::error::{RegistryError, Result};
 use super::uri::{ImageUri, Transport};
 use super::{oras, transfer};
 
-/// The kinds of entry, as `veil cache list/clean --type` names them.
-pub const KINDS: [&str; 1] = ["oras"];
+/// The kinds of entry, as `veil cache list/clean --type` names them: SIFs pulled from
+/// `oras://`, layers of `docker://` images, and SIFs built from `docker://` images.
+pub const KINDS: [&str; 3] = ["oras", "blob", "oci-tmp"];
 
 /// The cache's root directory.
 pub fn root() -> Result<PathBuf> {
@@ -42,22 +48,74 @@ pub fn root() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".veil/cache"))
 }
 
-fn kind_dir(kind: &str) -> Result<PathBuf> {
-    let d = root()?.join(kind);
+/// The directory of one kind of entry, made private (0700) when missing. A cache
+/// directory that is a symbolic link, belongs to another user or can be written by
+/// others is refused: whoever can write there chooses what the next run runs.
+pub(crate) fn kind_dir(kind: &str) -> Result<PathBuf> {
+    let root = root()?;
+    let d = root.join(kind);
     std::fs::DirBuilder::new()
         .recursive(true)
+        .mode(0o700)
         .create(&d)
         .map_err(|e| RegistryError::io("creating the cache directory", &d, e))?;
+    check_private(&root)?;
+    check_private(&d)?;
     Ok(d)
 }
 
-/// A local file for the image at `uri`: from the cache when it holds the image the
-/// registry names now, else downloaded into it.
-pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<PathBuf> {
+fn check_private(dir: &Path) -> Result<()> {
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(|e| RegistryError::io("looking up the cache directory", dir, e))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let why = if m.file_type().is_symlink() {
+        "is a symbolic link"
+    } else if !m.is_dir() {
+        "is not a directory"
+    } else if m.uid() != me {
+        "belongs to another user"
+    } else if m.mode() & 0o022 != 0 {
+        "can be written by other users"
+    } else {
+        return Ok(());
+    };
+    Err(RegistryError::Cache {
+        path: dir.to_path_buf(),
+        why: format!(
+            "{why}; the cache must be private (set VEIL_CACHEDIR to a directory of your own)"
+        ),
+    })
+}
+
+/// Opens a cache entry if it is one: a regular file of the user's (no link
+/// followed) of the expected size.
+fn open_entry(path: &Path, size: i64) -> Option<File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    let ok = m.is_file()
+        && m.uid() == nix::unistd::geteuid().as_raw()
+        && i64::try_from(m.len()).is_ok_and(|l| l == size);
+    ok.then_some(f)
+}
+
+/// Whether `name` is an entry's name (`sha256:` and 64 hex digits), not a temporary
+/// file of a download in progress or anything else.
+fn is_entry_name(name: &str) -> bool {
+    super::transfer::sha256_hex(name).is_some()
+}
+
+/// The SIF at `uri` as an open file of the cache: found there when it holds the
+/// image the registry names now, else downloaded into it. The descriptor is what the
+/// caller reads; the path is for messages.
+pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<(PathBuf, File)> {
     if uri.transport != Transport::Oras {
         return Err(RegistryError::Uri {
             uri: uri.text.clone(),
-            why: "running docker:// images directly is not supported yet; build a SIF from it with a definition file or pull an oras:// image".into(),
+            why: "running docker:// images directly is not supported yet; build a SIF from it (veil build app.sif docker://…) or pull an oras:// image".into(),
         });
     }
     let s = Session::open(&uri.reference, opts, RegistryOperation::Pull)?;
@@ -68,18 +126,16 @@ pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<PathBuf> {
     })?;
     let dir = kind_dir("oras")?;
     let entry = dir.join(format!("sha256:{hex}"));
-    if let Ok(m) = std::fs::metadata(&entry)
-        && m.is_file()
-        && i64::try_from(m.len()).is_ok_and(|l| l == layer.size)
-    {
+    if let Some(f) = open_entry(&entry, layer.size) {
         crate::support::diag::debug_note(&format!("registry: {} from the cache", uri.text));
-        return Ok(entry);
+        return Ok((entry, f));
     }
-    let tmp = transfer::download(&s, &layer, &dir, &entry)?;
+    let tmp = transfer::download(&s, &layer, &dir, &entry, 0o600)?;
     oras::check_sif(tmp.path(), uri)?;
+    let f = File::open(tmp.path()).map_err(|e| RegistryError::io("opening", tmp.path(), e))?;
     tmp.persist(&entry)
         .map_err(|e| RegistryError::io("renaming into", &entry, e))?;
-    Ok(entry)
+    Ok((entry, f))
 }
 
 /// One cache entry.
@@ -101,13 +157,18 @@ pub fn list(kinds: &[String]) -> Result<Vec<Entry>> {
             continue;
         }
         let dir = root.join(kind);
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(RegistryError::io("listing", &dir, e)),
-        };
+        if std::fs::symlink_metadata(&dir).is_err() {
+            continue;
+        }
+        check_private(&root)?;
+        check_private(&dir)?;
+        let rd = std::fs::read_dir(&dir).map_err(|e| RegistryError::io("listing", &dir, e))?;
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // Only entries: not another run's download in progress, nor anything else.
+            if !is_entry_name(&name) {
+                continue;
+            }
             let Ok(m) = e.metadata() else { continue };
             if !m.is_file() {
                 continue;
@@ -132,7 +193,7 @@ pub fn clean(kinds: &[String], days: Option<u64>, dry_run: bool) -> Result<Vec<E
     let old = |e: &Entry| match days {
         Some(d) => now
             .duration_since(e.modified)
-            .is_ok_and(|age| age >= Duration::from_secs(d * 86_400)),
+            .is_ok_and(|age| age >= Duration::from_secs(d.saturating_mul(86_400))),
         None => true,
     };
     let mut removed = Vec::new();

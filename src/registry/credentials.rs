@@ -51,10 +51,23 @@ pub fn from_environment() -> Option<Credentials> {
     None
 }
 
+/// Credentials of `username` with the password from the environment.
+pub fn password_from_environment(username: &str) -> Option<Credentials> {
+    PREFIXES.iter().find_map(|p| {
+        std::env::var(format!("{p}DOCKER_PASSWORD"))
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(|password| Credentials {
+                username: username.to_string(),
+                password: Zeroizing::new(password),
+            })
+    })
+}
+
 /// veil's login file: `$VEIL_CONFIGDIR/docker-config.json`, else
 /// `~/.veil/docker-config.json` (Docker's format, mode 0600).
 pub fn login_file() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("VEIL_CONFIGDIR") {
+    if let Some(d) = std::env::var_os("VEIL_CONFIGDIR").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("docker-config.json"));
     }
     home().map(|h| h.join(".veil/docker-config.json"))
@@ -68,7 +81,7 @@ fn home() -> Option<PathBuf> {
 
 /// Docker's own file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
 fn docker_file() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("config.json"));
     }
     home().map(|h| h.join(".docker/config.json"))
@@ -90,7 +103,7 @@ pub fn stored(registry: &str) -> Result<Option<Credentials>> {
 /// for `registry`.
 fn from_config_file(path: &Path, registry: &str) -> Result<Option<Credentials>> {
     let text = match std::fs::read(path) {
-        Ok(t) => t,
+        Ok(t) => Zeroizing::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(RegistryError::io("reading", path, e)),
     };
@@ -177,11 +190,32 @@ fn from_helper(helper: &str, registry: &str) -> Result<Option<Credentials>> {
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(registry.as_bytes());
     }
-    let Ok(out) = child.wait_with_output() else {
-        return Ok(None);
+    // A helper gets HELPER_DEADLINE and HELPER_OUTPUT bytes; one that hangs is killed.
+    let mut stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = Zeroizing::new(Vec::new());
+        if let Some(s) = stdout.as_mut() {
+            use std::io::Read;
+            let _ = s.take(HELPER_OUTPUT as u64 + 1).read_to_end(&mut out);
+        }
+        out
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if start.elapsed() < HELPER_DEADLINE => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
     };
-    let stdout = Zeroizing::new(out.stdout);
-    if !out.status.success() {
+    let stdout = reader.join().unwrap_or_default();
+    if !status.is_some_and(|s| s.success()) || stdout.len() > HELPER_OUTPUT {
         return Ok(None);
     }
     let v: Value = match serde_json::from_slice(&stdout) {
@@ -199,6 +233,10 @@ fn from_helper(helper: &str, registry: &str) -> Result<Option<Credentials>> {
         _ => Ok(None),
     }
 }
+
+/// How long a credential helper may take, and how much it may print.
+const HELPER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+const HELPER_OUTPUT: usize = 64 << 10;
 
 /// Whether a config file's key names `registry`: keys may carry a scheme and a path
 /// (`https://index.docker.io/v1/`), and Docker Hub goes by several names.

@@ -49,6 +49,12 @@ pub enum RegistryError {
         #[source]
         source: crate::sif::SifError,
     },
+    /// A cache directory that cannot be trusted.
+    #[error("{}: {why}", path.display())]
+    Cache { path: PathBuf, why: String },
+    /// A local file operation whose error already names the path.
+    #[error("{0}")]
+    Local(std::io::Error),
     /// The destination exists and --force was not given.
     #[error("{} exists (use --force to overwrite)", .0.display())]
     Exists(PathBuf),
@@ -68,6 +74,10 @@ impl RegistryError {
 
 /// The client's errors in one line, saying what a user can act on: a refused login, a
 /// missing image, an unreachable registry.
+pub(crate) fn describe_request(e: &oci_client::errors::OciDistributionError) -> String {
+    describe(e)
+}
+
 fn describe(e: &oci_client::errors::OciDistributionError) -> String {
     use oci_client::errors::OciDistributionError as E;
     match e {
@@ -80,15 +90,7 @@ fn describe(e: &oci_client::errors::OciDistributionError) -> String {
         E::RequestError(r) if r.status().is_some_and(|s| s.as_u16() == 403) => {
             "access denied (the credentials do not allow this)".into()
         }
-        E::RequestError(r) => {
-            let mut msg = r.to_string();
-            let mut src = std::error::Error::source(r);
-            while let Some(s) = src {
-                msg = format!("{msg}: {s}");
-                src = s.source();
-            }
-            one_line(&msg)
-        }
+        E::RequestError(r) => request_text(r),
         E::ServerError { code, message, .. } => {
             format!("the registry answered {code}: {}", one_line(message))
         }
@@ -111,7 +113,41 @@ fn describe(e: &oci_client::errors::OciDistributionError) -> String {
     }
 }
 
-/// The first line of a message, without trailing space.
+/// The first line of a message, without trailing space, control characters escaped.
 fn one_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").trim_end().to_string()
+    printable(s.lines().next().unwrap_or("").trim_end())
+}
+
+/// `s` with control characters (a registry's text could hold terminal escapes)
+/// written as escapes.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// A request error and its causes on one line, with a hint where the cause is
+/// common: TLS spoken to a plain-HTTP registry, nothing listening.
+pub(crate) fn request_text(r: &reqwest::Error) -> String {
+    let mut msg = r.to_string();
+    let mut src = std::error::Error::source(r);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg = format!("{msg}: {t}");
+        }
+        src = s.source();
+    }
+    if msg.contains("InvalidContentType") || msg.contains("corrupt message") {
+        msg.push_str(" (a registry without TLS? then use --no-https)");
+    } else if msg.contains("Connection refused") {
+        msg.push_str(" (is the registry running, and the port right?)");
+    }
+    one_line(&msg)
 }

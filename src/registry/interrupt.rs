@@ -32,6 +32,20 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// Removes the download in flight, if any: for a process that takes the terminating
+/// signals itself (the builder's cleanup thread), so no handler of ours runs.
+pub fn remove_pending() {
+    let p = PENDING.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if !p.is_null() {
+        // SAFETY: a non-null PENDING is the pointer of a CString that the live Guard
+        // keeps until it has taken the pointer back; the swap made it ours alone, and
+        // the process is about to exit (the caller ends it right after).
+        unsafe {
+            libc::unlink(p);
+        }
+    }
+}
+
 /// Removes `path` if a terminating signal arrives before the guard is dropped.
 pub(crate) struct Guard {
     path: Option<CString>,
@@ -75,8 +89,15 @@ impl Drop for Guard {
             // SAFETY: puts back the default action, which was there before.
             let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
         }
-        // Only now may the string go: no handler can run any more.
-        PENDING.store(std::ptr::null_mut(), Ordering::SeqCst);
-        drop(self.path.take());
+        // The string may go only if nobody took its pointer: a handler or the
+        // builder's cleanup thread that swapped it out may still be using it (and ends
+        // the process right after), so then it is left alone.
+        let mine = self.path.take();
+        let taken = PENDING.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        if let Some(c) = mine
+            && taken.is_null()
+        {
+            std::mem::forget(c);
+        }
     }
 }

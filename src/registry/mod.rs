@@ -9,6 +9,7 @@
 pub mod cache;
 mod client;
 pub mod credentials;
+pub mod docker;
 mod error;
 mod interrupt;
 pub mod oras;
@@ -18,12 +19,20 @@ mod uri;
 pub use client::Options;
 pub use credentials::Credentials;
 pub use error::{RegistryError, Result};
+pub use interrupt::remove_pending as remove_pending_download;
 pub use uri::{ImageUri, Transport};
 
 /// Checks `creds` against `registry` without changing anything there: a request for
 /// a manifest that most likely does not exist is answered "not found" only to a
 /// client the registry accepts.
 pub fn check_login(registry: &str, creds: &Credentials, no_https: bool) -> Result<()> {
+    let refused = |why: String| RegistryError::Content {
+        reference: format!("logging in to {registry}"),
+        why,
+    };
+    if creds.password.is_empty() {
+        return Err(refused("the password is empty".into()));
+    }
     let reference: oci_client::Reference = format!("{registry}/veil-login-check/probe:latest")
         .parse()
         .map_err(|e| RegistryError::Uri {
@@ -34,28 +43,23 @@ pub fn check_login(registry: &str, creds: &Credentials, no_https: bool) -> Resul
         no_https,
         credentials: Some(creds.clone()),
         quiet: true,
+        arch: None,
     };
-    let s = client::Session::open(&reference, &opts, oci_client::RegistryOperation::Pull)?;
-    match s.retry("logging in to", || {
-        s.client.fetch_manifest_digest(&s.reference, &s.auth)
-    }) {
-        Ok(_) => Ok(()),
-        Err(RegistryError::Request { err, .. }) if not_found(&err) => Ok(()),
-        Err(e) => Err(e),
+    let s = client::Session::open(&reference, &opts, oci_client::RegistryOperation::Pull).map_err(
+        |e| match e {
+            RegistryError::Request { err, .. } => refused(error::describe_request(&err)),
+            e => e,
+        },
+    )?;
+    if !s.asks_for_credentials()? {
+        return Err(refused(
+            "the registry answers without credentials; there is nothing to log in to".into(),
+        ));
     }
-}
-
-fn not_found(e: &oci_client::errors::OciDistributionError) -> bool {
-    use oci_client::errors::{OciDistributionError as E, OciErrorCode};
-    match e {
-        E::ImageManifestNotFoundError(_) => true,
-        E::RegistryError { envelope, .. } => envelope.errors.iter().all(|x| {
-            matches!(
-                x.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
-            )
-        }),
-        E::ServerError { code, .. } => *code == 404,
-        _ => false,
+    match s.manifest(&reference) {
+        Ok(_) => Ok(()),
+        Err(RegistryError::Content { why, .. }) if why == "not found in the registry" => Ok(()),
+        Err(RegistryError::Content { why, .. }) => Err(refused(why)),
+        Err(e) => Err(e),
     }
 }

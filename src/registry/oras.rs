@@ -48,17 +48,28 @@ fn oras_uri(uri: &ImageUri) -> Result<()> {
 /// Pushes the SIF at `path` to `uri`.
 pub fn push(path: &Path, uri: &ImageUri, opts: &Options) -> Result<Transferred> {
     oras_uri(uri)?;
+    // Opened once, without blocking on a FIFO; hashed and sent from that descriptor.
+    let mut file =
+        crate::fsutil::open_nonblocking(path).map_err(|e| RegistryError::io("opening", path, e))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(RegistryError::Content {
+            reference: path.display().to_string(),
+            why: "not a regular file".into(),
+        });
+    }
     // Only SIF files: what Apptainer pulls from here it will run as one.
-    let file = std::fs::File::open(path).map_err(|e| RegistryError::io("opening", path, e))?;
-    let src = veil_fusefs::source::FileSource::new(file)
+    let clone = file
+        .try_clone()
+        .map_err(|e| RegistryError::io("reading", path, e))?;
+    let src = veil_fusefs::source::FileSource::new(clone)
         .map_err(|e| RegistryError::io("reading", path, e))?;
     crate::sif::Sif::open(std::sync::Arc::new(src)).map_err(|source| RegistryError::NotSif {
         reference: path.display().to_string(),
         source,
     })?;
-    let (digest, size) = transfer::file_digest(path)?;
+    let (digest, size) = transfer::file_digest_of(&mut file, path)?;
     let s = Session::open(&uri.reference, opts, RegistryOperation::Push)?;
-    let moved = transfer::upload_file(&s, path, &digest, size)?;
+    let moved = transfer::upload_file(&s, &file, path, &digest, size)?;
     let config_digest = format!("sha256:{}", transfer::hex(&sha256(EMPTY_CONFIG)));
     transfer::upload_bytes(&s, EMPTY_CONFIG, &config_digest)?;
     let title = path
@@ -102,12 +113,17 @@ pub fn push(path: &Path, uri: &ImageUri, opts: &Options) -> Result<Transferred> 
 
 /// The SIF layer of the artifact at `uri`, and the manifest's digest.
 pub(crate) fn resolve(s: &Session, uri: &ImageUri) -> Result<(OciDescriptor, String)> {
-    let (manifest, manifest_digest) = s.retry("looking up", || {
-        s.client.pull_image_manifest(&s.reference, &s.auth)
-    })?;
     let content = |why: String| RegistryError::Content {
         reference: uri.text.clone(),
         why,
+    };
+    let (manifest, manifest_digest) = match s.manifest(&s.reference)? {
+        (OciManifest::Image(m), d) => (m, d),
+        (OciManifest::ImageIndex(_), _) => {
+            return Err(content(
+                "not a SIF artifact but an image index (use docker:// for container images)".into(),
+            ));
+        }
     };
     let [layer] = manifest.layers.as_slice() else {
         return Err(content(format!(
@@ -127,21 +143,52 @@ pub(crate) fn resolve(s: &Session, uri: &ImageUri) -> Result<(OciDescriptor, Str
 /// Pulls the SIF at `uri` to `dest` (refused when it exists, unless `force`).
 pub fn pull(uri: &ImageUri, dest: &Path, force: bool, opts: &Options) -> Result<Transferred> {
     oras_uri(uri)?;
-    if !force && dest.symlink_metadata().is_ok() {
-        return Err(RegistryError::Exists(dest.to_path_buf()));
-    }
+    check_destination(dest, force)?;
     let s = Session::open(&uri.reference, opts, RegistryOperation::Pull)?;
     let (layer, manifest_digest) = resolve(&s, uri)?;
-    let tmp = transfer::download(&s, &layer, crate::fsutil::parent_dir(dest), dest)?;
+    let tmp = transfer::download(&s, &layer, crate::fsutil::parent_dir(dest), dest, 0o644)?;
     check_sif(tmp.path(), uri)?;
-    tmp.persist(dest)
-        .map_err(|e| RegistryError::io("renaming into", dest, e))?;
+    if force {
+        tmp.persist(dest)
+    } else {
+        // A file that appeared at the destination meanwhile is not replaced either.
+        tmp.persist_new(dest)
+    }
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => RegistryError::Exists(dest.to_path_buf()),
+        _ => RegistryError::io("renaming into", dest, e),
+    })?;
     Ok(Transferred {
         manifest_digest,
         digest: layer.digest.clone(),
         size: layer.size as u64,
         moved: true,
     })
+}
+
+/// A destination a download can end in: a file name in an existing directory, not a
+/// directory, and not an existing file unless `force`.
+pub(crate) fn check_destination(dest: &Path, force: bool) -> Result<()> {
+    let bad = |why: &str| RegistryError::Content {
+        reference: dest.display().to_string(),
+        why: why.into(),
+    };
+    if dest.as_os_str().is_empty() || dest.file_name().is_none() {
+        return Err(bad("not a file name"));
+    }
+    match dest.symlink_metadata() {
+        Ok(m) if m.is_dir() => return Err(bad("is a directory")),
+        Ok(_) if !force => return Err(RegistryError::Exists(dest.to_path_buf())),
+        _ => {}
+    }
+    let dir = crate::fsutil::parent_dir(dest);
+    if !dir.is_dir() {
+        return Err(RegistryError::Content {
+            reference: dir.display().to_string(),
+            why: "no such directory".into(),
+        });
+    }
+    Ok(())
 }
 
 /// A downloaded artifact must be a SIF before anything uses it as one.

@@ -21,7 +21,10 @@ use crate::fsutil::TempFile;
 /// Bytes read from a file per upload chunk.
 const CHUNK: usize = 4 << 20;
 /// Attempts of a download before it is given up.
-const ATTEMPTS: u32 = 5;
+pub(crate) const ATTEMPTS: u32 = 5;
+/// The slowest transfer taken: this many bytes in each `RATE_WINDOW`.
+const MIN_RATE: u64 = 16 << 10;
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The hex of a `sha256:` digest; other algorithms are refused.
 pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
@@ -41,6 +44,7 @@ pub(crate) fn download(
     desc: &OciDescriptor,
     dir: &Path,
     target: &Path,
+    mode: u32,
 ) -> Result<Downloaded> {
     let bad = |why: String| RegistryError::Blob {
         reference: s.reference.whole(),
@@ -52,8 +56,7 @@ pub(crate) fn download(
         .to_string();
     let size = u64::try_from(desc.size).map_err(|_| bad(format!("negative size {}", desc.size)))?;
     check_room(dir, size).map_err(bad)?;
-    let tmp = TempFile::new_in(dir, target)
-        .map_err(|e| RegistryError::io("creating a file in", dir, e))?;
+    let tmp = TempFile::new_in_mode(dir, target, mode).map_err(RegistryError::Local)?;
     // Until it is renamed into place, the file goes with the process on Ctrl-C or
     // SIGTERM too.
     let guard = super::interrupt::Guard::new(tmp.path());
@@ -104,7 +107,27 @@ pub(crate) fn download(
         }
         let mut stream = stream.stream;
         let ended: std::result::Result<(), String> = s.block_on(async {
-            while let Some(item) = stream.next().await {
+            // A registry that trickles is as good as gone: below MIN_RATE bytes in a
+            // RATE_WINDOW the transfer is dropped (and resumed, up to ATTEMPTS times).
+            let mut window = (tokio::time::Instant::now(), 0u64);
+            loop {
+                let next = tokio::time::timeout(RATE_WINDOW, stream.next()).await;
+                let Ok(item) = next else {
+                    return Err("transfer interrupted: nothing arrived for a minute".into());
+                };
+                let Some(item) = item else { break };
+                if window.0.elapsed() >= RATE_WINDOW {
+                    if window.1 < MIN_RATE {
+                        return Err(format!(
+                            "transfer interrupted: less than {} KiB arrived in a minute",
+                            MIN_RATE >> 10
+                        ));
+                    }
+                    window = (tokio::time::Instant::now(), 0);
+                }
+                if let Ok(b) = &item {
+                    window.1 += b.len() as u64;
+                }
                 match item {
                     Ok(bytes) => {
                         if written + bytes.len() as u64 > size {
@@ -166,6 +189,11 @@ impl Downloaded {
     pub fn persist(self, dest: &Path) -> std::io::Result<()> {
         self.tmp.persist(dest)
     }
+
+    /// Moves the file to `dest` unless something is there by then.
+    pub fn persist_new(self, dest: &Path) -> std::io::Result<()> {
+        self.tmp.persist_new(dest)
+    }
 }
 
 /// Refuses a download that cannot fit in the file system of `dir`.
@@ -183,9 +211,10 @@ fn check_room(dir: &Path, size: u64) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The sha256 digest and size of a file, read once.
-pub(crate) fn file_digest(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).map_err(|e| RegistryError::io("opening", path, e))?;
+/// The sha256 digest and size of an open file, read from its start.
+pub(crate) fn file_digest_of(f: &mut File, path: &Path) -> Result<(String, u64)> {
+    f.rewind()
+        .map_err(|e| RegistryError::io("reading", path, e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n_total = 0u64;
@@ -202,34 +231,59 @@ pub(crate) fn file_digest(path: &Path) -> Result<(String, u64)> {
     Ok((format!("sha256:{}", hex(&h.finalize())), n_total))
 }
 
-/// Uploads `path` as the blob `digest` unless the registry has it already.
-pub(crate) fn upload_file(s: &Session, path: &Path, digest: &str, size: u64) -> Result<bool> {
+/// Uploads the open `file` (named `path`) as the blob `digest` unless the registry
+/// has it already. Each attempt reads the file from its start by position.
+pub(crate) fn upload_file(
+    s: &Session,
+    file: &File,
+    path: &Path,
+    digest: &str,
+    size: u64,
+) -> Result<bool> {
     if s.retry("checking for", || {
         s.client.blob_exists(&s.reference, digest)
     })? {
         return Ok(false);
     }
-    s.retry("uploading", || {
-        let file = File::open(path).map_err(OciDistributionError::IoError);
-        let stream = futures_util::stream::unfold(Some(file), |state| async move {
-            let mut f = match state? {
+    s.retry_within("uploading", None, || {
+        let f = file.try_clone().map_err(OciDistributionError::IoError);
+        let stream = futures_util::stream::unfold((f, 0u64), |(state, offset)| async move {
+            let f = match state {
                 Ok(f) => f,
-                Err(e) => return Some((Err(e), None)),
+                Err(e) => return Some((Err(e), (Err(gone()), u64::MAX))),
             };
+            if offset == u64::MAX {
+                return None;
+            }
             let mut buf = vec![0u8; CHUNK];
-            match read_full(&mut f, &mut buf) {
+            match read_full_at(&f, &mut buf, offset) {
                 Ok(0) => None,
                 Ok(n) => {
                     buf.truncate(n);
-                    Some((Ok(bytes::Bytes::from(buf)), Some(Ok(f))))
+                    Some((Ok(bytes::Bytes::from(buf)), (Ok(f), offset + n as u64)))
                 }
-                Err(e) => Some((Err(OciDistributionError::IoError(e)), None)),
+                Err(e) => Some((
+                    Err(OciDistributionError::IoError(e)),
+                    (Err(gone()), u64::MAX),
+                )),
             }
         });
         s.client
             .push_blob_stream(&s.reference, stream, digest, Some(size))
+    })
+    .map_err(|e| match e {
+        RegistryError::Request { what, err, .. } => RegistryError::Request {
+            what,
+            reference: format!("{} from {}", s.reference.whole(), path.display()),
+            err,
+        },
+        e => e,
     })?;
     Ok(true)
+}
+
+fn gone() -> OciDistributionError {
+    OciDistributionError::IoError(std::io::Error::other("the upload stream ended"))
 }
 
 /// Uploads a small blob held in memory unless the registry has it already.
@@ -245,11 +299,12 @@ pub(crate) fn upload_bytes(s: &Session, data: &[u8], digest: &str) -> Result<()>
     Ok(())
 }
 
-/// Reads until `buf` is full or the file ends.
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads at `offset` until `buf` is full or the file ends.
+fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
     let mut n = 0;
     while n < buf.len() {
-        match f.read(&mut buf[n..]) {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

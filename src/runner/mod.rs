@@ -55,9 +55,12 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let image = if crate::registry::ImageUri::is_uri(&req.image) {
         // Pulled into the cache (or found there); from here on a local file.
         let uri = crate::registry::ImageUri::parse(&req.image)?;
-        let path = crate::registry::cache::fetch(&uri, &req.registry)?;
+        let (_, file) = crate::registry::cache::fetch(&uri, &req.registry)?;
         crate::support::diag::debug_time("image pulled or found in the cache");
-        open_image(&path.to_string_lossy(), policy.as_ref())?
+        if crate::support::userns::real_root() {
+            crate::image::check_root_may_trust(&file, &req.image)?;
+        }
+        open_verified(file, &req.image, policy.as_ref())?
     } else {
         open_image(&req.image, policy.as_ref())?
     };

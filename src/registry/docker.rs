@@ -1,0 +1,161 @@
+//! Container images (`docker://`): the manifest for the wanted platform (from an image
+//! index or a Docker manifest list), the image configuration, and the layers, each
+//! downloaded once into the cache (`blob/sha256:HEX`) and checked against its digest.
+//! Turning the layers into a root file system is the builder's work.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use oci_client::RegistryOperation;
+use oci_client::manifest::{OciDescriptor, OciManifest};
+
+use super::client::{Options, Session};
+use super::error::{RegistryError, Result};
+use super::uri::{ImageUri, Transport};
+use super::{cache, transfer};
+
+/// The largest image configuration taken (they are a few KiB).
+const MAX_CONFIG: i64 = 16 << 20;
+
+/// Layer media types: OCI's and Docker's, uncompressed, gzip or zstd.
+const LAYER_TYPES: [&str; 5] = [
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar",
+];
+
+/// An image's parts, local.
+#[derive(Debug)]
+pub struct Image {
+    /// The manifest's digest (for an index, the chosen platform's manifest).
+    pub manifest_digest: String,
+    /// The image configuration, as JSON.
+    pub config: Vec<u8>,
+    /// The layers in order, bottom first: files in the cache.
+    pub layers: Vec<PathBuf>,
+}
+
+/// The architecture an image is pulled for when none is asked for: this machine's,
+/// in the names of image indexes.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+/// Downloads what `uri` names (layers found in the cache are not downloaded again).
+pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<Image> {
+    if uri.transport != Transport::Docker {
+        return Err(RegistryError::Uri {
+            uri: uri.text.clone(),
+            why: "not a docker:// image".into(),
+        });
+    }
+    let arch = opts.arch.clone().unwrap_or_else(|| host_arch().to_string());
+    let mut s = Session::open(&uri.reference, opts, RegistryOperation::Pull)?;
+    let content = |why: String| RegistryError::Content {
+        reference: uri.text.clone(),
+        why,
+    };
+    let (top, top_digest) = s.manifest(&s.reference)?;
+    let (manifest, manifest_digest) = match top {
+        OciManifest::Image(m) => (m, top_digest),
+        OciManifest::ImageIndex(index) => {
+            let entry = index.manifests.iter().find(|e| {
+                e.platform.as_ref().is_some_and(|p| {
+                    p.os.to_string() == "linux" && p.architecture.to_string() == arch
+                })
+            });
+            let Some(entry) = entry else {
+                let have: Vec<String> = index
+                    .manifests
+                    .iter()
+                    .filter_map(|e| e.platform.as_ref())
+                    .map(|p| format!("{}/{}", p.os, p.architecture))
+                    .collect();
+                return Err(content(format!(
+                    "no linux/{arch} image in the index (it has {}); pick one with --arch",
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
+                )));
+            };
+            let digest = entry.digest.clone();
+            s.reference = uri.reference.clone_with_digest(digest.clone());
+            let (m, _) = s.manifest(&s.reference)?;
+            match m {
+                OciManifest::Image(m) => (m, digest),
+                OciManifest::ImageIndex(_) => {
+                    return Err(content("an image index inside an image index".into()));
+                }
+            }
+        }
+    };
+    if manifest.layers.is_empty() {
+        return Err(content("the image has no layers".into()));
+    }
+    let config = fetch_config(&s, &manifest.config, uri)?;
+    let dir = cache::kind_dir("blob")?;
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for layer in &manifest.layers {
+        if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
+            return Err(content(format!(
+                "layer {} is of type {:?}, which is not a file-system layer veil can unpack",
+                layer.digest, layer.media_type
+            )));
+        }
+        layers.push(fetch_blob(&s, layer, &dir)?);
+    }
+    Ok(Image {
+        manifest_digest,
+        config,
+        layers,
+    })
+}
+
+/// The image configuration, small and checked by digest.
+fn fetch_config(s: &Session, desc: &OciDescriptor, uri: &ImageUri) -> Result<Vec<u8>> {
+    if !(0..=MAX_CONFIG).contains(&desc.size) {
+        return Err(RegistryError::Content {
+            reference: uri.text.clone(),
+            why: format!("an image configuration of {} bytes", desc.size),
+        });
+    }
+    s.retry("downloading the configuration of", || async {
+        let mut out = Vec::with_capacity(desc.size as usize);
+        s.client
+            .pull_blob(&s.reference, desc, &mut out)
+            .await
+            .map(|()| out)
+    })
+}
+
+/// A blob in the cache under its digest, downloaded when it is not there yet.
+fn fetch_blob(s: &Session, desc: &OciDescriptor, dir: &std::path::Path) -> Result<PathBuf> {
+    let hex = transfer::sha256_hex(&desc.digest).ok_or_else(|| RegistryError::Blob {
+        reference: s.reference.whole(),
+        digest: desc.digest.clone(),
+        why: "only sha256 digests are supported".into(),
+    })?;
+    let entry = dir.join(format!("sha256:{hex}"));
+    if let Ok(m) = std::fs::metadata(&entry)
+        && m.is_file()
+        && i64::try_from(m.len()).is_ok_and(|l| l == desc.size)
+    {
+        return Ok(entry);
+    }
+    let tmp = transfer::download(s, desc, dir, &entry, 0o600)?;
+    tmp.persist(&entry)
+        .map_err(|e| RegistryError::io("renaming into", &entry, e))?;
+    Ok(entry)
+}
