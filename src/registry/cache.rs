@@ -51,7 +51,7 @@ pub fn root() -> Result<PathBuf> {
 /// The directory of one kind of entry, made private (0700) when missing. A cache
 /// directory that is a symbolic link, belongs to another user or can be written by
 /// others is refused: whoever can write there chooses what the next run runs.
-pub(crate) fn kind_dir(kind: &str) -> Result<PathBuf> {
+pub fn kind_dir(kind: &str) -> Result<PathBuf> {
     let root = root()?;
     let d = root.join(kind);
     std::fs::DirBuilder::new()
@@ -88,8 +88,8 @@ fn check_private(dir: &Path) -> Result<()> {
 }
 
 /// Opens a cache entry if it is one: a regular file of the user's (no link
-/// followed) of the expected size.
-fn open_entry(path: &Path, size: i64) -> Option<File> {
+/// followed) of the expected size, if one is expected.
+pub fn open_entry(path: &Path, size: Option<i64>) -> Option<File> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -98,14 +98,22 @@ fn open_entry(path: &Path, size: i64) -> Option<File> {
     let m = f.metadata().ok()?;
     let ok = m.is_file()
         && m.uid() == nix::unistd::geteuid().as_raw()
-        && i64::try_from(m.len()).is_ok_and(|l| l == size);
+        && size.is_none_or(|size| i64::try_from(m.len()).is_ok_and(|l| l == size));
     ok.then_some(f)
 }
 
-/// Whether `name` is an entry's name (`sha256:` and 64 hex digits), not a temporary
-/// file of a download in progress or anything else.
-fn is_entry_name(name: &str) -> bool {
-    super::transfer::sha256_hex(name).is_some()
+/// Whether `name` is an entry's name (`sha256:` and 64 hex digits; for SIFs built
+/// from docker:// images, 64 hex digits), not a temporary file of a download in
+/// progress or anything else.
+fn is_entry_name(kind: &str, name: &str) -> bool {
+    if kind == "oci-tmp" {
+        name.len() == 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    } else {
+        super::transfer::sha256_hex(name).is_some()
+    }
 }
 
 /// The SIF at `uri` as an open file of the cache: found there when it holds the
@@ -115,7 +123,7 @@ pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<(PathBuf, File)> {
     if uri.transport != Transport::Oras {
         return Err(RegistryError::Uri {
             uri: uri.text.clone(),
-            why: "running docker:// images directly is not supported yet; build a SIF from it (veil build app.sif docker://…) or pull an oras:// image".into(),
+            why: "docker:// images are run with run, exec, shell or test, or made into a SIF with `veil pull`".into(),
         });
     }
     let s = Session::open(&uri.reference, opts, RegistryOperation::Pull)?;
@@ -126,7 +134,7 @@ pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<(PathBuf, File)> {
     })?;
     let dir = kind_dir("oras")?;
     let entry = dir.join(format!("sha256:{hex}"));
-    if let Some(f) = open_entry(&entry, layer.size) {
+    if let Some(f) = open_entry(&entry, Some(layer.size)) {
         crate::support::diag::debug_note(&format!("registry: {} from the cache", uri.text));
         return Ok((entry, f));
     }
@@ -166,7 +174,7 @@ pub fn list(kinds: &[String]) -> Result<Vec<Entry>> {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             // Only entries: not another run's download in progress, nor anything else.
-            if !is_entry_name(&name) {
+            if !is_entry_name(kind, &name) {
                 continue;
             }
             let Ok(m) = e.metadata() else { continue };

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use oci_client::RegistryOperation;
-use oci_client::manifest::{OciDescriptor, OciManifest};
+use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
 
 use super::client::{Options, Session};
 use super::error::{RegistryError, Result};
@@ -51,8 +51,9 @@ pub fn host_arch() -> &'static str {
     }
 }
 
-/// Downloads what `uri` names (layers found in the cache are not downloaded again).
-pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<Image> {
+/// The session and the image manifest `uri` names for the wanted platform, with the
+/// manifest's digest.
+fn resolve(uri: &ImageUri, opts: &Options) -> Result<(Session, OciImageManifest, String)> {
     if uri.transport != Transport::Docker {
         return Err(RegistryError::Uri {
             uri: uri.text.clone(),
@@ -100,6 +101,22 @@ pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<Image> {
                 }
             }
         }
+    };
+    Ok((s, manifest, manifest_digest))
+}
+
+/// The digest of the image manifest `uri` names for the wanted platform: what a SIF
+/// built from it is cached under.
+pub fn manifest_digest(uri: &ImageUri, opts: &Options) -> Result<String> {
+    Ok(resolve(uri, opts)?.2)
+}
+
+/// Downloads what `uri` names (layers found in the cache are not downloaded again).
+pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<Image> {
+    let (s, manifest, manifest_digest) = resolve(uri, opts)?;
+    let content = |why: String| RegistryError::Content {
+        reference: uri.text.clone(),
+        why,
     };
     if manifest.layers.is_empty() {
         return Err(content("the image has no layers".into()));

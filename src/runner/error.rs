@@ -8,6 +8,9 @@ use crate::crypt::source::HOW_TO_GIVE_A_KEY;
 pub enum RunnerError {
     #[error("{0}")]
     Registry(#[from] crate::registry::RegistryError),
+    /// Building the SIF of a docker:// image for a run.
+    #[error("{0}")]
+    Build(#[from] crate::builder::BuildError),
     #[error("{name}: {err}")]
     Open { name: String, err: std::io::Error },
     #[error("{0}: --verify and --policy need a SIF image (only SIF files carry signatures)")]

@@ -46,6 +46,41 @@ impl Drop for ScrubEnvironment {
     }
 }
 
+/// The image a URI names, as an open file of the cache: an `oras://` SIF as pulled;
+/// a `docker://` image as a SIF built from it (`veil pull docker://` makes the same),
+/// cached under its platform manifest's digest so the next run starts at once.
+fn pulled(req: &RunRequest) -> Result<std::fs::File> {
+    use crate::registry::{ImageUri, Transport, cache, docker};
+    let uri = ImageUri::parse(&req.image)?;
+    if uri.transport == Transport::Oras {
+        return Ok(cache::fetch(&uri, &req.registry)?.1);
+    }
+    let digest = docker::manifest_digest(&uri, &req.registry)?;
+    let arch = req
+        .registry
+        .arch
+        .clone()
+        .unwrap_or_else(|| docker::host_arch().to_string());
+    let key = {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(format!("{digest}{arch}").as_bytes());
+        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let entry = cache::kind_dir("oci-tmp")?.join(key);
+    if let Some(f) = cache::open_entry(&entry, None) {
+        crate::support::diag::debug_note(&format!("registry: {} from the cache", uri.text));
+        return Ok(f);
+    }
+    let mut opts =
+        crate::builder::BuildOptions::new(uri.text.clone(), entry.clone(), req.registry.clone());
+    opts.force = true;
+    crate::builder::build(&opts)?;
+    cache::open_entry(&entry, None).ok_or_else(|| RunnerError::Open {
+        name: entry.display().to_string(),
+        err: std::io::Error::other("the image built from the registry's is not in the cache"),
+    })
+}
+
 /// Runs the container and returns its exit status.
 pub fn run(req: RunRequest) -> Result<i32> {
     // Secret variables leave the environment on every way out, errors included
@@ -54,8 +89,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let policy = signature_policy(req.verify, req.policy.as_deref())?;
     let image = if crate::registry::ImageUri::is_uri(&req.image) {
         // Pulled into the cache (or found there); from here on a local file.
-        let uri = crate::registry::ImageUri::parse(&req.image)?;
-        let (_, file) = crate::registry::cache::fetch(&uri, &req.registry)?;
+        let file = pulled(&req)?;
         crate::support::diag::debug_time("image pulled or found in the cache");
         if crate::support::userns::real_root() {
             crate::image::check_root_may_trust(&file, &req.image)?;
