@@ -141,10 +141,10 @@ fn pull_turns_a_docker_image_into_a_sif_with_its_layers_and_config() {
     );
     assert!(!e.dir.path().join("x.sif").exists());
 
-    // Layers are cached by digest: the platforms differ in their first layer only,
-    // so four blobs in all, each downloaded once.
+    // Blobs are cached by digest: the platforms differ in their configuration and
+    // first layer only, so six blobs in all (two configurations, four layers).
     let o = run_ok(veil_at(&home).args(["cache", "list", "--type", "blob"]));
-    assert!(stdout(&o).contains("There are 4 "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("There are 6 "), "{}", stdout(&o));
 }
 
 #[test]

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
@@ -493,7 +494,12 @@ pub fn unpack_layers(
     let mut dirs = DirFixups::new();
     let mut skipped = 0;
     for l in layers {
-        let f = File::open(l).map_err(|e| BuildError::io(l, e))?;
+        // A cache entry (in the user's private cache): no link followed.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(l)
+            .map_err(|e| BuildError::io(l, e))?;
         apply_layer(root, open_maybe_gz(f, l)?, l, &mut dirs, &mut skipped, opts)?;
     }
     finish_dirs(root, dirs)?;

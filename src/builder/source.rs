@@ -161,6 +161,13 @@ fn bootstrap(r: &Recipe, name: &str, def: &Path, reg: &registry::Options) -> Res
                 "oras"
             };
             let text = if ImageUri::is_uri(&from) {
+                if !from.starts_with(&format!("{scheme}://")) {
+                    return Err(BuildError::Recipe {
+                        file: name.into(),
+                        line: r.from_line,
+                        msg: format!("From: {from}: Bootstrap: {scheme} takes {scheme}:// images"),
+                    });
+                }
                 from.clone()
             } else {
                 format!("{scheme}://{from}")

@@ -49,7 +49,7 @@ enum Command {
     Verify(sign::VerifyArgs),
     /// Push a SIF image to an OCI registry (oras://)
     Push(registry::PushArgs),
-    /// Pull a SIF image from an OCI registry (oras://)
+    /// Pull a SIF image from an OCI registry (oras://), or make one from a container image (docker://)
     Pull(registry::PullArgs),
     /// Log in to and out of OCI registries
     Registry(registry::RegistryCmd),

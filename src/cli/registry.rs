@@ -64,7 +64,7 @@ impl RegistryArgs {
 // flag: a container can read its launcher's command line. (No doc comment, as above.)
 #[derive(Debug, Clone, Args)]
 pub struct ContainerRegistryArgs {
-    /// Use plain HTTP, not HTTPS, to pull an oras:// image (credentials: the environment, `veil registry login`, Docker's config)
+    /// Use plain HTTP, not HTTPS, to pull an oras:// or docker:// image (credentials: the environment, `veil registry login`, Docker's config)
     #[arg(long = "no-https", alias = "nohttps")]
     pub no_https: bool,
 }

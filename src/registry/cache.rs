@@ -53,13 +53,19 @@ pub fn root() -> Result<PathBuf> {
 /// others is refused: whoever can write there chooses what the next run runs.
 pub fn kind_dir(kind: &str) -> Result<PathBuf> {
     let root = root()?;
-    let d = root.join(kind);
+    // The root first, checked before anything is made in it.
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&d)
-        .map_err(|e| RegistryError::io("creating the cache directory", &d, e))?;
+        .create(&root)
+        .map_err(|e| RegistryError::io("creating the cache directory", &root, e))?;
     check_private(&root)?;
+    let d = root.join(kind);
+    match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(RegistryError::io("creating the cache directory", &d, e)),
+    }
     check_private(&d)?;
     Ok(d)
 }
@@ -164,11 +170,14 @@ pub fn list(kinds: &[String]) -> Result<Vec<Entry>> {
         if !kinds.is_empty() && !kinds.iter().any(|k| k == kind || k == "all") {
             continue;
         }
+        if std::fs::symlink_metadata(&root).is_err() {
+            break;
+        }
+        check_private(&root)?;
         let dir = root.join(kind);
         if std::fs::symlink_metadata(&dir).is_err() {
             continue;
         }
-        check_private(&root)?;
         check_private(&dir)?;
         let rd = std::fs::read_dir(&dir).map_err(|e| RegistryError::io("listing", &dir, e))?;
         for e in rd.flatten() {
@@ -195,7 +204,7 @@ pub fn list(kinds: &[String]) -> Result<Vec<Entry>> {
 }
 
 /// Removes the entries of the given kinds older than `days` (all, without it); with
-/// `dry_run` only says which. Temporary files of interrupted downloads go too.
+/// `dry_run` only says which.
 pub fn clean(kinds: &[String], days: Option<u64>, dry_run: bool) -> Result<Vec<Entry>> {
     let now = SystemTime::now();
     let old = |e: &Entry| match days {

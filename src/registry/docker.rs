@@ -61,6 +61,19 @@ fn resolve(uri: &ImageUri, opts: &Options) -> Result<(Session, OciImageManifest,
         });
     }
     let arch = opts.arch.clone().unwrap_or_else(|| host_arch().to_string());
+    if arch.is_empty()
+        || !arch
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(RegistryError::Uri {
+            uri: uri.text.clone(),
+            why: format!(
+                "--arch {:?}: an architecture is a name like amd64 or arm64",
+                super::error::printable(&arch)
+            ),
+        });
+    }
     let mut s = Session::open(&uri.reference, opts, RegistryOperation::Pull)?;
     let content = |why: String| RegistryError::Content {
         reference: uri.text.clone(),
@@ -81,9 +94,10 @@ fn resolve(uri: &ImageUri, opts: &Options) -> Result<(Session, OciImageManifest,
                     .iter()
                     .filter_map(|e| e.platform.as_ref())
                     .map(|p| format!("{}/{}", p.os, p.architecture))
+                    .map(|t| super::error::printable(&t))
                     .collect();
                 return Err(content(format!(
-                    "no linux/{arch} image in the index (it has {}); pick one with --arch",
+                    "no linux/{arch} image in the index (it has {}); `veil pull` and `veil build` take --arch",
                     if have.is_empty() {
                         "none".into()
                     } else {
@@ -122,6 +136,17 @@ pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<Image> {
         return Err(content("the image has no layers".into()));
     }
     let config = fetch_config(&s, &manifest.config, uri)?;
+    if let Some(want) = &opts.arch {
+        let have = serde_json::from_slice::<serde_json::Value>(&config)
+            .ok()
+            .and_then(|c| c.get("architecture")?.as_str().map(str::to_string));
+        if let Some(have) = have.filter(|h| h != want) {
+            return Err(content(format!(
+                "the image is for {}, not {want} (--arch)",
+                super::error::printable(&have)
+            )));
+        }
+    }
     let dir = cache::kind_dir("blob")?;
     let mut layers = Vec::with_capacity(manifest.layers.len());
     for layer in &manifest.layers {
@@ -148,13 +173,10 @@ fn fetch_config(s: &Session, desc: &OciDescriptor, uri: &ImageUri) -> Result<Vec
             why: format!("an image configuration of {} bytes", desc.size),
         });
     }
-    s.retry("downloading the configuration of", || async {
-        let mut out = Vec::with_capacity(desc.size as usize);
-        s.client
-            .pull_blob(&s.reference, desc, &mut out)
-            .await
-            .map(|()| out)
-    })
+    // Through the cache like a layer: streamed, never past its declared size,
+    // checked by digest.
+    let path = fetch_blob(s, desc, &cache::kind_dir("blob")?)?;
+    std::fs::read(&path).map_err(|e| RegistryError::io("reading", &path, e))
 }
 
 /// A blob in the cache under its digest, downloaded when it is not there yet.
@@ -165,10 +187,7 @@ fn fetch_blob(s: &Session, desc: &OciDescriptor, dir: &std::path::Path) -> Resul
         why: "only sha256 digests are supported".into(),
     })?;
     let entry = dir.join(format!("sha256:{hex}"));
-    if let Ok(m) = std::fs::metadata(&entry)
-        && m.is_file()
-        && i64::try_from(m.len()).is_ok_and(|l| l == desc.size)
-    {
+    if cache::open_entry(&entry, Some(desc.size)).is_some() {
         return Ok(entry);
     }
     let tmp = transfer::download(s, desc, dir, &entry, 0o600)?;

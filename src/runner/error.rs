@@ -8,9 +8,9 @@ use crate::crypt::source::HOW_TO_GIVE_A_KEY;
 pub enum RunnerError {
     #[error("{0}")]
     Registry(#[from] crate::registry::RegistryError),
-    /// Building the SIF of a docker:// image for a run.
-    #[error("{0}")]
-    Build(#[from] crate::builder::BuildError),
+    /// Building the SIF of a docker:// image for a run (the builder's own line).
+    #[error("{name}: {why}")]
+    Pull { name: String, why: String },
     #[error("{name}: {err}")]
     Open { name: String, err: std::io::Error },
     #[error("{0}: --verify and --policy need a SIF image (only SIF files carry signatures)")]

@@ -71,10 +71,39 @@ fn pulled(req: &RunRequest) -> Result<std::fs::File> {
         crate::support::diag::debug_note(&format!("registry: {} from the cache", uri.text));
         return Ok(f);
     }
-    let mut opts =
-        crate::builder::BuildOptions::new(uri.text.clone(), entry.clone(), req.registry.clone());
-    opts.force = true;
-    crate::builder::build(&opts)?;
+    // Built from the manifest the key names (not the tag again, which the registry
+    // could answer differently), by `veil pull` in a process of its own: its cleanup
+    // takes the termination signals while it builds, which this process, about to
+    // launch a container, must not give away.
+    let pinned = format!(
+        "docker://{}",
+        uri.reference.clone_with_digest(digest).whole()
+    );
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.args(["pull", "-q", "--force"]);
+    if req.registry.no_https {
+        cmd.arg("--no-https");
+    }
+    if let Some(a) = &req.registry.arch {
+        cmd.args(["--arch", a]);
+    }
+    cmd.arg(&entry)
+        .arg(&pinned)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    crate::support::spawn::die_with_parent(&mut cmd);
+    let out = cmd.output().map_err(|err| RunnerError::Open {
+        name: uri.text.clone(),
+        err,
+    })?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg = msg.trim().trim_start_matches("veil: error: ");
+        return Err(RunnerError::Pull {
+            name: uri.text.clone(),
+            why: msg.to_string(),
+        });
+    }
     cache::open_entry(&entry, None).ok_or_else(|| RunnerError::Open {
         name: entry.display().to_string(),
         err: std::io::Error::other("the image built from the registry's is not in the cache"),

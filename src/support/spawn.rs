@@ -88,6 +88,21 @@ pub unsafe fn spawn_shared(
     Ok(Pid::from_raw(pid))
 }
 
+/// Makes the program `cmd` starts die (SIGKILL) when the process that started it does,
+/// so that no helper outlives veil however veil ends.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only makes the
+    // prctl system call, which is async-signal-safe and touches no memory of the
+    // parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
