@@ -609,13 +609,22 @@ fn encrypted_images_travel_sealed_from_build_to_run() {
 fn an_interrupted_pull_leaves_nothing_behind() {
     use std::io::BufRead;
     let py = require!(python_with(&["json"]), "python3 is not installed");
-    let mut server = Command::new(py)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/registry/stall_registry.py"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Server(
+        Command::new(py)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/registry/stall_registry.py"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
+    std::io::BufReader::new(server.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let port = line.split_whitespace().nth(1).unwrap().to_string();
@@ -631,27 +640,27 @@ fn an_interrupted_pull_leaves_nothing_behind() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the first megabyte is in the temporary file.
+    // Wait until the temporary file exists and the first megabyte had time to come.
     let start = std::time::Instant::now();
     loop {
-        let partial = std::fs::read_dir(&out).unwrap().flatten().any(|e| {
-            e.file_name().to_string_lossy().contains(".veil-")
-                && e.metadata().is_ok_and(|m| m.len() > 0)
-        });
+        let partial = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".veil-"));
         if partial {
             break;
         }
         assert!(start.elapsed().as_secs() < 30, "the download never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    std::thread::sleep(std::time::Duration::from_millis(300));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pull.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
     let status = pull.wait().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
     let left: Vec<_> = std::fs::read_dir(&out)

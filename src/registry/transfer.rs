@@ -60,11 +60,11 @@ pub(crate) fn download(
     // Until it is renamed into place, the file goes with the process on Ctrl-C or
     // SIGTERM too.
     let guard = super::interrupt::Guard::new(tmp.path());
-    let mut out = tmp
+    let out = tmp
         .file()
         .try_clone()
         .map_err(|e| RegistryError::io("writing", tmp.path(), e))?;
-    let mut hasher = Sha256::new();
+    let sink = Sink::new(out);
     let mut written: u64 = 0;
     let mut attempt = 1;
     let mut last_error = String::new();
@@ -99,10 +99,7 @@ pub(crate) fn download(
         };
         if full && written > 0 {
             // The registry ignored the range: start over.
-            out.set_len(0)
-                .and_then(|()| out.rewind())
-                .map_err(|e| RegistryError::io("rewinding", tmp.path(), e))?;
-            hasher = Sha256::new();
+            sink.reset();
             written = 0;
         }
         let mut stream = stream.stream;
@@ -135,10 +132,10 @@ pub(crate) fn download(
                                 "the registry sent more than the {size} bytes the manifest declares"
                             ));
                         }
-                        out.write_all(&bytes)
-                            .map_err(|e| format!("writing {}: {e}", tmp.path().display()))?;
-                        hasher.update(&bytes);
                         written += bytes.len() as u64;
+                        if !sink.send(bytes) {
+                            return Err(format!("writing {} failed", tmp.path().display()));
+                        }
                     }
                     // A whole blob's own check fails after its last byte; ours says more.
                     Err(_) if written == size => break,
@@ -162,15 +159,91 @@ pub(crate) fn download(
             break;
         }
     }
+    let hasher = sink
+        .finish()
+        .map_err(|e| RegistryError::io("writing", tmp.path(), e))?;
     let got = hex(&hasher.finalize());
     if got != want {
         return Err(bad(format!(
             "digest mismatch: the bytes received hash to sha256:{got}"
         )));
     }
-    out.flush()
-        .map_err(|e| RegistryError::io("writing", tmp.path(), e))?;
     Ok(Downloaded { tmp, _guard: guard })
+}
+
+/// Writes and hashes the bytes of a download on a thread of its own, so that the
+/// network loop only receives: hashing in line with receiving held a pull to about
+/// half of what the wire gave.
+struct Sink {
+    tx: Option<std::sync::mpsc::SyncSender<SinkMsg>>,
+    worker: Option<std::thread::JoinHandle<std::io::Result<Sha256>>>,
+}
+
+enum SinkMsg {
+    Data(bytes::Bytes),
+    /// Start the file and the hash over.
+    Reset,
+}
+
+impl Sink {
+    fn new(file: File) -> Sink {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<SinkMsg>(256);
+        let worker = std::thread::spawn(move || {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut h = Sha256::new();
+            for m in rx {
+                match m {
+                    SinkMsg::Data(b) => {
+                        h.update(&b);
+                        w.write_all(&b)?;
+                    }
+                    SinkMsg::Reset => {
+                        w.flush()?;
+                        w.get_mut().set_len(0)?;
+                        w.get_mut().rewind()?;
+                        h = Sha256::new();
+                    }
+                }
+            }
+            w.flush()?;
+            Ok(h)
+        });
+        Sink {
+            tx: Some(tx),
+            worker: Some(worker),
+        }
+    }
+
+    /// False once the writer has failed (`finish` says why).
+    fn send(&self, b: bytes::Bytes) -> bool {
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(SinkMsg::Data(b)).is_ok())
+    }
+
+    fn reset(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(SinkMsg::Reset);
+        }
+    }
+
+    /// Waits for every byte to be written; the hash of them all.
+    fn finish(mut self) -> std::io::Result<Sha256> {
+        drop(self.tx.take());
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(std::io::Error::other("the writer thread failed")),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 /// A downloaded and checked blob in its temporary file, removed unless persisted
