@@ -112,6 +112,17 @@ fn ordinary_memory() -> Vec<(String, Vec<u8>)> {
             let mut b = vec![0u8; (end - start) as usize];
             if mem.seek(SeekFrom::Start(start)).is_ok() && mem.read_exact(&mut b).is_ok() {
                 out.push((desc, b));
+            } else {
+                // Another test thread may have unmapped part of the region since smaps
+                // was read: take it page by page, what is still there.
+                b.fill(0);
+                for (i, page) in b.chunks_mut(4096).enumerate() {
+                    let at = start + (i * 4096) as u64;
+                    if mem.seek(SeekFrom::Start(at)).is_ok() {
+                        let _ = mem.read_exact(page);
+                    }
+                }
+                out.push((desc, b));
             }
         }
     };

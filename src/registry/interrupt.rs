@@ -92,12 +92,22 @@ impl Drop for Guard {
         // The string may go only if nobody took its pointer: a handler or the
         // builder's cleanup thread that swapped it out may still be using it (and ends
         // the process right after), so then it is left alone.
-        let mine = self.path.take();
-        let taken = PENDING.swap(std::ptr::null_mut(), Ordering::SeqCst);
-        if let Some(c) = mine
-            && taken.is_null()
-        {
-            std::mem::forget(c);
+        // Only our own pointer is taken back: a later guard's is left to it.
+        if let Some(c) = self.path.take() {
+            let own = c.as_ptr().cast_mut();
+            if PENDING
+                .compare_exchange(
+                    own,
+                    std::ptr::null_mut(),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_err()
+            {
+                // Taken (by a handler or the builder's cleanup, which may be using
+                // it and ends the process) or replaced: never freed under a user.
+                std::mem::forget(c);
+            }
         }
     }
 }

@@ -97,8 +97,15 @@ fn pulled(req: &RunRequest) -> Result<std::fs::File> {
         err,
     })?;
     if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stderr);
-        let msg = msg.trim().trim_start_matches("veil: error: ");
+        // The pull's own error line: its last (warnings may come before it).
+        let text = String::from_utf8_lossy(&out.stderr);
+        let msg = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("the pull failed")
+            .trim()
+            .trim_start_matches("veil: error: ");
         return Err(RunnerError::Pull {
             name: uri.text.clone(),
             why: msg.to_string(),
