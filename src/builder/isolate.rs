@@ -11,6 +11,7 @@
 //! [`protect_process`]. The mounts and the pivot go through the system-call seam
 //! ([`Sys`]); the tests record them on a scratch tree.
 
+pub(crate) mod error;
 #[cfg(test)]
 mod tests;
 
@@ -23,20 +24,22 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 
 use crate::support::sys::Sys;
+use error::Step;
+pub use error::{Result, SandboxError};
 
 /// Makes this process non-dumpable: no core dump, and its memory, descriptors and
 /// environment in /proc are closed to other processes of the same user (a build
 /// script included). Call before any secret is read, and after the build's user
 /// namespace has its id maps, which an unprivileged process may only write while
 /// dumpable.
-pub fn protect_process() -> Result<(), String> {
-    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE, 0): {e}"))
+pub fn protect_process() -> Result<()> {
+    nix::sys::prctl::set_dumpable(false).op("prctl(PR_SET_DUMPABLE, 0)")
 }
 
 /// Marks every descriptor above stderr close-on-exec, so that the build's own
 /// descriptors, and any the caller passed in (a `--passphrase-fd` or `--pem-fd`
 /// among them), never reach the program this process runs.
-pub fn close_on_exec_above_stderr() -> Result<(), String> {
+pub fn close_on_exec_above_stderr() -> Result<()> {
     // SAFETY: close_range only changes descriptor flags of this process.
     let r = unsafe {
         libc::syscall(
@@ -51,8 +54,11 @@ pub fn close_on_exec_above_stderr() -> Result<(), String> {
     }
     // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC): one descriptor at a time, as
     // /proc/self/fd lists them.
-    let list = std::fs::read_dir("/proc/self/fd")
-        .map_err(|e| format!("listing /proc/self/fd to close descriptors: {e}"))?;
+    let list = std::fs::read_dir("/proc/self/fd").map_err(|err| SandboxError::File {
+        op: "listing, to close descriptors,",
+        path: "/proc/self/fd".into(),
+        err,
+    })?;
     let fds: Vec<i32> = list
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
@@ -104,21 +110,20 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 
 /// A directory `name` directly in `dir` (made when missing), opened. A symbolic link
 /// there is refused: a mount point is never where an image's link says.
-fn dir_inside(dir: &OwnedFd, name: &str) -> Result<OwnedFd, String> {
+fn dir_inside(dir: &OwnedFd, name: &str) -> Result<OwnedFd> {
+    let shown = || Path::new("/").join(name);
     match mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
         Ok(()) => {}
         Err(Errno::EEXIST) => {
             let st = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(|e| format!("/{name} in the image: {e}"))?;
+                .at("inspecting", shown())?;
             if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() {
-                return Err(format!(
-                    "/{name} in the image is a symbolic link; it must be a directory"
-                ));
+                return Err(SandboxError::LinkedMountPoint { path: shown() });
             }
         }
-        Err(e) => return Err(format!("creating /{name} in the image: {e}")),
+        Err(e) => return Err(SandboxError::path("creating", shown(), e)),
     }
-    open_inside(dir, name, OFlag::O_DIRECTORY).map_err(|e| format!("opening /{name}: {e}"))
+    open_inside(dir, name, OFlag::O_DIRECTORY).at("opening", shown())
 }
 
 fn bind<S: Sys>(sys: &S, src: &Path, dst: &OwnedFd, recursive: bool) -> nix::Result<()> {
@@ -130,9 +135,9 @@ fn bind<S: Sys>(sys: &S, src: &Path, dst: &OwnedFd, recursive: bool) -> nix::Res
 }
 
 /// Remounts the mount at `rel` inside `dir` read-only (and nosuid, nodev, noexec).
-fn read_only<S: Sys>(sys: &S, dir: &OwnedFd, rel: &str) -> Result<(), String> {
-    let m =
-        open_inside(dir, rel, OFlag::O_DIRECTORY).map_err(|e| format!("opening /{rel}: {e}"))?;
+fn read_only<S: Sys>(sys: &S, dir: &OwnedFd, rel: &str) -> Result<()> {
+    let shown = || Path::new("/").join(rel);
+    let m = open_inside(dir, rel, OFlag::O_DIRECTORY).at("opening", shown())?;
     sys.mount(
         None,
         &fd_path(&m),
@@ -145,7 +150,7 @@ fn read_only<S: Sys>(sys: &S, dir: &OwnedFd, rel: &str) -> Result<(), String> {
             | MsFlags::MS_NOEXEC,
         None,
     )
-    .map_err(|e| format!("making /{rel} read-only: {e}"))
+    .at("making read-only", shown())
 }
 
 /// The devices a build script may use, bound from the host one by one onto empty
@@ -154,7 +159,7 @@ fn read_only<S: Sys>(sys: &S, dir: &OwnedFd, rel: &str) -> Result<(), String> {
 /// file systems from.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-fn minimal_dev<S: Sys>(sys: &S, root: &OwnedFd) -> Result<(), String> {
+fn minimal_dev<S: Sys>(sys: &S, root: &OwnedFd) -> Result<()> {
     let dev = dir_inside(root, "dev")?;
     sys.mount(
         Some(Path::new("tmpfs")),
@@ -163,10 +168,9 @@ fn minimal_dev<S: Sys>(sys: &S, root: &OwnedFd) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=755,size=1m"),
     )
-    .map_err(|e| format!("mounting a tmpfs on /dev: {e}"))?;
+    .at("mounting a tmpfs on", "/dev")?;
     // The descriptor still names the directory under the tmpfs: open the tmpfs.
-    let dev =
-        open_inside(root, "dev", OFlag::O_DIRECTORY).map_err(|e| format!("opening /dev: {e}"))?;
+    let dev = open_inside(root, "dev", OFlag::O_DIRECTORY).at("opening", "/dev")?;
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
         if std::fs::metadata(&host).is_err() {
@@ -178,8 +182,8 @@ fn minimal_dev<S: Sys>(sys: &S, root: &OwnedFd) -> Result<(), String> {
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o666),
         )
-        .map_err(|e| format!("creating /dev/{d}: {e}"))?;
-        bind(sys, &host, &f, false).map_err(|e| format!("binding {}: {e}", host.display()))?;
+        .at("creating", Path::new("/dev").join(d))?;
+        bind(sys, &host, &f, false).at("binding", &host)?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -188,8 +192,7 @@ fn minimal_dev<S: Sys>(sys: &S, root: &OwnedFd) -> Result<(), String> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        nix::unistd::symlinkat(target, &dev, link)
-            .map_err(|e| format!("creating /dev/{link}: {e}"))?;
+        nix::unistd::symlinkat(target, &dev, link).at("creating", Path::new("/dev").join(link))?;
     }
     let pts = dir_inside(&dev, "pts")?;
     // A private instance; where the kernel refuses it, scripts get no pseudo-terminals.
@@ -208,7 +211,7 @@ fn minimal_dev<S: Sys>(sys: &S, root: &OwnedFd) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )
-    .map_err(|e| format!("mounting a tmpfs on /dev/shm: {e}"))?;
+    .at("mounting a tmpfs on", "/dev/shm")?;
     Ok(())
 }
 
@@ -220,7 +223,7 @@ fn minimal_dev<S: Sys>(sys: &S, root: &OwnedFd) -> Result<(), String> {
 ///
 /// `real_root` (no user namespace) keeps root's power over its files, so what plain
 /// uid 0 may write there without a capability is made read-only (see rootcaps).
-pub fn enter_root<S: Sys>(sys: &S, root: &Path, real_root: bool) -> Result<(), String> {
+pub fn enter_root<S: Sys>(sys: &S, root: &Path, real_root: bool) -> Result<()> {
     sys.mount(
         None,
         Path::new("/"),
@@ -228,7 +231,7 @@ pub fn enter_root<S: Sys>(sys: &S, root: &Path, real_root: bool) -> Result<(), S
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None,
     )
-    .map_err(|e| format!("making mounts private: {e}"))?;
+    .op("making the mounts private")?;
     // pivot_root needs the new root to be a mount of its own.
     sys.mount(
         Some(root),
@@ -237,13 +240,13 @@ pub fn enter_root<S: Sys>(sys: &S, root: &Path, real_root: bool) -> Result<(), S
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )
-    .map_err(|e| format!("binding {} onto itself: {e}", root.display()))?;
+    .at("binding onto itself", root)?;
     let dir = open(
         root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("opening {}: {e}", root.display()))?;
+    .at("opening", root)?;
 
     // This PID namespace's own /proc: the host's would show (and, for real root, give
     // a way into) every process of the host, the build's among them.
@@ -255,21 +258,20 @@ pub fn enter_root<S: Sys>(sys: &S, root: &Path, real_root: bool) -> Result<(), S
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )
-    .map_err(|e| format!("mounting /proc: {e}"))?;
+    .at("mounting", "/proc")?;
     let sys_dir = dir_inside(&dir, "sys")?;
-    bind(sys, Path::new("/sys"), &sys_dir, !real_root).map_err(|e| format!("binding /sys: {e}"))?;
+    bind(sys, Path::new("/sys"), &sys_dir, !real_root).at("binding", "/sys")?;
     if real_root {
         read_only(sys, &dir, "sys")?;
-        let ps = open_inside(&dir, "proc/sys", OFlag::O_DIRECTORY)
-            .map_err(|e| format!("opening /proc/sys: {e}"))?;
+        let ps = open_inside(&dir, "proc/sys", OFlag::O_DIRECTORY).at("opening", "/proc/sys")?;
         let p = fd_path(&ps);
         sys.mount(Some(&p), &p, None, MsFlags::MS_BIND, None)
-            .map_err(|e| format!("binding /proc/sys: {e}"))?;
+            .at("binding", "/proc/sys")?;
         read_only(sys, &dir, "proc/sys")?;
         for f in ["proc/sysrq-trigger", "proc/kcore"] {
             if let Ok(t) = open_inside(&dir, f, OFlag::O_NOFOLLOW) {
                 bind(sys, Path::new("/dev/null"), &t, false)
-                    .map_err(|e| format!("masking /{f}: {e}"))?;
+                    .at("masking", Path::new("/").join(f))?;
             }
         }
     }
@@ -293,13 +295,11 @@ pub fn enter_root<S: Sys>(sys: &S, root: &Path, real_root: bool) -> Result<(), S
     }
 
     // Into the tree by its descriptor: the path could have been replaced meanwhile.
-    sys.chdir(&fd_path(&dir))
-        .map_err(|e| format!("entering {}: {e}", root.display()))?;
+    sys.chdir(&fd_path(&dir)).at("entering", root)?;
     sys.pivot_root(Path::new("."), Path::new("."))
-        .map_err(|e| format!("pivot_root into the image: {e}"))?;
+        .op("pivot_root into the image")?;
     sys.umount(Path::new("."), MntFlags::MNT_DETACH)
-        .map_err(|e| format!("detaching the host's root: {e}"))?;
-    sys.chdir(Path::new("/"))
-        .map_err(|e| format!("chdir /: {e}"))?;
+        .op("detaching the host's root")?;
+    sys.chdir(Path::new("/")).at("chdir", "/")?;
     Ok(())
 }

@@ -13,11 +13,17 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, fork};
+use nix::unistd::{ForkResult, Pid, fork};
 
 use super::error::{BuildError, Result};
+use super::isolate::SandboxError;
+use super::isolate::error::Step;
 use super::recipe::Script;
+use crate::support::sys::{RealSys, Sys};
+use crate::support::userns::UsernsError;
 
 /// The default PATH of build scripts.
 pub const BUILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -111,57 +117,93 @@ fn secret_variables() -> Vec<String> {
         .collect()
 }
 
-/// Kills this process when its parent dies.
-fn die_with_parent() {
-    // It cannot fail for a valid signal; the result was never used.
+/// Kills this process when `parent` dies, and ends it now should `parent` have died
+/// before the death signal was armed (this process would then have been adopted).
+fn die_with(parent: Pid) {
+    // It cannot fail for a valid signal.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid() != parent {
+        // SAFETY: _exit ends this process without running the parent's destructors.
+        unsafe { libc::_exit(1) }
+    }
 }
 
-/// Makes the mount namespace the script's root will live in: only that, for real root
-/// and in the build's own user namespace; a user namespace of its own for a caller of
-/// `build` that did not make one first (possible only while the process is dumpable,
-/// that is, holds no key).
-fn namespaces() -> Result<(), String> {
-    use nix::sched::{CloneFlags, unshare};
-    if super::rootcaps::real_root() {
-        return unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
-            .map_err(|e| format!("cannot make mount and UTS namespaces: {e}"));
-    }
-    if nix::unistd::getuid().is_root() {
-        return unshare(CloneFlags::CLONE_NEWNS)
-            .map_err(|e| format!("cannot make a mount namespace: {e}"));
-    }
-    if let Some(e) = super::subids::entry_error() {
-        return Err(format!("cannot enter a user namespace: {e}"));
-    }
-    if !nix::sys::prctl::get_dumpable().unwrap_or(false) {
-        return Err(
-            "no user namespace was made before the build read its key, and a process holding one cannot make it (subids::enter_single)"
-                .into(),
-        );
-    }
-    let uid = nix::unistd::getuid().as_raw();
-    let gid = nix::unistd::getgid().as_raw();
-    crate::support::userns::enter(uid, gid, 0, 0)
-        .map_err(|e| format!("cannot enter a user namespace: {e}"))
+/// Who runs the build, as far as its scripts' namespaces go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runner {
+    /// uid 0 of the initial user namespace: no user namespace, a UTS one of its own.
+    RealRoot,
+    /// Root of a user namespace: the build's own (made when it started), or one it
+    /// was started in.
+    RootInUserns,
+    /// Anyone else, in no user namespace of the build's: one is made for the script,
+    /// which an unprivileged process can do only while it is dumpable (holds no key).
+    Unprivileged { uid: u32, gid: u32, dumpable: bool },
 }
 
-/// The child's side: mount and PID namespaces; the script runs as PID 1 of the new PID
-/// namespace in a grandchild, so when it ends (or veil dies) every process it started
-/// ends too. Returns only on error.
-fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
-    die_with_parent();
-    if let Err(e) = namespaces() {
-        return e;
+impl Runner {
+    fn current() -> Self {
+        if super::rootcaps::real_root() {
+            return Runner::RealRoot;
+        }
+        let uid = nix::unistd::getuid();
+        if uid.is_root() {
+            return Runner::RootInUserns;
+        }
+        Runner::Unprivileged {
+            uid: uid.as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            dumpable: nix::sys::prctl::get_dumpable().unwrap_or(false),
+        }
+    }
+}
+
+/// The script's namespaces: a mount namespace for its root (with a UTS namespace for
+/// real root, inside a user namespace for a caller that has none), then the PID
+/// namespace whose first process the script becomes. `earlier` is why the build
+/// could not make its user namespace when it started, if it could not.
+fn enter_namespaces<S: Sys>(
+    sys: &S,
+    runner: Runner,
+    earlier: Option<Arc<UsernsError>>,
+) -> Result<(), SandboxError> {
+    use nix::sched::CloneFlags;
+    match runner {
+        Runner::RealRoot => sys
+            .unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+            .op("making mount and UTS namespaces")?,
+        Runner::RootInUserns => sys
+            .unshare(CloneFlags::CLONE_NEWNS)
+            .op("making a mount namespace")?,
+        Runner::Unprivileged { uid, gid, dumpable } => {
+            if let Some(e) = earlier {
+                return Err(SandboxError::EarlierUserns(e));
+            }
+            if !dumpable {
+                return Err(SandboxError::NoUsernsBeforeKey);
+            }
+            sys.enter_userns(uid, gid, 0, 0)?;
+        }
     }
     // Required: a /proc of the host's PID namespace would show the build process.
-    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID) {
-        return format!("cannot make a PID namespace: {e}");
+    sys.unshare(CloneFlags::CLONE_NEWPID)
+        .op("making a PID namespace")
+}
+
+/// The child's side: namespaces; the script runs as PID 1 of the new PID namespace in
+/// a grandchild, so when it ends (or veil dies) every process it started ends too.
+/// Returns only on error.
+fn child(build: Pid, root: &Path, argv: &[CString], envp: &[CString]) -> SandboxError {
+    die_with(build);
+    let sys = RealSys;
+    if let Err(e) = enter_namespaces(&sys, Runner::current(), super::subids::entry_error()) {
+        return e;
     }
+    let me = nix::unistd::getpid();
     // SAFETY: this process is single-threaded (a fresh fork); the grandchild only
     // makes syscalls and execs or exits.
     match unsafe { fork() } {
-        Err(e) => return format!("fork: {e}"),
+        Err(err) => return SandboxError::Call { op: "fork", err },
         Ok(ForkResult::Child) => {}
         Ok(ForkResult::Parent { child }) => {
             super::isolate::close_above_stderr();
@@ -170,7 +212,7 @@ fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
                     Ok(WaitStatus::Exited(_, c)) => c,
                     Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return format!("waitpid: {e}"),
+                    Err(err) => return SandboxError::Call { op: "waitpid", err },
                 };
                 // SAFETY: _exit ends this intermediate process with the script's
                 // status, running no destructors of the forked parent's state.
@@ -178,21 +220,22 @@ fn child(root: &Path, argv: &[CString], envp: &[CString]) -> String {
             }
         }
     }
-    die_with_parent();
+    die_with(me);
     let real_root = super::rootcaps::real_root();
-    if let Err(e) = super::isolate::enter_root(&crate::support::sys::RealSys, root, real_root) {
+    if let Err(e) = super::isolate::enter_root(&sys, root, real_root) {
         return e;
     }
     if let Err(e) = super::isolate::close_on_exec_above_stderr() {
         return e;
     }
-    if super::rootcaps::real_root()
-        && let Err(e) = super::rootcaps::drop_to_build_set()
-    {
+    if real_root && let Err(e) = super::rootcaps::drop_to_build_set() {
         return e;
     }
     match nix::unistd::execve(&argv[0], argv, envp) {
-        Err(e) => format!("cannot run {}: {e}", argv[0].to_string_lossy()),
+        Err(err) => SandboxError::Exec {
+            program: argv[0].to_string_lossy().into_owned(),
+            err,
+        },
         Ok(never) => match never {},
     }
 }
@@ -224,6 +267,7 @@ pub fn run_in_root(
     }
     vars.extend(extra_env.iter().cloned());
     let e = envp(&vars);
+    let build = nix::unistd::getpid();
     // SAFETY: the build is single-threaded here (the squashfs writer's workers only
     // exist while an image is being written); the child only makes syscalls, formats a
     // message and exits or execs.
@@ -235,7 +279,7 @@ pub fn run_in_root(
         )),
         Ok(ForkResult::Child) => {
             super::cleanup::unblock_in_child();
-            let msg = child(root, &a, &e);
+            let msg = child(build, root, &a, &e);
             eprintln!("veil build: %{}: {msg}", ctx.section);
             // SAFETY: _exit ends the child without running the parent's destructors.
             unsafe { libc::_exit(127) }
@@ -265,5 +309,85 @@ pub fn run_in_root(
                 }
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sched::CloneFlags;
+
+    use super::*;
+    use crate::support::sys::recording::{Call, RecordingSys};
+
+    fn entered(runner: Runner, earlier: Option<Arc<UsernsError>>) -> (Vec<Call>, Option<String>) {
+        let sys = RecordingSys::default();
+        let r = enter_namespaces(&sys, runner, earlier);
+        (sys.calls(), r.err().map(|e| e.to_string()))
+    }
+
+    const PID: Call = Call::Unshare(CloneFlags::CLONE_NEWPID);
+
+    #[test]
+    fn real_root_gets_mount_uts_and_pid_namespaces_and_no_user_namespace() {
+        let (calls, err) = entered(Runner::RealRoot, None);
+        assert_eq!(err, None);
+        assert_eq!(
+            calls,
+            [
+                Call::Unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS),
+                PID
+            ]
+        );
+    }
+
+    #[test]
+    fn root_of_the_builds_user_namespace_makes_no_other() {
+        let (calls, err) = entered(Runner::RootInUserns, None);
+        assert_eq!(err, None);
+        assert_eq!(calls, [Call::Unshare(CloneFlags::CLONE_NEWNS), PID]);
+    }
+
+    #[test]
+    fn an_unprivileged_caller_is_root_of_a_user_namespace_of_its_own() {
+        let runner = Runner::Unprivileged {
+            uid: 1000,
+            gid: 100,
+            dumpable: true,
+        };
+        let (calls, err) = entered(runner, None);
+        assert_eq!(err, None);
+        assert_eq!(
+            calls,
+            [
+                Call::EnterUserns {
+                    uid: 1000,
+                    gid: 100,
+                    inner_uid: 0,
+                    inner_gid: 0
+                },
+                PID
+            ]
+        );
+    }
+
+    #[test]
+    fn a_process_holding_a_key_or_a_failed_entry_makes_no_namespace() {
+        let holding_key = Runner::Unprivileged {
+            uid: 1000,
+            gid: 100,
+            dumpable: false,
+        };
+        let (calls, err) = entered(holding_key, None);
+        assert_eq!(calls, []);
+        assert!(err.unwrap().contains("before the build read its key"));
+
+        let dumpable = Runner::Unprivileged {
+            uid: 1000,
+            gid: 100,
+            dumpable: true,
+        };
+        let (calls, err) = entered(dumpable, Some(Arc::new(UsernsError::Disabled)));
+        assert_eq!(calls, []);
+        assert!(err.unwrap().contains("max_user_namespaces = 0"));
     }
 }

@@ -10,17 +10,14 @@
 
 use nix::errno::Errno;
 
+use super::isolate::SandboxError;
+
 /// CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID,
 /// CAP_SETUID, CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT,
 /// CAP_AUDIT_WRITE, CAP_SETFCAP.
 const KEEP: &[u32] = &[0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 29, 31];
 
-/// Whether this process is real root: uid 0 in the initial user namespace.
-pub fn real_root() -> bool {
-    nix::unistd::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-}
+pub use crate::support::userns::real_root;
 
 #[repr(C)]
 struct CapHeader {
@@ -44,7 +41,7 @@ const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 ///
 /// The calls are libc's: nix (0.31) wraps neither PR_CAPBSET_DROP, PR_CAP_AMBIENT
 /// nor capset.
-pub fn drop_to_build_set() -> Result<(), String> {
+pub fn drop_to_build_set() -> Result<(), SandboxError> {
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -56,10 +53,10 @@ pub fn drop_to_build_set() -> Result<(), String> {
         // SAFETY: prctl with PR_CAPBSET_DROP takes plain integers and touches no memory.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         if rc != 0 && Errno::last() != Errno::EINVAL {
-            return Err(format!(
-                "dropping capability {cap} from the bounding set: {}",
-                Errno::last()
-            ));
+            return Err(SandboxError::DropCapability {
+                cap,
+                err: Errno::last(),
+            });
         }
     }
     // SAFETY: prctl with PR_CAP_AMBIENT takes plain integers and touches no memory.
@@ -87,7 +84,10 @@ pub fn drop_to_build_set() -> Result<(), String> {
     // nothing back.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
     if rc != 0 {
-        return Err(format!("capset: {}", Errno::last()));
+        return Err(SandboxError::Call {
+            op: "capset",
+            err: Errno::last(),
+        });
     }
     Ok(())
 }

@@ -12,12 +12,16 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
+use super::isolate::SandboxError;
+use super::isolate::error::Step;
 use crate::support::diag::debug_note;
+use crate::support::userns::UsernsError;
 
 /// One subordinate range: host ids `start .. start + count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +43,10 @@ pub struct SubIds {
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// Why no namespace could be made at the start of the build, for `%post` to report.
-static ENTRY_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+static ENTRY_ERROR: Mutex<Option<Arc<UsernsError>>> = Mutex::new(None);
 
 /// Why [`enter_single`] failed, if it did.
-pub fn entry_error() -> Option<String> {
+pub fn entry_error() -> Option<Arc<UsernsError>> {
     ENTRY_ERROR.lock().ok()?.clone()
 }
 
@@ -51,18 +55,18 @@ pub fn entry_error() -> Option<String> {
 /// the start of the build, while the process may still write its own id maps (it is
 /// made non-dumpable right after, before any key is read). Must be called while the
 /// process is single-threaded. A failure is kept for `%post` to report.
-pub fn enter_single(uid: u32, gid: u32) -> Result<(), String> {
+pub fn enter_single(uid: u32, gid: u32) -> Result<(), Arc<UsernsError>> {
     match crate::support::userns::enter(uid, gid, 0, 0) {
         Ok(()) => {
             ACTIVE.store(true, Ordering::SeqCst);
             Ok(())
         }
         Err(e) => {
-            let msg = e.to_string();
+            let e = Arc::new(e);
             if let Ok(mut g) = ENTRY_ERROR.lock() {
-                *g = Some(msg.clone());
+                *g = Some(e.clone());
             }
-            Err(msg)
+            Err(e)
         }
     }
 }
@@ -116,7 +120,7 @@ pub fn lookup(uid: u32, gid: u32) -> Option<SubIds> {
     })
 }
 
-fn pipe() -> std::io::Result<(fs::File, fs::File)> {
+fn pipe() -> nix::Result<(fs::File, fs::File)> {
     // Close-on-exec: the setuid id-map helpers must not inherit either end.
     let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((fs::File::from(r), fs::File::from(w)))
@@ -158,14 +162,14 @@ fn map_from_outside(ids: &SubIds, pid: u32, mut go: fs::File) -> i32 {
 /// single-threaded. When a helper refuses (its own message is on stderr), the
 /// namespace gets the single-id map instead and a warning says so; an error is
 /// returned only when no namespace could be made at all.
-pub fn enter(ids: &SubIds) -> Result<(), String> {
-    let (go_r, mut go_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+pub fn enter(ids: &SubIds) -> Result<(), SandboxError> {
+    let (go_r, mut go_w) = pipe().op("pipe")?;
     let pid = std::process::id();
     // SAFETY: the process is single-threaded (the caller's contract), so the child may
     // allocate and spawn the helpers; it leaves with _exit, running no destructors of
     // the parent's state.
     let child = match unsafe { fork() } {
-        Err(e) => return Err(format!("fork: {e}")),
+        Err(err) => return Err(SandboxError::Call { op: "fork", err }),
         Ok(ForkResult::Child) => {
             drop(go_w);
             let code = map_from_outside(ids, pid, go_r);
@@ -176,10 +180,13 @@ pub fn enter(ids: &SubIds) -> Result<(), String> {
     };
     drop(go_r);
     let unshared = unshare(CloneFlags::CLONE_NEWUSER);
-    if let Err(e) = unshared {
+    if let Err(err) = unshared {
         drop(go_w); // the helper sees EOF and exits
         let _ = waitpid(child, None);
-        return Err(format!("cannot make a user namespace: {e}"));
+        return Err(SandboxError::Call {
+            op: "making a user namespace",
+            err,
+        });
     }
     let _ = go_w.write_all(b"1");
     drop(go_w);
@@ -254,7 +261,7 @@ pub fn enter_for_build(
 }
 
 /// Writes whatever map the helpers left unwritten: the caller as root, setgroups denied.
-fn single_id_fallback(uid: u32, gid: u32) -> Result<(), String> {
+fn single_id_fallback(uid: u32, gid: u32) -> Result<(), SandboxError> {
     let empty =
         |f: &str| fs::read_to_string(format!("/proc/self/{f}")).is_ok_and(|s| s.trim().is_empty());
     let write = |f: &str, text: String| {
@@ -262,7 +269,11 @@ fn single_id_fallback(uid: u32, gid: u32) -> Result<(), String> {
             .write(true)
             .open(format!("/proc/self/{f}"))
             .and_then(|mut h| h.write_all(text.as_bytes()))
-            .map_err(|e| format!("writing /proc/self/{f}: {e}"))
+            .map_err(|err| SandboxError::File {
+                op: "writing",
+                path: Path::new("/proc/self").join(f),
+                err,
+            })
     };
     if empty("gid_map") {
         write("setgroups", "deny".into())?;

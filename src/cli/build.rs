@@ -165,7 +165,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     builder::subids::enter_for_build(&a.source, &build_args, a.notest, a.ignore_subuid);
     // Before any key is read: neither a build script nor another process of the user
     // may read this process's memory.
-    builder::isolate::protect_process().map_err(anyhow::Error::msg)?;
+    builder::isolate::protect_process()?;
     builder::cleanup::install();
     let block = a.block_size;
     if !(4..=1024).contains(&block) || !block.is_power_of_two() {

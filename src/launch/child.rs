@@ -2,7 +2,7 @@
 //! container's init, and the action's process, which execs what the user asked for.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::{OFlag, open};
@@ -21,14 +21,12 @@ pub(super) struct ChildSetup<'a> {
     /// The launcher's pid, to notice that it died before the death signal was armed.
     pub launcher: nix::unistd::Pid,
     /// A pidfd of the launcher, for the same from inside a PID namespace.
-    pub launcher_pidfd: Option<RawFd>,
+    pub launcher_pidfd: Option<BorrowedFd<'a>>,
     /// The launcher's executable (O_PATH), which the container process execs to become
     /// the container's init.
-    pub exe: Option<RawFd>,
+    pub exe: Option<BorrowedFd<'a>>,
     pub old_mask: nix::sys::signal::SigSet,
     pub ns: ContainerNamespaces,
-    /// Started as PID 1 of a new PID namespace.
-    pub pid_ns: bool,
     pub steps: &'a [plan::Step],
     pub root: &'a Path,
     pub start_dirs: &'a [CString],
@@ -47,7 +45,7 @@ pub(super) fn child(s: ChildSetup<'_>) -> LaunchError {
 }
 
 fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
-    let role = if s.pid_ns {
+    let role = if s.ns.pid {
         init::Role::PidOne
     } else {
         init::Role::Subreaper
@@ -114,8 +112,13 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         init::Role::PidOne => nix::unistd::Pid::from_raw(0),
         init::Role::Subreaper => nix::unistd::getppid(),
     };
-    let proc_raw = proc_dir.as_ref().map(|f| f.as_raw_fd());
-    let e = exec_init(s.exe, role, launcher, action, proc_raw);
+    let e = exec_init(
+        s.exe,
+        role,
+        launcher,
+        action,
+        proc_dir.as_ref().map(|f| f.as_fd()),
+    );
     debug_note(&format!(
         "the container's init runs in the container process ({e}); signals sent to the launcher are not passed on"
     ));
@@ -123,7 +126,12 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
     // until the container ends: the init runs here instead, and only the forwarding
     // of signals sent to the launcher is lost.
     s.err.take();
-    let code = init::run(role, launcher, action, proc_raw);
+    let code = init::run(
+        role,
+        launcher,
+        action,
+        proc_dir.as_ref().map(|f| f.as_raw_fd()),
+    );
     // SAFETY: leave without running destructors that belong to the launcher.
     unsafe { libc::_exit(code) }
 }
@@ -131,55 +139,43 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
 /// Whether the launcher still lives (the death signal may have been armed too late).
 fn launcher_alive(s: &ChildSetup<'_>) -> bool {
     if let Some(fd) = s.launcher_pidfd {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll on one valid pollfd; a pidfd is readable once the process ended.
-        let ready = unsafe { libc::poll(&mut p, 1, 0) };
-        return !(ready > 0 && p.revents & libc::POLLIN != 0);
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        // A pidfd is readable once its process has ended.
+        let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+        let ready = poll(&mut p, PollTimeout::ZERO).unwrap_or(0);
+        return !(ready > 0 && p[0].any().unwrap_or(false));
     }
-    s.pid_ns || nix::unistd::getppid() == s.launcher
+    s.ns.pid || nix::unistd::getppid() == s.launcher
 }
 
 /// Execs the launcher's executable as the container's init ([`init::ARGV0`]), with no
 /// descriptor but /proc for a subreaper. Returns only on failure.
 fn exec_init(
-    exe: Option<RawFd>,
+    exe: Option<BorrowedFd<'_>>,
     role: init::Role,
     launcher: nix::unistd::Pid,
     action: nix::unistd::Pid,
-    proc_dir: Option<RawFd>,
+    proc_dir: Option<BorrowedFd<'_>>,
 ) -> nix::errno::Errno {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     let Some(exe) = exe else {
         return nix::errno::Errno::ENOENT;
     };
     process::cloexec_from(3);
     if let Some(p) = proc_dir {
-        // SAFETY: fcntl on a descriptor this process owns.
-        unsafe { libc::fcntl(p, libc::F_SETFD, 0) };
+        let _ = fcntl(p, FcntlArg::F_SETFD(FdFlag::empty()));
     }
-    let argv = init::argv(role, launcher, action, proc_dir);
-    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
-    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    // SAFETY: NUL-terminated argv and envp arrays of valid C strings that outlive the
-    // call; execveat returns only on failure.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            exe,
-            c"".as_ptr(),
-            ptrs.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        );
-    }
-    let e = nix::errno::Errno::last();
+    let argv = init::argv(role, launcher, action, proc_dir.map(|p| p.as_raw_fd()));
+    let envp: [&std::ffi::CStr; 0] = [];
+    // By descriptor (AT_EMPTY_PATH): the file /proc/self/exe named when the launch
+    // began, whatever has been put at its path since.
+    let e = match nix::unistd::execveat(exe, c"", &argv, &envp, nix::fcntl::AtFlags::AT_EMPTY_PATH)
+    {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
     if let Some(p) = proc_dir {
-        // SAFETY: as above.
-        unsafe { libc::fcntl(p, libc::F_SETFD, libc::FD_CLOEXEC) };
+        let _ = fcntl(p, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
     e
 }

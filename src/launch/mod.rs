@@ -52,7 +52,7 @@ mod sys;
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -256,11 +256,10 @@ fn start_container(
         let err = child::child(child::ChildSetup {
             err: &mut err_slot,
             launcher: launcher_pid,
-            launcher_pidfd: launcher_pidfd.as_ref().map(|f| f.as_raw_fd()),
-            exe: exe.as_ref().map(|f| f.as_raw_fd()),
+            launcher_pidfd: launcher_pidfd.as_ref().map(|f| f.as_fd()),
+            exe: exe.as_ref().map(|f| f.as_fd()),
             old_mask,
             ns: ns.clone(),
-            pid_ns: o.pid,
             steps: &a.steps,
             root: &a.root,
             start_dirs: &start_dirs,
@@ -275,10 +274,10 @@ fn start_container(
         unsafe { libc::_exit(255) }
     };
     // With --pid the container process is started as PID 1 of a new PID namespace.
-    let clone_flags = if o.pid { libc::CLONE_NEWPID } else { 0 };
+    let clone_flags = ns.clone_flags().bits();
     // Without one, the launcher too adopts what the container leaves orphaned, in case
     // the container's init is killed on its own (`init` ends the rest in any other case).
-    if !o.pid {
+    if !ns.pid {
         let _ = nix::sys::prctl::set_child_subreaper(true);
     }
     let child = {

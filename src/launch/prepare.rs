@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -176,9 +176,10 @@ pub(super) fn mount_request(
 /// that locks its mounts, if there is one.
 pub(super) fn container_namespaces(
     o: &Options,
-    locked_userns: Option<RawFd>,
+    locked_userns: Option<BorrowedFd<'static>>,
 ) -> ContainerNamespaces {
     ContainerNamespaces {
+        pid: o.pid,
         uts: o.uts || o.hostname.is_some(),
         ipc: o.ipc,
         hostname: hostname(o),

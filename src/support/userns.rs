@@ -2,7 +2,7 @@
 //! does not allow it.
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 
 use nix::sched::{CloneFlags, unshare};
@@ -156,8 +156,8 @@ pub fn enter_before_secrets(fakeroot: bool) -> Result<()> {
 static LOCKED: OnceLock<OwnedFd> = OnceLock::new();
 
 /// The descriptor of the nested user namespace [`enter`] made, if any.
-pub fn locked_userns() -> Option<RawFd> {
-    LOCKED.get().map(|f| f.as_raw_fd())
+pub fn locked_userns() -> Option<BorrowedFd<'static>> {
+    LOCKED.get().map(|f| f.as_fd())
 }
 
 /// Makes the nested user namespace when uid 0 is what is mapped inside. A short-lived

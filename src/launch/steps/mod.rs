@@ -6,7 +6,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -213,12 +213,27 @@ fn mount_image<S: Sys>(sys: &S, fd: RawFd, uid: u32, gid: u32, image_name: &str)
 /// The container process's namespaces, as far as its mounts are concerned.
 #[derive(Debug, Clone, Default)]
 pub(super) struct ContainerNamespaces {
+    /// The container process is PID 1 of a PID namespace of its own (made as it is
+    /// started: [`ContainerNamespaces::clone_flags`]).
+    pub pid: bool,
     pub uts: bool,
     pub ipc: bool,
     pub hostname: Option<String>,
     /// A user namespace nested in the launcher's (uid 0 inside): entered, with a new
     /// mount namespace, once the mounts are made, so that they are locked for the container.
-    pub locked_userns: Option<RawFd>,
+    pub locked_userns: Option<BorrowedFd<'static>>,
+}
+
+impl ContainerNamespaces {
+    /// The namespaces the container process is started in, rather than made by it:
+    /// a PID namespace's first process is the one started in it.
+    pub fn clone_flags(&self) -> CloneFlags {
+        if self.pid {
+            CloneFlags::CLONE_NEWPID
+        } else {
+            CloneFlags::empty()
+        }
+    }
 }
 
 /// In the container process: its own namespaces, the staging area as its root, the

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -16,8 +17,12 @@ use super::*;
 use crate::support::identity::Identity;
 use crate::support::sys::recording::{Call, RecordingSys};
 
-/// The descriptor the fake pretends is the nested user namespace.
-const LOCKED_FD: RawFd = 9;
+/// The descriptor the fake pretends is the nested user namespace (any open one).
+fn locked_fd() -> BorrowedFd<'static> {
+    static FILE: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| std::fs::File::open("/dev/null").unwrap())
+        .as_fd()
+}
 
 fn identity(fakeroot: bool) -> Identity {
     Identity {
@@ -33,15 +38,17 @@ fn identity(fakeroot: bool) -> Identity {
     }
 }
 
-/// Devices as a launch of `kind` would have made them, named.
-struct NamedDevices {
+/// Devices as a launch of `kind` would have made them, named; what is asked of them
+/// is noted among the calls on the seam.
+struct NamedDevices<'s> {
     kind: RootKind,
     loop_dev: PathBuf,
-    served: bool,
+    sys: &'s RecordingSys,
 }
 
-impl Devices for NamedDevices {
+impl Devices for NamedDevices<'_> {
     fn image(&mut self) -> Result<StagedImage<'_>> {
+        self.sys.record(Call::Note("image"));
         Ok(match self.kind {
             RootKind::Directory => StagedImage::Directory(5),
             RootKind::Fuse => StagedImage::Fuse,
@@ -52,12 +59,14 @@ impl Devices for NamedDevices {
             },
         })
     }
-    fn staged(&mut self) {}
+    fn staged(&mut self) {
+        self.sys.record(Call::Note("staged"));
+    }
     fn fuse(&self) -> Option<RawFd> {
         (self.kind == RootKind::Fuse).then_some(6)
     }
     fn serve(&mut self) -> Result<()> {
-        self.served = true;
+        self.sys.record(Call::Note("serve"));
         Ok(())
     }
 }
@@ -71,11 +80,11 @@ fn rehearse(kind: RootKind, o: &Options) -> Vec<Call> {
     let mut devices = NamedDevices {
         kind,
         loop_dev: PathBuf::from("/dev/loop7"),
-        served: false,
+        sys: &sys,
     };
     let owner = (id.inner_uid, id.inner_gid);
     stage_and_serve(&sys, &mut devices, owner, "/images/app one.sif").unwrap();
-    assert_eq!(devices.served, kind == RootKind::Fuse);
+    check_device_order(&sys.calls(), kind);
     let host = HostPaths {
         home_src: Some("/home/ann".into()),
         home_dst: if o.fakeroot { "/root" } else { "/home/ann" }.into(),
@@ -88,10 +97,48 @@ fn rehearse(kind: RootKind, o: &Options) -> Vec<Call> {
     let req = prepare::mount_request(o, kind, &host, etc, &id, (None, None));
     let steps = plan::build(&req);
     // As `userns::locked_userns`: made when uid 0 is mapped inside a user namespace.
-    let locked = (!kind.by_kernel() && id.inner_uid == 0).then_some(LOCKED_FD);
+    let locked = (!kind.by_kernel() && id.inner_uid == 0).then(locked_fd);
     let ns = prepare::container_namespaces(o, locked);
     enter_container(&sys, &ns, &steps, Path::new(plan::root_dir(&req))).unwrap();
-    sys.calls()
+    let calls = sys.calls();
+    calls
+        .into_iter()
+        .filter(|c| !matches!(c, Call::Note(_)))
+        .collect()
+}
+
+/// The devices are asked for the image once the namespace is private and before the
+/// staging tmpfs covers /tmp; let go of once the image is mounted in the staging area;
+/// and the FUSE server starts right after the FUSE mount.
+fn check_device_order(calls: &[Call], kind: RootKind) {
+    let at = |n: &'static str| calls.iter().position(|c| *c == Call::Note(n));
+    let (image, staged) = (at("image").unwrap(), at("staged").unwrap());
+    assert_eq!(
+        calls[image - 1],
+        mount("", "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None),
+        "{calls:#?}"
+    );
+    assert!(matches!(&calls[image + 1], Call::Mount { dst, .. } if dst == Path::new("/tmp")));
+    // Nothing of the launcher's staging follows the release of the devices but the
+    // FUSE mount and its server.
+    let after: Vec<&Call> = calls[staged + 1..].iter().collect();
+    if kind == RootKind::Fuse {
+        assert!(
+            matches!(after.as_slice(), [Call::Mount { fstype: Some(t), .. }, Call::Note("serve")] if t == "fuse.veil"),
+            "{calls:#?}"
+        );
+    } else {
+        assert!(after.is_empty(), "{calls:#?}");
+        assert_eq!(at("serve"), None);
+    }
+    // The image is in the staging area when the devices are let go of.
+    let mounted = calls[..staged].iter().any(|c| match c {
+        Call::Mount { dst, .. } | Call::SetAttrs { path: dst, .. } => {
+            dst == Path::new("/tmp/.image")
+        }
+        _ => false,
+    });
+    assert!(mounted || kind == RootKind::Fuse, "{calls:#?}");
 }
 
 fn mount(src: &str, dst: &str, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Call {
@@ -387,6 +434,11 @@ fn containall_adds_pid_and_ipc_namespaces_and_a_private_proc() {
     };
     let calls = rehearse(RootKind::Fuse, &o);
     check_invariants(&calls, "--containall");
+    // The PID namespace is the one the container process is started in.
+    let ns = prepare::container_namespaces(&o, None);
+    assert_eq!(ns.clone_flags(), CloneFlags::CLONE_NEWPID);
+    let plain = prepare::container_namespaces(&Options::default(), None);
+    assert_eq!(plain.clone_flags(), CloneFlags::empty());
     assert!(contains_run(
         &calls,
         &container_entry(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC)
@@ -431,7 +483,7 @@ fn fakeroot_locks_the_mounts_in_a_nested_user_namespace_after_the_pivot() {
     tail.extend([
         Call::Sethostname("box".into()),
         Call::Setns {
-            fd: LOCKED_FD,
+            fd: locked_fd().as_raw_fd(),
             flags: CloneFlags::CLONE_NEWUSER,
         },
         Call::Unshare(CloneFlags::CLONE_NEWNS),

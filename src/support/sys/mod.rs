@@ -11,7 +11,7 @@ mod attrs;
 pub(crate) mod recording;
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -42,7 +42,7 @@ pub trait Sys {
     /// unshare(2).
     fn unshare(&self, flags: CloneFlags) -> nix::Result<()>;
     /// setns(2) into the namespace open at `fd`.
-    fn setns(&self, fd: RawFd, flags: CloneFlags) -> nix::Result<()>;
+    fn setns(&self, fd: BorrowedFd<'_>, flags: CloneFlags) -> nix::Result<()>;
     fn sethostname(&self, name: &str) -> nix::Result<()>;
     /// Enters new user and mount namespaces with one id mapped (`support::userns`).
     fn enter_userns(
@@ -94,9 +94,7 @@ impl Sys for RealSys {
     fn unshare(&self, flags: CloneFlags) -> nix::Result<()> {
         nix::sched::unshare(flags)
     }
-    fn setns(&self, fd: RawFd, flags: CloneFlags) -> nix::Result<()> {
-        // SAFETY: the caller passes a namespace descriptor it keeps open for the call.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fn setns(&self, fd: BorrowedFd<'_>, flags: CloneFlags) -> nix::Result<()> {
         nix::sched::setns(fd, flags)
     }
     fn sethostname(&self, name: &str) -> nix::Result<()> {

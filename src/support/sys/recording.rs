@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -69,6 +69,9 @@ pub enum Call {
         major: u32,
         minor: u32,
     },
+    /// Not a call on the seam: a step of a collaborator (the launch's devices), kept
+    /// among the calls so that the order of the two can be checked.
+    Note(&'static str),
 }
 
 #[derive(Debug, Default)]
@@ -156,8 +159,11 @@ impl Sys for RecordingSys {
         self.record(Call::Unshare(flags));
         Ok(())
     }
-    fn setns(&self, fd: RawFd, flags: CloneFlags) -> nix::Result<()> {
-        self.record(Call::Setns { fd, flags });
+    fn setns(&self, fd: BorrowedFd<'_>, flags: CloneFlags) -> nix::Result<()> {
+        self.record(Call::Setns {
+            fd: fd.as_raw_fd(),
+            flags,
+        });
         Ok(())
     }
     fn sethostname(&self, name: &str) -> nix::Result<()> {
