@@ -4,6 +4,9 @@
 //! sign}`, and below them `{image, crypt} -> {sif, veil_fusefs}`. `fsutil` and `support`
 //! are leaves any layer may use.
 
+// No function longer than clippy.toml's threshold (100 lines) outside tests.
+#![warn(clippy::too_many_lines)]
+
 pub mod builder;
 pub mod cli;
 pub mod crypt;

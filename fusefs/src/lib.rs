@@ -5,6 +5,9 @@
 //! decrypting view ([`luks2`]), and a squashfs reader ([`squashfs`]) on top, served
 //! to the kernel by the FUSE server ([`fuse`]).
 
+// No function longer than clippy.toml's threshold (100 lines) outside tests.
+#![warn(clippy::too_many_lines)]
+
 // Faster small copies than musl's for the static build (see the module).
 #[cfg(all(target_env = "musl", target_arch = "x86_64"))]
 mod fastmem;

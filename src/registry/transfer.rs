@@ -74,81 +74,34 @@ pub(crate) fn download(
                 "download failed {ATTEMPTS} times: {last_error}"
             )));
         }
-        let offset = written;
-        let response =
-            s.block_on(
-                s.client
-                    .pull_blob_stream_partial(&s.reference, desc, offset, None),
-            );
-        let (stream, full) = match response {
-            Ok(oci_client::client::BlobResponse::Partial(st)) => (st, false),
-            Ok(oci_client::client::BlobResponse::Full(st)) => (st, true),
-            Err(e) if transient(&e) => {
-                last_error = e.to_string();
-                std::thread::sleep(backoff(attempt));
-                attempt += 1;
-                continue;
-            }
-            Err(err) => {
-                return Err(RegistryError::Request {
-                    what: "downloading",
-                    reference: format!("{} blob {}", s.reference.whole(), desc.digest),
-                    err,
-                });
+        let cut = match request(s, desc, written)? {
+            Response::Retry(why) => Cut::Interrupted(why),
+            Response::Stream { stream, whole } => {
+                if whole && written > 0 {
+                    // The registry ignored the range: start over.
+                    sink.reset();
+                    written = 0;
+                }
+                let mut rx = Receiving {
+                    sink: &sink,
+                    written,
+                    size,
+                    path: tmp.path(),
+                };
+                let ended = s.block_on(rx.receive(stream));
+                written = rx.written;
+                match ended {
+                    Ok(()) if written == size => break,
+                    Ok(()) => Cut::Interrupted(format!(
+                        "the connection ended after {written} of {size} bytes"
+                    )),
+                    Err(cut) => cut,
+                }
             }
         };
-        if full && written > 0 {
-            // The registry ignored the range: start over.
-            sink.reset();
-            written = 0;
-        }
-        let mut stream = stream.stream;
-        let ended: std::result::Result<(), String> = s.block_on(async {
-            // A registry that trickles is as good as gone: below MIN_RATE bytes in a
-            // RATE_WINDOW the transfer is dropped (and resumed, up to ATTEMPTS times).
-            let mut window = (tokio::time::Instant::now(), 0u64);
-            loop {
-                let next = tokio::time::timeout(RATE_WINDOW, stream.next()).await;
-                let Ok(item) = next else {
-                    return Err("transfer interrupted: nothing arrived for a minute".into());
-                };
-                let Some(item) = item else { break };
-                if window.0.elapsed() >= RATE_WINDOW {
-                    if window.1 < MIN_RATE {
-                        return Err(format!(
-                            "transfer interrupted: less than {} KiB arrived in a minute",
-                            MIN_RATE >> 10
-                        ));
-                    }
-                    window = (tokio::time::Instant::now(), 0);
-                }
-                if let Ok(b) = &item {
-                    window.1 += b.len() as u64;
-                }
-                match item {
-                    Ok(bytes) => {
-                        if written + bytes.len() as u64 > size {
-                            return Err(format!(
-                                "the registry sent more than the {size} bytes the manifest declares"
-                            ));
-                        }
-                        written += bytes.len() as u64;
-                        if !sink.send(bytes) {
-                            return Err(format!("writing {} failed", tmp.path().display()));
-                        }
-                    }
-                    // A whole blob's own check fails after its last byte; ours says more.
-                    Err(_) if written == size => break,
-                    Err(e) => return Err(format!("transfer interrupted: {e}")),
-                }
-            }
-            Ok(())
-        });
-        match ended {
-            Ok(()) if written == size => break,
-            Ok(()) => last_error = format!("the connection ended after {written} of {size} bytes"),
-            Err(e) if e.starts_with("transfer interrupted") => last_error = e,
-            Err(e) => return Err(bad(e)),
+        match cut {
+            Cut::Interrupted(why) => last_error = why,
+            Cut::Fatal(why) => return Err(bad(why)),
         }
         crate::support::diag::debug_note(&format!(
             "registry: {last_error}; resuming at byte {written}"
@@ -169,6 +122,116 @@ pub(crate) fn download(
         )));
     }
     Ok(Downloaded { tmp, _guard: guard })
+}
+
+/// What a request for the rest of a blob got.
+enum Response {
+    /// The bytes from the offset asked for, or the `whole` blob when the registry
+    /// ignored the range.
+    Stream {
+        stream: futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
+        whole: bool,
+    },
+    /// A failure worth another attempt.
+    Retry(String),
+}
+
+/// Asks for `desc`'s bytes from `offset` on.
+fn request(s: &Session, desc: &OciDescriptor, offset: u64) -> Result<Response> {
+    use oci_client::client::BlobResponse;
+    let response = s.block_on(
+        s.client
+            .pull_blob_stream_partial(&s.reference, desc, offset, None),
+    );
+    match response {
+        Ok(BlobResponse::Partial(st)) => Ok(Response::Stream {
+            stream: st.stream,
+            whole: false,
+        }),
+        Ok(BlobResponse::Full(st)) => Ok(Response::Stream {
+            stream: st.stream,
+            whole: true,
+        }),
+        Err(e) if transient(&e) => Ok(Response::Retry(e.to_string())),
+        Err(err) => Err(RegistryError::Request {
+            what: "downloading",
+            reference: format!("{} blob {}", s.reference.whole(), desc.digest),
+            err,
+        }),
+    }
+}
+
+/// Why an attempt ended before the whole blob arrived.
+enum Cut {
+    /// The transfer broke off: resumed at the byte reached.
+    Interrupted(String),
+    /// The registry sent what the blob cannot be, or the file cannot be written.
+    Fatal(String),
+}
+
+/// One attempt's stream going into the sink.
+struct Receiving<'a> {
+    sink: &'a Sink,
+    /// Bytes of the blob in the sink so far.
+    written: u64,
+    size: u64,
+    path: &'a Path,
+}
+
+impl Receiving<'_> {
+    /// Takes the stream until it ends. A registry that trickles is as good as gone:
+    /// below MIN_RATE bytes in a RATE_WINDOW the transfer is cut (and resumed, up to
+    /// ATTEMPTS times).
+    async fn receive(
+        &mut self,
+        mut stream: futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
+    ) -> std::result::Result<(), Cut> {
+        let mut window = (tokio::time::Instant::now(), 0u64);
+        loop {
+            let next = tokio::time::timeout(RATE_WINDOW, stream.next()).await;
+            let Ok(item) = next else {
+                return Err(Cut::Interrupted(
+                    "transfer interrupted: nothing arrived for a minute".into(),
+                ));
+            };
+            let Some(item) = item else { return Ok(()) };
+            if window.0.elapsed() >= RATE_WINDOW {
+                if window.1 < MIN_RATE {
+                    return Err(Cut::Interrupted(format!(
+                        "transfer interrupted: less than {} KiB arrived in a minute",
+                        MIN_RATE >> 10
+                    )));
+                }
+                window = (tokio::time::Instant::now(), 0);
+            }
+            match item {
+                Ok(bytes) => {
+                    window.1 += bytes.len() as u64;
+                    self.take(bytes)?;
+                }
+                // A whole blob's own check fails after its last byte; ours says more.
+                Err(_) if self.written == self.size => return Ok(()),
+                Err(e) => return Err(Cut::Interrupted(format!("transfer interrupted: {e}"))),
+            }
+        }
+    }
+
+    fn take(&mut self, bytes: bytes::Bytes) -> std::result::Result<(), Cut> {
+        let size = self.size;
+        if self.written + bytes.len() as u64 > size {
+            return Err(Cut::Fatal(format!(
+                "the registry sent more than the {size} bytes the manifest declares"
+            )));
+        }
+        self.written += bytes.len() as u64;
+        if !self.sink.send(bytes) {
+            return Err(Cut::Fatal(format!(
+                "writing {} failed",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Writes and hashes the bytes of a download on a thread of its own, so that the
