@@ -55,14 +55,10 @@ fn images() -> Option<Images> {
     Some(Images { reg, dir })
 }
 
+/// `veil` with a private HOME and cache; no passphrase in the environment.
 fn veil_at(home: &Path) -> Command {
-    let mut c = veil();
-    for p in ["VEIL_", "APPTAINER_", "SINGULARITY_"] {
-        c.env_remove(format!("{p}CACHEDIR"));
-    }
-    c.env("HOME", home)
-        .env("VEIL_CACHEDIR", home.join("cachedir"))
-        .env("VEIL_PASSPHRASE", "");
+    let mut c = common::registry::veil_at(home);
+    c.env("VEIL_PASSPHRASE", "");
     c
 }
 

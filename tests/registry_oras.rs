@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::registry::{Auth, PASSWORD, Registry, USER, python_with};
+use common::registry::{Auth, PASSWORD, Registry, USER, python_with, veil_at};
 use common::*;
 use sha2::Digest;
 
@@ -16,21 +16,6 @@ fn fixture(dir: &Path) -> Option<PathBuf> {
     let root = busybox_rootfs(dir)?;
     let (_, sif) = squash_and_sif(&root, dir)?;
     Some(sif)
-}
-
-/// `veil` with a private HOME (no stored credentials) and cache.
-fn veil_at(home: &Path) -> Command {
-    let mut c = veil();
-    for p in ["VEIL_", "APPTAINER_", "SINGULARITY_"] {
-        c.env_remove(format!("{p}DOCKER_USERNAME"))
-            .env_remove(format!("{p}DOCKER_PASSWORD"))
-            .env_remove(format!("{p}CACHEDIR"));
-    }
-    c.env("HOME", home)
-        .env("VEIL_CACHEDIR", home.join("cachedir"))
-        .env_remove("VEIL_CONFIGDIR")
-        .env_remove("DOCKER_CONFIG");
-    c
 }
 
 /// The ORAS Python SDK's command for the tests (tests/registry/oras_client.py).

@@ -14,7 +14,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 
-use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::signal::Signal;
+
+use crate::support::signals::Caught;
 use nix::sys::termios::{self, LocalFlags, SetArg, SpecialCharacterIndices as Cc, Termios};
 use veil_fusefs::luks2::SecretBytes;
 
@@ -91,20 +93,16 @@ pub fn restore_terminal() {
 /// does not promise for its wrappers (the conversions around them could change).
 extern "C" fn on_signal(sig: libc::c_int) {
     saved::restore();
-    // SAFETY: signal and raise are async-signal-safe; with the default action
-    // back, raising the signal ends the process as it would have without us.
-    unsafe {
-        libc::signal(sig, libc::SIG_DFL);
-        libc::raise(sig);
-    }
+    crate::support::signals::die_of(sig);
 }
 
 /// Restores the terminal's settings and the signal dispositions when dropped.
 struct Restore<'a> {
     tty: &'a File,
     saved: Option<Termios>,
-    /// The signals caught for the prompt; each had the default action before.
-    handlers: Vec<Signal>,
+    /// The signals caught for the prompt (given back after the terminal's settings,
+    /// as fields drop after `drop`).
+    caught: Option<Caught>,
 }
 
 impl Drop for Restore<'_> {
@@ -113,30 +111,7 @@ impl Drop for Restore<'_> {
             let _ = termios::tcsetattr(self.tty, SetArg::TCSANOW, t);
         }
         saved::clear();
-        for sig in self.handlers.drain(..) {
-            // SAFETY: puts back the default action, which was there before the prompt.
-            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
-        }
     }
-}
-
-/// Handles the terminating signals whose action is the default one (ignored or
-/// handled signals are someone else's choice and stay so); returns what to restore.
-fn catch_terminating() -> Vec<Signal> {
-    let mut out = Vec::new();
-    for sig in TERMINATING {
-        // SAFETY: on_signal only does async-signal-safe work.
-        let Ok(old) = (unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) }) else {
-            continue;
-        };
-        if !matches!(old, SigHandler::SigDfl) {
-            // SAFETY: puts the previous disposition straight back.
-            let _ = unsafe { signal::signal(sig, old) };
-            continue;
-        }
-        out.push(sig);
-    }
-    out
 }
 
 /// Prints `prompt` on the terminal and reads one line without echo; the newline is
@@ -149,14 +124,15 @@ pub fn read_secret_line(prompt: &str) -> io::Result<SecretBytes> {
     let mut restore = Restore {
         tty: &tty,
         saved: saved.clone(),
-        handlers: Vec::new(),
+        caught: None,
     };
     // The keys that would send a signal with ISIG on (interrupt, quit, suspend) abort
     // the prompt instead of becoming part of the passphrase.
     let mut aborts: Vec<u8> = Vec::new();
     if let Some(mut quiet) = saved.clone() {
         saved::set(tty.as_raw_fd(), libc::termios::from(quiet.clone()));
-        restore.handlers = catch_terminating();
+        // SAFETY: on_signal only does async-signal-safe work and ends in die_of.
+        restore.caught = Some(unsafe { Caught::new(&TERMINATING, on_signal) });
         quiet
             .local_flags
             .remove(LocalFlags::ECHO | LocalFlags::ECHONL | LocalFlags::ISIG);

@@ -10,7 +10,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::signal::Signal;
+
+use crate::support::signals::{Caught, die_of};
 
 const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
@@ -19,17 +21,15 @@ static PENDING: AtomicPtr<libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
 
 extern "C" fn on_signal(sig: libc::c_int) {
     let p = PENDING.swap(std::ptr::null_mut(), Ordering::SeqCst);
-    // SAFETY: unlink, signal and raise are async-signal-safe; `p` is null or the
-    // pointer of a CString that `Guard` keeps alive until it has taken it back from
-    // PENDING (the swap above makes this the only user). With the default action
-    // back, raising the signal ends the process as it would have without us.
-    unsafe {
-        if !p.is_null() {
+    if !p.is_null() {
+        // SAFETY: unlink is async-signal-safe; `p` is the pointer of a CString that
+        // `Guard` keeps alive until it has taken it back from PENDING (the swap above
+        // makes this the only user).
+        unsafe {
             libc::unlink(p);
         }
-        libc::signal(sig, libc::SIG_DFL);
-        libc::raise(sig);
     }
+    die_of(sig);
 }
 
 /// Removes the download in flight, if any: for a process that takes the terminating
@@ -49,7 +49,7 @@ pub fn remove_pending() {
 /// Removes `path` if a terminating signal arrives before the guard is dropped.
 pub(crate) struct Guard {
     path: Option<CString>,
-    handled: Vec<Signal>,
+    _caught: Option<Caught>,
 }
 
 impl Guard {
@@ -57,38 +57,23 @@ impl Guard {
         let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
             return Guard {
                 path: None,
-                handled: Vec::new(),
+                _caught: None,
             };
         };
         PENDING.store(c.as_ptr().cast_mut(), Ordering::SeqCst);
-        let mut handled = Vec::new();
-        for sig in TERMINATING {
-            // SAFETY: on_signal only does async-signal-safe work.
-            let Ok(old) = (unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) }) else {
-                continue;
-            };
-            if !matches!(old, SigHandler::SigDfl) {
-                // Ignored or handled by someone else (the terminal prompt, the
-                // launcher): their choice stays.
-                // SAFETY: puts the previous disposition straight back.
-                let _ = unsafe { signal::signal(sig, old) };
-                continue;
-            }
-            handled.push(sig);
-        }
+        // Where the terminal prompt or the launcher handles a signal, their choice stays.
+        // SAFETY: on_signal only does async-signal-safe work and ends in die_of.
+        let caught = unsafe { Caught::new(&TERMINATING, on_signal) };
         Guard {
             path: Some(c),
-            handled,
+            _caught: Some(caught),
         }
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        for sig in self.handled.drain(..) {
-            // SAFETY: puts back the default action, which was there before.
-            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
-        }
+        // (The signals get their default action back after this, as `_caught` goes.)
         // The string may go only if nobody took its pointer: a handler or the
         // builder's cleanup thread that swapped it out may still be using it (and ends
         // the process right after), so then it is left alone.

@@ -11,6 +11,22 @@ use std::time::{Duration, Instant};
 
 use super::which;
 
+/// `veil` with a private HOME (no stored credentials) and cache, and none of the
+/// caller's registry settings.
+pub fn veil_at(home: &Path) -> Command {
+    let mut c = super::veil();
+    for p in ["VEIL_", "APPTAINER_", "SINGULARITY_"] {
+        c.env_remove(format!("{p}DOCKER_USERNAME"))
+            .env_remove(format!("{p}DOCKER_PASSWORD"))
+            .env_remove(format!("{p}CACHEDIR"));
+    }
+    c.env("HOME", home)
+        .env("VEIL_CACHEDIR", home.join("cachedir"))
+        .env_remove("VEIL_CONFIGDIR")
+        .env_remove("DOCKER_CONFIG");
+    c
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
     Anonymous,

@@ -27,26 +27,6 @@ fn scratch_root() -> (tempfile::TempDir, PathBuf) {
     (t, root)
 }
 
-fn mount(
-    src: Option<&Path>,
-    dst: &Path,
-    fstype: Option<&str>,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> Call {
-    Call::Mount {
-        src: src.map(Path::to_path_buf),
-        dst: dst.to_path_buf(),
-        fstype: fstype.map(str::to_string),
-        flags,
-        data: data.map(str::to_string),
-    }
-}
-
-fn bind(src: &Path, dst: &Path, flags: MsFlags) -> Call {
-    mount(Some(src), dst, None, MsFlags::MS_BIND | flags, None)
-}
-
 const READ_ONLY_REMOUNT: MsFlags = MsFlags::MS_REMOUNT
     .union(MsFlags::MS_BIND)
     .union(MsFlags::MS_RDONLY)
@@ -57,15 +37,15 @@ const READ_ONLY_REMOUNT: MsFlags = MsFlags::MS_REMOUNT
 /// Every step `enter_root` makes, as the code is meant to make them.
 fn expected(root: &Path, real_root: bool) -> Vec<Call> {
     let mut c = vec![
-        mount(
+        Call::mount(
             None,
             Path::new("/"),
             None,
             MsFlags::MS_REC | MsFlags::MS_PRIVATE,
             None,
         ),
-        bind(root, root, MsFlags::MS_REC),
-        mount(
+        Call::bind(root, root, MsFlags::MS_REC),
+        Call::mount(
             Some(Path::new("proc")),
             &root.join("proc"),
             Some("proc"),
@@ -74,8 +54,12 @@ fn expected(root: &Path, real_root: bool) -> Vec<Call> {
         ),
     ];
     if real_root {
-        c.push(bind(Path::new("/sys"), &root.join("sys"), MsFlags::empty()));
-        c.push(mount(
+        c.push(Call::bind(
+            Path::new("/sys"),
+            &root.join("sys"),
+            MsFlags::empty(),
+        ));
+        c.push(Call::mount(
             None,
             &root.join("sys"),
             None,
@@ -83,20 +67,24 @@ fn expected(root: &Path, real_root: bool) -> Vec<Call> {
             None,
         ));
         let ps = root.join("proc/sys");
-        c.push(bind(&ps, &ps, MsFlags::empty()));
-        c.push(mount(None, &ps, None, READ_ONLY_REMOUNT, None));
+        c.push(Call::bind(&ps, &ps, MsFlags::empty()));
+        c.push(Call::mount(None, &ps, None, READ_ONLY_REMOUNT, None));
         for f in ["proc/sysrq-trigger", "proc/kcore"] {
-            c.push(bind(
+            c.push(Call::bind(
                 Path::new("/dev/null"),
                 &root.join(f),
                 MsFlags::empty(),
             ));
         }
     } else {
-        c.push(bind(Path::new("/sys"), &root.join("sys"), MsFlags::MS_REC));
+        c.push(Call::bind(
+            Path::new("/sys"),
+            &root.join("sys"),
+            MsFlags::MS_REC,
+        ));
     }
     let dev = root.join("dev");
-    c.push(mount(
+    c.push(Call::mount(
         Some(Path::new("tmpfs")),
         &dev,
         Some("tmpfs"),
@@ -106,17 +94,17 @@ fn expected(root: &Path, real_root: bool) -> Vec<Call> {
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
         if host.exists() {
-            c.push(bind(&host, &dev.join(d), MsFlags::empty()));
+            c.push(Call::bind(&host, &dev.join(d), MsFlags::empty()));
         }
     }
-    c.push(mount(
+    c.push(Call::mount(
         Some(Path::new("devpts")),
         &dev.join("pts"),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     ));
-    c.push(mount(
+    c.push(Call::mount(
         Some(Path::new("tmpfs")),
         &dev.join("shm"),
         Some("tmpfs"),
@@ -126,7 +114,7 @@ fn expected(root: &Path, real_root: bool) -> Vec<Call> {
     // The host's resolver file over the image's regular one; the image's link to
     // /etc/hosts is left alone.
     if Path::new("/etc/resolv.conf").is_file() {
-        c.push(bind(
+        c.push(Call::bind(
             Path::new("/etc/resolv.conf"),
             &root.join("etc/resolv.conf"),
             MsFlags::empty(),

@@ -141,18 +141,15 @@ fn check_device_order(calls: &[Call], kind: RootKind) {
     assert!(mounted || kind == RootKind::Fuse, "{calls:#?}");
 }
 
+/// [`Call::mount`] with paths as text, "" for no source.
 fn mount(src: &str, dst: &str, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Call {
-    Call::Mount {
-        src: (!src.is_empty()).then(|| src.into()),
-        dst: dst.into(),
-        fstype: fstype.map(str::to_string),
-        flags,
-        data: data.map(str::to_string),
-    }
+    let src = (!src.is_empty()).then(|| Path::new(src));
+    Call::mount(src, Path::new(dst), fstype, flags, data)
 }
 
+/// A recursive bind, as the plan makes every bind.
 fn bind(src: &str, dst: &str) -> Call {
-    mount(src, dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+    Call::bind(Path::new(src), Path::new(dst), MsFlags::MS_REC)
 }
 
 fn set_attrs(path: &str, attrs: Attrs, recursive: bool) -> Call {

@@ -74,6 +74,30 @@ pub enum Call {
     Note(&'static str),
 }
 
+impl Call {
+    /// The record of a mount(2).
+    pub fn mount(
+        src: Option<&Path>,
+        dst: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Call {
+        Call::Mount {
+            src: src.map(Path::to_path_buf),
+            dst: dst.to_path_buf(),
+            fstype: fstype.map(str::to_string),
+            flags,
+            data: data.map(str::to_string),
+        }
+    }
+
+    /// The record of a bind mount of `src` on `dst`, with `flags` besides MS_BIND.
+    pub fn bind(src: &Path, dst: &Path, flags: MsFlags) -> Call {
+        Call::mount(Some(src), dst, None, MsFlags::MS_BIND | flags, None)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct RecordingSys {
     calls: RefCell<Vec<Call>>,
