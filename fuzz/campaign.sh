@@ -21,7 +21,6 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 bin_dir=$(ls -d "$here"/target/*/release | head -n1)
 export ASAN_OPTIONS=detect_odr_violation=0
-export LSAN_OPTIONS=suppressions=$here/lsan.supp
 
 cpu_seconds() { # utime + stime of one process, in seconds
     local ticks

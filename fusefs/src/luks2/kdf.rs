@@ -202,38 +202,42 @@ impl KdfParams {
 ///
 /// The launcher must still be single-threaded when it calls
 /// `unshare(CLONE_NEWUSER)` after unlocking (the kernel refuses a multi-threaded
-/// caller), so the argon2 lanes cannot leave rayon's global pool behind.
+/// caller), so the argon2 lanes cannot leave rayon's global pool behind. The pool's
+/// threads are joined, so that each has finished exiting (its thread-local storage
+/// freed too) when this returns.
 fn with_transient_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T {
-    use std::sync::{Arc, Condvar, Mutex};
-    let exited = Arc::new((Mutex::new(0usize), Condvar::new()));
-    let on_exit = exited.clone();
+    let mut threads = Vec::new();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(n.max(1))
-        .thread_name(|i| format!("veil-argon2-{i}"))
-        .exit_handler(move |_| {
+        .exit_handler(|_| {
             // The lanes' blocks and the final blake2 state passed through this
             // thread's stack; its stack may be cached and reused by a later thread.
             super::guarded::scrub_stack();
-            let (count, cv) = &*on_exit;
-            *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-            cv.notify_all();
+        })
+        .spawn_handler(|worker| {
+            let t = std::thread::Builder::new()
+                .name(format!("veil-argon2-{}", worker.index()))
+                .spawn(move || worker.run())?;
+            threads.push(t);
+            Ok(())
         })
         .build();
     let Ok(pool) = pool else {
-        // No threads to be had: compute the lanes on this thread.
+        // No threads to be had: compute the lanes on this thread (those that did
+        // start end as the pool goes).
+        for t in threads {
+            let _ = t.join();
+        }
         return f();
     };
-    let started = pool.current_num_threads();
     let out = pool.install(|| {
         let out = f();
         super::guarded::scrub_stack();
         out
     });
     drop(pool);
-    let (count, cv) = &*exited;
-    let mut done = count.lock().unwrap_or_else(|e| e.into_inner());
-    while *done < started {
-        done = cv.wait(done).unwrap_or_else(|e| e.into_inner());
+    for t in threads {
+        let _ = t.join();
     }
     out
 }
