@@ -36,54 +36,6 @@ pub fn protect_process() -> Result<()> {
     nix::sys::prctl::set_dumpable(false).op("prctl(PR_SET_DUMPABLE, 0)")
 }
 
-/// Marks every descriptor above stderr close-on-exec, so that the build's own
-/// descriptors, and any the caller passed in (a `--passphrase-fd` or `--pem-fd`
-/// among them), never reach the program this process runs.
-pub fn close_on_exec_above_stderr() -> Result<()> {
-    // SAFETY: close_range only changes descriptor flags of this process.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    // Before Linux 5.11 (no CLOSE_RANGE_CLOEXEC): one descriptor at a time, as
-    // /proc/self/fd lists them.
-    let list = std::fs::read_dir("/proc/self/fd").map_err(|err| SandboxError::File {
-        op: "listing, to close descriptors,",
-        path: "/proc/self/fd".into(),
-        err,
-    })?;
-    let fds: Vec<i32> = list
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
-        .collect();
-    for fd in fds {
-        // SAFETY: F_SETFD on a descriptor number only changes its flags; a number that
-        // is no longer open (the directory listing's own) fails with EBADF.
-        unsafe {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
-    }
-    Ok(())
-}
-
-/// Closes every descriptor above stderr, for a process that stays behind without
-/// exec (the waiting parent of a PID namespace's first process).
-pub fn close_above_stderr() {
-    // SAFETY: close_range only closes descriptors of this process, which uses none of
-    // them afterwards. A kernel without it (before 5.9) leaves them open until exit.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-    }
-}
-
 /// Opens `rel` below `dir` with every symbolic link resolved inside it, as the script
 /// will see the path after the root changes; a link planted in the image can never
 /// point a mount outside the staging tree.

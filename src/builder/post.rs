@@ -9,6 +9,7 @@
 //! namespace, so nothing is left behind.
 
 use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -22,6 +23,7 @@ use super::error::{BuildError, Result};
 use super::isolate::SandboxError;
 use super::isolate::error::Step;
 use super::recipe::Script;
+use crate::support::fds;
 use crate::support::sys::{RealSys, Sys};
 use crate::support::userns::UsernsError;
 
@@ -91,7 +93,8 @@ pub fn run_setup(ctx: &Context<'_>, script: &Script, rootfs: &Path) -> Result<()
     // while it waits for a signal).
     unsafe {
         cmd.pre_exec(|| {
-            super::isolate::close_on_exec_above_stderr().map_err(std::io::Error::other)
+            fds::cloexec_from(3);
+            Ok(())
         });
     }
     let st = cmd
@@ -117,12 +120,25 @@ fn secret_variables() -> Vec<String> {
         .collect()
 }
 
-/// Kills this process when `parent` dies, and ends it now should `parent` have died
-/// before the death signal was armed (this process would then have been adopted).
-fn die_with(parent: Pid) {
+/// How a forked process tells whether its parent still lives.
+enum Parent<'a> {
+    /// Its pid, which getppid() gives while the parent lives.
+    Pid(Pid),
+    /// A pidfd, for a parent outside the process's PID namespace (getppid() gives 0
+    /// there, alive or not); none on kernels before 5.3.
+    PidFd(Option<BorrowedFd<'a>>),
+}
+
+/// Kills this process when its parent dies, and ends it now should the parent have
+/// died before the death signal was armed (this process would then be an orphan).
+fn die_with(parent: Parent<'_>) {
     // It cannot fail for a valid signal.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    if nix::unistd::getppid() != parent {
+    let gone = match parent {
+        Parent::Pid(p) => nix::unistd::getppid() != p,
+        Parent::PidFd(fd) => fd.is_some_and(fds::has_exited),
+    };
+    if gone {
         // SAFETY: _exit ends this process without running the parent's destructors.
         unsafe { libc::_exit(1) }
     }
@@ -194,19 +210,19 @@ fn enter_namespaces<S: Sys>(
 /// a grandchild, so when it ends (or veil dies) every process it started ends too.
 /// Returns only on error.
 fn child(build: Pid, root: &Path, argv: &[CString], envp: &[CString]) -> SandboxError {
-    die_with(build);
-    let sys = RealSys;
+    die_with(Parent::Pid(build));
+    let sys = RealSys::new();
     if let Err(e) = enter_namespaces(&sys, Runner::current(), super::subids::entry_error()) {
         return e;
     }
-    let me = nix::unistd::getpid();
+    let me = fds::pidfd_of_self();
     // SAFETY: this process is single-threaded (a fresh fork); the grandchild only
     // makes syscalls and execs or exits.
     match unsafe { fork() } {
         Err(err) => return SandboxError::Call { op: "fork", err },
         Ok(ForkResult::Child) => {}
         Ok(ForkResult::Parent { child }) => {
-            super::isolate::close_above_stderr();
+            fds::close_from(3);
             loop {
                 let code = match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, c)) => c,
@@ -220,14 +236,14 @@ fn child(build: Pid, root: &Path, argv: &[CString], envp: &[CString]) -> Sandbox
             }
         }
     }
-    die_with(me);
+    die_with(Parent::PidFd(me.as_ref().map(|f| f.as_fd())));
     let real_root = super::rootcaps::real_root();
     if let Err(e) = super::isolate::enter_root(&sys, root, real_root) {
         return e;
     }
-    if let Err(e) = super::isolate::close_on_exec_above_stderr() {
-        return e;
-    }
+    // Only stdin, stdout and stderr reach the script: the build's own descriptors,
+    // and any the caller passed in (a `--passphrase-fd` or `--pem-fd` among them), do not.
+    fds::cloexec_from(3);
     if real_root && let Err(e) = super::rootcaps::drop_to_build_set() {
         return e;
     }

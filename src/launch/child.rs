@@ -13,6 +13,7 @@ use super::error::{LaunchError, Result, SysContext};
 use super::steps::{self, ContainerNamespaces};
 use super::sys::RealSys;
 use super::{action, debug_note, debug_time, env, init, plan, process};
+use crate::support::fds;
 
 /// What the container process needs from the launcher.
 pub(super) struct ChildSetup<'a> {
@@ -82,7 +83,13 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         }
         init::Role::PidOne => None,
     };
-    steps::enter_container(&RealSys, &s.ns, s.steps, s.root)?;
+    // Once in the staging area, the host's /proc is under `.host`.
+    steps::enter_container(
+        &RealSys::with_proc(steps::HOST_PROC),
+        &s.ns,
+        s.steps,
+        s.root,
+    )?;
     for d in s.start_dirs {
         if nix::unistd::chdir(d.as_c_str()).is_ok() {
             break;
@@ -139,11 +146,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
 /// Whether the launcher still lives (the death signal may have been armed too late).
 fn launcher_alive(s: &ChildSetup<'_>) -> bool {
     if let Some(fd) = s.launcher_pidfd {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        // A pidfd is readable once its process has ended.
-        let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
-        let ready = poll(&mut p, PollTimeout::ZERO).unwrap_or(0);
-        return !(ready > 0 && p[0].any().unwrap_or(false));
+        return !fds::has_exited(fd);
     }
     s.ns.pid || nix::unistd::getppid() == s.launcher
 }
@@ -161,7 +164,7 @@ fn exec_init(
     let Some(exe) = exe else {
         return nix::errno::Errno::ENOENT;
     };
-    process::cloexec_from(3);
+    fds::cloexec_from(3);
     if let Some(p) = proc_dir {
         let _ = fcntl(p, FcntlArg::F_SETFD(FdFlag::empty()));
     }
@@ -205,7 +208,7 @@ fn action_setup(s: &ChildSetup<'_>, parent: nix::unistd::Pid) -> Result<std::con
         .ctx(|| "restoring the signal mask".into())?;
     // Nothing the launcher holds (the FUSE device, the image, key descriptors, pipes)
     // nor anything its caller left open reaches the container.
-    process::cloexec_from(3);
+    fds::cloexec_from(3);
     debug_time("child: exec");
     let sh = CString::new("/bin/sh").expect("no NUL");
     let has_shell = nix::unistd::access(sh.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok();

@@ -99,7 +99,7 @@ struct Assembled {
 
 /// Runs the container and returns its exit status.
 pub fn launch(spec: LaunchSpec) -> Result<i32> {
-    let sys = RealSys;
+    let sys = RealSys::new();
     let p = prepare(spec)?;
     debug_time("identity, environment and action computed");
     // Signals stay blocked in every thread from here on: the launcher takes them with
@@ -248,7 +248,7 @@ fn start_container(
         FileMode::empty(),
     )
     .ok();
-    let launcher_pidfd = process::pidfd_of_self();
+    let launcher_pidfd = crate::support::fds::pidfd_of_self();
 
     // The container's setup: its errors go to `err_w`; it ends in exec or `_exit`.
     let run_child = |err_w: OwnedFd| -> std::convert::Infallible {

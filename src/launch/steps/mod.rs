@@ -22,6 +22,10 @@ use crate::support::identity::Identity;
 /// there (only there), and the child pivots into it. /tmp exists on every Linux system.
 pub(super) const STAGE: &str = "/tmp";
 
+/// The host's /proc, as the container process sees it once it has made the staging
+/// area its root (`enter_container`), the host's root under `.host`.
+pub(super) const HOST_PROC: &str = "/.host/proc";
+
 /// Where the image's root is mounted in the staging area.
 pub(super) fn image_dir() -> PathBuf {
     Path::new(STAGE).join(".image")

@@ -62,8 +62,8 @@ const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 /// Adds the flags `attrs` asks for to the mount at `path` and, when `recursive`, to
 /// every mount below it; flags already set stay (those the kernel locks in a user
 /// namespace cannot be cleared anyway). One mount_setattr(2) call (Linux 5.12); before
-/// that kernel, a remount of each mount listed in /proc/self/mountinfo.
-pub fn set_attrs(path: &Path, attrs: Attrs, recursive: bool) -> nix::Result<()> {
+/// that kernel, a remount of each mount listed in `self/mountinfo` under `proc`.
+pub fn set_attrs(path: &Path, attrs: Attrs, recursive: bool, proc: &Path) -> nix::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let mut set = 0;
     for (on, bit) in [
@@ -103,32 +103,30 @@ pub fn set_attrs(path: &Path, attrs: Attrs, recursive: bool) -> nix::Result<()> 
         return Ok(());
     }
     match nix::Error::last() {
-        nix::Error::ENOSYS => remount_tree(path, attrs, recursive),
+        nix::Error::ENOSYS => remount_tree(path, attrs, recursive, proc),
         e => Err(e),
     }
 }
 
 /// What [`set_attrs`] does without mount_setattr: a remount of each mount.
-fn remount_tree(path: &Path, attrs: Attrs, recursive: bool) -> nix::Result<()> {
+fn remount_tree(path: &Path, attrs: Attrs, recursive: bool, proc: &Path) -> nix::Result<()> {
     let mut points = vec![path.to_path_buf()];
     if recursive {
-        points.extend(mounts_below(path));
+        points.extend(mounts_below(path, proc)?);
     }
     points.iter().try_for_each(|p| remount_adding(p, attrs))
 }
 
-/// The mount points strictly below `path`, in the order /proc/self/mountinfo lists
-/// them (parents before children).
-fn mounts_below(path: &Path) -> Vec<PathBuf> {
-    // While the plan is applied the host's /proc is at /.host/proc.
-    let table = ["/proc/self/mountinfo", "/.host/proc/self/mountinfo"]
-        .iter()
-        .find_map(|p| fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    mountinfo_points(&table)
+/// The mount points strictly below `path`, in the order `self/mountinfo` under
+/// `proc` lists them (parents before children). Without the table the tree cannot be
+/// covered: an error, not a partial remount.
+fn mounts_below(path: &Path, proc: &Path) -> nix::Result<Vec<PathBuf>> {
+    let table = fs::read_to_string(proc.join("self/mountinfo"))
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    Ok(mountinfo_points(&table)
         .into_iter()
         .filter(|p| p != path && p.starts_with(path))
-        .collect()
+        .collect())
 }
 
 /// The mount points of a mountinfo table (the fifth field, octal escapes decoded).
@@ -237,7 +235,8 @@ mod tests {
                 }
             }
         };
-        let by_setattr = probe(&|p| set_attrs(p, Attrs::READ_ONLY, true));
+        let proc = Path::new("/proc");
+        let by_setattr = probe(&|p| set_attrs(p, Attrs::READ_ONLY, true, proc));
         let Some(by_setattr) = by_setattr else {
             eprintln!("SKIP flags_are_set_down_the_tree: no user namespace for this test");
             return;
@@ -247,13 +246,13 @@ mod tests {
             "mount_setattr left a mount of the tree writable"
         );
         assert_eq!(
-            probe(&|p| remount_tree(p, Attrs::READ_ONLY, true)),
+            probe(&|p| remount_tree(p, Attrs::READ_ONLY, true, proc)),
             Some(true),
             "remounting left a mount of the tree writable"
         );
         // Not recursive: the submount keeps its flags.
         assert_eq!(
-            probe(&|p| remount_tree(p, Attrs::READ_ONLY, false)),
+            probe(&|p| remount_tree(p, Attrs::READ_ONLY, false, proc)),
             Some(false)
         );
     }

@@ -64,9 +64,30 @@ pub trait Sys {
     fn mknod_block(&self, path: &Path, major: u32, minor: u32) -> nix::Result<()>;
 }
 
-/// The kernel.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RealSys;
+/// The kernel. `proc` is where this process finds the proc file system: `/proc`,
+/// unless a pivot has put the host's tree elsewhere (remounting a tree on kernels
+/// without mount_setattr(2) reads the mount table there).
+#[derive(Debug, Clone, Copy)]
+pub struct RealSys {
+    proc: &'static str,
+}
+
+impl RealSys {
+    pub const fn new() -> Self {
+        RealSys { proc: "/proc" }
+    }
+
+    /// The kernel, for a process that finds /proc at `proc`.
+    pub const fn with_proc(proc: &'static str) -> Self {
+        RealSys { proc }
+    }
+}
+
+impl Default for RealSys {
+    fn default() -> Self {
+        RealSys::new()
+    }
+}
 
 impl Sys for RealSys {
     fn mount(
@@ -80,7 +101,7 @@ impl Sys for RealSys {
         nix::mount::mount(src, dst, fstype, flags, data)
     }
     fn set_attrs(&self, path: &Path, attrs: Attrs, recursive: bool) -> nix::Result<()> {
-        attrs::set_attrs(path, attrs, recursive)
+        attrs::set_attrs(path, attrs, recursive, Path::new(self.proc))
     }
     fn umount(&self, path: &Path, flags: MntFlags) -> nix::Result<()> {
         nix::mount::umount2(path, flags)

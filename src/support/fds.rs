@@ -1,0 +1,145 @@
+//! This process's descriptors across an exec, and pidfds: what the launcher's
+//! container process and a build script's sandbox both need before they exec.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+/// A pidfd of this process (close-on-exec), where the kernel has them (Linux 5.3).
+pub fn pidfd_of_self() -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open with this process's pid and no flags returns a new descriptor
+    // or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0u32) };
+    // SAFETY: a descriptor just returned to us, owned by nothing else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so that an `exec` that follows
+/// passes on nothing but what is below `first` (the standard ones): neither the
+/// launcher's own descriptors nor any its caller left open (a key given with
+/// `--pem-fd`, a shell's spare descriptor). `close_range(CLOSE_RANGE_CLOEXEC)` does it
+/// in one call since Linux 5.11; older kernels get the descriptors listed in
+/// /proc/self/fd, or failing that, tried one by one up to the descriptor limit.
+pub fn cloexec_from(first: u32) {
+    // SAFETY: close_range only changes the flags of this process's descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        for_each_fd_from(first, |fd| {
+            // SAFETY: fcntl on a descriptor number, at worst EBADF.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+        });
+    }
+}
+
+/// Calls `f` on every open descriptor numbered `first` or above: those /proc/self/fd
+/// lists (read completely before `f` runs, so its own descriptor is gone by then), or,
+/// without /proc, every number below the descriptor limit.
+fn for_each_fd_from(first: u32, mut f: impl FnMut(libc::c_int)) {
+    let listed: Option<Vec<libc::c_int>> = std::fs::read_dir("/proc/self/fd").ok().map(|d| {
+        d.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    });
+    match listed {
+        Some(fds) => fds
+            .into_iter()
+            .filter(|&fd| fd >= first as libc::c_int)
+            .for_each(&mut f),
+        None => {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into `lim` only.
+            let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+                lim.rlim_cur.min(1 << 20) as libc::c_int
+            } else {
+                1024
+            };
+            (first as libc::c_int..max).for_each(&mut f);
+        }
+    }
+}
+
+/// Closes every descriptor from `first` up, for a process that stays behind without
+/// exec (the waiting parent of a PID namespace's first process). A kernel without
+/// close_range (before 5.9) leaves them open until the process exits.
+pub fn close_from(first: u32) {
+    // SAFETY: close_range only closes descriptors of this process, which the caller
+    // uses none of afterwards.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32);
+    }
+}
+
+/// Whether the process behind `pidfd` has ended (a pidfd is readable from then on).
+pub fn has_exited(pidfd: BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut p = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    let ready = poll(&mut p, PollTimeout::ZERO).unwrap_or(0);
+    ready > 0 && p[0].any().unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A descriptor open without close-on-exec, numbered at least 3.
+    fn open_plain() -> libc::c_int {
+        // SAFETY: open of a constant path; the flags ask for no close-on-exec.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 3);
+        fd
+    }
+
+    fn is_cloexec(fd: libc::c_int) -> bool {
+        // SAFETY: fcntl on a descriptor this test opened.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    #[test]
+    fn a_pidfd_tells_when_its_process_has_ended() {
+        let me = pidfd_of_self().expect("pidfd_open (Linux 5.3)");
+        assert!(!has_exited(std::os::fd::AsFd::as_fd(&me)));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // SAFETY: pidfd_open of a child not yet reaped; -1 on failure.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0u32) };
+        assert!(fd >= 0);
+        // SAFETY: the descriptor just returned, owned by nothing else.
+        let child_fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        child.wait().unwrap();
+        assert!(has_exited(std::os::fd::AsFd::as_fd(&child_fd)));
+    }
+
+    #[test]
+    fn descriptors_are_marked_close_on_exec_and_the_fallback_finds_them_too() {
+        let fd = open_plain();
+        assert!(!is_cloexec(fd));
+        cloexec_from(fd as u32);
+        assert!(is_cloexec(fd));
+        // The walk that stands in for close_range on older kernels.
+        let other = open_plain();
+        let mut seen = vec![];
+        for_each_fd_from(other as u32, |f| seen.push(f));
+        assert!(
+            seen.contains(&other) && !seen.contains(&(other - 1)),
+            "{seen:?}"
+        );
+        // SAFETY: closing descriptors this test opened.
+        unsafe {
+            libc::close(fd);
+            libc::close(other);
+        }
+    }
+}
