@@ -152,11 +152,8 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
                 } else {
                     "public"
                 };
-                Ok(writeln!(
-                    out,
-                    "Removed {what} key {}",
-                    c.fingerprint().to_hex()
-                )?)
+                writeln!(out, "Removed {what} key {}", c.fingerprint().to_hex())
+                    .map_err(crate::sign::SignError::Output)
             })?;
         }
     }
@@ -216,7 +213,7 @@ fn import(
         Ok(pass)
     };
     keys::import(store, file, protect_with, |done| {
-        Ok(match done {
+        match done {
             Imported::Secret { fingerprint } => writeln!(out, "Imported secret key {fingerprint}"),
             Imported::NewPublic { fingerprint } => {
                 writeln!(out, "Imported public key {fingerprint}")
@@ -224,7 +221,8 @@ fn import(
             Imported::UpdatedPublic { fingerprint } => {
                 writeln!(out, "Updated public key {fingerprint}")
             }
-        }?)
+        }
+        .map_err(crate::sign::SignError::Output)
     })?;
     Ok(())
 }

@@ -15,8 +15,12 @@ use crate::sif::SifError;
 pub enum SignError {
     #[error("{0}")]
     Sif(#[from] SifError),
-    #[error("{0}")]
-    Io(#[from] io::Error),
+    /// Reading the image whose signatures are made or checked.
+    #[error("reading the image: {0}")]
+    ReadImage(io::Error),
+    /// Writing what a key command reports (its caller's output).
+    #[error("writing the output: {0}")]
+    Output(io::Error),
     #[error("no groups found")]
     NoGroups,
     #[error("group not found: {0}")]

@@ -125,10 +125,15 @@ impl KeyStore {
                 err,
             })?;
         let dest = self.path(ring);
-        let tmp = TempFile::new_in(&self.dir, &dest)?;
+        let failed = |err| SignError::Write {
+            path: dest.clone(),
+            err,
+        };
+        let tmp = TempFile::new_in(&self.dir, &dest).map_err(failed)?;
         if ring == Ring::Secret {
             tmp.file()
-                .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(failed)?;
         }
         let mut w = std::io::BufWriter::new(tmp.file());
         for c in certs {
@@ -145,9 +150,9 @@ impl KeyStore {
                     .unwrap_or_else(std::io::Error::other),
             })?;
         }
-        w.flush()?;
+        w.flush().map_err(failed)?;
         drop(w);
-        tmp.persist(&dest)?;
+        tmp.persist(&dest).map_err(failed)?;
         Ok(())
     }
 

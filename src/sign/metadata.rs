@@ -202,7 +202,9 @@ pub fn hash_object_into<R: ReadAt>(sif: &Sif<R>, d: &Descriptor, h: &mut Hasher)
     let mut pos = start;
     while pos < end {
         let n = ((end - pos) as usize).min(buf.len());
-        sif.source().read_exact_at(&mut buf[..n], pos)?;
+        sif.source()
+            .read_exact_at(&mut buf[..n], pos)
+            .map_err(SignError::ReadImage)?;
         h.update(&buf[..n]);
         pos += n as u64;
     }

@@ -396,7 +396,7 @@ pub fn sign_cleartext(text: &[u8], signer: KeyPair) -> Result<Vec<u8>> {
             .map_err(err)?
             .build()
             .map_err(err)?;
-        w.write_all(text)?;
+        w.write_all(text).map_err(|e| err(e.into()))?;
         w.finalize().map_err(err)?;
     }
     Ok(sink)

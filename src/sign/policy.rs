@@ -186,7 +186,8 @@ pub fn check(image: &Path, policy: &Policy) -> Result<Verdict> {
 /// read through `file` (a duplicate of it, sharing the open file), whatever the path
 /// names by now. `run --verify` serves the image from the same descriptor.
 pub fn check_file(file: &std::fs::File, policy: &Policy) -> Result<Verdict> {
-    let src = veil_fusefs::source::FileSource::new(file.try_clone()?)?;
+    let dup = file.try_clone().map_err(SignError::ReadImage)?;
+    let src = veil_fusefs::source::FileSource::new(dup).map_err(SignError::ReadImage)?;
     check_sif(&Sif::open(std::sync::Arc::new(src))?, policy)
 }
 
