@@ -56,12 +56,12 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
     // loop takes it), and ends what the container started before it goes.
     let mut gone = nix::sys::signal::SigSet::empty();
     gone.add(init::LAUNCHER_GONE);
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&gone), None).ctx(|| "blocking signals".into())?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&gone), None).ctx("blocking signals")?;
     let death_signal = match role {
         init::Role::PidOne => Signal::SIGKILL,
         init::Role::Subreaper => init::LAUNCHER_GONE,
     };
-    nix::sys::prctl::set_pdeathsig(death_signal).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+    nix::sys::prctl::set_pdeathsig(death_signal).ctx("prctl(PR_SET_PDEATHSIG)")?;
     if !launcher_alive(&s) {
         // The launcher died before the death signal was armed: nobody waits for us.
         // SAFETY: _exit ends this process only, without the launcher's destructors.
@@ -70,15 +70,14 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
     // A subreaper finds the orphans it must end in the host's /proc.
     let proc_dir = match role {
         init::Role::Subreaper => {
-            nix::sys::prctl::set_child_subreaper(true)
-                .ctx(|| "prctl(PR_SET_CHILD_SUBREAPER)".into())?;
+            nix::sys::prctl::set_child_subreaper(true).ctx("prctl(PR_SET_CHILD_SUBREAPER)")?;
             Some(
                 open(
                     "/proc",
                     OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
                     FileMode::empty(),
                 )
-                .ctx(|| "opening /proc".into())?,
+                .ctx("opening /proc")?,
             )
         }
         init::Role::PidOne => None,
@@ -112,7 +111,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
             }),
         )
     }
-    .ctx(|| "starting the action".into())?;
+    .ctx("starting the action")?;
     debug_time("child: action started");
     // The init sees the launcher as its parent, except from inside a PID namespace.
     let launcher = match role {
@@ -194,7 +193,7 @@ fn action_child(s: &ChildSetup<'_>, parent: nix::unistd::Pid) -> LaunchError {
 
 fn action_setup(s: &ChildSetup<'_>, parent: nix::unistd::Pid) -> Result<std::convert::Infallible> {
     // Die with the init (in a PID namespace that is the kernel's doing anyway).
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)".into())?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx("prctl(PR_SET_PDEATHSIG)")?;
     if nix::unistd::getppid() != parent {
         // SAFETY: the init is gone; so is the container.
         unsafe { libc::_exit(1) }
@@ -203,9 +202,9 @@ fn action_setup(s: &ChildSetup<'_>, parent: nix::unistd::Pid) -> Result<std::con
     // ignored across exec: the action gets the default, as from a shell.
     // SAFETY: this process has its own signal dispositions (no CLONE_SIGHAND).
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    nix::sys::prctl::set_no_new_privs().ctx(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
+    nix::sys::prctl::set_no_new_privs().ctx("prctl(PR_SET_NO_NEW_PRIVS)")?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&s.old_mask), None)
-        .ctx(|| "restoring the signal mask".into())?;
+        .ctx("restoring the signal mask")?;
     // Nothing the launcher holds (the FUSE device, the image, key descriptors, pipes)
     // nor anything its caller left open reaches the container.
     fds::cloexec_from(3);

@@ -47,11 +47,8 @@ const UUID_LEN: usize = 129;
 /// `struct dm_target_spec`: sector_start u64, length u64, status i32, next u32, type[16].
 const TARGET_SPEC_LEN: usize = 40;
 
-fn err(what: &str, e: std::io::Error) -> LaunchError {
-    LaunchError::DmCrypt {
-        what: what.to_string(),
-        err: e,
-    }
+fn err(step: &'static str, err: std::io::Error) -> LaunchError {
+    LaunchError::DmCrypt { step, err }
 }
 
 fn control() -> std::io::Result<File> {
@@ -101,7 +98,7 @@ pub struct DmDevice {
 
 /// Maps the LUKS2 volume on `loop_dev` read-only with dm-crypt.
 pub fn map(loop_dev: &Path, m: &KernelMapping) -> Result<DmDevice> {
-    let ctl = control().map_err(|e| err(CONTROL, e))?;
+    let ctl = control().map_err(|e| err("opening /dev/mapper/control", e))?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let name = format!("veil-{id}");
     let mut b = buffer(&name, 0, 0);
@@ -124,7 +121,7 @@ impl DmDevice {
     fn load_and_resume(&mut self, loop_dev: &Path, m: &KernelMapping) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let rdev = std::fs::metadata(loop_dev)
-            .map_err(|e| err(&loop_dev.display().to_string(), e))?
+            .map_err(|e| LaunchError::io("inspecting", loop_dev, e))?
             .rdev();
         let params = m.crypt_params(&format!("{}:{}", libc::major(rdev), libc::minor(rdev)));
         let extra = TARGET_SPEC_LEN + params.len() + 1;

@@ -21,9 +21,23 @@ pub enum LaunchError {
     FuseAccess(io::Error),
     #[error("starting the FUSE server: {0}")]
     FuseServer(io::Error),
-    /// A system call, and what it was doing (the path is in `what`).
-    #[error("{what}: {err}")]
-    Sys { what: String, err: nix::Error },
+    /// A system call: the step it made, and the path it was made on if any (as the
+    /// container sees it where it is inside the image).
+    #[error("{step}{}: {err}", on.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Sys {
+        step: &'static str,
+        on: Option<PathBuf>,
+        err: nix::Error,
+    },
+    /// A bind of the mount plan: from the host's `src` to `dst` in the container, and
+    /// why the plan has it.
+    #[error("binding {} to {} ({why}): {err}", src.display(), dst.display())]
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        why: String,
+        err: nix::Error,
+    },
     /// A file operation on `path`.
     #[error("{op} {}: {err}", path.display())]
     Path {
@@ -36,16 +50,21 @@ pub enum LaunchError {
     #[error("invalid bind {0:?}: {1}")]
     BindSpec(String, &'static str),
     /// A mount point that could not be made in the image; `path` as the container sees it.
-    #[error("cannot create the mount point {path} in the image: {err}")]
-    MountPoint { path: String, err: io::Error },
+    #[error("cannot create the mount point {} in the image: {err}", path.display())]
+    MountPoint { path: PathBuf, err: io::Error },
     #[error("too many symbolic links under {}", .0.display())]
     TooManyLinks(PathBuf),
-    #[error("{what}: {err}")]
-    LoopDevice { what: String, err: io::Error },
+    #[error("{step} {}: {err}", path.display())]
+    LoopDevice {
+        step: &'static str,
+        path: PathBuf,
+        err: io::Error,
+    },
     #[error("no free loop device after several tries")]
     NoFreeLoopDevice,
-    #[error("dm-crypt: {what}: {err}")]
-    DmCrypt { what: String, err: io::Error },
+    /// A device-mapper request (on /dev/mapper/control) for the image's mapping.
+    #[error("dm-crypt: {step}: {err}")]
+    DmCrypt { step: &'static str, err: io::Error },
     #[error("invalid environment variable name {0:?}")]
     EnvName(String),
     #[error("--env {0:?}: expected NAME=VALUE")]
@@ -83,13 +102,25 @@ impl LaunchError {
 
 pub type Result<T> = std::result::Result<T, LaunchError>;
 
-/// Attaches what was being done to a failed system call.
+/// Attaches the step, and the path it was made on, to a failed system call.
 pub(crate) trait SysContext<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+    fn ctx(self, step: &'static str) -> Result<T>;
+    fn ctx_at(self, step: &'static str, on: impl Into<PathBuf>) -> Result<T>;
 }
 
 impl<T> SysContext<T> for nix::Result<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|err| LaunchError::Sys { what: what(), err })
+    fn ctx(self, step: &'static str) -> Result<T> {
+        self.map_err(|err| LaunchError::Sys {
+            step,
+            on: None,
+            err,
+        })
+    }
+    fn ctx_at(self, step: &'static str, on: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|err| LaunchError::Sys {
+            step,
+            on: Some(on.into()),
+            err,
+        })
     }
 }

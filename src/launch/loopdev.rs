@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::error::{LaunchError, Result};
 
@@ -44,10 +44,11 @@ pub struct LoopDevice {
     _file: File,
 }
 
-fn io_err(what: &str, e: std::io::Error) -> LaunchError {
+fn io_err(step: &'static str, path: &Path, err: std::io::Error) -> LaunchError {
     LaunchError::LoopDevice {
-        what: what.to_string(),
-        err: e,
+        step,
+        path: path.to_path_buf(),
+        err,
     }
 }
 
@@ -59,14 +60,15 @@ pub fn attach(backing: &File, offset: u64, size: u64) -> Result<LoopDevice> {
         .read(true)
         .write(true)
         .open("/dev/loop-control")
-        .map_err(|e| io_err("opening /dev/loop-control", e))?;
+        .map_err(|e| io_err("opening", Path::new("/dev/loop-control"), e))?;
     // Another process may take the device we were offered: try a few times.
     for _ in 0..8 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as libc::Ioctl) };
         if n < 0 {
             return Err(io_err(
-                "finding a free loop device",
+                "finding a free loop device with",
+                Path::new("/dev/loop-control"),
                 std::io::Error::last_os_error(),
             ));
         }
@@ -74,7 +76,7 @@ pub fn attach(backing: &File, offset: u64, size: u64) -> Result<LoopDevice> {
         let dev = OpenOptions::new()
             .read(true)
             .open(&path)
-            .map_err(|e| io_err(&format!("opening {}", path.display()), e))?;
+            .map_err(|e| io_err("opening", &path, e))?;
         let cfg = LoopConfig {
             fd: backing.as_raw_fd() as u32,
             block_size: 0,
@@ -109,7 +111,7 @@ pub fn attach(backing: &File, offset: u64, size: u64) -> Result<LoopDevice> {
         }
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EBUSY) {
-            return Err(io_err(&format!("configuring {}", path.display()), e));
+            return Err(io_err("configuring", &path, e));
         }
     }
     Err(LaunchError::NoFreeLoopDevice)

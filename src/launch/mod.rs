@@ -104,7 +104,7 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     debug_time("identity, environment and action computed");
     // Signals stay blocked in every thread from here on: the launcher takes them with
     // sigwait and forwards them to the container (`process::supervise`).
-    let old_mask = process::block_signals().ctx(|| "blocking signals".into())?;
+    let old_mask = process::block_signals().ctx("blocking signals")?;
     // The warmer's threads should start as early as possible: what the container runs
     // first is decompressed while the launch is prepared (plan, mounts, fork), not
     // afterwards, one page fault at a time.
@@ -234,7 +234,7 @@ fn start_container(
 ) -> Result<Pid> {
     let o = &p.options;
     let start_dirs: Vec<CString> = p.host.start_dirs(o);
-    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx(|| "pipe".into())?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).ctx("pipe")?;
     // The launcher may hold secrets (an encrypted image's keys): no core dumps, no ptrace
     // by other processes of the user. Set after the id maps, which need a dumpable writer.
     let _ = nix::sys::prctl::set_dumpable(false);
@@ -297,7 +297,7 @@ fn start_container(
                 }),
             )
         }
-        .ctx(|| "starting the container process".into())?
+        .ctx("starting the container process")?
     };
     drop(err_w);
     debug_time("container process started");

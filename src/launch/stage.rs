@@ -57,7 +57,7 @@ impl Devices for RealDevices<'_> {
                     OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
                     FileMode::empty(),
                 )
-                .ctx(|| format!("opening {}", dir.display()))?;
+                .ctx_at("opening", dir)?;
                 StagedImage::Directory(self.dir.insert(fd).as_raw_fd())
             }
             Mode::Kernel(region) => {

@@ -37,7 +37,7 @@ pub(super) fn image_dir() -> PathBuf {
 pub(super) fn enter_namespaces<S: Sys>(sys: &S, kind: RootKind, id: &Identity) -> Result<()> {
     if kind.by_kernel() {
         sys.unshare(CloneFlags::CLONE_NEWNS)
-            .ctx(|| "creating a mount namespace".into())
+            .ctx("creating a mount namespace")
     } else {
         Ok(sys.enter_userns(id.uid, id.gid, id.inner_uid, id.inner_gid)?)
     }
@@ -52,7 +52,7 @@ fn make_private<S: Sys>(sys: &S) -> Result<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None,
     )
-    .ctx(|| "making the mount namespace private".into())
+    .ctx("making the mount namespace private")
 }
 
 /// The image's root as the staging area receives it, once its devices exist.
@@ -77,7 +77,7 @@ fn stage_image<S: Sys>(sys: &S, staged: &StagedImage<'_>) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )
-    .ctx(|| "mounting the staging tmpfs".into())?;
+    .ctx("mounting the staging tmpfs")?;
     for d in [".host", ".image"] {
         let p = stage.join(d);
         sys.create_dir(&p)
@@ -94,10 +94,10 @@ fn stage_image<S: Sys>(sys: &S, staged: &StagedImage<'_>) -> Result<()> {
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )
-            .ctx(|| "binding the image directory".into())?;
+            .ctx("binding the image directory")?;
             // Read-only, nosuid and nodev, down to any mount inside the directory.
             sys.set_attrs(&image, Attrs::READ_ONLY, true)
-                .ctx(|| "making the image read-only".into())
+                .ctx("making the image read-only")
         }
         StagedImage::Block(dev) => sys
             .mount(
@@ -107,7 +107,7 @@ fn stage_image<S: Sys>(sys: &S, staged: &StagedImage<'_>) -> Result<()> {
                 MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 None,
             )
-            .ctx(|| format!("mounting the image's squashfs from {}", dev.display())),
+            .ctx_at("mounting the image's squashfs from", dev),
         StagedImage::Mapped { major, minor } => {
             mount_mapped(sys, major, minor, &stage.join(".dm"), &image)
         }
@@ -133,16 +133,11 @@ fn mount_mapped<S: Sys>(
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=0700,size=16k"),
     )
-    .ctx(|| {
-        format!(
-            "dm-crypt: mounting the node tmpfs on {}",
-            node_dir.display()
-        )
-    })?;
+    .ctx_at("dm-crypt: mounting the node tmpfs on", node_dir)?;
     let node = node_dir.join("crypt");
     let r = sys
         .mknod_block(&node, major, minor)
-        .ctx(|| format!("dm-crypt: making the device node {}", node.display()))
+        .ctx_at("dm-crypt: making the device node", &node)
         .and_then(|()| {
             sys.mount(
                 Some(&node),
@@ -151,7 +146,7 @@ fn mount_mapped<S: Sys>(
                 MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                 None,
             )
-            .ctx(|| "dm-crypt: mounting the decrypted squashfs".into())
+            .ctx("dm-crypt: mounting the decrypted squashfs")
         });
     // The mount keeps the block device open; the node is no longer needed.
     let _ = sys.umount(node_dir, MntFlags::MNT_DETACH);
@@ -211,7 +206,7 @@ fn mount_image<S: Sys>(sys: &S, fd: RawFd, uid: u32, gid: u32, image_name: &str)
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
         Some(data.as_str()),
     )
-    .ctx(|| "mounting the image with FUSE".into())
+    .ctx("mounting the image with FUSE")
 }
 
 /// The container process's namespaces, as far as its mounts are concerned.
@@ -256,16 +251,15 @@ pub(super) fn enter_container<S: LaunchSys>(
         flags |= CloneFlags::CLONE_NEWIPC;
     }
     sys.unshare(flags)
-        .ctx(|| "creating the container's namespaces".into())?;
+        .ctx("creating the container's namespaces")?;
     sys.pivot_root(Path::new(STAGE), &Path::new(STAGE).join(".host"))
-        .ctx(|| "entering the staging area".into())?;
-    sys.chdir(Path::new("/")).ctx(|| "chdir /".into())?;
+        .ctx("entering the staging area")?;
+    sys.chdir(Path::new("/")).ctx("chdir /")?;
     sys::apply(sys, steps, root)?;
     super::debug_time("child: mounts applied");
     sys::pivot_into(sys, root)?;
     if let Some(h) = &ns.hostname {
-        sys.sethostname(h)
-            .ctx(|| format!("setting the hostname to {h}"))?;
+        sys.sethostname(h).ctx_at("setting the hostname to", h)?;
     }
     if let Some(fd) = ns.locked_userns {
         // A mount namespace copied into a less privileged user namespace has every
@@ -273,9 +267,9 @@ pub(super) fn enter_container<S: LaunchSys>(
         // unmounted to show what it covers, nosuid and nodev cannot be dropped — not
         // even with the capabilities the container has in its own user namespace.
         sys.setns(fd, CloneFlags::CLONE_NEWUSER)
-            .ctx(|| "entering the container's user namespace".into())?;
+            .ctx("entering the container's user namespace")?;
         sys.unshare(CloneFlags::CLONE_NEWNS)
-            .ctx(|| "locking the container's mounts".into())?;
+            .ctx("locking the container's mounts")?;
         super::debug_time("child: mounts locked");
     }
     Ok(())

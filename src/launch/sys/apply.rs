@@ -34,7 +34,7 @@ fn apply_one<S: LaunchSys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
                 ms_flags(Attrs::NOSUID_NODEV),
                 Some(data.as_str()),
             )
-            .ctx(|| format!("mounting a tmpfs on {}", display(root, &dst)))
+            .ctx_at("mounting a tmpfs on", display(root, &dst))
         }
         Step::Mkdir { path, mode } => sys
             .create_dir_all(path, *mode)
@@ -53,10 +53,7 @@ fn apply_one<S: LaunchSys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
                 ms_flags(Attrs::NOSUID_NODEV),
                 Some(data.as_str()),
             )
-            .ctx(|| {
-                "mounting an overlay over the image (the kernel needs unprivileged overlayfs, Linux 5.11 or later)"
-                    .to_string()
-            })
+            .ctx("mounting an overlay over the image (the kernel needs unprivileged overlayfs, Linux 5.11 or later)")
         }
         Step::Bind {
             src,
@@ -86,7 +83,7 @@ fn apply_one<S: LaunchSys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
                 ms_flags(step.attrs().unwrap_or(Attrs::NOSUID_NODEV)),
                 None,
             )
-            .ctx(|| "mounting a private /proc".to_string())
+            .ctx("mounting a private /proc")
         }
         Step::Devpts { dst } => {
             let Some(dst) = optional(sys.mount_point(root, dst, false), false, true)? else {
@@ -105,7 +102,10 @@ fn apply_one<S: LaunchSys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
         }
         Step::Symlink { target, link } => match sys.symlink(target, link) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                eprintln!("veil: warning: cannot create {}: {e}", display(root, link));
+                eprintln!(
+                    "veil: warning: cannot create {}: {e}",
+                    display(root, link).display()
+                );
                 Ok(())
             }
             _ => Ok(()),
@@ -113,7 +113,7 @@ fn apply_one<S: LaunchSys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
         // Only the root itself: the binds on it have their own flags.
         Step::RemountRootReadOnly => sys
             .set_attrs(root, Attrs::READ_ONLY, false)
-            .ctx(|| "making the container root read-only".to_string()),
+            .ctx("making the container root read-only"),
     }
 }
 
@@ -137,18 +137,18 @@ fn apply_bind<S: LaunchSys>(
     if recursive {
         flags |= MsFlags::MS_REC;
     }
-    sys.mount(Some(src), &dst, None, flags, None).ctx(|| {
-        format!(
-            "binding {} to {} ({why})",
-            strip_host(src),
-            display(root, &dst)
-        )
-    })?;
+    sys.mount(Some(src), &dst, None, flags, None)
+        .map_err(|err| LaunchError::Bind {
+            src: strip_host(src),
+            dst: display(root, &dst),
+            why: why.to_string(),
+            err,
+        })?;
     // A bind keeps the flags of what it binds (the host's home may well allow
     // set-user-ID programs); the plan's are set on it and, for a recursive bind, on
     // every mount it brought along.
     sys.set_attrs(&dst, attrs, recursive)
-        .ctx(|| format!("setting the flags of {}", display(root, &dst)))
+        .ctx_at("setting the flags of", display(root, &dst))
 }
 
 /// A mount point that could not be made: fatal when `required`, else a warning.
@@ -165,30 +165,29 @@ fn optional(r: Result<PathBuf>, required: bool, loud: bool) -> Result<Option<Pat
     }
 }
 
-fn strip_host(p: &Path) -> String {
+fn strip_host(p: &Path) -> PathBuf {
     match p.strip_prefix(super::super::plan::HOST) {
-        Ok(rest) => Path::new("/").join(rest).display().to_string(),
-        Err(_) => p.display().to_string(),
+        Ok(rest) => Path::new("/").join(rest),
+        Err(_) => p.to_path_buf(),
     }
 }
 
 /// `p` as the container sees it, when it is under `root`.
-pub(super) fn display(root: &Path, p: &Path) -> String {
+pub(super) fn display(root: &Path, p: &Path) -> PathBuf {
     match p.strip_prefix(root) {
-        Ok(rest) => Path::new("/").join(rest).display().to_string(),
-        Err(_) => p.display().to_string(),
+        Ok(rest) => Path::new("/").join(rest),
+        Err(_) => p.to_path_buf(),
     }
 }
 
 /// Makes the old root disappear: `pivot_root(".", ".")` then a lazy unmount of what is
 /// stacked on top, the way that needs no directory for the old root.
 pub fn pivot_into<S: LaunchSys>(sys: &S, new_root: &Path) -> Result<()> {
-    sys.chdir(new_root)
-        .ctx(|| format!("entering {}", new_root.display()))?;
+    sys.chdir(new_root).ctx_at("entering", new_root)?;
     sys.pivot_root(Path::new("."), Path::new("."))
-        .ctx(|| "pivot_root into the container".to_string())?;
+        .ctx("pivot_root into the container")?;
     sys.umount(Path::new("."), MntFlags::MNT_DETACH)
-        .ctx(|| "detaching the host root".to_string())?;
-    sys.chdir(Path::new("/")).ctx(|| "chdir /".to_string())?;
+        .ctx("detaching the host root")?;
+    sys.chdir(Path::new("/")).ctx("chdir /")?;
     Ok(())
 }
