@@ -1,8 +1,9 @@
 //! veil: a rootless runtime for SIF container images, including LUKS2-encrypted ones.
 //!
-//! Layers, dependencies pointing down: `cli -> {runner, builder, sign}`, `runner -> {launch,
-//! sign}`, and below them `{image, crypt} -> {sif, veil_fusefs}`. `fsutil` and `support`
-//! are leaves any layer may use.
+//! Layers, dependencies pointing down: `cli -> runner -> {launch, builder} -> {image,
+//! sign, registry} -> {sif, crypt} -> {support, fsutil}`, with `veil_fusefs` below
+//! them all. docs/architecture.md has the table that `tests/architecture.rs` checks
+//! the imports against.
 
 // No function longer than clippy.toml's threshold (100 lines) outside tests.
 #![warn(clippy::too_many_lines)]
