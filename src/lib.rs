@@ -1,8 +1,8 @@
 //! veil: a rootless runtime for SIF container images, including LUKS2-encrypted ones.
 //!
-//! Layers, dependencies pointing down: `cli -> runner -> {launch, builder} -> {image,
-//! sign, registry} -> {sif, crypt} -> {support, fsutil}`, with `veil_fusefs` below
-//! them all. docs/architecture.md has the table that `tests/architecture.rs` checks
+//! Layers, dependencies pointing down: `cli` uses `runner` (which uses `launch`) and
+//! `builder`; those use `{image, sign, registry}`, which use `{sif, crypt}`, which use
+//! the leaves `{support, fsutil}`; `veil_fusefs` is below them all. docs/architecture.md has the table that `tests/architecture.rs` checks
 //! the imports against.
 
 // No function longer than clippy.toml's threshold (100 lines) outside tests.

@@ -723,3 +723,72 @@ fn only_a_private_cache_is_trusted() {
     fails_in_one_line(&o, "is a symbolic link");
     assert!(evil.exists());
 }
+
+/// `cmd` run on a pseudo-terminal (script(1) from util-linux): what the terminal showed.
+fn on_a_terminal(script: &Path, cmd: &Command) -> String {
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_str().unwrap().to_string())
+        .collect();
+    let mut c = Command::new(script);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("TERM", "xterm")
+        .args(["-q", "-e", "-c", &line.join(" "), "/dev/null"])
+        .stdin(Stdio::null());
+    let o = run_ok(&mut c);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn transfers_show_progress_bars_on_a_terminal_only_and_not_with_q() {
+    let reg = require!(Registry::start(Auth::Anonymous), "no docker-registry");
+    let script = require!(which("script"), "no script(1) (util-linux)");
+    let t = tempfile::tempdir().unwrap();
+    let root = require!(busybox_rootfs(t.path()), "busybox missing");
+    // Bytes that do not compress: the SIF is well over the 8 MiB a bar is drawn for.
+    let mut noise = vec![0u8; 12 << 20];
+    getrandom::fill(&mut noise).unwrap();
+    std::fs::write(root.join("noise"), &noise).unwrap();
+    let (_, sif) = require!(squash_and_sif(&root, t.path()), "mksquashfs missing");
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let uri = reg.oras("veil/big:1");
+    let digest = sha256_file(&sif);
+    let short = &digest["sha256:".len()..][..12];
+
+    // Off a terminal: no bar.
+    let o = run_ok(
+        veil_at(&home)
+            .args(["push", "--no-https"])
+            .arg(&sif)
+            .arg(&uri),
+    );
+    assert!(!String::from_utf8_lossy(&o.stderr).contains('%'));
+
+    // On a terminal: the blob's bar, full at the end.
+    let mut pull = veil_at(&home);
+    pull.args(["pull", "--no-https"])
+        .arg(t.path().join("a.sif"))
+        .arg(&uri);
+    let shown = on_a_terminal(&script, &pull);
+    assert!(shown.contains(short) && shown.contains("100%"), "{shown:?}");
+    assert_eq!(
+        std::fs::read(t.path().join("a.sif")).unwrap(),
+        std::fs::read(&sif).unwrap()
+    );
+
+    // With -q, not even there.
+    let mut quiet = veil_at(&home);
+    quiet
+        .args(["pull", "-q", "--no-https"])
+        .arg(t.path().join("b.sif"))
+        .arg(&uri);
+    let shown = on_a_terminal(&script, &quiet);
+    assert!(!shown.contains('%'), "{shown:?}");
+    nothing_half_written(t.path());
+}

@@ -91,7 +91,7 @@ pub struct Encrypted {
 /// A reader that advances a progress bar.
 struct Counting<'a, R> {
     inner: R,
-    progress: &'a super::progress::Progress,
+    progress: &'a crate::support::progress::Progress,
 }
 
 impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
@@ -137,7 +137,7 @@ pub fn encrypt_stream(
     };
     let f = File::create(out).map_err(|e| BuildError::io(out, e))?;
     let mut w = BufWriter::with_capacity(8 << 20, f);
-    let progress = super::progress::Progress::new("encrypt", len, show_progress);
+    let progress = crate::support::progress::Progress::new("encrypt", len, show_progress);
     luks2::create(
         &mut w,
         Counting {

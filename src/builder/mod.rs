@@ -21,7 +21,6 @@ pub mod layer_fuzz;
 pub mod layout;
 mod output;
 pub mod post;
-pub mod progress;
 pub mod recipe;
 pub mod rekey;
 pub mod rootcaps;

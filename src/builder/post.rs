@@ -2,7 +2,8 @@
 //! image being built, rootless. For `%post` a child process enters a mount and PID
 //! namespace of its own inside the build's user namespace (made at the start of an
 //! unprivileged build, see `subids`, with the caller as root as `apptainer build
-//! --fakeroot` does) — or, for real root, just those two — and [`super::isolate`]
+//! --fakeroot` does) — or, for real root, those two and a UTS namespace — and
+//! [`super::isolate`]
 //! makes the staging tree its root with `pivot_root`, the host's root detached; the
 //! script runs with `sh -e -x`, with stdin, stdout and stderr as its only
 //! descriptors and an environment of its own. Nothing is mounted outside the child's
@@ -134,13 +135,16 @@ enum Parent<'a> {
 fn die_with(parent: Parent<'_>) {
     // It cannot fail for a valid signal.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    let gone = match parent {
-        Parent::Pid(p) => nix::unistd::getppid() != p,
-        Parent::PidFd(fd) => fd.is_some_and(fds::has_exited),
-    };
-    if gone {
+    if parent_gone(&parent) {
         // SAFETY: _exit ends this process without running the parent's destructors.
         unsafe { libc::_exit(1) }
+    }
+}
+
+fn parent_gone(parent: &Parent<'_>) -> bool {
+    match *parent {
+        Parent::Pid(p) => nix::unistd::getppid() != p,
+        Parent::PidFd(fd) => fd.is_some_and(fds::has_exited),
     }
 }
 
@@ -222,6 +226,9 @@ fn child(build: Pid, root: &Path, argv: &[CString], envp: &[CString]) -> Sandbox
         Err(err) => return SandboxError::Call { op: "fork", err },
         Ok(ForkResult::Child) => {}
         Ok(ForkResult::Parent { child }) => {
+            // The pidfd goes first: close_from closes every number, and an owned
+            // descriptor must not be closed twice.
+            drop(me);
             fds::close_from(3);
             loop {
                 let code = match waitpid(child, None) {
@@ -284,9 +291,10 @@ pub fn run_in_root(
     vars.extend(extra_env.iter().cloned());
     let e = envp(&vars);
     let build = nix::unistd::getpid();
-    // SAFETY: the build is single-threaded here (the squashfs writer's workers only
-    // exist while an image is being written); the child only makes syscalls, formats a
-    // message and exits or execs.
+    // SAFETY: the only other thread of the build now is the cleanup thread, which
+    // holds no lock while it waits for a signal (the squashfs writer's workers exist
+    // only while an image is written); so the child may allocate and take the
+    // entry-error lock; it makes system calls, formats a message and exits or execs.
     match unsafe { fork() } {
         Err(e) => Err(script_error(
             ctx,
@@ -342,6 +350,22 @@ mod tests {
     }
 
     const PID: Call = Call::Unshare(CloneFlags::CLONE_NEWPID);
+
+    #[test]
+    fn a_parent_that_is_gone_is_seen_by_pid_and_by_pidfd() {
+        assert!(!parent_gone(&Parent::Pid(nix::unistd::getppid())));
+        assert!(
+            parent_gone(&Parent::Pid(Pid::from_raw(1))) || nix::unistd::getppid().as_raw() == 1
+        );
+        let me = fds::pidfd_of_self().expect("pidfd_open (Linux 5.3)");
+        assert!(!parent_gone(&Parent::PidFd(Some(me.as_fd()))));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pidfd = fds::pidfd_of(Pid::from_raw(child.id() as i32)).unwrap();
+        child.wait().unwrap();
+        assert!(parent_gone(&Parent::PidFd(Some(pidfd.as_fd()))));
+        // No pidfd (an old kernel): nothing to tell by.
+        assert!(!parent_gone(&Parent::PidFd(None)));
+    }
 
     #[test]
     fn real_root_gets_mount_uts_and_pid_namespaces_and_no_user_namespace() {

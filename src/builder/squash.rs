@@ -14,9 +14,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::{BuildError, Result};
-use super::progress::Progress;
 use super::sqfs::{self, BlockProcessor, DirWriter, IdTable, Inode, MetaWriter, XattrWriter};
 use super::tree::{FileData, Kind, Tree};
+use crate::support::progress::Progress;
 
 pub use super::sqfs::Compression;
 

@@ -67,7 +67,7 @@ pub fn attach(backing: &File, offset: u64, size: u64) -> Result<LoopDevice> {
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as libc::Ioctl) };
         if n < 0 {
             return Err(io_err(
-                "finding a free loop device with",
+                "asking for a free device on",
                 Path::new("/dev/loop-control"),
                 std::io::Error::last_os_error(),
             ));

@@ -53,6 +53,8 @@ pub(crate) struct Session {
     scheme: &'static str,
     /// The bearer token the registry's token endpoint gave, if it uses one.
     bearer: Option<String>,
+    /// No progress bars.
+    pub quiet: bool,
 }
 
 impl Session {
@@ -108,6 +110,7 @@ impl Session {
             http,
             scheme: if opts.no_https { "http" } else { "https" },
             bearer: None,
+            quiet: opts.quiet,
         };
         if creds.is_some() {
             s.check_challenge()?;

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use super::client::{Session, backoff, transient};
 use super::error::{RegistryError, Result};
 use crate::fsutil::TempFile;
+use crate::support::progress::Progress;
 
 /// Bytes read from a file per upload chunk.
 const CHUNK: usize = 4 << 20;
@@ -25,6 +26,12 @@ pub(crate) const ATTEMPTS: u32 = 5;
 /// The slowest transfer taken: this many bytes in each `RATE_WINDOW`.
 const MIN_RATE: u64 = 16 << 10;
 const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A blob's name on its progress bar: the first 12 digits of its digest, as docker
+/// and skopeo show them.
+fn short(hex: &str) -> &str {
+    &hex[..12]
+}
 
 /// The hex of a `sha256:` digest; other algorithms are refused.
 pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
@@ -65,6 +72,7 @@ pub(crate) fn download(
         .try_clone()
         .map_err(|e| RegistryError::io("writing", tmp.path(), e))?;
     let sink = Sink::new(out);
+    let progress = Progress::new(short(&want), size, !s.quiet);
     let mut written: u64 = 0;
     let mut attempt = 1;
     let mut last_error = String::new();
@@ -80,10 +88,12 @@ pub(crate) fn download(
                 if whole && written > 0 {
                     // The registry ignored the range: start over.
                     sink.reset();
+                    progress.restart();
                     written = 0;
                 }
                 let mut rx = Receiving {
                     sink: &sink,
+                    progress: &progress,
                     written,
                     size,
                     path: tmp.path(),
@@ -112,6 +122,7 @@ pub(crate) fn download(
             break;
         }
     }
+    progress.finish();
     let hasher = sink
         .finish()
         .map_err(|e| RegistryError::io("writing", tmp.path(), e))?;
@@ -172,6 +183,7 @@ enum Cut {
 /// One attempt's stream going into the sink.
 struct Receiving<'a> {
     sink: &'a Sink,
+    progress: &'a Progress,
     /// Bytes of the blob in the sink so far.
     written: u64,
     size: u64,
@@ -224,6 +236,7 @@ impl Receiving<'_> {
             )));
         }
         self.written += bytes.len() as u64;
+        self.progress.add(bytes.len() as u64);
         if !self.sink.send(bytes) {
             return Err(Cut::Fatal(format!(
                 "writing {} failed",
@@ -381,27 +394,34 @@ pub(crate) fn upload_file(
     })? {
         return Ok(false);
     }
+    let progress = Progress::new("pushing", size, !s.quiet);
     s.retry_within("uploading", None, || {
+        progress.restart();
+        let counter = progress.counter();
         let f = file.try_clone().map_err(OciDistributionError::IoError);
-        let stream = futures_util::stream::unfold((f, 0u64), |(state, offset)| async move {
-            let f = match state {
-                Ok(f) => f,
-                Err(e) => return Some((Err(e), (Err(gone()), u64::MAX))),
-            };
-            if offset == u64::MAX {
-                return None;
-            }
-            let mut buf = vec![0u8; CHUNK];
-            match read_full_at(&f, &mut buf, offset) {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(bytes::Bytes::from(buf)), (Ok(f), offset + n as u64)))
+        let stream = futures_util::stream::unfold((f, 0u64), move |(state, offset)| {
+            let counter = counter.clone();
+            async move {
+                let f = match state {
+                    Ok(f) => f,
+                    Err(e) => return Some((Err(e), (Err(gone()), u64::MAX))),
+                };
+                if offset == u64::MAX {
+                    return None;
                 }
-                Err(e) => Some((
-                    Err(OciDistributionError::IoError(e)),
-                    (Err(gone()), u64::MAX),
-                )),
+                let mut buf = vec![0u8; CHUNK];
+                match read_full_at(&f, &mut buf, offset) {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        counter.add(n as u64);
+                        buf.truncate(n);
+                        Some((Ok(bytes::Bytes::from(buf)), (Ok(f), offset + n as u64)))
+                    }
+                    Err(e) => Some((
+                        Err(OciDistributionError::IoError(e)),
+                        (Err(gone()), u64::MAX),
+                    )),
+                }
             }
         });
         s.client
@@ -415,6 +435,7 @@ pub(crate) fn upload_file(
         },
         e => e,
     })?;
+    progress.finish();
     Ok(true)
 }
 

@@ -5,10 +5,16 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// A pidfd of this process (close-on-exec), where the kernel has them (Linux 5.3).
 pub fn pidfd_of_self() -> Option<OwnedFd> {
+    pidfd_of(nix::unistd::getpid())
+}
+
+/// A pidfd (close-on-exec) of the process `pid`, which must not have been reaped;
+/// none where the kernel has no pidfds (before Linux 5.3). (nix 0.31 wraps no
+/// pidfd_open.)
+pub fn pidfd_of(pid: nix::unistd::Pid) -> Option<OwnedFd> {
     use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open with this process's pid and no flags returns a new descriptor
-    // or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0u32) };
+    // SAFETY: pidfd_open with a pid and no flags returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0u32) };
     // SAFETY: a descriptor just returned to us, owned by nothing else.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
@@ -57,16 +63,9 @@ fn for_each_fd_from(first: u32, mut f: impl FnMut(libc::c_int)) {
             .filter(|&fd| fd >= first as libc::c_int)
             .for_each(&mut f),
         None => {
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: getrlimit writes into `lim` only.
-            let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-                lim.rlim_cur.min(1 << 20) as libc::c_int
-            } else {
-                1024
-            };
+            use nix::sys::resource::{Resource, getrlimit};
+            let max = getrlimit(Resource::RLIMIT_NOFILE)
+                .map_or(1024, |(soft, _)| soft.min(1 << 20) as libc::c_int);
             (first as libc::c_int..max).for_each(&mut f);
         }
     }
@@ -88,7 +87,10 @@ pub fn has_exited(pidfd: BorrowedFd<'_>) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut p = [PollFd::new(pidfd, PollFlags::POLLIN)];
     let ready = poll(&mut p, PollTimeout::ZERO).unwrap_or(0);
-    ready > 0 && p[0].any().unwrap_or(false)
+    ready > 0
+        && p[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
 }
 
 #[cfg(test)]
@@ -113,11 +115,7 @@ mod tests {
         let me = pidfd_of_self().expect("pidfd_open (Linux 5.3)");
         assert!(!has_exited(std::os::fd::AsFd::as_fd(&me)));
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        // SAFETY: pidfd_open of a child not yet reaped; -1 on failure.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0u32) };
-        assert!(fd >= 0);
-        // SAFETY: the descriptor just returned, owned by nothing else.
-        let child_fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        let child_fd = pidfd_of(nix::unistd::Pid::from_raw(child.id() as i32)).unwrap();
         child.wait().unwrap();
         assert!(has_exited(std::os::fd::AsFd::as_fd(&child_fd)));
     }

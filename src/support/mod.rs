@@ -6,6 +6,7 @@
 pub mod diag;
 pub mod fds;
 pub mod identity;
+pub mod progress;
 pub mod shell;
 pub mod signals;
 pub mod spawn;

@@ -213,8 +213,8 @@ fn make_locked_userns(inner_uid: u32, inner_gid: u32) -> Result<()> {
 
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process. Threads
 /// that did work before the launch (the argon2 lanes of an encrypted image's
-/// keyslot) have been told to exit; give the kernel a moment to reap them: tens of
-/// microseconds after their last instruction, so the wait is polled finely: a coarse
+/// keyslot) have been joined, but the kernel releases a task a moment after its
+/// join returns: tens of microseconds, so the wait is polled finely: a coarse
 /// sleep would cost more than the reaping itself. At most ~1 s.
 fn wait_single_threaded() {
     for _ in 0..20_000 {

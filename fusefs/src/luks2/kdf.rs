@@ -223,12 +223,20 @@ fn with_transient_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T 
         })
         .build();
     let Ok(pool) = pool else {
-        // No threads to be had: compute the lanes on this thread (those that did
-        // start end as the pool goes).
+        // No threads to be had (those that did start end as the failed pool goes):
+        // the lanes run on this thread, in a pool of this thread alone, so that
+        // argon2's parallel iterators do not start rayon's global pool instead.
         for t in threads {
             let _ = t.join();
         }
-        return f();
+        let alone = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .use_current_thread()
+            .build();
+        return match alone {
+            Ok(p) => p.install(f),
+            Err(_) => f(),
+        };
     };
     let out = pool.install(|| {
         let out = f();

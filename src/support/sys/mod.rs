@@ -4,7 +4,8 @@
 //! and their flags are checked without a kernel.
 //!
 //! Generic code (`S: Sys`) keeps the calls statically dispatched: the real
-//! implementation is a zero-sized type whose methods are the system calls themselves.
+//! implementation's methods are the system calls themselves (it holds only where
+//! /proc is).
 
 mod attrs;
 #[cfg(test)]
