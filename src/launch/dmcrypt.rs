@@ -80,10 +80,10 @@ fn ioctl(ctl: &File, req: libc::c_ulong, buf: &mut [u8]) -> std::io::Result<()> 
 }
 
 /// Whether device-mapper answers here (the CI machine and many containers lack it).
-pub fn available() -> std::result::Result<(), String> {
-    let ctl = control().map_err(|e| format!("{CONTROL}: {e}"))?;
+pub fn available() -> Result<()> {
+    let ctl = control().map_err(|e| LaunchError::io("opening", CONTROL, e))?;
     let mut b = buffer("", 0, 0);
-    ioctl(&ctl, DM_VERSION, &mut b).map_err(|e| format!("device-mapper version query: {e}"))
+    ioctl(&ctl, DM_VERSION, &mut b).map_err(|e| err("asking for its version", e))
 }
 
 /// A live dm-crypt mapping. Dropped without [`DmDevice::remove_deferred`], it is

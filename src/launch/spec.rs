@@ -11,6 +11,7 @@ use veil_fusefs::squashfs::Squashfs;
 
 use super::action::Action;
 use super::binds;
+use super::error::Result;
 
 /// Where the image's root filesystem comes from.
 pub enum RootSource {
@@ -123,7 +124,7 @@ impl Mode {
         root: RootSource,
         real_root: impl Fn() -> bool,
         fuse: bool,
-        dm_available: impl FnOnce() -> std::result::Result<(), String>,
+        dm_available: impl FnOnce() -> Result<()>,
     ) -> Mode {
         match root {
             RootSource::Directory(d) => Mode::Directory(d),
@@ -154,7 +155,7 @@ pub(super) fn squashfs_kind(
     crypt: bool,
     real_root: impl Fn() -> bool,
     fuse: bool,
-    dm_available: impl FnOnce() -> std::result::Result<(), String>,
+    dm_available: impl FnOnce() -> Result<()>,
 ) -> RootKind {
     if fuse {
         return RootKind::Fuse;

@@ -335,7 +335,7 @@ fn plain_image_is_served_read_only_with_fuse_and_is_the_root_itself() {
 
 /// The mount of a squashfs as `squashfs_kind` chooses it.
 fn kind(region: bool, crypt: bool, real_root: bool, fuse: bool, dm: bool) -> RootKind {
-    let dm_available = || if dm { Ok(()) } else { Err("none".to_string()) };
+    let dm_available = || if dm { Ok(()) } else { Err(LaunchError::NoFuse) };
     squashfs_kind(region, crypt, || real_root, fuse, dm_available)
 }
 
