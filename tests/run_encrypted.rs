@@ -34,9 +34,23 @@ struct Fixture {
     four_lanes_image: PathBuf,
 }
 
+static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
+
 fn fixture() -> Option<&'static Fixture> {
-    static F: OnceLock<Option<Fixture>> = OnceLock::new();
-    F.get_or_init(build_fixture).as_ref()
+    FIXTURE
+        .get_or_init(|| {
+            // A static is never dropped, and neither would its temporary directory
+            // (600 MB of images) be: it goes when the test process exits.
+            extern "C" fn remove_fixture() {
+                if let Some(Some(f)) = FIXTURE.get() {
+                    let _ = std::fs::remove_dir_all(f.user.dir.path());
+                }
+            }
+            // SAFETY: atexit with a function that only removes files.
+            unsafe { libc::atexit(remove_fixture) };
+            build_fixture()
+        })
+        .as_ref()
 }
 
 fn interop(script: &str) -> Option<PathBuf> {
