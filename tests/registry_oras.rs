@@ -618,13 +618,23 @@ fn an_interrupted_pull_leaves_nothing_behind() {
     let out = t.path().join("out");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&out).unwrap();
-    let mut pull = veil_at(&home)
-        .args(["pull", "-q", "--no-https"])
+    let mut pull = veil_at(&home);
+    pull.args(["pull", "-q", "--no-https"])
         .arg(out.join("x.sif"))
         .arg(format!("oras://127.0.0.1:{port}/stall/app:1"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    // SIGINT as a terminal sends it. A test run started in the background by a shell
+    // without job control has SIGINT ignored, which veil rightly leaves ignored: the
+    // pull gets the default disposition back, as a foreground command has it.
+    // SAFETY: signal() between fork and exec, on the child's own dispositions.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        pull.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut pull = pull.spawn().unwrap();
     // Wait until the temporary file exists and the first megabyte had time to come.
     let start = std::time::Instant::now();
     loop {
