@@ -26,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from registry import find_veil, free_port, timed  # noqa: E402
+from registry import find_veil, start_registry, timed  # noqa: E402
 
 
 def layer_tar(name, size, rng):
@@ -127,21 +126,8 @@ def main():
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:
         tmp = Path(tmp)
-        port = free_port()
-        host = f"127.0.0.1:{port}"
-        (tmp / "config.yml").write_text(
-            f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'data'}\n"
-            f"http:\n  addr: {host}\n  secret: bench\n")
-        reg = subprocess.Popen(["docker-registry", "serve", str(tmp / "config.yml")],
-                               stderr=subprocess.DEVNULL)
+        host, reg = start_registry(tmp)
         try:
-            for _ in range(500):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
             compressed = make_layout(tmp / "src", a.mib)
             subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false",
                             f"oci:{tmp / 'src'}:1", f"docker://{host}/bench/img:1"], check=True)

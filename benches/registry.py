@@ -50,6 +50,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_registry(tmp):
+    """Debian's docker-registry on a free loopback port, its storage under `tmp`; returns
+    HOST:PORT and the process once it accepts connections."""
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    (tmp / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'data'}\n"
+        f"http:\n  addr: {host}\n  secret: bench\n")
+    reg = subprocess.Popen(["docker-registry", "serve", str(tmp / "config.yml")],
+                           stderr=subprocess.DEVNULL)
+    for _ in range(500):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    return host, reg
+
+
 def timed(cmd, **kw):
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
@@ -73,21 +93,8 @@ def main():
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:
         tmp = Path(tmp)
-        port = free_port()
-        host = f"127.0.0.1:{port}"
-        (tmp / "config.yml").write_text(
-            f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'data'}\n"
-            f"http:\n  addr: {host}\n  secret: bench\n")
-        reg = subprocess.Popen(["docker-registry", "serve", str(tmp / "config.yml")],
-                               stderr=subprocess.DEVNULL)
+        host, reg = start_registry(tmp)
         try:
-            for _ in range(500):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
             # A SIF holding one generic object of random bytes.
             data = tmp / "data.bin"
             with open(data, "wb") as f:

@@ -351,6 +351,15 @@ mod tests {
 
     const PID: Call = Call::Unshare(CloneFlags::CLONE_NEWPID);
 
+    /// An unprivileged caller (uid 1000, gid 100), holding a key unless `dumpable`.
+    fn unprivileged(dumpable: bool) -> Runner {
+        Runner::Unprivileged {
+            uid: 1000,
+            gid: 100,
+            dumpable,
+        }
+    }
+
     #[test]
     fn a_parent_that_is_gone_is_seen_by_pid_and_by_pidfd() {
         assert!(!parent_gone(&Parent::Pid(nix::unistd::getppid())));
@@ -389,11 +398,7 @@ mod tests {
 
     #[test]
     fn an_unprivileged_caller_is_root_of_a_user_namespace_of_its_own() {
-        let runner = Runner::Unprivileged {
-            uid: 1000,
-            gid: 100,
-            dumpable: true,
-        };
+        let runner = unprivileged(true);
         let (calls, err) = entered(runner, None);
         assert_eq!(err, None);
         assert_eq!(
@@ -412,20 +417,12 @@ mod tests {
 
     #[test]
     fn a_process_holding_a_key_or_a_failed_entry_makes_no_namespace() {
-        let holding_key = Runner::Unprivileged {
-            uid: 1000,
-            gid: 100,
-            dumpable: false,
-        };
+        let holding_key = unprivileged(false);
         let (calls, err) = entered(holding_key, None);
         assert_eq!(calls, []);
         assert!(err.unwrap().contains("before the build read its key"));
 
-        let dumpable = Runner::Unprivileged {
-            uid: 1000,
-            gid: 100,
-            dumpable: true,
-        };
+        let dumpable = unprivileged(true);
         let (calls, err) = entered(dumpable, Some(Arc::new(UsernsError::Disabled)));
         assert_eq!(calls, []);
         assert!(err.unwrap().contains("max_user_namespaces = 0"));
