@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::registry::{Auth, PASSWORD, Registry, USER, python_with, veil_at};
+use common::registry::{Auth, PASSWORD, Registry, USER, program_at, python_with, veil_at};
 use common::*;
 use sha2::Digest;
 
@@ -589,11 +589,46 @@ fn encrypted_images_travel_sealed_from_build_to_run() {
     assert_ne!(o.status.code(), Some(0));
 }
 
-/// A download stopped by Ctrl-C (a registry that stalls mid-blob) leaves no file.
+/// A download stopped by Ctrl-C (a registry that stalls mid-blob) leaves no file and
+/// no process; so does a `veil` killed outright, whose registry helper then removes its
+/// partial file itself.
 #[test]
 fn an_interrupted_pull_leaves_nothing_behind() {
-    use std::io::BufRead;
     let py = require!(python_with(&["json"]), "python3 is not installed");
+    for sig in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        interrupt_a_pull(&py, sig);
+    }
+}
+
+/// A process's state and parent, from /proc/PID/stat.
+fn state_of(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state, then the parent's PID.
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    Some((state, f.next()?.parse().ok()?))
+}
+
+/// The PIDs of the children of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| state_of(p).is_some_and(|(_, parent)| parent == pid))
+        .collect()
+}
+
+/// Whether `pid` runs (a zombie no longer does).
+fn alive(pid: u32) -> bool {
+    state_of(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+fn interrupt_a_pull(py: &Path, sig: nix::sys::signal::Signal) {
+    use std::io::BufRead;
     struct Server(std::process::Child);
     impl Drop for Server {
         fn drop(&mut self) {
@@ -649,21 +684,32 @@ fn an_interrupted_pull_leaves_nothing_behind() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pull.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    // The download is the registry helper's, a child of veil's.
+    let helpers = children_of(pull.id());
+    assert_eq!(helpers.len(), 1, "veil's children: {helpers:?}");
+    let helper = helpers[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pull.id() as i32), sig).unwrap();
     let status = pull.wait().unwrap();
-    drop(server);
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    assert_eq!(status.signal(), Some(sig as i32), "{status:?}");
+    if sig == nix::sys::signal::Signal::SIGINT {
+        // veil waited for its helper.
+        assert!(!alive(helper), "the helper outlived veil");
+    } else {
+        // The helper, orphaned, is told to end and does.
+        let start = std::time::Instant::now();
+        while alive(helper) {
+            assert!(start.elapsed().as_secs() < 20, "the helper outlived veil");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    drop(server);
     let left: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(left.is_empty(), "{sig}: left behind: {left:?}");
 }
 
 /// The cache is trusted by name only because nobody else can write it: a cache that
@@ -801,4 +847,80 @@ fn transfers_show_progress_bars_on_a_terminal_only_and_not_with_q() {
     let shown = on_a_terminal(&script, &quiet);
     assert!(!shown.contains('%'), "{shown:?}");
     nothing_half_written(t.path());
+}
+
+/// The network client lives in `veil-registry`, which veil finds beside itself or in
+/// `../libexec/veil/`. Without it, containers of local files still run and registry
+/// work fails in one line; the helper itself answers only veil's requests.
+#[test]
+fn the_registry_helper_is_found_beside_veil_or_in_libexec() {
+    let t = tempfile::tempdir().unwrap();
+    let sif = require!(
+        fixture(t.path()),
+        "busybox, mksquashfs or /dev/fuse missing"
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // Nothing listens on port 9 (discard) of loopback here.
+    let uri = "oras://127.0.0.1:9/veil/app:1";
+    let at = |bin: &Path| program_at(bin, &home);
+
+    // veil alone.
+    let alone = t.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    copy_executable(Path::new(env!("CARGO_BIN_EXE_veil")), &alone.join("veil")).unwrap();
+    let veil = alone.join("veil");
+    let o = at(&veil)
+        .args(["exec", sif.to_str().unwrap(), "cat", "/data/hello.txt"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dest = t.path().join("x.sif");
+    let o = at(&veil).arg("pull").arg(&dest).arg(uri).output().unwrap();
+    fails_in_one_line(&o, "veil-registry: not found");
+    assert!(!dest.exists());
+    let o = at(&veil).args(["run", uri]).output().unwrap();
+    fails_in_one_line(&o, "veil-registry: not found");
+
+    // A system layout: bin/veil and libexec/veil/veil-registry. The helper runs: the
+    // error is the registry's absence, not its own.
+    let bin = t.path().join("usr/bin");
+    let libexec = t.path().join("usr/libexec/veil");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&libexec).unwrap();
+    copy_executable(Path::new(env!("CARGO_BIN_EXE_veil")), &bin.join("veil")).unwrap();
+    let helper = libexec.join("veil-registry");
+    copy_executable(Path::new(env!("CARGO_BIN_EXE_veil-registry")), &helper).unwrap();
+    let o = at(&bin.join("veil"))
+        .args(["pull", "--no-https"])
+        .arg(&dest)
+        .arg(uri)
+        .output()
+        .unwrap();
+    fails_in_one_line(&o, "is the registry running");
+    assert!(!dest.exists());
+
+    // The helper on its own: a request that is not veil's, or from another version.
+    for (input, want) in [
+        ("", "an unreadable request"),
+        ("pull oras://x/y:1", "an unreadable request"),
+        (
+            r#"{"version":"0.0.1","request":{"op":"fetch-sif","uri":"oras://x/y:1"},"options":{"no_https":false,"quiet":true,"arch":null,"username":null,"password":null}}"#,
+            "veil 0.0.1 sent the request",
+        ),
+    ] {
+        let mut c = Command::new(&helper)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{input}");
+        let reply: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let err = reply["error"].as_str().unwrap_or_default();
+        assert!(err.contains(want), "{input}: {reply}");
+    }
 }

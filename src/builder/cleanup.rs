@@ -52,6 +52,8 @@ pub fn install() {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
             }
+            // A registry helper downloading a source removes its own partial file.
+            crate::registry::helper::stop_running(sig);
             remove_all();
             eprintln!("veil build: interrupted ({sig}); temporary files removed");
             std::process::exit(128 + sig as i32);
@@ -77,8 +79,6 @@ pub fn unregister(p: &Path) {
 }
 
 fn remove_all() {
-    // A registry download in flight (a docker:// or oras:// source being pulled).
-    crate::registry::remove_pending_download();
     let list = TEMPS.lock().map(|v| v.clone()).unwrap_or_default();
     for p in list.iter().rev() {
         match std::fs::symlink_metadata(p) {

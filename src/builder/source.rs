@@ -124,7 +124,7 @@ fn from_registry(uri: ImageUri, reg: &registry::Options) -> Result<Input> {
     match uri.transport {
         Transport::Docker => Ok(Input::Registry(Box::new(uri))),
         Transport::Oras => {
-            let (path, file) = registry::cache::fetch(&uri, reg)?;
+            let (path, file) = registry::fetch_sif(&uri, reg)?;
             Ok(Input::Image(path, file))
         }
     }

@@ -126,7 +126,7 @@ pub fn populate(opts: &BuildOptions, input: &Input, parent: &Path) -> Result<Sta
             oci_config = config;
         }
         Input::Registry(uri) => {
-            let image = crate::registry::docker::fetch(uri, &opts.registry)?;
+            let image = crate::registry::docker_fetch(uri, &opts.registry)?;
             debug_time("build: image layers pulled");
             let apply = archive::ApplyOptions::for_process(opts.devices);
             let what = Path::new(&uri.text);

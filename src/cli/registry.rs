@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
-use crate::registry::{self, Credentials, ImageUri, Options, cache, oras};
+use crate::registry::{self, Credentials, ImageUri, Options, cache};
 
 // How to reach the registry; shared by push, pull and build. (No doc comment: clap
 // would take it for the help text of the commands it is flattened into.)
@@ -84,7 +84,7 @@ impl ContainerRegistryArgs {
         match image.to_str() {
             Some(s) if ImageUri::is_uri(s) => {
                 let uri = ImageUri::parse(s)?;
-                Ok(cache::fetch(&uri, &self.options())?.0)
+                Ok(registry::fetch_sif(&uri, &self.options())?.0)
             }
             _ => Ok(image.to_path_buf()),
         }
@@ -106,7 +106,7 @@ pub struct PushArgs {
 
 pub fn push(a: PushArgs) -> Result<ExitCode> {
     let uri = ImageUri::parse(&a.uri)?;
-    let t = oras::push(&a.image, &uri, &a.registry.options(a.quiet)?)?;
+    let t = registry::push(&a.image, &uri, &a.registry.options(a.quiet)?)?;
     if !a.quiet {
         let how = if t.moved {
             "uploaded"
@@ -156,12 +156,12 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         None => (None, a.first.as_str()),
     };
     let uri = ImageUri::parse(uri)?;
-    let dest = dest.unwrap_or_else(|| oras::default_name(&uri));
+    let dest = dest.unwrap_or_else(|| uri.default_file_name());
     let mut opts = a.registry.options(a.quiet)?;
     opts.arch = a.arch.clone();
     if uri.transport == registry::Transport::Docker {
         // A container image becomes a SIF as `veil build` makes one from it.
-        oras::check_destination(&dest, a.force)?;
+        registry::destination::check(&dest, a.force)?;
         crate::builder::cleanup::install();
         let mut b = crate::builder::BuildOptions::new(uri.text.clone(), dest.clone(), opts);
         b.force = a.force;
@@ -177,7 +177,7 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let t = oras::pull(&uri, &dest, a.force, &opts)?;
+    let t = registry::pull(&uri, &dest, a.force, &opts)?;
     if !a.quiet {
         eprintln!(
             "veil: pulled {} to {} ({} bytes, {})",

@@ -47,6 +47,13 @@ pub fn take(var: &str) -> Option<SecretBytes> {
     secret
 }
 
+/// The names of the secret variables, for a child process's environment to leave out.
+pub fn secret_names() -> impl Iterator<Item = String> {
+    ENV_PREFIXES
+        .iter()
+        .flat_map(|p| SECRET_SUFFIXES.iter().map(move |s| format!("{p}{s}")))
+}
+
 /// Overwrites the values of the secret variables in place and removes them from the
 /// environment.
 ///
@@ -54,27 +61,24 @@ pub fn take(var: &str) -> Option<SecretBytes> {
 /// main thread, before the KDF or the launcher start any): the value is overwritten
 /// through the C library's pointer, outside std's environment lock.
 pub fn scrub() {
-    for prefix in ENV_PREFIXES {
-        for suffix in SECRET_SUFFIXES {
-            let name = format!("{prefix}{suffix}");
-            let Ok(c) = CString::new(name.as_str()) else {
-                continue;
-            };
-            // SAFETY: getenv returns NULL or a pointer to the NUL-terminated value of
-            // a live environment entry; nothing else changes the environment now (see
-            // above), so the bytes up to the NUL are ours to overwrite. Strings from
-            // execve lie on the writable initial stack; ones set later by setenv are
-            // heap copies, writable too.
-            unsafe {
-                let p = libc::getenv(c.as_ptr());
-                if !p.is_null() {
-                    let len = libc::strlen(p);
-                    let value = std::slice::from_raw_parts_mut(p.cast::<u8>(), len);
-                    zeroize::Zeroize::zeroize(value);
-                }
-                // SAFETY: as above, no other thread uses the environment.
-                std::env::remove_var(&name);
+    for name in secret_names() {
+        let Ok(c) = CString::new(name.as_str()) else {
+            continue;
+        };
+        // SAFETY: getenv returns NULL or a pointer to the NUL-terminated value of
+        // a live environment entry; nothing else changes the environment now (see
+        // above), so the bytes up to the NUL are ours to overwrite. Strings from
+        // execve lie on the writable initial stack; ones set later by setenv are
+        // heap copies, writable too.
+        unsafe {
+            let p = libc::getenv(c.as_ptr());
+            if !p.is_null() {
+                let len = libc::strlen(p);
+                let value = std::slice::from_raw_parts_mut(p.cast::<u8>(), len);
+                zeroize::Zeroize::zeroize(value);
             }
+            // SAFETY: as above, no other thread uses the environment.
+            std::env::remove_var(&name);
         }
     }
 }

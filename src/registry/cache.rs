@@ -18,12 +18,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use oci_client::RegistryOperation;
-
-use super::client::{Options, Session};
 use super::error::{RegistryError, Result};
-use super::uri::{ImageUri, Transport};
-use super::{oras, transfer};
 
 /// The kinds of entry, as `veil cache list/clean --type` names them: SIFs pulled from
 /// `oras://`, layers of `docker://` images, and SIFs built from `docker://` images.
@@ -118,38 +113,8 @@ fn is_entry_name(kind: &str, name: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     } else {
-        super::transfer::sha256_hex(name).is_some()
+        super::sha256_hex(name).is_some()
     }
-}
-
-/// The SIF at `uri` as an open file of the cache: found there when it holds the
-/// image the registry names now, else downloaded into it. The descriptor is what the
-/// caller reads; the path is for messages.
-pub fn fetch(uri: &ImageUri, opts: &Options) -> Result<(PathBuf, File)> {
-    if uri.transport != Transport::Oras {
-        return Err(RegistryError::Uri {
-            uri: uri.text.clone(),
-            why: "docker:// images are run with run, exec, shell or test, or made into a SIF with `veil pull`".into(),
-        });
-    }
-    let s = Session::open(&uri.reference, opts, RegistryOperation::Pull)?;
-    let (layer, _) = oras::resolve(&s, uri)?;
-    let hex = transfer::sha256_hex(&layer.digest).ok_or_else(|| RegistryError::Content {
-        reference: uri.text.clone(),
-        why: format!("unsupported digest {:?}", layer.digest),
-    })?;
-    let dir = kind_dir("oras")?;
-    let entry = dir.join(format!("sha256:{hex}"));
-    if let Some(f) = open_entry(&entry, Some(layer.size)) {
-        crate::support::diag::debug_note(&format!("registry: {} from the cache", uri.text));
-        return Ok((entry, f));
-    }
-    let tmp = transfer::download(&s, &layer, &dir, &entry, 0o600)?;
-    oras::check_sif(tmp.path(), uri)?;
-    let f = File::open(tmp.path()).map_err(|e| RegistryError::io("opening", tmp.path(), e))?;
-    tmp.persist(&entry)
-        .map_err(|e| RegistryError::io("renaming into", &entry, e))?;
-    Ok((entry, f))
 }
 
 /// One cache entry.

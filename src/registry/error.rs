@@ -1,4 +1,6 @@
 //! The registry layer's one error type: which registry or file, what was being done.
+//! It holds text, not the network client's error types, so that the `veil` binary,
+//! which only reports these errors, links none of the client.
 
 #![forbid(unsafe_code)]
 
@@ -13,13 +15,13 @@ pub enum RegistryError {
     /// The client could not be set up (TLS roots, runtime).
     #[error("setting up the registry client: {0}")]
     Setup(String),
-    /// A request to the registry failed; `what` says which. The client's error is
-    /// kept but not chained: `describe` already says what of it a user can act on.
-    #[error("{what} {reference}: {}", describe(err))]
+    /// A request to the registry failed; `what` says which, `why` what of the
+    /// client's error a user can act on.
+    #[error("{what} {reference}: {why}")]
     Request {
         what: &'static str,
         reference: String,
-        err: oci_client::errors::OciDistributionError,
+        why: String,
     },
     /// The registry answered with something the format does not allow.
     #[error("{reference}: {why}")]
@@ -58,6 +60,12 @@ pub enum RegistryError {
     /// The destination exists and --force was not given.
     #[error("{} exists (use --force to overwrite)", .0.display())]
     Exists(PathBuf),
+    /// The registry helper's own error, one line as it wrote it.
+    #[error("{0}")]
+    Remote(String),
+    /// The registry helper could not be run, or ended without an answer.
+    #[error("{}: {why}", path.display())]
+    Helper { path: PathBuf, why: String },
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
@@ -72,52 +80,6 @@ impl RegistryError {
     }
 }
 
-/// The client's errors in one line, saying what a user can act on: a refused login, a
-/// missing image, an unreachable registry.
-pub(crate) fn describe_request(e: &oci_client::errors::OciDistributionError) -> String {
-    describe(e)
-}
-
-fn describe(e: &oci_client::errors::OciDistributionError) -> String {
-    use oci_client::errors::OciDistributionError as E;
-    match e {
-        E::AuthenticationFailure(m) => format!("authentication failed: {}", one_line(m)),
-        E::UnauthorizedError { .. } => "not authorized (wrong or missing credentials)".into(),
-        E::ImageManifestNotFoundError(_) => "not found in the registry".into(),
-        E::RequestError(r) if r.status().is_some_and(|s| s.as_u16() == 401) => {
-            "not authorized (wrong or missing credentials)".into()
-        }
-        E::RequestError(r) if r.status().is_some_and(|s| s.as_u16() == 403) => {
-            "access denied (the credentials do not allow this)".into()
-        }
-        E::RequestError(r) => request_text(r),
-        E::ServerError { code, message, .. } => {
-            format!("the registry answered {code}: {}", one_line(message))
-        }
-        E::RegistryError { envelope, .. } => {
-            use oci_client::errors::OciErrorCode as C;
-            let errs: Vec<String> = envelope
-                .errors
-                .iter()
-                .map(|e| match e.code {
-                    C::ManifestUnknown | C::NameUnknown => "not found in the registry".into(),
-                    C::BlobUnknown => "a blob the manifest names is not in the registry".into(),
-                    C::Unauthorized => "not authorized (wrong or missing credentials)".into(),
-                    C::Denied => "access denied (the credentials do not allow this)".into(),
-                    ref c => one_line(&format!("{c:?}: {}", e.message)),
-                })
-                .collect();
-            errs.join("; ")
-        }
-        other => one_line(&other.to_string()),
-    }
-}
-
-/// The first line of a message, without trailing space, control characters escaped.
-fn one_line(s: &str) -> String {
-    printable(s.lines().next().unwrap_or("").trim_end())
-}
-
 /// `s` with control characters (a registry's text could hold terminal escapes)
 /// written as escapes.
 pub(crate) fn printable(s: &str) -> String {
@@ -130,24 +92,4 @@ pub(crate) fn printable(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A request error and its causes on one line, with a hint where the cause is
-/// common: TLS spoken to a plain-HTTP registry, nothing listening.
-pub(crate) fn request_text(r: &reqwest::Error) -> String {
-    let mut msg = r.to_string();
-    let mut src = std::error::Error::source(r);
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg = format!("{msg}: {t}");
-        }
-        src = s.source();
-    }
-    if msg.contains("InvalidContentType") || msg.contains("corrupt message") {
-        msg.push_str(" (a registry without TLS? then use --no-https)");
-    } else if msg.contains("Connection refused") {
-        msg.push_str(" (is the registry running, and the port right?)");
-    }
-    one_line(&msg)
 }

@@ -1,9 +1,13 @@
 //! Image URIs: `oras://REGISTRY/REPOSITORY[:TAG|@DIGEST]` for SIF artifacts and
 //! `docker://[REGISTRY/]REPOSITORY[:TAG|@DIGEST]` for OCI and Docker images.
+//!
+//! Here a URI is split only as far as `veil` needs it (its transport, the default file
+//! name of a pull); the registry helper checks the whole reference grammar
+//! (`remote::target`), so `veil` links no parser for it.
 
 #![forbid(unsafe_code)]
 
-use oci_client::Reference;
+use std::path::PathBuf;
 
 use super::error::{RegistryError, Result};
 
@@ -16,11 +20,12 @@ pub enum Transport {
     Docker,
 }
 
-/// A parsed image URI.
+/// An image URI.
 #[derive(Debug, Clone)]
 pub struct ImageUri {
     pub transport: Transport,
-    pub reference: Reference,
+    /// What follows the scheme: `[REGISTRY/]REPOSITORY[:TAG][@DIGEST]`.
+    pub name: String,
     /// The URI as the user wrote it, for messages.
     pub text: String,
 }
@@ -48,6 +53,11 @@ impl ImageUri {
         if rest.is_empty() {
             return Err(err("no image named after the scheme"));
         }
+        if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err(
+                "an image reference has no spaces or control characters",
+            ));
+        }
         if transport == Transport::Oras && !has_registry(rest) {
             // Docker Hub's default does not apply to ORAS artifacts: the registry must
             // be named, as Apptainer requires.
@@ -55,18 +65,54 @@ impl ImageUri {
                 "an oras:// URI must name its registry (oras://REGISTRY/REPOSITORY:TAG)",
             ));
         }
-        let reference: Reference = rest.parse().map_err(|e| err(&format!("{e}")))?;
         Ok(ImageUri {
             transport,
-            reference,
+            name: rest.to_string(),
             text: s.to_string(),
         })
+    }
+
+    /// The repository (with its registry, if named), the tag if any, and the digest if
+    /// any.
+    fn parts(&self) -> (&str, Option<&str>, Option<&str>) {
+        let (rest, digest) = match self.name.split_once('@') {
+            Some((r, d)) => (r, Some(d)),
+            None => (self.name.as_str(), None),
+        };
+        // A tag follows the last component; a colon before the last slash is a port.
+        let last = rest.rfind('/').map_or(0, |i| i + 1);
+        match rest[last..].rfind(':') {
+            Some(i) => (&rest[..last + i], Some(&rest[last + i + 1..]), digest),
+            None => (rest, None, digest),
+        }
+    }
+
+    /// The default file name for a pull: the repository's last component and `.sif`,
+    /// with the tag (`latest` when neither a tag nor a digest is given), as Apptainer
+    /// names it (`oras://host/a/app:v1` → `app_v1.sif`).
+    pub fn default_file_name(&self) -> PathBuf {
+        let (repo, tag, digest) = self.parts();
+        let base = repo.rsplit('/').next().unwrap_or(repo);
+        match (tag, digest) {
+            (Some(t), _) => PathBuf::from(format!("{base}_{t}.sif")),
+            (None, None) => PathBuf::from(format!("{base}_latest.sif")),
+            (None, Some(_)) => PathBuf::from(format!("{base}.sif")),
+        }
+    }
+
+    /// This URI pinned to `digest`: the same repository, the manifest by digest.
+    pub fn with_digest(&self, digest: &str) -> String {
+        let scheme = match self.transport {
+            Transport::Oras => "oras",
+            Transport::Docker => "docker",
+        };
+        format!("{scheme}://{}@{digest}", self.parts().0)
     }
 }
 
 /// Whether the first component of `name` is a registry (has a dot or a port, or is
 /// `localhost`), as the distribution reference grammar decides.
-fn has_registry(name: &str) -> bool {
+pub(crate) fn has_registry(name: &str) -> bool {
     match name.split_once('/') {
         Some((first, _)) => first.contains('.') || first.contains(':') || first == "localhost",
         None => false,
@@ -78,18 +124,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn oras_uris_name_their_registry_tag_or_digest() {
+    fn uris_split_into_transport_and_name() {
         let u = ImageUri::parse("oras://127.0.0.1:5000/veil/app:v1").unwrap();
         assert_eq!(u.transport, Transport::Oras);
-        assert_eq!(u.reference.registry(), "127.0.0.1:5000");
-        assert_eq!(u.reference.repository(), "veil/app");
-        assert_eq!(u.reference.tag(), Some("v1"));
-        let d = format!("oras://reg.example/app@sha256:{}", "a".repeat(64));
-        let u = ImageUri::parse(&d).unwrap();
-        assert_eq!(u.reference.digest().map(|d| d.len()), Some(71));
-        // No tag: latest.
-        let u = ImageUri::parse("oras://reg.example/app").unwrap();
-        assert_eq!(u.reference.tag(), Some("latest"));
+        assert_eq!(u.name, "127.0.0.1:5000/veil/app:v1");
+        let u = ImageUri::parse("docker:///alpine").unwrap();
+        assert_eq!(u.transport, Transport::Docker);
+        assert_eq!(u.name, "alpine");
     }
 
     #[test]
@@ -99,8 +140,7 @@ mod tests {
             ("oras://", "no image"),
             ("docker://", "no image"),
             ("http://x/y", "not an image URI"),
-            ("oras://reg.example/App:v1", ""),
-            ("oras://reg.example/app@sha256:abc", ""),
+            ("docker://a b", "no spaces"),
         ] {
             let e = ImageUri::parse(uri).unwrap_err().to_string();
             assert!(e.starts_with(uri) && e.contains(why), "{uri}: {e}");
@@ -108,12 +148,29 @@ mod tests {
     }
 
     #[test]
-    fn docker_uris_default_to_the_hub_and_latest() {
-        let u = ImageUri::parse("docker://alpine").unwrap();
-        assert_eq!(u.transport, Transport::Docker);
-        assert_eq!(u.reference.repository(), "library/alpine");
-        assert_eq!(u.reference.tag(), Some("latest"));
+    fn pulls_are_named_for_the_repository_and_tag() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        for (uri, name) in [
+            ("oras://127.0.0.1:5000/veil/app:v1", "app_v1.sif"),
+            ("oras://127.0.0.1:5000/app", "app_latest.sif"),
+            (&format!("oras://reg.example/app@{d}"), "app.sif"),
+            (&format!("oras://reg.example/app:v2@{d}"), "app_v2.sif"),
+            ("docker://alpine", "alpine_latest.sif"),
+        ] {
+            let u = ImageUri::parse(uri).unwrap();
+            assert_eq!(u.default_file_name(), PathBuf::from(name), "{uri}");
+        }
+    }
+
+    #[test]
+    fn pinning_keeps_the_repository_and_drops_the_tag() {
+        let d = format!("sha256:{}", "b".repeat(64));
         let u = ImageUri::parse("docker://localhost:5000/a/b:1").unwrap();
-        assert_eq!(u.reference.registry(), "localhost:5000");
+        assert_eq!(
+            u.with_digest(&d),
+            format!("docker://localhost:5000/a/b@{d}")
+        );
+        let u = ImageUri::parse("docker://alpine").unwrap();
+        assert_eq!(u.with_digest(&d), format!("docker://alpine@{d}"));
     }
 }

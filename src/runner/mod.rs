@@ -50,12 +50,12 @@ impl Drop for ScrubEnvironment {
 /// a `docker://` image as a SIF built from it (`veil pull docker://` makes the same),
 /// cached under its platform manifest's digest so the next run starts at once.
 fn pulled(req: &RunRequest) -> Result<std::fs::File> {
-    use crate::registry::{ImageUri, Transport, cache, docker};
+    use crate::registry::{self, ImageUri, Transport, cache, docker};
     let uri = ImageUri::parse(&req.image)?;
     if uri.transport == Transport::Oras {
-        return Ok(cache::fetch(&uri, &req.registry)?.1);
+        return Ok(registry::fetch_sif(&uri, &req.registry)?.1);
     }
-    let digest = docker::manifest_digest(&uri, &req.registry)?;
+    let digest = registry::docker_digest(&uri, &req.registry)?;
     let arch = req
         .registry
         .arch
@@ -75,10 +75,7 @@ fn pulled(req: &RunRequest) -> Result<std::fs::File> {
     // could answer differently), by `veil pull` in a process of its own: its cleanup
     // takes the termination signals while it builds, which this process, about to
     // launch a container, must not give away.
-    let pinned = format!(
-        "docker://{}",
-        uri.reference.clone_with_digest(digest).whole()
-    );
+    let pinned = uri.with_digest(&digest);
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.args(["pull", "-q", "--force"]);
     if req.registry.no_https {

@@ -91,14 +91,28 @@ pub unsafe fn spawn_shared(
 /// Makes the program `cmd` starts die (SIGKILL) when the process that started it does,
 /// so that no helper outlives veil however veil ends.
 pub fn die_with_parent(cmd: &mut std::process::Command) {
+    end_with_parent(cmd, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Sends the program `cmd` starts `sig` when the thread that started it ends (the
+/// kernel ties the signal to that thread; veil starts helpers from its main thread).
+/// A parent already gone by the time the child is set up is not waited for: the start
+/// fails instead.
+pub fn end_with_parent(cmd: &mut std::process::Command, sig: nix::sys::signal::Signal) {
     use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes the
-    // prctl system call, which is async-signal-safe and touches no memory of the
-    // parent's.
+    // prctl and getppid system calls, which are async-signal-safe and touch no memory
+    // of the parent's.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(sig).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "the parent ended before its helper started",
+                ));
+            }
+            Ok(())
         });
     }
 }

@@ -114,6 +114,10 @@ impl Unprivileged {
         let bin = dir.path().join("veil");
         copy_executable(Path::new(env!("CARGO_BIN_EXE_veil")), &bin).ok()?;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).ok()?;
+        // Its registry helper goes where veil looks for it: beside it.
+        let helper = dir.path().join("veil-registry");
+        copy_executable(Path::new(env!("CARGO_BIN_EXE_veil-registry")), &helper).ok()?;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).ok()?;
         let home = dir.path().join("home");
         std::fs::create_dir(&home).ok()?;
         if euid == 0 {

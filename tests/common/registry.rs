@@ -14,7 +14,12 @@ use super::which;
 /// `veil` with a private HOME (no stored credentials) and cache, and none of the
 /// caller's registry settings.
 pub fn veil_at(home: &Path) -> Command {
-    let mut c = super::veil();
+    program_at(Path::new(env!("CARGO_BIN_EXE_veil")), home)
+}
+
+/// The program `bin` (a copy of veil's) as [`veil_at`] sets it up.
+pub fn program_at(bin: &Path, home: &Path) -> Command {
+    let mut c = Command::new(bin);
     for p in ["VEIL_", "APPTAINER_", "SINGULARITY_"] {
         c.env_remove(format!("{p}DOCKER_USERNAME"))
             .env_remove(format!("{p}DOCKER_PASSWORD"))

@@ -32,20 +32,6 @@ extern "C" fn on_signal(sig: libc::c_int) {
     die_of(sig);
 }
 
-/// Removes the download in flight, if any: for a process that takes the terminating
-/// signals itself (the builder's cleanup thread), so no handler of ours runs.
-pub fn remove_pending() {
-    let p = PENDING.swap(std::ptr::null_mut(), Ordering::SeqCst);
-    if !p.is_null() {
-        // SAFETY: a non-null PENDING is the pointer of a CString that the live Guard
-        // keeps until it has taken the pointer back; the swap made it ours alone, and
-        // the process is about to exit (the caller ends it right after).
-        unsafe {
-            libc::unlink(p);
-        }
-    }
-}
-
 /// Removes `path` if a terminating signal arrives before the guard is dropped.
 pub(crate) struct Guard {
     path: Option<CString>,
@@ -89,8 +75,8 @@ impl Drop for Guard {
                 )
                 .is_err()
             {
-                // Taken (by a handler or the builder's cleanup, which may be using
-                // it and ends the process) or replaced: never freed under a user.
+                // Taken (by a handler, which may be using it and ends the process)
+                // or replaced: never freed under a user.
                 std::mem::forget(c);
             }
         }

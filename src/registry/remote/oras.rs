@@ -11,10 +11,14 @@ use std::path::{Path, PathBuf};
 use oci_client::RegistryOperation;
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest};
 
-use super::client::{Options, Session};
-use super::error::{RegistryError, Result};
+use super::client::Session;
+use super::target::Target;
 use super::transfer;
-use super::uri::{ImageUri, Transport};
+use crate::registry::Options;
+use crate::registry::cache;
+use crate::registry::error::{RegistryError, Result};
+use crate::registry::protocol::Transferred;
+use crate::registry::uri::Transport;
 
 pub const SIF_CONFIG_MEDIA_TYPE: &str = "application/vnd.sylabs.sif.config.v1+json";
 pub const SIF_LAYER_MEDIA_TYPE: &str = "application/vnd.sylabs.sif.layer.v1.sif";
@@ -23,19 +27,7 @@ const SIF_LAYER_MEDIA_TYPE_OLD: &str = "appliciation/vnd.sylabs.sif.layer.tar";
 const TITLE: &str = "org.opencontainers.image.title";
 const EMPTY_CONFIG: &[u8] = b"{}";
 
-/// What a push or pull did.
-#[derive(Debug, Clone)]
-pub struct Transferred {
-    /// The manifest's digest (the image as the registry knows it).
-    pub manifest_digest: String,
-    /// The SIF's digest and size.
-    pub digest: String,
-    pub size: u64,
-    /// False when the registry had the SIF already (push) or the cache did (fetch).
-    pub moved: bool,
-}
-
-fn oras_uri(uri: &ImageUri) -> Result<()> {
+fn oras_uri(uri: &Target) -> Result<()> {
     if uri.transport != Transport::Oras {
         return Err(RegistryError::Uri {
             uri: uri.text.clone(),
@@ -46,7 +38,7 @@ fn oras_uri(uri: &ImageUri) -> Result<()> {
 }
 
 /// Pushes the SIF at `path` to `uri`.
-pub fn push(path: &Path, uri: &ImageUri, opts: &Options) -> Result<Transferred> {
+pub fn push(path: &Path, uri: &Target, opts: &Options) -> Result<Transferred> {
     oras_uri(uri)?;
     // Opened once, without blocking on a FIFO; hashed and sent from that descriptor.
     let mut file =
@@ -112,7 +104,7 @@ pub fn push(path: &Path, uri: &ImageUri, opts: &Options) -> Result<Transferred> 
 }
 
 /// The SIF layer of the artifact at `uri`, and the manifest's digest.
-pub(crate) fn resolve(s: &Session, uri: &ImageUri) -> Result<(OciDescriptor, String)> {
+pub(crate) fn resolve(s: &Session, uri: &Target) -> Result<(OciDescriptor, String)> {
     let content = |why: String| RegistryError::Content {
         reference: uri.text.clone(),
         why,
@@ -141,9 +133,9 @@ pub(crate) fn resolve(s: &Session, uri: &ImageUri) -> Result<(OciDescriptor, Str
 }
 
 /// Pulls the SIF at `uri` to `dest` (refused when it exists, unless `force`).
-pub fn pull(uri: &ImageUri, dest: &Path, force: bool, opts: &Options) -> Result<Transferred> {
+pub fn pull(uri: &Target, dest: &Path, force: bool, opts: &Options) -> Result<Transferred> {
     oras_uri(uri)?;
-    check_destination(dest, force)?;
+    crate::registry::destination::check(dest, force)?;
     let s = Session::open(&uri.reference, opts, RegistryOperation::Pull)?;
     let (layer, manifest_digest) = resolve(&s, uri)?;
     let tmp = transfer::download(&s, &layer, crate::fsutil::parent_dir(dest), dest, 0o644)?;
@@ -166,33 +158,8 @@ pub fn pull(uri: &ImageUri, dest: &Path, force: bool, opts: &Options) -> Result<
     })
 }
 
-/// A destination a download can end in: a file name in an existing directory, not a
-/// directory, and not an existing file unless `force`.
-pub(crate) fn check_destination(dest: &Path, force: bool) -> Result<()> {
-    let bad = |why: &str| RegistryError::Content {
-        reference: dest.display().to_string(),
-        why: why.into(),
-    };
-    if dest.as_os_str().is_empty() || dest.file_name().is_none() {
-        return Err(bad("not a file name"));
-    }
-    match dest.symlink_metadata() {
-        Ok(m) if m.is_dir() => return Err(bad("is a directory")),
-        Ok(_) if !force => return Err(RegistryError::Exists(dest.to_path_buf())),
-        _ => {}
-    }
-    let dir = crate::fsutil::parent_dir(dest);
-    if !dir.is_dir() {
-        return Err(RegistryError::Content {
-            reference: dir.display().to_string(),
-            why: "no such directory".into(),
-        });
-    }
-    Ok(())
-}
-
 /// A downloaded artifact must be a SIF before anything uses it as one.
-pub(crate) fn check_sif(path: &Path, uri: &ImageUri) -> Result<()> {
+pub(crate) fn check_sif(path: &Path, uri: &Target) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| RegistryError::io("opening", path, e))?;
     let src = veil_fusefs::source::FileSource::new(file)
         .map_err(|e| RegistryError::io("reading", path, e))?;
@@ -208,13 +175,31 @@ fn sha256(data: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(data).to_vec()
 }
 
-/// The default file name for a pull: the repository's last component and `.sif`, as
-/// Apptainer names it (`oras://host/a/app:v1` → `app_v1.sif`).
-pub fn default_name(uri: &ImageUri) -> PathBuf {
-    let repo = uri.reference.repository();
-    let base = repo.rsplit('/').next().unwrap_or(repo);
-    match uri.reference.tag() {
-        Some(t) => PathBuf::from(format!("{base}_{t}.sif")),
-        None => PathBuf::from(format!("{base}.sif")),
+/// The SIF at `uri` in the cache: found there when it holds the
+/// image the registry names now, else downloaded into it.
+pub fn fetch_to_cache(uri: &Target, opts: &Options) -> Result<PathBuf> {
+    if uri.transport != Transport::Oras {
+        return Err(RegistryError::Uri {
+            uri: uri.text.clone(),
+            why: "docker:// images are run with run, exec, shell or test, or made into a SIF with `veil pull`".into(),
+        });
     }
+    let s = Session::open(&uri.reference, opts, RegistryOperation::Pull)?;
+    let (layer, _) = resolve(&s, uri)?;
+    let hex = crate::registry::sha256_hex(&layer.digest).ok_or_else(|| RegistryError::Content {
+        reference: uri.text.clone(),
+        why: format!("unsupported digest {:?}", layer.digest),
+    })?;
+    let dir = cache::kind_dir("oras")?;
+    let entry = dir.join(format!("sha256:{hex}"));
+    if let Some(f) = cache::open_entry(&entry, Some(layer.size)) {
+        drop(f);
+        crate::support::diag::debug_note(&format!("registry: {} from the cache", uri.text));
+        return Ok(entry);
+    }
+    let tmp = transfer::download(&s, &layer, &dir, &entry, 0o600)?;
+    check_sif(tmp.path(), uri)?;
+    tmp.persist(&entry)
+        .map_err(|e| RegistryError::io("renaming into", &entry, e))?;
+    Ok(entry)
 }

@@ -18,23 +18,9 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use sha2::Digest;
 
-use super::credentials::{self, Credentials};
-use super::error::{RegistryError, Result};
-
-/// How to reach registries, as the command line and the environment say.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Plain HTTP instead of HTTPS (Apptainer's `--no-https`).
-    pub no_https: bool,
-    /// Credentials given on the command line or in the environment; otherwise the
-    /// stored ones.
-    pub credentials: Option<Credentials>,
-    /// No progress output.
-    pub quiet: bool,
-    /// The architecture to pick from an image index (`docker://`), in its names
-    /// (amd64, arm64, …); this machine's when not given.
-    pub arch: Option<String>,
-}
+use crate::registry::Options;
+use crate::registry::credentials;
+use crate::registry::error::{RegistryError, Result};
 
 /// Attempts of a request that fails the way a network fails.
 const ATTEMPTS: u32 = 4;
@@ -153,7 +139,7 @@ impl Session {
                 reference: self.reference.whole(),
                 why: format!(
                     "the registry's token endpoint {:?} is not HTTPS; credentials are not sent there",
-                    super::error::printable(&realm)
+                    crate::registry::error::printable(&realm)
                 ),
             });
         }
@@ -171,7 +157,7 @@ impl Session {
             .block_on(async { self.http.get(&url).send().await })
             .map_err(|e| RegistryError::Content {
                 reference: self.reference.registry().to_string(),
-                why: super::error::request_text(&e),
+                why: super::describe::request_text(&e),
             })?;
         Ok(res.status().as_u16() == 401)
     }
@@ -227,11 +213,11 @@ impl Session {
                     attempt += 1;
                 }
                 Err(err) => {
-                    return Err(RegistryError::Request {
+                    return Err(super::describe::request_error(
                         what,
-                        reference: self.reference.whole(),
-                        err,
-                    });
+                        self.reference.whole(),
+                        &err,
+                    ));
                 }
             }
         }
@@ -285,7 +271,7 @@ impl Session {
             _ => req,
         };
         let res = req.send().await.map_err(|e| {
-            let msg = super::error::request_text(&e);
+            let msg = super::describe::request_text(&e);
             if e.is_connect() || e.is_timeout() || e.is_request() {
                 Fetch::Transient(msg)
             } else {
@@ -309,7 +295,7 @@ impl Session {
         let mut body = Vec::new();
         let mut stream = res.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Fetch::Transient(super::error::request_text(&e)))?;
+            let chunk = chunk.map_err(|e| Fetch::Transient(super::describe::request_text(&e)))?;
             if body.len() + chunk.len() > MAX_MANIFEST {
                 return Err(Fetch::Fatal(format!(
                     "the manifest is larger than {} MiB",

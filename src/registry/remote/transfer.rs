@@ -15,8 +15,8 @@ use oci_client::manifest::OciDescriptor;
 use sha2::{Digest, Sha256};
 
 use super::client::{Session, backoff, transient};
-use super::error::{RegistryError, Result};
 use crate::fsutil::TempFile;
+use crate::registry::error::{RegistryError, Result};
 use crate::support::progress::Progress;
 
 /// Bytes read from a file per upload chunk.
@@ -31,16 +31,6 @@ const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 /// and skopeo show them.
 fn short(hex: &str) -> &str {
     &hex[..12]
-}
-
-/// The hex of a `sha256:` digest; other algorithms are refused.
-pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
-    let hex = digest.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-    .then_some(hex)
 }
 
 /// Downloads the blob `desc` into a temporary file in `dir` (named for `target`). The
@@ -58,7 +48,7 @@ pub(crate) fn download(
         digest: desc.digest.clone(),
         why,
     };
-    let want = sha256_hex(&desc.digest)
+    let want = crate::registry::sha256_hex(&desc.digest)
         .ok_or_else(|| bad("only sha256 digests are supported".into()))?
         .to_string();
     let size = u64::try_from(desc.size).map_err(|_| bad(format!("negative size {}", desc.size)))?;
@@ -164,11 +154,11 @@ fn request(s: &Session, desc: &OciDescriptor, offset: u64) -> Result<Response> {
             whole: true,
         }),
         Err(e) if transient(&e) => Ok(Response::Retry(e.to_string())),
-        Err(err) => Err(RegistryError::Request {
-            what: "downloading",
-            reference: format!("{} blob {}", s.reference.whole(), desc.digest),
-            err,
-        }),
+        Err(err) => Err(super::describe::request_error(
+            "downloading",
+            format!("{} blob {}", s.reference.whole(), desc.digest),
+            &err,
+        )),
     }
 }
 
@@ -428,10 +418,10 @@ pub(crate) fn upload_file(
             .push_blob_stream(&s.reference, stream, digest, Some(size))
     })
     .map_err(|e| match e {
-        RegistryError::Request { what, err, .. } => RegistryError::Request {
+        RegistryError::Request { what, why, .. } => RegistryError::Request {
             what,
             reference: format!("{} from {}", s.reference.whole(), path.display()),
-            err,
+            why,
         },
         e => e,
     })?;

@@ -1,0 +1,151 @@
+//! What `veil` and its registry helper, `veil-registry`, say to each other: one request
+//! as JSON on the helper's standard input, one reply as JSON on its standard output.
+//! Standard error stays the user's (progress bars, warnings).
+//!
+//! The request carries the registry password when one was given; both sides keep
+//! its text in memory that is wiped when dropped.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::credentials::Credentials;
+use super::options::Options;
+
+/// This build's version, as [`Envelope::version`] carries it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The largest request or reply read (they are a few hundred bytes).
+pub const MAX_MESSAGE: u64 = 1 << 20;
+
+/// One piece of registry work.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Push the SIF at `image` to an `oras://` URI.
+    Push { image: PathBuf, uri: String },
+    /// Pull an `oras://` SIF to `dest`.
+    Pull {
+        uri: String,
+        dest: PathBuf,
+        force: bool,
+    },
+    /// The `oras://` SIF in the cache, downloaded there when missing or stale.
+    FetchSif { uri: String },
+    /// The digest of the platform manifest a `docker://` URI names.
+    DockerDigest { uri: String },
+    /// A `docker://` image's configuration and layers, in the cache.
+    DockerFetch { uri: String },
+    /// Check credentials with a registry.
+    Login { registry: String },
+}
+
+impl Request {
+    /// The operation's name, for the helper's command line (what `ps` shows).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Push { .. } => "push",
+            Request::Pull { .. } => "pull",
+            Request::FetchSif { .. } => "fetch-sif",
+            Request::DockerDigest { .. } => "docker-digest",
+            Request::DockerFetch { .. } => "docker-fetch",
+            Request::Login { .. } => "login",
+        }
+    }
+}
+
+/// A request with the options it runs under.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender's version: the two programs come from one build and must match.
+    pub version: String,
+    pub request: Request,
+    pub options: WireOptions,
+}
+
+/// [`Options`] as they travel. The password is wiped when this is dropped.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct WireOptions {
+    pub no_https: bool,
+    pub quiet: bool,
+    pub arch: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl Drop for WireOptions {
+    fn drop(&mut self) {
+        if let Some(p) = &mut self.password {
+            p.zeroize();
+        }
+    }
+}
+
+impl From<&Options> for WireOptions {
+    fn from(o: &Options) -> Self {
+        WireOptions {
+            no_https: o.no_https,
+            quiet: o.quiet,
+            arch: o.arch.clone(),
+            username: o.credentials.as_ref().map(|c| c.username.clone()),
+            password: o.credentials.as_ref().map(|c| c.password.to_string()),
+        }
+    }
+}
+
+impl WireOptions {
+    pub fn options(&self) -> Options {
+        let credentials = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: Zeroizing::new(p.clone()),
+            }),
+            _ => None,
+        };
+        Options {
+            no_https: self.no_https,
+            credentials,
+            quiet: self.quiet,
+            arch: self.arch.clone(),
+        }
+    }
+}
+
+/// What a push or pull did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transferred {
+    /// The manifest's digest (the image as the registry knows it).
+    pub manifest_digest: String,
+    /// The SIF's digest and size.
+    pub digest: String,
+    pub size: u64,
+    /// False when the registry had the SIF already (push).
+    pub moved: bool,
+}
+
+/// A `docker://` image's parts, in the cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DockerParts {
+    /// The manifest's digest (for an index, the chosen platform's manifest).
+    pub manifest_digest: String,
+    /// The image configuration's blob.
+    pub config: PathBuf,
+    /// The layers' blobs in order, bottom first.
+    pub layers: Vec<PathBuf>,
+}
+
+/// The helper's answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    Transferred(Transferred),
+    Path(PathBuf),
+    Digest(String),
+    Docker(DockerParts),
+    Done,
+    /// The error, on one line.
+    Error(String),
+}
