@@ -178,13 +178,13 @@ fn from_helper(helper: &str, registry: &str) -> Result<Option<Credentials>> {
     {
         return Ok(None);
     }
-    let Ok(mut child) = Command::new(format!("docker-credential-{helper}"))
-        .arg("get")
+    let mut cmd = Command::new(format!("docker-credential-{helper}"));
+    cmd.arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
+        .stderr(Stdio::null());
+    super::remote::memory::unlimited_child(&mut cmd);
+    let Ok(mut child) = cmd.spawn() else {
         return Ok(None);
     };
     if let Some(mut stdin) = child.stdin.take() {

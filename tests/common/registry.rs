@@ -113,6 +113,15 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 impl Registry {
     /// Starts a registry, or says why it cannot (None: the test skips).
     pub fn start(auth: Auth) -> Option<Registry> {
+        Registry::start_with(auth, None)
+    }
+
+    /// Starts a registry that speaks HTTPS with `ca`'s certificate for 127.0.0.1.
+    pub fn start_tls(auth: Auth, ca: &TestCa) -> Option<Registry> {
+        Registry::start_with(auth, Some(ca))
+    }
+
+    fn start_with(auth: Auth, tls: Option<&TestCa>) -> Option<Registry> {
         let Some(bin) = which("docker-registry") else {
             eprintln!("docker-registry is not installed (apt-get install docker-registry)");
             return None;
@@ -182,8 +191,16 @@ impl Registry {
         };
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
+        let tls_yaml = match tls {
+            Some(ca) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                ca.cert.display(),
+                ca.key.display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: veil-test-secret\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: veil-test-secret\n{tls_yaml}{auth_yaml}",
             d.join("data").display()
         );
         std::fs::write(d.join("config.yml"), config).unwrap();
@@ -241,5 +258,102 @@ impl Registry {
             .join(&hex[..2])
             .join(hex)
             .join("data")
+    }
+}
+
+/// A private certificate authority and the certificate for 127.0.0.1 it signed (made
+/// with the openssl command), for registries that speak HTTPS.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    /// The authority's certificate (PEM): what SSL_CERT_FILE names.
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    pub fn make() -> Option<TestCa> {
+        let Some(openssl) = which("openssl") else {
+            eprintln!("the openssl command is not installed");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let o = Command::new(&openssl)
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let mut a = vec!["req", "-x509"];
+        a.extend(ec);
+        a.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=veil test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&a);
+        let mut a = vec!["req"];
+        a.extend(ec);
+        a.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&a);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        Some(TestCa {
+            ca: d.join("ca.pem"),
+            cert: d.join("server.pem"),
+            key: d.join("server.key"),
+            dir,
+        })
     }
 }

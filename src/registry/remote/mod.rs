@@ -11,6 +11,7 @@ mod describe;
 pub mod docker;
 mod interrupt;
 mod login;
+pub mod memory;
 pub mod oras;
 mod target;
 mod transfer;
@@ -28,6 +29,9 @@ use target::Target;
 pub fn main() -> ExitCode {
     // It may hold a registry password: no core dumps, no tracing by other processes.
     let _ = nix::sys::prctl::set_dumpable(false);
+    if let Err(e) = memory::limit() {
+        eprintln!("veil-registry: warning: no memory limit ({e})");
+    }
     if std::io::stdin().is_terminal() {
         eprintln!(
             "veil-registry: veil's registry helper, run by veil (veil push, veil pull, veil registry login, and runs and builds of oras:// and docker:// images)"
