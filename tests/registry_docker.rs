@@ -37,7 +37,7 @@ fn images() -> Option<Images> {
             .arg(&root)
             .arg(&layout),
     );
-    for (name, all) in [("multi", true), ("single", false)] {
+    for (name, all) in [("multi", true), ("single", false), ("bomb", false)] {
         let mut c = Command::new("skopeo");
         c.args([
             "copy",
@@ -123,6 +123,25 @@ fn pull_turns_a_docker_image_into_a_sif_with_its_layers_and_config() {
     );
     e.own(&out2);
     assert_eq!(exec_text(&e, &out2, "cat /etc/arch"), format!("{other}\n"));
+    // Each SIF says which platform it holds: its partition and its build-arch label.
+    for (sif, arch) in [(&out, host_arch()), (&out2, other)] {
+        let o = run_ok(veil_at(&home).args(["sif", "list"]).arg(sif));
+        assert!(
+            stdout(&o).contains(&format!("FS (Squashfs/*System/{arch})")),
+            "{}",
+            stdout(&o)
+        );
+        let o = run_ok(
+            veil_at(&home)
+                .args(["inspect", "--labels", "--json"])
+                .arg(sif),
+        );
+        assert!(
+            stdout(&o).contains(&format!("\"org.label-schema.build-arch\": \"{arch}\"")),
+            "{}",
+            stdout(&o)
+        );
+    }
     let o = veil_at(&home)
         .args(["pull", "-q", "--no-https", "--arch", "s390x"])
         .arg(e.dir.path().join("x.sif"))
@@ -287,4 +306,43 @@ fn runs_of_docker_uris_build_once_into_the_cache() {
             .env("VEIL_DEBUG", "1"),
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("from the cache"));
+}
+
+/// A layer that unpacks to more than the staging file system can spare (a
+/// decompression bomb: 256 KiB of gzip, 256 MiB of zeros) stops the build in one line,
+/// before the disk is full, and leaves nothing. The build runs in a mount namespace
+/// of its own whose output directory is a 64 MiB tmpfs.
+#[test]
+fn a_layer_that_unpacks_past_the_room_is_refused() {
+    let im = require!(images(), "docker-registry, skopeo, zstd or busybox missing");
+    let home = im.dir.path().join("home");
+    let small = im.dir.path().join("small");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&small).unwrap();
+    let pull = veil_at(&home);
+    let mut c = Command::new("unshare");
+    c.args(["-Urm", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=64m veil-small \"$1\" || exit 99; d=$1; shift; \"$@\"; st=$?; ls -A \"$d\"; exit $st")
+        .arg("sh")
+        .arg(&small)
+        .arg(pull.get_program())
+        .args(["pull", "-q", "--no-https"])
+        .arg(small.join("bomb.sif"))
+        .arg(format!("docker://{}/veil/bomb:v1", im.reg.host));
+    for (k, v) in pull.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.contains("zeros: the image unpacks to more than the") && err.contains("MiB free in"),
+        "{err}"
+    );
+    // What the tmpfs held once veil had ended: nothing.
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "", "left behind");
 }

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -35,6 +35,8 @@ pub enum Kind {
 /// What the image configuration says, for the layout.
 #[derive(Debug, Clone, Default)]
 pub struct ImageConfig {
+    /// The architecture the image is for, in Go's names (amd64, arm64, …).
+    pub architecture: Option<String>,
     pub env: Vec<String>,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
@@ -156,6 +158,73 @@ impl ApplyOptions {
     }
 }
 
+/// What applying layers has done so far, and how many bytes of file data it may still
+/// write: a layer can unpack to far more than it weighs (a decompression bomb), and a
+/// build must not fill the file system others share.
+#[derive(Debug)]
+pub struct Tally {
+    /// Device nodes and sockets left out.
+    pub skipped: u64,
+    /// File data still allowed.
+    pub room: u64,
+    /// The limit as a user is told it.
+    limit: String,
+}
+
+impl Tally {
+    /// For a tree on the file system of `root`: its free space now, less a twentieth of
+    /// its size.
+    pub fn for_tree(root: &Rooted) -> Tally {
+        let Ok(st) = nix::sys::statvfs::statvfs(root.path()) else {
+            return Tally::with_room(u64::MAX, String::new());
+        };
+        let unit = st.fragment_size();
+        let free = st.blocks_available().saturating_mul(unit);
+        let reserve = st.blocks().saturating_mul(unit) / 20;
+        let room = free.saturating_sub(reserve);
+        Tally::with_room(
+            room,
+            format!(
+                "the {} MiB free in {} (less a twentieth of its file system)",
+                room >> 20,
+                root.path().display()
+            ),
+        )
+    }
+
+    /// At most `room` bytes of file data; `limit` says what that is in messages.
+    pub fn with_room(room: u64, limit: String) -> Tally {
+        Tally {
+            skipped: 0,
+            room,
+            limit,
+        }
+    }
+}
+
+/// A writer that refuses data past the tally's room.
+struct Bounded<'a, W> {
+    inner: W,
+    room: &'a mut u64,
+    over: bool,
+}
+
+impl<W: Write> Write for Bounded<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > *self.room {
+            self.over = true;
+            return Err(std::io::Error::other("no room left"));
+        }
+        let n = self.inner.write(buf)?;
+        *self.room -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Directories whose metadata is set once everything below them is in (an archive may
 /// make a directory read-only before filling it), and what it becomes.
 pub type DirFixups = HashMap<PathBuf, Meta>;
@@ -168,7 +237,7 @@ pub fn apply_layer(
     layer: impl Read,
     what: &Path,
     dirs: &mut DirFixups,
-    skipped: &mut u64,
+    tally: &mut Tally,
     opts: ApplyOptions,
 ) -> Result<()> {
     let mut a = tar::Archive::new(layer);
@@ -213,7 +282,7 @@ pub fn apply_layer(
             dirs.insert(rel.clone(), meta);
             continue;
         }
-        if !create_entry(root, &mut e, &rel, what, &mut made, skipped, opts.devices)? {
+        if !create_entry(root, &mut e, &rel, what, &mut made, tally, opts.devices)? {
             continue;
         }
         let meta = if et.is_symlink() {
@@ -247,13 +316,31 @@ fn create_entry<R: Read>(
     rel: &Path,
     what: &Path,
     made: &mut Vec<PathBuf>,
-    skipped: &mut u64,
+    tally: &mut Tally,
     devices: bool,
 ) -> Result<bool> {
     let et = e.header().entry_type();
     if et.is_file() || et == tar::EntryType::Continuous {
-        let mut f = root.create_file(rel, true, made)?;
-        std::io::copy(e, &mut f).map_err(|e| src_err(what, e))?;
+        let f = root.create_file(rel, true, made)?;
+        let mut out = Bounded {
+            inner: f,
+            room: &mut tally.room,
+            over: false,
+        };
+        if let Err(err) = std::io::copy(e, &mut out) {
+            return Err(if out.over {
+                src_err(
+                    what,
+                    format!(
+                        "{}: the image unpacks to more than {}",
+                        rel.display(),
+                        tally.limit
+                    ),
+                )
+            } else {
+                src_err(what, err)
+            });
+        }
     } else if et.is_symlink() {
         let t = e
             .link_name()
@@ -284,7 +371,7 @@ fn create_entry<R: Read>(
         root.mkfifo(rel, made)?;
     } else if et.is_character_special() || et.is_block_special() {
         if !devices {
-            *skipped += 1;
+            tally.skipped += 1;
             return Ok(false);
         }
         let (maj, min) = (
@@ -327,6 +414,8 @@ struct DockerManifest {
 
 #[derive(Deserialize, Default)]
 struct ConfigFile {
+    #[serde(default)]
+    architecture: Option<String>,
     #[serde(default)]
     config: Option<ConfigInner>,
 }
@@ -375,8 +464,10 @@ fn blob_path(digest: &str) -> std::result::Result<String, String> {
 }
 
 fn config_of(c: ConfigFile) -> ImageConfig {
+    let architecture = c.architecture;
     let c = c.config.unwrap_or_default();
     ImageConfig {
+        architecture,
         env: c.env.unwrap_or_default(),
         entrypoint: c.entrypoint.unwrap_or_default(),
         cmd: c.cmd.unwrap_or_default(),
@@ -395,7 +486,7 @@ pub fn unpack(
     opts: ApplyOptions,
 ) -> Result<(Option<ImageConfig>, u64)> {
     let mut dirs = DirFixups::new();
-    let mut skipped = 0;
+    let mut tally = Tally::for_tree(root);
     if kind == Kind::Rootfs {
         apply_layer(
             root,
@@ -405,11 +496,11 @@ pub fn unpack(
             )?,
             archive,
             &mut dirs,
-            &mut skipped,
+            &mut tally,
             opts,
         )?;
         finish_dirs(root, dirs)?;
-        return Ok((None, skipped));
+        return Ok((None, tally.skipped));
     }
     // The outer archive holds only blobs and JSON. Its members are read back through
     // a rooted view of the scratch directory, so a member that is a symlink (to a host
@@ -466,17 +557,10 @@ pub fn unpack(
     };
     for l in &layers {
         let (p, f) = member(l)?;
-        apply_layer(
-            root,
-            open_maybe_gz(f, &p)?,
-            &p,
-            &mut dirs,
-            &mut skipped,
-            opts,
-        )?;
+        apply_layer(root, open_maybe_gz(f, &p)?, &p, &mut dirs, &mut tally, opts)?;
     }
     finish_dirs(root, dirs)?;
-    Ok((Some(config_of(config)), skipped))
+    Ok((Some(config_of(config)), tally.skipped))
 }
 
 /// Applies the layers of an image pulled from a registry (files, bottom first; plain,
@@ -492,7 +576,7 @@ pub fn unpack_layers(
     let config: ConfigFile = serde_json::from_slice(config)
         .map_err(|e| src_err(what, format!("the image configuration: {e}")))?;
     let mut dirs = DirFixups::new();
-    let mut skipped = 0;
+    let mut tally = Tally::for_tree(root);
     for l in layers {
         // A cache entry (in the user's private cache): no link followed.
         let f = std::fs::OpenOptions::new()
@@ -500,10 +584,10 @@ pub fn unpack_layers(
             .custom_flags(libc::O_NOFOLLOW)
             .open(l)
             .map_err(|e| BuildError::io(l, e))?;
-        apply_layer(root, open_maybe_gz(f, l)?, l, &mut dirs, &mut skipped, opts)?;
+        apply_layer(root, open_maybe_gz(f, l)?, l, &mut dirs, &mut tally, opts)?;
     }
     finish_dirs(root, dirs)?;
-    Ok((config_of(config), skipped))
+    Ok((config_of(config), tally.skipped))
 }
 
 /// A JSON member's path and bytes.

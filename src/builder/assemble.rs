@@ -86,6 +86,16 @@ impl TempPath {
         super::cleanup::unregister(&self.path);
         Ok(())
     }
+
+    /// Links the file in at `dest`, which must not exist (a file that appeared there
+    /// since the build started is not replaced), and removes the temporary name.
+    pub fn persist_new(self, dest: &Path) -> Result<()> {
+        std::fs::hard_link(&self.path, dest).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => BuildError::Exists(dest.display().to_string()),
+            _ => BuildError::io(dest, e),
+        })
+        // Dropped without `keep`: the temporary name goes.
+    }
 }
 
 impl Drop for TempPath {
@@ -278,7 +288,11 @@ fn finish(
     if out.is_dir() {
         return Err(BuildError::output(out, "is a directory; remove it first"));
     }
-    final_tmp.persist(out)?;
+    if opts.force {
+        final_tmp.persist(out)?;
+    } else {
+        final_tmp.persist_new(out)?;
+    }
     Ok(Summary {
         output: out.clone(),
         squashfs_bytes: bytes,

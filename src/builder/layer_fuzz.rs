@@ -11,7 +11,7 @@ use std::io::Cursor;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::archive::{ApplyOptions, DirFixups, apply_layer, finish_dirs};
+use super::archive::{ApplyOptions, DirFixups, Tally, apply_layer, finish_dirs};
 use super::rooted::{Rooted, remove_tree};
 
 /// Names an entry path is made of: ordinary ones, dot-names, whiteout prefixes,
@@ -220,7 +220,8 @@ fn apply_all(root: &Path, host: &Path, data: &[u8], emulate: bool) -> super::Res
         r = r.emulated();
     }
     let mut dirs = DirFixups::new();
-    let mut skipped = 0;
+    // File data beyond this is refused, as a full disk would refuse it.
+    let mut tally = Tally::with_room(64 << 20, "64 MiB".into());
     let opts = ApplyOptions::default();
     for l in layers(data, host) {
         // A layer that fails stops there, as a build would; what it did so far stays.
@@ -229,7 +230,7 @@ fn apply_all(root: &Path, host: &Path, data: &[u8], emulate: bool) -> super::Res
             Cursor::new(l),
             Path::new("layer"),
             &mut dirs,
-            &mut skipped,
+            &mut tally,
             opts,
         )
         .is_err()

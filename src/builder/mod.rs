@@ -139,10 +139,18 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     // Labels and the recipe's scripts.
     let no_recipe = Recipe::default();
     let recipe = def.as_ref().map_or(&no_recipe, |(r, _)| r);
+    // An image from a registry or archive is for the architecture its configuration
+    // names (`--arch` may have picked another than this machine's); anything else is
+    // built for this machine.
+    let arch = staged
+        .as_ref()
+        .and_then(|s| s.oci_config.as_ref()?.architecture.as_deref())
+        .and_then(crate::sif::Arch::from_go_name)
+        .unwrap_or_else(crate::sif::Arch::host);
     let labels = layout::labels(
         existing_labels(staged.as_ref(), &input)?.as_deref(),
         def.as_ref().map(|(r, _)| r),
-        crate::sif::Arch::host().go_name(),
+        arch.go_name(),
         build_time,
     );
     let (entries, metadata) = layout::recipe_entries(recipe, &labels);
@@ -164,7 +172,14 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     }
     let max_mtime = opts.source_date_epoch.map(|_| mtime);
     let tree = output::scan(staged.as_ref(), &input, [&base, &entries], max_mtime, mtime)?;
-    let summary = output::image(opts, &tree, metadata, def.as_ref(), build_time, mtime)?;
+    let summary = output::image(
+        opts,
+        &tree,
+        metadata,
+        def.as_ref(),
+        (build_time, mtime),
+        arch,
+    )?;
     drop(staged);
     Ok(Summary {
         skipped_devices: skipped,

@@ -87,8 +87,8 @@ pub fn image(
     tree: &Tree,
     mut metadata: Metadata,
     def: Option<&Definition>,
-    build_time: i64,
-    mtime: u32,
+    (build_time, mtime): (i64, u32),
+    arch: crate::sif::Arch,
 ) -> Result<Summary> {
     let from_tree = |p: &str| {
         tree.read_file(p)
@@ -119,7 +119,7 @@ pub fn image(
         assemble::Objects {
             deffile: deffile.as_deref(),
             inspect: Some(&inspect),
-            arch: crate::sif::Arch::host(),
+            arch,
             time: build_time,
         },
     )

@@ -7,6 +7,7 @@
 #      command);
 #   3. /etc/hello, uncompressed.
 # The configuration sets Env (FOO=bar), Cmd and WorkingDir.
+# And "bomb": one gzip layer of 256 KiB that unpacks to a 256 MiB file of zeros.
 #   python3 make_layout.py ROOTFS OUTDIR
 import gzip, hashlib, io, json, os, subprocess, sys, tarfile
 
@@ -91,6 +92,33 @@ def image(arch):
             "platform": {"architecture": arch, "os": "linux"}}
 
 
+def bomb():
+    size = 256 << 20
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9, mtime=0) as g:
+        info = tarfile.TarInfo("zeros")
+        info.size = size
+        info.mode = 0o644
+        g.write(info.tobuf(format=tarfile.PAX_FORMAT))
+        chunk = bytes(1 << 20)
+        for _ in range(size >> 20):
+            g.write(chunk)
+        g.write(bytes(1024))  # the end-of-archive blocks
+    d, n = blob(buf.getvalue())
+    layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n}]
+    config = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
+    cd, cn = blob(json.dumps(config).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
+        "layers": layers,
+    }
+    md, mn = blob(json.dumps(manifest).encode())
+    return {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn,
+            "annotations": {"org.opencontainers.image.ref.name": "bomb"}}
+
+
 entries = [image("amd64"), image("arm64")]
 index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
 xd, xn = blob(json.dumps(index).encode())
@@ -100,6 +128,7 @@ top = {
         {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": xd, "size": xn,
          "annotations": {"org.opencontainers.image.ref.name": "multi"}},
         dict(entries[0], annotations={"org.opencontainers.image.ref.name": "single"}),
+        bomb(),
     ],
 }
 with open(f"{out}/index.json", "w") as f:
