@@ -1,12 +1,63 @@
 //! File helpers shared by the layers that write outputs: nothing half-written is ever
 //! left at a destination path.
 
-#![forbid(unsafe_code)]
-
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// Renames `from` to `to` unless something is at `to` (then `AlreadyExists`, and
+/// nothing moved): renameat2's RENAME_NOREPLACE; where the file system lacks it, a
+/// hard link and the removal of `from`; where it has neither (vfat, some FUSE and
+/// network file systems), a check and a plain rename, which leaves a moment's race.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use nix::errno::Errno;
+    use std::os::unix::ffi::OsStrExt;
+    let unsupported = |e: Errno| {
+        matches!(
+            e,
+            Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EPERM
+        )
+    };
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (cfrom, cto) = (c(from)?, c(to)?);
+    // (The system call itself: the C library's wrapper is not in every libc veil is
+    // built with.)
+    // SAFETY: two NUL-terminated paths that outlive the call, and AT_FDCWD.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            cfrom.as_ptr(),
+            libc::AT_FDCWD,
+            cto.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    match if r == 0 { Ok(()) } else { Err(Errno::last()) } {
+        Ok(()) => return Ok(()),
+        Err(Errno::EEXIST) => return Err(io::ErrorKind::AlreadyExists.into()),
+        Err(e) if unsupported(e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if !from.symlink_metadata()?.is_dir() {
+        match std::fs::hard_link(from, to) {
+            Ok(()) => return std::fs::remove_file(from),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            Err(e)
+                if e.raw_os_error()
+                    .is_some_and(|n| unsupported(Errno::from_raw(n))) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if to.symlink_metadata().is_ok() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    std::fs::rename(from, to)
+}
 
 /// The directory a path lives in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> &Path {
@@ -83,12 +134,11 @@ impl TempFile {
 
 impl TempFile {
     /// As [`TempFile::persist`], but fails with `AlreadyExists` instead of replacing
-    /// a file that is at `dest`: a hard link never replaces one, and the temporary
-    /// name goes once the link exists.
-    pub fn persist_new(self, dest: &Path) -> io::Result<()> {
+    /// a file that is at `dest` ([`rename_noreplace`]).
+    pub fn persist_new(mut self, dest: &Path) -> io::Result<()> {
         self.file.sync_all()?;
-        std::fs::hard_link(&self.path, dest)?;
-        // Dropped without `keep`: the temporary name is removed.
+        rename_noreplace(&self.path, dest)?;
+        self.keep = true;
         Ok(())
     }
 }
@@ -140,4 +190,33 @@ pub fn open_nonblocking(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rename_without_replacing_keeps_what_is_there() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        std::fs::write(&a, "new").unwrap();
+        std::fs::write(&b, "theirs").unwrap();
+        let e = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "theirs");
+        std::fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert!(!a.exists());
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "new");
+        // Directories too (a sandbox).
+        let (d, e2) = (t.path().join("d"), t.path().join("e"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::create_dir(&e2).unwrap();
+        assert!(rename_noreplace(&d, &e2).is_err());
+        std::fs::remove_dir(&e2).unwrap();
+        rename_noreplace(&d, &e2).unwrap();
+        assert!(e2.is_dir() && !d.exists());
+    }
 }

@@ -174,3 +174,62 @@ fn a_sideways_import_is_found() {
         ]
     );
 }
+
+/// The network client (HTTP, TLS, the async runtime) is the registry helper's alone:
+/// no code outside `registry::remote` and the helper's `main` names it, and the `veil`
+/// program links none of it (every container start would pay for it).
+#[test]
+fn the_network_client_stays_in_the_registry_helper() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut named = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(&root).unwrap().to_path_buf();
+            if rel.starts_with("registry/remote") || rel.starts_with("bin") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            for needle in ["remote::", "oci_client", "reqwest", "rustls", "tokio"] {
+                if text.contains(needle) {
+                    named.push(format!("{} names {needle}", rel.display()));
+                }
+            }
+        }
+    }
+    assert!(named.is_empty(), "outside registry::remote: {named:?}");
+
+    let Ok(o) = std::process::Command::new("nm")
+        .arg("-C")
+        .arg(env!("CARGO_BIN_EXE_veil"))
+        .output()
+    else {
+        eprintln!("SKIP the_network_client_stays_in_the_registry_helper: nm is not installed");
+        return;
+    };
+    let symbols = String::from_utf8_lossy(&o.stdout);
+    assert!(symbols.lines().count() > 1000, "nm read no symbols");
+    for krate in [
+        "tokio::",
+        "rustls::",
+        "reqwest::",
+        "hyper::",
+        "oci_client::",
+        "h2::",
+    ] {
+        let n = symbols.lines().filter(|l| l.contains(krate)).count();
+        assert_eq!(n, 0, "veil links {n} symbols of {krate}");
+    }
+    // (The helper does, which shows the check would see them.)
+    let o = std::process::Command::new("nm")
+        .arg("-C")
+        .arg(env!("CARGO_BIN_EXE_veil-registry"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("rustls::"));
+}

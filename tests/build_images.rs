@@ -745,37 +745,39 @@ fn a_destination_that_appears_during_a_build_is_kept() {
     )
     .unwrap();
     env.user.own(&env.work);
-    let mut c = env.user.veil();
-    c.current_dir(&env.work)
-        .args(["build", "-q", "slow.sif", "slow.def"]);
-    c.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let child = c.spawn().unwrap();
-    // Once the build stages (past its check of the destination), the file appears.
-    let t0 = std::time::Instant::now();
-    while !std::fs::read_dir(&env.work)
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with(".veil-build"))
-    {
-        assert!(t0.elapsed().as_secs() < 60, "the build never started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    for (out, extra) in [("slow.sif", None), ("slow-sandbox", Some("--sandbox"))] {
+        let mut c = env.user.veil();
+        c.current_dir(&env.work).args(["build", "-q"]);
+        c.args(extra).args([out, "slow.def"]);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let child = c.spawn().unwrap();
+        // Once the build stages (past its check of the destination), a file appears.
+        let t0 = std::time::Instant::now();
+        while !std::fs::read_dir(&env.work)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".veil-build"))
+        {
+            assert!(t0.elapsed().as_secs() < 60, "the build never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::fs::write(env.work.join(out), "someone else's\n").unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{out}: {err}");
+        // (Before it, what %post printed.)
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("veil: error: ") && last.contains(&format!("{out} exists")),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(env.work.join(out)).unwrap(),
+            "someone else's\n"
+        );
+        no_temporaries(&env.work);
     }
-    std::fs::write(env.work.join("slow.sif"), "someone else's\n").unwrap();
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    // (Before it, what %post printed.)
-    let last = err.trim_end().lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("veil: error: ") && last.contains("slow.sif exists"),
-        "{err}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(env.work.join("slow.sif")).unwrap(),
-        "someone else's\n"
-    );
-    no_temporaries(&env.work);
 }
 
 const SUBID_DEF: &str = "\

@@ -591,15 +591,18 @@ fn encrypted_images_travel_sealed_from_build_to_run() {
 
 /// A download stopped by Ctrl-C (a registry that stalls mid-blob) leaves no file and
 /// no process; so does a `veil` killed outright, whose registry helper then removes its
-/// partial file itself.
+/// partial file itself. Both for an `oras://` SIF and for a `docker://` image's layer
+/// (where the builder's cleanup thread takes the signals).
 #[test]
 fn an_interrupted_pull_leaves_nothing_behind() {
     let py = require!(python_with(&["json"]), "python3 is not installed");
-    for sig in [
-        nix::sys::signal::Signal::SIGINT,
-        nix::sys::signal::Signal::SIGKILL,
-    ] {
-        interrupt_a_pull(&py, sig);
+    for docker in [false, true] {
+        for sig in [
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGKILL,
+        ] {
+            interrupt_a_pull(&py, sig, docker);
+        }
     }
 }
 
@@ -627,7 +630,7 @@ fn alive(pid: u32) -> bool {
     state_of(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
-fn interrupt_a_pull(py: &Path, sig: nix::sys::signal::Signal) {
+fn interrupt_a_pull(py: &Path, sig: nix::sys::signal::Signal, docker: bool) {
     use std::io::BufRead;
     struct Server(std::process::Child);
     impl Drop for Server {
@@ -654,9 +657,21 @@ fn interrupt_a_pull(py: &Path, sig: nix::sys::signal::Signal) {
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&out).unwrap();
     let mut pull = veil_at(&home);
+    let uri = if docker {
+        format!("docker://127.0.0.1:{port}/stall/img:1")
+    } else {
+        format!("oras://127.0.0.1:{port}/stall/app:1")
+    };
+    // The partial download: beside the destination, or a layer's in the cache.
+    let partial_dir = if docker {
+        home.join("cachedir/cache/blob")
+    } else {
+        out.clone()
+    };
+    let partial = |name: &str| name.contains(".veil-") && !name.starts_with(".veil-build-");
     pull.args(["pull", "-q", "--no-https"])
         .arg(out.join("x.sif"))
-        .arg(format!("oras://127.0.0.1:{port}/stall/app:1"))
+        .arg(&uri)
         .stderr(Stdio::null());
     // SIGINT as a terminal sends it. A test run started in the background by a shell
     // without job control has SIGINT ignored, which veil rightly leaves ignored: the
@@ -673,11 +688,12 @@ fn interrupt_a_pull(py: &Path, sig: nix::sys::signal::Signal) {
     // Wait until the temporary file exists and the first megabyte had time to come.
     let start = std::time::Instant::now();
     loop {
-        let partial = std::fs::read_dir(&out)
-            .unwrap()
+        let started = std::fs::read_dir(&partial_dir)
+            .into_iter()
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().contains(".veil-"));
-        if partial {
+            .flatten()
+            .any(|e| partial(&e.file_name().to_string_lossy()));
+        if started {
             break;
         }
         assert!(start.elapsed().as_secs() < 30, "the download never started");
@@ -691,7 +707,12 @@ fn interrupt_a_pull(py: &Path, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pull.id() as i32), sig).unwrap();
     let status = pull.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(sig as i32), "{status:?}");
+    if docker && sig == nix::sys::signal::Signal::SIGINT {
+        // The builder's cleanup ends the process itself, as 128 + the signal.
+        assert_eq!(status.code(), Some(130), "{status:?}");
+    } else {
+        assert_eq!(status.signal(), Some(sig as i32), "{status:?}");
+    }
     if sig == nix::sys::signal::Signal::SIGINT {
         // veil waited for its helper.
         assert!(!alive(helper), "the helper outlived veil");
@@ -704,12 +725,21 @@ fn interrupt_a_pull(py: &Path, sig: nix::sys::signal::Signal) {
         }
     }
     drop(server);
-    let left: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "{sig}: left behind: {left:?}");
+    let names = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut left = names(&out);
+    // A build killed outright keeps its staging tree: SIGKILL cannot be caught.
+    if sig == nix::sys::signal::Signal::SIGKILL {
+        left.retain(|n| !n.starts_with(".veil-build-"));
+    }
+    // (The cache keeps what was complete: the image's configuration.)
+    left.extend(names(&partial_dir).into_iter().filter(|n| partial(n)));
+    assert!(left.is_empty(), "{uri}, {sig}: left behind: {left:?}");
 }
 
 /// The cache is trusted by name only because nobody else can write it: a cache that

@@ -144,7 +144,7 @@ fn credentials_never_go_to_a_plain_http_token_endpoint_of_an_https_registry() {
         .output()
         .unwrap();
     fails_in_one_line(&o, "is not HTTPS; credentials are not sent there");
-    // From a file of stored credentials too.
+    // From the environment too.
     let o = veil_in(&home)
         .env("SSL_CERT_FILE", &ca.ca)
         .env("VEIL_DOCKER_USERNAME", USER)
@@ -158,12 +158,13 @@ fn credentials_never_go_to_a_plain_http_token_endpoint_of_an_https_registry() {
     assert!(!t.path().join("x.sif").exists());
 }
 
-/// Writes `docker-credential-NAME` into `bin`: it logs what it is asked and answers
-/// for `host` with `secret`.
+/// Writes `docker-credential-NAME` into `bin`: it logs what it is asked, and what its
+/// parent (the registry helper) holds open and in its environment, and answers for
+/// `host` with `secret`.
 fn credential_helper(bin: &Path, name: &str, host: &str, secret: &str, log: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let script = format!(
-        "#!/bin/sh\nasked=$(cat)\necho \"$1 $asked\" >> '{}'\nif [ \"$asked\" = '{host}' ]; then\n  printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{secret}\"}}' \"$asked\"\nelse\n  echo 'credentials not found in native keychain'\n  exit 1\nfi\n",
+        "#!/bin/sh\nasked=$(cat)\necho \"$1 $asked\" >> '{0}'\nls -l /proc/$PPID/fd/ > '{0}.fds' 2>&1\ntr '\\0' '\\n' < /proc/$PPID/environ > '{0}.env' 2>&1\nif [ \"$asked\" = '{host}' ]; then\n  printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{secret}\"}}' \"$asked\"\nelse\n  echo 'credentials not found in native keychain'\n  exit 1\nfi\n",
         log.display()
     );
     let p = bin.join(format!("docker-credential-{name}"));
@@ -204,17 +205,54 @@ fn docker_credential_helpers_answer_for_their_registry() {
             .output()
             .unwrap()
     };
-    // The registry's own helper.
-    let o = push(&format!(
-        r#"{{"credHelpers": {{"{}": "veiltest"}}}}"#,
-        reg.host
-    ));
-    succeeds(&o);
+    // The registry's own helper. veil has a passphrase in its environment and a
+    // descriptor open (as `--pem-fd` would leave one): the registry helper, which
+    // starts the credential helper, has neither.
+    std::fs::write(
+        home.join(".docker/config.json"),
+        format!(r#"{{"credHelpers": {{"{}": "veiltest"}}}}"#, reg.host),
+    )
+    .unwrap();
+    let marker = t.path().join("key-marker.pem");
+    std::fs::write(&marker, "not a key").unwrap();
+    let held = std::fs::File::open(&marker).unwrap();
+    let mut c = veil_in(&home);
+    c.env("PATH", &path)
+        .env("APPTAINER_ENCRYPTION_PASSPHRASE", "marker-passphrase-4711")
+        .args(["push", "-q", "--no-https"])
+        .arg(&sif)
+        .arg(reg.oras("helped/app:1"));
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = held.as_raw_fd();
+        // SAFETY: dup2 between fork and exec, on the child's own descriptors.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(fd, 5) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    succeeds(&c.output().unwrap());
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
         format!("get {}\n", reg.host),
         "the helper is asked for this registry, by its host and port"
     );
+    let fds = std::fs::read_to_string(log.with_extension("log.fds")).unwrap();
+    assert!(
+        !fds.contains("key-marker"),
+        "the registry helper holds: {fds}"
+    );
+    let env = std::fs::read_to_string(log.with_extension("log.env")).unwrap();
+    assert!(!env.contains("marker-passphrase"), "{env}");
+    if nix::unistd::geteuid().is_root() {
+        // (Root reads a non-dumpable process's environment; others may not.)
+        assert!(env.contains("PATH="), "{env}");
+    }
     // The helper for every registry.
     succeeds(&push(r#"{"credsStore": "veiltest"}"#));
     // A helper for another registry is not asked.
@@ -272,7 +310,7 @@ fn endless_answers_meet_the_helpers_memory_bound() {
     let out = t.path().join("out");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&out).unwrap();
-    let want = "took more than the helper's 512 MiB of memory";
+    let want = "took more than the helper's memory limit";
     // A token endpoint's answer (read whole by the client library).
     let server = Endless::start(&py, "token");
     let start = std::time::Instant::now();

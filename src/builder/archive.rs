@@ -165,40 +165,91 @@ impl ApplyOptions {
 pub struct Tally {
     /// Device nodes and sockets left out.
     pub skipped: u64,
-    /// File data still allowed.
+    /// Bytes still allowed: file data rounded up to blocks, and a block for every
+    /// entry.
     pub room: u64,
+    /// Entries (inodes) still allowed.
+    pub entries: u64,
+    /// The file system's block size.
+    block: u64,
     /// The limit as a user is told it.
     limit: String,
 }
 
+/// The most a build keeps free for others: a twentieth of the file system, at most
+/// this much.
+const RESERVE: u64 = 1 << 30;
+
 impl Tally {
-    /// For a tree on the file system of `root`: its free space now, less a twentieth of
-    /// its size.
+    /// For a tree staged on the file system of `root` (inside the build's staging
+    /// directory): its free space and inodes now, less a twentieth of its size (at
+    /// most 1 GiB) and of its inodes.
     pub fn for_tree(root: &Rooted) -> Tally {
         let Ok(st) = nix::sys::statvfs::statvfs(root.path()) else {
             return Tally::with_room(u64::MAX, String::new());
         };
-        let unit = st.fragment_size();
+        let unit = st.fragment_size().max(1);
         let free = st.blocks_available().saturating_mul(unit);
-        let reserve = st.blocks().saturating_mul(unit) / 20;
+        let reserve = (st.blocks().saturating_mul(unit) / 20).min(RESERVE);
         let room = free.saturating_sub(reserve);
-        Tally::with_room(
+        let files = st.files();
+        // (A file system that does not count inodes says 0 of them.)
+        let entries = if files == 0 {
+            u64::MAX
+        } else {
+            st.files_available().saturating_sub(files / 20)
+        };
+        // The staging directory's parent: the output's directory, or --tmpdir.
+        let place = root.path().ancestors().nth(2).unwrap_or(root.path());
+        Tally {
+            skipped: 0,
             room,
-            format!(
-                "the {} MiB free in {} (less a twentieth of its file system)",
+            entries,
+            block: st.block_size().max(512),
+            limit: format!(
+                "the {} MiB and {entries} files free in {} (less what is kept for others)",
                 room >> 20,
-                root.path().display()
+                place.display()
             ),
-        )
+        }
     }
 
-    /// At most `room` bytes of file data; `limit` says what that is in messages.
+    /// At most `room` bytes; `limit` says what that is in messages.
     pub fn with_room(room: u64, limit: String) -> Tally {
         Tally {
             skipped: 0,
             room,
+            entries: u64::MAX,
+            block: 4096,
             limit,
         }
+    }
+
+    /// Charges one entry (a block and an inode).
+    fn entry(&mut self, rel: &Path, what: &Path) -> Result<()> {
+        if self.entries == 0 || self.room < self.block {
+            return Err(self.over(rel, what));
+        }
+        self.entries -= 1;
+        self.room -= self.block;
+        Ok(())
+    }
+
+    /// Charges what rounding `written` bytes up to whole blocks takes beyond them.
+    fn round_up(&mut self, written: u64) {
+        let extra = written.div_ceil(self.block) * self.block - written;
+        self.room = self.room.saturating_sub(extra);
+    }
+
+    fn over(&self, rel: &Path, what: &Path) -> BuildError {
+        src_err(
+            what,
+            format!(
+                "{}: the image unpacks to more than {}",
+                rel.display(),
+                self.limit
+            ),
+        )
     }
 }
 
@@ -265,6 +316,7 @@ pub fn apply_layer(
             continue;
         }
         this_layer.insert(rel.clone());
+        tally.entry(&rel, what)?;
         let h = e.header();
         let mode = h.mode().unwrap_or(0o644) & 0o7777;
         let mtime = h.mtime().unwrap_or(0) as i64;
@@ -327,19 +379,10 @@ fn create_entry<R: Read>(
             room: &mut tally.room,
             over: false,
         };
-        if let Err(err) = std::io::copy(e, &mut out) {
-            return Err(if out.over {
-                src_err(
-                    what,
-                    format!(
-                        "{}: the image unpacks to more than {}",
-                        rel.display(),
-                        tally.limit
-                    ),
-                )
-            } else {
-                src_err(what, err)
-            });
+        match std::io::copy(e, &mut out) {
+            Ok(n) => tally.round_up(n),
+            Err(_) if out.over => return Err(tally.over(rel, what)),
+            Err(err) => return Err(src_err(what, err)),
         }
     } else if et.is_symlink() {
         let t = e

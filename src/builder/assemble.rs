@@ -87,14 +87,16 @@ impl TempPath {
         Ok(())
     }
 
-    /// Links the file in at `dest`, which must not exist (a file that appeared there
-    /// since the build started is not replaced), and removes the temporary name.
-    pub fn persist_new(self, dest: &Path) -> Result<()> {
-        std::fs::hard_link(&self.path, dest).map_err(|e| match e.kind() {
+    /// Renames the file to `dest`, which must not exist: a file that appeared there
+    /// since the build started is not replaced.
+    pub fn persist_new(mut self, dest: &Path) -> Result<()> {
+        crate::fsutil::rename_noreplace(&self.path, dest).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => BuildError::Exists(dest.display().to_string()),
             _ => BuildError::io(dest, e),
-        })
-        // Dropped without `keep`: the temporary name goes.
+        })?;
+        self.keep = true;
+        super::cleanup::unregister(&self.path);
+        Ok(())
     }
 }
 

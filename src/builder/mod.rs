@@ -140,11 +140,11 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     let no_recipe = Recipe::default();
     let recipe = def.as_ref().map_or(&no_recipe, |(r, _)| r);
     // An image from a registry or archive is for the architecture its configuration
-    // names (`--arch` may have picked another than this machine's); anything else is
-    // built for this machine.
+    // names, else the one `--arch` picked; anything else is built for this machine.
     let arch = staged
         .as_ref()
         .and_then(|s| s.oci_config.as_ref()?.architecture.as_deref())
+        .or(opts.registry.arch.as_deref())
         .and_then(crate::sif::Arch::from_go_name)
         .unwrap_or_else(crate::sif::Arch::host);
     let labels = layout::labels(
@@ -161,7 +161,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
 
     if opts.sandbox {
         let s = staged.expect("sandbox builds always stage");
-        output::sandbox(s, &opts.output, &out_dir)?;
+        output::sandbox(s, &opts.output, &out_dir, opts.force)?;
         return Ok(Summary {
             output: opts.output.clone(),
             squashfs_bytes: 0,

@@ -13,11 +13,17 @@ use super::stage::{StageDir, Staged};
 use super::tree::{IdRange, Owners, ScanOptions, Tree};
 use super::{BuildOptions, Summary};
 
-/// Renames the staged tree to `out`, replacing what is there.
-pub fn sandbox(staged: Staged, out: &Path, out_dir: &Path) -> Result<()> {
+/// Renames the staged tree to `out`, replacing what is there with `force`; without
+/// it, something that appeared at `out` since the build started is kept.
+pub fn sandbox(staged: Staged, out: &Path, out_dir: &Path, force: bool) -> Result<()> {
     let Staged { dir, root, .. } = staged;
     drop(root);
-    if std::fs::symlink_metadata(out).is_ok() {
+    if !force {
+        crate::fsutil::rename_noreplace(&dir.root(), out).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => BuildError::Exists(out.display().to_string()),
+            _ => BuildError::io(out, e),
+        })?;
+    } else if std::fs::symlink_metadata(out).is_ok() {
         let old = StageDir::new(out_dir, "old")?;
         std::fs::remove_dir(old.root()).map_err(|e| BuildError::io(&old.root(), e))?;
         std::fs::rename(out, old.root()).map_err(|e| BuildError::io(out, e))?;

@@ -88,6 +88,21 @@ fn check_private(dir: &Path) -> Result<()> {
     })
 }
 
+/// Opens the entry `path` names, which the registry helper reported: it must be an
+/// entry of `kind` in this cache (by its directory and name) and pass [`open_entry`].
+pub fn entry_of(kind: &str, path: &Path) -> Result<File> {
+    let bad = |why: &str| RegistryError::Cache {
+        path: path.to_path_buf(),
+        why: why.into(),
+    };
+    let dir = kind_dir(kind)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if path.parent() != Some(dir.as_path()) || !is_entry_name(kind, name) {
+        return Err(bad("not an entry of the cache (from veil-registry)"));
+    }
+    open_entry(path, None).ok_or_else(|| bad("not a private file of the cache"))
+}
+
 /// Opens a cache entry if it is one: a regular file of the user's (no link
 /// followed) of the expected size, if one is expected.
 pub fn open_entry(path: &Path, size: Option<i64>) -> Option<File> {

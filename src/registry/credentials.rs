@@ -90,9 +90,11 @@ fn docker_file() -> Option<PathBuf> {
 /// The stored credentials for `registry` (a host, with its port if any): veil's login
 /// file first, then Docker's. A file that exists but cannot be understood is an error
 /// (credentials silently ignored would show as a puzzling "not authorized").
-pub fn stored(registry: &str) -> Result<Option<Credentials>> {
+///
+/// `prepare` readies the command of a Docker credential helper before it starts.
+pub fn stored(registry: &str, prepare: fn(&mut Command)) -> Result<Option<Credentials>> {
     for file in [login_file(), docker_file()].into_iter().flatten() {
-        if let Some(c) = from_config_file(&file, registry)? {
+        if let Some(c) = from_config_file(&file, registry, prepare)? {
             return Ok(Some(c));
         }
     }
@@ -101,7 +103,11 @@ pub fn stored(registry: &str) -> Result<Option<Credentials>> {
 
 /// Reads a Docker-format config file; `None` when it does not exist or has nothing
 /// for `registry`.
-fn from_config_file(path: &Path, registry: &str) -> Result<Option<Credentials>> {
+fn from_config_file(
+    path: &Path,
+    registry: &str,
+    prepare: fn(&mut Command),
+) -> Result<Option<Credentials>> {
     let text = match std::fs::read(path) {
         Ok(t) => Zeroizing::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -130,7 +136,7 @@ fn from_config_file(path: &Path, registry: &str) -> Result<Option<Credentials>> 
         return Ok(Some(c));
     }
     match helper {
-        Some(h) => from_helper(h, registry),
+        Some(h) => from_helper(h, registry, prepare),
         None => Ok(None),
     }
 }
@@ -170,7 +176,11 @@ fn decode_entry(entry: &Value) -> std::result::Result<Option<Credentials>, Strin
 
 /// Asks `docker-credential-HELPER get` for the registry's credentials. A helper that
 /// is not installed, or knows nothing of the registry, gives none.
-fn from_helper(helper: &str, registry: &str) -> Result<Option<Credentials>> {
+fn from_helper(
+    helper: &str,
+    registry: &str,
+    prepare: fn(&mut Command),
+) -> Result<Option<Credentials>> {
     if helper.is_empty()
         || !helper
             .bytes()
@@ -183,7 +193,7 @@ fn from_helper(helper: &str, registry: &str) -> Result<Option<Credentials>> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    super::remote::memory::unlimited_child(&mut cmd);
+    prepare(&mut cmd);
     let Ok(mut child) = cmd.spawn() else {
         return Ok(None);
     };
@@ -343,24 +353,30 @@ mod tests {
                 "127.0.0.1:5000":{"username":"bob","password":"pw"}}}"#,
         )
         .unwrap();
-        let c = from_config_file(&f, "docker.io").unwrap().unwrap();
+        let c = from_config_file(&f, "docker.io", |_| {}).unwrap().unwrap();
         assert_eq!(
             (c.username.as_str(), c.password.as_str()),
             ("ann", "s3cr:t")
         );
-        let c = from_config_file(&f, "127.0.0.1:5000").unwrap().unwrap();
+        let c = from_config_file(&f, "127.0.0.1:5000", |_| {})
+            .unwrap()
+            .unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("bob", "pw"));
-        assert!(from_config_file(&f, "127.0.0.1:5001").unwrap().is_none());
+        assert!(
+            from_config_file(&f, "127.0.0.1:5001", |_| {})
+                .unwrap()
+                .is_none()
+        );
         std::fs::write(&f, "{not json").unwrap();
         assert!(
-            from_config_file(&f, "x")
+            from_config_file(&f, "x", |_| {})
                 .unwrap_err()
                 .to_string()
                 .contains("not valid JSON")
         );
         std::fs::write(&f, r#"{"auths":{"x":{"auth":"@@@"}}}"#).unwrap();
         assert!(
-            from_config_file(&f, "x")
+            from_config_file(&f, "x", |_| {})
                 .unwrap_err()
                 .to_string()
                 .contains("not base64")

@@ -1,6 +1,6 @@
 //! Container images (`docker://`) as the builder takes them: the chosen platform's
 //! manifest digest, the image configuration, and the layers, files of the cache. The
-//! helper downloads them (`remote::docker`); turning the layers into a root file
+//! helper downloads them (`registry/remote/docker.rs`); turning the layers into a root file
 //! system is the builder's work.
 
 #![forbid(unsafe_code)]
@@ -28,11 +28,16 @@ pub struct Image {
 impl Image {
     /// The image from the helper's answer, its configuration read from the cache.
     pub fn from_parts(parts: DockerParts) -> Result<Image> {
-        let f =
-            super::cache::open_entry(&parts.config, None).ok_or_else(|| RegistryError::Cache {
-                path: parts.config.clone(),
-                why: "the image configuration is not a private file of the cache".into(),
-            })?;
+        let f = super::cache::entry_of("blob", &parts.config)?;
+        for l in &parts.layers {
+            super::cache::entry_of("blob", l)?;
+        }
+        if super::sha256_hex(&parts.manifest_digest).is_none() {
+            return Err(RegistryError::Helper {
+                path: PathBuf::from(super::helper::PROGRAM),
+                why: "a manifest digest that is not sha256".into(),
+            });
+        }
         let mut config = Vec::new();
         f.take(MAX_CONFIG as u64)
             .read_to_end(&mut config)
@@ -48,12 +53,5 @@ impl Image {
 /// The architecture an image is pulled for when none is asked for: this machine's,
 /// in the names of image indexes.
 pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
-    }
+    crate::sif::Arch::host().go_name()
 }

@@ -16,7 +16,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::Signal;
-use zeroize::Zeroizing;
 
 use super::error::{RegistryError, Result};
 use super::options::Options;
@@ -32,6 +31,8 @@ const TERMINATING: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHU
 static RUNNING: AtomicI32 = AtomicI32::new(0);
 /// The terminating signal that arrived while the helper ran (0: none).
 static FORWARDED: AtomicI32 = AtomicI32::new(0);
+/// Set by [`stop_running`]: the process is ending, and its cleanup thread says so.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn forward(sig: libc::c_int) {
     FORWARDED.store(sig, Ordering::SeqCst);
@@ -77,13 +78,10 @@ pub fn call(request: Request, opts: &Options) -> Result<Reply> {
         options: WireOptions::from(opts),
     };
     let name = envelope.request.name();
-    let message =
-        Zeroizing::new(
-            serde_json::to_vec(&envelope).map_err(|e| RegistryError::Helper {
-                path: path.clone(),
-                why: format!("writing the request: {e}"),
-            })?,
-        );
+    let message = envelope.to_message().map_err(|e| RegistryError::Helper {
+        path: path.clone(),
+        why: format!("writing the request: {e}"),
+    })?;
     drop(envelope);
     let failed = |why: String| RegistryError::Helper {
         path: path.clone(),
@@ -98,6 +96,24 @@ pub fn call(request: Request, opts: &Options) -> Result<Reply> {
     // helper's business; the registry password travels in the request.
     for var in crate::crypt::environ::secret_names() {
         cmd.env_remove(var);
+    }
+    // The helper starts with the terminating signals deliverable (a build blocks them
+    // in every thread, and a child inherits its mask) and with no descriptor but its
+    // standard ones (a key given with --pem-fd is read later, and is not its business).
+    let mut unblock = nix::sys::signal::SigSet::empty();
+    for s in TERMINATING {
+        unblock.add(s);
+    }
+    // SAFETY: the closure runs in the forked child before exec and makes only the
+    // sigprocmask, close_range or fcntl system calls, async-signal-safe; the signal
+    // set was built before the fork.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            unblock.thread_unblock().map_err(std::io::Error::from)?;
+            crate::support::fds::cloexec_from_in_child(3);
+            Ok(())
+        });
     }
     // Should veil be killed outright, the helper still removes its partial file.
     crate::support::spawn::end_with_parent(&mut cmd, Signal::SIGTERM);
@@ -125,9 +141,23 @@ pub fn call(request: Request, opts: &Options) -> Result<Reply> {
         Some(out) => out.take(MAX_MESSAGE).read_to_end(&mut reply).map(|_| ()),
         None => Ok(()),
     };
-    let status = child.wait();
+    // Until it is reaped its PID is its own: the handler may signal it until then,
+    // and not after.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let _ = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT);
+    }
     RUNNING.store(0, Ordering::SeqCst);
+    let status = child.wait();
     drop(caught);
+    if STOPPING.load(Ordering::SeqCst) {
+        // The cleanup thread stopped the helper and is ending the process; an error
+        // line from here would only come after its own.
+        loop {
+            std::thread::park();
+        }
+    }
     let sig = FORWARDED.swap(0, Ordering::SeqCst);
     if sig != 0 {
         // The helper has removed what it was writing; end as the signal would have.
@@ -152,6 +182,7 @@ pub fn call(request: Request, opts: &Options) -> Result<Reply> {
 /// Passes `sig` on to the running helper, if any, and returns once it has ended (for
 /// the builder's cleanup thread, which takes the terminating signals itself).
 pub fn stop_running(sig: Signal) {
+    STOPPING.store(true, Ordering::SeqCst);
     let pid = RUNNING.load(Ordering::SeqCst);
     if pid <= 0 {
         return;

@@ -82,10 +82,7 @@ pub fn fetch_sif(uri: &ImageUri, opts: &Options) -> Result<(PathBuf, File)> {
         Reply::Path(p) => p,
         r => return Err(unexpected(&r)),
     };
-    let file = cache::open_entry(&path, None).ok_or_else(|| RegistryError::Cache {
-        path: path.clone(),
-        why: "the pulled image is not a private file of the cache".into(),
-    })?;
+    let file = cache::entry_of("oras", &path)?;
     Ok((path, file))
 }
 
@@ -95,7 +92,7 @@ pub fn docker_digest(uri: &ImageUri, opts: &Options) -> Result<String> {
         uri: uri.text.clone(),
     };
     match call(request, opts)? {
-        Reply::Digest(d) => Ok(d),
+        Reply::Digest(d) if sha256_hex(&d).is_some() => Ok(d),
         r => Err(unexpected(&r)),
     }
 }

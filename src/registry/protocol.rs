@@ -15,8 +15,9 @@ use zeroize::{Zeroize, Zeroizing};
 use super::credentials::Credentials;
 use super::options::Options;
 
-/// This build's version, as [`Envelope::version`] carries it.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// This build's version and the protocol's, as [`Envelope::version`] carries them
+/// (two development builds of one version may speak differently).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "/protocol-1");
 
 /// The largest request or reply read (they are a few hundred bytes).
 pub const MAX_MESSAGE: u64 = 1 << 20;
@@ -58,7 +59,7 @@ impl Request {
 }
 
 /// A request with the options it runs under.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Envelope {
     /// The sender's version: the two programs come from one build and must match.
     pub version: String,
@@ -67,13 +68,58 @@ pub struct Envelope {
 }
 
 /// [`Options`] as they travel. The password is wiped when this is dropped.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct WireOptions {
     pub no_https: bool,
     pub quiet: bool,
     pub arch: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+}
+
+impl Envelope {
+    /// The request as JSON, in memory wiped when dropped. Its length is measured
+    /// first, so the buffer is allocated once and never moved by growing: no copy of
+    /// the password is left behind in freed memory.
+    pub fn to_message(&self) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0 += b.len();
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut n = Count(0);
+        serde_json::to_writer(&mut n, self)?;
+        let mut out = Zeroizing::new(Vec::with_capacity(n.0));
+        serde_json::to_writer(&mut *out, self)?;
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("version", &self.version)
+            .field("request", &self.request)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WireOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireOptions")
+            .field("no_https", &self.no_https)
+            .field("quiet", &self.quiet)
+            .field("arch", &self.arch)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
 }
 
 impl Drop for WireOptions {

@@ -3,7 +3,7 @@
 //!
 //! Here a URI is split only as far as `veil` needs it (its transport, the default file
 //! name of a pull); the registry helper checks the whole reference grammar
-//! (`remote::target`), so `veil` links no parser for it.
+//! (`registry/remote/target.rs`), so `veil` links no parser for it.
 
 #![forbid(unsafe_code)]
 

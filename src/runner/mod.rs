@@ -88,7 +88,9 @@ fn pulled(req: &RunRequest) -> Result<std::fs::File> {
         .arg(&pinned)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
-    crate::support::spawn::die_with_parent(&mut cmd);
+    // SIGTERM, not SIGKILL, should this run be killed: the pull's cleanup removes its
+    // staging tree and stops its own download.
+    crate::support::spawn::end_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
     let out = cmd.output().map_err(|err| RunnerError::Open {
         name: uri.text.clone(),
         err,

@@ -48,6 +48,43 @@ pub fn cloexec_from(first: u32) {
     }
 }
 
+/// [`cloexec_from`] for a child between fork and exec, where nothing may allocate:
+/// close_range, or else fcntl on every number below the descriptor limit (at most
+/// 65536 of them).
+pub fn cloexec_from_in_child(first: u32) {
+    // SAFETY: close_range only changes the flags of this process's descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 16) as libc::c_int
+    } else {
+        1 << 16
+    };
+    for fd in first as libc::c_int..max {
+        // SAFETY: fcntl on a descriptor number, at worst EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// Calls `f` on every open descriptor numbered `first` or above: those /proc/self/fd
 /// lists (read completely before `f` runs, so its own descriptor is gone by then), or,
 /// without /proc, every number below the descriptor limit.

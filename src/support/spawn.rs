@@ -97,7 +97,7 @@ pub fn die_with_parent(cmd: &mut std::process::Command) {
 /// Sends the program `cmd` starts `sig` when the thread that started it ends (the
 /// kernel ties the signal to that thread; veil starts helpers from its main thread).
 /// A parent already gone by the time the child is set up is not waited for: the start
-/// fails instead.
+/// fails instead. (Only within one PID namespace: across one, getppid says 0.)
 pub fn end_with_parent(cmd: &mut std::process::Command, sig: nix::sys::signal::Signal) {
     use std::os::unix::process::CommandExt;
     let parent = nix::unistd::getpid();
@@ -108,9 +108,8 @@ pub fn end_with_parent(cmd: &mut std::process::Command, sig: nix::sys::signal::S
         cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(sig).map_err(std::io::Error::from)?;
             if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other(
-                    "the parent ended before its helper started",
-                ));
+                // (ESRCH: no message, as nothing may allocate here.)
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

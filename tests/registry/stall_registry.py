@@ -1,5 +1,7 @@
-# A registry that stalls: it serves a SIF artifact's manifest, then sends the first
-# megabyte of its blob and nothing more, for tests of interrupted downloads.
+# A registry that stalls: it serves a SIF artifact's manifest (stall/app) or a
+# container image's manifest and configuration (stall/img), then sends the first
+# megabyte of the SIF or of the image's layer and nothing more, for tests of
+# interrupted downloads.
 #   python3 stall_registry.py   prints "ready PORT"
 import hashlib, json, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +16,17 @@ MANIFEST = json.dumps({
     "layers": [{"mediaType": "application/vnd.sylabs.sif.layer.v1.sif", "digest": LAYER, "size": SIZE}],
 }).encode()
 MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+IMG_CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+IMG_CONFIG_DIGEST = "sha256:" + hashlib.sha256(IMG_CONFIG).hexdigest()
+IMG_MANIFEST = json.dumps({
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": IMG_CONFIG_DIGEST,
+               "size": len(IMG_CONFIG)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": LAYER, "size": SIZE}],
+}).encode()
+IMG_MANIFEST_DIGEST = "sha256:" + hashlib.sha256(IMG_MANIFEST).hexdigest()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -35,6 +48,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/v2/":
             return self.answer(b"{}", "application/json")
+        if "/manifests/" in self.path and "/stall/img/" in self.path:
+            return self.answer(IMG_MANIFEST, "application/vnd.oci.image.manifest.v1+json", IMG_MANIFEST_DIGEST)
+        if IMG_CONFIG_DIGEST in self.path:
+            return self.answer(IMG_CONFIG, "application/octet-stream", IMG_CONFIG_DIGEST)
         if "/manifests/" in self.path:
             return self.answer(MANIFEST, "application/vnd.oci.image.manifest.v1+json", MANIFEST_DIGEST)
         if "/blobs/" in self.path:

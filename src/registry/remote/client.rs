@@ -22,6 +22,47 @@ use crate::registry::Options;
 use crate::registry::credentials;
 use crate::registry::error::{RegistryError, Result};
 
+/// The realm of a `Bearer` challenge (`Bearer realm="…",service="…"`; the scheme and
+/// the parameter names in any case, values quoted or not), if the header is one.
+fn bearer_realm(header: &str) -> Option<String> {
+    let (scheme, mut rest) = header.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return None;
+        }
+        let (name, after) = rest.split_once('=')?;
+        let after = after.trim_start();
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            // A quoted string, with backslash escapes.
+            let mut v = String::new();
+            let mut chars = q.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => v.extend(chars.next().map(|(_, c)| c)),
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            (v, &q[end?..])
+        } else {
+            let n = after.find([',', ' ']).unwrap_or(after.len());
+            (after[..n].to_string(), &after[n..])
+        };
+        if name.trim().eq_ignore_ascii_case("realm") {
+            return Some(value);
+        }
+        rest = next;
+    }
+}
+
 /// Attempts of a request that fails the way a network fails.
 const ATTEMPTS: u32 = 4;
 /// The longest a request other than a blob transfer may take.
@@ -75,10 +116,13 @@ impl Session {
             .map_err(|e| RegistryError::Setup(e.to_string()))?;
         let creds = match &opts.credentials {
             Some(c) => Some(c.clone()),
-            None => match credentials::stored(reference.resolve_registry())? {
+            None => match credentials::stored(
+                reference.resolve_registry(),
+                super::memory::unlimited_child,
+            )? {
                 Some(c) => Some(c),
                 None if reference.resolve_registry() != reference.registry() => {
-                    credentials::stored(reference.registry())?
+                    credentials::stored(reference.registry(), super::memory::unlimited_child)?
                 }
                 None => None,
             },
@@ -115,33 +159,25 @@ impl Session {
             self.scheme,
             self.reference.resolve_registry()
         );
-        let res = self.block_on(async { self.http.get(&url).send().await });
-        let res = match res {
-            Ok(r) => r,
-            // Reported, with its hints, by the request that follows.
-            Err(_) => return Ok(()),
-        };
-        let challenge = res
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let realm = challenge
-            .split_once("realm=\"")
-            .and_then(|(_, r)| r.split_once('"'))
-            .map(|(r, _)| r.to_string());
-        if let Some(realm) = realm
-            && self.scheme == "https"
-            && !realm.starts_with("https://")
-        {
-            return Err(RegistryError::Content {
+        let res = self
+            .block_on(async { self.http.get(&url).send().await })
+            .map_err(|e| RegistryError::Content {
                 reference: self.reference.whole(),
-                why: format!(
-                    "the registry's token endpoint {:?} is not HTTPS; credentials are not sent there",
-                    crate::registry::error::printable(&realm)
-                ),
-            });
+                why: super::describe::request_text(&e),
+            })?;
+        for value in res.headers().get_all(reqwest::header::WWW_AUTHENTICATE) {
+            let Some(realm) = value.to_str().ok().and_then(bearer_realm) else {
+                continue;
+            };
+            if self.scheme == "https" && !realm.to_ascii_lowercase().starts_with("https://") {
+                return Err(RegistryError::Content {
+                    reference: self.reference.whole(),
+                    why: format!(
+                        "the registry's token endpoint {:?} is not HTTPS; credentials are not sent there",
+                        crate::registry::error::printable(&realm)
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -346,5 +382,38 @@ pub(crate) fn transient(e: &OciDistributionError) -> bool {
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
         OciDistributionError::IoError(_) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod challenge_tests {
+    use super::bearer_realm;
+
+    #[test]
+    fn the_realm_of_a_bearer_challenge_is_found_however_written() {
+        for (h, want) in [
+            (
+                r#"Bearer realm="https://auth.example/token",service="reg""#,
+                Some("https://auth.example/token"),
+            ),
+            (
+                r#"bearer service="reg", REALM="http://x/t""#,
+                Some("http://x/t"),
+            ),
+            (
+                r#"Bearer xrealm="https://a/t",realm="http://b/t""#,
+                Some("http://b/t"),
+            ),
+            (r#"Bearer realm="http://a/\"q\"""#, Some(r#"http://a/"q""#)),
+            (
+                "Bearer realm=http://bare/t,service=x",
+                Some("http://bare/t"),
+            ),
+            (r#"Basic realm="Registry""#, None),
+            (r#"Bearer realm="unterminated"#, None),
+            ("Bearer", None),
+        ] {
+            assert_eq!(bearer_realm(h).as_deref(), want, "{h}");
+        }
     }
 }

@@ -32,6 +32,20 @@ extern "C" fn on_signal(sig: libc::c_int) {
     die_of(sig);
 }
 
+/// Removes the download in flight, if any, for a process about to end without
+/// unwinding (the allocator's out-of-memory exit). Async-signal-safe.
+pub(super) fn unlink_pending() {
+    let p = PENDING.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if !p.is_null() {
+        // SAFETY: unlink is async-signal-safe; a non-null PENDING is the pointer of a
+        // CString that the live Guard keeps until it has taken the pointer back, and
+        // the swap made it ours alone (the process ends right after).
+        unsafe {
+            libc::unlink(p);
+        }
+    }
+}
+
 /// Removes `path` if a terminating signal arrives before the guard is dropped.
 pub(crate) struct Guard {
     path: Option<CString>,
@@ -61,8 +75,8 @@ impl Drop for Guard {
     fn drop(&mut self) {
         // (The signals get their default action back after this, as `_caught` goes.)
         // The string may go only if nobody took its pointer: a handler or the
-        // builder's cleanup thread that swapped it out may still be using it (and ends
-        // the process right after), so then it is left alone.
+        // out-of-memory exit that swapped it out may still be using it (and ends the
+        // process right after), so then it is left alone.
         // Only our own pointer is taken back: a later guard's is left to it.
         if let Some(c) = self.path.take() {
             let own = c.as_ptr().cast_mut();

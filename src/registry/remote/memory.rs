@@ -14,7 +14,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 /// manifests are capped at 4 MiB.
 pub const LIMIT: u64 = 512 << 20;
 
-const REPLY: &[u8] = br#"{"error":"veil-registry: a registry's answer took more than the helper's 512 MiB of memory (a broken or hostile server?)"}"#;
+const REPLY: &[u8] = br#"{"error":"veil-registry: a registry's answer took more than the helper's memory limit (512 MiB at most; a broken or hostile server?)"}"#;
 
 /// The data-segment limit the helper was started with, for the programs it starts.
 static BEFORE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -54,6 +54,8 @@ pub fn unlimited_child(cmd: &mut std::process::Command) {
 pub struct Capped;
 
 fn out_of_memory() -> ! {
+    // A download's partial file goes first, as on a signal.
+    super::interrupt::unlink_pending();
     // SAFETY: write and _exit are async-signal-safe, allocate nothing and touch only
     // the static reply.
     unsafe {

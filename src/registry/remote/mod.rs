@@ -25,6 +25,9 @@ use super::error::Result;
 use super::protocol::{Envelope, MAX_MESSAGE, Reply, Request, VERSION};
 use target::Target;
 
+/// What the last panic said, for its error reply.
+static PANIC: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
 /// The helper's `main`.
 pub fn main() -> ExitCode {
     // It may hold a registry password: no core dumps, no tracing by other processes.
@@ -38,10 +41,31 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // A panic (a defect) is an error reply like any other, not Rust's report on the
+    // user's terminal.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if let Ok(mut p) = PANIC.lock() {
+            *p = format!("{what}{at}");
+        }
+    }));
     let reply = match read_request() {
-        Ok(envelope) => match handle(&envelope) {
-            Ok(r) => r,
-            Err(e) => Reply::Error(e.to_string()),
+        Ok(envelope) => match std::panic::catch_unwind(|| handle(&envelope)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Reply::Error(e.to_string()),
+            Err(_) => Reply::Error(format!(
+                "veil-registry: internal error ({}); please report it",
+                PANIC.lock().map(|p| p.clone()).unwrap_or_default()
+            )),
         },
         Err(why) => Reply::Error(format!("veil-registry: {why}")),
     };
@@ -62,7 +86,9 @@ pub fn main() -> ExitCode {
 
 /// The request on standard input, from the same build of veil.
 fn read_request() -> std::result::Result<Envelope, String> {
-    let mut text = Zeroizing::new(Vec::new());
+    // Allocated once at its largest: a buffer that grew would leave copies of the
+    // password in freed memory.
+    let mut text = Zeroizing::new(Vec::with_capacity(MAX_MESSAGE as usize + 1));
     std::io::stdin()
         .lock()
         .take(MAX_MESSAGE)
