@@ -340,3 +340,103 @@ fn endless_answers_meet_the_helpers_memory_bound() {
     let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// Proxies come from the usual variables (`HTTP_PROXY`/`http_proxy`, `NO_PROXY`), for
+/// the helper's every request: a pull through a forward proxy that logs what passes,
+/// a pull through a proxy that is not there, and the same with the registry exempt.
+#[test]
+fn proxies_come_from_the_environment() {
+    use std::io::BufRead;
+    let reg = require!(Registry::start(Auth::Anonymous), "no docker-registry");
+    let py = require!(python_with(&["json"]), "python3 is not installed");
+    let t = tempfile::tempdir().unwrap();
+    let sif = require!(
+        fixture(t.path()),
+        "busybox, mksquashfs or /dev/fuse missing"
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let uri = reg.oras("proxied/app:1");
+    let unproxied = |c: &mut Command| {
+        for v in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        ] {
+            c.env_remove(v);
+        }
+    };
+    let mut push = veil_in(&home);
+    unproxied(&mut push);
+    succeeds(
+        &push
+            .args(["push", "-q", "--no-https"])
+            .arg(&sif)
+            .arg(&uri)
+            .output()
+            .unwrap(),
+    );
+
+    let log = t.path().join("proxy.log");
+    let mut proxy = Command::new(&py)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/registry/http_proxy.py"))
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(proxy.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.split_whitespace().nth(1).unwrap().to_string();
+    let pull = |proxy_port: &str, no_proxy: Option<&str>| {
+        let mut c = veil_in(&home);
+        unproxied(&mut c);
+        c.env("http_proxy", format!("http://127.0.0.1:{proxy_port}"));
+        if let Some(n) = no_proxy {
+            c.env("NO_PROXY", n);
+        }
+        c.args(["pull", "-q", "--force", "--no-https"])
+            .arg(t.path().join("pulled.sif"))
+            .arg(&uri)
+            .output()
+            .unwrap()
+    };
+    succeeds(&pull(&port, None));
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        seen.contains(&format!(
+            "GET http://{}/v2/proxied/app/manifests/1",
+            reg.host
+        )),
+        "the proxy saw: {seen}"
+    );
+    assert_eq!(
+        std::fs::read(t.path().join("pulled.sif")).unwrap(),
+        std::fs::read(&sif).unwrap()
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    // A proxy that is not there: the pull fails; with the registry exempt, it works.
+    let dead = common::registry::free_port().to_string();
+    let o = pull(&dead, None);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr)
+            .trim_end()
+            .lines()
+            .count(),
+        1
+    );
+    succeeds(&pull(&dead, Some("127.0.0.1")));
+}
