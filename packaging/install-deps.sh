@@ -3,7 +3,7 @@
 # Rust toolchain (1.89 or newer) is on PATH.
 #
 # RHEL family (Rocky, Alma, RHEL 9, with EPEL enabled) equivalents:
-#   dnf install gcc make pkgconf-pkg-config squashfs-tools squashfuse fuse3 cryptsetup \
+#   dnf install gcc make pkgconf-pkg-config squashfs-tools squashfuse fuse3 cryptsetup gocryptfs \
 #       python3 python3-cryptography python3-argon2-cffi busybox gnupg2 openssl attr \
 #       util-linux shadow-utils musl-gcc
 #   siftool is not packaged there: build it from Sylabs' sif repository with Go.
@@ -21,6 +21,7 @@ packages=(
   libsquashfs-dev              # squashfs-tools-ng's libsquashfs: the squashfs writer of veil build
   fuse3                        # /dev/fuse, fusermount3
   cryptsetup-bin               # LUKS2 interop (no device-mapper needed)
+  gocryptfs                    # Apptainer's unprivileged encrypted format: interop and benchmark anchor
   python3 python3-cryptography python3-argon2  # shared/interop scripts
   python3-pip                  # the registry tests' Python modules (below)
   busybox-static               # a tiny rootfs for container tests

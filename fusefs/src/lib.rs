@@ -12,6 +12,7 @@
 #[cfg(all(target_env = "musl", target_arch = "x86_64"))]
 mod fastmem;
 pub mod fuse;
+pub mod gocryptfs;
 pub mod luks2;
 mod memory;
 pub mod source;

@@ -247,6 +247,32 @@ pub fn run(mut a: InspectArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_gocryptfs(e: &image::Encrypted, config: &veil_fusefs::gocryptfs::Config) {
+    println!("Encryption: gocryptfs (Apptainer's unprivileged encrypted squashfs)");
+    match e.message() {
+        Some(_) => println!(
+            "  Key:         RSA private key (the image holds an RSA-OAEP encrypted password)"
+        ),
+        None => println!("  Key:         passphrase"),
+    }
+    println!(
+        "  Cipher:      AES-256-GCM, {}-byte blocks",
+        veil_fusefs::gocryptfs::BLOCK
+    );
+    println!("  Features:    {}", config.feature_flags.join(", "));
+    let c = config.scrypt;
+    println!(
+        "  KDF:         scrypt, N = {}, r = {}, p = {} ({} MiB of memory)",
+        1u64 << c.log_n,
+        c.r,
+        c.p,
+        c.memory_bytes().div_ceil(1 << 20)
+    );
+    if !config.creator.is_empty() {
+        println!("  Created by:  {}", config.creator.escape_debug());
+    }
+}
+
 fn key_kind(e: &image::Encrypted) -> &'static str {
     if e.message().is_some() {
         "rsa"
@@ -256,7 +282,28 @@ fn key_kind(e: &image::Encrypted) -> &'static str {
 }
 
 fn encryption_json(e: &image::Encrypted) -> Value {
-    let s = e.summary();
+    let s = match e.format() {
+        image::Format::Luks2 { summary, .. } => summary,
+        image::Format::Gocryptfs {
+            config, inner_name, ..
+        } => {
+            let c = config.scrypt;
+            return json!({
+                "format": "gocryptfs",
+                "key": key_kind(e),
+                "cipher": "aes-256-gcm",
+                "block_size": veil_fusefs::gocryptfs::BLOCK,
+                "feature_flags": config.feature_flags,
+                "kdf": "scrypt",
+                "scrypt_n": 1u64 << c.log_n,
+                "scrypt_r": c.r,
+                "scrypt_p": c.p,
+                "memory_kib": c.memory_bytes().div_ceil(1024),
+                "creator": config.creator,
+                "encrypted_image": inner_name,
+            });
+        }
+    };
     json!({
         "format": "luks2",
         "key": key_kind(e),
@@ -288,7 +335,10 @@ fn encryption_json(e: &image::Encrypted) -> Value {
 }
 
 fn print_encryption(e: &image::Encrypted) {
-    let s: &HeaderSummary = e.summary();
+    let s: &HeaderSummary = match e.format() {
+        image::Format::Luks2 { summary, .. } => summary,
+        image::Format::Gocryptfs { config, .. } => return print_gocryptfs(e, config),
+    };
     println!("Encryption: LUKS2 (Apptainer/SingularityCE encrypted squashfs)");
     match e.message() {
         Some(_) => println!(

@@ -1,15 +1,18 @@
-//! An encrypted SIF partition (fstype 5: LUKS2 around squashfs) before and after its
-//! key is known. Everything a user may want to know without a key — cipher, sector
-//! size, each keyslot's KDF and cost, whether an RSA key or a passphrase is expected —
-//! is read here; unlocking turns it into an ordinary squashfs [`Root`] whose bytes
-//! are decrypted on every read and never stored.
+//! An encrypted SIF partition before and after its key is known: LUKS2 around squashfs
+//! (fstype 5, what root builds make), or Apptainer's unprivileged layout (fstype 6: an
+//! outer squashfs holding `gocryptfs.conf` and the image's squashfs encrypted by
+//! gocryptfs). Everything a user may want to know without a key — cipher, sector
+//! size, each keyslot's or the scrypt KDF's cost, whether an RSA key or a passphrase
+//! is expected — is read here; unlocking turns it into an ordinary squashfs [`Root`]
+//! whose bytes are decrypted on every read and never stored.
 
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
+use veil_fusefs::gocryptfs;
 use veil_fusefs::luks2::{self, HeaderSummary, KernelMapping, Passphrase, UnlockOptions};
-use veil_fusefs::squashfs::Squashfs;
+use veil_fusefs::squashfs::{InodeId, Squashfs};
 
 use super::{FileRegion, ImageError, Root, Source};
 use crate::sif::{DataType, Descriptor, Extra, FormatType, Link, MessageType, Sif, SifError};
@@ -17,10 +20,26 @@ use crate::sif::{DataType, Descriptor, Extra, FormatType, Link, MessageType, Sif
 /// An encrypted image whose header has been read but whose key is not yet known.
 pub struct Encrypted {
     name: String,
-    volume: Source,
     region: FileRegion,
     message: Option<Vec<u8>>,
-    summary: HeaderSummary,
+    format: Format,
+}
+
+/// The two encrypted layouts.
+pub enum Format {
+    /// LUKS2 around the squashfs (fstype 5).
+    Luks2 {
+        volume: Source,
+        summary: HeaderSummary,
+    },
+    /// gocryptfs (fstype 6): the outer squashfs, the encrypted inner image in it, and
+    /// the volume's configuration.
+    Gocryptfs {
+        outer: Arc<Squashfs<Source>>,
+        inner: InodeId,
+        inner_name: String,
+        config: gocryptfs::Config,
+    },
 }
 
 impl Encrypted {
@@ -33,11 +52,76 @@ impl Encrypted {
         let summary = luks2::inspect(&*volume).map_err(|e| ImageError::Luks(name.clone(), e))?;
         Ok(Encrypted {
             name,
-            volume,
             region,
             message,
-            summary,
+            format: Format::Luks2 { volume, summary },
         })
+    }
+
+    /// The fstype-6 layout in `outer`: its `gocryptfs.conf`, and the first entry of its
+    /// root whose name starts with `squashfs-` (the one Apptainer mounts).
+    pub(super) fn gocryptfs(
+        name: String,
+        outer: Source,
+        region: FileRegion,
+        message: Option<Vec<u8>>,
+    ) -> Result<Self, ImageError> {
+        let bad = |why: String| ImageError::Crypto(name.clone(), why);
+        let fs = Squashfs::open(outer).map_err(|e| {
+            bad(format!(
+                "the gocryptfs partition is not a squashfs holding the encrypted image ({e})"
+            ))
+        })?;
+        let fs = Arc::new(fs);
+        let mut conf = None;
+        let mut inner = None;
+        let entries = fs
+            .readdir(fs.root(), 0)
+            .map_err(|e| bad(format!("listing the gocryptfs partition: {e}")))?;
+        for e in entries {
+            let e = e.map_err(|e| bad(format!("listing the gocryptfs partition: {e}")))?;
+            if e.name == b"gocryptfs.conf" {
+                conf = Some(e.id);
+            } else if inner.is_none() && e.name.starts_with(b"squashfs-") {
+                inner = Some((e.id, String::from_utf8_lossy(&e.name).into_owned()));
+            }
+        }
+        let conf =
+            conf.ok_or_else(|| bad("the gocryptfs partition has no gocryptfs.conf".into()))?;
+        let (inner, inner_name) = inner.ok_or_else(|| {
+            bad("the gocryptfs partition holds no encrypted image (no squashfs-* file)".into())
+        })?;
+        let attr = fs
+            .getattr(conf)
+            .map_err(|e| bad(format!("gocryptfs.conf: {e}")))?;
+        if attr.size > gocryptfs::MAX_CONFIG_LEN {
+            return Err(bad(format!(
+                "gocryptfs.conf: {} bytes, too large",
+                attr.size
+            )));
+        }
+        let mut text = vec![0u8; attr.size as usize];
+        let n = fs
+            .read(conf, 0, &mut text)
+            .map_err(|e| bad(format!("gocryptfs.conf: {e}")))?;
+        text.truncate(n);
+        let config = gocryptfs::Config::parse(&text).map_err(|e| bad(e.to_string()))?;
+        Ok(Encrypted {
+            name,
+            region,
+            message,
+            format: Format::Gocryptfs {
+                outer: fs,
+                inner,
+                inner_name,
+                config,
+            },
+        })
+    }
+
+    /// Which layout, with what can be known of it without a key.
+    pub fn format(&self) -> &Format {
+        &self.format
     }
 
     /// The image as the user named it.
@@ -45,17 +129,12 @@ impl Encrypted {
         &self.name
     }
 
-    /// The LUKS2 header's public facts.
-    pub fn summary(&self) -> &HeaderSummary {
-        &self.summary
-    }
-
     /// The RSA-OAEP crypto message linked to the partition (PEM mode), if any.
     pub fn message(&self) -> Option<&[u8]> {
         self.message.as_deref()
     }
 
-    /// Where the LUKS2 volume lies in the file.
+    /// Where the encrypted partition lies in the file.
     pub fn region(&self) -> &FileRegion {
         &self.region
     }
@@ -68,15 +147,47 @@ impl Encrypted {
     ) -> Result<Unlocked, ImageError> {
         let name = self.name;
         let region = self.region;
-        let mut volume = luks2::unlock(self.volume, passphrase, opts).map_err(|e| match e {
-            luks2::Error::WrongPassphrase => ImageError::WrongKey {
-                name: name.clone(),
-                for_rsa: self.message.is_some(),
-            },
-            e => ImageError::Luks(name.clone(), e),
-        })?;
-        let mapping = volume.take_kernel_mapping();
-        let source: Source = Arc::new(volume);
+        let for_rsa = self.message.is_some();
+        let (source, mapping): (Source, Option<KernelMapping>) = match self.format {
+            Format::Luks2 { volume, .. } => {
+                let mut volume = luks2::unlock(volume, passphrase, opts).map_err(|e| match e {
+                    luks2::Error::WrongPassphrase => ImageError::WrongKey {
+                        name: name.clone(),
+                        for_rsa,
+                    },
+                    e => ImageError::Luks(name.clone(), e),
+                })?;
+                let mapping = volume.take_kernel_mapping();
+                (Arc::new(volume), Some(mapping))
+            }
+            Format::Gocryptfs {
+                outer,
+                inner,
+                inner_name,
+                config,
+            } => {
+                let gerr = |e: gocryptfs::Error| match e {
+                    gocryptfs::Error::WrongPassphrase => ImageError::WrongKey {
+                        name: name.clone(),
+                        for_rsa,
+                    },
+                    e => ImageError::Crypto(name.clone(), super::kdf::gocryptfs_text(&e)),
+                };
+                let key = gocryptfs::unlock(&config, passphrase, &super::kdf::gocryptfs_limits())
+                    .map_err(gerr)?;
+                let file = veil_fusefs::squashfs::File::open(outer, inner)
+                    .map_err(|e| ImageError::Crypto(name.clone(), format!("{inner_name}: {e}")))?;
+                let decrypted =
+                    gocryptfs::DecryptedFile::open(file, Arc::new(key)).map_err(|e| match e {
+                        gocryptfs::Error::Corrupt(why) => ImageError::Crypto(
+                            name.clone(),
+                            format!("{inner_name}, the encrypted image, is damaged: {why}"),
+                        ),
+                        e => gerr(e),
+                    })?;
+                (Arc::new(decrypted), None)
+            }
+        };
         let fs = Squashfs::open(source).map_err(|e| {
             ImageError::Crypto(
                 name.clone(),
@@ -95,12 +206,13 @@ impl Encrypted {
 }
 
 /// An unlocked image: its root served from user-space decryption, and what the
-/// privileged path needs to let dm-crypt and the kernel's squashfs do it instead.
+/// privileged path needs to let dm-crypt and the kernel's squashfs do it instead (a
+/// LUKS2 volume only: the kernel has no gocryptfs).
 pub struct Unlocked {
     pub root: Root,
-    /// Where the LUKS2 volume lies in the file.
+    /// Where the encrypted partition lies in the file.
     pub volume: FileRegion,
-    pub mapping: KernelMapping,
+    pub mapping: Option<KernelMapping>,
 }
 
 /// Upper bound on a crypto message (a 16384-bit key makes 2.8 KiB).

@@ -62,6 +62,30 @@ pub fn limits() -> KdfLimits {
 }
 
 /// Unlock options with the limits in force.
+/// The caps of a gocryptfs volume's scrypt: 1 GiB of memory (gocryptfs's default cost
+/// needs 64 MiB), times the factor, and what is available now.
+pub fn gocryptfs_limits() -> veil_fusefs::gocryptfs::UnlockLimits {
+    veil_fusefs::gocryptfs::UnlockLimits {
+        max_memory: scaled(1 << 30, factor()),
+        check_available_memory: true,
+    }
+}
+
+/// A gocryptfs error as the user reads it: a cap's, with the flag that raises it.
+pub fn gocryptfs_text(e: &veil_fusefs::gocryptfs::Error) -> String {
+    match e {
+        veil_fusefs::gocryptfs::Error::KdfTooCostly {
+            need_mib, why: "", ..
+        } => {
+            let need = (*need_mib as f64 / 1024.0 * 10.0).ceil() / 10.0;
+            format!(
+                "{e}: a hostile configuration, or made with unusual costs; if you trust the image, allow it with {FLAG} {need} (or {VAR}={need})"
+            )
+        }
+        e => e.to_string(),
+    }
+}
+
 pub fn unlock_options() -> UnlockOptions {
     UnlockOptions {
         limits: limits(),

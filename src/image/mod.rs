@@ -13,7 +13,7 @@ use crate::sif::{Extra, FsType, Sif, SifError};
 
 mod encrypted;
 pub mod kdf;
-pub use encrypted::{Encrypted, Unlocked, crypto_message};
+pub use encrypted::{Encrypted, Format, Unlocked, crypto_message};
 
 /// A positional-read source shared by the FUSE threads.
 pub type Source = Arc<dyn ReadAt>;
@@ -30,10 +30,6 @@ pub enum ImageError {
     NoPrimary(String),
     #[error("{0}: the primary partition is {1}, which veil cannot run (it runs squashfs)")]
     UnsupportedFs(String, String),
-    #[error(
-        "{0}: this image uses Apptainer's gocryptfs encryption (fstype 6), which veil does not support yet; images made by `apptainer build --encrypt` as root or by `singularity build --encrypt` (LUKS2) work"
-    )]
-    Gocryptfs(String),
     #[error("{name}: {text}", name = .0, text = kdf::luks_text(.1))]
     Luks(String, veil_fusefs::luks2::Error),
     #[error(
@@ -126,15 +122,19 @@ pub fn open_file(file: File, name: &str) -> Result<Image, ImageError> {
                     volume,
                     offset,
                     message,
+                    gocryptfs,
                 } => {
                     let region = FileRegion {
                         file: shared,
                         offset,
                         size: volume.len(),
                     };
-                    return Ok(Image::Encrypted(Box::new(Encrypted::new(
-                        name, volume, region, message,
-                    )?)));
+                    let e = if gocryptfs {
+                        Encrypted::gocryptfs(name, volume, region, message)?
+                    } else {
+                        Encrypted::new(name, volume, region, message)?
+                    };
+                    return Ok(Image::Encrypted(Box::new(e)));
                 }
             }
         } else if n >= 4 && &head[..4] == SQUASHFS_MAGIC {
@@ -179,11 +179,14 @@ pub fn check_root_may_trust(file: &File, name: &str) -> Result<(), ImageError> {
 enum Partition {
     /// A plain squashfs and its offset in the file.
     Squashfs(Source, u64),
-    /// A LUKS2 volume, its offset in the file, and its linked RSA-OAEP crypto message.
+    /// A LUKS2 volume (or, with `gocryptfs`, the outer squashfs of Apptainer's
+    /// gocryptfs layout), its offset in the file, and its linked RSA-OAEP crypto
+    /// message.
     Encrypted {
         volume: Source,
         offset: u64,
         message: Option<Vec<u8>>,
+        gocryptfs: bool,
     },
 }
 
@@ -193,6 +196,7 @@ fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Partition, ImageErr
         .primary_partition()
         .ok_or_else(|| ImageError::NoPrimary(name.into()))?;
     let mut encrypted = false;
+    let mut gocryptfs = false;
     match prim.extra() {
         Extra::Partition {
             fs: FsType::Squash, ..
@@ -204,7 +208,10 @@ fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Partition, ImageErr
         Extra::Partition {
             fs: FsType::GocryptfsSquashfs,
             ..
-        } => return Err(ImageError::Gocryptfs(name.into())),
+        } => {
+            encrypted = true;
+            gocryptfs = true;
+        }
         Extra::Partition { fs, .. } => {
             return Err(ImageError::UnsupportedFs(name.into(), fs.to_string()));
         }
@@ -235,6 +242,7 @@ fn sif_partition(name: &str, src: Arc<FileSource>) -> Result<Partition, ImageErr
             volume: Arc::new(volume),
             offset,
             message,
+            gocryptfs,
         });
     }
     Ok(Partition::Squashfs(Arc::new(slice), offset))

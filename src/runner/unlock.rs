@@ -80,10 +80,13 @@ fn unlock(req: &RunRequest, enc: Encrypted, key: &KeySource) -> Result<RootSourc
     };
     // Only real root can hand the decryption to dm-crypt: otherwise the second copy
     // of the volume key (for its table) goes now.
-    let crypt = crate::support::userns::real_root().then(|| KernelCrypt {
-        volume: unlocked.volume,
-        mapping: unlocked.mapping,
-    });
+    let crypt = unlocked
+        .mapping
+        .filter(|_| crate::support::userns::real_root())
+        .map(|mapping| KernelCrypt {
+            volume: unlocked.volume,
+            mapping,
+        });
     Ok(RootSource::Squashfs {
         fs,
         region: None,

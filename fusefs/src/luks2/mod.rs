@@ -41,6 +41,7 @@ pub use create::{CreateOptions, KeyslotOptions, create, volume_size};
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use fuzz::fuzz_one;
+pub(crate) use guarded::scrubbed;
 pub use guarded::{SecretBox, SecretBytes};
 pub use hash::Hash;
 pub use kdf::{Argon2Variant, KdfChoice, KdfKind, KdfLimits, KdfParams};

@@ -30,6 +30,7 @@ mod compress;
 mod data;
 mod dir;
 mod error;
+mod file;
 mod fuzz;
 mod inode;
 mod le;
@@ -43,6 +44,7 @@ mod xattr;
 pub use blocks::CacheSizes;
 pub use compress::Compressor;
 pub use error::{Error, Result};
+pub use file::File;
 #[doc(hidden)]
 pub use fuzz::fuzz_one;
 pub use inode::FileKind;

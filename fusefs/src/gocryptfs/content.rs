@@ -1,0 +1,182 @@
+//! gocryptfs's file content format, and a reader that decrypts it on demand.
+//!
+//! A file is an 18-byte header (the format version 2, big-endian, then a random
+//! 16-byte file ID) followed by blocks of up to 4096 plaintext bytes, each stored as
+//! a 16-byte nonce, the ciphertext and a 16-byte GCM tag, the last one short. Block n
+//! starts at 18 + n · 4128 and is authenticated with n (big-endian) and the file ID
+//! as its associated data, so no block can be moved, swapped between files or cut
+//! off unnoticed. An empty file has no header. A whole block of zero bytes is a hole
+//! (gocryptfs leaves holes unwritten) and reads as zeros.
+
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::sync::Arc;
+
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::aead::consts::U16;
+use aes_gcm::{Nonce, Tag};
+
+use super::error::{Error, Result};
+use super::keys::ContentKey;
+use crate::source::ReadAt;
+
+/// The file header's length.
+pub const HEADER_LEN: u64 = 18;
+/// Plaintext bytes per block.
+pub const BLOCK: u64 = 4096;
+const NONCE: u64 = 16;
+const TAG: u64 = 16;
+/// A whole stored block.
+const STORED: u64 = NONCE + BLOCK + TAG;
+
+/// The plaintext length of a file whose stored length is `stored`.
+pub fn plain_size(stored: u64) -> Result<u64> {
+    if stored == 0 || stored == HEADER_LEN {
+        return Ok(0);
+    }
+    if stored < HEADER_LEN {
+        return Err(Error::Corrupt(format!(
+            "{stored} bytes, shorter than a file header"
+        )));
+    }
+    let body = stored - HEADER_LEN;
+    let blocks = body.div_ceil(STORED);
+    let last = body - (blocks - 1) * STORED;
+    if last <= NONCE + TAG {
+        return Err(Error::Corrupt(format!(
+            "it ends in a block of {last} bytes, which holds no data (truncated?)"
+        )));
+    }
+    Ok(body - blocks * (NONCE + TAG))
+}
+
+/// A decrypted view of an encrypted file.
+pub struct DecryptedFile<R> {
+    src: R,
+    key: Arc<ContentKey>,
+    file_id: [u8; 16],
+    len: u64,
+}
+
+impl<R: ReadAt> DecryptedFile<R> {
+    /// Opens the encrypted file `src` (its header and length are checked here; blocks
+    /// when they are read). A block that fails is an I/O error of the read, which the
+    /// FUSE server reports (once) and turns into EIO.
+    pub fn open(src: R, key: Arc<ContentKey>) -> Result<Self> {
+        let len = plain_size(src.len())?;
+        let mut file_id = [0u8; 16];
+        if len > 0 {
+            let mut header = [0u8; HEADER_LEN as usize];
+            src.read_exact_at(&mut header, 0)?;
+            let version = u16::from_be_bytes([header[0], header[1]]);
+            if version != 2 {
+                return Err(Error::Corrupt(format!(
+                    "file header version {version} (gocryptfs writes 2)"
+                )));
+            }
+            file_id.copy_from_slice(&header[2..]);
+            if file_id == [0u8; 16] {
+                return Err(Error::Corrupt("a file ID of zeros".into()));
+            }
+        }
+        Ok(DecryptedFile {
+            src,
+            key,
+            file_id,
+            len,
+        })
+    }
+
+    /// Decrypts stored block `n` (`stored`: its bytes, nonce to tag) into `out`, which
+    /// is as long as its plaintext.
+    fn decrypt_block(&self, n: u64, stored: &[u8], out: &mut [u8]) -> io::Result<()> {
+        let plain = stored.len() - (NONCE + TAG) as usize;
+        debug_assert_eq!(out.len(), plain);
+        if stored.len() as u64 == STORED && stored.iter().all(|&b| b == 0) {
+            out.fill(0);
+            return Ok(());
+        }
+        let bad = |why: &str| io::Error::other(format!("gocryptfs block {n} {why}"));
+        let nonce =
+            Nonce::<U16>::try_from(&stored[..NONCE as usize]).map_err(|_| bad("is short"))?;
+        if nonce.iter().all(|&b| b == 0) {
+            return Err(bad("has an all-zero nonce"));
+        }
+        let tag =
+            Tag::<U16>::try_from(&stored[NONCE as usize + plain..]).map_err(|_| bad("is short"))?;
+        let mut aad = [0u8; 24];
+        aad[..8].copy_from_slice(&n.to_be_bytes());
+        aad[8..].copy_from_slice(&self.file_id);
+        let ct = &stored[NONCE as usize..NONCE as usize + plain];
+        let buf = aes_gcm::aead::inout::InOutBuf::new(ct, out).map_err(|_| bad("is short"))?;
+        self.key
+            .0
+            .decrypt_inout_detached(&nonce, &aad, buf, &tag)
+            .map_err(|_| bad("fails authentication (damaged or tampered with)"))
+    }
+}
+
+impl<R: ReadAt> ReadAt for DecryptedFile<R> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let first = offset / BLOCK;
+        let last = (end - 1) / BLOCK;
+        // The stored blocks of the range, read at once.
+        let from = HEADER_LEN + first * STORED;
+        let to = (HEADER_LEN + (last + 1) * STORED).min(self.src.len());
+        let mut stored = vec![0u8; (to - from) as usize];
+        self.src.read_exact_at(&mut stored, from)?;
+        let mut block = [0u8; BLOCK as usize];
+        let mut at = offset;
+        let mut done = 0usize;
+        for n in first..=last {
+            let s = ((n - first) * STORED) as usize;
+            let e = (s + STORED as usize).min(stored.len());
+            let plain_len = e - s - (NONCE + TAG) as usize;
+            let within = (at - n * BLOCK) as usize;
+            let want = (plain_len - within).min(buf.len() - done);
+            if within == 0 && want == plain_len {
+                // A whole block: straight into the caller's buffer.
+                self.decrypt_block(n, &stored[s..e], &mut buf[done..done + want])?;
+            } else {
+                self.decrypt_block(n, &stored[s..e], &mut block[..plain_len])?;
+                buf[done..done + want].copy_from_slice(&block[within..within + want]);
+            }
+            done += want;
+            at += want as u64;
+        }
+        // (A partial block's plaintext stays in `block`, on this frame: cleared.)
+        zeroize::Zeroize::zeroize(&mut block);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_lengths_map_to_plaintext_lengths() {
+        // gocryptfs's figures: 1 byte is 51 stored, 5000 bytes 5082.
+        assert_eq!(plain_size(0).unwrap(), 0);
+        assert_eq!(plain_size(18).unwrap(), 0);
+        assert_eq!(plain_size(51).unwrap(), 1);
+        assert_eq!(plain_size(18 + 4128).unwrap(), 4096);
+        assert_eq!(plain_size(5082).unwrap(), 5000);
+        assert!(plain_size(10).is_err());
+        // A last block of nonce and tag only (or less) holds nothing: damaged.
+        assert!(plain_size(18 + 4128 + 32).is_err());
+        assert!(plain_size(18 + 20).is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! From the password to the content key: scrypt (the config's cost, checked against
+//! the memory allowed), HKDF-SHA256 to the key-wrapping key, AES-256-GCM (16-byte
+//! nonce, the AAD the block number 0 as 8 zero bytes) unwrapping the 32-byte master
+//! key, and HKDF-SHA256 again to the content key. Every key lives in guarded memory;
+//! the cipher of the content key, with its expanded round keys, too.
+
+#![forbid(unsafe_code)]
+
+use aes_gcm::aead::consts::U16;
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::aes::Aes256;
+use aes_gcm::{AesGcm, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+use super::config::Config;
+use super::error::{Error, Result};
+use crate::luks2::{Passphrase, SecretBox, SecretBytes};
+
+/// AES-256-GCM with gocryptfs's 128-bit nonces.
+pub(super) type Gcm = AesGcm<Aes256, U16>;
+
+/// The content key's cipher, ready to decrypt blocks.
+pub struct ContentKey(pub(super) SecretBox<Gcm>);
+
+impl std::fmt::Debug for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentKey(redacted)")
+    }
+}
+
+/// How much the key derivation may cost.
+#[derive(Debug, Clone)]
+pub struct UnlockLimits {
+    /// scrypt's memory, at most (gocryptfs's default cost needs 64 MiB).
+    pub max_memory: u64,
+    /// Compare scrypt's memory with MemAvailable and the cgroup limit first.
+    pub check_available_memory: bool,
+}
+
+impl Default for UnlockLimits {
+    fn default() -> Self {
+        UnlockLimits {
+            max_memory: 4 << 30,
+            check_available_memory: true,
+        }
+    }
+}
+
+fn hkdf_gcm_key(ikm: &[u8]) -> Result<SecretBytes> {
+    let mut key = SecretBytes::with_capacity(32);
+    key.set_len(32);
+    Hkdf::<Sha256>::new(None, ikm)
+        .expand(super::HKDF_INFO_GCM, key.as_mut_slice())
+        .map_err(|e| Error::Crypto(e.to_string()))?;
+    Ok(key)
+}
+
+fn gcm(key: &[u8]) -> Result<Gcm> {
+    Gcm::new_from_slice(key).map_err(|e| Error::Crypto(e.to_string()))
+}
+
+/// The content key of the volume `config` describes, from `passphrase` (the bytes as
+/// given: gocryptfs strips one trailing newline from a password it reads, which the
+/// caller's key source already does).
+pub fn unlock(
+    config: &Config,
+    passphrase: &Passphrase,
+    limits: &UnlockLimits,
+) -> Result<ContentKey> {
+    let need = config.scrypt.memory_bytes();
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    if need > limits.max_memory {
+        return Err(Error::KdfTooCostly {
+            need_mib: mib(need),
+            limit_mib: mib(limits.max_memory),
+            why: "",
+        });
+    }
+    if limits.check_available_memory
+        && let Some(avail) = crate::memory::available_bytes()
+        && need > avail / 2
+    {
+        return Err(Error::KdfTooCostly {
+            need_mib: mib(need),
+            limit_mib: mib(avail / 2),
+            why: " (half the memory available now)",
+        });
+    }
+    crate::luks2::scrubbed(|| unwrap_content_key(config, passphrase))
+}
+
+fn unwrap_content_key(config: &Config, passphrase: &Passphrase) -> Result<ContentKey> {
+    let cost = config.scrypt;
+    let params = scrypt::Params::new(cost.log_n, cost.r, cost.p)
+        .map_err(|e| Error::Config(format!("scrypt parameters: {e}")))?;
+    let mut kek = SecretBytes::with_capacity(32);
+    kek.set_len(32);
+    scrypt::scrypt(
+        passphrase.bytes(),
+        &config.salt,
+        &params,
+        kek.as_mut_slice(),
+    )
+    .map_err(|e| Error::Crypto(e.to_string()))?;
+    let wrapping = hkdf_gcm_key(kek.as_slice())?;
+    drop(kek);
+    let cipher = SecretBox::build(|| gcm(wrapping.as_slice()))?;
+    drop(wrapping);
+    let wrapped = &config.encrypted_key;
+    let nonce = Nonce::<U16>::try_from(&wrapped[..16]).map_err(|_| Error::WrongPassphrase)?;
+    let tag = Tag::<U16>::try_from(&wrapped[48..]).map_err(|_| Error::WrongPassphrase)?;
+    let mut master = SecretBytes::with_capacity(32);
+    master.set_len(32);
+    master.as_mut_slice().copy_from_slice(&wrapped[16..48]);
+    // The AAD of the master key is the number of block 0, with no file ID.
+    cipher
+        .decrypt_inout_detached(&nonce, &[0u8; 8], master.as_mut_slice().into(), &tag)
+        .map_err(|_| Error::WrongPassphrase)?;
+    let content = hkdf_gcm_key(master.as_slice())?;
+    drop(master);
+    Ok(ContentKey(SecretBox::build(|| gcm(content.as_slice()))?))
+}
