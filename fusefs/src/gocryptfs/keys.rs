@@ -90,6 +90,14 @@ pub fn unlock(
     crate::luks2::scrubbed(|| unwrap_content_key(config, passphrase))
 }
 
+/// A content key from raw bytes: for the fuzzers and tests, which cannot run scrypt on
+/// every input.
+pub(crate) fn fixed_key(raw: &[u8; 32]) -> ContentKey {
+    ContentKey(SecretBox::new(
+        Gcm::new_from_slice(raw).expect("a 32-byte key"),
+    ))
+}
+
 fn unwrap_content_key(config: &Config, passphrase: &Passphrase) -> Result<ContentKey> {
     let cost = config.scrypt;
     let params = scrypt::Params::new(cost.log_n, cost.r, cost.p)

@@ -17,11 +17,14 @@
 mod config;
 mod content;
 mod error;
+mod fuzz;
 mod keys;
 
 pub use config::{Config, MAX_LEN as MAX_CONFIG_LEN, ScryptCost};
 pub use content::{BLOCK, DecryptedFile, HEADER_LEN, plain_size};
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use fuzz::fuzz_one;
 pub use keys::{ContentKey, UnlockLimits, unlock};
 
 /// The HKDF info string of AES-GCM content keys: used for the master key's wrapping

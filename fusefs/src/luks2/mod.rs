@@ -46,6 +46,7 @@ pub use guarded::{SecretBox, SecretBytes};
 pub use hash::Hash;
 pub use kdf::{Argon2Variant, KdfChoice, KdfKind, KdfLimits, KdfParams};
 pub use rekey::{add_keyslot, add_keyslot_with, remove_keyslot};
+pub(crate) use secret::fill_random;
 pub use secret::{Passphrase, VolumeKey};
 pub use segment::{KernelMapping, UnlockedVolume};
 pub use summary::{HeaderSummary, KeyslotSummary, inspect};
