@@ -177,27 +177,31 @@ pub struct Tally {
 }
 
 /// The most a build keeps free for others: a twentieth of the file system, at most
-/// this much.
+/// this much, and at most half of what is free (a nearly full disk still takes a small
+/// image, and a bomb still leaves half of what was left).
 const RESERVE: u64 = 1 << 30;
 
 impl Tally {
     /// For a tree staged on the file system of `root` (inside the build's staging
-    /// directory): its free space and inodes now, less a twentieth of its size (at
-    /// most 1 GiB) and of its inodes.
+    /// directory): its free space and inodes now, less what is kept for others (see
+    /// [`RESERVE`]).
     pub fn for_tree(root: &Rooted) -> Tally {
         let Ok(st) = nix::sys::statvfs::statvfs(root.path()) else {
             return Tally::with_room(u64::MAX, String::new());
         };
         let unit = st.fragment_size().max(1);
         let free = st.blocks_available().saturating_mul(unit);
-        let reserve = (st.blocks().saturating_mul(unit) / 20).min(RESERVE);
+        let reserve = (st.blocks().saturating_mul(unit) / 20)
+            .min(RESERVE)
+            .min(free / 2);
         let room = free.saturating_sub(reserve);
         let files = st.files();
         // (A file system that does not count inodes says 0 of them.)
         let entries = if files == 0 {
             u64::MAX
         } else {
-            st.files_available().saturating_sub(files / 20)
+            let avail = st.files_available();
+            avail.saturating_sub((files / 20).min(avail / 2))
         };
         // The staging directory's parent: the output's directory, or --tmpdir.
         let place = root.path().ancestors().nth(2).unwrap_or(root.path());

@@ -83,7 +83,9 @@ impl Encrypted {
             if e.name == b"gocryptfs.conf" {
                 conf = Some(e.id);
             } else if inner.is_none() && e.name.starts_with(b"squashfs-") {
-                inner = Some((e.id, String::from_utf8_lossy(&e.name).into_owned()));
+                // (Escaped: a hostile name may hold newlines or terminal codes.)
+                let shown = String::from_utf8_lossy(&e.name).escape_debug().to_string();
+                inner = Some((e.id, shown));
             }
         }
         let conf =

@@ -61,12 +61,13 @@ pub fn limits() -> KdfLimits {
     }
 }
 
-/// Unlock options with the limits in force.
-/// The caps of a gocryptfs volume's scrypt: 1 GiB of memory (gocryptfs's default cost
-/// needs 64 MiB), times the factor, and what is available now.
+/// The caps of a gocryptfs volume's scrypt: 1 GiB of memory and 8 GiB of work
+/// (gocryptfs's default cost needs 64 MiB of both), times the factor, and half the
+/// memory available now.
 pub fn gocryptfs_limits() -> veil_fusefs::gocryptfs::UnlockLimits {
     veil_fusefs::gocryptfs::UnlockLimits {
         max_memory: scaled(1 << 30, factor()),
+        max_work: scaled(8 << 30, factor()),
         check_available_memory: true,
     }
 }
@@ -75,9 +76,12 @@ pub fn gocryptfs_limits() -> veil_fusefs::gocryptfs::UnlockLimits {
 pub fn gocryptfs_text(e: &veil_fusefs::gocryptfs::Error) -> String {
     match e {
         veil_fusefs::gocryptfs::Error::KdfTooCostly {
-            need_mib, why: "", ..
-        } => {
-            let need = (*need_mib as f64 / 1024.0 * 10.0).ceil() / 10.0;
+            need_mib,
+            limit_mib,
+            why,
+        } if !why.contains("available") => {
+            let need =
+                (*need_mib as f64 / (*limit_mib).max(1) as f64 * factor() * 10.0).ceil() / 10.0;
             format!(
                 "{e}: a hostile configuration, or made with unusual costs; if you trust the image, allow it with {FLAG} {need} (or {VAR}={need})"
             )
@@ -86,6 +90,7 @@ pub fn gocryptfs_text(e: &veil_fusefs::gocryptfs::Error) -> String {
     }
 }
 
+/// Unlock options with the limits in force.
 pub fn unlock_options() -> UnlockOptions {
     UnlockOptions {
         limits: limits(),

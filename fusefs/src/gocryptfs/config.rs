@@ -67,9 +67,15 @@ pub struct ScryptCost {
 }
 
 impl ScryptCost {
-    /// The memory scrypt needs: 128 · r · (N + p) bytes.
+    /// The memory scrypt needs: 128 · r · N bytes (its table), plus a little.
     pub fn memory_bytes(&self) -> u64 {
-        128 * u64::from(self.r) * ((1u64 << self.log_n) + u64::from(self.p))
+        128 * u64::from(self.r) * (1u64 << self.log_n)
+    }
+
+    /// The work one derivation takes, in bytes of table filled: 128 · N · r · p (the
+    /// p lanes run one after the other).
+    pub fn work_bytes(&self) -> u64 {
+        self.memory_bytes().saturating_mul(u64::from(self.p))
     }
 }
 
@@ -108,10 +114,7 @@ impl Config {
             .iter()
             .find(|x| !KNOWN_FLAGS.contains(&x.as_str()))
         {
-            return Err(Error::Config(format!(
-                "unknown feature flag {:?}",
-                unknown.escape_debug().to_string()
-            )));
+            return Err(Error::Config(format!("unknown feature flag {unknown:?}")));
         }
         for (flag, what) in [
             ("XChaCha20Poly1305", "XChaCha20-Poly1305 content encryption"),
@@ -207,7 +210,7 @@ mod tests {
                 p: 1
             }
         );
-        assert_eq!(c.scrypt.memory_bytes(), 128 * 8 * (65536 + 1));
+        assert_eq!(c.scrypt.memory_bytes(), 64 << 20);
         assert_eq!(c.creator, "gocryptfs v2.3");
     }
 

@@ -5,8 +5,12 @@
 //! a 16-byte nonce, the ciphertext and a 16-byte GCM tag, the last one short. Block n
 //! starts at 18 + n · 4128 and is authenticated with n (big-endian) and the file ID
 //! as its associated data, so no block can be moved, swapped between files or cut
-//! off unnoticed. An empty file has no header. A whole block of zero bytes is a hole
-//! (gocryptfs leaves holes unwritten) and reads as zeros.
+//! An empty file has no header. gocryptfs reads a whole stored block of zero bytes as
+//! a hole (zeros); veil refuses it like a block that fails authentication, because
+//! the outer squashfs is not authenticated and anyone could zero a block of an image
+//! (Apptainer writes the inner image sequentially, so it has no holes). What the
+//! format cannot show is a file cut at a block boundary: the length is not
+//! authenticated (a squashfs cut short fails on its own checks).
 
 #![forbid(unsafe_code)]
 
@@ -93,11 +97,12 @@ impl<R: ReadAt> DecryptedFile<R> {
     fn decrypt_block(&self, n: u64, stored: &[u8], out: &mut [u8]) -> io::Result<()> {
         let plain = stored.len() - (NONCE + TAG) as usize;
         debug_assert_eq!(out.len(), plain);
-        if stored.len() as u64 == STORED && stored.iter().all(|&b| b == 0) {
-            out.fill(0);
-            return Ok(());
-        }
         let bad = |why: &str| io::Error::other(format!("gocryptfs block {n} {why}"));
+        if stored.iter().all(|&b| b == 0) {
+            return Err(bad(
+                "is all zeros (a hole, or zeroed: not accepted as data)",
+            ));
+        }
         let nonce =
             Nonce::<U16>::try_from(&stored[..NONCE as usize]).map_err(|_| bad("is short"))?;
         if nonce.iter().all(|&b| b == 0) {
@@ -132,12 +137,21 @@ impl<R: ReadAt> ReadAt for DecryptedFile<R> {
         }
         let first = offset / BLOCK;
         let last = (end - 1) / BLOCK;
-        // The stored blocks of the range, read at once.
-        let from = HEADER_LEN + first * STORED;
-        let to = (HEADER_LEN + (last + 1) * STORED).min(self.src.len());
-        let mut stored = vec![0u8; (to - from) as usize];
+        // The stored blocks of the range, read at once. (`len` came from the source's
+        // length, so these fit; checked all the same.)
+        let range = || -> Option<(u64, u64)> {
+            let from = HEADER_LEN.checked_add(first.checked_mul(STORED)?)?;
+            let to = HEADER_LEN
+                .checked_add(last.checked_add(1)?.checked_mul(STORED)?)?
+                .min(self.src.len());
+            (to > from).then_some((from, to))
+        };
+        let (from, to) = range().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+        let mut stored =
+            vec![0u8; usize::try_from(to - from).map_err(|_| io::ErrorKind::InvalidData)?];
         self.src.read_exact_at(&mut stored, from)?;
-        let mut block = [0u8; BLOCK as usize];
+        // (A partial block's plaintext passes through here: wiped however this ends.)
+        let mut block = zeroize::Zeroizing::new([0u8; BLOCK as usize]);
         let mut at = offset;
         let mut done = 0usize;
         for n in first..=last {
@@ -156,8 +170,6 @@ impl<R: ReadAt> ReadAt for DecryptedFile<R> {
             done += want;
             at += want as u64;
         }
-        // (A partial block's plaintext stays in `block`, on this frame: cleared.)
-        zeroize::Zeroize::zeroize(&mut block);
         Ok(())
     }
 }
@@ -251,13 +263,13 @@ mod tests {
         other[2] ^= 1;
         let f = DecryptedFile::open(Mem(other), key.clone()).unwrap();
         assert!(f.read_exact_at(&mut buf, 0).is_err());
-        // A hole: a whole block of zeros reads as zeros.
+        // A block of zeros (gocryptfs's hole) is refused, not read as zeros.
         let mut holed = stored;
         holed[18 + 4128..18 + 2 * 4128].fill(0);
         let f = DecryptedFile::open(Mem(holed), key).unwrap();
         let mut buf = vec![1u8; 4096];
-        f.read_exact_at(&mut buf, 4096).unwrap();
-        assert!(buf.iter().all(|&b| b == 0));
+        assert!(f.read_exact_at(&mut buf, 4096).is_err());
+        f.read_exact_at(&mut buf, 0).unwrap();
     }
 
     #[test]

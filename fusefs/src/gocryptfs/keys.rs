@@ -34,6 +34,9 @@ impl std::fmt::Debug for ContentKey {
 pub struct UnlockLimits {
     /// scrypt's memory, at most (gocryptfs's default cost needs 64 MiB).
     pub max_memory: u64,
+    /// scrypt's work (memory × p, the lanes being filled one after the other), at
+    /// most: a table at the memory cap filled 64 times over would take minutes.
+    pub max_work: u64,
     /// Compare scrypt's memory with MemAvailable and the cgroup limit first.
     pub check_available_memory: bool,
 }
@@ -42,6 +45,7 @@ impl Default for UnlockLimits {
     fn default() -> Self {
         UnlockLimits {
             max_memory: 4 << 30,
+            max_work: 8 << 30,
             check_available_memory: true,
         }
     }
@@ -60,9 +64,9 @@ fn gcm(key: &[u8]) -> Result<Gcm> {
     Gcm::new_from_slice(key).map_err(|e| Error::Crypto(e.to_string()))
 }
 
-/// The content key of the volume `config` describes, from `passphrase` (the bytes as
-/// given: gocryptfs strips one trailing newline from a password it reads, which the
-/// caller's key source already does).
+/// The content key of the volume `config` describes, from `passphrase`. gocryptfs
+/// reads its password up to the first newline (Apptainer feeds it the passphrase and
+/// a newline), so only that part counts here too.
 pub fn unlock(
     config: &Config,
     passphrase: &Passphrase,
@@ -75,6 +79,14 @@ pub fn unlock(
             need_mib: mib(need),
             limit_mib: mib(limits.max_memory),
             why: "",
+        });
+    }
+    let work = config.scrypt.work_bytes();
+    if work > limits.max_work {
+        return Err(Error::KdfTooCostly {
+            need_mib: mib(work),
+            limit_mib: mib(limits.max_work),
+            why: " of work (memory times p)",
         });
     }
     if limits.check_available_memory
@@ -104,13 +116,13 @@ fn unwrap_content_key(config: &Config, passphrase: &Passphrase) -> Result<Conten
         .map_err(|e| Error::Config(format!("scrypt parameters: {e}")))?;
     let mut kek = SecretBytes::with_capacity(32);
     kek.set_len(32);
-    scrypt::scrypt(
-        passphrase.bytes(),
-        &config.salt,
-        &params,
-        kek.as_mut_slice(),
-    )
-    .map_err(|e| Error::Crypto(e.to_string()))?;
+    let password = passphrase
+        .bytes()
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or(&[]);
+    scrypt::scrypt(password, &config.salt, &params, kek.as_mut_slice())
+        .map_err(|e| Error::Crypto(e.to_string()))?;
     let wrapping = hkdf_gcm_key(kek.as_slice())?;
     drop(kek);
     let cipher = SecretBox::build(|| gcm(wrapping.as_slice()))?;
