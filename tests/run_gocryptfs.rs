@@ -269,7 +269,8 @@ fn wrong_keys_and_damaged_images_fail_in_one_line() {
         .arg("true")
         .output()
         .unwrap();
-    one_line_error(&o, "wrong passphrase");
+    one_line_error(&o, "wrong passphrase (--passphrase-file");
+    one_line_error(&o, "it does not decrypt the image's gocryptfs master key");
     let o = f
         .user
         .veil()

@@ -243,7 +243,7 @@ fn finish(
             plain_tmp = Some(t);
             (p, FsType::Squash)
         }
-        (Some(enc), _) => {
+        (Some(enc), _) if opts.format == encrypt::Format::Luks2 => {
             let t = TempPath::private(&tmp_dir, "luks")?;
             let r = encrypt::encrypt_stream(
                 payload.reader()?,
@@ -258,6 +258,27 @@ fn finish(
             let p = t.path().to_path_buf();
             luks_tmp = Some(t);
             (p, FsType::EncryptedSquashfs)
+        }
+        (Some(enc), _) => {
+            let encrypt::Format::Gocryptfs(cost) = opts.format else {
+                unreachable!("LUKS2 is matched above")
+            };
+            let time = objs.time.clamp(0, i64::from(u32::MAX)) as u32;
+            let r = super::gocryptfs::encrypt(
+                out,
+                payload.reader()?,
+                payload.len()?,
+                &tmp_dir,
+                enc,
+                cost,
+                time,
+                opts.squash.progress,
+            )?;
+            message = r.message;
+            secret = Some(r.password);
+            let p = r.outer.path().to_path_buf();
+            luks_tmp = Some(r.outer);
+            (p, FsType::GocryptfsSquashfs)
         }
     };
     let final_tmp = TempPath::new(&out_dir, "sif");
@@ -349,7 +370,7 @@ fn sif_objects<'a>(
 
 /// Verification, part 2: the SIF parses, its primary partition is what was written and
 /// (plain, or with a key at hand) its filesystem reads.
-fn verify(path: &Path, fs_type: FsType, secret: Option<&Passphrase>) -> Result<()> {
+pub(super) fn verify(path: &Path, fs_type: FsType, secret: Option<&Passphrase>) -> Result<()> {
     let v = |e: ImageFault| BuildError::verify(path, e);
     let sif = Sif::open_path(path).map_err(|e| v(e.into()))?;
     let prim = sif
@@ -360,17 +381,39 @@ fn verify(path: &Path, fs_type: FsType, secret: Option<&Passphrase>) -> Result<(
         other => return Err(v(ImageFault::UnexpectedPartition(other))),
     }
     let src = sif.object_source(prim).map_err(|e| v(e.into()))?;
-    if fs_type == FsType::Squash {
-        let fs = Squashfs::open(src).map_err(|e| v(e.into()))?;
-        walk_count(&fs).map_err(|e| v(e.into()))?;
-        return Ok(());
-    }
-    luks2::inspect(&src).map_err(|e| v(e.into()))?;
-    if let Some(secret) = secret {
-        let vol = luks2::unlock(src, secret, &crate::image::kdf::unlock_options())
-            .map_err(|e| v(e.into()))?;
-        let fs = Squashfs::open(vol).map_err(|e| v(e.into()))?;
-        walk_count(&fs).map_err(|e| v(e.into()))?;
+    match fs_type {
+        FsType::Squash => {
+            let fs = Squashfs::open(src).map_err(|e| v(e.into()))?;
+            walk_count(&fs).map_err(|e| v(e.into()))?;
+        }
+        FsType::GocryptfsSquashfs => {
+            // Through the image layer, as a run opens it: the outer squashfs, its
+            // configuration, the password, and the decrypted squashfs read whole.
+            drop(src);
+            drop(sif);
+            let img = crate::image::open(path).map_err(|e| v(ImageFault::Image(e.to_string())))?;
+            let crate::image::Image::Encrypted(enc) = img else {
+                return Err(v(ImageFault::NotEncrypted));
+            };
+            if let Some(secret) = secret {
+                let u = enc
+                    .unlock(secret, &crate::image::kdf::unlock_options())
+                    .map_err(|e| v(ImageFault::Image(e.to_string())))?;
+                let crate::image::Root::Squashfs { fs, .. } = u.root else {
+                    return Err(v(ImageFault::NotEncrypted));
+                };
+                walk_count(&fs).map_err(|e| v(e.into()))?;
+            }
+        }
+        _ => {
+            luks2::inspect(&src).map_err(|e| v(e.into()))?;
+            if let Some(secret) = secret {
+                let vol = luks2::unlock(src, secret, &crate::image::kdf::unlock_options())
+                    .map_err(|e| v(e.into()))?;
+                let fs = Squashfs::open(vol).map_err(|e| v(e.into()))?;
+                walk_count(&fs).map_err(|e| v(e.into()))?;
+            }
+        }
     }
     Ok(())
 }
@@ -431,6 +474,32 @@ pub fn convert(
                             BuildError::source_image(src, crate::image::kdf::luks_text(&e))
                         })?;
                     Arc::new(vol)
+                }
+                FsType::GocryptfsSquashfs => {
+                    let Some(key) = &opts.source_key else {
+                        return Err(BuildError::source_image(
+                            src,
+                            format!("the source image is encrypted; {}", super::SOURCE_KEY_HINT),
+                        ));
+                    };
+                    // Through the image layer, as a run opens it.
+                    let f = file
+                        .file()
+                        .try_clone()
+                        .map_err(|e| BuildError::io(src, e))?;
+                    let name = src.display().to_string();
+                    let img = crate::image::open_file(f, &name)
+                        .map_err(|e| BuildError::source_image(src, e))?;
+                    let crate::image::Image::Encrypted(enc) = img else {
+                        return Err(BuildError::source_image(src, "not encrypted"));
+                    };
+                    let pass = key
+                        .for_run(enc.message())
+                        .map_err(|e| BuildError::source_image(src, e))?;
+                    let (source, _) = enc
+                        .decrypt(&pass, &crate::image::kdf::unlock_options())
+                        .map_err(|e| BuildError::source_image(src, e))?;
+                    source
                 }
                 other => {
                     return Err(BuildError::source_image(

@@ -30,6 +30,17 @@ pub enum Encryption {
     Recipient(WrapFn),
 }
 
+/// Which of the two encrypted layouts a build writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// LUKS2 around the squashfs (fstype 5): what the peers make as root, and what
+    /// both peers run.
+    #[default]
+    Luks2,
+    /// Apptainer's unprivileged layout (fstype 6), with this scrypt cost.
+    Gocryptfs(veil_fusefs::gocryptfs::ScryptCost),
+}
+
 /// Keyslot KDF costs for passphrases.
 #[derive(Debug, Clone, Copy)]
 pub struct KdfCost {

@@ -58,6 +58,13 @@ pub enum BuildError {
         #[source]
         err: veil_fusefs::luks2::Error,
     },
+    /// Making the gocryptfs volume of an image (`path`: the temporary it goes to).
+    #[error("encryption: {path}: {}", crate::image::kdf::gocryptfs_text(.err))]
+    EncryptGocryptfs {
+        path: String,
+        #[source]
+        err: veil_fusefs::gocryptfs::Error,
+    },
     /// Wrapping an image's random secret for the recipient's public key.
     #[error("encryption: {0}")]
     WrapSecret(#[source] crate::crypt::CryptError),
@@ -99,13 +106,23 @@ pub enum ImageFault {
     /// The LUKS2 header or an unlock; a KDF cost refused says how to allow it.
     #[error("{}", crate::image::kdf::luks_text(.0))]
     Luks2(#[from] veil_fusefs::luks2::Error),
+    /// The gocryptfs volume of an fstype-6 image, or its unlock.
+    #[error("{}", crate::image::kdf::gocryptfs_text(.0))]
+    Gocryptfs(#[from] veil_fusefs::gocryptfs::Error),
+    /// Opening an encrypted image (the image layer's own words).
+    #[error("{0}")]
+    Image(String),
     #[error("no primary partition")]
     NoPrimaryPartition,
     /// The primary partition's type, when another was written.
     #[error("unexpected partition {0:?}")]
     UnexpectedPartition(crate::sif::Extra),
-    #[error("the image is not encrypted (LUKS2)")]
+    #[error("the image is not encrypted")]
     NotEncrypted,
+    #[error(
+        "the image is in the gocryptfs layout, which has one password and no keyslots: replace it with `veil keyslot change`"
+    )]
+    GocryptfsHasNoKeyslots,
     /// The LUKS2 data segment starts at 0 or beyond the partition.
     #[error("unexpected LUKS2 data offset")]
     BadDataOffset,

@@ -4,7 +4,8 @@
 //! One build goes: resolve the source (`source`) → when something must change on disk,
 //! stage a copy (`stage`) and run `%setup`, `%files`, `%post` in it (`scripts`) → lay
 //! out `/.singularity.d` (`layout`) → scan the tree and write the squashfs in-process
-//! (`output`, `squash`) → encrypt it when asked → assemble the SIF in a temporary file
+//! (`output`, `squash`) → encrypt it when asked, as LUKS2 (`encrypt`) or in
+//! Apptainer's gocryptfs layout (`gocryptfs`) → assemble the SIF in a temporary file
 //! → verify it → rename it over the destination (`assemble`). Any failure removes every
 //! temporary.
 
@@ -14,6 +15,8 @@ pub mod cleanup;
 pub mod encrypt;
 pub mod error;
 pub mod fsops;
+pub mod gocryptfs;
+pub mod gocryptfs_rekey;
 pub mod inspect;
 pub mod isolate;
 #[doc(hidden)]
@@ -60,6 +63,8 @@ pub struct BuildOptions {
     /// Do not run `%test` after the build.
     pub notest: bool,
     pub encryption: Option<Encryption>,
+    /// The encrypted layout, when `encryption` is given.
+    pub format: encrypt::Format,
     pub kdf: KdfCost,
     /// Where staging trees go (default: beside the output).
     pub tmpdir: Option<PathBuf>,
@@ -89,6 +94,7 @@ impl BuildOptions {
             no_metadata: false,
             notest: true,
             encryption: None,
+            format: encrypt::Format::Luks2,
             kdf: KdfCost::default(),
             tmpdir: None,
             source_date_epoch: None,

@@ -36,6 +36,21 @@ pub struct Partition {
     pub header: luks2::HeaderSummary,
 }
 
+/// Whether the image's primary partition is in the gocryptfs layout (fstype 6).
+pub fn is_gocryptfs(path: &Path) -> Result<bool> {
+    let sif = Sif::open_path(path).map_err(|e| BuildError::rekey(path, e))?;
+    let prim = sif
+        .primary_partition()
+        .ok_or_else(|| BuildError::rekey(path, ImageFault::NoPrimaryPartition))?;
+    Ok(matches!(
+        prim.extra(),
+        Extra::Partition {
+            fs: FsType::GocryptfsSquashfs,
+            ..
+        }
+    ))
+}
+
 /// Finds the encrypted primary partition.
 pub fn partition(path: &Path) -> Result<Partition> {
     let sif = Sif::open_path(path).map_err(|e| BuildError::rekey(path, e))?;
@@ -47,6 +62,10 @@ pub fn partition(path: &Path) -> Result<Partition> {
             fs: FsType::EncryptedSquashfs,
             ..
         } => {}
+        Extra::Partition {
+            fs: FsType::GocryptfsSquashfs,
+            ..
+        } => return Err(BuildError::rekey(path, ImageFault::GocryptfsHasNoKeyslots)),
         _ => return Err(BuildError::rekey(path, ImageFault::NotEncrypted)),
     }
     let (offset, end) = prim.range();

@@ -32,6 +32,9 @@ pub struct SquashOptions {
     /// The superblock's creation time.
     pub mkfs_time: u32,
     pub progress: bool,
+    /// File data uncompressed and without fragments (mksquashfs's `-noD -noF`):
+    /// the outer squashfs of a gocryptfs image, whose one big file is ciphertext.
+    pub stored: bool,
 }
 
 impl Default for SquashOptions {
@@ -45,6 +48,7 @@ impl Default for SquashOptions {
                 .unwrap_or(1),
             mkfs_time: 0,
             progress: false,
+            stored: false,
         }
     }
 }
@@ -256,6 +260,9 @@ fn write_image(tree: &Tree, out: &Path, opts: &SquashOptions) -> Result<SquashSt
     if cmp.write_options(&file)? {
         sb.set_compressor_options();
     }
+    if opts.stored {
+        sb.set_stored_data();
+    }
     let blocks = sqfs::BlockWriter::new(&file)?;
     let frags = sqfs::FragTable::new()?;
     let processor = BlockProcessor::new(opts.block_size, &cmp, opts.threads, &blocks, &frags)?;
@@ -265,7 +272,7 @@ fn write_image(tree: &Tree, out: &Path, opts: &SquashOptions) -> Result<SquashSt
     let dir_meta = MetaWriter::new(&file, &cmp, true)?;
     let mut dirs = DirWriter::new(&dir_meta)?;
 
-    let file_inodes = write_data(tree, &num.order, processor, opts.progress)?;
+    let file_inodes = write_data(tree, &num.order, processor, opts.progress, opts.stored)?;
 
     sb.set_inode_table_start(file.size()?);
     let mut w = InodeWriter {
@@ -317,6 +324,7 @@ fn write_data(
     order: &[usize],
     mut processor: BlockProcessor<'_>,
     show_progress: bool,
+    stored: bool,
 ) -> Result<Vec<Option<Inode>>, Failure> {
     let nodes = tree.nodes();
     let progress = Progress::new("squashfs", tree.data_bytes(), show_progress);
@@ -332,7 +340,7 @@ fn write_data(
         let list = &files;
         sc.spawn(move || read_ahead(list, tx));
         for &(_, data) in &files {
-            processor.begin_file()?;
+            processor.begin_file(stored)?;
             loop {
                 let chunk = rx
                     .recv()

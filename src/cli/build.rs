@@ -46,6 +46,12 @@ pub struct BuildArgs {
     pub encrypt: bool,
     #[command(flatten)]
     pub key: EncryptionArgs,
+    /// Encrypted layout: luks2 (what the peers make as root; both peers run it) or gocryptfs (what Apptainer makes without root; Apptainer alone runs it)
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "luks2")]
+    pub encryption_format: FormatArg,
+    /// gocryptfs layout: the scrypt cost as log2(N), as gocryptfs -scryptn (10 to 28; 16, the default, takes 64 MiB)
+    #[arg(long, value_name = "N")]
+    pub scryptn: Option<u8>,
     /// Private key of an encrypted source image
     #[arg(long, value_name = "FILE")]
     pub source_pem_path: Option<PathBuf>,
@@ -88,6 +94,13 @@ pub struct BuildArgs {
     /// Keep the source's device nodes (real root only; by default they are left out)
     #[arg(long)]
     pub devices: bool,
+}
+
+/// The `--encryption-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Luks2,
+    Gocryptfs,
 }
 
 /// The `--compression` values: the builder's compressors under mksquashfs's names (the
@@ -160,6 +173,28 @@ pub fn encryption(flags: &KeyFlags, encrypt: bool) -> Result<Option<Encryption>>
     })
 }
 
+/// The encrypted layout from `--encryption-format` and `--scryptn`.
+fn format(a: &BuildArgs) -> Result<builder::encrypt::Format> {
+    Ok(match (a.encryption_format, a.scryptn) {
+        (FormatArg::Luks2, None) => builder::encrypt::Format::Luks2,
+        (FormatArg::Luks2, Some(_)) => bail!("--scryptn goes with --encryption-format gocryptfs"),
+        (FormatArg::Gocryptfs, n) => {
+            let n = n.unwrap_or(veil_fusefs::gocryptfs::DEFAULT_SCRYPT.log_n);
+            let (lo, hi) = (
+                veil_fusefs::gocryptfs::MIN_LOG_N,
+                veil_fusefs::gocryptfs::MAX_LOG_N,
+            );
+            if !(lo..=hi).contains(&n) {
+                bail!("--scryptn {n}: from {lo} to {hi}");
+            }
+            builder::encrypt::Format::Gocryptfs(veil_fusefs::gocryptfs::ScryptCost {
+                log_n: n,
+                ..veil_fusefs::gocryptfs::DEFAULT_SCRYPT
+            })
+        }
+    })
+}
+
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let build_args = parse_args(&a.build_arg, a.build_arg_file.as_ref())?;
     builder::subids::enter_for_build(&a.source, &build_args, a.notest, a.ignore_subuid);
@@ -185,11 +220,17 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         bail!("a sandbox directory cannot be encrypted");
     }
     a.key.apply_kdf_limit();
+    let format = format(&a)?;
     let encryption = if a.sandbox {
         None
     } else {
         encryption(&a.key.flags(), a.encrypt)?
     };
+    if encryption.is_none() && a.encryption_format == FormatArg::Gocryptfs {
+        bail!(
+            "--encryption-format gocryptfs: the image is not encrypted (give --passphrase, --passphrase-file or --pem-path)"
+        );
+    }
     // Registry credentials from the environment are taken before the scrub below.
     let mut registry = a.registry.options(a.quiet)?;
     registry.arch = a.arch.clone();
@@ -216,6 +257,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         no_metadata: a.no_plaintext_metadata,
         notest: a.notest,
         encryption,
+        format,
         kdf: KdfCost {
             max_memory_kib: a.kdf_memory.max(1).saturating_mul(1024),
             target_ms: a.kdf_time.max(1),

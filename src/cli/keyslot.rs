@@ -3,7 +3,11 @@
 //! - `add`: a passphrase keyslot, or an RSA recipient (a keyslot for a fresh random
 //!   secret plus the crypto message wrapping it for the public key);
 //! - `remove`: the keyslot a given key opens (and, for an RSA key, its crypto message),
-//!   or a keyslot by number.
+//!   or a keyslot by number;
+//! - `change`: the given key's keyslot is replaced by one for the new key. A gocryptfs
+//!   image (fstype 6) has one password and no keyslots: `change` is how it is re-keyed
+//!   (its master key is wrapped anew; the encrypted content is copied, not
+//!   re-encrypted).
 //!
 //! Decrypting to a plain image and re-encrypting with a new volume key are builds:
 //! `veil build plain.sif enc.sif --source-pem-path key.pem`.
@@ -18,7 +22,7 @@ use clap::{Args, Subcommand};
 
 use super::encryption::EncryptionArgs;
 use crate::builder::encrypt::{self, KdfCost};
-use crate::builder::rekey;
+use crate::builder::{gocryptfs_rekey as gocryptfs, rekey};
 use crate::crypt::source::{
     BuildKey, HOW_TO_GIVE_A_KEY, KeyFlags, KeySource, select_for_build, select_from_env,
 };
@@ -35,6 +39,66 @@ enum KeyslotCommand {
     Add(AddArgs),
     /// Remove the keyslot the given key opens (or --slot N)
     Remove(RemoveArgs),
+    /// Replace the current key (--pem-path PRIVATE.pem or a passphrase) with a new passphrase or RSA recipient; the only way to re-key a gocryptfs image
+    Change(ChangeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ChangeArgs {
+    /// The encrypted SIF image (edited in place, or written again beside itself and renamed over it for a gocryptfs image)
+    image: PathBuf,
+    #[command(flatten)]
+    current: EncryptionArgs,
+    #[command(flatten)]
+    new: NewKeyArgs,
+}
+
+/// The new key of `add` and `change`.
+#[derive(Debug, Args)]
+struct NewKeyArgs {
+    /// New RSA recipient: a public key (PKCS#1, SPKI or OpenSSH)
+    #[arg(long, value_name = "FILE")]
+    new_pem_path: Option<PathBuf>,
+    /// New passphrase, asked twice on the terminal
+    #[arg(long)]
+    new_passphrase: bool,
+    /// New passphrase from a file (one trailing newline is dropped)
+    #[arg(long, value_name = "FILE")]
+    new_passphrase_file: Option<PathBuf>,
+    /// Upper bound of the argon2id memory cost of a LUKS2 passphrase keyslot, MiB
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    kdf_memory: u32,
+    /// Target unlock time of a LUKS2 passphrase keyslot, milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    kdf_time: u32,
+}
+
+impl NewKeyArgs {
+    /// The new key, exactly one of the three flags.
+    fn key(&self) -> Result<BuildKey> {
+        let given = [
+            self.new_pem_path.is_some(),
+            self.new_passphrase,
+            self.new_passphrase_file.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            bail!("give exactly one of --new-pem-path, --new-passphrase, --new-passphrase-file");
+        }
+        let flags = KeyFlags {
+            pem_path: self.new_pem_path.clone(),
+            passphrase: self.new_passphrase,
+            passphrase_file: self.new_passphrase_file.clone(),
+            ..Default::default()
+        };
+        select_for_build(&flags, true)?.context("no new key")
+    }
+
+    fn cost(&self) -> KdfCost {
+        KdfCost {
+            max_memory_kib: self.kdf_memory.max(1).saturating_mul(1024),
+            target_ms: self.kdf_time.max(1),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -43,24 +107,11 @@ struct AddArgs {
     image: PathBuf,
     #[command(flatten)]
     current: EncryptionArgs,
-    /// New RSA recipient: a public key (PKCS#1, SPKI or OpenSSH)
-    #[arg(long, value_name = "FILE")]
-    new_pem_path: Option<PathBuf>,
+    #[command(flatten)]
+    new: NewKeyArgs,
     /// With --new-pem-path: replace the image's current RSA recipient (its keyslot is removed when the current key is that recipient's private key)
     #[arg(long)]
     replace: bool,
-    /// New passphrase, asked twice on the terminal
-    #[arg(long)]
-    new_passphrase: bool,
-    /// New passphrase from a file (one trailing newline is dropped)
-    #[arg(long, value_name = "FILE")]
-    new_passphrase_file: Option<PathBuf>,
-    /// Upper bound of the argon2id memory cost of a passphrase keyslot, MiB
-    #[arg(long, value_name = "MIB", default_value_t = 256)]
-    kdf_memory: u32,
-    /// Target unlock time of a passphrase keyslot, milliseconds
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
-    kdf_time: u32,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +130,7 @@ pub fn run(a: KeyslotArgs) -> Result<ExitCode> {
     match a.command {
         KeyslotCommand::Add(a) => add(a),
         KeyslotCommand::Remove(a) => remove(a),
+        KeyslotCommand::Change(a) => change(a),
     }
 }
 
@@ -116,31 +168,15 @@ fn add(a: AddArgs) -> Result<ExitCode> {
     let p = rekey::partition(img)?;
     let current = select_from_env(&a.current.flags())
         .with_context(|| format!("the current key is needed: {HOW_TO_GIVE_A_KEY}"))?;
-    let new_flags = KeyFlags {
-        pem_path: a.new_pem_path.clone(),
-        passphrase: a.new_passphrase,
-        passphrase_file: a.new_passphrase_file.clone(),
-        ..Default::default()
-    };
-    let given = [
-        a.new_pem_path.is_some(),
-        a.new_passphrase,
-        a.new_passphrase_file.is_some(),
-    ];
-    if given.iter().filter(|g| **g).count() != 1 {
-        bail!("give exactly one of --new-pem-path, --new-passphrase, --new-passphrase-file");
-    }
-    if a.replace && a.new_pem_path.is_none() {
+    if a.replace && a.new.new_pem_path.is_none() {
         bail!("--replace goes with --new-pem-path");
     }
+    let new_key = a.new.key()?;
     let (existing, opened_msg) = unlock_key(&current, &p)?;
     let old_slot = rekey::slot_of(img, &p, &existing)?;
-    match select_for_build(&new_flags, true)?.context("no new key")? {
+    match new_key {
         BuildKey::Passphrase(new) => {
-            let cost = KdfCost {
-                max_memory_kib: a.kdf_memory.max(1).saturating_mul(1024),
-                target_ms: a.kdf_time.max(1),
-            };
+            let cost = a.new.cost();
             let slot =
                 rekey::add_keyslot(img, &p, &existing, &new, &encrypt::passphrase_keyslot(cost))?;
             eprintln!("veil keyslot: added passphrase keyslot {slot}");
@@ -189,5 +225,71 @@ fn remove(a: RemoveArgs) -> Result<ExitCode> {
         rekey::delete_message(img, id)?;
     }
     eprintln!("veil keyslot: removed keyslot {slot}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn change(a: ChangeArgs) -> Result<ExitCode> {
+    a.current.apply_kdf_limit();
+    let img = &a.image;
+    let current = select_from_env(&a.current.flags())
+        .with_context(|| format!("the current key is needed: {HOW_TO_GIVE_A_KEY}"))?;
+    let new_key = a.new.key()?;
+    // No core dump or ptrace of a process holding the keys.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    if rekey::is_gocryptfs(img)? {
+        let new = match new_key {
+            BuildKey::Passphrase(p) => gocryptfs::NewKey::Passphrase(p),
+            BuildKey::Recipient(k) => gocryptfs::NewKey::Recipient(k),
+        };
+        let r = gocryptfs::change_key(img, &current, new)?;
+        eprintln!(
+            "veil keyslot: the gocryptfs master key is now wrapped for {}",
+            if r.to_recipient {
+                "the new RSA recipient"
+            } else {
+                "the new passphrase"
+            }
+        );
+        if r.changed.dropped_signatures > 0 {
+            eprintln!(
+                "veil keyslot: {} signature(s) of the old partition were removed; sign the image again",
+                r.changed.dropped_signatures
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p = rekey::partition(img)?;
+    let (existing, opened_msg) = unlock_key(&current, &p)?;
+    let old_slot = rekey::slot_of(img, &p, &existing)?;
+    let slot = match new_key {
+        BuildKey::Passphrase(new) => rekey::add_keyslot(
+            img,
+            &p,
+            &existing,
+            &new,
+            &encrypt::passphrase_keyslot(a.new.cost()),
+        )?,
+        BuildKey::Recipient(key) => {
+            let secret = encrypt::random_secret()?;
+            let msg = crate::crypt::message::wrap_secret(&key, &secret)?;
+            let new = veil_fusefs::luks2::Passphrase::from_slice(&secret);
+            let slot = rekey::add_keyslot(img, &p, &existing, &new, &encrypt::secret_keyslot())?;
+            for (id, _) in &p.messages {
+                rekey::delete_message(img, *id)?;
+            }
+            rekey::add_message(img, &p, &msg)?;
+            slot
+        }
+    };
+    let p = rekey::partition(img)?;
+    rekey::remove_keyslot(img, &p, old_slot)?;
+    // The message the old key came through goes with its keyslot (a recipient
+    // replaced by a passphrase).
+    if let Some(id) = opened_msg
+        && p.messages.iter().any(|(m, _)| *m == id)
+    {
+        rekey::delete_message(img, id)?;
+    }
+    eprintln!("veil keyslot: replaced keyslot {old_slot} with keyslot {slot}");
     Ok(ExitCode::SUCCESS)
 }

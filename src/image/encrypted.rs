@@ -147,8 +147,33 @@ impl Encrypted {
         passphrase: &Passphrase,
         opts: &UnlockOptions,
     ) -> Result<Unlocked, ImageError> {
+        let name = self.name.clone();
+        let region = self.region.clone();
+        let (source, mapping) = self.decrypt(passphrase, opts)?;
+        let fs = Squashfs::open(source).map_err(|e| {
+            ImageError::Crypto(
+                name.clone(),
+                format!("the decrypted partition is not a usable squashfs ({e})"),
+            )
+        })?;
+        Ok(Unlocked {
+            root: Root::Squashfs {
+                fs: Arc::new(fs),
+                region: None,
+            },
+            volume: region,
+            mapping,
+        })
+    }
+
+    /// Unlocks the volume: the squashfs's bytes, decrypted on every read (and, for
+    /// LUKS2, what dm-crypt needs to do it instead).
+    pub fn decrypt(
+        self,
+        passphrase: &Passphrase,
+        opts: &UnlockOptions,
+    ) -> Result<(Source, Option<KernelMapping>), ImageError> {
         let name = self.name;
-        let region = self.region;
         let for_rsa = self.message.is_some();
         let (source, mapping): (Source, Option<KernelMapping>) = match self.format {
             Format::Luks2 { volume, .. } => {
@@ -156,6 +181,7 @@ impl Encrypted {
                     luks2::Error::WrongPassphrase => ImageError::WrongKey {
                         name: name.clone(),
                         for_rsa,
+                        gocryptfs: false,
                     },
                     e => ImageError::Luks(name.clone(), e),
                 })?;
@@ -172,6 +198,7 @@ impl Encrypted {
                     gocryptfs::Error::WrongPassphrase => ImageError::WrongKey {
                         name: name.clone(),
                         for_rsa,
+                        gocryptfs: true,
                     },
                     e => ImageError::Crypto(name.clone(), super::kdf::gocryptfs_text(&e)),
                 };
@@ -190,20 +217,7 @@ impl Encrypted {
                 (Arc::new(decrypted), None)
             }
         };
-        let fs = Squashfs::open(source).map_err(|e| {
-            ImageError::Crypto(
-                name.clone(),
-                format!("the decrypted partition is not a usable squashfs ({e})"),
-            )
-        })?;
-        Ok(Unlocked {
-            root: Root::Squashfs {
-                fs: Arc::new(fs),
-                region: None,
-            },
-            volume: region,
-            mapping,
-        })
+        Ok((source, mapping))
     }
 }
 

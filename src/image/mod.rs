@@ -40,17 +40,34 @@ pub enum ImageError {
     Crypto(String, String),
     /// The key material opened no keyslot. `for_rsa`: the image carries an
     /// RSA-encrypted key (so the key was the secret it holds, or a passphrase).
-    #[error("{name}: {}", wrong_key_text(*.for_rsa))]
-    WrongKey { name: String, for_rsa: bool },
+    #[error("{name}: {}", wrong_key_text(*.for_rsa, *.gocryptfs))]
+    WrongKey {
+        name: String,
+        for_rsa: bool,
+        /// The image is in the gocryptfs layout (one password, no keyslots).
+        gocryptfs: bool,
+    },
     #[error("{0}: {1}")]
     Squashfs(String, veil_fusefs::squashfs::Error),
 }
 
-fn wrong_key_text(for_rsa: bool) -> &'static str {
+fn wrong_key_text(for_rsa: bool, gocryptfs: bool) -> String {
+    let opens = wrong_key_opens(gocryptfs);
     if for_rsa {
-        "the key opens no keyslot of the image (wrong passphrase, or the crypto message does not belong to this partition)"
+        format!(
+            "the key {opens} (wrong passphrase, or the crypto message does not belong to this partition)"
+        )
     } else {
-        "wrong passphrase: it opens no keyslot of the image"
+        format!("wrong passphrase: it {opens}")
+    }
+}
+
+/// What a wrong key fails to do, in the words of the image's layout.
+pub fn wrong_key_opens(gocryptfs: bool) -> &'static str {
+    if gocryptfs {
+        "does not decrypt the image's gocryptfs master key"
+    } else {
+        "opens no keyslot of the image"
     }
 }
 

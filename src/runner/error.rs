@@ -35,11 +35,20 @@ pub enum RunnerError {
     },
     /// `key` names where the passphrase came from, never its value.
     #[error(
-        "{name}: the image was encrypted for an RSA key, and the passphrase ({key}) opens none of its keyslots: give the private key with --pem-path or --pem-fd (or VEIL_ENCRYPTION_PEM_PATH / _PEM_DATA)"
+        "{name}: the image was encrypted for an RSA key, and the passphrase ({key}) {}: give the private key with --pem-path or --pem-fd (or VEIL_ENCRYPTION_PEM_PATH / _PEM_DATA)",
+        crate::image::wrong_key_opens(*.gocryptfs)
     )]
-    PassphraseForRsa { name: String, key: String },
-    #[error("{name}: wrong passphrase ({key}): it opens no keyslot of the image")]
-    WrongPassphrase { name: String, key: String },
+    PassphraseForRsa {
+        name: String,
+        key: String,
+        gocryptfs: bool,
+    },
+    #[error("{name}: wrong passphrase ({key}): it {}", crate::image::wrong_key_opens(*.gocryptfs))]
+    WrongPassphrase {
+        name: String,
+        key: String,
+        gocryptfs: bool,
+    },
     #[error("{0}: an encrypted partition holds a directory")]
     EncryptedDirectory(String),
     #[error(transparent)]

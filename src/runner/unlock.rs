@@ -64,12 +64,24 @@ fn unlock(req: &RunRequest, enc: Encrypted, key: &KeySource) -> Result<RootSourc
         Ok(u) => u,
         // Say which source the failed key came from, and when a passphrase was given
         // for an image made for an RSA key, what it needs instead.
-        Err(ImageError::WrongKey { name, for_rsa }) if !key.is_pem() => {
+        Err(ImageError::WrongKey {
+            name,
+            for_rsa,
+            gocryptfs,
+        }) if !key.is_pem() => {
             let key = key.describe();
             return Err(if for_rsa {
-                RunnerError::PassphraseForRsa { name, key }
+                RunnerError::PassphraseForRsa {
+                    name,
+                    key,
+                    gocryptfs,
+                }
             } else {
-                RunnerError::WrongPassphrase { name, key }
+                RunnerError::WrongPassphrase {
+                    name,
+                    key,
+                    gocryptfs,
+                }
             });
         }
         Err(e) => return Err(e.into()),

@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
 
@@ -29,7 +29,7 @@ const KNOWN_FLAGS: [&str; 11] = [
     "XChaCha20Poly1305",
 ];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct File {
     #[serde(rename = "Creator", default)]
     creator: String,
@@ -43,7 +43,11 @@ struct File {
     feature_flags: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// The feature flags of the volumes Apptainer makes (`gocryptfs -init
+/// -deterministic-names -plaintextnames`), in the order gocryptfs writes them.
+pub(super) const APPTAINER_FLAGS: [&str; 3] = ["HKDF", "GCMIV128", "PlaintextNames"];
+
+#[derive(Deserialize, Serialize)]
 struct ScryptFile {
     #[serde(rename = "Salt")]
     salt: String,
@@ -89,6 +93,37 @@ pub struct Config {
     pub(super) salt: Vec<u8>,
     /// Nonce (16), wrapped master key (32), tag (16).
     pub(super) encrypted_key: [u8; 64],
+}
+
+/// `gocryptfs.conf` as gocryptfs writes it (the same fields in the same order,
+/// tab-indented), for a volume with Apptainer's feature flags.
+pub(super) fn write(
+    creator: &str,
+    salt: &[u8],
+    cost: ScryptCost,
+    encrypted_key: &[u8; 64],
+) -> Result<Vec<u8>> {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let file = File {
+        creator: creator.to_string(),
+        encrypted_key: b64(encrypted_key),
+        scrypt: ScryptFile {
+            salt: b64(salt),
+            n: 1u64 << cost.log_n,
+            r: cost.r,
+            p: cost.p,
+            key_len: 32,
+        },
+        version: 2,
+        feature_flags: APPTAINER_FLAGS.iter().map(|f| f.to_string()).collect(),
+    };
+    let mut out = Vec::with_capacity(512);
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    file.serialize(&mut ser)
+        .map_err(|e| Error::Config(format!("writing: {e}")))?;
+    out.push(b'\n');
+    Ok(out)
 }
 
 fn decode(what: &str, s: &str) -> Result<Vec<u8>> {

@@ -185,25 +185,43 @@ pub(crate) fn seal(key: &ContentKey, file_id: [u8; 16], plain: &[u8]) -> Result<
     out.extend_from_slice(&2u16.to_be_bytes());
     out.extend_from_slice(&file_id);
     for (n, chunk) in plain.chunks(BLOCK as usize).enumerate() {
-        let mut nonce = [0u8; NONCE as usize];
-        crate::luks2::fill_random(&mut nonce).map_err(|e| Error::Crypto(e.to_string()))?;
-        let mut aad = [0u8; 24];
-        aad[..8].copy_from_slice(&(n as u64).to_be_bytes());
-        aad[8..].copy_from_slice(&file_id);
-        let start = out.len() + NONCE as usize;
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(chunk);
-        let tag = key
-            .0
-            .encrypt_inout_detached(
-                &Nonce::<U16>::try_from(&nonce[..]).map_err(|e| Error::Crypto(e.to_string()))?,
-                &aad,
-                (&mut out[start..]).into(),
-            )
-            .map_err(|e| Error::Crypto(e.to_string()))?;
-        out.extend_from_slice(&tag);
+        seal_block(key, n as u64, &file_id, chunk, &mut out)?;
     }
     Ok(out)
+}
+
+/// Appends block `n` of the file `file_id` holding `plain` (at most [`BLOCK`] bytes)
+/// to `out`: a fresh random nonce, the ciphertext and the tag.
+pub(crate) fn seal_block(
+    key: &ContentKey,
+    n: u64,
+    file_id: &[u8; 16],
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    debug_assert!(!plain.is_empty() && plain.len() <= BLOCK as usize);
+    let mut nonce = [0u8; NONCE as usize];
+    // (A nonce of zeros is refused when read; random bytes make one with probability
+    // 2^-128, and a retry costs nothing.)
+    while nonce == [0u8; NONCE as usize] {
+        crate::luks2::fill_random(&mut nonce).map_err(|e| Error::Crypto(e.to_string()))?;
+    }
+    let mut aad = [0u8; 24];
+    aad[..8].copy_from_slice(&n.to_be_bytes());
+    aad[8..].copy_from_slice(file_id);
+    let start = out.len() + NONCE as usize;
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plain);
+    let tag = key
+        .0
+        .encrypt_inout_detached(
+            &Nonce::<U16>::try_from(&nonce[..]).map_err(|e| Error::Crypto(e.to_string()))?,
+            &aad,
+            (&mut out[start..]).into(),
+        )
+        .map_err(|e| Error::Crypto(e.to_string()))?;
+    out.extend_from_slice(&tag);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,6 +31,15 @@ pub enum Error {
     /// Reading the encrypted file failed.
     #[error("reading the encrypted file: {0}")]
     Io(#[from] io::Error),
+    /// A password gocryptfs would not read as given.
+    #[error("the password cannot be used for gocryptfs: {0}")]
+    Password(String),
+    /// Writing a sealed file failed.
+    #[error("writing the encrypted file: {0}")]
+    Write(io::Error),
+    /// Reading what is being sealed failed.
+    #[error("reading the data to encrypt: {0}")]
+    Input(io::Error),
     /// Randomness or a cipher could not be set up.
     #[error("setting up the cipher: {0}")]
     Crypto(String),

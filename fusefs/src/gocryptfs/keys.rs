@@ -13,7 +13,7 @@ use aes_gcm::{AesGcm, Nonce, Tag};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use super::config::Config;
+use super::config::{Config, ScryptCost};
 use super::error::{Error, Result};
 use crate::luks2::{Passphrase, SecretBox, SecretBytes};
 
@@ -72,6 +72,12 @@ pub fn unlock(
     passphrase: &Passphrase,
     limits: &UnlockLimits,
 ) -> Result<ContentKey> {
+    check_cost(config, limits)?;
+    crate::luks2::scrubbed(|| unwrap_content_key(config, passphrase))
+}
+
+/// Refuses a KDF cost above `limits` before any memory is taken.
+pub(super) fn check_cost(config: &Config, limits: &UnlockLimits) -> Result<()> {
     let need = config.scrypt.memory_bytes();
     let mib = |b: u64| b.div_ceil(1 << 20);
     if need > limits.max_memory {
@@ -99,7 +105,7 @@ pub fn unlock(
             why: " (half the memory available now)",
         });
     }
-    crate::luks2::scrubbed(|| unwrap_content_key(config, passphrase))
+    Ok(())
 }
 
 /// A content key from raw bytes: for the fuzzers and tests, which cannot run scrypt on
@@ -111,22 +117,35 @@ pub(crate) fn fixed_key(raw: &[u8; 32]) -> ContentKey {
 }
 
 fn unwrap_content_key(config: &Config, passphrase: &Passphrase) -> Result<ContentKey> {
-    let cost = config.scrypt;
+    let master = unwrap_master(config, passphrase)?;
+    content_key(master.as_slice())
+}
+
+/// The password gocryptfs reads: the passphrase up to its first newline.
+pub(super) fn password(passphrase: &Passphrase) -> &[u8] {
+    passphrase
+        .bytes()
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or(&[])
+}
+
+/// The cipher that wraps the master key: scrypt of the password, then HKDF.
+fn wrapping_cipher(password: &[u8], salt: &[u8], cost: ScryptCost) -> Result<SecretBox<Gcm>> {
     let params = scrypt::Params::new(cost.log_n, cost.r, cost.p)
         .map_err(|e| Error::Config(format!("scrypt parameters: {e}")))?;
     let mut kek = SecretBytes::with_capacity(32);
     kek.set_len(32);
-    let password = passphrase
-        .bytes()
-        .split(|&b| b == b'\n')
-        .next()
-        .unwrap_or(&[]);
-    scrypt::scrypt(password, &config.salt, &params, kek.as_mut_slice())
+    scrypt::scrypt(password, salt, &params, kek.as_mut_slice())
         .map_err(|e| Error::Crypto(e.to_string()))?;
     let wrapping = hkdf_gcm_key(kek.as_slice())?;
     drop(kek);
-    let cipher = SecretBox::build(|| gcm(wrapping.as_slice()))?;
-    drop(wrapping);
+    SecretBox::build(|| gcm(wrapping.as_slice()))
+}
+
+/// The master key, unwrapped with `passphrase` (no cost checks: callers do them).
+pub(super) fn unwrap_master(config: &Config, passphrase: &Passphrase) -> Result<SecretBytes> {
+    let cipher = wrapping_cipher(password(passphrase), &config.salt, config.scrypt)?;
     let wrapped = &config.encrypted_key;
     let nonce = Nonce::<U16>::try_from(&wrapped[..16]).map_err(|_| Error::WrongPassphrase)?;
     let tag = Tag::<U16>::try_from(&wrapped[48..]).map_err(|_| Error::WrongPassphrase)?;
@@ -137,7 +156,31 @@ fn unwrap_content_key(config: &Config, passphrase: &Passphrase) -> Result<Conten
     cipher
         .decrypt_inout_detached(&nonce, &[0u8; 8], master.as_mut_slice().into(), &tag)
         .map_err(|_| Error::WrongPassphrase)?;
-    let content = hkdf_gcm_key(master.as_slice())?;
-    drop(master);
+    Ok(master)
+}
+
+/// Wraps `master` for `password`: nonce, encrypted key and tag, as `EncryptedKey`
+/// holds them.
+pub(super) fn wrap_master(
+    master: &[u8],
+    password: &[u8],
+    salt: &[u8],
+    cost: ScryptCost,
+) -> Result<[u8; 64]> {
+    let cipher = wrapping_cipher(password, salt, cost)?;
+    let mut out = [0u8; 64];
+    crate::luks2::fill_random(&mut out[..16]).map_err(|e| Error::Crypto(e.to_string()))?;
+    let nonce = Nonce::<U16>::try_from(&out[..16]).map_err(|e| Error::Crypto(e.to_string()))?;
+    out[16..48].copy_from_slice(master);
+    let tag = cipher
+        .encrypt_inout_detached(&nonce, &[0u8; 8], (&mut out[16..48]).into())
+        .map_err(|e| Error::Crypto(e.to_string()))?;
+    out[48..].copy_from_slice(&tag);
+    Ok(out)
+}
+
+/// The content key derived from the master key.
+pub(super) fn content_key(master: &[u8]) -> Result<ContentKey> {
+    let content = hkdf_gcm_key(master)?;
     Ok(ContentKey(SecretBox::build(|| gcm(content.as_slice()))?))
 }

@@ -11,17 +11,25 @@
 //!   bound to its number and the file's ID), and a block that fails is an error,
 //!   never data.
 //!
-//! Modules: `config` (the file and its checks), `keys` (the KDF and the keys, in
+//! * [`create`] makes a volume (a new `gocryptfs.conf` and its key), [`seal_stream`]
+//!   writes a file into it, and [`rewrap`] changes the password of an existing one
+//!   (the content is not touched).
+//!
+//! Modules: `config` (the file, its checks and its writer), `create`, `keys` (the KDF and the keys, in
 //! guarded memory), `content` (the file format and the decrypting reader), `error`.
 
 mod config;
 mod content;
+mod create;
 mod error;
 mod fuzz;
 mod keys;
 
 pub use config::{Config, MAX_LEN as MAX_CONFIG_LEN, ScryptCost};
 pub use content::{BLOCK, DecryptedFile, HEADER_LEN, plain_size};
+pub use create::{
+    DEFAULT_SCRYPT, MAX_LOG_N, MIN_LOG_N, NewVolume, check_password, create, rewrap, seal_stream,
+};
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use fuzz::fuzz_one;

@@ -130,12 +130,22 @@ impl<'a> BlockProcessor<'a> {
     /// Starts a file; the data follows with `append`, then `end_file`. Files are
     /// numbered from 0 in the order they are begun, which is their index in what
     /// `finish` returns.
-    pub fn begin_file(&mut self) -> Result<usize> {
+    ///
+    /// `stored` keeps the file's data uncompressed and out of fragments (mksquashfs's
+    /// `-noD -noF`), so that its bytes lie in the image as they are, one block after
+    /// another.
+    pub fn begin_file(&mut self, stored: bool) -> Result<usize> {
         let at = self.slots.push();
+        let flags = if stored {
+            ffi::SQFS_BLK_DONT_COMPRESS | ffi::SQFS_BLK_DONT_FRAGMENT
+        } else {
+            0
+        };
         // SAFETY: a live processor; `at` stays valid until the processor is destroyed
         // (`self.slots` are freed after it).
-        let rc =
-            unsafe { ffi::sqfs_block_processor_begin_file(self.obj.ptr(), at, ptr::null_mut(), 0) };
+        let rc = unsafe {
+            ffi::sqfs_block_processor_begin_file(self.obj.ptr(), at, ptr::null_mut(), flags)
+        };
         check(rc, "starting a file")?;
         Ok(self.slots.0.len() - 1)
     }

@@ -26,7 +26,12 @@ pub const SQFS_FILE_OPEN_NO_CHARSET_XFRM: u32 = 0x04;
 pub const SQFS_META_WRITER_KEEP_IN_MEMORY: u32 = 0x01;
 pub const SQFS_DIR_WRITER_CREATE_EXPORT_TABLE: u32 = 0x01;
 pub const SQFS_FLAG_COMPRESSOR_OPTIONS: u16 = 0x0400;
+pub const SQFS_FLAG_UNCOMPRESSED_DATA: u16 = 0x0002;
+pub const SQFS_FLAG_NO_FRAGMENTS: u16 = 0x0010;
 pub const SQFS_XATTR_NONE: u32 = 0xFFFF_FFFF;
+// sqfs/block.h, SQFS_BLK_FLAGS (the per-file ones begin_file takes).
+pub const SQFS_BLK_DONT_COMPRESS: u32 = 0x0001;
+pub const SQFS_BLK_DONT_FRAGMENT: u32 = 0x0004;
 
 #[repr(C)]
 pub struct sqfs_object_t {

@@ -231,6 +231,12 @@ impl Super {
         self.0.flags |= ffi::SQFS_FLAG_COMPRESSOR_OPTIONS;
     }
 
+    /// Says that file data is stored uncompressed and that there are no fragments
+    /// (what mksquashfs's `-noD -noF` set, and what `unsquashfs -s` reports).
+    pub fn set_stored_data(&mut self) {
+        self.0.flags |= ffi::SQFS_FLAG_UNCOMPRESSED_DATA | ffi::SQFS_FLAG_NO_FRAGMENTS;
+    }
+
     pub fn set_inode_table_start(&mut self, at: u64) {
         self.0.inode_table_start = at;
     }

@@ -1,0 +1,260 @@
+//! Re-keying a gocryptfs image (fstype 6; `veil keyslot change`): a gocryptfs volume
+//! has one password, so its master key is wrapped anew in a new `gocryptfs.conf`.
+//! That file lives inside the outer squashfs, so the outer squashfs is written again
+//! around the same encrypted file (copied, not re-encrypted), and the SIF around it,
+//! beside the original; it is verified with the new password and renamed over the
+//! original.
+
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use veil_fusefs::luks2::Passphrase;
+use veil_fusefs::source::{FileSource, ReadAt};
+
+use super::assemble::TempPath;
+use super::error::{BuildError, ImageFault, Result};
+use super::gocryptfs::{CREATOR, inner_name, outer_squashfs, random_password};
+use crate::sif::{
+    CreateOptions, DataType, Descriptor, Extra, FormatType, FsType, Link, MessageType, NewObject,
+    ObjectData, Sif,
+};
+
+/// What [`change_password`] did besides the new password.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// Signature objects left out: they signed the old partition.
+    pub dropped_signatures: usize,
+}
+
+/// Changes the password of the gocryptfs image `path` (fstype 6): the master key,
+/// unwrapped with `current`, is wrapped for `new` in a new `gocryptfs.conf`; the
+/// outer squashfs is written again around the same encrypted file (copied, not
+/// re-encrypted); and the SIF is written again beside the original, with `message`
+/// (PEM mode) as the partition's only crypto message, and renamed over it. Other
+/// objects are kept; signatures, which covered the old partition, are not.
+pub fn change_password(
+    path: &Path,
+    current: &Passphrase,
+    new: &Passphrase,
+    message: Option<&[u8]>,
+) -> Result<Changed> {
+    let rk = |e: ImageFault| BuildError::rekey(path, e);
+    let file = File::open(path).map_err(|e| BuildError::io(path, e))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| BuildError::io(path, e))?
+        .permissions();
+    let name = path.display().to_string();
+    let img = crate::image::open_file(
+        file.try_clone().map_err(|e| BuildError::io(path, e))?,
+        &name,
+    )
+    .map_err(|e| rk(ImageFault::Image(e.to_string())))?;
+    let crate::image::Image::Encrypted(enc) = img else {
+        return Err(rk(ImageFault::NotEncrypted));
+    };
+    let crate::image::Format::Gocryptfs {
+        outer,
+        inner,
+        config,
+        ..
+    } = enc.format()
+    else {
+        return Err(rk(ImageFault::Image("not in the gocryptfs layout".into())));
+    };
+    let conf = veil_fusefs::gocryptfs::rewrap(
+        config,
+        current,
+        new,
+        None,
+        &crate::image::kdf::gocryptfs_limits(),
+        CREATOR,
+    )
+    .map_err(|e| rk(e.into()))?;
+
+    // The encrypted file, copied as it is.
+    let dir = crate::fsutil::parent_dir(path).to_path_buf();
+    let cipher = TempPath::private(&dir, "gocryptfs")?;
+    let src = veil_fusefs::squashfs::File::open(outer.clone(), *inner).map_err(|e| rk(e.into()))?;
+    copy_out(&src, path, cipher.path())?;
+    drop(src);
+
+    let sif = Sif::open(std::sync::Arc::new(
+        FileSource::new(file).map_err(|e| BuildError::io(path, e))?,
+    ))
+    .map_err(|e| rk(e.into()))?;
+    let prim = sif
+        .primary_partition()
+        .ok_or_else(|| rk(ImageFault::NoPrimaryPartition))?
+        .clone();
+    let time = prim.modified_at.clamp(0, i64::from(u32::MAX)) as u32;
+    let outer_new = outer_squashfs(&dir, cipher.path(), &inner_name()?, conf, time)?;
+    drop(cipher);
+
+    let (objects_data, changed) = kept_objects(&sif, &prim).map_err(|e| rk(e.into()))?;
+    let objects = new_objects(&objects_data, &prim, outer_new.path(), message);
+    let h = sif.header();
+    let opts = CreateOptions {
+        launch_script: h.launch_script_str(),
+        id: Some(h.id),
+        time: Some(h.created_at),
+        ..Default::default()
+    };
+    debug_assert!(matches!(
+        prim.extra(),
+        Extra::Partition {
+            fs: FsType::GocryptfsSquashfs,
+            ..
+        }
+    ));
+    drop(sif);
+    // Written and verified beside the image (with the new password, as a run opens
+    // it), then renamed over it with its permissions.
+    let tmp = TempPath::new(&dir, "sif");
+    crate::sif::create(tmp.path(), &opts, objects).map_err(|e| rk(e.into()))?;
+    drop(outer_new);
+    std::fs::set_permissions(tmp.path(), mode).map_err(|e| BuildError::io(tmp.path(), e))?;
+    super::assemble::verify(tmp.path(), FsType::GocryptfsSquashfs, Some(new))?;
+    tmp.persist(path)?;
+    Ok(changed)
+}
+
+/// The key a gocryptfs image gets from `veil keyslot change`.
+pub enum NewKey {
+    Passphrase(Passphrase),
+    /// A new random password, wrapped for this public key.
+    Recipient(crate::crypt::key::PublicKey),
+}
+
+/// How the key of a gocryptfs image was changed.
+#[derive(Debug)]
+pub struct KeyChange {
+    pub changed: Changed,
+    /// The image now opens with an RSA key (otherwise a passphrase).
+    pub to_recipient: bool,
+}
+
+/// `veil keyslot change` for a gocryptfs image: `current` (a passphrase, or the
+/// private key that decrypts the image's crypto message) opens it, and `new` replaces
+/// it (see [`change_password`]).
+pub fn change_key(
+    path: &Path,
+    current: &crate::crypt::source::KeySource,
+    new: NewKey,
+) -> Result<KeyChange> {
+    let rk = |e: String| BuildError::rekey(path, ImageFault::Image(e));
+    let img = crate::image::open(path).map_err(|e| rk(e.to_string()))?;
+    let crate::image::Image::Encrypted(enc) = img else {
+        return Err(BuildError::rekey(path, ImageFault::NotEncrypted));
+    };
+    let cur = current
+        .for_run(enc.message())
+        .map_err(|e| rk(e.to_string()))?;
+    drop(enc);
+    let (pw, message) = match new {
+        NewKey::Passphrase(p) => {
+            veil_fusefs::gocryptfs::check_password(&p).map_err(|e| rk(e.to_string()))?;
+            (p, None)
+        }
+        NewKey::Recipient(key) => {
+            let pw = random_password()?;
+            let msg =
+                crate::crypt::message::wrap_secret(&key, &pw).map_err(BuildError::WrapSecret)?;
+            (Passphrase::from_slice(&pw), Some(msg))
+        }
+    };
+    let to_recipient = message.is_some();
+    let changed = change_password(path, &cur, &pw, message.as_deref())?;
+    Ok(KeyChange {
+        changed,
+        to_recipient,
+    })
+}
+
+/// Copies all of `src` (the encrypted file inside `image`) to the file `to`.
+fn copy_out(src: &impl ReadAt, image: &Path, to: &Path) -> Result<()> {
+    let mut w = BufWriter::with_capacity(
+        8 << 20,
+        File::create(to).map_err(|e| BuildError::io(to, e))?,
+    );
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < src.len() {
+        let n = (src.len() - at).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], at)
+            .map_err(|e| BuildError::io(image, e))?;
+        w.write_all(&buf[..n]).map_err(|e| BuildError::io(to, e))?;
+        at += n as u64;
+    }
+    w.flush().map_err(|e| BuildError::io(to, e))
+}
+
+/// Every object of `sif` to keep, in its order, with its bytes read now (they are
+/// small: definition files, metadata); `None` for the partition `prim`. Crypto
+/// messages of the partition and signatures (of the old partition) are left out.
+type Kept = Vec<(Descriptor, Option<Vec<u8>>)>;
+
+fn kept_objects<R: ReadAt>(sif: &Sif<R>, prim: &Descriptor) -> crate::sif::Result<(Kept, Changed)> {
+    let mut changed = Changed::default();
+    let mut kept = Vec::new();
+    for d in sif.objects() {
+        if d.id == prim.id {
+            kept.push((d.clone(), None));
+            continue;
+        }
+        match d.data_type {
+            DataType::Signature => {
+                changed.dropped_signatures += 1;
+                continue;
+            }
+            DataType::CryptoMessage if d.link() == Link::Object(prim.id) => continue,
+            _ => {}
+        }
+        kept.push((d.clone(), Some(sif.read_object(d, 64 << 20)?)));
+    }
+    Ok((kept, changed))
+}
+
+/// The new image's objects: those kept (IDs are given anew, so links to objects
+/// follow), the new partition from `outer`, and `message` linked to it.
+fn new_objects<'a>(
+    kept: &'a Kept,
+    prim: &Descriptor,
+    outer: &'a Path,
+    message: Option<&'a [u8]>,
+) -> Vec<NewObject<'a>> {
+    let mut ids = std::collections::HashMap::new();
+    let mut objects = Vec::new();
+    for (n, (d, bytes)) in kept.iter().enumerate() {
+        ids.insert(d.id, n as u32 + 1);
+        let data = match bytes {
+            Some(b) => ObjectData::Bytes(b),
+            None => ObjectData::Path(outer),
+        };
+        let mut o = NewObject::new(d.data_type, data);
+        o.group = d.group();
+        o.name = d.name_str();
+        o.extra = d.extra();
+        o.time = Some(d.created_at);
+        o.link = match d.link() {
+            Link::Object(id) => ids.get(&id).map_or(Link::None, |&n| Link::Object(n)),
+            other => other,
+        };
+        objects.push(o);
+    }
+    if let Some(m) = message {
+        let mut o = NewObject::new(DataType::CryptoMessage, ObjectData::Bytes(m));
+        o.group = prim.group();
+        o.link = Link::Object(ids[&prim.id]);
+        o.extra = Extra::CryptoMessage {
+            format: FormatType::Pem,
+            message: MessageType::RsaOaep,
+        };
+        o.time = Some(prim.created_at);
+        objects.push(o);
+    }
+    objects
+}
