@@ -353,3 +353,75 @@ fn a_damaged_block_is_an_io_error_in_the_container_not_data() {
         "the damage is said once: {err}"
     );
 }
+
+/// The image's outer squashfs packed again by mksquashfs with its defaults (data
+/// compressed, the tail of each file in a fragment), in a new SIF made with siftool:
+/// veil then reads the encrypted image through the outer squashfs's blocks instead of
+/// as one stored run.
+fn repacked_outer(f: &Fixture, image: &Path, work: &Path) -> PathBuf {
+    let outer = work.join("outer.sqfs");
+    let list = stdout(&run_ok(Command::new("siftool").arg("list").arg(image)));
+    let id = list
+        .lines()
+        .find(|l| l.contains("*System"))
+        .and_then(|l| l.split('|').next())
+        .map(|s| s.trim().to_string())
+        .expect("a primary partition");
+    let dump = run_ok(Command::new("siftool").arg("dump").arg(&id).arg(image));
+    std::fs::write(&outer, &dump.stdout).unwrap();
+    let tree = work.join("tree");
+    run_ok(
+        Command::new("unsquashfs")
+            .args(["-no-xattrs", "-d"])
+            .arg(&tree)
+            .arg(&outer),
+    );
+    let packed = work.join("packed.sqfs");
+    run_ok(
+        Command::new("mksquashfs")
+            .arg(&tree)
+            .arg(&packed)
+            .args(["-noappend", "-quiet", "-all-root", "-b", "65536"]),
+    );
+    let sb = stdout(&run_ok(Command::new("unsquashfs").arg("-s").arg(&packed)));
+    assert!(sb.contains("Data is compressed"), "{sb}");
+    let sif = work.join("repacked.sif");
+    run_ok(Command::new("siftool").arg("new").arg(&sif));
+    run_ok(
+        Command::new("siftool")
+            .args([
+                "add",
+                "--datatype",
+                "4",
+                "--parttype",
+                "2",
+                "--partfs",
+                "6",
+                "--partarch",
+                "2",
+                "--groupid",
+                "1",
+            ])
+            .arg(&sif)
+            .arg(&packed),
+    );
+    f.user.own(work);
+    sif
+}
+
+#[test]
+fn an_outer_squashfs_with_compressed_data_and_fragments_is_read_too() {
+    let f = require!(fixture(), "gocryptfs, tools or user namespaces missing");
+    let work = f.user.dir.path().join("repacked");
+    std::fs::create_dir_all(&work).unwrap();
+    let sif = repacked_outer(f, f.image("pass", "gzip"), &work);
+    let o = f
+        .exec("pass", &sif)
+        .args(["sh", "-c", "cat /data/marker.txt; sha256sum /data/big.bin"])
+        .output()
+        .unwrap();
+    let (code, out, err) = text(&o);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("{}\n", f.marker)), "{out}{err}");
+    assert!(out.contains(&f.big_sha), "{out}{err}");
+}

@@ -204,8 +204,22 @@ impl Encrypted {
                 };
                 let key = gocryptfs::unlock(&config, passphrase, &super::kdf::gocryptfs_limits())
                     .map_err(gerr)?;
-                let file = veil_fusefs::squashfs::File::open(outer, inner)
-                    .map_err(|e| ImageError::Crypto(name.clone(), format!("{inner_name}: {e}")))?;
+                let inner_err = |e: &dyn std::fmt::Display| {
+                    ImageError::Crypto(name.clone(), format!("{inner_name}: {e}"))
+                };
+                // Apptainer stores the encrypted image uncompressed and without
+                // fragments: then it is one run of the outer image, read straight from
+                // it (and from its mapping); otherwise through the outer squashfs.
+                let file: Source = match outer.stored_extent(inner).map_err(|e| inner_err(&e))? {
+                    Some((at, len)) => Arc::new(
+                        veil_fusefs::source::Slice::new(outer.source().clone(), at, len)
+                            .map_err(|e| inner_err(&e))?,
+                    ),
+                    None => Arc::new(
+                        veil_fusefs::squashfs::File::open(outer, inner)
+                            .map_err(|e| inner_err(&e))?,
+                    ),
+                };
                 let decrypted =
                     gocryptfs::DecryptedFile::open(file, Arc::new(key)).map_err(|e| match e {
                         gocryptfs::Error::Corrupt(why) => ImageError::Crypto(

@@ -344,6 +344,38 @@ impl<R: ReadAt> Squashfs<R> {
             .collect())
     }
 
+    /// Where a regular file's bytes lie as they are, one run in the image, when
+    /// they do: every block stored uncompressed and whole (the last one as long as
+    /// what is left), no hole and no fragment, as `mksquashfs -noD -noF` writes a
+    /// file. `(offset in the source, length)`; `None` otherwise. The file can then
+    /// be read straight from the source (and from its mapping), with no block
+    /// cache and no copy.
+    pub fn stored_extent(&self, id: InodeId) -> Result<Option<(u64, u64)>> {
+        let i = self.inode(id)?;
+        let Body::File(f) = &i.body else {
+            return Err(Error::NotFile);
+        };
+        if f.fragment != super::inode::NONE || f.sparse != 0 {
+            return Ok(None);
+        }
+        let bs = u64::from(self.img.sb.block_size);
+        let whole = f.sizes.iter().enumerate().all(|(n, &s)| {
+            let want = f.size.saturating_sub(n as u64 * bs).min(bs);
+            s & super::blocks::BLOCK_UNCOMPRESSED != 0
+                && u64::from(s & super::blocks::BLOCK_SIZE_MASK) == want
+        });
+        let end = f.blocks_start.checked_add(f.size);
+        Ok((whole
+            && f.sizes.len() as u64 == f.size.div_ceil(bs)
+            && end.is_some_and(|e| e <= self.img.src.len()))
+        .then_some((f.blocks_start, f.size)))
+    }
+
+    /// The source the image is read from.
+    pub fn source(&self) -> &R {
+        &self.img.src
+    }
+
     /// The image's compressor.
     pub fn compressor(&self) -> super::Compressor {
         self.img.sb.compressor
