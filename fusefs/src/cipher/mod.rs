@@ -1,0 +1,7 @@
+//! Block-cipher building blocks shared by the encrypted formats above: AES key
+//! expansion with AES-NI for the kernels that run the AES rounds themselves
+//! (`aes_ni`, used by LUKS2's AES-XTS). It depends on nothing else in the crate:
+//! keys are the caller's to keep in guarded memory.
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod aes_ni;
