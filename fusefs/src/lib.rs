@@ -4,13 +4,13 @@
 //! positional-read sources ([`source::ReadAt`]): a slice of a file, a LUKS2
 //! decrypting view ([`luks2`]) or gocryptfs one ([`gocryptfs`]), and a squashfs
 //! reader ([`squashfs`]) on top, served to the kernel by the FUSE server
-//! ([`fuse`]). The AES building blocks of the encrypted formats are in `cipher`.
+//! ([`fuse`]). The AES kernels both encrypted formats share are in [`cipher`].
 
 // No function longer than clippy.toml's threshold (100 lines) outside tests.
 #![warn(clippy::too_many_lines)]
 
 // Faster small copies than musl's for the static build (see the module).
-mod cipher;
+pub mod cipher;
 #[cfg(all(target_env = "musl", target_arch = "x86_64"))]
 mod fastmem;
 pub mod fuse;
