@@ -17,10 +17,6 @@
 use std::io;
 use std::sync::Arc;
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::aead::consts::U16;
-use aes_gcm::{Nonce, Tag};
-
 use super::error::{Error, Result};
 use super::keys::ContentKey;
 use crate::source::ReadAt;
@@ -103,21 +99,22 @@ impl<R: ReadAt> DecryptedFile<R> {
                 "is all zeros (a hole, or zeroed: not accepted as data)",
             ));
         }
-        let nonce =
-            Nonce::<U16>::try_from(&stored[..NONCE as usize]).map_err(|_| bad("is short"))?;
+        let nonce: &[u8; 16] = stored[..NONCE as usize]
+            .try_into()
+            .map_err(|_| bad("is short"))?;
         if nonce.iter().all(|&b| b == 0) {
             return Err(bad("has an all-zero nonce"));
         }
-        let tag =
-            Tag::<U16>::try_from(&stored[NONCE as usize + plain..]).map_err(|_| bad("is short"))?;
+        let tag: &[u8; 16] = stored[NONCE as usize + plain..]
+            .try_into()
+            .map_err(|_| bad("is short"))?;
         let mut aad = [0u8; 24];
         aad[..8].copy_from_slice(&n.to_be_bytes());
         aad[8..].copy_from_slice(&self.file_id);
         let ct = &stored[NONCE as usize..NONCE as usize + plain];
-        let buf = aes_gcm::aead::inout::InOutBuf::new(ct, out).map_err(|_| bad("is short"))?;
         self.key
             .0
-            .decrypt_inout_detached(&nonce, &aad, buf, &tag)
+            .decrypt(nonce, &aad, ct, out, tag)
             .map_err(|_| bad("fails authentication (damaged or tampered with)"))
     }
 }
@@ -195,11 +192,7 @@ pub(crate) fn seal(key: &ContentKey, file_id: [u8; 16], plain: &[u8]) -> Result<
         out.extend_from_slice(chunk);
         let tag = key
             .0
-            .encrypt_inout_detached(
-                &Nonce::<U16>::try_from(&nonce[..]).map_err(|e| Error::Crypto(e.to_string()))?,
-                &aad,
-                (&mut out[start..]).into(),
-            )
+            .encrypt_in_place(&nonce, &aad, &mut out[start..])
             .map_err(|e| Error::Crypto(e.to_string()))?;
         out.extend_from_slice(&tag);
     }
