@@ -377,12 +377,13 @@ fn repacked_outer(f: &Fixture, image: &Path, work: &Path) -> PathBuf {
             .arg(&outer),
     );
     let packed = work.join("packed.sqfs");
-    run_ok(
-        Command::new("mksquashfs")
-            .arg(&tree)
-            .arg(&packed)
-            .args(["-noappend", "-quiet", "-all-root", "-b", "65536"]),
-    );
+    run_ok(Command::new("mksquashfs").arg(&tree).arg(&packed).args([
+        "-noappend",
+        "-quiet",
+        "-all-root",
+        "-b",
+        "65536",
+    ]));
     let sb = stdout(&run_ok(Command::new("unsquashfs").arg("-s").arg(&packed)));
     assert!(sb.contains("Data is compressed"), "{sb}");
     let sif = work.join("repacked.sif");

@@ -2,13 +2,15 @@
 //!
 //! This crate knows nothing about SIF, the command line or namespaces. It stacks
 //! positional-read sources ([`source::ReadAt`]): a slice of a file, a LUKS2
-//! decrypting view ([`luks2`]), and a squashfs reader ([`squashfs`]) on top, served
-//! to the kernel by the FUSE server ([`fuse`]).
+//! decrypting view ([`luks2`]) or gocryptfs one ([`gocryptfs`]), and a squashfs
+//! reader ([`squashfs`]) on top, served to the kernel by the FUSE server
+//! ([`fuse`]). The AES kernels both encrypted formats share are in [`cipher`].
 
 // No function longer than clippy.toml's threshold (100 lines) outside tests.
 #![warn(clippy::too_many_lines)]
 
 // Faster small copies than musl's for the static build (see the module).
+pub mod cipher;
 #[cfg(all(target_env = "musl", target_arch = "x86_64"))]
 mod fastmem;
 pub mod fuse;

@@ -17,10 +17,6 @@
 use std::io;
 use std::sync::Arc;
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::aead::consts::U16;
-use aes_gcm::{Nonce, Tag};
-
 use super::error::{Error, Result};
 use super::keys::ContentKey;
 use crate::source::ReadAt;
@@ -103,22 +99,60 @@ impl<R: ReadAt> DecryptedFile<R> {
                 "is all zeros (a hole, or zeroed: not accepted as data)",
             ));
         }
-        let nonce =
-            Nonce::<U16>::try_from(&stored[..NONCE as usize]).map_err(|_| bad("is short"))?;
+        let nonce: &[u8; 16] = stored[..NONCE as usize]
+            .try_into()
+            .map_err(|_| bad("is short"))?;
         if nonce.iter().all(|&b| b == 0) {
             return Err(bad("has an all-zero nonce"));
         }
-        let tag =
-            Tag::<U16>::try_from(&stored[NONCE as usize + plain..]).map_err(|_| bad("is short"))?;
+        let tag: &[u8; 16] = stored[NONCE as usize + plain..]
+            .try_into()
+            .map_err(|_| bad("is short"))?;
         let mut aad = [0u8; 24];
         aad[..8].copy_from_slice(&n.to_be_bytes());
         aad[8..].copy_from_slice(&self.file_id);
         let ct = &stored[NONCE as usize..NONCE as usize + plain];
-        let buf = aes_gcm::aead::inout::InOutBuf::new(ct, out).map_err(|_| bad("is short"))?;
         self.key
             .0
-            .decrypt_inout_detached(&nonce, &aad, buf, &tag)
+            .decrypt(nonce, &aad, ct, out, tag)
             .map_err(|_| bad("fails authentication (damaged or tampered with)"))
+    }
+
+    /// Decrypts `blocks`, stored in `stored`, into `buf`, which starts at plaintext
+    /// offset `offset` in the first of them.
+    fn decrypt_range(
+        &self,
+        stored: &[u8],
+        blocks: std::ops::RangeInclusive<u64>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        let first = *blocks.start();
+        // A partial block's plaintext passes through here: wiped however this ends.
+        // Made only for one: wiping it is 4096 volatile byte stores, which a read of
+        // whole blocks should not pay.
+        let mut block: Option<zeroize::Zeroizing<[u8; BLOCK as usize]>> = None;
+        let mut at = offset;
+        let mut done = 0usize;
+        for n in blocks {
+            let s = ((n - first) * STORED) as usize;
+            let e = (s + STORED as usize).min(stored.len());
+            let plain_len = e - s - (NONCE + TAG) as usize;
+            let within = (at - n * BLOCK) as usize;
+            let want = (plain_len - within).min(buf.len() - done);
+            if within == 0 && want == plain_len {
+                // A whole block: straight into the caller's buffer.
+                self.decrypt_block(n, &stored[s..e], &mut buf[done..done + want])?;
+            } else {
+                let block =
+                    block.get_or_insert_with(|| zeroize::Zeroizing::new([0; BLOCK as usize]));
+                self.decrypt_block(n, &stored[s..e], &mut block[..plain_len])?;
+                buf[done..done + want].copy_from_slice(&block[within..within + want]);
+            }
+            done += want;
+            at += want as u64;
+        }
+        Ok(())
     }
 }
 
@@ -147,31 +181,37 @@ impl<R: ReadAt> ReadAt for DecryptedFile<R> {
             (to > from).then_some((from, to))
         };
         let (from, to) = range().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
-        let mut stored =
-            vec![0u8; usize::try_from(to - from).map_err(|_| io::ErrorKind::InvalidData)?];
-        self.src.read_exact_at(&mut stored, from)?;
-        // (A partial block's plaintext passes through here: wiped however this ends.)
-        let mut block = zeroize::Zeroizing::new([0u8; BLOCK as usize]);
-        let mut at = offset;
-        let mut done = 0usize;
-        for n in first..=last {
-            let s = ((n - first) * STORED) as usize;
-            let e = (s + STORED as usize).min(stored.len());
-            let plain_len = e - s - (NONCE + TAG) as usize;
-            let within = (at - n * BLOCK) as usize;
-            let want = (plain_len - within).min(buf.len() - done);
-            if within == 0 && want == plain_len {
-                // A whole block: straight into the caller's buffer.
-                self.decrypt_block(n, &stored[s..e], &mut buf[done..done + want])?;
-            } else {
-                self.decrypt_block(n, &stored[s..e], &mut block[..plain_len])?;
-                buf[done..done + want].copy_from_slice(&block[within..within + want]);
-            }
-            done += want;
-            at += want as u64;
-        }
-        Ok(())
+        let len = usize::try_from(to - from).map_err(|_| io::ErrorKind::InvalidData)?;
+        with_scratch(len, |stored| {
+            self.src.read_exact_at(stored, from)?;
+            self.decrypt_range(stored, first..=last, offset, buf)
+        })
     }
+}
+
+/// The most stored bytes a thread keeps between reads (squashfs reads its blocks,
+/// at most 1 MiB, through here; a larger read gets a buffer of its own, freed
+/// after it).
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    /// Where each thread reads stored blocks: ciphertext, not secret.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a buffer of `len` bytes (of unspecified content): this thread's
+/// scratch buffer, grown as needed, rather than an allocation per read.
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) if len <= SCRATCH_KEEP => {
+            if v.len() < len {
+                v.resize(len, 0);
+            }
+            f(&mut v[..len])
+        }
+        // Larger, or a read nested in another (a stack of decrypting sources).
+        _ => f(&mut vec![0u8; len]),
+    })
 }
 
 /// Encrypts `plain` as gocryptfs stores a file: a header with `file_id`, then each
@@ -214,11 +254,7 @@ pub(crate) fn seal_block(
     out.extend_from_slice(plain);
     let tag = key
         .0
-        .encrypt_inout_detached(
-            &Nonce::<U16>::try_from(&nonce[..]).map_err(|e| Error::Crypto(e.to_string()))?,
-            &aad,
-            (&mut out[start..]).into(),
-        )
+        .encrypt_in_place(&nonce, &aad, &mut out[start..])
         .map_err(|e| Error::Crypto(e.to_string()))?;
     out.extend_from_slice(&tag);
     Ok(())

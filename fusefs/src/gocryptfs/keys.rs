@@ -2,26 +2,22 @@
 //! the memory allowed), HKDF-SHA256 to the key-wrapping key, AES-256-GCM (16-byte
 //! nonce, the AAD the block number 0 as 8 zero bytes) unwrapping the 32-byte master
 //! key, and HKDF-SHA256 again to the content key. Every key lives in guarded memory;
-//! the cipher of the content key, with its expanded round keys, too.
+//! the cipher of the content key, with its expanded round keys (and the VAES
+//! kernel's hash-key powers, see `cipher::gcm`), too.
 
 #![forbid(unsafe_code)]
 
-use aes_gcm::aead::consts::U16;
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::aes::Aes256;
-use aes_gcm::{AesGcm, Nonce, Tag};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
 use super::config::{Config, ScryptCost};
 use super::error::{Error, Result};
+use crate::cipher::Aes256Gcm;
 use crate::luks2::{Passphrase, SecretBox, SecretBytes};
 
-/// AES-256-GCM with gocryptfs's 128-bit nonces.
-pub(super) type Gcm = AesGcm<Aes256, U16>;
-
-/// The content key's cipher, ready to decrypt blocks.
-pub struct ContentKey(pub(super) SecretBox<Gcm>);
+/// The content key's cipher (AES-256-GCM with gocryptfs's 128-bit nonces), ready
+/// to decrypt blocks: the key and its expansion in guarded memory.
+pub struct ContentKey(pub(super) SecretBox<Aes256Gcm>);
 
 impl std::fmt::Debug for ContentKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,8 +56,11 @@ fn hkdf_gcm_key(ikm: &[u8]) -> Result<SecretBytes> {
     Ok(key)
 }
 
-fn gcm(key: &[u8]) -> Result<Gcm> {
-    Gcm::new_from_slice(key).map_err(|e| Error::Crypto(e.to_string()))
+fn gcm(key: &[u8]) -> Result<Aes256Gcm> {
+    let key = key
+        .try_into()
+        .map_err(|_| Error::Crypto(format!("an AES-256 key of {} bytes", key.len())))?;
+    Ok(Aes256Gcm::new(key))
 }
 
 /// The content key of the volume `config` describes, from `passphrase`. gocryptfs
@@ -111,9 +110,7 @@ pub(super) fn check_cost(config: &Config, limits: &UnlockLimits) -> Result<()> {
 /// A content key from raw bytes: for the fuzzers and tests, which cannot run scrypt on
 /// every input.
 pub(crate) fn fixed_key(raw: &[u8; 32]) -> ContentKey {
-    ContentKey(SecretBox::new(
-        Gcm::new_from_slice(raw).expect("a 32-byte key"),
-    ))
+    ContentKey(SecretBox::new(Aes256Gcm::new(raw)))
 }
 
 fn unwrap_content_key(config: &Config, passphrase: &Passphrase) -> Result<ContentKey> {
@@ -131,7 +128,7 @@ pub(super) fn password(passphrase: &Passphrase) -> &[u8] {
 }
 
 /// The cipher that wraps the master key: scrypt of the password, then HKDF.
-fn wrapping_cipher(password: &[u8], salt: &[u8], cost: ScryptCost) -> Result<SecretBox<Gcm>> {
+fn wrapping_cipher(password: &[u8], salt: &[u8], cost: ScryptCost) -> Result<SecretBox<Aes256Gcm>> {
     let params = scrypt::Params::new(cost.log_n, cost.r, cost.p)
         .map_err(|e| Error::Config(format!("scrypt parameters: {e}")))?;
     let mut kek = SecretBytes::with_capacity(32);
@@ -147,14 +144,18 @@ fn wrapping_cipher(password: &[u8], salt: &[u8], cost: ScryptCost) -> Result<Sec
 pub(super) fn unwrap_master(config: &Config, passphrase: &Passphrase) -> Result<SecretBytes> {
     let cipher = wrapping_cipher(password(passphrase), &config.salt, config.scrypt)?;
     let wrapped = &config.encrypted_key;
-    let nonce = Nonce::<U16>::try_from(&wrapped[..16]).map_err(|_| Error::WrongPassphrase)?;
-    let tag = Tag::<U16>::try_from(&wrapped[48..]).map_err(|_| Error::WrongPassphrase)?;
+    let nonce: &[u8; 16] = wrapped[..16]
+        .try_into()
+        .map_err(|_| Error::WrongPassphrase)?;
+    let tag: &[u8; 16] = wrapped[48..]
+        .try_into()
+        .map_err(|_| Error::WrongPassphrase)?;
     let mut master = SecretBytes::with_capacity(32);
     master.set_len(32);
     master.as_mut_slice().copy_from_slice(&wrapped[16..48]);
     // The AAD of the master key is the number of block 0, with no file ID.
     cipher
-        .decrypt_inout_detached(&nonce, &[0u8; 8], master.as_mut_slice().into(), &tag)
+        .decrypt_in_place(nonce, &[0u8; 8], master.as_mut_slice(), tag)
         .map_err(|_| Error::WrongPassphrase)?;
     Ok(master)
 }
@@ -170,10 +171,11 @@ pub(super) fn wrap_master(
     let cipher = wrapping_cipher(password, salt, cost)?;
     let mut out = [0u8; 64];
     crate::luks2::fill_random(&mut out[..16]).map_err(|e| Error::Crypto(e.to_string()))?;
-    let nonce = Nonce::<U16>::try_from(&out[..16]).map_err(|e| Error::Crypto(e.to_string()))?;
+    let mut nonce = [0u8; 16];
+    nonce.copy_from_slice(&out[..16]);
     out[16..48].copy_from_slice(master);
     let tag = cipher
-        .encrypt_inout_detached(&nonce, &[0u8; 8], (&mut out[16..48]).into())
+        .encrypt_in_place(&nonce, &[0u8; 8], &mut out[16..48])
         .map_err(|e| Error::Crypto(e.to_string()))?;
     out[48..].copy_from_slice(&tag);
     Ok(out)
@@ -183,4 +185,81 @@ pub(super) fn wrap_master(
 pub(super) fn content_key(master: &[u8]) -> Result<ContentKey> {
     let content = hkdf_gcm_key(master)?;
     Ok(ContentKey(SecretBox::build(|| gcm(content.as_slice()))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use aes_gcm::aead::consts::U16;
+    use aes_gcm::aead::{AeadInOut, KeyInit};
+    use aes_gcm::aes::Aes256;
+    use aes_gcm::{AesGcm, Nonce};
+
+    use super::super::config::ScryptCost;
+    use super::*;
+
+    type Reference = AesGcm<Aes256, U16>;
+
+    fn hkdf(ikm: &[u8]) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        Hkdf::<Sha256>::new(None, ikm)
+            .expand(super::super::HKDF_INFO_GCM, &mut k)
+            .unwrap();
+        k
+    }
+
+    /// A master key wrapped by the aes-gcm crate (8 bytes of associated data, as
+    /// gocryptfs wraps it) unwraps, and the content key opens what the crate
+    /// seals with the content key derived from it.
+    #[test]
+    fn a_master_key_wrapped_by_the_aes_gcm_crate_unlocks() {
+        let salt = vec![3u8; 32];
+        let mut kek = [0u8; 32];
+        scrypt::scrypt(
+            b"pw",
+            &salt,
+            &scrypt::Params::new(10, 8, 1).unwrap(),
+            &mut kek,
+        )
+        .unwrap();
+        let master = [0x5au8; 32];
+        let mut wrapped = master;
+        let tag = Reference::new(&hkdf(&kek).into())
+            .encrypt_inout_detached(
+                &Nonce::<U16>::from([9u8; 16]),
+                &[0u8; 8],
+                (&mut wrapped[..]).into(),
+            )
+            .unwrap();
+        let mut encrypted_key = [9u8; 64];
+        encrypted_key[16..48].copy_from_slice(&wrapped);
+        encrypted_key[48..].copy_from_slice(&tag);
+        let config = Config {
+            creator: "test".into(),
+            feature_flags: Vec::new(),
+            scrypt: ScryptCost {
+                log_n: 10,
+                r: 8,
+                p: 1,
+            },
+            salt,
+            encrypted_key,
+        };
+        let limits = UnlockLimits::default();
+        let key = unlock(&config, &Passphrase::from_slice(b"pw\nnot read"), &limits).unwrap();
+        let mut data = vec![1u8; 4096];
+        let tag = Reference::new(&hkdf(&master).into())
+            .encrypt_inout_detached(
+                &Nonce::<U16>::from([4u8; 16]),
+                b"block",
+                data.as_mut_slice().into(),
+            )
+            .unwrap();
+        let mut out = vec![0u8; 4096];
+        key.0
+            .decrypt(&[4u8; 16], b"block", &data, &mut out, &tag.into())
+            .unwrap();
+        assert_eq!(out, vec![1u8; 4096]);
+        let wrong = unlock(&config, &Passphrase::from_slice(b"px"), &limits);
+        assert!(matches!(wrong, Err(Error::WrongPassphrase)));
+    }
 }

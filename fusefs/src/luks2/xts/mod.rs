@@ -10,8 +10,8 @@
 //!   512-bit registers) per step, the tweaks advanced by α¹⁶ in registers and
 //!   the initial tweaks of four sectors encrypted together, one group ahead.
 //!   It needs the expanded round keys, which the `aes` crate keeps private, so
-//!   [`vaes::RoundKeys`] expands the keys itself with AES-NI (zeroized on
-//!   drop). It reads and writes the data once where the path below does it
+//!   [`RoundKeys`] (`cipher::aes_ni`) expands the keys with AES-NI (zeroized
+//!   on drop). It reads and writes the data once where the path below does it
 //!   three times, which makes it more than twice as fast where it runs (figures
 //!   in benches/README.md).
 //! - Otherwise three passes per batch of up to 8 KiB ([`batched`]), which stays in L1: the
@@ -33,6 +33,8 @@ use aes::{Aes128, Aes256};
 use rayon::prelude::*;
 
 use super::error::{Error, Result};
+#[cfg(target_arch = "x86_64")]
+use crate::cipher::aes_ni::RoundKeys;
 use batched::crypt;
 use simd::Simd;
 
@@ -67,7 +69,7 @@ pub struct Xts {
     /// The same two keys expanded for [`vaes`] (data key, tweak key), present
     /// when the CPU runs [`Simd::Vaes`].
     #[cfg(target_arch = "x86_64")]
-    round_keys: Option<(vaes::RoundKeys, vaes::RoundKeys)>,
+    round_keys: Option<(RoundKeys, RoundKeys)>,
     sector_size: usize,
     simd: Simd,
 }
@@ -104,12 +106,7 @@ impl Xts {
             // SAFETY: `Simd::Vaes` is only detected with AES-NI (SSE2 is
             // baseline), and the halves are 16 or 32 bytes, checked by the
             // match above.
-            Some(unsafe {
-                (
-                    vaes::RoundKeys::new(&key[..h]),
-                    vaes::RoundKeys::new(&key[h..]),
-                )
-            })
+            Some(unsafe { (RoundKeys::new(&key[..h]), RoundKeys::new(&key[h..])) })
         } else {
             None
         };
