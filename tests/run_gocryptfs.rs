@@ -359,6 +359,16 @@ fn a_damaged_block_is_an_io_error_in_the_container_not_data() {
 /// veil then reads the encrypted image through the outer squashfs's blocks instead of
 /// as one stored run.
 fn repacked_outer(f: &Fixture, image: &Path, work: &Path) -> PathBuf {
+    repacked_outer_with(f, image, work, |_| ())
+}
+
+/// As [`repacked_outer`], after `change` has had the unpacked outer tree.
+fn repacked_outer_with(
+    f: &Fixture,
+    image: &Path,
+    work: &Path,
+    change: impl FnOnce(&Path),
+) -> PathBuf {
     let outer = work.join("outer.sqfs");
     let list = stdout(&run_ok(Command::new("siftool").arg("list").arg(image)));
     let id = list
@@ -376,6 +386,7 @@ fn repacked_outer(f: &Fixture, image: &Path, work: &Path) -> PathBuf {
             .arg(&tree)
             .arg(&outer),
     );
+    change(&tree);
     let packed = work.join("packed.sqfs");
     run_ok(Command::new("mksquashfs").arg(&tree).arg(&packed).args([
         "-noappend",
@@ -425,4 +436,33 @@ fn an_outer_squashfs_with_compressed_data_and_fragments_is_read_too() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with(&format!("{}\n", f.marker)), "{out}{err}");
     assert!(out.contains(&f.big_sha), "{out}{err}");
+}
+
+#[test]
+fn an_encrypted_image_cut_at_a_block_boundary_fails_in_one_line() {
+    // The format does not authenticate a file's length: a file cut after a whole
+    // block decrypts, shorter. The squashfs inside then ends before its own tables.
+    let f = require!(fixture(), "gocryptfs, tools or user namespaces missing");
+    let work = f.user.dir.path().join("cut-at-block");
+    std::fs::create_dir_all(&work).unwrap();
+    let sif = repacked_outer_with(f, f.image("pass", "gzip"), &work, |tree| {
+        let inner = std::fs::read_dir(tree)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().starts_with("squashfs-"))
+            .expect("the encrypted image")
+            .path();
+        let len = std::fs::metadata(&inner).unwrap().len();
+        // 18-byte header, then 4128-byte stored blocks: keep the first half of them.
+        let blocks = (len - 18) / 4128;
+        let keep = 18 + blocks / 2 * 4128;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&inner)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+    });
+    let o = f.exec("pass", &sif).arg("true").output().unwrap();
+    one_line_error(&o, "the decrypted partition is not a usable squashfs");
 }

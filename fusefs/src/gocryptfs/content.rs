@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::error::{Error, Result};
 use super::keys::ContentKey;
+use crate::memory::mapping::MappedBytes;
 use crate::source::ReadAt;
 
 /// The file header's length.
@@ -90,39 +91,43 @@ impl<R: ReadAt> DecryptedFile<R> {
 
     /// Decrypts stored block `n` (`stored`: its bytes, nonce to tag) into `out`, which
     /// is as long as its plaintext.
-    fn decrypt_block(&self, n: u64, stored: &[u8], out: &mut [u8]) -> io::Result<()> {
+    fn decrypt_block(&self, n: u64, stored: &Stored<'_>, out: &mut [u8]) -> io::Result<()> {
         let plain = stored.len() - (NONCE + TAG) as usize;
         debug_assert_eq!(out.len(), plain);
         let bad = |why: &str| io::Error::other(format!("gocryptfs block {n} {why}"));
-        if stored.iter().all(|&b| b == 0) {
-            return Err(bad(
-                "is all zeros (a hole, or zeroed: not accepted as data)",
-            ));
+        let mut nonce = [0u8; NONCE as usize];
+        let mut tag = [0u8; TAG as usize];
+        stored.copy_out(0, &mut nonce);
+        stored.copy_out(NONCE as usize + plain, &mut tag);
+        if nonce == [0u8; NONCE as usize] {
+            return Err(bad(if stored.is_zero() {
+                "is all zeros (a hole, or zeroed: not accepted as data)"
+            } else {
+                "has an all-zero nonce"
+            }));
         }
-        let nonce: &[u8; 16] = stored[..NONCE as usize]
-            .try_into()
-            .map_err(|_| bad("is short"))?;
-        if nonce.iter().all(|&b| b == 0) {
-            return Err(bad("has an all-zero nonce"));
-        }
-        let tag: &[u8; 16] = stored[NONCE as usize + plain..]
-            .try_into()
-            .map_err(|_| bad("is short"))?;
         let mut aad = [0u8; 24];
         aad[..8].copy_from_slice(&n.to_be_bytes());
         aad[8..].copy_from_slice(&self.file_id);
-        let ct = &stored[NONCE as usize..NONCE as usize + plain];
-        self.key
-            .0
-            .decrypt(nonce, &aad, ct, out, tag)
-            .map_err(|_| bad("fails authentication (damaged or tampered with)"))
+        let r = match stored {
+            Stored::Bytes(b) => {
+                let ct = &b[NONCE as usize..NONCE as usize + plain];
+                self.key.0.decrypt(&nonce, &aad, ct, out, &tag)
+            }
+            Stored::Mapped(m) => {
+                self.key
+                    .0
+                    .decrypt_mapped(&nonce, &aad, m.sub(NONCE as usize, plain), out, &tag)
+            }
+        };
+        r.map_err(|_| bad("fails authentication (damaged or tampered with)"))
     }
 
     /// Decrypts `blocks`, stored in `stored`, into `buf`, which starts at plaintext
     /// offset `offset` in the first of them.
     fn decrypt_range(
         &self,
-        stored: &[u8],
+        stored: &Stored<'_>,
         blocks: std::ops::RangeInclusive<u64>,
         offset: u64,
         buf: &mut [u8],
@@ -137,22 +142,66 @@ impl<R: ReadAt> DecryptedFile<R> {
         for n in blocks {
             let s = ((n - first) * STORED) as usize;
             let e = (s + STORED as usize).min(stored.len());
+            let one = stored.sub(s, e - s);
             let plain_len = e - s - (NONCE + TAG) as usize;
             let within = (at - n * BLOCK) as usize;
             let want = (plain_len - within).min(buf.len() - done);
             if within == 0 && want == plain_len {
                 // A whole block: straight into the caller's buffer.
-                self.decrypt_block(n, &stored[s..e], &mut buf[done..done + want])?;
+                self.decrypt_block(n, &one, &mut buf[done..done + want])?;
             } else {
                 let block =
                     block.get_or_insert_with(|| zeroize::Zeroizing::new([0; BLOCK as usize]));
-                self.decrypt_block(n, &stored[s..e], &mut block[..plain_len])?;
+                self.decrypt_block(n, &one, &mut block[..plain_len])?;
                 buf[done..done + want].copy_from_slice(&block[within..within + want]);
             }
             done += want;
             at += want as u64;
         }
         Ok(())
+    }
+}
+
+/// Stored blocks: read into a buffer, or in a file mapping (read in place, each
+/// byte once, by the cipher).
+enum Stored<'a> {
+    Bytes(&'a [u8]),
+    Mapped(MappedBytes<'a>),
+}
+
+impl<'a> Stored<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Stored::Bytes(b) => <[u8]>::len(b),
+            Stored::Mapped(m) => m.len(),
+        }
+    }
+
+    fn sub(&self, start: usize, len: usize) -> Stored<'a> {
+        match self {
+            Stored::Bytes(b) => Stored::Bytes(&b[start..start + len]),
+            Stored::Mapped(m) => Stored::Mapped(m.sub(start, len)),
+        }
+    }
+
+    /// Copies the bytes at `start` into `dst`.
+    fn copy_out(&self, start: usize, dst: &mut [u8]) {
+        match self {
+            Stored::Bytes(b) => dst.copy_from_slice(&b[start..start + dst.len()]),
+            Stored::Mapped(m) => m.sub(start, dst.len()).copy_to(dst),
+        }
+    }
+
+    /// Whether every byte is zero (for the message of a block that failed).
+    fn is_zero(&self) -> bool {
+        match self {
+            Stored::Bytes(b) => b.iter().all(|&x| x == 0),
+            Stored::Mapped(m) => {
+                let mut v = vec![0u8; m.len()];
+                m.copy_to(&mut v);
+                v.iter().all(|&x| x == 0)
+            }
+        }
     }
 }
 
@@ -182,9 +231,18 @@ impl<R: ReadAt> ReadAt for DecryptedFile<R> {
         };
         let (from, to) = range().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
         let len = usize::try_from(to - from).map_err(|_| io::ErrorKind::InvalidData)?;
+        // A mapped file: straight from the page cache into `buf`, with no copy.
+        // Should the mapping not serve it (the file shrank), it is read again below.
+        let mut result = Ok(());
+        let in_place = self.src.read_in_place(from, len, &mut |m| {
+            result = self.decrypt_range(&Stored::Mapped(m), first..=last, offset, buf);
+        });
+        if in_place.is_some() {
+            return result;
+        }
         with_scratch(len, |stored| {
             self.src.read_exact_at(stored, from)?;
-            self.decrypt_range(stored, first..=last, offset, buf)
+            self.decrypt_range(&Stored::Bytes(stored), first..=last, offset, buf)
         })
     }
 }

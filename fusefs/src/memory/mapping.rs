@@ -132,10 +132,8 @@ impl<'a> MappedBytes<'a> {
         }
     }
 
-    /// Copies the bytes into `dst` (as long as they are): for tests, which read
-    /// what a mapping holds.
-    #[cfg(test)]
-    fn copy_to(&self, dst: &mut [u8]) {
+    /// Copies the bytes into `dst` (as long as they are).
+    pub fn copy_to(&self, dst: &mut [u8]) {
         assert_eq!(dst.len(), self.len, "copy of mapped bytes: lengths differ");
         // SAFETY: `ptr` is valid for `len` reads (the type's invariant), `dst` for
         // `len` writes, and a Rust buffer cannot overlap a read-only file mapping.

@@ -145,6 +145,39 @@ impl Aes256Gcm {
         }
     }
 
+    /// As [`Aes256Gcm::decrypt`], from a file mapping: each byte of `ct` is read
+    /// once, so what is authenticated is what is decrypted, even should the file
+    /// change meanwhile.
+    pub fn decrypt_mapped(
+        &self,
+        nonce: &[u8; 16],
+        aad: &[u8],
+        ct: crate::memory::mapping::MappedBytes<'_>,
+        out: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<(), GcmError> {
+        if ct.len() != out.len() {
+            return Err(GcmError::Length(ct.len() as u64));
+        }
+        check_len(ct.len())?;
+        match &self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Imp::Vaes(k) => {
+                // SAFETY: the CPU features as in `encrypt_in_place`; `ct` is valid
+                // for reads of its length while it lives (MappedBytes' invariant),
+                // as long as `out`, and mapped file memory cannot overlap a Rust
+                // buffer.
+                let want = unsafe { vaes::crypt::<false>(k, nonce, aad, ct.as_ptr(), out) };
+                verify(&want, tag, out)
+            }
+            // One copy, then the bytes copied are the ones authenticated.
+            Imp::Crate(_) => {
+                ct.copy_to(out);
+                self.decrypt_in_place(nonce, aad, out, tag)
+            }
+        }
+    }
+
     /// Decrypts `buf` in place (see [`Aes256Gcm::decrypt`]).
     pub fn decrypt_in_place(
         &self,
