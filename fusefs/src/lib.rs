@@ -4,7 +4,8 @@
 //! positional-read sources ([`source::ReadAt`]): a slice of a file, a LUKS2
 //! decrypting view ([`luks2`]) or gocryptfs one ([`gocryptfs`]), and a squashfs
 //! reader ([`squashfs`]) on top, served to the kernel by the FUSE server
-//! ([`fuse`]). The AES kernels both encrypted formats share are in [`cipher`].
+//! ([`fuse`]). The AES kernels both encrypted formats share are in [`cipher`], and
+//! the guarded memory their keys live in, with passphrases, in [`secret`].
 
 // No function longer than clippy.toml's threshold (100 lines) outside tests.
 #![warn(clippy::too_many_lines)]
@@ -17,6 +18,7 @@ pub mod fuse;
 pub mod gocryptfs;
 pub mod luks2;
 mod memory;
+pub mod secret;
 pub mod source;
 pub mod squashfs;
 

@@ -302,7 +302,7 @@ pub(crate) fn seal_block(
     // (A nonce of zeros is refused when read; random bytes make one with probability
     // 2^-128, and a retry costs nothing.)
     while nonce == [0u8; NONCE as usize] {
-        crate::luks2::fill_random(&mut nonce).map_err(|e| Error::Crypto(e.to_string()))?;
+        crate::secret::fill_random(&mut nonce).map_err(|e| Error::Crypto(e.to_string()))?;
     }
     let mut aad = [0u8; 24];
     aad[..8].copy_from_slice(&n.to_be_bytes());

@@ -13,7 +13,7 @@ use super::config::{self, Config, ScryptCost};
 use super::content::{BLOCK, seal_block};
 use super::error::{Error, Result};
 use super::keys::{self, ContentKey, UnlockLimits};
-use crate::luks2::{Passphrase, SecretBytes};
+use crate::secret::{Passphrase, SecretBytes};
 
 /// gocryptfs's default scrypt cost: N = 2^16, r = 8, p = 1 (64 MiB).
 pub const DEFAULT_SCRYPT: ScryptCost = ScryptCost {
@@ -61,7 +61,7 @@ fn check_cost(cost: ScryptCost) -> Result<()> {
 
 fn random_salt() -> Result<[u8; 32]> {
     let mut salt = [0u8; 32];
-    crate::luks2::fill_random(&mut salt).map_err(|e| Error::Crypto(e.to_string()))?;
+    crate::secret::fill_random(&mut salt).map_err(|e| Error::Crypto(e.to_string()))?;
     Ok(salt)
 }
 
@@ -71,10 +71,10 @@ fn random_salt() -> Result<[u8; 32]> {
 pub fn create(passphrase: &Passphrase, cost: ScryptCost, creator: &str) -> Result<NewVolume> {
     check_password(passphrase)?;
     check_cost(cost)?;
-    crate::luks2::scrubbed(|| {
+    crate::secret::scrubbed(|| {
         let mut master = SecretBytes::with_capacity(32);
         master.set_len(32);
-        crate::luks2::fill_random(master.as_mut_slice())
+        crate::secret::fill_random(master.as_mut_slice())
             .map_err(|e| Error::Crypto(e.to_string()))?;
         let salt = random_salt()?;
         let wrapped =
@@ -101,7 +101,7 @@ pub fn rewrap(
     let cost = cost.unwrap_or(config.scrypt);
     check_cost(cost)?;
     keys::check_cost(config, limits)?;
-    crate::luks2::scrubbed(|| {
+    crate::secret::scrubbed(|| {
         let master = keys::unwrap_master(config, current)?;
         let salt = random_salt()?;
         let wrapped = keys::wrap_master(master.as_slice(), keys::password(new), &salt, cost)?;
@@ -133,7 +133,7 @@ pub fn seal_stream(
             // gocryptfs refuses a file ID of zeros, as veil does; random bytes make
             // one with probability 2^-128, but the check costs nothing.
             while file_id == [0u8; 16] {
-                crate::luks2::fill_random(&mut file_id)
+                crate::secret::fill_random(&mut file_id)
                     .map_err(|e| Error::Crypto(e.to_string()))?;
             }
             out.write_all(&2u16.to_be_bytes()).map_err(Error::Write)?;

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use super::config::{Config, ScryptCost};
 use super::error::{Error, Result};
 use crate::cipher::Aes256Gcm;
-use crate::luks2::{Passphrase, SecretBox, SecretBytes};
+use crate::secret::{Passphrase, SecretBox, SecretBytes};
 
 /// The content key's cipher (AES-256-GCM with gocryptfs's 128-bit nonces), ready
 /// to decrypt blocks: the key and its expansion in guarded memory.
@@ -72,7 +72,7 @@ pub fn unlock(
     limits: &UnlockLimits,
 ) -> Result<ContentKey> {
     check_cost(config, limits)?;
-    crate::luks2::scrubbed(|| unwrap_content_key(config, passphrase))
+    crate::secret::scrubbed(|| unwrap_content_key(config, passphrase))
 }
 
 /// Refuses a KDF cost above `limits` before any memory is taken.
@@ -170,7 +170,7 @@ pub(super) fn wrap_master(
 ) -> Result<[u8; 64]> {
     let cipher = wrapping_cipher(password, salt, cost)?;
     let mut out = [0u8; 64];
-    crate::luks2::fill_random(&mut out[..16]).map_err(|e| Error::Crypto(e.to_string()))?;
+    crate::secret::fill_random(&mut out[..16]).map_err(|e| Error::Crypto(e.to_string()))?;
     let mut nonce = [0u8; 16];
     nonce.copy_from_slice(&out[..16]);
     out[16..48].copy_from_slice(master);

@@ -4,7 +4,7 @@
 //!
 //! * [`Config::parse`] reads `gocryptfs.conf` without a key (feature flags, scrypt
 //!   cost) and refuses what this implementation does not read.
-//! * [`unlock`] derives the content key from a [`Passphrase`](crate::luks2::Passphrase):
+//! * [`unlock`] derives the content key from a [`Passphrase`](crate::secret::Passphrase):
 //!   scrypt, HKDF-SHA256, and AES-256-GCM unwrapping the master key.
 //! * [`DecryptedFile`] is a [`ReadAt`](crate::source::ReadAt) over an encrypted file:
 //!   only the 4096-byte blocks a read touches are decrypted and authenticated (each is

@@ -131,7 +131,7 @@ pub fn create<W: Write, R: Read>(
     opts: &CreateOptions,
 ) -> Result<HeaderSummary> {
     // Key material (derived keys, AES key schedules) passes through the frames below.
-    super::guarded::scrubbed(|| {
+    crate::secret::scrubbed(|| {
         let random_vk;
         let vk = match &opts.volume_key {
             Some(k) => k,
@@ -238,7 +238,7 @@ fn encrypt_payload<W: Write, R: Read>(
     vk: &VolumeKey,
     sector_size: u32,
 ) -> Result<()> {
-    let xts = super::guarded::SecretBox::build(|| Xts::new(vk.bytes(), sector_size as usize))?;
+    let xts = crate::secret::SecretBox::build(|| Xts::new(vk.bytes(), sector_size as usize))?;
     let total = data_len(payload_len, sector_size);
     let batch_len = BATCH.min(total as usize);
     let mut buf = vec![0u8; batch_len];

@@ -212,7 +212,7 @@ fn with_transient_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T 
         .exit_handler(|_| {
             // The lanes' blocks and the final blake2 state passed through this
             // thread's stack; its stack may be cached and reused by a later thread.
-            super::guarded::scrub_stack();
+            crate::secret::scrub_stack();
         })
         .spawn_handler(|worker| {
             let t = std::thread::Builder::new()
@@ -240,7 +240,7 @@ fn with_transient_threads<T: Send>(n: usize, f: impl FnOnce() -> T + Send) -> T 
     };
     let out = pool.install(|| {
         let out = f();
-        super::guarded::scrub_stack();
+        crate::secret::scrub_stack();
         out
     });
     drop(pool);

@@ -9,12 +9,12 @@ use zeroize::Zeroizing;
 
 use super::af;
 use super::error::{Error, Result};
-use super::guarded::SecretBytes;
 use super::hash::Hash;
 use super::json::{self, Digest, Luks2Keyslot, Metadata};
 use super::kdf::{KdfLimits, KdfParams};
 use super::secret::{self, Passphrase, VolumeKey};
 use super::xts::Xts;
+use crate::secret::SecretBytes;
 use crate::source::ReadAt;
 
 /// The only keyslot-area cipher implemented.

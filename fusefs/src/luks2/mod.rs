@@ -15,14 +15,13 @@
 //! (argon2's working memory), `af` (anti-forensic splitter), `hash`, `xts` (batched AES-XTS),
 //! `keyslot` (open/store one keyslot), `segment` (the decrypting `ReadAt`),
 //! `summary` (what the header says, without a key), `unlock` (keyslot choice and
-//! the unlocked volume), `create`, `rekey`, `secret`, `guarded` (secrets in
-//! guarded memory), `error`, `fuzz` (the fuzzers' entry point).
+//! the unlocked volume), `create`, `rekey`, `secret` (the volume key, in
+//! the crate's guarded memory), `error`, `fuzz` (the fuzzers' entry point).
 
 mod af;
 mod create;
 mod error;
 mod fuzz;
-mod guarded;
 mod hash;
 mod header;
 mod json;
@@ -37,16 +36,14 @@ mod unlock;
 mod xts;
 
 pub use crate::memory::available_bytes;
+pub use crate::secret::{SecretBox, SecretBytes};
 pub use create::{CreateOptions, KeyslotOptions, create, volume_size};
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use fuzz::fuzz_one;
-pub(crate) use guarded::scrubbed;
-pub use guarded::{SecretBox, SecretBytes};
 pub use hash::Hash;
 pub use kdf::{Argon2Variant, KdfChoice, KdfKind, KdfLimits, KdfParams};
 pub use rekey::{add_keyslot, add_keyslot_with, remove_keyslot};
-pub(crate) use secret::fill_random;
 pub use secret::{Passphrase, VolumeKey};
 pub use segment::{KernelMapping, UnlockedVolume};
 pub use summary::{HeaderSummary, KeyslotSummary, inspect};

@@ -71,7 +71,7 @@ pub fn add_keyslot_with(
     unlock: &UnlockOptions,
 ) -> Result<u32> {
     // The volume key and both keyslots' derived keys pass through the frames below.
-    super::guarded::scrubbed(|| {
+    crate::secret::scrubbed(|| {
         let (src, h) = open(file)?;
         let (seg_id, _) = data_segment(&h)?;
         let (open_slot, vk) = unlock_key(&src, &h, seg_id, existing, unlock)?;

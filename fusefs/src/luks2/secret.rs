@@ -1,56 +1,15 @@
-//! Secret types: passphrases and keys.
-//!
-//! They live in guarded memory ([`SecretBytes`]: not in core dumps, locked where
-//! the limit allows, wiped on fork and on drop), cannot be cloned by accident, and
-//! print as `[redacted]`. The bytes are reachable only through crate-private
-//! accessors, except for the passphrase, which callers construct.
+//! LUKS2's volume key, in guarded memory ([`SecretBytes`]: not in core dumps, locked
+//! where the limit allows, wiped on fork and on drop); it cannot be cloned by
+//! accident and prints as `[redacted]`. Passphrases are the shared
+//! [`crate::secret::Passphrase`].
 
 #![forbid(unsafe_code)]
 
 use std::fmt;
 
-use zeroize::Zeroize;
-
 use super::error::{Error, Result};
-use super::guarded::SecretBytes;
-
-/// A passphrase: arbitrary bytes, used exactly as given (no newline stripping, no
-/// encoding). Apptainer's PEM mode passes a 64-byte binary secret here.
-pub struct Passphrase(SecretBytes);
-
-impl Passphrase {
-    /// Takes the bytes: they are copied into guarded memory and the vector is wiped.
-    pub fn new(mut bytes: Vec<u8>) -> Self {
-        let p = Passphrase(SecretBytes::from_slice(&bytes));
-        bytes.zeroize();
-        p
-    }
-
-    /// Copies the bytes (the caller remains responsible for its own copy).
-    pub fn from_slice(bytes: &[u8]) -> Self {
-        Passphrase(SecretBytes::from_slice(bytes))
-    }
-
-    /// Takes bytes already in guarded memory, without another copy.
-    pub fn from_secret(bytes: SecretBytes) -> Self {
-        Passphrase(bytes)
-    }
-
-    /// Another copy, in guarded memory of its own.
-    pub fn duplicate(&self) -> Passphrase {
-        Passphrase::from_slice(self.bytes())
-    }
-
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.0.as_slice()
-    }
-}
-
-impl fmt::Debug for Passphrase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Passphrase([redacted])")
-    }
-}
+pub use crate::secret::Passphrase;
+use crate::secret::SecretBytes;
 
 /// A volume key (the AES-XTS key of the data segment): 32 or 64 bytes.
 pub struct VolumeKey(SecretBytes);
@@ -108,7 +67,7 @@ fn check_key_len(len: usize) -> Result<()> {
 
 /// Fills `buf` from the OS CSPRNG.
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(Error::Random)
+    crate::secret::fill_random(buf).map_err(Error::Random)
 }
 
 /// `n` random bytes (not secret: salts).

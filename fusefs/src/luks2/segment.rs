@@ -9,9 +9,9 @@
 
 use std::io;
 
-use super::guarded::{SecretBox, SecretBytes};
 use super::xts::Xts;
 use crate::memory::mapping::MappedBytes;
+use crate::secret::{SecretBox, SecretBytes};
 use crate::source::{ReadAt, check_range};
 
 /// An unlocked LUKS2 volume: the plaintext of its data segment.

@@ -5,7 +5,6 @@
 
 use super::DATA_CIPHER;
 use super::error::{Error, Result};
-use super::guarded;
 use super::header::{self, Header};
 use super::json::{self, CryptSegment, Keyslot, SegmentSize};
 use super::kdf::KdfLimits;
@@ -14,6 +13,7 @@ use super::secret::{Passphrase, VolumeKey};
 use super::segment::{KernelMapping, UnlockedVolume};
 use super::summary::{data_segment_any, summarize};
 use super::xts::Xts;
+use crate::secret as guarded;
 use crate::source::ReadAt;
 
 /// How to unlock.
