@@ -257,7 +257,11 @@ fn gocryptfs_builds_refuse_what_they_cannot_write_in_one_line() {
         ),
         (
             vec!["--passphrase-file", "pass.txt", "--scryptn", "9"],
-            "--scryptn 9: from 10 to 28",
+            "--scryptn 9: from 10 to 20",
+        ),
+        (
+            vec!["--passphrase-file", "pass.txt", "--scryptn", "21"],
+            "--scryptn 21: from 10 to 20",
         ),
         (vec![], "the image is not encrypted"),
     ] {
@@ -402,13 +406,16 @@ fn keyslot_change_rewraps_a_gocryptfs_key_and_copies_the_content() {
         "k.sif",
         &["--passphrase", "second pass phrase"],
     );
-    let (ok, _) = env.check(
+    let (ok, out) = env.check(
         "check-gocryptfs-sif",
         "k.sif",
         &["--passphrase", "first pass phrase"],
         false,
     );
-    assert!(!ok, "the old passphrase still opens the image");
+    assert!(
+        !ok && out.contains("Password incorrect"),
+        "the old passphrase still opens the image: {out}"
+    );
     // A wrong current key changes nothing.
     let before = std::fs::read(env.path("k.sif")).unwrap();
     one_line_error(
@@ -445,6 +452,18 @@ fn keyslot_change_rewraps_a_gocryptfs_key_and_copies_the_content() {
         "other_pub.pem",
     ]);
     env.check_ok("check-gocryptfs-sif", "k.sif", &["--pem-path", "other.pem"]);
+    one_line_error(
+        &env.veil(&[
+            "keyslot",
+            "change",
+            "k.sif",
+            "--passphrase-file",
+            "pass.txt",
+            "--new-passphrase-file",
+            "pass2.txt",
+        ]),
+        "the image was encrypted for an RSA key",
+    );
     let list = stdout(&run_ok(
         Command::new("siftool").arg("list").arg(env.path("k.sif")),
     ));
@@ -495,6 +514,50 @@ fn keyslot_change_rewraps_a_gocryptfs_key_and_copies_the_content() {
         ]),
         "replace it with `veil keyslot change`",
     );
+    // Through a symbolic link: the image it names is re-keyed, the link stays.
+    std::os::unix::fs::symlink("k.sif", env.path("link.sif")).unwrap();
+    env.user.own(&env.path("link.sif"));
+    env.veil_ok(&[
+        "keyslot",
+        "change",
+        "link.sif",
+        "--passphrase-file",
+        "pass.txt",
+        "--new-passphrase-file",
+        "pass2.txt",
+    ]);
+    assert!(
+        std::fs::symlink_metadata(env.path("link.sif"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    env.check_ok(
+        "check-gocryptfs-sif",
+        "k.sif",
+        &["--passphrase", "second pass phrase"],
+    );
+    // Re-keyed by another user (root, where the tests run as root): the image keeps
+    // its owner.
+    use std::os::unix::fs::MetadataExt;
+    if nix::unistd::geteuid().is_root() && env.user.uid != 0 {
+        let o = veil()
+            .current_dir(&env.work)
+            .args([
+                "keyslot",
+                "change",
+                "k.sif",
+                "--passphrase-file",
+                "pass2.txt",
+                "--new-passphrase-file",
+                "pass.txt",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let m = std::fs::metadata(env.path("k.sif")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (env.user.uid, env.user.gid));
+    }
     let leftovers: Vec<_> = std::fs::read_dir(&env.work)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -538,11 +601,68 @@ fn keyslot_change_replaces_a_luks2_keyslot() {
         Command::new("siftool").arg("list").arg(env.path("l.sif")),
     ));
     assert!(!list.contains("Cryptographic Message"), "{list}");
-    let (ok, _) = env.check(
-        "check-encrypted-sif",
+    // Passphrase → recipient → another recipient: one message, the new key opens.
+    let mut a = vec![
+        "keyslot",
+        "change",
         "l.sif",
-        &["--pem-path", "rsa.pem"],
-        false,
+        "--passphrase-file",
+        "pass.txt",
+        "--new-pem-path",
+        "rsa_pub.pem",
+    ];
+    a.extend(fast);
+    env.veil_ok(&a);
+    env.veil_ok(&[
+        "keyslot",
+        "change",
+        "l.sif",
+        "--pem-path",
+        "rsa.pem",
+        "--new-pem-path",
+        "other_pub.pem",
+    ]);
+    let list = stdout(&run_ok(
+        Command::new("siftool").arg("list").arg(env.path("l.sif")),
+    ));
+    assert_eq!(list.matches("Cryptographic Message").count(), 1, "{list}");
+    env.check_ok("check-encrypted-sif", "l.sif", &["--pem-path", "other.pem"]);
+    let out = env.veil_ok(&[
+        "exec",
+        "--pem-path",
+        "other.pem",
+        "l.sif",
+        "cat",
+        "/data/marker.txt",
+    ]);
+    assert_eq!(out, "gocryptfs built by veil\n");
+    // One keyslot left: the passphrase's and the first recipient's are gone.
+    let o = env.veil(&["inspect", "l.sif"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(text.matches("Keyslot ").count(), 1, "{text}");
+    // A passphrase keyslot beside that recipient: changing the passphrase to a new
+    // recipient would orphan the existing one, so it is refused.
+    let mut a = vec![
+        "keyslot",
+        "add",
+        "l.sif",
+        "--pem-path",
+        "other.pem",
+        "--new-passphrase-file",
+        "pass.txt",
+    ];
+    a.extend(fast);
+    env.veil_ok(&a);
+    one_line_error(
+        &env.veil(&[
+            "keyslot",
+            "change",
+            "l.sif",
+            "--passphrase-file",
+            "pass.txt",
+            "--new-pem-path",
+            "rsa_pub.pem",
+        ]),
+        "whose keyslot the current key does not open",
     );
-    assert!(!ok, "the RSA key still opens the image");
 }

@@ -37,6 +37,15 @@ fn signals() -> SigSet {
 /// and starts the thread that cleans up when one arrives. Call before other threads
 /// exist.
 pub fn install() {
+    install_for("veil build");
+}
+
+/// What the interruption message names.
+static WHAT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// As [`install`], for the command `what` (`veil keyslot`).
+pub fn install_for(what: &'static str) {
+    let _ = WHAT.set(what);
     let set = signals();
     if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_err() {
         return;
@@ -55,7 +64,8 @@ pub fn install() {
             // A registry helper downloading a source removes its own partial file.
             crate::registry::helper::stop_running(sig);
             remove_all();
-            eprintln!("veil build: interrupted ({sig}); temporary files removed");
+            let what = WHAT.get().copied().unwrap_or("veil build");
+            eprintln!("{what}: interrupted ({sig}); temporary files removed");
             std::process::exit(128 + sig as i32);
         }
     });

@@ -102,7 +102,13 @@ pub fn encrypt(
         path: cipher.path().display().to_string(),
         err,
     };
-    let vol = gocryptfs::create(&password, cost, CREATOR).map_err(bad)?;
+    let vol = gocryptfs::create(
+        &password,
+        cost,
+        &crate::image::kdf::gocryptfs_limits(),
+        CREATOR,
+    )
+    .map_err(bad)?;
     let f = File::create(cipher.path()).map_err(|e| BuildError::io(cipher.path(), e))?;
     let progress = crate::support::progress::Progress::new("encrypt", len, show_progress);
     gocryptfs::seal_stream(

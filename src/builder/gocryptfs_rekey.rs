@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use veil_fusefs::luks2::Passphrase;
@@ -41,12 +42,19 @@ pub fn change_password(
     new: &Passphrase,
     message: Option<&[u8]>,
 ) -> Result<Changed> {
+    // The file itself, wherever a symbolic link leads: it is what gets replaced.
+    let real = std::fs::canonicalize(path).map_err(|e| BuildError::io(path, e))?;
     let rk = |e: ImageFault| BuildError::rekey(path, e);
-    let file = File::open(path).map_err(|e| BuildError::io(path, e))?;
-    let mode = file
-        .metadata()
-        .map_err(|e| BuildError::io(path, e))?
-        .permissions();
+    let file = File::open(&real).map_err(|e| BuildError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| BuildError::io(path, e))?;
+    let mode = meta.permissions();
+    if meta.nlink() > 1 {
+        eprintln!(
+            "veil keyslot: warning: {} has {} hard links; the others keep the old key",
+            path.display(),
+            meta.nlink() - 1
+        );
+    }
     let name = path.display().to_string();
     let img = crate::image::open_file(
         file.try_clone().map_err(|e| BuildError::io(path, e))?,
@@ -75,13 +83,6 @@ pub fn change_password(
     )
     .map_err(|e| rk(e.into()))?;
 
-    // The encrypted file, copied as it is.
-    let dir = crate::fsutil::parent_dir(path).to_path_buf();
-    let cipher = TempPath::private(&dir, "gocryptfs")?;
-    let src = veil_fusefs::squashfs::File::open(outer.clone(), *inner).map_err(|e| rk(e.into()))?;
-    copy_out(&src, path, cipher.path())?;
-    drop(src);
-
     let sif = Sif::open(std::sync::Arc::new(
         FileSource::new(file).map_err(|e| BuildError::io(path, e))?,
     ))
@@ -90,12 +91,29 @@ pub fn change_password(
         .primary_partition()
         .ok_or_else(|| rk(ImageFault::NoPrimaryPartition))?
         .clone();
+    let (kept, changed) = kept_objects(&sif, &prim).map_err(|e| rk(e.into()))?;
+
+    // The encrypted file, copied as it is.
+    let dir = crate::fsutil::parent_dir(&real).to_path_buf();
+    let cipher = TempPath::private(&dir, "gocryptfs")?;
+    let src = veil_fusefs::squashfs::File::open(outer.clone(), *inner).map_err(|e| rk(e.into()))?;
+    copy_out(&src, path, cipher.path())?;
+    drop(src);
+
     let time = prim.modified_at.clamp(0, i64::from(u32::MAX)) as u32;
     let outer_new = outer_squashfs(&dir, cipher.path(), &inner_name()?, conf, time)?;
     drop(cipher);
 
-    let (objects_data, changed) = kept_objects(&sif, &prim).map_err(|e| rk(e.into()))?;
-    let objects = new_objects(&objects_data, &prim, outer_new.path(), message);
+    let mut readers = kept
+        .iter()
+        .map(|d| {
+            (d.id != prim.id)
+                .then(|| sif.object_source(d).map(|src| SourceReader { src, pos: 0 }))
+                .transpose()
+        })
+        .collect::<crate::sif::Result<Vec<_>>>()
+        .map_err(|e| rk(e.into()))?;
+    let objects = new_objects(&kept, &mut readers, &prim, outer_new.path(), message);
     let h = sif.header();
     let opts = CreateOptions {
         launch_script: h.launch_script_str(),
@@ -117,8 +135,9 @@ pub fn change_password(
     crate::sif::create(tmp.path(), &opts, objects).map_err(|e| rk(e.into()))?;
     drop(outer_new);
     std::fs::set_permissions(tmp.path(), mode).map_err(|e| BuildError::io(tmp.path(), e))?;
+    keep_owner(tmp.path(), &meta).map_err(rk)?;
     super::assemble::verify(tmp.path(), FsType::GocryptfsSquashfs, Some(new))?;
-    tmp.persist(path)?;
+    tmp.persist(&real)?;
     Ok(changed)
 }
 
@@ -153,6 +172,7 @@ pub fn change_key(
     let cur = current
         .for_run(enc.message())
         .map_err(|e| rk(e.to_string()))?;
+    let passphrase_for_rsa = enc.message().is_some() && !current.is_pem();
     drop(enc);
     let (pw, message) = match new {
         NewKey::Passphrase(p) => {
@@ -167,7 +187,16 @@ pub fn change_key(
         }
     };
     let to_recipient = message.is_some();
-    let changed = change_password(path, &cur, &pw, message.as_deref())?;
+    let changed = change_password(path, &cur, &pw, message.as_deref()).map_err(|e| match e {
+        BuildError::Rekey {
+            err: ImageFault::Gocryptfs(veil_fusefs::gocryptfs::Error::WrongPassphrase),
+            ..
+        } if passphrase_for_rsa => rk(format!(
+            "the image was encrypted for an RSA key, and the passphrase ({}) does not decrypt its gocryptfs master key: give the private key with --pem-path",
+            current.describe()
+        )),
+        e => e,
+    })?;
     Ok(KeyChange {
         changed,
         to_recipient,
@@ -192,20 +221,18 @@ fn copy_out(src: &impl ReadAt, image: &Path, to: &Path) -> Result<()> {
     w.flush().map_err(|e| BuildError::io(to, e))
 }
 
-/// Every object of `sif` to keep, in its order, with its bytes read now (they are
-/// small: definition files, metadata); `None` for the partition `prim`. Crypto
-/// messages of the partition and signatures (of the old partition) are left out.
-type Kept = Vec<(Descriptor, Option<Vec<u8>>)>;
-
-fn kept_objects<R: ReadAt>(sif: &Sif<R>, prim: &Descriptor) -> crate::sif::Result<(Kept, Changed)> {
+/// Every object of `sif` to keep, in its order (the partition `prim` included):
+/// crypto messages of the partition and signatures (of the old partition) are left
+/// out.
+fn kept_objects<R: ReadAt>(
+    sif: &Sif<R>,
+    prim: &Descriptor,
+) -> crate::sif::Result<(Vec<Descriptor>, Changed)> {
     let mut changed = Changed::default();
     let mut kept = Vec::new();
     for d in sif.objects() {
-        if d.id == prim.id {
-            kept.push((d.clone(), None));
-            continue;
-        }
         match d.data_type {
+            _ if d.id == prim.id => {}
             DataType::Signature => {
                 changed.dropped_signatures += 1;
                 continue;
@@ -213,25 +240,45 @@ fn kept_objects<R: ReadAt>(sif: &Sif<R>, prim: &Descriptor) -> crate::sif::Resul
             DataType::CryptoMessage if d.link() == Link::Object(prim.id) => continue,
             _ => {}
         }
-        kept.push((d.clone(), Some(sif.read_object(d, 64 << 20)?)));
+        kept.push(d.clone());
     }
     Ok((kept, changed))
 }
 
-/// The new image's objects: those kept (IDs are given anew, so links to objects
-/// follow), the new partition from `outer`, and `message` linked to it.
-fn new_objects<'a>(
-    kept: &'a Kept,
+/// An object's bytes, streamed from the image (objects may be large: an overlay).
+struct SourceReader<R> {
+    src: R,
+    pos: u64,
+}
+
+impl<R: ReadAt> std::io::Read for SourceReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.src.len() - self.pos).min(buf.len() as u64) as usize;
+        self.src.read_exact_at(&mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The new image's objects: those kept, read from `readers` (the same order; `None`
+/// for the partition, which comes from `outer`), with IDs given anew and links to
+/// objects following them, then `message` linked to the partition.
+fn new_objects<'a, R: std::io::Read>(
+    kept: &[Descriptor],
+    readers: &'a mut [Option<R>],
     prim: &Descriptor,
     outer: &'a Path,
     message: Option<&'a [u8]>,
 ) -> Vec<NewObject<'a>> {
-    let mut ids = std::collections::HashMap::new();
+    let ids: std::collections::HashMap<u32, u32> = kept
+        .iter()
+        .enumerate()
+        .map(|(n, d)| (d.id, n as u32 + 1))
+        .collect();
     let mut objects = Vec::new();
-    for (n, (d, bytes)) in kept.iter().enumerate() {
-        ids.insert(d.id, n as u32 + 1);
-        let data = match bytes {
-            Some(b) => ObjectData::Bytes(b),
+    for (d, reader) in kept.iter().zip(readers.iter_mut()) {
+        let data = match reader {
+            Some(r) => ObjectData::Reader(r),
             None => ObjectData::Path(outer),
         };
         let mut o = NewObject::new(d.data_type, data);
@@ -257,4 +304,23 @@ fn new_objects<'a>(
         objects.push(o);
     }
     objects
+}
+
+/// Gives `tmp` the owner of the image `meta` describes (root re-keying a user's
+/// image), when that is not who runs this.
+fn keep_owner(tmp: &Path, meta: &std::fs::Metadata) -> std::result::Result<(), ImageFault> {
+    let me = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    if (meta.uid(), meta.gid()) == me {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(tmp, Some(meta.uid()), Some(meta.gid())).map_err(|e| {
+        ImageFault::Image(format!(
+            "cannot give the rewritten image its owner back (uid {}, gid {}): {e}",
+            meta.uid(),
+            meta.gid()
+        ))
+    })
 }

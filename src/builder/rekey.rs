@@ -36,6 +36,27 @@ pub struct Partition {
     pub header: luks2::HeaderSummary,
 }
 
+/// An exclusive lock on the image file for one re-keying (`flock`, released on
+/// drop): two at once would each think its key the one the image now holds.
+pub struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
+/// Takes the image's lock, or says that another re-keying holds it.
+pub fn lock(path: &Path) -> Result<Lock> {
+    let f = File::open(path).map_err(|e| BuildError::io(path, e))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map(Lock)
+        .map_err(|(_, e)| match e {
+            nix::errno::Errno::EWOULDBLOCK => BuildError::rekey(
+                path,
+                ImageFault::Image(
+                    "another `veil keyslot` is changing this image; try again when it is done"
+                        .into(),
+                ),
+            ),
+            e => BuildError::io(path, e.into()),
+        })
+}
+
 /// Whether the image's primary partition is in the gocryptfs layout (fstype 6).
 pub fn is_gocryptfs(path: &Path) -> Result<bool> {
     let sif = Sif::open_path(path).map_err(|e| BuildError::rekey(path, e))?;

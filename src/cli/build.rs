@@ -49,7 +49,7 @@ pub struct BuildArgs {
     /// Encrypted layout: luks2 (what the peers make as root; both peers run it) or gocryptfs (what Apptainer makes without root; Apptainer alone runs it)
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "luks2")]
     pub encryption_format: FormatArg,
-    /// gocryptfs layout: the scrypt cost as log2(N), as gocryptfs -scryptn (10 to 28; 16, the default, takes 64 MiB)
+    /// gocryptfs layout: the scrypt cost as log2(N), as gocryptfs -scryptn (10 to 20; 16, the default, takes 64 MiB; 20 takes 1 GiB, the most veil opens without --max-kdf-cost)
     #[arg(long, value_name = "N")]
     pub scryptn: Option<u8>,
     /// Private key of an encrypted source image
@@ -187,10 +187,16 @@ fn format(a: &BuildArgs) -> Result<builder::encrypt::Format> {
             if !(lo..=hi).contains(&n) {
                 bail!("--scryptn {n}: from {lo} to {hi}");
             }
-            builder::encrypt::Format::Gocryptfs(veil_fusefs::gocryptfs::ScryptCost {
+            let cost = veil_fusefs::gocryptfs::ScryptCost {
                 log_n: n,
                 ..veil_fusefs::gocryptfs::DEFAULT_SCRYPT
-            })
+            };
+            // Refused now, before anything is built, if veil could not open it.
+            veil_fusefs::gocryptfs::check_cost(cost, &crate::image::kdf::gocryptfs_limits())
+                .map_err(|e| {
+                    anyhow::anyhow!("--scryptn {n}: {}", crate::image::kdf::gocryptfs_text(&e))
+                })?;
+            builder::encrypt::Format::Gocryptfs(cost)
         }
     })
 }
@@ -228,7 +234,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     };
     if encryption.is_none() && a.encryption_format == FormatArg::Gocryptfs {
         bail!(
-            "--encryption-format gocryptfs: the image is not encrypted (give --passphrase, --passphrase-file or --pem-path)"
+            "--encryption-format gocryptfs: the image is not encrypted (give --passphrase, --passphrase-file or --pem-path, or -e with a key variable)"
         );
     }
     // Registry credentials from the environment are taken before the scrub below.

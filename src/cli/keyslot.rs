@@ -1,4 +1,5 @@
-//! `veil keyslot`: re-key an encrypted SIF in place, without rebuilding it.
+//! `veil keyslot`: re-key an encrypted SIF without rebuilding it (in place for
+//! LUKS2; a gocryptfs image is written again around its rewrapped key).
 //!
 //! - `add`: a passphrase keyslot, or an RSA recipient (a keyslot for a fresh random
 //!   secret plus the crypto message wrapping it for the public key);
@@ -165,6 +166,7 @@ fn unlock_key(
 fn add(a: AddArgs) -> Result<ExitCode> {
     a.current.apply_kdf_limit();
     let img = &a.image;
+    let _lock = rekey::lock(img)?;
     let p = rekey::partition(img)?;
     let current = select_from_env(&a.current.flags())
         .with_context(|| format!("the current key is needed: {HOW_TO_GIVE_A_KEY}"))?;
@@ -209,6 +211,7 @@ fn add(a: AddArgs) -> Result<ExitCode> {
 fn remove(a: RemoveArgs) -> Result<ExitCode> {
     a.key.apply_kdf_limit();
     let img = &a.image;
+    let _lock = rekey::lock(img)?;
     let p = rekey::partition(img)?;
     let (slot, msg) = match a.slot {
         Some(s) => (s, None),
@@ -234,9 +237,12 @@ fn change(a: ChangeArgs) -> Result<ExitCode> {
     let current = select_from_env(&a.current.flags())
         .with_context(|| format!("the current key is needed: {HOW_TO_GIVE_A_KEY}"))?;
     let new_key = a.new.key()?;
+    let _lock = rekey::lock(img)?;
     // No core dump or ptrace of a process holding the keys.
     let _ = nix::sys::prctl::set_dumpable(false);
     if rekey::is_gocryptfs(img)? {
+        // The image is written again: its temporaries go on SIGINT/SIGTERM/SIGHUP.
+        crate::builder::cleanup::install_for("veil keyslot");
         let new = match new_key {
             BuildKey::Passphrase(p) => gocryptfs::NewKey::Passphrase(p),
             BuildKey::Recipient(k) => gocryptfs::NewKey::Recipient(k),
@@ -261,14 +267,27 @@ fn change(a: ChangeArgs) -> Result<ExitCode> {
     let p = rekey::partition(img)?;
     let (existing, opened_msg) = unlock_key(&current, &p)?;
     let old_slot = rekey::slot_of(img, &p, &existing)?;
+    if matches!(new_key, BuildKey::Recipient(_)) && opened_msg.is_none() && !p.messages.is_empty() {
+        bail!(
+            "the image has an RSA recipient whose keyslot the current key does not open, and Apptainer reads only one crypto message: replace that recipient with `veil keyslot add --new-pem-path … --replace`, or remove its keyslot first"
+        );
+    }
     let slot = match new_key {
-        BuildKey::Passphrase(new) => rekey::add_keyslot(
-            img,
-            &p,
-            &existing,
-            &new,
-            &encrypt::passphrase_keyslot(a.new.cost()),
-        )?,
+        BuildKey::Passphrase(new) => {
+            let slot = rekey::add_keyslot(
+                img,
+                &p,
+                &existing,
+                &new,
+                &encrypt::passphrase_keyslot(a.new.cost()),
+            )?;
+            // The message the old key came through goes with its keyslot (a
+            // recipient replaced by a passphrase).
+            if let Some(id) = opened_msg {
+                rekey::delete_message(img, id)?;
+            }
+            slot
+        }
         BuildKey::Recipient(key) => {
             let secret = encrypt::random_secret()?;
             let msg = crate::crypt::message::wrap_secret(&key, &secret)?;
@@ -283,13 +302,6 @@ fn change(a: ChangeArgs) -> Result<ExitCode> {
     };
     let p = rekey::partition(img)?;
     rekey::remove_keyslot(img, &p, old_slot)?;
-    // The message the old key came through goes with its keyslot (a recipient
-    // replaced by a passphrase).
-    if let Some(id) = opened_msg
-        && p.messages.iter().any(|(m, _)| *m == id)
-    {
-        rekey::delete_message(img, id)?;
-    }
     eprintln!("veil keyslot: replaced keyslot {old_slot} with keyslot {slot}");
     Ok(ExitCode::SUCCESS)
 }

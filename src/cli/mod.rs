@@ -35,7 +35,7 @@ enum Command {
     Test(run::RunArgs),
     /// Build a SIF image (or a sandbox) from a definition file, a directory or an image, plain or encrypted, without root
     Build(build::BuildArgs),
-    /// Re-key an encrypted SIF in place: add or remove a passphrase or an RSA recipient
+    /// Re-key an encrypted SIF without a rebuild: add, remove or change a passphrase or an RSA recipient
     Keyslot(keyslot::KeyslotArgs),
     /// Show what an image is, including its encryption parameters (no key needed)
     Inspect(inspect::InspectArgs),

@@ -24,8 +24,12 @@ pub const DEFAULT_SCRYPT: ScryptCost = ScryptCost {
 
 /// The lowest scrypt cost gocryptfs accepts (`-scryptn 10`).
 pub const MIN_LOG_N: u8 = 10;
-/// The highest this implementation writes (2^28 · 1 KiB = 256 GiB would be needed).
-pub const MAX_LOG_N: u8 = 28;
+/// The highest this implementation writes: 2^20, 1 GiB of memory, what veil opens
+/// without `--max-kdf-cost` (gocryptfs allows up to 2^28, 32 GiB).
+pub const MAX_LOG_N: u8 = 20;
+
+/// The longest password gocryptfs reads.
+pub const MAX_PASSWORD: usize = 2048;
 
 /// A new volume: its configuration file and the key to seal its files with.
 pub struct NewVolume {
@@ -40,6 +44,12 @@ pub fn check_password(passphrase: &Passphrase) -> Result<()> {
     let b = passphrase.bytes();
     if b.is_empty() {
         return Err(Error::Password("it is empty".into()));
+    }
+    if b.len() > MAX_PASSWORD {
+        return Err(Error::Password(format!(
+            "it is {} bytes long, and gocryptfs reads at most {MAX_PASSWORD}",
+            b.len()
+        )));
     }
     if b.contains(&b'\n') {
         return Err(Error::Password(
@@ -68,9 +78,16 @@ fn random_salt() -> Result<[u8; 32]> {
 /// A new volume for `passphrase`, its master key wrapped with scrypt at `cost`.
 /// `creator` goes into the file's `Creator` field (gocryptfs shows it, nothing checks
 /// it).
-pub fn create(passphrase: &Passphrase, cost: ScryptCost, creator: &str) -> Result<NewVolume> {
+/// The cost must also fit `limits`, as an unlock's would.
+pub fn create(
+    passphrase: &Passphrase,
+    cost: ScryptCost,
+    limits: &UnlockLimits,
+    creator: &str,
+) -> Result<NewVolume> {
     check_password(passphrase)?;
     check_cost(cost)?;
+    keys::check_cost(cost, limits)?;
     crate::secret::scrubbed(|| {
         let mut master = SecretBytes::with_capacity(32);
         master.set_len(32);
@@ -100,7 +117,8 @@ pub fn rewrap(
     check_password(new)?;
     let cost = cost.unwrap_or(config.scrypt);
     check_cost(cost)?;
-    keys::check_cost(config, limits)?;
+    keys::check_cost(config.scrypt, limits)?;
+    keys::check_cost(cost, limits)?;
     crate::secret::scrubbed(|| {
         let master = keys::unwrap_master(config, current)?;
         let salt = random_salt()?;
@@ -204,7 +222,7 @@ mod tests {
     #[test]
     fn a_new_volume_opens_with_its_password_and_reads_back_what_was_sealed() {
         let pass = Passphrase::from_slice(b"correct horse");
-        let v = create(&pass, CHEAP, "veil test").unwrap();
+        let v = create(&pass, CHEAP, &limits(), "veil test").unwrap();
         let text = String::from_utf8(v.config.clone()).unwrap();
         assert!(text.starts_with("{\n\t\"Creator\": \"veil test\",\n\t\"EncryptedKey\": "));
         assert!(text.contains("\"N\": 1024"));
@@ -234,7 +252,7 @@ mod tests {
     fn rewrapping_keeps_the_content_key_and_only_the_new_password_opens_it() {
         let old = Passphrase::from_slice(b"old");
         let new = Passphrase::from_slice(b"0123456789abcdef0123456789abcdef");
-        let v = create(&old, CHEAP, "veil test").unwrap();
+        let v = create(&old, CHEAP, &limits(), "veil test").unwrap();
         let mut sealed = Vec::new();
         seal_stream(&v.key, &b"payload"[..], &mut sealed, |_| ()).unwrap();
         let conf = Config::parse(&v.config).unwrap();
@@ -259,10 +277,11 @@ mod tests {
 
     #[test]
     fn passwords_gocryptfs_would_read_differently_are_refused() {
-        for bad in [&b""[..], b"two\nlines", b"trailing\n"] {
-            assert!(create(&Passphrase::from_slice(bad), CHEAP, "x").is_err());
+        let long = vec![b'x'; MAX_PASSWORD + 1];
+        for bad in [&b""[..], b"two\nlines", b"trailing\n", &long] {
+            assert!(create(&Passphrase::from_slice(bad), CHEAP, &limits(), "x").is_err());
         }
         let too_cheap = ScryptCost { log_n: 9, ..CHEAP };
-        assert!(create(&Passphrase::from_slice(b"p"), too_cheap, "x").is_err());
+        assert!(create(&Passphrase::from_slice(b"p"), too_cheap, &limits(), "x").is_err());
     }
 }

@@ -71,13 +71,14 @@ pub fn unlock(
     passphrase: &Passphrase,
     limits: &UnlockLimits,
 ) -> Result<ContentKey> {
-    check_cost(config, limits)?;
+    check_cost(config.scrypt, limits)?;
     crate::secret::scrubbed(|| unwrap_content_key(config, passphrase))
 }
 
-/// Refuses a KDF cost above `limits` before any memory is taken.
-pub(super) fn check_cost(config: &Config, limits: &UnlockLimits) -> Result<()> {
-    let need = config.scrypt.memory_bytes();
+/// Refuses a KDF cost above `limits` before any memory is taken: for an unlock, and
+/// for a new volume (which veil must then be able to open).
+pub fn check_cost(cost: ScryptCost, limits: &UnlockLimits) -> Result<()> {
+    let need = cost.memory_bytes();
     let mib = |b: u64| b.div_ceil(1 << 20);
     if need > limits.max_memory {
         return Err(Error::KdfTooCostly {
@@ -86,7 +87,7 @@ pub(super) fn check_cost(config: &Config, limits: &UnlockLimits) -> Result<()> {
             why: "",
         });
     }
-    let work = config.scrypt.work_bytes();
+    let work = cost.work_bytes();
     if work > limits.max_work {
         return Err(Error::KdfTooCostly {
             need_mib: mib(work),

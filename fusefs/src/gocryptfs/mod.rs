@@ -28,12 +28,13 @@ mod keys;
 pub use config::{Config, MAX_LEN as MAX_CONFIG_LEN, ScryptCost};
 pub use content::{BLOCK, DecryptedFile, HEADER_LEN, plain_size};
 pub use create::{
-    DEFAULT_SCRYPT, MAX_LOG_N, MIN_LOG_N, NewVolume, check_password, create, rewrap, seal_stream,
+    DEFAULT_SCRYPT, MAX_LOG_N, MAX_PASSWORD, MIN_LOG_N, NewVolume, check_password, create, rewrap,
+    seal_stream,
 };
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use fuzz::fuzz_one;
-pub use keys::{ContentKey, UnlockLimits, unlock};
+pub use keys::{ContentKey, UnlockLimits, check_cost, unlock};
 
 /// The HKDF info string of AES-GCM content keys: used for the master key's wrapping
 /// key and for the file content key alike.
