@@ -82,6 +82,25 @@ fn build_fixture() -> Option<Fixture> {
     )
     .unwrap();
     std::os::unix::fs::symlink("marker.txt", rootfs.join("data/marker-sym.txt")).unwrap();
+    // An extended attribute, and the host's getfattr with the two files it loads, to
+    // read it back through veil's FUSE server.
+    let xattr_set = Command::new("setfattr")
+        .args(["-n", "user.veil", "-v", "gocryptfs-xattr"])
+        .arg(rootfs.join("data/marker.txt"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(xattr_set, "setfattr (package attr) is needed");
+    for f in [
+        "/usr/bin/getfattr",
+        "/lib64/ld-linux-x86-64.so.2",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
+        if let Ok(real) = std::fs::canonicalize(f) {
+            let to = rootfs.join(f.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(real, &to).unwrap();
+        }
+    }
 
     let keys = user.dir.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
@@ -465,4 +484,23 @@ fn an_encrypted_image_cut_at_a_block_boundary_fails_in_one_line() {
     });
     let o = f.exec("pass", &sif).arg("true").output().unwrap();
     one_line_error(&o, "the decrypted partition is not a usable squashfs");
+}
+
+#[test]
+fn extended_attributes_read_through_the_container() {
+    let f = require!(fixture(), "gocryptfs, tools or user namespaces missing");
+    if !Path::new("/lib64/ld-linux-x86-64.so.2").exists() {
+        eprintln!("SKIP: no x86_64 glibc loader here to run the host's getfattr in the image");
+        return;
+    }
+    for (mode, comp) in [("pass", "gzip"), ("pem", "zstd")] {
+        let o = f
+            .exec(mode, f.image(mode, comp))
+            .args(["/usr/bin/getfattr", "-d", "/data/marker.txt"])
+            .output()
+            .unwrap();
+        let (code, out, err) = text(&o);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("user.veil=\"gocryptfs-xattr\""), "{out}{err}");
+    }
 }
