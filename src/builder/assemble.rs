@@ -79,6 +79,18 @@ impl TempPath {
         &self.path
     }
 
+    /// The file, opened again for writing without following a symbolic link (a
+    /// file made by [`TempPath::private`], in a directory others may write to).
+    pub fn open_write(&self) -> Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)
+            .map_err(|e| BuildError::io(&self.path, e))
+    }
+
     /// Renames the file to `dest` (replacing a file there).
     pub fn persist(mut self, dest: &Path) -> Result<()> {
         std::fs::rename(&self.path, dest).map_err(|e| BuildError::io(dest, e))?;
@@ -171,7 +183,12 @@ pub fn write_sif(
 /// (possibly decrypted on the fly), `len` bytes long with zeros past the source's end.
 pub enum Payload {
     File(TempPath),
-    Source { src: Arc<dyn ReadAt>, len: u64 },
+    /// `name`: the source image, which read errors name.
+    Source {
+        src: Arc<dyn ReadAt>,
+        len: u64,
+        name: String,
+    },
 }
 
 /// Reads a [`Payload::Source`] front to back, zero-filled past the source's end.
@@ -179,13 +196,17 @@ struct SourceReader<'a> {
     src: &'a dyn ReadAt,
     pos: u64,
     len: u64,
+    name: &'a str,
 }
 
 impl std::io::Read for SourceReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = ((self.len - self.pos) as usize).min(buf.len());
         let from_src = (self.src.len().saturating_sub(self.pos) as usize).min(n);
-        self.src.read_exact_at(&mut buf[..from_src], self.pos)?;
+        // (A damaged source is the source's fault: say which file it is.)
+        self.src
+            .read_exact_at(&mut buf[..from_src], self.pos)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("reading {}: {e}", self.name)))?;
         buf[from_src..n].fill(0);
         self.pos += n as u64;
         Ok(n)
@@ -198,10 +219,11 @@ impl Payload {
             Payload::File(t) => {
                 Box::new(File::open(t.path()).map_err(|e| BuildError::io(t.path(), e))?)
             }
-            Payload::Source { src, len } => Box::new(SourceReader {
+            Payload::Source { src, len, name } => Box::new(SourceReader {
                 src: &**src,
                 pos: 0,
                 len: *len,
+                name,
             }),
         })
     }
@@ -418,6 +440,30 @@ pub(super) fn verify(path: &Path, fs_type: FsType, secret: Option<&Passphrase>) 
     Ok(())
 }
 
+/// The decrypted squashfs of the gocryptfs image `src` (opened as `file`), through
+/// the image layer, as a run opens it.
+fn gocryptfs_source(opts: &BuildOptions, src: &Path, file: &File) -> Result<Arc<dyn ReadAt>> {
+    let Some(key) = &opts.source_key else {
+        return Err(BuildError::source_image(
+            src,
+            format!("the source image is encrypted; {}", super::SOURCE_KEY_HINT),
+        ));
+    };
+    let f = file.try_clone().map_err(|e| BuildError::io(src, e))?;
+    let img = crate::image::open_file(f, &src.display().to_string())
+        .map_err(|e| BuildError::source_image(src, e))?;
+    let crate::image::Image::Encrypted(enc) = img else {
+        return Err(BuildError::source_image(src, "not encrypted"));
+    };
+    let pass = key
+        .for_run(enc.message())
+        .map_err(|e| BuildError::source_image(src, e))?;
+    let (source, _) = enc
+        .decrypt(&pass, &crate::image::kdf::unlock_options())
+        .map_err(|e| BuildError::source_image(src, e))?;
+    Ok(source)
+}
+
 /// Rebuilds an image into a new SIF without unpacking it: the squashfs is copied (and
 /// decrypted with the source key, or encrypted, as asked); the source's Def.FILE and
 /// JSON.Generic objects are kept unless `--no-metadata`.
@@ -475,32 +521,7 @@ pub fn convert(
                         })?;
                     Arc::new(vol)
                 }
-                FsType::GocryptfsSquashfs => {
-                    let Some(key) = &opts.source_key else {
-                        return Err(BuildError::source_image(
-                            src,
-                            format!("the source image is encrypted; {}", super::SOURCE_KEY_HINT),
-                        ));
-                    };
-                    // Through the image layer, as a run opens it.
-                    let f = file
-                        .file()
-                        .try_clone()
-                        .map_err(|e| BuildError::io(src, e))?;
-                    let name = src.display().to_string();
-                    let img = crate::image::open_file(f, &name)
-                        .map_err(|e| BuildError::source_image(src, e))?;
-                    let crate::image::Image::Encrypted(enc) = img else {
-                        return Err(BuildError::source_image(src, "not encrypted"));
-                    };
-                    let pass = key
-                        .for_run(enc.message())
-                        .map_err(|e| BuildError::source_image(src, e))?;
-                    let (source, _) = enc
-                        .decrypt(&pass, &crate::image::kdf::unlock_options())
-                        .map_err(|e| BuildError::source_image(src, e))?;
-                    source
-                }
+                FsType::GocryptfsSquashfs => gocryptfs_source(opts, src, file.file())?,
                 other => {
                     return Err(BuildError::source_image(
                         src,
@@ -521,7 +542,11 @@ pub fn convert(
     let deffile = deffile.and_then(|d| String::from_utf8(d).ok());
     finish(
         opts,
-        Payload::Source { src: payload, len },
+        Payload::Source {
+            src: payload,
+            len,
+            name: src.display().to_string(),
+        },
         Objects {
             deffile: deffile.as_deref(),
             inspect: inspect.as_deref(),

@@ -11,7 +11,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::Path;
 
@@ -99,7 +98,7 @@ pub fn encrypt(
     let cipher = TempPath::private(tmp_dir, "gocryptfs")?;
     let (password, message) = password(enc, image)?;
     let bad = |err| BuildError::EncryptGocryptfs {
-        path: cipher.path().display().to_string(),
+        path: image.display().to_string(),
         err,
     };
     let vol = gocryptfs::create(
@@ -109,7 +108,7 @@ pub fn encrypt(
         CREATOR,
     )
     .map_err(bad)?;
-    let f = File::create(cipher.path()).map_err(|e| BuildError::io(cipher.path(), e))?;
+    let f = cipher.open_write()?;
     let progress = crate::support::progress::Progress::new("encrypt", len, show_progress);
     gocryptfs::seal_stream(
         &vol.key,

@@ -97,7 +97,7 @@ pub fn change_password(
     let dir = crate::fsutil::parent_dir(&real).to_path_buf();
     let cipher = TempPath::private(&dir, "gocryptfs")?;
     let src = veil_fusefs::squashfs::File::open(outer.clone(), *inner).map_err(|e| rk(e.into()))?;
-    copy_out(&src, path, cipher.path())?;
+    copy_out(&src, path, &cipher)?;
     drop(src);
 
     let time = prim.modified_at.clamp(0, i64::from(u32::MAX)) as u32;
@@ -131,11 +131,15 @@ pub fn change_password(
     drop(sif);
     // Written and verified beside the image (with the new password, as a run opens
     // it), then renamed over it with its permissions.
-    let tmp = TempPath::new(&dir, "sif");
-    crate::sif::create(tmp.path(), &opts, objects).map_err(|e| rk(e.into()))?;
+    // (Through descriptors: the directory may be one others can write to.)
+    let tmp = TempPath::private(&dir, "sif")?;
+    let out = tmp.open_write()?;
+    crate::sif::write_new(&out, &opts, objects).map_err(|e| rk(e.into()))?;
     drop(outer_new);
-    std::fs::set_permissions(tmp.path(), mode).map_err(|e| BuildError::io(tmp.path(), e))?;
-    keep_owner(tmp.path(), &meta).map_err(rk)?;
+    out.set_permissions(mode)
+        .map_err(|e| BuildError::io(tmp.path(), e))?;
+    keep_owner(&out, &meta).map_err(rk)?;
+    drop(out);
     super::assemble::verify(tmp.path(), FsType::GocryptfsSquashfs, Some(new))?;
     tmp.persist(&real)?;
     Ok(changed)
@@ -204,11 +208,9 @@ pub fn change_key(
 }
 
 /// Copies all of `src` (the encrypted file inside `image`) to the file `to`.
-fn copy_out(src: &impl ReadAt, image: &Path, to: &Path) -> Result<()> {
-    let mut w = BufWriter::with_capacity(
-        8 << 20,
-        File::create(to).map_err(|e| BuildError::io(to, e))?,
-    );
+fn copy_out(src: &impl ReadAt, image: &Path, to: &TempPath) -> Result<()> {
+    let mut w = BufWriter::with_capacity(8 << 20, to.open_write()?);
+    let to = to.path();
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0u64;
     while at < src.len() {
@@ -306,17 +308,13 @@ fn new_objects<'a, R: std::io::Read>(
     objects
 }
 
-/// Gives `tmp` the owner of the image `meta` describes (root re-keying a user's
-/// image), when that is not who runs this.
-fn keep_owner(tmp: &Path, meta: &std::fs::Metadata) -> std::result::Result<(), ImageFault> {
-    let me = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
-    if (meta.uid(), meta.gid()) == me {
+/// Gives the new image `tmp` the owner of the image `meta` describes, when root
+/// re-keys another user's image (others cannot give files away).
+fn keep_owner(tmp: &File, meta: &std::fs::Metadata) -> std::result::Result<(), ImageFault> {
+    if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
-    std::os::unix::fs::chown(tmp, Some(meta.uid()), Some(meta.gid())).map_err(|e| {
+    std::os::unix::fs::fchown(tmp, Some(meta.uid()), Some(meta.gid())).map_err(|e| {
         ImageFault::Image(format!(
             "cannot give the rewritten image its owner back (uid {}, gid {}): {e}",
             meta.uid(),

@@ -43,9 +43,8 @@ pub struct Lock(#[allow(dead_code)] nix::fcntl::Flock<File>);
 /// Takes the image's lock, or says that another re-keying holds it.
 pub fn lock(path: &Path) -> Result<Lock> {
     let f = File::open(path).map_err(|e| BuildError::io(path, e))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map(Lock)
-        .map_err(|(_, e)| match e {
+    let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, e)| match e {
             nix::errno::Errno::EWOULDBLOCK => BuildError::rekey(
                 path,
                 ImageFault::Image(
@@ -54,7 +53,21 @@ pub fn lock(path: &Path) -> Result<Lock> {
                 ),
             ),
             e => BuildError::io(path, e.into()),
-        })
+        },
+    )?;
+    // A re-keying that replaced the file (gocryptfs) ended between the open and the
+    // lock: this lock is on the old file.
+    use std::os::unix::fs::MetadataExt;
+    let (held, now) = (lock.metadata(), std::fs::metadata(path));
+    match (held, now) {
+        (Ok(h), Ok(n)) if (h.dev(), h.ino()) == (n.dev(), n.ino()) => Ok(Lock(lock)),
+        _ => Err(BuildError::rekey(
+            path,
+            ImageFault::Image(
+                "the image was replaced meanwhile by another `veil keyslot`; try again".into(),
+            ),
+        )),
+    }
 }
 
 /// Whether the image's primary partition is in the gocryptfs layout (fstype 6).

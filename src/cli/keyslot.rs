@@ -128,6 +128,9 @@ struct RemoveArgs {
 }
 
 pub fn run(a: KeyslotArgs) -> Result<ExitCode> {
+    // Every keyslot command writes temporaries (a copy of the LUKS2 header areas, or
+    // the new image): they go on SIGINT/SIGTERM/SIGHUP.
+    crate::builder::cleanup::install_for("veil keyslot");
     match a.command {
         KeyslotCommand::Add(a) => add(a),
         KeyslotCommand::Remove(a) => remove(a),
@@ -233,7 +236,9 @@ fn remove(a: RemoveArgs) -> Result<ExitCode> {
 
 fn change(a: ChangeArgs) -> Result<ExitCode> {
     a.current.apply_kdf_limit();
-    let img = &a.image;
+    // The file itself, resolved once: a gocryptfs image is replaced by a new file,
+    // which must be the one locked and read.
+    let img = &std::fs::canonicalize(&a.image).with_context(|| format!("{}", a.image.display()))?;
     let current = select_from_env(&a.current.flags())
         .with_context(|| format!("the current key is needed: {HOW_TO_GIVE_A_KEY}"))?;
     let new_key = a.new.key()?;
@@ -241,8 +246,6 @@ fn change(a: ChangeArgs) -> Result<ExitCode> {
     // No core dump or ptrace of a process holding the keys.
     let _ = nix::sys::prctl::set_dumpable(false);
     if rekey::is_gocryptfs(img)? {
-        // The image is written again: its temporaries go on SIGINT/SIGTERM/SIGHUP.
-        crate::builder::cleanup::install_for("veil keyslot");
         let new = match new_key {
             BuildKey::Passphrase(p) => gocryptfs::NewKey::Passphrase(p),
             BuildKey::Recipient(k) => gocryptfs::NewKey::Recipient(k),
@@ -267,9 +270,11 @@ fn change(a: ChangeArgs) -> Result<ExitCode> {
     let p = rekey::partition(img)?;
     let (existing, opened_msg) = unlock_key(&current, &p)?;
     let old_slot = rekey::slot_of(img, &p, &existing)?;
-    if matches!(new_key, BuildKey::Recipient(_)) && opened_msg.is_none() && !p.messages.is_empty() {
+    if matches!(new_key, BuildKey::Recipient(_))
+        && p.messages.iter().any(|(id, _)| Some(*id) != opened_msg)
+    {
         bail!(
-            "the image has an RSA recipient whose keyslot the current key does not open, and Apptainer reads only one crypto message: replace that recipient with `veil keyslot add --new-pem-path … --replace`, or remove its keyslot first"
+            "the image has an RSA recipient whose keyslot the current key does not open, and Apptainer reads only one crypto message: remove that recipient first (`veil keyslot remove --pem-path ITS-PRIVATE.pem`, or `--slot N`)"
         );
     }
     let slot = match new_key {

@@ -19,6 +19,7 @@ pub use image::{MAX_DESCRIPTORS, Sif};
 pub use types::{Arch, DataType, FormatType, FsType, HashType, MessageType, PartType, SbomFormat};
 pub use writer::{
     CreateOptions, DEFAULT_DESCRIPTORS, DeleteOptions, Editor, NewObject, ObjectData, create,
+    write_new,
 };
 
 /// Fuzzing entry point: parse arbitrary bytes as a SIF and touch everything a reader

@@ -110,19 +110,23 @@ pub struct DeleteOptions {
 pub fn create(path: &Path, opts: &CreateOptions, objects: Vec<NewObject<'_>>) -> Result<()> {
     let dir = crate::fsutil::parent_dir(path);
     let tmp = TempFile::new_in(dir, path)?;
-    let result = (|| {
-        write_empty(tmp.file(), opts)?;
-        let mut ed = Editor::from_file(tmp.file().try_clone()?)?;
-        for obj in objects {
-            ed.add(obj)?;
-        }
-        tmp.file().sync_all()?;
-        Ok(())
-    })();
+    let result = write_new(tmp.file(), opts, objects);
     match result {
         Ok(()) => Ok(tmp.persist(path)?),
         Err(e) => Err(e),
     }
+}
+
+/// Writes a new image holding `objects` into `f`, an open file that becomes it
+/// whatever it held: for a caller that keeps the temporary file itself.
+pub fn write_new(f: &File, opts: &CreateOptions, objects: Vec<NewObject<'_>>) -> Result<()> {
+    write_empty(f, opts)?;
+    let mut ed = Editor::from_file(f.try_clone()?)?;
+    for obj in objects {
+        ed.add(obj)?;
+    }
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Writes the header and an empty descriptor table of a new image to `f`.

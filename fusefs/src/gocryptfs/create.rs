@@ -115,8 +115,12 @@ pub fn rewrap(
     creator: &str,
 ) -> Result<Vec<u8>> {
     check_password(new)?;
+    // (The range applies to a cost given now; the file's own is bounded by `limits`,
+    // as for an unlock, and kept.)
+    if let Some(c) = cost {
+        check_cost(c)?;
+    }
     let cost = cost.unwrap_or(config.scrypt);
-    check_cost(cost)?;
     keys::check_cost(config.scrypt, limits)?;
     keys::check_cost(cost, limits)?;
     crate::secret::scrubbed(|| {
