@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -38,20 +38,8 @@ fn setup() -> Option<Env> {
     std::fs::write(rootfs.join("data/marker.txt"), "gocryptfs built by veil\n").unwrap();
     // 3 MiB that do not compress, so the image spans many gocryptfs blocks.
     std::fs::write(rootfs.join("data/noise.bin"), noise(3 << 20, 7)).unwrap();
-    let sh = |cmd: &str| {
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .current_dir(&work)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "{cmd}");
-    };
-    sh("openssl genrsa -traditional -out rsa.pem 2048");
-    sh("openssl rsa -in rsa.pem -RSAPublicKey_out -out rsa_pub.pem");
-    sh("openssl genrsa -traditional -out other.pem 2048");
-    sh("openssl rsa -in other.pem -RSAPublicKey_out -out other_pub.pem");
+    openssl_rsa_pair(&work, "rsa");
+    openssl_rsa_pair(&work, "other");
     std::fs::write(work.join("pass.txt"), "first pass phrase\n").unwrap();
     std::fs::write(work.join("pass2.txt"), "second pass phrase\n").unwrap();
     std::fs::write(work.join("two-lines.txt"), "two\nlines\n").unwrap();
@@ -109,6 +97,23 @@ impl Env {
         assert!(ok, "{script} {sif} {key:?}: {out}");
     }
 
+    /// `veil keyslot change IMAGE CURRENT-KEY NEW-KEY` (each key a flag and its value).
+    fn change(&self, image: &str, current: [&str; 2], new: [&str; 2]) -> Output {
+        let mut args = vec!["keyslot", "change", image];
+        args.extend(current);
+        args.extend(new);
+        self.veil(&args)
+    }
+
+    fn change_ok(&self, image: &str, current: [&str; 2], new: [&str; 2]) {
+        let o = self.change(image, current, new);
+        assert!(
+            o.status.success(),
+            "keyslot change {image} {current:?} {new:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.work.join(name)
     }
@@ -125,7 +130,7 @@ fn one_line_error(o: &Output, want: &str) {
 /// The bytes of the outer squashfs's `squashfs-*` file (the encrypted image) and of
 /// its `gocryptfs.conf`, read with the real unsquashfs.
 fn outer_files(sif: &Path) -> (Vec<u8>, Vec<u8>) {
-    let list = stdout(&run_ok(Command::new("siftool").arg("list").arg(sif)));
+    let list = siftool_list(sif);
     let start: u64 = list
         .lines()
         .find(|l| l.contains("*System"))
@@ -182,9 +187,7 @@ fn built_gocryptfs_images_open_with_the_real_gocryptfs_and_run() {
         "pem.sif",
         "rootfs",
     ]);
-    let list = stdout(&run_ok(
-        Command::new("siftool").arg("list").arg(env.path("pem.sif")),
-    ));
+    let list = siftool_list(&env.path("pem.sif"));
     assert!(list.contains("FS (Unknown/*System/"), "fstype 6: {list}");
     assert!(
         list.contains("Cryptographic Message (PEM/RSA-OAEP)"),
@@ -284,12 +287,8 @@ fn gocryptfs_builds_refuse_what_they_cannot_write_in_one_line() {
         ]),
         "--scryptn goes with --encryption-format gocryptfs",
     );
-    let leftovers: Vec<_> = std::fs::read_dir(&env.work)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".veil-"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
+    let left = veil_temporaries(&env.work);
+    assert!(left.is_empty(), "temporaries left: {left:?}");
 }
 
 #[test]
@@ -388,15 +387,11 @@ fn keyslot_change_rewraps_a_gocryptfs_key_and_copies_the_content() {
     ]);
     let (content, conf) = outer_files(&env.path("k.sif"));
     // Passphrase → passphrase.
-    env.veil_ok(&[
-        "keyslot",
-        "change",
+    env.change_ok(
         "k.sif",
-        "--passphrase-file",
-        "pass.txt",
-        "--new-passphrase-file",
-        "pass2.txt",
-    ]);
+        ["--passphrase-file", "pass.txt"],
+        ["--new-passphrase-file", "pass2.txt"],
+    );
     let (content2, conf2) = outer_files(&env.path("k.sif"));
     assert!(content2 == content, "the encrypted content changed");
     assert_ne!(conf2, conf);
@@ -419,71 +414,47 @@ fn keyslot_change_rewraps_a_gocryptfs_key_and_copies_the_content() {
     // A wrong current key changes nothing.
     let before = std::fs::read(env.path("k.sif")).unwrap();
     one_line_error(
-        &env.veil(&[
-            "keyslot",
-            "change",
+        &env.change(
             "k.sif",
-            "--passphrase-file",
-            "pass.txt",
-            "--new-passphrase-file",
-            "pass.txt",
-        ]),
+            ["--passphrase-file", "pass.txt"],
+            ["--new-passphrase-file", "pass.txt"],
+        ),
         "does not decrypt the gocryptfs master key",
     );
     assert!(std::fs::read(env.path("k.sif")).unwrap() == before);
     // Passphrase → RSA recipient → another recipient → passphrase.
-    env.veil_ok(&[
-        "keyslot",
-        "change",
+    env.change_ok(
         "k.sif",
-        "--passphrase-file",
-        "pass2.txt",
-        "--new-pem-path",
-        "rsa_pub.pem",
-    ]);
+        ["--passphrase-file", "pass2.txt"],
+        ["--new-pem-path", "rsa_pub.pem"],
+    );
     env.check_ok("check-gocryptfs-sif", "k.sif", &["--pem-path", "rsa.pem"]);
-    env.veil_ok(&[
-        "keyslot",
-        "change",
+    env.change_ok(
         "k.sif",
-        "--pem-path",
-        "rsa.pem",
-        "--new-pem-path",
-        "other_pub.pem",
-    ]);
+        ["--pem-path", "rsa.pem"],
+        ["--new-pem-path", "other_pub.pem"],
+    );
     env.check_ok("check-gocryptfs-sif", "k.sif", &["--pem-path", "other.pem"]);
     one_line_error(
-        &env.veil(&[
-            "keyslot",
-            "change",
+        &env.change(
             "k.sif",
-            "--passphrase-file",
-            "pass.txt",
-            "--new-passphrase-file",
-            "pass2.txt",
-        ]),
+            ["--passphrase-file", "pass.txt"],
+            ["--new-passphrase-file", "pass2.txt"],
+        ),
         "the image was encrypted for an RSA key",
     );
-    let list = stdout(&run_ok(
-        Command::new("siftool").arg("list").arg(env.path("k.sif")),
-    ));
+    let list = siftool_list(&env.path("k.sif"));
     assert_eq!(
         list.matches("Cryptographic Message").count(),
         1,
         "one message: {list}"
     );
-    env.veil_ok(&[
-        "keyslot",
-        "change",
+    env.change_ok(
         "k.sif",
-        "--pem-path",
-        "other.pem",
-        "--new-passphrase-file",
-        "pass.txt",
-    ]);
-    let list = stdout(&run_ok(
-        Command::new("siftool").arg("list").arg(env.path("k.sif")),
-    ));
+        ["--pem-path", "other.pem"],
+        ["--new-passphrase-file", "pass.txt"],
+    );
+    let list = siftool_list(&env.path("k.sif"));
     assert!(!list.contains("Cryptographic Message"), "{list}");
     env.check_ok(
         "check-gocryptfs-sif",
@@ -517,15 +488,11 @@ fn keyslot_change_rewraps_a_gocryptfs_key_and_copies_the_content() {
     // Through a symbolic link: the image it names is re-keyed, the link stays.
     std::os::unix::fs::symlink("k.sif", env.path("link.sif")).unwrap();
     env.user.own(&env.path("link.sif"));
-    env.veil_ok(&[
-        "keyslot",
-        "change",
+    env.change_ok(
         "link.sif",
-        "--passphrase-file",
-        "pass.txt",
-        "--new-passphrase-file",
-        "pass2.txt",
-    ]);
+        ["--passphrase-file", "pass.txt"],
+        ["--new-passphrase-file", "pass2.txt"],
+    );
     assert!(
         std::fs::symlink_metadata(env.path("link.sif"))
             .unwrap()
@@ -558,12 +525,8 @@ fn keyslot_change_rewraps_a_gocryptfs_key_and_copies_the_content() {
         let m = std::fs::metadata(env.path("k.sif")).unwrap();
         assert_eq!((m.uid(), m.gid()), (env.user.uid, env.user.gid));
     }
-    let leftovers: Vec<_> = std::fs::read_dir(&env.work)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".veil-"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
+    let left = veil_temporaries(&env.work);
+    assert!(left.is_empty(), "temporaries left: {left:?}");
 }
 
 #[test]
@@ -597,9 +560,7 @@ fn keyslot_change_replaces_a_luks2_keyslot() {
         "l.sif",
         &["--passphrase", "first pass phrase"],
     );
-    let list = stdout(&run_ok(
-        Command::new("siftool").arg("list").arg(env.path("l.sif")),
-    ));
+    let list = siftool_list(&env.path("l.sif"));
     assert!(!list.contains("Cryptographic Message"), "{list}");
     // Passphrase → recipient → another recipient: one message, the new key opens.
     let mut a = vec![
@@ -613,18 +574,12 @@ fn keyslot_change_replaces_a_luks2_keyslot() {
     ];
     a.extend(fast);
     env.veil_ok(&a);
-    env.veil_ok(&[
-        "keyslot",
-        "change",
+    env.change_ok(
         "l.sif",
-        "--pem-path",
-        "rsa.pem",
-        "--new-pem-path",
-        "other_pub.pem",
-    ]);
-    let list = stdout(&run_ok(
-        Command::new("siftool").arg("list").arg(env.path("l.sif")),
-    ));
+        ["--pem-path", "rsa.pem"],
+        ["--new-pem-path", "other_pub.pem"],
+    );
+    let list = siftool_list(&env.path("l.sif"));
     assert_eq!(list.matches("Cryptographic Message").count(), 1, "{list}");
     env.check_ok("check-encrypted-sif", "l.sif", &["--pem-path", "other.pem"]);
     let out = env.veil_ok(&[
@@ -654,15 +609,11 @@ fn keyslot_change_replaces_a_luks2_keyslot() {
     a.extend(fast);
     env.veil_ok(&a);
     one_line_error(
-        &env.veil(&[
-            "keyslot",
-            "change",
+        &env.change(
             "l.sif",
-            "--passphrase-file",
-            "pass.txt",
-            "--new-pem-path",
-            "rsa_pub.pem",
-        ]),
+            ["--passphrase-file", "pass.txt"],
+            ["--new-pem-path", "rsa_pub.pem"],
+        ),
         "whose keyslot the current key does not open",
     );
 }

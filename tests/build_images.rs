@@ -52,10 +52,6 @@ fn build_ok(env: &Env, args: &[&str]) {
     );
 }
 
-fn siftool_list(sif: &Path) -> String {
-    stdout(&run_ok(Command::new("siftool").arg("list").arg(sif)))
-}
-
 /// The primary partition's bytes, via `siftool dump`.
 fn dump_partition(sif: &Path, to: &Path) {
     let list = siftool_list(sif);

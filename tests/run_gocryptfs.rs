@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use common::*;
@@ -104,20 +104,8 @@ fn build_fixture() -> Option<Fixture> {
 
     let keys = user.dir.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
-    let sh = |cmd: &str| {
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .current_dir(&keys)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "{cmd}");
-    };
-    sh("openssl genrsa -traditional -out rsa.pem 2048");
-    sh("openssl rsa -in rsa.pem -RSAPublicKey_out -out rsa_pub.pem");
-    sh("openssl genrsa -traditional -out other.pem 2048");
-    sh("chmod 0644 *");
+    openssl_rsa_pair(&keys, "rsa");
+    openssl_rsa_pair(&keys, "other");
     std::fs::write(keys.join("pass.txt"), format!("{PASSPHRASE}\n")).unwrap();
     std::fs::write(keys.join("wrong.txt"), "not it\n").unwrap();
 
@@ -389,7 +377,7 @@ fn repacked_outer_with(
     change: impl FnOnce(&Path),
 ) -> PathBuf {
     let outer = work.join("outer.sqfs");
-    let list = stdout(&run_ok(Command::new("siftool").arg("list").arg(image)));
+    let list = siftool_list(image);
     let id = list
         .lines()
         .find(|l| l.contains("*System"))

@@ -433,3 +433,42 @@ pub fn inherit_fds(cmd: &mut Command, fds: &[(&std::fs::File, i32)]) {
     }
 }
 pub mod registry;
+
+/// An RSA key pair made by openssl in `dir`: `NAME.pem` (private, PKCS#1, as the
+/// peers' docs make it) and `NAME_pub.pem` (public, PKCS#1), both 0644.
+#[allow(dead_code)]
+pub fn openssl_rsa_pair(dir: &Path, name: &str) {
+    let private = format!("{name}.pem");
+    run_ok(
+        Command::new("openssl")
+            .args(["genrsa", "-traditional", "-out", &private, "2048"])
+            .current_dir(dir),
+    );
+    run_ok(
+        Command::new("openssl")
+            .args(["rsa", "-in", &private, "-RSAPublicKey_out", "-out"])
+            .arg(format!("{name}_pub.pem"))
+            .current_dir(dir),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for f in [private, format!("{name}_pub.pem")] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+/// `siftool list` of an image.
+#[allow(dead_code)]
+pub fn siftool_list(sif: &Path) -> String {
+    stdout(&run_ok(Command::new("siftool").arg("list").arg(sif)))
+}
+
+/// The `.veil-*` temporaries left in `dir`.
+#[allow(dead_code)]
+pub fn veil_temporaries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".veil-"))
+        .map(|e| e.path())
+        .collect()
+}
