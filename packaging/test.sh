@@ -11,7 +11,13 @@ echo "testing the $VEIL_TARGET build"
 mkdir -p target
 log=target/test-output.log
 status=0
-cargo test --workspace --locked --target "$VEIL_TARGET" -- --nocapture 2>&1 | tee "$log" || status=$?
+df -h . /tmp 2>/dev/null || true
+cargo test --workspace --locked --no-fail-fast --target "$VEIL_TARGET" -- --nocapture 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "== failed; free space =="
+  df -h . /tmp 2>/dev/null || true
+  grep -E "^test .* FAILED$|^error: test failed" "$log" || true
+fi
 echo
 echo "== skipped tests and why =="
 # A skip is allowed only for what the machine cannot have (.ci/allowed-skips); in CI
