@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod build;
 mod encryption;
 mod inspect;
+mod instance;
 mod key;
 mod keyslot;
 pub(crate) mod registry;
@@ -33,6 +34,8 @@ enum Command {
     Shell(run::ShellArgs),
     #[command(about = TEST_ABOUT)]
     Test(run::RunArgs),
+    /// Run containers in the background: start, stop, list and measure named instances (joined with instance://NAME)
+    Instance(instance::InstanceArgs),
     /// Build a SIF image (or a sandbox) from a definition file, a directory or an image, plain or encrypted, without root
     Build(build::BuildArgs),
     /// Re-key an encrypted SIF without a rebuild: add, remove or change a passphrase or an RSA recipient
@@ -127,6 +130,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Exec(a) => run::run(crate::launch::Action::Exec, a, None),
         Command::Shell(a) => run::shell(a),
         Command::Test(a) => run::run(crate::launch::Action::Test, a, None),
+        Command::Instance(args) => instance::run(args),
         Command::Build(args) => build::run(args),
         Command::Keyslot(args) => keyslot::run(args),
         Command::Inspect(args) => inspect::run(args),

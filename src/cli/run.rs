@@ -12,8 +12,9 @@ use clap::Args;
 use crate::launch::{Action, Options, binds, env};
 use crate::runner::{self, RunRequest};
 
+/// The flags of every command that starts a container (`instance start` too).
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct RunFlags {
     /// Bind a host path: src[:dst[:ro|rw]], comma-separated or repeated (also APPTAINER_BIND / SINGULARITY_BIND / VEIL_BIND)
     #[arg(short = 'B', long = "bind", value_name = "SPEC")]
     bind: Vec<String>,
@@ -75,7 +76,16 @@ pub struct RunArgs {
     require_encrypted: bool,
     #[command(flatten)]
     registry: super::registry::ContainerRegistryArgs,
-    /// The image: a SIF file, a squashfs file, a sandbox directory, or oras://REGISTRY/REPOSITORY:TAG
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    flags: RunFlags,
+    /// Share one session (one unlock, one FUSE server, one mount namespace) with the other processes of this job on this node that run the same image with the same flags (see docs/instances.md)
+    #[arg(long)]
+    sharens: bool,
+    /// The image: a SIF file, a squashfs file, a sandbox directory, oras://REGISTRY/REPOSITORY:TAG, docker://IMAGE, or instance://NAME (a running instance)
     image: String,
     /// Arguments
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -98,7 +108,7 @@ fn env_var(names: &[&str]) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
+fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
     let mut bind_specs = Vec::new();
     // Environment binds first, as the peers: they apply before the command line's.
     if let Some(list) = env_var(&["VEIL_BIND", "APPTAINER_BIND", "SINGULARITY_BIND"]) {
@@ -147,21 +157,35 @@ fn options(a: &RunArgs, shell: Option<String>) -> Result<Options> {
     })
 }
 
+/// The run service's request for flags `f` and image `image`.
+pub fn request(
+    action: Action,
+    f: RunFlags,
+    shell: Option<String>,
+    image: String,
+    args: Vec<OsString>,
+) -> Result<RunRequest> {
+    let options = options(&f, shell)?;
+    f.keys.apply_kdf_limit();
+    Ok(RunRequest {
+        action,
+        image,
+        args,
+        options,
+        verify: f.verify,
+        policy: f.policy,
+        keys: f.keys.flags(),
+        require_encrypted: f.require_encrypted,
+        registry: f.registry.options(),
+        sharens: false,
+    })
+}
+
 pub fn run(action: Action, a: RunArgs, shell: Option<String>) -> Result<ExitCode> {
     crate::support::diag::debug_time("arguments parsed");
-    let options = options(&a, shell)?;
-    a.keys.apply_kdf_limit();
-    let code = runner::run(RunRequest {
-        action,
-        image: a.image,
-        args: a.args,
-        options,
-        verify: a.verify,
-        policy: a.policy,
-        keys: a.keys.flags(),
-        require_encrypted: a.require_encrypted,
-        registry: a.registry.options(),
-    })?;
+    let mut req = request(action, a.flags, shell, a.image, a.args)?;
+    req.sharens = a.sharens;
+    let code = runner::run(req)?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 

@@ -21,6 +21,8 @@ pub enum Action {
     Exec,
     Shell,
     Test,
+    /// An instance's start: the image's `%startscript`, if it has one.
+    Start,
 }
 
 impl Action {
@@ -30,6 +32,7 @@ impl Action {
             Action::Exec => "exec",
             Action::Shell => "shell",
             Action::Test => "test",
+            Action::Start => "start",
         }
     }
 }
@@ -89,6 +92,11 @@ pub fn script(action: Action, env: &ContainerEnv, shell: Option<&str>) -> String
             "if [ -x /.singularity.d/test ]; then exec /.singularity.d/test \"$@\"; fi\n\
              if [ -f /.singularity.d/test ]; then exec /bin/sh /.singularity.d/test \"$@\"; fi\n\
              echo 'veil: the image has no test script' >&2\nexit 0\n",
+        ),
+        Action::Start => s.push_str(
+            "if [ -x /.singularity.d/startscript ]; then exec /.singularity.d/startscript \"$@\"; fi\n\
+             if [ -f /.singularity.d/startscript ]; then exec /bin/sh /.singularity.d/startscript \"$@\"; fi\n\
+             exit 0\n",
         ),
         Action::Shell => match shell {
             Some(sh) => s.push_str(&format!("exec {} \"$@\"\n", sh_quote(sh))),

@@ -35,6 +35,7 @@ pub(super) struct ChildSetup<'a> {
     /// Start `exec`'s program directly, without the action shell (which would source
     /// nothing and only pass the environment on).
     pub direct_first: bool,
+    pub lifetime: init::Lifetime,
 }
 
 /// The container process: returns only on failure.
@@ -124,6 +125,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         launcher,
         action,
         proc_dir.as_ref().map(|f| f.as_fd()),
+        s.lifetime,
     );
     debug_note(&format!(
         "the container's init runs in the container process ({e}); signals sent to the launcher are not passed on"
@@ -137,6 +139,7 @@ fn child_setup(s: ChildSetup<'_>) -> Result<std::convert::Infallible> {
         launcher,
         action,
         proc_dir.as_ref().map(|f| f.as_raw_fd()),
+        s.lifetime,
     );
     // SAFETY: leave without running destructors that belong to the launcher.
     unsafe { libc::_exit(code) }
@@ -158,6 +161,7 @@ fn exec_init(
     launcher: nix::unistd::Pid,
     action: nix::unistd::Pid,
     proc_dir: Option<BorrowedFd<'_>>,
+    lifetime: init::Lifetime,
 ) -> nix::errno::Errno {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     let Some(exe) = exe else {
@@ -167,7 +171,13 @@ fn exec_init(
     if let Some(p) = proc_dir {
         let _ = fcntl(p, FcntlArg::F_SETFD(FdFlag::empty()));
     }
-    let argv = init::argv(role, launcher, action, proc_dir.map(|p| p.as_raw_fd()));
+    let argv = init::argv(
+        role,
+        launcher,
+        action,
+        proc_dir.map(|p| p.as_raw_fd()),
+        lifetime,
+    );
     let envp: [&std::ffi::CStr; 0] = [];
     // By descriptor (AT_EMPTY_PATH): the file /proc/self/exe named when the launch
     // began, whatever has been put at its path since.
@@ -198,21 +208,31 @@ fn action_setup(s: &ChildSetup<'_>, parent: nix::unistd::Pid) -> Result<std::con
         // SAFETY: the init is gone; so is the container.
         unsafe { libc::_exit(1) }
     }
+    exec_action(s.argv, s.direct_first, &s.old_mask)
+}
+
+/// The last steps of an action's process, wherever it was started (a launch, or a
+/// join of a running instance): the signal state and descriptors a program expects,
+/// no_new_privs, and the exec. Returns only on failure.
+pub(super) fn exec_action(
+    argv: &action::ActionArgv,
+    direct_first: bool,
+    old_mask: &nix::sys::signal::SigSet,
+) -> Result<std::convert::Infallible> {
     // The launcher ignores SIGPIPE (Rust's runtime does), and an ignored signal stays
     // ignored across exec: the action gets the default, as from a shell.
     // SAFETY: this process has its own signal dispositions (no CLONE_SIGHAND).
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     nix::sys::prctl::set_no_new_privs().ctx("prctl(PR_SET_NO_NEW_PRIVS)")?;
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&s.old_mask), None)
-        .ctx("restoring the signal mask")?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None).ctx("restoring the signal mask")?;
     // Nothing the launcher holds (the FUSE device, the image, key descriptors, pipes)
     // nor anything its caller left open reaches the container.
     fds::cloexec_from(3);
     debug_time("child: exec");
     let sh = CString::new("/bin/sh").expect("no NUL");
     let has_shell = nix::unistd::access(sh.as_c_str(), nix::unistd::AccessFlags::X_OK).is_ok();
-    if let Some((argv, envp)) = &s.argv.direct
-        && (s.direct_first || !has_shell)
+    if let Some((argv, envp)) = &argv.direct
+        && (direct_first || !has_shell)
     {
         let e = exec_on_path(argv, envp);
         if !has_shell {
@@ -226,7 +246,7 @@ fn action_setup(s: &ChildSetup<'_>, parent: nix::unistd::Pid) -> Result<std::con
     } else if !has_shell {
         return Err(LaunchError::NoShell);
     }
-    let (argv, envp) = &s.argv.with_shell;
+    let (argv, envp) = &argv.with_shell;
     let e = nix::unistd::execve(&argv[0], argv, envp).unwrap_err();
     Err(LaunchError::Exec {
         program: "/bin/sh in the image".into(),

@@ -21,6 +21,11 @@
 //! Either way it reaps orphans and passes the signals that other processes send it (the
 //! launcher forwards what it receives) on to the action, and exits with the action's
 //! status in the shell's convention.
+//!
+//! An instance's init ([`Lifetime::Instance`]) outlives its action (the startscript):
+//! the instance runs until a process sends it one of [`STOP`]. It then passes that
+//! signal to every process of the container it can find and ends once none is left
+//! (`veil instance stop` sends SIGKILL after its timeout).
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
@@ -42,6 +47,23 @@ pub const ARGV0: &str = "veil-init";
 /// the container process's start, and so waited for like the others.
 pub const LAUNCHER_GONE: Signal = Signal::SIGPWR;
 
+/// The signals that end an instance (passed on to its processes first).
+pub const STOP: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// How long the init lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// As long as the action.
+    Action,
+    /// Until stopped: an instance.
+    Instance,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// PID 1 of the container's PID namespace.
@@ -61,13 +83,15 @@ impl Role {
 
 /// The command line the container process execs itself into: role, the launcher's
 /// pid (as the init sees it; 0 in a PID namespace, where it is not visible), the
-/// action's pid, and the descriptor of the host's /proc for a subreaper ("-" without).
+/// action's pid, the descriptor of the host's /proc for a subreaper ("-" without), and
+/// the lifetime.
 pub fn argv(
     role: Role,
     launcher: Pid,
     action: Pid,
     proc_fd: Option<RawFd>,
-) -> [std::ffi::CString; 5] {
+    lifetime: Lifetime,
+) -> [std::ffi::CString; 6] {
     let c = |s: String| std::ffi::CString::new(s).expect("no NUL");
     [
         c(ARGV0.into()),
@@ -75,6 +99,10 @@ pub fn argv(
         c(launcher.to_string()),
         c(action.to_string()),
         c(proc_fd.map_or_else(|| "-".into(), |fd| fd.to_string())),
+        c(match lifetime {
+            Lifetime::Action => "action".into(),
+            Lifetime::Instance => "instance".into(),
+        }),
     ]
 }
 
@@ -103,29 +131,48 @@ pub fn main_if_init() -> Option<ExitCode> {
             "-" => None,
             n => Some(n.parse::<RawFd>().ok()?),
         };
-        Some((role, pid(1)?, pid(2)?, proc_fd))
+        let lifetime = match rest.get(4)?.to_str()? {
+            "action" => Lifetime::Action,
+            "instance" => Lifetime::Instance,
+            _ => return None,
+        };
+        Some((role, pid(1)?, pid(2)?, proc_fd, lifetime))
     })();
-    let Some((role, launcher, action, proc_fd)) = parsed else {
+    let Some((role, launcher, action, proc_fd, lifetime)) = parsed else {
         eprintln!("veil: {ARGV0} is started by veil for a container, not by hand");
         return Some(ExitCode::from(2));
     };
-    let code = run(role, launcher, action, proc_fd);
+    let code = run(role, launcher, action, proc_fd, lifetime);
     Some(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-/// The init's whole life: reap, forward, and end with the action. Returns its status.
-pub fn run(role: Role, launcher: Pid, action: Pid, proc_fd: Option<RawFd>) -> i32 {
+/// The init's whole life: reap, forward, and end with the action (or, for an
+/// instance, when stopped). Returns its status.
+pub fn run(
+    role: Role,
+    launcher: Pid,
+    action: Pid,
+    proc_fd: Option<RawFd>,
+    lifetime: Lifetime,
+) -> i32 {
     let mut set = wait_set();
     set.add(LAUNCHER_GONE);
     let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     let launcher_gone = || role == Role::Subreaper && nix::unistd::getppid() != launcher;
+    let mut stopping = false;
     loop {
-        if let Some(code) = reap(action) {
-            if role == Role::Subreaper {
-                kill_children(proc_fd);
+        let ended = reap(action);
+        match (lifetime, ended) {
+            (Lifetime::Action, Some(code)) => {
+                if role == Role::Subreaper {
+                    kill_children(proc_fd);
+                }
+                // PID 1's exit takes the rest of its namespace with it.
+                return code;
             }
-            // PID 1's exit takes the rest of its namespace with it.
-            return code;
+            // Stopped, and every process it was passed on to has gone.
+            (Lifetime::Instance, Some(_)) if stopping && no_children() => return 0,
+            _ => {}
         }
         if launcher_gone() {
             kill_children(proc_fd);
@@ -134,10 +181,41 @@ pub fn run(role: Role, launcher: Pid, action: Pid, proc_fd: Option<RawFd>) -> i3
         match wait_signal(&set) {
             // Its only job is to wake this loop, which looks at the parent itself.
             Some((sig, _)) if sig == LAUNCHER_GONE => {}
+            Some((sig, true)) if lifetime == Lifetime::Instance && STOP.contains(&sig) => {
+                stopping = true;
+                signal_all(role, proc_fd, sig);
+            }
             Some((sig, from_process)) if from_process && FORWARDED.contains(&sig) => {
                 let _ = kill(action, sig);
             }
             _ => {}
+        }
+    }
+}
+
+fn no_children() -> bool {
+    matches!(
+        waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)),
+        Err(Errno::ECHILD)
+    )
+}
+
+/// Sends `sig` to every process of the container: as PID 1, the whole PID namespace;
+/// as a subreaper, its children (what they started and left is adopted by it, and
+/// signalled on the next stop signal or killed at the end).
+fn signal_all(role: Role, proc_fd: Option<RawFd>, sig: Signal) {
+    match role {
+        Role::PidOne => {
+            let _ = kill(Pid::from_raw(-1), sig);
+        }
+        Role::Subreaper => {
+            if let Some(fd) = proc_fd {
+                // SAFETY: the descriptor stays open for the init's whole life.
+                let _ = nix::unistd::fchdir(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+            }
+            for k in children(nix::unistd::getpid()) {
+                let _ = kill(k, sig);
+            }
         }
     }
 }
@@ -180,12 +258,7 @@ fn wait_signal(set: &SigSet) -> Option<(Signal, bool)> {
 /// whole tree, however it was forked. `proc_fd` is the host's /proc (this process
 /// works in it from here on); without it, the /proc in view.
 pub fn kill_children(proc_fd: Option<RawFd>) {
-    let none_left = || {
-        matches!(
-            waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)),
-            Err(Errno::ECHILD)
-        )
-    };
+    let none_left = no_children;
     if none_left() {
         return;
     }
@@ -259,12 +332,20 @@ mod tests {
             Pid::from_raw(41),
             Pid::from_raw(42),
             Some(5),
+            Lifetime::Action,
         );
         let s: Vec<&str> = a.iter().map(|c| c.to_str().unwrap()).collect();
-        assert_eq!(s, [ARGV0, "subreaper", "41", "42", "5"]);
-        let a = argv(Role::PidOne, Pid::from_raw(0), Pid::from_raw(2), None);
+        assert_eq!(s, [ARGV0, "subreaper", "41", "42", "5", "action"]);
+        let a = argv(
+            Role::PidOne,
+            Pid::from_raw(0),
+            Pid::from_raw(2),
+            None,
+            Lifetime::Instance,
+        );
         assert_eq!(a[1].to_str(), Ok("pid1"));
         assert_eq!(a[4].to_str(), Ok("-"));
+        assert_eq!(a[5].to_str(), Ok("instance"));
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod env;
 pub mod error;
 mod fuse;
 pub mod init;
+mod join;
 mod loopdev;
 pub mod plan;
 mod prepare;
@@ -70,8 +71,9 @@ pub use action::Action;
 use error::SysContext;
 pub use error::{LaunchError, Result};
 use identity::Identity;
+pub use join::{JoinSpec, join};
 use prepare::{HostEtc, HostPaths};
-pub use spec::{KernelCrypt, LaunchSpec, Options, RootSource};
+pub use spec::{KernelCrypt, LaunchSpec, Options, RootSource, Started};
 use spec::{Mode, RootKind};
 use steps::ContainerNamespaces;
 use sys::RealSys;
@@ -89,6 +91,7 @@ struct Prepared {
     image_fs: Option<Arc<Squashfs<crate::image::Source>>>,
     argv: action::ActionArgv,
     direct_first: bool,
+    lifetime: init::Lifetime,
 }
 
 /// The container's mount plan, staged and ready for the container process.
@@ -98,9 +101,10 @@ struct Assembled {
 }
 
 /// Runs the container and returns its exit status.
-pub fn launch(spec: LaunchSpec) -> Result<i32> {
+pub fn launch(mut spec: LaunchSpec) -> Result<i32> {
     let sys = RealSys::new();
-    let p = prepare(spec)?;
+    let started = spec.instance.take();
+    let p = prepare(spec, started.is_some())?;
     debug_time("identity, environment and action computed");
     // Signals stay blocked in every thread from here on: the launcher takes them with
     // sigwait and forwards them to the container (`process::supervise`).
@@ -122,13 +126,23 @@ pub fn launch(spec: LaunchSpec) -> Result<i32> {
     let assembled = assemble(&sys, &p, warmer)?;
     debug_time("namespaces entered, image staged and served");
     let ns = prepare::container_namespaces(&p.options, locked_userns);
+    if started.is_some() {
+        // An instance outlives the terminal that started it: no hangup, no job control.
+        nix::unistd::setsid().ctx("setsid")?;
+    }
     let child = start_container(&p, &assembled, ns, old_mask)?;
     debug_time("container set up and exec'd");
+    if let Some(started) = started {
+        started(Started {
+            launcher: nix::unistd::getpid(),
+            init: child,
+        });
+    }
     Ok(wait_for(child))
 }
 
 /// Everything that does not depend on the namespaces, computed before them.
-fn prepare(spec: LaunchSpec) -> Result<Prepared> {
+fn prepare(spec: LaunchSpec, instance: bool) -> Result<Prepared> {
     userns::check_kernel()?;
     let o = &spec.options;
     let id = Identity::current(o.fakeroot);
@@ -162,6 +176,11 @@ fn prepare(spec: LaunchSpec) -> Result<Prepared> {
         image_fs,
         argv,
         direct_first,
+        lifetime: if instance {
+            init::Lifetime::Instance
+        } else {
+            init::Lifetime::Action
+        },
     })
 }
 
@@ -265,6 +284,7 @@ fn start_container(
             start_dirs: &start_dirs,
             argv: &p.argv,
             direct_first: p.direct_first,
+            lifetime: p.lifetime,
         });
         if let Some(fd) = err_slot {
             let _ = fs::File::from(fd).write_all(err.to_string().as_bytes());

@@ -98,7 +98,25 @@ impl HostEtc {
 
 /// The container's environment and the argv of its action.
 pub(super) fn action_argv(spec: &LaunchSpec, id: &Identity, home_dst: &Path) -> Result<ActionArgv> {
-    let o = &spec.options;
+    argv_for(
+        spec.action,
+        &spec.image_name,
+        &spec.args,
+        &spec.options,
+        id,
+        home_dst,
+    )
+}
+
+/// [`action_argv`] from its parts, for a launch or a join of a running container.
+pub(super) fn argv_for(
+    action: Action,
+    image_name: &str,
+    args: &[std::ffi::OsString],
+    o: &Options,
+    id: &Identity,
+    home_dst: &Path,
+) -> Result<ActionArgv> {
     let env = env::compute(&env::EnvRequest {
         host: std::env::vars_os().collect(),
         cleanenv: o.cleanenv,
@@ -109,16 +127,15 @@ pub(super) fn action_argv(spec: &LaunchSpec, id: &Identity, home_dst: &Path) -> 
         } else {
             id.name.clone()
         },
-        container: spec.image_name.clone(),
-        container_name: Path::new(&spec.image_name)
+        container: image_name.to_string(),
+        container_name: Path::new(image_name)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     })?;
-    action::build(spec.action, &spec.args, &env, o.shell.as_deref())
+    action::build(action, args, &env, o.shell.as_deref())
 }
 
-/// `exec` in an image without environment scripts starts the program directly.
 pub(super) fn direct_first(spec: &LaunchSpec) -> bool {
     spec.action == Action::Exec && !has_env_scripts(&spec.root)
 }

@@ -76,6 +76,19 @@ pub struct LaunchSpec {
     pub root: RootSource,
     pub args: Vec<OsString>,
     pub options: Options,
+    /// Set for an instance: the container's init outlives the action until it is
+    /// stopped, the launcher leaves the caller's session before the container starts,
+    /// and this is called with the processes' ids once the container runs.
+    pub instance: Option<Box<dyn FnOnce(Started)>>,
+}
+
+/// The processes of a container that has started.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    /// The launcher (this process): FUSE server and signal forwarding.
+    pub launcher: nix::unistd::Pid,
+    /// The container's init, in this PID namespace.
+    pub init: nix::unistd::Pid,
 }
 
 /// How the image's root is mounted.

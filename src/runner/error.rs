@@ -59,6 +59,8 @@ pub enum RunnerError {
     Userns(#[from] crate::support::userns::UsernsError),
     #[error(transparent)]
     Launch(#[from] crate::launch::LaunchError),
+    #[error(transparent)]
+    Instance(#[from] super::instance::InstanceError),
 }
 
 pub type Result<T> = std::result::Result<T, RunnerError>;

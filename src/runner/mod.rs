@@ -5,6 +5,7 @@
 //! Layers: `cli -> runner -> {launch, registry, sign, image, crypt}`.
 
 mod error;
+pub mod instance;
 mod open;
 mod unlock;
 
@@ -35,6 +36,8 @@ pub struct RunRequest {
     pub require_encrypted: bool,
     /// How to reach the registry when `image` is an `oras://` URI.
     pub registry: crate::registry::Options,
+    /// `--sharens`: share one session with the job's other processes on this node.
+    pub sharens: bool,
 }
 
 /// Removes secret variables from the environment when dropped.
@@ -116,8 +119,24 @@ fn pulled(req: &RunRequest) -> Result<std::fs::File> {
     })
 }
 
-/// Runs the container and returns its exit status.
+/// Runs the container and returns its exit status: in a new launch, in a running
+/// instance (`instance://NAME`), or in the job's shared session (`--sharens`).
 pub fn run(req: RunRequest) -> Result<i32> {
+    if let Some(name) = req.image.strip_prefix(instance::SCHEME) {
+        let s = instance::find(name)?;
+        return instance::join(req, &s);
+    }
+    if req.sharens {
+        return instance::sharens::run(req);
+    }
+    run_with(req, None)
+}
+
+/// [`run`] as a new launch; `instance` makes it an instance's (`launch::LaunchSpec`).
+pub(crate) fn run_with(
+    req: RunRequest,
+    instance: Option<Box<dyn FnOnce(launch::Started)>>,
+) -> Result<i32> {
     // Secret variables leave the environment on every way out, errors included
     // (the unlock scrubs them as soon as the key is read).
     let _scrub = ScrubEnvironment;
@@ -141,6 +160,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         root,
         args: req.args,
         options: req.options,
+        instance,
     };
     let code = launch::launch(spec)?;
     crate::support::diag::debug_time("launcher done");

@@ -88,6 +88,48 @@ pub unsafe fn spawn_shared(
     Ok(Pid::from_raw(pid))
 }
 
+/// The number of threads of this process, from /proc.
+pub fn thread_count() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(17)?.parse().ok()
+}
+
+/// Proof that this process had a single thread when it was made: a fork copies only
+/// the calling thread, and another's locks would stay held in the child forever.
+/// Whoever holds one starts no thread before [`SingleThreaded::fork`] (it is not Send,
+/// so it stays on the thread that checked).
+pub struct SingleThreaded(std::marker::PhantomData<*const ()>);
+
+impl SingleThreaded {
+    /// Checks, from /proc (so before any change of mount namespace hides it).
+    pub fn check() -> std::io::Result<SingleThreaded> {
+        if thread_count() == Some(1) {
+            Ok(SingleThreaded(std::marker::PhantomData))
+        } else {
+            Err(std::io::Error::other(
+                "this process has more than one thread and cannot fork",
+            ))
+        }
+    }
+
+    /// Forks: `None` in the child, the child's pid in the parent.
+    pub fn fork(&self) -> std::io::Result<Option<Pid>> {
+        // SAFETY: the process has a single thread (`check`, and the holder starts none),
+        // so the child's copy of the memory is consistent (no lock is held by a thread
+        // that does not exist in it) and it may run any code.
+        match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
+            nix::unistd::ForkResult::Child => Ok(None),
+            nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        }
+    }
+}
+
+/// Forks this process, which must have a single thread (checked).
+pub fn fork_single_threaded() -> std::io::Result<Option<Pid>> {
+    SingleThreaded::check()?.fork()
+}
+
 /// Makes the program `cmd` starts die (SIGKILL) when the process that started it does,
 /// so that no helper outlives veil however veil ends.
 pub fn die_with_parent(cmd: &mut std::process::Command) {

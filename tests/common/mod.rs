@@ -98,11 +98,15 @@ pub struct Unprivileged {
 
 impl Unprivileged {
     pub fn new() -> Option<Unprivileged> {
+        Self::with_uid(65534)
+    }
+
+    /// As [`new`](Self::new), with `uid` (and the same gid) when the tests run as root.
+    pub fn with_uid(unprivileged: u32) -> Option<Unprivileged> {
         use std::os::unix::fs::{PermissionsExt, chown};
-        // SAFETY: geteuid has no preconditions.
         let euid = nix::unistd::geteuid().as_raw();
         let (uid, gid) = if euid == 0 {
-            (65534, 65534)
+            (unprivileged, unprivileged)
         } else {
             (euid, nix::unistd::getegid().as_raw())
         };
@@ -298,7 +302,9 @@ pub fn sif_from_squashfs(sqfs: &Path, sif: &Path) {
         launch_script: DEFAULT_LAUNCH_SCRIPT.into(),
         ..Default::default()
     };
-    veil::sif::create(sif, &opts, vec![part]).unwrap();
+    if let Err(e) = veil::sif::create(sif, &opts, vec![part]) {
+        panic!("writing {} from {}: {e}", sif.display(), sqfs.display());
+    }
 }
 
 /// `shared/testdata/sif`: the reference SIF images and test keys.

@@ -1,0 +1,168 @@
+//! Starting an instance: the launch runs in a process of its own, which leaves the
+//! caller's session and outlives it. The caller waits on a pipe until the container
+//! runs (or the start failed, with the error line), so `instance start` returns with
+//! the instance ready and the key already used.
+//!
+//! The instance's process is a grandchild of the caller (a double fork): nothing the
+//! caller does to its own children (a joining process ends them as a subreaper) can
+//! reach it.
+
+#![forbid(unsafe_code)]
+
+use std::cell::RefCell;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::error::{InstanceError, Result};
+use super::state::{self, Dir, State};
+use super::watch::Watch;
+use crate::launch::Started;
+use crate::runner::RunRequest;
+
+/// Starts `req` as instance `name`, recorded in `dir`; returns once it runs.
+pub fn start(req: RunRequest, name: &str, dir: &Arc<Dir>, watch: Watch) -> Result<State> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| InstanceError::Process(format!("pipe: {e}")))?;
+    let fork = || {
+        crate::support::spawn::fork_single_threaded()
+            .map_err(|e| InstanceError::Process(format!("starting instance {name}: {e}")))
+    };
+    match fork()? {
+        Some(middle) => {
+            drop(w);
+            let _ = nix::sys::wait::waitpid(middle, None);
+            let mut reply = String::new();
+            let _ = fs::File::from(r).read_to_string(&mut reply);
+            match reply.strip_prefix("ok\n") {
+                Some(_) => match state::read(dir, name)? {
+                    Some(state::Entry::Running(s)) => Ok(s),
+                    _ => Err(InstanceError::NotStarted {
+                        name: name.into(),
+                        why: format!(
+                            "it ended at once (see {})",
+                            dir.path.join(state::log_files(name).1).display()
+                        ),
+                    }),
+                },
+                None => Err(InstanceError::NotStarted {
+                    name: name.into(),
+                    why: match reply.strip_prefix("error\n") {
+                        Some(why) => why.trim().to_string(),
+                        None => format!(
+                            "its process ended before it was ready (see {})",
+                            dir.path.join(state::log_files(name).1).display()
+                        ),
+                    },
+                }),
+            }
+        }
+        None => {
+            drop(r);
+            // The middle process only starts the instance's and leaves.
+            match fork() {
+                Ok(None) => {}
+                Ok(Some(_)) => std::process::exit(0),
+                Err(e) => {
+                    let _ = fs::File::from(w).write_all(format!("error\n{e}").as_bytes());
+                    std::process::exit(1)
+                }
+            }
+            let code = instance_process(req, name, dir, w, watch);
+            std::process::exit(code)
+        }
+    }
+}
+
+/// Reports to the waiting caller, once.
+type Ready = Rc<RefCell<Option<fs::File>>>;
+
+fn report(ready: &Ready, msg: &str) {
+    if let Some(mut f) = ready.borrow_mut().take() {
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+/// The instance's process: reserve the name, the logs as output, the launch.
+fn instance_process(req: RunRequest, name: &str, dir: &Arc<Dir>, w: OwnedFd, watch: Watch) -> i32 {
+    let ready: Ready = Rc::new(RefCell::new(Some(fs::File::from(w))));
+    if let Err(e) = state::reserve(dir, name) {
+        report(&ready, &format!("error\n{e}"));
+        return 1;
+    }
+    let (out, err) = state::log_files(name);
+    if let Err(e) = redirect(dir, &out, &err) {
+        state::remove(dir, name);
+        report(&ready, &format!("error\n{e}"));
+        return 1;
+    }
+    let hook = {
+        let (ready, dir, name) = (ready.clone(), dir.clone(), name.to_string());
+        let (out_log, err_log) = (dir.path.join(&out), dir.path.join(&err));
+        let image = req.image.clone();
+        let o = req.options.clone();
+        Box::new(move |started: Started| {
+            let s = State {
+                name,
+                image,
+                launcher: started.launcher.as_raw(),
+                launcher_start: state::start_time(started.launcher.as_raw()).unwrap_or(0),
+                init: started.init.as_raw(),
+                init_start: state::start_time(started.init.as_raw()).unwrap_or(0),
+                started: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                fakeroot: o.fakeroot,
+                no_home: o.no_home,
+                contain: o.contain,
+                home: o.home.clone(),
+                out_log,
+                err_log,
+            };
+            match state::write(&dir, &s) {
+                Ok(()) => {
+                    report(&ready, "ok\n");
+                    watch.start(started.init);
+                }
+                Err(e) => {
+                    report(&ready, &format!("error\n{e}"));
+                    let _ = nix::sys::signal::kill(started.init, nix::sys::signal::SIGKILL);
+                }
+            }
+        }) as Box<dyn FnOnce(Started)>
+    };
+    let result = crate::runner::run_with(req, Some(hook));
+    state::remove(dir, name);
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("veil: error: {e}");
+            report(&ready, &format!("error\n{e}"));
+            1
+        }
+    }
+}
+
+/// The instance's output: stdin from /dev/null, stdout and stderr to its logs (0600,
+/// never through a link someone put in their place).
+fn redirect(dir: &Dir, out: &str, err: &str) -> Result<()> {
+    use nix::fcntl::OFlag;
+    let open = |f: &str| {
+        dir.open_file(f, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC, 0o600)
+            .map_err(|e| InstanceError::io(&dir.path.join(f), "opening the log", e))
+    };
+    let (o, e) = (open(out)?, open(err)?);
+    let null = fs::File::open("/dev/null")
+        .map_err(|e| InstanceError::io(Path::new("/dev/null"), "opening", e))?;
+    let failed = |f: &str, e: nix::errno::Errno| {
+        InstanceError::io(&dir.path.join(f), "redirecting output", e.into())
+    };
+    nix::unistd::dup2_stdin(null.as_fd())
+        .map_err(|e| InstanceError::io(Path::new("/dev/null"), "redirecting input", e.into()))?;
+    nix::unistd::dup2_stdout(o.as_fd()).map_err(|e| failed(out, e))?;
+    nix::unistd::dup2_stderr(e.as_fd()).map_err(|e| failed(err, e))?;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Instances: containers that run in the background, started with a name and joined
+//! by later commands (`instance://NAME`), as Apptainer's. Each is a launch whose init
+//! outlives its action (`%startscript`, or the runscript for `instance run`) until it
+//! is stopped; the launch runs in a process of its own (`daemon`), recorded in a state
+//! file (`state`); `control` stops and measures it; `watch` ends it with the Slurm job
+//! step that started it, or with the last member of a shared session (`--sharens`).
+
+#![forbid(unsafe_code)]
+
+mod control;
+mod daemon;
+mod error;
+pub(super) mod sharens;
+pub(super) mod state;
+pub(super) mod watch;
+
+use std::time::Duration;
+
+pub use control::{Stats, StopOptions};
+pub use error::{InstanceError, Result};
+pub use state::State;
+
+use crate::launch::{self, Action, JoinSpec};
+use crate::runner::RunRequest;
+
+/// The scheme of an instance as an image: `instance://NAME`.
+pub const SCHEME: &str = "instance://";
+
+/// Starts `req` (action `Start` or `Run`) as instance `name`; returns once it runs.
+pub fn start(req: RunRequest, name: &str) -> Result<State> {
+    state::check_name(name)?;
+    if req.image.starts_with(SCHEME) {
+        return Err(InstanceError::Process(format!(
+            "{}: an instance cannot be started from another instance",
+            req.image
+        )));
+    }
+    let dir = std::sync::Arc::new(state::Dir::own()?);
+    daemon::start(req, name, &dir, watch::Watch::slurm_step())
+}
+
+/// The running instance `name` of this user.
+pub fn find(name: &str) -> Result<State> {
+    state::check_name(name)?;
+    let dir = state::Dir::own()?;
+    match state::read(&dir, name)? {
+        Some(state::Entry::Running(s)) => Ok(s),
+        Some(state::Entry::Starting) => Err(InstanceError::Starting(name.into())),
+        Some(state::Entry::Dead) => {
+            state::remove(&dir, name);
+            Err(InstanceError::NotFound(name.into()))
+        }
+        None => Err(InstanceError::NotFound(name.into())),
+    }
+}
+
+/// Runs `req`'s action in the running instance `s` (no key needed: the instance's
+/// launcher serves its root).
+pub fn join(req: RunRequest, s: &State) -> crate::runner::Result<i32> {
+    let init = nix::unistd::Pid::from_raw(s.init);
+    let gone = || InstanceError::NotFound(s.name.clone());
+    let pidfd = crate::support::fds::pidfd_of(init).ok_or_else(gone)?;
+    // Checked after the pidfd is open: from here on it names this very process.
+    if !state::alive(s.init, s.init_start) {
+        return Err(gone().into());
+    }
+    let mut options = req.options;
+    options.fakeroot = s.fakeroot;
+    options.home = s.home.clone();
+    options.no_home = s.no_home;
+    options.contain = s.contain;
+    Ok(launch::join(JoinSpec {
+        action: req.action,
+        image_name: s.image.clone(),
+        args: req.args,
+        options,
+        init,
+        init_pidfd: pidfd,
+    })?)
+}
+
+/// Stops instance `name`; false if it had to be killed after the timeout.
+pub fn stop(name: &str, o: StopOptions) -> Result<bool> {
+    let s = find(name)?;
+    let clean = control::stop(&s, o);
+    state::remove(&state::Dir::own()?, name);
+    Ok(clean)
+}
+
+/// The names of this user's running instances.
+pub fn running_names() -> Result<Vec<String>> {
+    Ok(list(None, None)?.into_iter().map(|s| s.name).collect())
+}
+
+/// The running instances of `user` (root only for another user's) whose names match
+/// `pattern` (`*` for any run of characters). Records of instances that are gone are
+/// removed.
+pub fn list(user: Option<&str>, pattern: Option<&str>) -> Result<Vec<State>> {
+    let dir = match user {
+        None => state::Dir::own()?,
+        Some(u) => match user_dir(u)? {
+            Some(d) => d,
+            None => return Ok(Vec::new()),
+        },
+    };
+    let own = user.is_none();
+    let mut out = Vec::new();
+    for name in state::names(&dir) {
+        if pattern.is_some_and(|p| !wildcard(p.as_bytes(), name.as_bytes())) {
+            continue;
+        }
+        match state::read(&dir, &name)? {
+            Some(state::Entry::Running(s)) => out.push(s),
+            Some(state::Entry::Dead) if own => state::remove(&dir, &name),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `user`'s instance directory, if it has one.
+fn user_dir(user: &str) -> Result<Option<state::Dir>> {
+    let u = nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .ok_or_else(|| InstanceError::NoUser(user.into()))?;
+    if !nix::unistd::geteuid().is_root() && u.uid != nix::unistd::geteuid() {
+        return Err(InstanceError::NotRoot);
+    }
+    let runtime = std::path::PathBuf::from(format!("/run/user/{}", u.uid));
+    let path =
+        state::dir_for(u.uid.as_raw(), Some(&u.dir), Some(&runtime)).ok_or(InstanceError::NoDir)?;
+    if !path.is_dir() {
+        return Ok(None);
+    }
+    state::Dir::open(&path).map(Some)
+}
+
+/// The use of instance `name`, sampled over a quarter of a second.
+pub fn stats(name: &str) -> Result<Stats> {
+    let s = find(name)?;
+    Ok(control::stats(&s, Duration::from_millis(250)))
+}
+
+/// `*` matches any run of bytes; everything else itself.
+fn wildcard(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| wildcard(rest, &s[i..])),
+        Some((c, rest)) => s.first() == Some(c) && wildcard(rest, &s[1..]),
+    }
+}
+
+/// `Run` for `instance run`, else `Start`.
+pub fn action(run: bool) -> Action {
+    if run { Action::Run } else { Action::Start }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_runs_of_characters() {
+        assert!(wildcard(b"*", b""));
+        assert!(wildcard(b"web*", b"web-1"));
+        assert!(wildcard(b"*-1", b"web-1"));
+        assert!(wildcard(b"w*b*1", b"web-1"));
+        assert!(!wildcard(b"web", b"web-1"));
+        assert!(!wildcard(b"db*", b"web-1"));
+    }
+}
