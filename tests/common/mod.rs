@@ -156,9 +156,14 @@ impl Unprivileged {
         }
     }
 
-    /// `veil ARGS`, as this user, in its home directory, with a small fixed environment.
+    /// `veil ARGS`, as this user, as [`Unprivileged::command`] runs programs.
     pub fn veil(&self) -> Command {
-        let mut c = Command::new(&self.bin);
+        self.command(&self.bin)
+    }
+
+    /// `program`, as this user, in its home directory, with a small fixed environment.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
         c.uid(self.uid)
             .gid(self.gid)
             .current_dir(&self.home)
@@ -439,6 +444,7 @@ pub fn inherit_fds(cmd: &mut Command, fds: &[(&std::fs::File, i32)]) {
     }
 }
 pub mod registry;
+pub mod slurm;
 
 /// An RSA key pair made by openssl in `dir`: `NAME.pem` (private, PKCS#1, as the
 /// peers' docs make it) and `NAME_pub.pem` (public, PKCS#1), both 0644.
