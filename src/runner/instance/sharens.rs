@@ -41,8 +41,12 @@ pub fn run(req: RunRequest) -> crate::runner::Result<i32> {
     let create = lock(&dir, &create_file, FlockArg::LockExclusive)?;
     let members = lock(&dir, &members_file, FlockArg::LockShared)?;
     let session = match state::read(&dir, &name)? {
-        Some(state::Entry::Running(s)) => s,
+        Some(state::Entry::Running(s)) => {
+            crate::support::diag::debug_note(&format!("sharens: joining session {name}"));
+            s
+        }
         _ => {
+            crate::support::diag::debug_note(&format!("sharens: starting session {name}"));
             state::remove(&dir, &name);
             let mut session = req.clone();
             session.action = Action::Start;
