@@ -14,7 +14,6 @@
 //! memory than the machine has free are not started (the table says so).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::os::unix::fs::MetadataExt;
@@ -97,20 +96,21 @@ fn main() {
         "| N | srun true | sharens | independent | sharens / (exec + srun true) | peak memory sharens | peak memory independent |"
     );
     println!("|---|---|---|---|---|---|---|");
+    let (slurm, user) = (&slurm, &user);
     for n in sizes {
         let srun = |args: Vec<String>| {
             let n = n.to_string();
             move || {
-                let mut c = slurm.command_as(&user, "srun");
+                let mut c = slurm.command_as(user, "srun");
                 c.args(["-n", &n, "--oversubscribe"]).args(&args);
                 c
             }
         };
-        let (t_true, _) = measure(&user, srun(vec!["true".into()]));
-        let (t_shared, m_shared) = measure(&user, srun(exec(true)));
+        let (t_true, _) = measure(user, srun(vec!["true".into()]));
+        let (t_shared, m_shared) = measure(user, srun(exec(true)));
         let free = available_mib();
         let independent = if (n as u64) * KDF_MIB < free * 9 / 10 {
-            let (t, m) = measure(&user, srun(exec(false)));
+            let (t, m) = measure(user, srun(exec(false)));
             (
                 format!("{:.2} s", t.as_secs_f64()),
                 format!("{:.0} MiB", m as f64 / 1048576.0),

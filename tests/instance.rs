@@ -459,3 +459,91 @@ fn hostile_or_missing_names_are_refused_in_one_line() {
     let err = run_err(u.veil().args(["instance", "stop", "-s", "NOPE", "x"]));
     assert!(err.contains("no such signal"), "{err}");
 }
+
+#[test]
+fn an_instance_holds_none_of_its_callers_descriptors() {
+    let e = env_or_skip!();
+    let u = &e.user;
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let w = std::fs::File::from(w);
+    let mut cmd = u.veil();
+    cmd.args(["instance", "start"]).arg(&e.plain).arg("fds");
+    inherit_fds(&mut cmd, &[(&w, 3), (&w, 9)]);
+    run_ok(&mut cmd);
+    drop(w);
+    // With every writer gone, the read end sees end-of-file at once: a shell's
+    // `$(veil instance start ...)` returns.
+    let mut p = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&r),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let n = nix::poll::poll(&mut p, nix::poll::PollTimeout::from(10_000u16)).unwrap();
+    assert_eq!(n, 1, "the instance holds the caller's descriptor");
+    assert!(
+        p[0].revents()
+            .unwrap()
+            .contains(nix::poll::PollFlags::POLLHUP)
+    );
+    run_ok(u.veil().args(["instance", "stop", "fds"]));
+}
+
+#[test]
+fn a_forged_record_makes_stop_signal_nothing() {
+    let e = env_or_skip!();
+    let u = &e.user;
+    // Two processes of the user's that are not an instance, as a container that can
+    // write the home could name them.
+    let spawn = || {
+        Command::new("sleep")
+            .arg("1000")
+            .uid(u.uid)
+            .gid(u.gid)
+            .spawn()
+            .unwrap()
+    };
+    /// Killed however the test ends.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let (mut a, mut b) = (Reaped(spawn()), Reaped(spawn()));
+    let (a_id, b_id) = (a.0.id(), b.0.id());
+    let start = |pid: u32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        s[s.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(19)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // The directory exists once veil has looked at it.
+    run_ok(u.veil().args(["instance", "list"]));
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let dir = u.home.join(".veil/instances").join(host);
+    let record = serde_json::json!({
+        "name": "forged", "image": "x", "launcher": a_id, "launcher_start": start(a_id),
+        "init": b_id, "init_start": start(b_id), "started": 0, "fakeroot": false,
+        "no_home": false, "contain": false, "home": null,
+        "out_log": "/dev/null", "err_log": "/dev/null"
+    });
+    let p = dir.join("forged.json");
+    std::fs::write(&p, record.to_string()).unwrap();
+    u.own(&p);
+    let err = run_err(u.veil().args(["instance", "stop", "forged"]));
+    assert!(err.contains("no instance named forged"), "{err}");
+    let err = run_err(u.veil().args(["exec", "instance://forged", "true"]));
+    assert!(err.contains("no instance named forged"), "{err}");
+    assert!(a.0.try_wait().unwrap().is_none() && b.0.try_wait().unwrap().is_none());
+    // A FIFO in a record's place blocks nothing.
+    nix::unistd::mkfifo(
+        &dir.join("fifo.json"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    u.own(&dir.join("fifo.json"));
+    run_ok(u.veil().args(["instance", "list"]));
+}

@@ -210,3 +210,33 @@ fn another_job_or_another_image_never_joins() {
     assert_ne!(ns(&a), ns(&b), "another image joined");
     assert_ne!(ns(&a), ns(&c), "another job joined");
 }
+
+#[test]
+fn a_session_ends_when_its_first_member_is_killed() {
+    let e = env_or_skip!();
+    let mut first = member(
+        &e,
+        &e.pass,
+        &e.enc,
+        "readlink /proc/self/ns/mnt; sleep 1000",
+    );
+    // The record once the session runs (before, it is a reservation).
+    let mut launcher = None;
+    wait_until("the session", || {
+        launcher = sessions(&e.user).first().and_then(|p| {
+            let text = std::fs::read_to_string(p).ok()?;
+            serde_json::from_str::<serde_json::Value>(&text).ok()?["launcher"].as_i64()
+        });
+        launcher.is_some()
+    });
+    let launcher = launcher.unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Its action (the sleep) is in the session: it goes with it, and so does the
+    // session's server.
+    wait_until("the session's end", || {
+        std::fs::read_to_string(format!("/proc/{launcher}/stat"))
+            .map_or(true, |s| s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+    });
+    wait_until("the session's records", || sessions(&e.user).is_empty());
+}

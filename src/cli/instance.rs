@@ -149,17 +149,28 @@ fn stop(a: StopArgs) -> Result<ExitCode> {
     if names.is_empty() && a.name.is_some() {
         bail!("no running instance matches {}", a.name.unwrap_or_default());
     }
+    // One that cannot be stopped (it ended meanwhile) does not keep the rest running.
+    let mut failed = 0;
+    let many = names.len() > 1;
     for n in names {
-        if instance::stop(&n, o)? {
-            eprintln!("veil: instance {n} stopped");
-        } else {
-            eprintln!(
+        match instance::stop(&n, o) {
+            Ok(true) => eprintln!("veil: instance {n} stopped"),
+            Ok(false) => eprintln!(
                 "veil: instance {n} killed: it was still running {} s after {signal}",
                 a.timeout
-            );
+            ),
+            Err(e) if many => {
+                eprintln!("veil: error: {e}");
+                failed += 1;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn list(a: ListArgs) -> Result<ExitCode> {
@@ -176,9 +187,13 @@ fn list(a: ListArgs) -> Result<ExitCode> {
         .iter()
         .map(|s| {
             let last = if a.logs {
-                format!("{}\n{}", s.err_log.display(), s.out_log.display())
+                format!(
+                    "{}\n{}",
+                    printable(&s.err_log.display().to_string()),
+                    printable(&s.out_log.display().to_string())
+                )
             } else {
-                s.image.clone()
+                printable(&s.image)
             };
             [s.name.clone(), s.init.to_string(), last]
         })
@@ -195,6 +210,19 @@ fn list(a: ListArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `s` with control characters escaped: a record's strings never drive the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The fields Apptainer's `instance list --json` has, and the start time.

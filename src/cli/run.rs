@@ -12,7 +12,8 @@ use clap::Args;
 use crate::launch::{Action, Options, binds, env};
 use crate::runner::{self, RunRequest};
 
-/// The flags of every command that starts a container (`instance start` too).
+// The flags of every command that starts a container (`instance start` too). (A
+// plain comment: clap would take a doc comment for the command's about text.)
 #[derive(Debug, Args)]
 pub struct RunFlags {
     /// Bind a host path: src[:dst[:ro|rw]], comma-separated or repeated (also APPTAINER_BIND / SINGULARITY_BIND / VEIL_BIND)

@@ -23,6 +23,9 @@ pub enum Action {
     Test,
     /// An instance's start: the image's `%startscript`, if it has one.
     Start,
+    /// Nothing: a container that is only held (a `--sharens` session), with no
+    /// process of the image's until something joins it.
+    Hold,
 }
 
 impl Action {
@@ -33,6 +36,7 @@ impl Action {
             Action::Shell => "shell",
             Action::Test => "test",
             Action::Start => "start",
+            Action::Hold => "hold",
         }
     }
 }
@@ -93,6 +97,7 @@ pub fn script(action: Action, env: &ContainerEnv, shell: Option<&str>) -> String
              if [ -f /.singularity.d/test ]; then exec /bin/sh /.singularity.d/test \"$@\"; fi\n\
              echo 'veil: the image has no test script' >&2\nexit 0\n",
         ),
+        Action::Hold => s.push_str("exit 0\n"),
         Action::Start => s.push_str(
             "if [ -x /.singularity.d/startscript ]; then exec /.singularity.d/startscript \"$@\"; fi\n\
              if [ -f /.singularity.d/startscript ]; then exec /bin/sh /.singularity.d/startscript \"$@\"; fi\n\
@@ -116,6 +121,13 @@ pub fn build(
 ) -> Result<ActionArgv> {
     if action == Action::Exec && args.is_empty() {
         return Err(LaunchError::NoCommand);
+    }
+    if action == Action::Hold {
+        // No argv: the action's process ends at once without an exec (`child`).
+        return Ok(ActionArgv {
+            with_shell: (Vec::new(), Vec::new()),
+            direct: None,
+        });
     }
     let mut argv = vec![
         cstr(b"/bin/sh")?,

@@ -219,6 +219,11 @@ pub(super) fn exec_action(
     direct_first: bool,
     old_mask: &nix::sys::signal::SigSet,
 ) -> Result<std::convert::Infallible> {
+    if argv.with_shell.0.is_empty() {
+        // `Action::Hold`: nothing of the image's runs.
+        // SAFETY: _exit ends this process only.
+        unsafe { libc::_exit(0) }
+    }
     // The launcher ignores SIGPIPE (Rust's runtime does), and an ignored signal stays
     // ignored across exec: the action gets the default, as from a shell.
     // SAFETY: this process has its own signal dispositions (no CLONE_SIGHAND).

@@ -23,8 +23,9 @@
 //! status in the shell's convention.
 //!
 //! An instance's init ([`Lifetime::Instance`]) outlives its action (the startscript):
-//! the instance runs until a process sends it one of [`STOP`]. It then passes that
-//! signal to every process of the container it can find and ends once none is left
+//! the instance runs until a process sends it a signal (`veil instance stop`, or the
+//! launcher passing one on). It then passes that signal to every process of the
+//! container it can find, those it adopts later included, and ends once none is left
 //! (`veil instance stop` sends SIGKILL after its timeout).
 
 use std::ffi::OsString;
@@ -46,14 +47,6 @@ pub const ARGV0: &str = "veil-init";
 /// The parent-death signal of a subreaper init: outside the forwarded set, blocked from
 /// the container process's start, and so waited for like the others.
 pub const LAUNCHER_GONE: Signal = Signal::SIGPWR;
-
-/// The signals that end an instance (passed on to its processes first).
-pub const STOP: [Signal; 4] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
 
 /// How long the init lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +152,10 @@ pub fn run(
     set.add(LAUNCHER_GONE);
     let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
     let launcher_gone = || role == Role::Subreaper && nix::unistd::getppid() != launcher;
-    let mut stopping = false;
+    // For an instance: the signal it was stopped with, passed on to every process of
+    // the container, those adopted later included.
+    let mut stopping: Option<Signal> = None;
+    let mut signalled: Vec<Pid> = Vec::new();
     loop {
         let ended = reap(action);
         match (lifetime, ended) {
@@ -171,19 +167,26 @@ pub fn run(
                 return code;
             }
             // Stopped, and every process it was passed on to has gone.
-            (Lifetime::Instance, Some(_)) if stopping && no_children() => return 0,
+            (Lifetime::Instance, Some(_)) if stopping.is_some() && no_children() => return 0,
             _ => {}
         }
         if launcher_gone() {
             kill_children(proc_fd);
             return 128 + libc::SIGKILL;
         }
+        if let Some(sig) = stopping {
+            signal_all(role, proc_fd, sig, &mut signalled);
+        }
         match wait_signal(&set) {
             // Its only job is to wake this loop, which looks at the parent itself.
             Some((sig, _)) if sig == LAUNCHER_GONE => {}
-            Some((sig, true)) if lifetime == Lifetime::Instance && STOP.contains(&sig) => {
-                stopping = true;
-                signal_all(role, proc_fd, sig);
+            // An instance's action (the startscript) may be long gone: what a process
+            // sends it (`instance stop`, the launcher forwarding) is for the whole
+            // container, which it ends once its processes have gone.
+            Some((sig, true)) if lifetime == Lifetime::Instance && sig != Signal::SIGCHLD => {
+                stopping = Some(sig);
+                signalled.clear();
+                signal_all(role, proc_fd, sig, &mut signalled);
             }
             Some((sig, from_process)) if from_process && FORWARDED.contains(&sig) => {
                 let _ = kill(action, sig);
@@ -200,13 +203,16 @@ fn no_children() -> bool {
     )
 }
 
-/// Sends `sig` to every process of the container: as PID 1, the whole PID namespace;
-/// as a subreaper, its children (what they started and left is adopted by it, and
-/// signalled on the next stop signal or killed at the end).
-fn signal_all(role: Role, proc_fd: Option<RawFd>, sig: Signal) {
+/// Sends `sig` to every process of the container not in `done` yet: as PID 1, the
+/// whole PID namespace (once); as a subreaper, its children, and on later calls those
+/// it has adopted since (what a signalled process leaves behind).
+fn signal_all(role: Role, proc_fd: Option<RawFd>, sig: Signal, done: &mut Vec<Pid>) {
     match role {
         Role::PidOne => {
-            let _ = kill(Pid::from_raw(-1), sig);
+            if done.is_empty() {
+                let _ = kill(Pid::from_raw(-1), sig);
+                done.push(Pid::from_raw(-1));
+            }
         }
         Role::Subreaper => {
             if let Some(fd) = proc_fd {
@@ -214,7 +220,10 @@ fn signal_all(role: Role, proc_fd: Option<RawFd>, sig: Signal) {
                 let _ = nix::unistd::fchdir(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
             }
             for k in children(nix::unistd::getpid()) {
-                let _ = kill(k, sig);
+                if !done.contains(&k) {
+                    let _ = kill(k, sig);
+                    done.push(k);
+                }
             }
         }
     }

@@ -113,6 +113,9 @@ pub fn join(spec: JoinSpec) -> Result<i32> {
     let alone = crate::support::spawn::SingleThreaded::check()
         .map_err(|e| LaunchError::Child(format!("joining the instance: {e}")))?;
     let old_mask = process::block_signals().ctx("blocking signals")?;
+    // Inside, a container that is root (--fakeroot) would otherwise be allowed to read
+    // this process's memory and descriptors. The action's exec makes it dumpable again.
+    let _ = nix::sys::prctl::set_dumpable(false);
     let which = differing(spec.init)?;
     enter(&spec, &which)?;
     // In a PID namespace of the instance's, the action's orphans go to the instance's

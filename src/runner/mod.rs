@@ -123,8 +123,8 @@ fn pulled(req: &RunRequest) -> Result<std::fs::File> {
 /// instance (`instance://NAME`), or in the job's shared session (`--sharens`).
 pub fn run(req: RunRequest) -> Result<i32> {
     if let Some(name) = req.image.strip_prefix(instance::SCHEME) {
-        let s = instance::find(name)?;
-        return instance::join(req, &s);
+        let found = instance::find(name)?;
+        return instance::join(req, found);
     }
     if req.sharens {
         return instance::sharens::run(req);

@@ -119,6 +119,51 @@ pub fn close_from(first: u32) {
     }
 }
 
+/// Closes every descriptor above 2 but those in `keep`, for a process that stays
+/// behind for long without exec (an instance's launcher): whatever its caller left
+/// open (a pipe a shell's `$(...)` reads to its end, a job's sockets) is not held.
+pub fn close_all_but(keep: &[libc::c_int]) {
+    // No allocation: a forked child of a threaded process may call this.
+    let mut from = 3u32;
+    loop {
+        let next = keep
+            .iter()
+            .filter_map(|&f| u32::try_from(f).ok())
+            .filter(|&f| f >= from)
+            .min();
+        let end = next.map_or(u32::MAX, |k| k.saturating_sub(1));
+        if next != Some(from) {
+            // SAFETY: close_range only closes descriptors of this process, and only
+            // those the caller does not keep.
+            unsafe {
+                libc::syscall(libc::SYS_close_range, from, end, 0u32);
+            }
+        }
+        match next {
+            Some(k) if k < u32::MAX => from = k + 1,
+            _ => return,
+        }
+    }
+}
+
+/// Sends `sig` to the process behind `pidfd` (Linux 5.1): never to another that took
+/// its pid since.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with a descriptor, a signal number, no siginfo and no
+    // flags only sends a signal.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    nix::errno::Errno::result(r).map(drop)
+}
+
 /// Whether the process behind `pidfd` has ended (a pidfd is readable from then on).
 pub fn has_exited(pidfd: BorrowedFd<'_>) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -133,6 +178,31 @@ pub fn has_exited(pidfd: BorrowedFd<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_but_the_kept_descriptors_are_closed() {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // In a child: the test harness's own descriptors must stay.
+        let pipe = nix::unistd::pipe().unwrap();
+        let (a, b) = (open_plain(), open_plain());
+        let (keep, gone) = (pipe.1.as_raw_fd(), [a, b, pipe.0.as_raw_fd()]);
+        // SAFETY: the child makes only system calls (close_range, fcntl, _exit) and
+        // allocates nothing, as a fork of a threaded process must.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            close_all_but(&[keep, 1]);
+            // SAFETY: fcntl F_GETFD only asks about a descriptor number.
+            let open = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+            let ok = open(keep) && gone.iter().all(|&fd| !open(fd));
+            // SAFETY: the child leaves without the test harness's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        let child = nix::unistd::Pid::from_raw(pid);
+        let st = nix::sys::wait::waitpid(child, None).unwrap();
+        // SAFETY: descriptors this test opened and owns nothing else of.
+        drop(unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) });
+        assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+    }
 
     /// A descriptor open without close-on-exec, numbered at least 3.
     fn open_plain() -> libc::c_int {

@@ -1,12 +1,15 @@
 //! Stopping an instance and measuring it, from /proc: no cgroup and no D-Bus.
 //!
-//! An instance's processes are its launcher and every process in its container's
-//! mount namespace (which only the instance and the processes joined to it are in):
-//! that is what `stop` ends and `stats` counts.
+//! An instance's processes are its launcher and every process of the user in its
+//! container's user and mount namespaces (which only the instance and the processes
+//! joined to it are in): that is what `stop` ends and `stats` counts. Nothing is
+//! signalled before the record's processes are checked ([`verify`]), and signals go
+//! through pidfds.
 
 #![forbid(unsafe_code)]
 
 use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -15,26 +18,97 @@ use nix::unistd::Pid;
 
 use super::state::{self, State};
 
-/// The mount namespace of the instance's container (its init's), while it runs.
-pub fn mount_ns(s: &State) -> Option<u64> {
-    let ino = fs::metadata(format!("/proc/{}/ns/mnt", s.init)).ok()?.ino();
-    state::alive(s.init, s.init_start).then_some(ino)
+/// An instance's processes, checked: what a record names is only trusted once the
+/// processes are seen to be an instance's launcher and init. (A record lives in the
+/// home, which containers may write.)
+pub struct Checked {
+    pub init: OwnedFd,
+    pub launcher: OwnedFd,
+    /// The container's namespaces: what stop sweeps and stats counts.
+    pub ns: Namespaces,
 }
 
-/// The user's processes in mount namespace `ns`.
-fn in_namespace(ns: u64) -> Vec<i32> {
+/// A container's user and mount namespaces (inode numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Namespaces {
+    pub user: u64,
+    pub mnt: u64,
+}
+
+impl Namespaces {
+    pub fn of(pid: i32) -> Option<Namespaces> {
+        let ino = |n: &str| {
+            fs::metadata(format!("/proc/{pid}/ns/{n}"))
+                .ok()
+                .map(|m| m.ino())
+        };
+        Some(Namespaces {
+            user: ino("user")?,
+            mnt: ino("mnt")?,
+        })
+    }
+}
+
+/// Checks that the record's processes are what it says: the init is running
+/// `veil-init` for an instance, its parent is the launcher, both are the ones the
+/// record names (pidfds opened before the start times are checked), and the init is in
+/// a mount namespace (and, unless the caller is root, a user namespace) other than the
+/// caller's.
+pub fn verify(s: &State) -> Option<Checked> {
+    let init = crate::support::fds::pidfd_of(Pid::from_raw(s.init))?;
+    let launcher = crate::support::fds::pidfd_of(Pid::from_raw(s.launcher))?;
+    if !state::alive(s.init, s.init_start) || !state::alive(s.launcher, s.launcher_start) {
+        return None;
+    }
+    if state::parent_of(s.init) != Some(s.launcher) {
+        return None;
+    }
+    let cmdline = fs::read(format!("/proc/{}/cmdline", s.init)).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    if args.first() != Some(&crate::launch::init::ARGV0.as_bytes())
+        || !args.contains(&&b"instance"[..])
+    {
+        return None;
+    }
+    let ns = Namespaces::of(s.init)?;
+    let mine = Namespaces::of(std::process::id() as i32)?;
+    let root = nix::unistd::geteuid().is_root();
+    if ns.mnt == mine.mnt || (!root && ns.user == mine.user) {
+        return None;
+    }
+    Some(Checked { init, launcher, ns })
+}
+
+/// The user's processes in the namespaces `ns`, this process excepted.
+fn in_namespaces(ns: Namespaces) -> Vec<i32> {
     let uid = nix::unistd::geteuid().as_raw();
+    let me = std::process::id() as i32;
     fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let base = format!("/proc/{pid}");
-            fs::metadata(&base).is_ok_and(|m| m.uid() == uid)
-                && fs::metadata(format!("{base}/ns/mnt")).is_ok_and(|m| m.ino() == ns)
+        .filter(|&pid| {
+            pid != me
+                && fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
+                && Namespaces::of(pid) == Some(ns)
         })
         .collect()
+}
+
+/// Kills what is left in the container's namespaces: processes joined to it, which
+/// are outside its init's tree.
+pub fn sweep(ns: Namespaces) {
+    for _ in 0..100 {
+        let left = in_namespaces(ns);
+        if left.is_empty() {
+            return;
+        }
+        for pid in left {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// How a stop goes.
@@ -47,34 +121,20 @@ pub struct StopOptions {
 }
 
 /// Whether the instance ended before the timeout (else it was killed).
-pub fn stop(s: &State, o: StopOptions) -> bool {
-    let ns = mount_ns(s);
-    if state::alive(s.init, s.init_start) {
-        let _ = kill(Pid::from_raw(s.init), o.signal);
-    }
-    let gone = wait_gone(s, o.timeout);
+pub fn stop(s: &State, c: &Checked, o: StopOptions) -> bool {
+    use crate::support::fds::pidfd_send_signal;
+    let _ = pidfd_send_signal(c.init.as_fd(), o.signal);
+    let mut gone = wait_gone(s, o.timeout);
     if !gone {
-        if state::alive(s.init, s.init_start) {
-            let _ = kill(Pid::from_raw(s.init), Signal::SIGKILL);
+        let _ = pidfd_send_signal(c.init.as_fd(), Signal::SIGKILL);
+        // The launcher ends what its init leaves (as a subreaper) before it goes.
+        if !wait_gone(s, Duration::from_secs(2)) {
+            let _ = pidfd_send_signal(c.launcher.as_fd(), Signal::SIGKILL);
+            wait_gone(s, Duration::from_secs(5));
         }
-        if s.running() {
-            let _ = kill(Pid::from_raw(s.launcher), Signal::SIGKILL);
-        }
-        wait_gone(s, Duration::from_secs(5));
+        gone = false;
     }
-    // Joined processes, outside the init's tree: they go with the instance.
-    if let Some(ns) = ns {
-        for _ in 0..100 {
-            let left = in_namespace(ns);
-            if left.is_empty() {
-                break;
-            }
-            for pid in left {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    sweep(c.ns);
     gone
 }
 
@@ -105,9 +165,9 @@ pub struct Stats {
 }
 
 /// Samples the instance's processes twice, `interval` apart.
-pub fn stats(s: &State, interval: Duration) -> Stats {
+pub fn stats(s: &State, c: &Checked, interval: Duration) -> Stats {
     let procs = || {
-        let mut v = mount_ns(s).map(in_namespace).unwrap_or_default();
+        let mut v = in_namespaces(c.ns);
         if s.running() && !v.contains(&s.launcher) {
             v.push(s.launcher);
         }

@@ -93,25 +93,60 @@ fn instance_process(req: RunRequest, name: &str, dir: &Arc<Dir>, w: OwnedFd, wat
         report(&ready, &format!("error\n{e}"));
         return 1;
     }
+    let me = std::process::id() as i32;
+    let my_start = state::start_time(me).unwrap_or(0);
     let (out, err) = state::log_files(name);
     if let Err(e) = redirect(dir, &out, &err) {
-        state::remove(dir, name);
+        state::remove_if_of(dir, name, me, my_start);
         report(&ready, &format!("error\n{e}"));
         return 1;
     }
+    // What the caller left open is not held for the instance's life: only the pipe
+    // to the caller, the instance directory, the watch's and the key's descriptors.
+    {
+        use std::os::fd::AsRawFd;
+        let ready_fd = ready.borrow().as_ref().map(|f| f.as_raw_fd());
+        let mut keep: Vec<i32> = [
+            ready_fd,
+            Some(dir.raw_fd()),
+            req.keys.pem_fd,
+            req.keys.passphrase_fd,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        keep.extend(watch.raw_fds());
+        crate::support::fds::close_all_but(&keep);
+    }
+    // The container's namespaces, for what joined it and outlives its init.
+    let namespaces = Rc::new(std::cell::Cell::new(None));
     let hook = {
         let (ready, dir, name) = (ready.clone(), dir.clone(), name.to_string());
+        let namespaces = namespaces.clone();
         let (out_log, err_log) = (dir.path.join(&out), dir.path.join(&err));
         let image = req.image.clone();
         let o = req.options.clone();
         Box::new(move |started: Started| {
+            let (launcher, init) = (started.launcher.as_raw(), started.init.as_raw());
+            namespaces.set(super::control::Namespaces::of(init));
+            let (Some(launcher_start), Some(init_start)) =
+                (state::start_time(launcher), state::start_time(init))
+            else {
+                report(
+                    &ready,
+                    "error
+the instance's processes cannot be read in /proc",
+                );
+                let _ = nix::sys::signal::kill(started.init, nix::sys::signal::SIGKILL);
+                return;
+            };
             let s = State {
-                name,
+                name: name.clone(),
                 image,
-                launcher: started.launcher.as_raw(),
-                launcher_start: state::start_time(started.launcher.as_raw()).unwrap_or(0),
-                init: started.init.as_raw(),
-                init_start: state::start_time(started.init.as_raw()).unwrap_or(0),
+                launcher,
+                launcher_start,
+                init,
+                init_start,
                 started: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
@@ -125,7 +160,7 @@ fn instance_process(req: RunRequest, name: &str, dir: &Arc<Dir>, w: OwnedFd, wat
             match state::write(&dir, &s) {
                 Ok(()) => {
                     report(&ready, "ok\n");
-                    watch.start(started.init);
+                    watch.start(&name, started.init);
                 }
                 Err(e) => {
                     report(&ready, &format!("error\n{e}"));
@@ -135,7 +170,12 @@ fn instance_process(req: RunRequest, name: &str, dir: &Arc<Dir>, w: OwnedFd, wat
         }) as Box<dyn FnOnce(Started)>
     };
     let result = crate::runner::run_with(req, Some(hook));
-    state::remove(dir, name);
+    // Processes joined to the instance are not the init's: they go with it however
+    // it ended (a stop sweeps them too, but the init may have been killed).
+    if let Some(ns) = namespaces.get() {
+        super::control::sweep(ns);
+    }
+    state::remove_if_of(dir, name, me, my_start);
     match result {
         Ok(code) => code,
         Err(e) => {

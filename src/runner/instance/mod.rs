@@ -36,34 +36,56 @@ pub fn start(req: RunRequest, name: &str) -> Result<State> {
         )));
     }
     let dir = std::sync::Arc::new(state::Dir::own()?);
-    daemon::start(req, name, &dir, watch::Watch::slurm_step())
+    let w = watch::Watch {
+        slurm_step: watch::slurm_step(),
+        members: None,
+    };
+    daemon::start(req, name, &dir, w)
 }
 
-/// The running instance `name` of this user.
-pub fn find(name: &str) -> Result<State> {
-    state::check_name(name)?;
+/// A running instance of this user, its processes checked.
+pub struct Found {
+    pub state: State,
+    checked: control::Checked,
+}
+
+/// The running instance `name` of this user (a `--sharens` session's name too).
+pub fn find(name: &str) -> Result<Found> {
+    state::check_listed_name(name)?;
     let dir = state::Dir::own()?;
     match state::read(&dir, name)? {
-        Some(state::Entry::Running(s)) => Ok(s),
+        Some(state::Entry::Running(s)) => match control::verify(&s) {
+            Some(checked) => Ok(Found { state: s, checked }),
+            // Not what the record says (a recycled pid, a forged record): nothing is
+            // signalled or joined, and the record goes.
+            None => {
+                state::remove_if_of(&dir, name, s.launcher, s.launcher_start);
+                Err(InstanceError::NotFound(name.into()))
+            }
+        },
         Some(state::Entry::Starting) => Err(InstanceError::Starting(name.into())),
         Some(state::Entry::Dead) => {
-            state::remove(&dir, name);
+            state::remove_if_dead(&dir, name);
             Err(InstanceError::NotFound(name.into()))
         }
         None => Err(InstanceError::NotFound(name.into())),
     }
 }
 
-/// Runs `req`'s action in the running instance `s` (no key needed: the instance's
-/// launcher serves its root).
-pub fn join(req: RunRequest, s: &State) -> crate::runner::Result<i32> {
-    let init = nix::unistd::Pid::from_raw(s.init);
-    let gone = || InstanceError::NotFound(s.name.clone());
-    let pidfd = crate::support::fds::pidfd_of(init).ok_or_else(gone)?;
-    // Checked after the pidfd is open: from here on it names this very process.
-    if !state::alive(s.init, s.init_start) {
-        return Err(gone().into());
+/// Runs `req`'s action in the running instance `f` (no key needed: the instance's
+/// launcher serves its root). The caller's key (variables, descriptors) is not needed
+/// and not kept: scrubbed and closed before the join.
+pub fn join(req: RunRequest, f: Found) -> crate::runner::Result<i32> {
+    crate::crypt::environ::scrub();
+    for fd in [req.keys.pem_fd, req.keys.passphrase_fd]
+        .into_iter()
+        .flatten()
+    {
+        if fd > 2 {
+            let _ = nix::unistd::close(fd);
+        }
     }
+    let s = f.state;
     let mut options = req.options;
     options.fakeroot = s.fakeroot;
     options.home = s.home.clone();
@@ -74,16 +96,17 @@ pub fn join(req: RunRequest, s: &State) -> crate::runner::Result<i32> {
         image_name: s.image.clone(),
         args: req.args,
         options,
-        init,
-        init_pidfd: pidfd,
+        init: nix::unistd::Pid::from_raw(s.init),
+        init_pidfd: f.checked.init,
     })?)
 }
 
 /// Stops instance `name`; false if it had to be killed after the timeout.
 pub fn stop(name: &str, o: StopOptions) -> Result<bool> {
-    let s = find(name)?;
-    let clean = control::stop(&s, o);
-    state::remove(&state::Dir::own()?, name);
+    let f = find(name)?;
+    let clean = control::stop(&f.state, &f.checked, o);
+    let s = &f.state;
+    state::remove_if_of(&state::Dir::own()?, name, s.launcher, s.launcher_start);
     Ok(clean)
 }
 
@@ -110,8 +133,14 @@ pub fn list(user: Option<&str>, pattern: Option<&str>) -> Result<Vec<State>> {
             continue;
         }
         match state::read(&dir, &name)? {
-            Some(state::Entry::Running(s)) => out.push(s),
-            Some(state::Entry::Dead) if own => state::remove(&dir, &name),
+            Some(state::Entry::Running(mut s)) => {
+                // Where the logs are is not taken from the record.
+                let (o, e) = state::log_files(&name);
+                s.out_log = dir.path.join(o);
+                s.err_log = dir.path.join(e);
+                out.push(s)
+            }
+            Some(state::Entry::Dead) if own => state::remove_if_dead(&dir, &name),
             _ => {}
         }
     }
@@ -127,9 +156,7 @@ fn user_dir(user: &str) -> Result<Option<state::Dir>> {
     if !nix::unistd::geteuid().is_root() && u.uid != nix::unistd::geteuid() {
         return Err(InstanceError::NotRoot);
     }
-    let runtime = std::path::PathBuf::from(format!("/run/user/{}", u.uid));
-    let path =
-        state::dir_for(u.uid.as_raw(), Some(&u.dir), Some(&runtime)).ok_or(InstanceError::NoDir)?;
+    let path = state::dir_for(Some(&u.dir)).ok_or(InstanceError::NoDir)?;
     if !path.is_dir() {
         return Ok(None);
     }
@@ -138,17 +165,35 @@ fn user_dir(user: &str) -> Result<Option<state::Dir>> {
 
 /// The use of instance `name`, sampled over a quarter of a second.
 pub fn stats(name: &str) -> Result<Stats> {
-    let s = find(name)?;
-    Ok(control::stats(&s, Duration::from_millis(250)))
+    let f = find(name)?;
+    Ok(control::stats(
+        &f.state,
+        &f.checked,
+        Duration::from_millis(250),
+    ))
 }
 
 /// `*` matches any run of bytes; everything else itself.
+/// (Greedy with one point to return to: linear in practice, never exponential.)
 fn wildcard(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| wildcard(rest, &s[i..])),
-        Some((c, rest)) => s.first() == Some(c) && wildcard(rest, &s[1..]),
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < s.len() {
+        if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == s[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
     }
+    p[i..].iter().all(|&c| c == b'*')
 }
 
 /// `Run` for `instance run`, else `Start`.
@@ -168,5 +213,6 @@ mod tests {
         assert!(wildcard(b"w*b*1", b"web-1"));
         assert!(!wildcard(b"web", b"web-1"));
         assert!(!wildcard(b"db*", b"web-1"));
+        assert!(!wildcard(b"*a*a*a*a*a*a*a*a*a*a*a*a*b", &[b'a'; 64]));
     }
 }

@@ -29,48 +29,52 @@ use crate::runner::RunRequest;
 
 /// Runs `req` in the session of its scope, starting it if it is not there.
 pub fn run(req: RunRequest) -> crate::runner::Result<i32> {
-    if req.image.starts_with(super::SCHEME) {
-        return Err(InstanceError::Process(
-            "--sharens: an instance:// image is already shared; leave out --sharens".into(),
-        )
-        .into());
-    }
     let dir = std::sync::Arc::new(state::Dir::own()?);
-    let name = format!(".sharens-{}", scope_key(&req)?);
+    let name = format!("{}{}", state::SESSION_PREFIX, scope_key(&req)?);
     let (create_file, members_file) = (format!("{name}.create"), format!("{name}.members"));
     let create = lock(&dir, &create_file, FlockArg::LockExclusive)?;
     let members = lock(&dir, &members_file, FlockArg::LockShared)?;
-    let session = match state::read(&dir, &name)? {
-        Some(state::Entry::Running(s)) => {
-            crate::support::diag::debug_note(&format!("sharens: joining session {name}"));
-            s
-        }
-        _ => {
-            crate::support::diag::debug_note(&format!("sharens: starting session {name}"));
-            state::remove(&dir, &name);
-            let mut session = req.clone();
-            session.action = Action::Start;
-            session.args = Vec::new();
-            let (out, err) = state::log_files(&name);
-            let w = watch::Watch::Members {
+    if wait_while_starting(&dir, &name)? {
+        crate::support::diag::debug_note(&format!("sharens: joining session {name}"));
+    } else {
+        crate::support::diag::debug_note(&format!("sharens: starting session {name}"));
+        state::remove_if_dead(&dir, &name);
+        let mut session = req.clone();
+        // The session only holds the container: no %startscript, no runscript.
+        session.action = Action::Hold;
+        session.args = Vec::new();
+        let (out, err) = state::log_files(&name);
+        let w = watch::Watch {
+            slurm_step: watch::slurm_step(),
+            members: Some(watch::Members {
                 dir: dir.clone(),
                 members: members_file.clone(),
                 create: create_file.clone(),
-                remove: vec![
-                    state::state_file(&name),
-                    out,
-                    err,
-                    members_file.clone(),
-                    create_file.clone(),
-                ],
-            };
-            daemon::start(session, &name, &dir, w)?
-        }
-    };
+                remove: vec![out, err, members_file.clone(), create_file.clone()],
+            }),
+        };
+        daemon::start(session, &name, &dir, w)?;
+    }
+    let found = super::find(&name);
     drop(create);
-    let code = super::join(req, &session);
+    let code = super::join(req, found?);
     drop(members);
     code
+}
+
+/// Waits while the session is being started by a process whose starter is gone (it
+/// held `create` until it died); true once it runs, false if there is none.
+fn wait_while_starting(dir: &state::Dir, name: &str) -> Result<bool> {
+    let t = std::time::Instant::now();
+    loop {
+        match state::read(dir, name)? {
+            Some(state::Entry::Running(_)) => return Ok(true),
+            Some(state::Entry::Starting) if t.elapsed() < std::time::Duration::from_secs(300) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            _ => return Ok(false),
+        }
+    }
 }
 
 /// Takes `arg` on the lock file `file` in `dir`, made if missing. The session's end
@@ -122,7 +126,23 @@ fn scope_key(req: &RunRequest) -> Result<String> {
         ));
     }
     h.update(format!("verify {} policy {:?}\n", req.verify, req.policy));
-    h.update(format!("options {:?}\n", req.options));
+    // What makes the container: mounts, namespaces, identity. Not what each member
+    // sets for itself (environment, working directory, shell).
+    let o = &req.options;
+    h.update(format!(
+        "binds {:?} contain {} no_home {} home {:?} writable_tmpfs {} pid {} ipc {} uts {} hostname {:?} fakeroot {} fuse {}\n",
+        o.binds,
+        o.contain,
+        o.no_home,
+        o.home,
+        o.writable_tmpfs,
+        o.pid,
+        o.ipc,
+        o.uts,
+        o.hostname,
+        o.fakeroot,
+        o.fuse
+    ));
     h.update(format!("scope {}\n", job_scope()));
     Ok(h.finalize()[..12]
         .iter()

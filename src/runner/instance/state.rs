@@ -2,9 +2,14 @@
 //! 0600 in a 0700 directory of the user's, written whole (temporary file + rename).
 //! No key material is ever recorded: the key lives only in the instance's launcher.
 //!
-//! The directory is `$XDG_RUNTIME_DIR/veil/instances` when that is a directory of the
-//! user's (a per-boot tmpfs), else `~/.veil/instances/HOST` (a home shared between
-//! nodes keeps each node's instances apart).
+//! The directory is `~/.veil/instances/HOST` (a home shared between nodes keeps each
+//! node's instances apart), whatever the environment says: `XDG_RUNTIME_DIR` comes and
+//! goes with logins (and is copied into Slurm jobs from another machine), and an
+//! instance must be found by whoever stops it later.
+//!
+//! A container that binds the home can write here: a record is never trusted alone
+//! (`control::verify` checks the processes it names before anything is signalled or
+//! joined), and it is read without following links, blocking or reading without bound.
 //!
 //! It is used through a descriptor ([`Dir`]): an instance's launcher mounts its staging
 //! tmpfs over `/tmp` in its own mount namespace, and a directory under it must stay
@@ -65,8 +70,7 @@ impl Dir {
     pub fn own() -> Result<Dir> {
         let uid = nix::unistd::geteuid().as_raw();
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-        let dir = dir_for(uid, home.as_deref(), runtime.as_deref()).ok_or(InstanceError::NoDir)?;
+        let dir = dir_for(home.as_deref()).ok_or(InstanceError::NoDir)?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -98,6 +102,12 @@ impl Dir {
         })
     }
 
+    /// Its descriptor, which the instance's launcher keeps.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
     /// Opens `file` in the directory (never through a link).
     pub fn open_file(&self, file: &str, flags: OFlag, mode: u32) -> std::io::Result<fs::File> {
         let fd = nix::fcntl::openat(
@@ -117,11 +127,32 @@ impl Dir {
         );
     }
 
+    /// Reads a record: a regular file (not a FIFO someone planted, which would block)
+    /// of at most [`MAX_RECORD`] bytes.
     fn read_file(&self, file: &str) -> std::io::Result<String> {
+        let f = self.open_file(file, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)?;
+        let m = f.metadata()?;
+        if !m.is_file() || m.len() > MAX_RECORD {
+            return Err(std::io::Error::other(
+                "not an instance record (not a regular file, or too large)",
+            ));
+        }
         let mut s = String::new();
-        self.open_file(file, OFlag::O_RDONLY, 0)?
-            .read_to_string(&mut s)?;
+        f.take(MAX_RECORD).read_to_string(&mut s)?;
         Ok(s)
+    }
+
+    /// Holds the directory's lock while `f` runs: a record is read, removed and made
+    /// again as one step, so two starters never both take one name.
+    fn locked<T>(&self, f: impl FnOnce() -> T) -> T {
+        let held = self
+            .fd
+            .try_clone()
+            .ok()
+            .and_then(|d| nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusive).ok());
+        let out = f();
+        drop(held);
+        out
     }
 
     /// Writes `file` whole: a temporary file renamed over it.
@@ -147,21 +178,38 @@ impl Dir {
     }
 }
 
-/// The instance directory of user `uid` with home `home`: for `-u USER` as well as for
+/// The instance directory of the user with home `home`: for `-u USER` as well as for
 /// oneself.
-pub fn dir_for(uid: u32, home: Option<&Path>, runtime: Option<&Path>) -> Option<PathBuf> {
-    if let Some(r) = runtime
-        && r.is_absolute()
-        && fs::metadata(r).is_ok_and(|m| m.is_dir() && m.uid() == uid)
-    {
-        return Some(r.join("veil/instances"));
-    }
+pub fn dir_for(home: Option<&Path>) -> Option<PathBuf> {
     let host = nix::unistd::gethostname().ok()?.into_string().ok()?;
     Some(
         home.filter(|h| h.is_absolute())?
             .join(".veil/instances")
             .join(host),
     )
+}
+
+/// The largest record read.
+const MAX_RECORD: u64 = 64 * 1024;
+
+/// The prefix of a `--sharens` session's name: one a user cannot give
+/// ([`check_name`]), followed by 24 hex digits.
+pub const SESSION_PREFIX: &str = ".sharens-";
+
+/// Whether `name` is a `--sharens` session's.
+pub fn is_session(name: &str) -> bool {
+    name.strip_prefix(SESSION_PREFIX)
+        .is_some_and(|h| h.len() == 24 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Checks a name that `stop`, `stats` or `list` may be given: an instance's, or a
+/// session's.
+pub fn check_listed_name(name: &str) -> Result<()> {
+    if is_session(name) {
+        Ok(())
+    } else {
+        check_name(name)
+    }
 }
 
 /// Checks an instance name: it becomes a file name, and a URI part.
@@ -234,7 +282,8 @@ pub fn read(dir: &Dir, name: &str) -> Result<Option<Entry>> {
     let text = match dir.read_file(&file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(dir.error(&file, "reading", err)),
+        // Not a record veil wrote (a FIFO, a huge file, a link): nothing runs there.
+        Err(_) => return Ok(Some(Entry::Dead)),
     };
     if let Ok(s) = serde_json::from_str::<State>(&text) {
         return Ok(Some(if s.running() {
@@ -252,6 +301,10 @@ pub fn read(dir: &Dir, name: &str) -> Result<Option<Entry>> {
 /// Reserves `name` for this process: the state file made exclusively, or taken over
 /// from an instance that is gone.
 pub fn reserve(dir: &Dir, name: &str) -> Result<()> {
+    dir.locked(|| reserve_locked(dir, name))
+}
+
+fn reserve_locked(dir: &Dir, name: &str) -> Result<()> {
     let file = state_file(name);
     let me = std::process::id() as i32;
     let r = Reservation {
@@ -294,16 +347,44 @@ pub fn remove(dir: &Dir, name: &str) {
     dir.remove_file(&state_file(name));
 }
 
+/// Removes the record of `name` if it names processes that are gone.
+pub fn remove_if_dead(dir: &Dir, name: &str) {
+    dir.locked(|| {
+        if matches!(read(dir, name), Ok(Some(Entry::Dead))) {
+            remove(dir, name);
+        }
+    });
+}
+
+/// Removes the record of `name` if it is still that of the launcher `pid` started at
+/// `start` (or that process's reservation): a newer instance of the same name keeps
+/// its record.
+pub fn remove_if_of(dir: &Dir, name: &str, pid: i32, start: u64) {
+    dir.locked(|| {
+        let Ok(text) = dir.read_file(&state_file(name)) else {
+            return;
+        };
+        let ours = match serde_json::from_str::<State>(&text) {
+            Ok(s) => s.launcher == pid && s.launcher_start == start,
+            Err(_) => serde_json::from_str::<Reservation>(&text)
+                .is_ok_and(|r| r.starting == pid && r.starting_start == start),
+        };
+        if ours {
+            remove(dir, name);
+        }
+    });
+}
+
 /// The names of the instances recorded in `dir`, sorted.
 pub fn names(dir: &Dir) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(&dir.path)
+    let mut v: Vec<String> = fs::read_dir(format!("/proc/self/fd/{}", dir.raw_fd()))
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let n = e.file_name().into_string().ok()?;
             let name = n.strip_suffix(".json")?.to_string();
-            check_name(&name).ok().map(|()| name)
+            check_listed_name(&name).ok().map(|()| name)
         })
         .collect();
     v.sort();
