@@ -85,6 +85,12 @@ pub enum LaunchError {
     Exec { program: String, err: nix::Error },
     #[error("the image has no /bin/sh, so only `exec` of a program works")]
     NoShell,
+    /// Joining a running container (`instance://`, `--sharens`): `op` failed.
+    #[error("joining the container: {op}: {err}")]
+    Join {
+        op: &'static str,
+        err: std::io::Error,
+    },
     #[error("container setup failed: {0}")]
     Child(String),
 }

@@ -110,8 +110,11 @@ pub fn join(spec: JoinSpec) -> Result<i32> {
     )?;
     let start_dirs = host.start_dirs(o);
     // Checked while /proc is still this process's own.
-    let alone = crate::support::spawn::SingleThreaded::check()
-        .map_err(|e| LaunchError::Child(format!("joining the instance: {e}")))?;
+    let alone =
+        crate::support::spawn::SingleThreaded::check().map_err(|err| LaunchError::Join {
+            op: "checking for threads",
+            err,
+        })?;
     let old_mask = process::block_signals().ctx("blocking signals")?;
     // Inside, a container that is root (--fakeroot) would otherwise be allowed to read
     // this process's memory and descriptors. The action's exec makes it dumpable again.
@@ -128,9 +131,10 @@ pub fn join(spec: JoinSpec) -> Result<i32> {
     // The child may be in the instance's PID namespace, where getppid says 0: it asks
     // a pidfd whether this process still lives.
     let parent = crate::support::fds::pidfd_of_self();
-    let forked = alone
-        .fork()
-        .map_err(|e| LaunchError::Child(format!("starting the action: {e}")))?;
+    let forked = alone.fork().map_err(|err| LaunchError::Join {
+        op: "starting the action",
+        err,
+    })?;
     match forked {
         None => {
             drop(err_r);

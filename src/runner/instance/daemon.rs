@@ -25,11 +25,18 @@ use crate::runner::RunRequest;
 
 /// Starts `req` as instance `name`, recorded in `dir`; returns once it runs.
 pub fn start(req: RunRequest, name: &str, dir: &Arc<Dir>, watch: Watch) -> Result<State> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| InstanceError::Process(format!("pipe: {e}")))?;
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| InstanceError::Spawn {
+            name: name.into(),
+            op: "making the pipe to its process",
+            err: e.into(),
+        })?;
     let fork = || {
-        crate::support::spawn::fork_single_threaded()
-            .map_err(|e| InstanceError::Process(format!("starting instance {name}: {e}")))
+        crate::support::spawn::fork_single_threaded().map_err(|err| InstanceError::Spawn {
+            name: name.into(),
+            op: "starting its process",
+            err,
+        })
     };
     match fork()? {
         Some(middle) => {

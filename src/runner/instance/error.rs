@@ -27,8 +27,18 @@ pub enum InstanceError {
     NoDir,
     #[error("instance {name} did not start: {why}")]
     NotStarted { name: String, why: String },
-    #[error("{0}")]
-    Process(String),
+    /// Starting the instance's process (the pipe to it, the forks).
+    #[error("instance {name}: {op}: {err}")]
+    Spawn {
+        name: String,
+        op: &'static str,
+        err: std::io::Error,
+    },
+    #[error("{0}: an instance cannot be started from another instance")]
+    FromInstance(String),
+    /// A `--sharens` session (whose name the user never gave).
+    #[error("the shared session (--sharens) did not start: {0}")]
+    SessionNotStarted(String),
     #[error("no user named {0}")]
     NoUser(String),
     #[error("only root may look at another user's instances")]

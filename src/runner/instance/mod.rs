@@ -30,10 +30,7 @@ pub const SCHEME: &str = "instance://";
 pub fn start(req: RunRequest, name: &str) -> Result<State> {
     state::check_name(name)?;
     if req.image.starts_with(SCHEME) {
-        return Err(InstanceError::Process(format!(
-            "{}: an instance cannot be started from another instance",
-            req.image
-        )));
+        return Err(InstanceError::FromInstance(req.image));
     }
     let dir = std::sync::Arc::new(state::Dir::own()?);
     let w = watch::Watch {

@@ -53,7 +53,10 @@ pub fn run(req: RunRequest) -> crate::runner::Result<i32> {
                 remove: vec![out, err, members_file.clone(), create_file.clone()],
             }),
         };
-        daemon::start(session, &name, &dir, w)?;
+        daemon::start(session, &name, &dir, w).map_err(|e| match e {
+            InstanceError::NotStarted { why, .. } => InstanceError::SessionNotStarted(why),
+            other => other,
+        })?;
     }
     let found = super::find(&name);
     drop(create);

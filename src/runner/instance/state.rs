@@ -157,7 +157,11 @@ impl Dir {
 
     /// Writes `file` whole: a temporary file renamed over it.
     fn write_file(&self, file: &str, data: &[u8]) -> std::io::Result<()> {
-        let tmp = format!(".{file}.{}.tmp", std::process::id());
+        // A name no one can plant in advance (a container may write this directory).
+        let mut salt = [0u8; 8];
+        getrandom::fill(&mut salt).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let salt: String = salt.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = format!(".{file}.{salt}.tmp");
         let mut f = self.open_file(
             &tmp,
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
