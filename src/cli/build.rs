@@ -32,6 +32,9 @@ pub struct BuildArgs {
     /// Overwrite the output if it exists
     #[arg(short = 'F', long)]
     pub force: bool,
+    /// Accepted for Apptainer scripts: veil builds without root anyway (%post runs as uid 0 in a user namespace)
+    #[arg(short = 'f', long)]
+    pub fakeroot: bool,
     /// Do not run the definition file's %test section after the build
     #[arg(short = 'T', long)]
     pub notest: bool,

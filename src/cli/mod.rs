@@ -58,6 +58,13 @@ enum Command {
     Registry(registry::RegistryCmd),
     /// List and clean the cache of images pulled for runs
     Cache(registry::CacheCmd),
+    /// Print veil's version
+    Version,
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell)
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
 
 const RUN_ABOUT: &str = "Run the image's runscript";
@@ -142,6 +149,22 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Pull(args) => registry::pull(args),
         Command::Registry(args) => registry::registry_cmd(args),
         Command::Cache(args) => registry::cache_cmd(args),
+        Command::Version => {
+            println!("veil version {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut cmd = Cli::command();
+            // Into memory first: the generator panics on a failed write (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "veil", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .map_err(|e| anyhow::anyhow!("writing the completion script: {e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

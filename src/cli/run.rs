@@ -31,8 +31,8 @@ pub struct RunFlags {
     /// Home directory: src[:dst] (default: your home, at the same path)
     #[arg(short = 'H', long, value_name = "SPEC")]
     home: Option<String>,
-    /// Initial working directory inside the container
-    #[arg(long, value_name = "DIR")]
+    /// Initial working directory inside the container (--cwd: SingularityCE's name)
+    #[arg(long, visible_alias = "cwd", value_name = "DIR")]
     pwd: Option<PathBuf>,
     /// Do not pass the host environment (except TERM, LANG, LC_*, TZ, DISPLAY)
     #[arg(short = 'e', long)]
@@ -61,6 +61,9 @@ pub struct RunFlags {
     /// Be root inside the container (uid 0, mapped to you)
     #[arg(short = 'f', long)]
     fakeroot: bool,
+    /// Accepted for Apptainer scripts: veil always runs in a user namespace
+    #[arg(short = 'u', long)]
+    userns: bool,
     /// Serve the image with FUSE even when running as root (instead of a loop device)
     #[arg(long)]
     fuse: bool,

@@ -145,9 +145,10 @@ impl Dir {
     /// Holds the directory's lock while `f` runs: a record is read, removed and made
     /// again as one step, so two starters never both take one name.
     fn locked<T>(&self, f: impl FnOnce() -> T) -> T {
+        // A new open file description: a flock belongs to one, and this directory's
+        // descriptor is shared with processes forked since it was opened.
         let held = self
-            .fd
-            .try_clone()
+            .open_file(".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
             .ok()
             .and_then(|d| nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusive).ok());
         let out = f();
