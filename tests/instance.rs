@@ -547,3 +547,45 @@ fn a_forged_record_makes_stop_signal_nothing() {
     u.own(&dir.join("fifo.json"));
     run_ok(u.veil().args(["instance", "list"]));
 }
+
+#[test]
+fn only_stop_signals_end_an_instance() {
+    let e = env_or_skip!();
+    let u = &e.user;
+    run_ok(
+        u.veil()
+            .args(["instance", "start"])
+            .arg(&e.plain)
+            .arg("sig"),
+    );
+    let state = state_of(u, "sig");
+    let (init, launcher) = (
+        state["init"].as_i64().unwrap(),
+        state["launcher"].as_i64().unwrap(),
+    );
+    // What a Slurm suspend and resume sends, to the server (which passes it on) and to
+    // the init itself.
+    for pid in [launcher, init] {
+        let st = Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .uid(u.uid)
+            .gid(u.gid)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pid_alive(init) && pid_alive(launcher));
+    assert_eq!(listed(u).len(), 1);
+    // A stop with another signal passes it on, then kills at the timeout.
+    let out = run_ok(
+        u.veil()
+            .args(["instance", "stop", "-s", "USR2", "-t", "1", "sig"]),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("killed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!pid_alive(init) && !pid_alive(launcher));
+}

@@ -23,10 +23,11 @@
 //! status in the shell's convention.
 //!
 //! An instance's init ([`Lifetime::Instance`]) outlives its action (the startscript):
-//! the instance runs until a process sends it a signal (`veil instance stop`, or the
-//! launcher passing one on). It then passes that signal to every process of the
-//! container it can find, those it adopts later included, and ends once none is left
-//! (`veil instance stop` sends SIGKILL after its timeout).
+//! the instance runs until a process sends it one of [`STOP`] (`veil instance stop`,
+//! or the launcher passing one on). It then passes that signal to every process of
+//! the container it can find, those it adopts later included, and ends once none is
+//! left (`veil instance stop` sends SIGKILL after its timeout). Other signals sent to
+//! it are passed on to the container's processes and end nothing.
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
@@ -47,6 +48,14 @@ pub const ARGV0: &str = "veil-init";
 /// The parent-death signal of a subreaper init: outside the forwarded set, blocked from
 /// the container process's start, and so waited for like the others.
 pub const LAUNCHER_GONE: Signal = Signal::SIGPWR;
+
+/// The signals that end an instance (passed on to its processes first).
+pub const STOP: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
 
 /// How long the init lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,11 +191,15 @@ pub fn run(
             Some((sig, _)) if sig == LAUNCHER_GONE => {}
             // An instance's action (the startscript) may be long gone: what a process
             // sends it (`instance stop`, the launcher forwarding) is for the whole
-            // container, which it ends once its processes have gone.
-            Some((sig, true)) if lifetime == Lifetime::Instance && sig != Signal::SIGCHLD => {
+            // container. A stop signal ends the instance once its processes have gone;
+            // others (SIGCONT after a Slurm suspend, SIGUSR1) are only passed on.
+            Some((sig, true)) if lifetime == Lifetime::Instance && STOP.contains(&sig) => {
                 stopping = Some(sig);
                 signalled.clear();
                 signal_all(role, proc_fd, sig, &mut signalled);
+            }
+            Some((sig, true)) if lifetime == Lifetime::Instance && sig != Signal::SIGCHLD => {
+                signal_all(role, proc_fd, sig, &mut Vec::new());
             }
             Some((sig, from_process)) if from_process && FORWARDED.contains(&sig) => {
                 let _ = kill(action, sig);

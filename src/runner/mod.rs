@@ -123,6 +123,13 @@ fn pulled(req: &RunRequest) -> Result<std::fs::File> {
 /// instance (`instance://NAME`), or in the job's shared session (`--sharens`).
 pub fn run(req: RunRequest) -> Result<i32> {
     if let Some(name) = req.image.strip_prefix(instance::SCHEME) {
+        // A join needs no key: the key descriptors given go at once, before veil opens
+        // any of its own (whose numbers a wrong --pem-fd could name).
+        let fds: Vec<i32> = [req.keys.pem_fd, req.keys.passphrase_fd]
+            .into_iter()
+            .flatten()
+            .collect();
+        crate::support::fds::close_open(&fds);
         let found = instance::find(name)?;
         return instance::join(req, found);
     }

@@ -135,13 +135,46 @@ pub fn close_all_but(keep: &[libc::c_int]) {
         if next != Some(from) {
             // SAFETY: close_range only closes descriptors of this process, and only
             // those the caller does not keep.
-            unsafe {
-                libc::syscall(libc::SYS_close_range, from, end, 0u32);
+            let r = unsafe { libc::syscall(libc::SYS_close_range, from, end, 0u32) };
+            if r != 0 {
+                // Before Linux 5.9: one by one, up to the descriptor limit.
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit writes the limit into the struct it is given.
+                let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+                let max = if got == 0 {
+                    lim.rlim_cur.min(1 << 20) as u32
+                } else {
+                    1024
+                };
+                for fd in from..=end.min(max) {
+                    // SAFETY: closes a descriptor of this process the caller does not keep.
+                    unsafe { libc::close(fd as libc::c_int) };
+                }
             }
         }
         match next {
             Some(k) if k < u32::MAX => from = k + 1,
             _ => return,
+        }
+    }
+}
+
+/// Whether descriptor `fd` is open in this process.
+pub fn is_open(fd: libc::c_int) -> bool {
+    // SAFETY: F_GETFD only asks about a descriptor number.
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+}
+
+/// Closes the descriptors `fds` that are open, above 2.
+pub fn close_open(fds: &[libc::c_int]) {
+    for &fd in fds {
+        if fd > 2 && is_open(fd) {
+            // SAFETY: a descriptor of this process that its owner gave up (the caller
+            // decided it was the user's and no longer needed).
+            unsafe { libc::close(fd) };
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Checked {
     pub launcher: OwnedFd,
     /// The container's namespaces: what stop sweeps and stats counts.
     pub ns: Namespaces,
+    /// The namespaces, held.
+    _held: [fs::File; 2],
 }
 
 /// A container's user and mount namespaces (inode numbers).
@@ -49,34 +51,77 @@ impl Namespaces {
     }
 }
 
+/// Why a record's processes were not taken for an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unverified {
+    /// They are gone: the record is stale.
+    Gone,
+    /// They run, but are not an instance's (a recycled pid, a forged record).
+    NotAnInstance,
+    /// This kernel has no pidfds (Linux 5.3).
+    NoPidfd,
+    /// The caller is inside the instance's namespaces.
+    Inside,
+}
+
 /// Checks that the record's processes are what it says: the init is running
 /// `veil-init` for an instance, its parent is the launcher, both are the ones the
-/// record names (pidfds opened before the start times are checked), and the init is in
-/// a mount namespace (and, unless the caller is root, a user namespace) other than the
-/// caller's.
-pub fn verify(s: &State) -> Option<Checked> {
-    let init = crate::support::fds::pidfd_of(Pid::from_raw(s.init))?;
-    let launcher = crate::support::fds::pidfd_of(Pid::from_raw(s.launcher))?;
+/// record names (pidfds opened before the start times are checked, and checked again
+/// once everything was read), and the init is in a mount namespace (and, unless the
+/// caller is root, a user namespace) other than the caller's. The namespaces are held
+/// open, so their numbers are not reused while the caller works with them.
+pub fn verify(s: &State) -> Result<Checked, Unverified> {
+    use crate::support::fds::{has_exited, pidfd_of};
+    if !s.running() {
+        return Err(Unverified::Gone);
+    }
+    let init = pidfd_of(Pid::from_raw(s.init));
+    let launcher = pidfd_of(Pid::from_raw(s.launcher));
+    let (Some(init), Some(launcher)) = (init, launcher) else {
+        return Err(
+            if pidfd_of(Pid::from_raw(std::process::id() as i32)).is_none() {
+                Unverified::NoPidfd
+            } else {
+                Unverified::Gone
+            },
+        );
+    };
     if !state::alive(s.init, s.init_start) || !state::alive(s.launcher, s.launcher_start) {
-        return None;
+        return Err(Unverified::Gone);
     }
-    if state::parent_of(s.init) != Some(s.launcher) {
-        return None;
+    let is_instance = state::parent_of(s.init) == Some(s.launcher)
+        && fs::read(format!("/proc/{}/cmdline", s.init)).is_ok_and(|c| {
+            let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+            args.first() == Some(&crate::launch::init::ARGV0.as_bytes())
+                && args.contains(&&b"instance"[..])
+        });
+    if !is_instance {
+        return Err(Unverified::NotAnInstance);
     }
-    let cmdline = fs::read(format!("/proc/{}/cmdline", s.init)).ok()?;
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    if args.first() != Some(&crate::launch::init::ARGV0.as_bytes())
-        || !args.contains(&&b"instance"[..])
-    {
-        return None;
-    }
-    let ns = Namespaces::of(s.init)?;
-    let mine = Namespaces::of(std::process::id() as i32)?;
+    let held = ["user", "mnt"].map(|n| fs::File::open(format!("/proc/{}/ns/{n}", s.init)));
+    let [Ok(user_ns), Ok(mnt_ns)] = held else {
+        return Err(Unverified::Gone);
+    };
+    let ino = |f: &fs::File| f.metadata().map(|m| m.ino()).unwrap_or(0);
+    let ns = Namespaces {
+        user: ino(&user_ns),
+        mnt: ino(&mnt_ns),
+    };
+    let mine = Namespaces::of(std::process::id() as i32).ok_or(Unverified::Gone)?;
     let root = nix::unistd::geteuid().is_root();
     if ns.mnt == mine.mnt || (!root && ns.user == mine.user) {
-        return None;
+        return Err(Unverified::Inside);
     }
-    Some(Checked { init, launcher, ns })
+    // What was read above was read of the processes the pidfds name.
+    if has_exited(init.as_fd()) || has_exited(launcher.as_fd()) {
+        return Err(Unverified::Gone);
+    }
+    Ok(Checked {
+        init,
+        launcher,
+        ns,
+        _held: [user_ns, mnt_ns],
+    })
 }
 
 /// The user's processes in the namespaces `ns`, this process excepted.
@@ -88,12 +133,21 @@ fn in_namespaces(ns: Namespaces) -> Vec<i32> {
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            pid != me
-                && fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
-                && Namespaces::of(pid) == Some(ns)
-        })
+        .filter(|&pid| pid != me && real_uid(pid) == Some(uid) && Namespaces::of(pid) == Some(ns))
         .collect()
+}
+
+/// The real uid of `pid`, from its status (its /proc directory belongs to root when it
+/// is not dumpable).
+fn real_uid(pid: i32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Kills what is left in the container's namespaces: processes joined to it, which
@@ -225,6 +279,12 @@ fn mem_total() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_real_uid_is_read_from_the_status() {
+        let me = std::process::id() as i32;
+        assert_eq!(real_uid(me), Some(nix::unistd::getuid().as_raw()));
+    }
 
     #[test]
     fn this_process_has_cpu_time_and_memory() {

@@ -103,7 +103,9 @@ fn instance_process(req: RunRequest, name: &str, dir: &Arc<Dir>, w: OwnedFd, wat
     let me = std::process::id() as i32;
     let my_start = state::start_time(me).unwrap_or(0);
     let (out, err) = state::log_files(name);
-    if let Err(e) = redirect(dir, &out, &err) {
+    // A key on standard input (--pem-fd 0) is read by the launch: keep it.
+    let key_on_stdin = [req.keys.pem_fd, req.keys.passphrase_fd].contains(&Some(0));
+    if let Err(e) = redirect(dir, &out, &err, key_on_stdin) {
         state::remove_if_of(dir, name, me, my_start);
         report(&ready, &format!("error\n{e}"));
         return 1;
@@ -195,7 +197,7 @@ the instance's processes cannot be read in /proc",
 
 /// The instance's output: stdin from /dev/null, stdout and stderr to its logs (0600,
 /// never through a link someone put in their place).
-fn redirect(dir: &Dir, out: &str, err: &str) -> Result<()> {
+fn redirect(dir: &Dir, out: &str, err: &str, keep_stdin: bool) -> Result<()> {
     use nix::fcntl::OFlag;
     let open = |f: &str| {
         dir.open_file(f, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC, 0o600)
@@ -207,8 +209,11 @@ fn redirect(dir: &Dir, out: &str, err: &str) -> Result<()> {
     let failed = |f: &str, e: nix::errno::Errno| {
         InstanceError::io(&dir.path.join(f), "redirecting output", e.into())
     };
-    nix::unistd::dup2_stdin(null.as_fd())
-        .map_err(|e| InstanceError::io(Path::new("/dev/null"), "redirecting input", e.into()))?;
+    if !keep_stdin {
+        nix::unistd::dup2_stdin(null.as_fd()).map_err(|e| {
+            InstanceError::io(Path::new("/dev/null"), "redirecting input", e.into())
+        })?;
+    }
     nix::unistd::dup2_stdout(o.as_fd()).map_err(|e| failed(out, e))?;
     nix::unistd::dup2_stderr(e.as_fd()).map_err(|e| failed(err, e))?;
     Ok(())

@@ -15,6 +15,10 @@ pub enum InstanceError {
     Exists(String),
     #[error("no instance named {0} is running (veil instance list shows yours)")]
     NotFound(String),
+    #[error("instances need Linux 5.3 or newer (pidfd_open)")]
+    NoPidfd,
+    #[error("instance {0}: this command runs inside it; run it outside the instance")]
+    Inside(String),
     #[error("instance {0} is still starting")]
     Starting(String),
     #[error("{}: {op}: {err}", .path.display())]

@@ -52,13 +52,15 @@ pub fn find(name: &str) -> Result<Found> {
     let dir = state::Dir::own()?;
     match state::read(&dir, name)? {
         Some(state::Entry::Running(s)) => match control::verify(&s) {
-            Some(checked) => Ok(Found { state: s, checked }),
-            // Not what the record says (a recycled pid, a forged record): nothing is
-            // signalled or joined, and the record goes.
-            None => {
+            Ok(checked) => Ok(Found { state: s, checked }),
+            // Not what the record says (a recycled pid, a forged record) or no longer
+            // running: nothing is signalled or joined, and the record goes.
+            Err(control::Unverified::Gone | control::Unverified::NotAnInstance) => {
                 state::remove_if_of(&dir, name, s.launcher, s.launcher_start);
                 Err(InstanceError::NotFound(name.into()))
             }
+            Err(control::Unverified::NoPidfd) => Err(InstanceError::NoPidfd),
+            Err(control::Unverified::Inside) => Err(InstanceError::Inside(name.into())),
         },
         Some(state::Entry::Starting) => Err(InstanceError::Starting(name.into())),
         Some(state::Entry::Dead) => {
@@ -70,18 +72,10 @@ pub fn find(name: &str) -> Result<Found> {
 }
 
 /// Runs `req`'s action in the running instance `f` (no key needed: the instance's
-/// launcher serves its root). The caller's key (variables, descriptors) is not needed
-/// and not kept: scrubbed and closed before the join.
+/// launcher serves its root). The caller's key variables are scrubbed; its key
+/// descriptors were closed before anything was opened (`runner::run`, `sharens::run`).
 pub fn join(req: RunRequest, f: Found) -> crate::runner::Result<i32> {
     crate::crypt::environ::scrub();
-    for fd in [req.keys.pem_fd, req.keys.passphrase_fd]
-        .into_iter()
-        .flatten()
-    {
-        if fd > 2 {
-            let _ = nix::unistd::close(fd);
-        }
-    }
     let s = f.state;
     let mut options = req.options;
     options.fakeroot = s.fakeroot;

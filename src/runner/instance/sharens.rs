@@ -29,6 +29,13 @@ use crate::runner::RunRequest;
 
 /// Runs `req` in the session of its scope, starting it if it is not there.
 pub fn run(req: RunRequest) -> crate::runner::Result<i32> {
+    // The key descriptors the caller gave, if open now (before veil opens any): only
+    // those are closed once the session runs, as the join does not need them.
+    let key_fds: Vec<i32> = [req.keys.pem_fd, req.keys.passphrase_fd]
+        .into_iter()
+        .flatten()
+        .filter(|&fd| crate::support::fds::is_open(fd))
+        .collect();
     let dir = std::sync::Arc::new(state::Dir::own()?);
     let name = format!("{}{}", state::SESSION_PREFIX, scope_key(&req)?);
     let (create_file, members_file) = (format!("{name}.create"), format!("{name}.members"));
@@ -58,6 +65,8 @@ pub fn run(req: RunRequest) -> crate::runner::Result<i32> {
             other => other,
         })?;
     }
+    crate::support::fds::close_open(&key_fds);
+    crate::crypt::environ::scrub();
     let found = super::find(&name);
     drop(create);
     let code = super::join(req, found?);
@@ -146,6 +155,13 @@ fn scope_key(req: &RunRequest) -> Result<String> {
         o.fakeroot,
         o.fuse
     ));
+    // The working directory is bound into the container unless --contain.
+    if !o.contain {
+        let cwd = std::env::current_dir()
+            .ok()
+            .and_then(|d| d.canonicalize().ok());
+        h.update(format!("cwd {cwd:?}\n"));
+    }
     h.update(format!("scope {}\n", job_scope()));
     Ok(h.finalize()[..12]
         .iter()

@@ -133,24 +133,43 @@ impl Dir {
         let f = self.open_file(file, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0)?;
         let m = f.metadata()?;
         if !m.is_file() || m.len() > MAX_RECORD {
-            return Err(std::io::Error::other(
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
                 "not an instance record (not a regular file, or too large)",
             ));
         }
         let mut s = String::new();
-        f.take(MAX_RECORD).read_to_string(&mut s)?;
+        f.take(MAX_RECORD)
+            .read_to_string(&mut s)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         Ok(s)
     }
 
     /// Holds the directory's lock while `f` runs: a record is read, removed and made
     /// again as one step, so two starters never both take one name.
     fn locked<T>(&self, f: impl FnOnce() -> T) -> T {
-        // A new open file description: a flock belongs to one, and this directory's
-        // descriptor is shared with processes forked since it was opened.
-        let held = self
-            .open_file(".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
-            .ok()
-            .and_then(|d| nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusive).ok());
+        // A regular file (a directory cannot be locked on NFS, where flock is made of
+        // POSIX locks and wants a writable descriptor), opened afresh: a flock
+        // belongs to one open file description.
+        let held = match self.open_file(".lock", OFlag::O_RDWR | OFlag::O_CREAT, 0o600) {
+            Ok(f) => match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(l) => Some(l),
+                Err((_, e)) => {
+                    eprintln!(
+                        "veil: warning: {}: cannot lock: {e}",
+                        self.path.join(".lock").display()
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                eprintln!(
+                    "veil: warning: {}: cannot lock: {e}",
+                    self.path.join(".lock").display()
+                );
+                None
+            }
+        };
         let out = f();
         drop(held);
         out
@@ -288,9 +307,17 @@ pub fn read(dir: &Dir, name: &str) -> Result<Option<Entry>> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         // Not a record veil wrote (a FIFO, a huge file, a link): nothing runs there.
-        Err(_) => return Ok(Some(Entry::Dead)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::InvalidData
+                || e.raw_os_error() == Some(libc::ELOOP) =>
+        {
+            return Ok(Some(Entry::Dead));
+        }
+        Err(err) => return Err(dir.error(&file, "reading", err)),
     };
-    if let Ok(s) = serde_json::from_str::<State>(&text) {
+    if let Ok(mut s) = serde_json::from_str::<State>(&text) {
+        // The name is the file's, whatever the record says.
+        s.name = name.to_string();
         return Ok(Some(if s.running() {
             Entry::Running(s)
         } else {

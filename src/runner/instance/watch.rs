@@ -131,9 +131,16 @@ fn last_member_gone(dir: &Dir, members: &str, create: &str) -> (Flock<File>, Flo
     }
 }
 
-/// Stops the instance as `instance stop` does.
+/// Stops the instance as `instance stop` does, through a pidfd where there is one (the
+/// init may have been reaped, and its pid taken, by the time the grace has passed).
 fn stop(init: Pid) {
-    let _ = kill(init, Signal::SIGTERM);
+    use crate::support::fds::{pidfd_of, pidfd_send_signal};
+    let fd = pidfd_of(init);
+    let send = |sig| match &fd {
+        Some(fd) => drop(pidfd_send_signal(fd.as_fd(), sig)),
+        None => drop(kill(init, sig)),
+    };
+    send(Signal::SIGTERM);
     std::thread::sleep(GRACE);
-    let _ = kill(init, Signal::SIGKILL);
+    send(Signal::SIGKILL);
 }
