@@ -85,6 +85,18 @@ fn state_of(user: &Unprivileged, name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
+/// The startscript's pid, once it has written it whole.
+fn startscript_pid(u: &Unprivileged) -> i64 {
+    let mut pid = None;
+    wait_until("the startscript's pid", || {
+        pid = std::fs::read_to_string(u.home.join("startscript.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.unwrap()
+}
+
 fn pid_alive(pid: i64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
@@ -196,11 +208,7 @@ fn an_instance_starts_is_listed_joined_measured_and_stopped_leaving_nothing() {
     wait_until("the joined process", || {
         in_mount_ns(ns.to_str().unwrap()).len() >= 4
     });
-    let sleeper: i64 = std::fs::read_to_string(u.home.join("startscript.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let sleeper: i64 = startscript_pid(u);
     let out = run_ok(u.veil().args(["instance", "stop", "web"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("instance web stopped"));
     for pid in [init, launcher, sleeper] {
@@ -229,11 +237,7 @@ fn a_killed_init_or_server_ends_the_instance_and_its_record_is_cleaned() {
         wait_until("the startscript", || {
             u.home.join("startscript.pid").exists()
         });
-        let sleeper: i64 = std::fs::read_to_string(u.home.join("startscript.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let sleeper: i64 = startscript_pid(u);
         std::fs::remove_file(u.home.join("startscript.pid")).unwrap();
         let state = state_of(u, name);
         let (init, launcher) = (
@@ -410,11 +414,7 @@ fn an_instance_with_its_own_pid_namespace_is_joined_in_it() {
         text.lines().any(|l| l.trim_start().starts_with("1 ")),
         "{text}"
     );
-    let script: u32 = std::fs::read_to_string(u.home.join("startscript.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let script = startscript_pid(u);
     assert!(
         script < 10,
         "the startscript's pid in the instance: {script}"
