@@ -8,7 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -74,11 +73,6 @@ macro_rules! env_or_skip {
     };
 }
 
-fn instance_dir(u: &Unprivileged) -> PathBuf {
-    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
-    u.home.join(".veil/instances").join(host)
-}
-
 /// The session records (`.sharens-*.json`) in the user's instance directory.
 fn sessions(u: &Unprivileged) -> Vec<PathBuf> {
     std::fs::read_dir(instance_dir(u))
@@ -91,14 +85,6 @@ fn sessions(u: &Unprivileged) -> Vec<PathBuf> {
             n.starts_with(".sharens-") && n.ends_with(".json")
         })
         .collect()
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(30), "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `veil exec --sharens --passphrase-file KEY IMAGE sh -c SCRIPT`, started.

@@ -10,7 +10,6 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Output;
-use std::time::{Duration, Instant};
 
 use common::slurm::Slurm;
 use common::*;
@@ -83,22 +82,6 @@ fn assert_ok(e: &Env, what: &str, out: &Output) {
     );
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(40),
-            "{what}: not after 40 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn instance_dir(u: &Unprivileged) -> PathBuf {
-    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
-    u.home.join(".veil/instances").join(host)
-}
-
 /// The instance records of the user (hidden sessions included).
 fn records(u: &Unprivileged) -> Vec<String> {
     std::fs::read_dir(instance_dir(u))
@@ -108,11 +91,6 @@ fn records(u: &Unprivileged) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".json"))
         .collect()
-}
-
-fn pid_alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
 }
 
 /// Every live process that runs the veil binary of this test's user.

@@ -446,6 +446,30 @@ pub fn inherit_fds(cmd: &mut Command, fds: &[(&std::fs::File, i32)]) {
 pub mod registry;
 pub mod slurm;
 
+/// Polls `done` every 20 ms for up to 40 seconds, then fails naming `what`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(40),
+            "timed out: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` runs (a zombie does not).
+pub fn pid_alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+}
+
+/// Where veil records `u`'s instances on this host.
+pub fn instance_dir(u: &Unprivileged) -> PathBuf {
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    u.home.join(".veil/instances").join(host)
+}
+
 /// An RSA key pair made by openssl in `dir`: `NAME.pem` (private, PKCS#1, as the
 /// peers' docs make it) and `NAME_pub.pem` (public, PKCS#1), both 0644.
 #[allow(dead_code)]
