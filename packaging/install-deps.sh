@@ -6,6 +6,7 @@
 #   dnf install gcc make pkgconf-pkg-config squashfs-tools squashfuse fuse3 cryptsetup gocryptfs \
 #       python3 python3-cryptography python3-argon2-cffi busybox gnupg2 openssl attr \
 #       util-linux shadow-utils musl-gcc slurm-slurmctld slurm-slurmd munge
+#   sks (the keyserver tests) is not packaged there either.
 #   siftool is not packaged there: build it from Sylabs' sif repository with Go.
 set -euo pipefail
 
@@ -30,6 +31,7 @@ packages=(
   openssh-client               # ssh-keygen: OpenSSH key fixtures, protected and not
   uidmap util-linux            # newuidmap/newgidmap, unshare
   docker-registry skopeo       # a real OCI registry on loopback for the registry tests; a second client
+  sks                          # a real HKP keyserver, started by the tests on loopback (tests/common/sks.rs)
   slurm-wlm munge              # a real one-node Slurm (slurmctld, slurmd, srun, sbatch) with its own
                                # munged, started by the tests on loopback (tests/common/slurm.rs)
   curl ca-certificates git

@@ -19,3 +19,4 @@ pub mod runner;
 pub mod sif;
 pub mod sign;
 pub mod support;
+pub mod trust;

@@ -78,6 +78,34 @@ enum KeyCommand {
         #[arg(short, long)]
         armor: bool,
     },
+    /// Search a keyserver for keys by name, e-mail address, key ID or fingerprint
+    Search {
+        /// What to look for
+        text: String,
+        #[command(flatten)]
+        url: super::keyserver::UrlArg,
+        /// Show each key's algorithm, dates and status too
+        #[arg(short = 'l', long)]
+        long_list: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch a public key from a keyserver into the public keyring (by fingerprint,
+    /// checked against what comes back)
+    Pull {
+        /// The key's fingerprint (40 hexadecimal digits)
+        fingerprint: String,
+        #[command(flatten)]
+        url: super::keyserver::UrlArg,
+    },
+    /// Publish a public key from the keyrings on a keyserver
+    Push {
+        /// Fingerprint or key ID
+        key: String,
+        #[command(flatten)]
+        url: super::keyserver::UrlArg,
+    },
     /// Remove a key from veil's keyrings
     Remove {
         /// Fingerprint or key ID
@@ -138,6 +166,40 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
                     cert.fingerprint().to_hex(),
                     output.display()
                 )?;
+            }
+        }
+        KeyCommand::Search {
+            text,
+            url,
+            long_list,
+            json,
+        } => search(&mut out, &url.chosen()?, &text, long_list, json)?,
+        KeyCommand::Pull { fingerprint, url } => {
+            let p = crate::trust::pull(&store, &url.chosen()?, &fingerprint)?;
+            if p.dropped > 0 {
+                eprintln!(
+                    "veil: warning: {} sent {} other key(s) with it; only {} was taken",
+                    p.server.url, p.dropped, p.fingerprint
+                );
+            }
+            writeln!(
+                out,
+                "{} public key {} from {} in {}",
+                if p.new { "Added" } else { "Updated" },
+                p.fingerprint,
+                p.server.url,
+                store.path(Ring::Public).display()
+            )?;
+        }
+        KeyCommand::Push { key, url } => {
+            let p = crate::trust::push(&store, &url.chosen()?, &key)?;
+            writeln!(
+                out,
+                "Pushed public key {} to {}",
+                p.fingerprint, p.server.url
+            )?;
+            if !p.said.is_empty() {
+                writeln!(out, "The keyserver said: {}", p.said)?;
             }
         }
         KeyCommand::Remove { key, secret, both } => {
@@ -224,6 +286,92 @@ fn import(
         }
         .map_err(crate::sign::SignError::Output)
     })?;
+    Ok(())
+}
+
+fn search(
+    out: &mut impl Write,
+    chosen: &crate::registry::keyserver::config::Chosen,
+    text: &str,
+    long: bool,
+    json: bool,
+) -> Result<()> {
+    use crate::registry::keyserver::index::algorithm_name;
+    let found = crate::trust::search(chosen, text)?;
+    if found.skipped > 0 {
+        eprintln!(
+            "veil: warning: {} line(s) of {}'s answer did not parse and were skipped",
+            found.skipped, found.server.url
+        );
+    }
+    if json {
+        // Nothing found is an empty list here, for scripts.
+        let v = serde_json::json!({ "keyserver": found.server.url, "keys": found.keys });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    if found.keys.is_empty() {
+        anyhow::bail!("no key matches {text:?} on {}", found.server.url);
+    }
+    writeln!(
+        out,
+        "Showing {} results from {}\n",
+        found.keys.len(),
+        found.server.url
+    )?;
+    let date = |t: Option<i64>| t.map(format_time).unwrap_or_else(|| "-".into());
+    if !long {
+        writeln!(out, "{:<40}  {:>5}  NAME/EMAIL", "FINGERPRINT", "BITS")?;
+    }
+    for k in &found.keys {
+        let uids = if k.user_ids.is_empty() {
+            vec![String::new()]
+        } else {
+            k.user_ids.clone()
+        };
+        if long {
+            writeln!(out, "Fingerprint:  {}", k.key)?;
+            writeln!(
+                out,
+                "Type:         {} {}",
+                algorithm_name(k.algorithm),
+                k.bits.map(|b| format!("{b} bits")).unwrap_or_default()
+            )?;
+            writeln!(out, "Created:      {}", date(k.created))?;
+            writeln!(out, "Expires:      {}", date(k.expires))?;
+            let status = if k.revoked {
+                "revoked"
+            } else if k.disabled {
+                "disabled"
+            } else if k.expired {
+                "expired"
+            } else {
+                "valid"
+            };
+            writeln!(out, "Status:       {status}")?;
+            for u in &uids {
+                writeln!(out, "User:         {u}")?;
+            }
+            writeln!(out)?;
+        } else {
+            for (i, u) in uids.iter().enumerate() {
+                let (key, bits) = if i == 0 {
+                    (
+                        k.key.as_str(),
+                        k.bits.map(|b| b.to_string()).unwrap_or("-".into()),
+                    )
+                } else {
+                    ("", String::new())
+                };
+                writeln!(out, "{key:<40}  {bits:>5}  {u}")?;
+            }
+        }
+    }
+    if found.keys.iter().any(|k| !k.is_fingerprint()) {
+        eprintln!(
+            "veil: note: the keyserver gave key IDs, not fingerprints; `veil key pull` needs a fingerprint"
+        );
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod encryption;
 mod inspect;
 mod instance;
 mod key;
+mod keyserver;
 mod keyslot;
 pub(crate) mod registry;
 mod run;
@@ -46,6 +47,8 @@ enum Command {
     Sif(sif::SifArgs),
     /// Manage OpenPGP keys (~/.veil/keys; Apptainer's and SingularityCE's keyrings are read too)
     Key(key::KeyArgs),
+    /// Manage the keyservers that key search/pull/push and verify use
+    Keyserver(keyserver::KeyserverArgs),
     /// Sign a SIF image (one OpenPGP signature per object group)
     Sign(sign::SignArgs),
     /// Verify a SIF image's signatures
@@ -143,6 +146,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Sif(args) => sif::run(args),
         Command::Key(args) => key::run(args),
+        Command::Keyserver(args) => keyserver::run(args),
         Command::Sign(args) => sign::run_sign(args),
         Command::Verify(args) => sign::run_verify(args),
         Command::Push(args) => registry::push(args),

@@ -14,7 +14,7 @@ use crate::sign::dsse::{DsseKey, is_pem_public_key};
 use crate::sign::keyring::{self, KeyStore};
 use crate::sign::passphrase::PassphraseSource;
 use crate::sign::pgp::fpr20;
-use crate::sign::{Selection, VerifyOptions, sign_image, verify};
+use crate::sign::{Selection, VerifyOptions, sign_image};
 
 #[derive(Debug, Args)]
 pub struct SignArgs {
@@ -59,9 +59,12 @@ pub struct VerifyArgs {
     /// signatures
     #[arg(long)]
     key: Vec<PathBuf>,
-    /// Only local keys are ever used (accepted for compatibility; veil has no keyserver)
+    /// Use only the local keyrings: never fetch a missing signer's key from a keyserver
+    /// (also VEIL_LOCAL_VERIFY, APPTAINER_LOCAL_VERIFY, SINGULARITY_LOCAL_VERIFY)
     #[arg(short = 'l', long)]
     local: bool,
+    #[command(flatten)]
+    url: super::keyserver::UrlArg,
     /// Print the result as JSON
     #[arg(short = 'j', long)]
     json: bool,
@@ -115,7 +118,12 @@ pub fn run_sign(args: SignArgs) -> Result<ExitCode> {
 }
 
 pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
-    let _ = args.local;
+    let local = args.local
+        || super::keyserver::env_switch(&[
+            "VEIL_LOCAL_VERIFY",
+            "APPTAINER_LOCAL_VERIFY",
+            "SINGULARITY_LOCAL_VERIFY",
+        ])?;
     args.image = args.registry.local(&args.image)?;
     // --key files replace the keyrings: OpenPGP keys (armored or binary) check PGP
     // signatures, PEM public keys check DSSE signatures.
@@ -144,7 +152,16 @@ pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
         legacy_all: args.all,
         dsse_keys,
     };
-    let outcome = verify(&sif, &certs, &opts);
+    // Keys named by --key replace the keyrings, and the keyservers too.
+    let chosen = if local || !args.key.is_empty() {
+        None
+    } else {
+        Some(args.url.chosen()?)
+    };
+    let missing = crate::trust::missing_signers(&sif, &certs);
+    let verified = crate::trust::verify(&sif, certs, &opts, chosen.as_ref())
+        .with_context(|| format!("verifying {}", args.image.display()))?;
+    let outcome = verified.outcome;
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({
@@ -155,42 +172,7 @@ pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        for r in &outcome.results {
-            writeln!(
-                out,
-                "Signature object {} ({}, {}):",
-                r.signature,
-                match r.format {
-                    "legacy" => "legacy PGP",
-                    "dsse" => "DSSE",
-                    _ => "PGP",
-                },
-                r.target
-            )?;
-            if let Some(s) = &r.signer {
-                writeln!(out, "[LOCAL]   Signing entity: {s}")?;
-            }
-            if let Some(f) = r.fingerprint.as_ref().or(r.descriptor_fingerprint.as_ref()) {
-                writeln!(out, "[LOCAL]   Fingerprint: {f}")?;
-            }
-            if !r.verified.is_empty() {
-                writeln!(out, "Objects verified:")?;
-                writeln!(out, "ID  |GROUP   |LINK    |TYPE")?;
-                writeln!(out, "{}", "-".repeat(48))?;
-                for id in &r.verified {
-                    if let Ok(d) = sif.object(*id) {
-                        writeln!(
-                            out,
-                            "{:<4}|{:<8}|{:<8}|{}",
-                            d.id,
-                            group_text(d.group()),
-                            link_text(d.link()),
-                            d.data_type
-                        )?;
-                    }
-                }
-            }
-        }
+        write_results(&mut out, &outcome.results, &sif)?;
     }
     match outcome.error {
         None => {
@@ -201,12 +183,66 @@ pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
         }
         Some(e) => {
             drop(out);
+            let hint = if chosen.is_none() && args.key.is_empty() && !missing.is_empty() {
+                " (without --local, a signer's key missing from the keyrings is fetched from the keyserver)"
+            } else {
+                ""
+            };
             Err(anyhow::Error::new(e).context(format!(
-                "failed to verify container {}",
+                "failed to verify container {}{hint}",
                 args.image.display()
             )))
         }
     }
+}
+
+/// The results as text, each signer marked [LOCAL] or [REMOTE] by its key's source.
+fn write_results(
+    out: &mut impl Write,
+    results: &[crate::sign::SignatureResult],
+    sif: &Sif<impl veil_fusefs::source::ReadAt>,
+) -> Result<()> {
+    for r in results {
+        writeln!(
+            out,
+            "Signature object {} ({}, {}):",
+            r.signature,
+            match r.format {
+                "legacy" => "legacy PGP",
+                "dsse" => "DSSE",
+                _ => "PGP",
+            },
+            r.target
+        )?;
+        let tag = match r.key_source {
+            Some("remote") => "[REMOTE]",
+            _ => "[LOCAL] ",
+        };
+        if let Some(s) = &r.signer {
+            writeln!(out, "{tag}  Signing entity: {s}")?;
+        }
+        if let Some(f) = r.fingerprint.as_ref().or(r.descriptor_fingerprint.as_ref()) {
+            writeln!(out, "{tag}  Fingerprint: {f}")?;
+        }
+        if !r.verified.is_empty() {
+            writeln!(out, "Objects verified:")?;
+            writeln!(out, "ID  |GROUP   |LINK    |TYPE")?;
+            writeln!(out, "{}", "-".repeat(48))?;
+            for id in &r.verified {
+                if let Ok(d) = sif.object(*id) {
+                    writeln!(
+                        out,
+                        "{:<4}|{:<8}|{:<8}|{}",
+                        d.id,
+                        group_text(d.group()),
+                        link_text(d.link()),
+                        d.data_type
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn group_text(g: u32) -> String {

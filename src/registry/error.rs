@@ -41,6 +41,12 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// A configuration file (the keyserver list) that cannot be used.
+    #[error("{}: {why}", path.display())]
+    Config { path: PathBuf, why: String },
+    /// A keyserver request that failed, or an answer that cannot be used.
+    #[error("keyserver {url}: {why}")]
+    Keyserver { url: String, why: String },
     /// A credentials file that cannot be read.
     #[error("{}: {why}", path.display())]
     Credentials { path: PathBuf, why: String },
@@ -82,7 +88,7 @@ impl RegistryError {
 
 /// `s` with control characters (a registry's text could hold terminal escapes)
 /// written as escapes.
-pub(crate) fn printable(s: &str) -> String {
+pub fn printable(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             if c.is_control() {

@@ -19,7 +19,7 @@ use nix::sys::signal::Signal;
 
 use super::error::{RegistryError, Result};
 use super::options::Options;
-use super::protocol::{Envelope, MAX_MESSAGE, Reply, Request, VERSION, WireOptions};
+use super::protocol::{Envelope, MAX_REPLY, Reply, Request, VERSION, WireOptions};
 use crate::support::signals::{Caught, die_of};
 
 /// The helper's file name.
@@ -138,7 +138,7 @@ pub fn call(request: Request, opts: &Options) -> Result<Reply> {
     }
     let mut reply = Vec::new();
     let read = match child.stdout.take() {
-        Some(out) => out.take(MAX_MESSAGE).read_to_end(&mut reply).map(|_| ()),
+        Some(out) => out.take(MAX_REPLY).read_to_end(&mut reply).map(|_| ()),
         None => Ok(()),
     };
     // Until it is reaped its PID is its own: the handler may signal it until then,
@@ -207,6 +207,8 @@ pub(crate) fn unexpected(reply: &Reply) -> RegistryError {
                 Reply::Digest(_) => "digest",
                 Reply::Docker(_) => "docker",
                 Reply::Done => "done",
+                Reply::Found(_) => "found",
+                Reply::Pushed(_) => "pushed",
                 Reply::Error(_) => "error",
             }
         ),

@@ -14,6 +14,7 @@ pub mod destination;
 pub mod docker;
 mod error;
 pub mod helper;
+pub mod keyserver;
 mod options;
 pub mod protocol;
 pub mod remote;
@@ -23,7 +24,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub use credentials::Credentials;
-pub use error::{RegistryError, Result};
+pub use error::{RegistryError, Result, printable};
 pub use options::Options;
 pub use protocol::Transferred;
 pub use uri::{ImageUri, Transport};

@@ -13,14 +13,18 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::credentials::Credentials;
+use super::keyserver::Keyserver;
 use super::options::Options;
 
 /// This build's version and the protocol's, as [`Envelope::version`] carries them
 /// (two development builds of one version may speak differently).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "/protocol-1");
 
-/// The largest request or reply read (they are a few hundred bytes).
+/// The largest request read (they are a few hundred bytes, a pushed public key more).
 pub const MAX_MESSAGE: u64 = 1 << 20;
+/// The largest reply read: a keyserver's answer (at most
+/// [`super::keyserver::MAX_KEY_ANSWER`]) as JSON text.
+pub const MAX_REPLY: u64 = 16 << 20;
 
 /// One piece of registry work.
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,6 +46,15 @@ pub enum Request {
     DockerFetch { uri: String },
     /// Check credentials with a registry.
     Login { registry: String },
+    /// The key with this fingerprint (40 hex digits) from a keyserver, as it answered.
+    KeyGet {
+        server: Keyserver,
+        fingerprint: String,
+    },
+    /// A keyserver's index of the keys `text` finds (for a VKS server: the key itself).
+    KeySearch { server: Keyserver, text: String },
+    /// Publish an ASCII-armored public key on a keyserver.
+    KeyPush { server: Keyserver, armored: String },
 }
 
 impl Request {
@@ -54,6 +67,9 @@ impl Request {
             Request::DockerDigest { .. } => "docker-digest",
             Request::DockerFetch { .. } => "docker-fetch",
             Request::Login { .. } => "login",
+            Request::KeyGet { .. } => "key-get",
+            Request::KeySearch { .. } => "key-search",
+            Request::KeyPush { .. } => "key-push",
         }
     }
 }
@@ -192,6 +208,10 @@ pub enum Reply {
     Digest(String),
     Docker(DockerParts),
     Done,
+    /// A keyserver's answer (a key or an index), or `None` when it has nothing.
+    Found(Option<String>),
+    /// A keyserver's own words about a push, on one line.
+    Pushed(String),
     /// The error, on one line.
     Error(String),
 }

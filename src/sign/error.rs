@@ -87,6 +87,18 @@ pub enum SignError {
     AmbiguousKey { count: usize, key: String },
     #[error("no key matching {key} in {}", dir.display())]
     NotInKeyrings { key: String, dir: PathBuf },
+    /// A keyserver's answer held no key with the fingerprint asked for.
+    #[error("{source_name} answered with {}, not the key {want} asked for: refused", if got.is_empty() { "nothing usable".to_string() } else { got.join(", ") })]
+    KeyserverMismatch {
+        source_name: String,
+        want: String,
+        got: Vec<String>,
+    },
+    /// Not a whole OpenPGP v4 fingerprint.
+    #[error(
+        "{0:?} is not a fingerprint: give all 40 hexadecimal digits (`veil key search` shows them)"
+    )]
+    NotFingerprint(String),
     /// Writing a file of veil's: a key export, or a keyring (whose serialisation errors
     /// are the writer's I/O errors).
     #[error("writing {}: {err}", path.display())]

@@ -115,6 +115,67 @@ pub fn write_export(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {
     crate::fsutil::write_atomic_mode(path, mode, |w| w.write_all(bytes)).map_err(write_err)
 }
 
+/// `text` as a v4 fingerprint: 40 hex digits, `0x` and spaces allowed, any case.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 20]> {
+    let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(&t);
+    let bad = || SignError::NotFingerprint(text.chars().take(80).collect());
+    if t.len() != 40 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 20];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// The most certificates read from one keyserver answer.
+const MAX_ANSWER_CERTS: usize = 64;
+
+/// The certificate with primary fingerprint `want` out of a keyserver's answer
+/// (`source_name` says which, for errors), public parts only, and how many other
+/// certificates came with it (dropped). Any other answer is refused: a keyserver
+/// can send anything, and only the fingerprint makes a key the one asked for.
+pub fn from_keyserver(answer: &[u8], want: &[u8; 20], source_name: &str) -> Result<(Cert, usize)> {
+    let want_hex = crate::sif::report::hex_upper(want);
+    let mut found = None;
+    let mut others = Vec::new();
+    use sequoia_openpgp::parse::Parse;
+    if let Ok(parser) = sequoia_openpgp::cert::CertParser::from_bytes(answer) {
+        // A certificate that does not parse is skipped: it is not the one asked for.
+        for c in parser.take(MAX_ANSWER_CERTS).flatten() {
+            if super::pgp::fpr20(&c.fingerprint()).as_ref() == Some(want) {
+                found = Some(c.strip_secret_key_material());
+            } else {
+                others.push(c.fingerprint().to_hex());
+            }
+        }
+    }
+    match found {
+        Some(c) => Ok((c, others.len())),
+        None => Err(SignError::KeyserverMismatch {
+            source_name: source_name.to_string(),
+            want: want_hex,
+            got: others.into_iter().take(3).collect(),
+        }),
+    }
+}
+
+/// Adds `cert` (public) to veil's public ring; true if it was new there.
+pub fn add_public(store: &KeyStore, cert: Cert) -> Result<bool> {
+    store.add(Ring::Public, cert.strip_secret_key_material())
+}
+
+/// The ASCII-armored public key `key` names (as [`export`] finds it).
+pub fn armored_public(store: &KeyStore, key: &str) -> Result<(Cert, String)> {
+    let (cert, bytes) = export(store, key, false, true)?;
+    Ok((cert, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// Removes the keys `key` names from `rings`, reporting each to `removed`; none at all
 /// is an error.
 pub fn remove(

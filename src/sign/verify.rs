@@ -49,6 +49,10 @@ pub struct SignatureResult {
     pub signer: Option<String>,
     /// The signer's primary-key fingerprint (from the keyring), when known.
     pub fingerprint: Option<String>,
+    /// Where the signer's key came from: `local` (keyrings or key files) or `remote`
+    /// (a keyserver), when the caller says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_source: Option<&'static str>,
     /// The fingerprint recorded in the signature descriptor.
     pub descriptor_fingerprint: Option<String>,
     /// The objects whose integrity this signature confirmed.
@@ -277,6 +281,7 @@ fn run_task<R: ReadAt>(
             target: target.clone(),
             signer: None,
             fingerprint: None,
+            key_source: None,
             descriptor_fingerprint: Some(descriptor_fpr(sig))
                 .filter(|f| *f != [0; 20])
                 .map(|f| hex_upper(&f)),

@@ -444,6 +444,7 @@ pub fn inherit_fds(cmd: &mut Command, fds: &[(&std::fs::File, i32)]) {
     }
 }
 pub mod registry;
+pub mod sks;
 pub mod slurm;
 
 /// Polls `done` every 20 ms for up to 40 seconds, then fails naming `what`.

@@ -10,6 +10,7 @@ mod client;
 mod describe;
 pub mod docker;
 mod interrupt;
+mod keyserver;
 mod login;
 pub mod memory;
 pub mod oras;
@@ -125,5 +126,11 @@ fn handle(envelope: &Envelope) -> Result<Reply> {
             login::check_login(registry, &opts)?;
             Reply::Done
         }
+        Request::KeyGet {
+            server,
+            fingerprint,
+        } => Reply::Found(keyserver::get(server, fingerprint)?),
+        Request::KeySearch { server, text } => Reply::Found(keyserver::search(server, text)?),
+        Request::KeyPush { server, armored } => Reply::Pushed(keyserver::push(server, armored)?),
     })
 }
