@@ -233,19 +233,34 @@ fn verify_fetches_a_signer_only_the_keyserver_has() {
         assert!(out.contains("[REMOTE]"), "{var}: {out}");
     }
     // --local (or its variables): the keyrings alone.
+    let e = one_line_error(veil_k(&user).args(["verify", "--local"]).arg(&img));
+    assert!(
+        e.contains("unknown entity") && e.contains("without --local"),
+        "{e}"
+    );
     let e = one_line_error(
+        veil_k(&user)
+            .env("APPTAINER_LOCAL_VERIFY", "t")
+            .args(["verify", "--url", &sks.url()])
+            .arg(&img),
+    );
+    assert!(e.contains("without APPTAINER_LOCAL_VERIFY=t"), "{e}");
+    // --local with --url makes no sense: refused.
+    run_err(
         veil_k(&user)
             .args(["verify", "--local", "--url", &sks.url()])
             .arg(&img),
     );
-    assert!(e.contains("unknown entity"), "{e}");
-    let e = one_line_error(
-        veil_k(&user)
-            .env("APPTAINER_LOCAL_VERIFY", "1")
-            .args(["verify", "--url", &sks.url()])
+    // A signer's key at hand: the keyserver settings are not even read (here: a list
+    // with no keyserver in it, and a variable veil cannot use).
+    run_ok(veil_k(&signer).args(["keyserver", "remove", "https://keys.openpgp.org"]));
+    let out = stdout(&run_ok(
+        veil_k(&signer)
+            .env("APPTAINER_URL", "gopher://x")
+            .arg("verify")
             .arg(&img),
-    );
-    assert!(e.contains("without --local"), "{e}");
+    ));
+    assert!(out.contains("Container verified"), "{out}");
 
     // The keyserver down: one line naming it. A signer with the key at hand never
     // asks (the same dead URL), and says [LOCAL].
@@ -264,6 +279,20 @@ fn verify_fetches_a_signer_only_the_keyserver_has() {
         out.contains(&format!("[LOCAL]   Fingerprint: {fpr}")),
         "{out}"
     );
+}
+
+/// `packets` as an ASCII-armored public key block (no checksum: RFC 9580 makes it
+/// optional).
+fn armor(packets: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(packets);
+    let mut out = String::from("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END PGP PUBLIC KEY BLOCK-----\n");
+    out
 }
 
 struct Hostile(std::process::Child, u16);
@@ -329,6 +358,42 @@ fn hostile_keyservers_are_refused() {
         let e = one_line_error(veil_k(&user).args(["verify", "--url", &s.url()]).arg(&img));
         assert!(e.contains("refused"), "{e}");
     }
+    drop(s);
+
+    // A genuine key, served with a user ID its holder never bound (appended by the
+    // server): verification works, the user ID is not taken; and the holder's own
+    // user ID, full of terminal controls, reaches the screen escaped.
+    let evil_home = t.path().join("evil");
+    let evil = veil_newpair(&evil_home, "Evil\x1b[2J\rCorp");
+    let bin = t.path().join("evil.gpg");
+    run_ok(veil_k(&evil_home).args(["key", "export", &evil]).arg(&bin));
+    let mut packets = std::fs::read(&bin).unwrap();
+    let uid = b"Injected <injected@example.org>";
+    packets.push(0xC0 | 13);
+    packets.push(uid.len() as u8);
+    packets.extend_from_slice(uid);
+    let served = t.path().join("evil-served.asc");
+    std::fs::write(&served, armor(&packets)).unwrap();
+    let s = Hostile::start("wrongkey", Some(&served)).unwrap();
+    if let Some(img) = signed_image(&evil_home, &t.path().join("evil")) {
+        let out = run_ok(veil_k(&user).args(["verify", "--url", &s.url()]).arg(&img));
+        let text = stdout(&out);
+        assert!(
+            text.contains("[REMOTE]  Signing entity: Evil\\u{1b}[2J\\rCorp"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("came from a keyserver for this check only"),
+            "{err}"
+        );
+    }
+    run_ok(veil_k(&user).args(["key", "pull", "--url", &s.url(), &evil]));
+    let list = stdout(&run_ok(veil_k(&user).args(["key", "list", "--json"])));
+    assert!(list.contains(&evil) && !list.contains("Injected"), "{list}");
+    let shown = stdout(&run_ok(veil_k(&user).args(["key", "list"])));
+    assert!(!shown.contains('\x1b'), "{shown}");
     drop(s);
 
     // An endless answer is cut at the cap.

@@ -105,6 +105,22 @@ fn build_fixture() -> Option<Fixture> {
     sh("openssl rsa -in rsa.pem -RSAPublicKey_out -out rsa_pub.pem");
     sh("openssl pkey -in rsa.pem -out pkcs8.pem");
     sh("openssl pkcs8 -topk8 -in rsa.pem -v2 aes-256-cbc -passout pass:keypw -out pkcs8_enc.pem");
+    // PKCS#12 files of the same key, as `openssl pkcs12 -export` writes them: OpenSSL
+    // 3's default (PBES2 with AES-256, SHA-256 MAC) with a certificate, the legacy
+    // scheme (3DES key, RC2-40 certificates, SHA-1 MAC), an RC2-40 key, no
+    // certificate; and one of an EC key.
+    sh("openssl req -x509 -key rsa.pem -subj /CN=veil-test -days 2 -out cert.pem");
+    sh("openssl pkcs12 -export -inkey rsa.pem -in cert.pem -passout pass:p12pw -out modern.p12");
+    sh(
+        "openssl pkcs12 -export -legacy -inkey rsa.pem -in cert.pem -passout pass:p12pw -out legacy.p12",
+    );
+    sh(
+        "openssl pkcs12 -export -legacy -keypbe PBE-SHA1-RC2-40 -nocerts -inkey rsa.pem -passout pass:p12pw -out rc2.p12",
+    );
+    sh("openssl pkcs12 -export -nocerts -inkey rsa.pem -passout pass:p12pw -out nocert.p12");
+    sh("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.pem");
+    sh("openssl pkcs12 -export -nocerts -inkey ec.pem -passout pass:p12pw -out ec.p12");
+    std::fs::write(keys.join("p12pw.txt"), "p12pw\n").unwrap();
     sh("openssl genrsa -traditional -out other.pem 2048");
     sh("openssl genrsa -traditional -out small.pem 1024");
     sh("openssl rsa -in small.pem -RSAPublicKey_out -out small_pub.pem");
@@ -591,6 +607,64 @@ fn private_key_sources_and_formats() {
         "encrypted key, no tty",
     );
     assert!(err.contains("password"), "{err}");
+}
+
+#[test]
+fn pkcs12_keys_made_by_openssl_decrypt_the_image() {
+    let f = require!(fixture(), "tools or user namespaces missing");
+    let img = f.image("pem", 512, "argon2id");
+    let cat = ["cat", "/data/marker.txt"];
+    for key in ["modern.p12", "legacy.p12", "rc2.p12", "nocert.p12"] {
+        ok_marker(
+            f,
+            f.exec_key("--pem-path", f.key(key), img)
+                .env("VEIL_PEM_PASSWORD", "p12pw")
+                .args(cat),
+            key,
+        );
+    }
+    // The password from a file, and the key from a descriptor.
+    ok_marker(
+        f,
+        f.veil()
+            .args(["exec", "--pem-fd", "0", "--pem-password-file"])
+            .arg(f.key("p12pw.txt"))
+            .arg(img)
+            .args(cat)
+            .stdin(std::fs::File::open(f.key("legacy.p12")).unwrap()),
+        "--pem-fd with --pem-password-file",
+    );
+    // The password is not left in the container's environment.
+    let o = f
+        .exec_key("--pem-path", f.key("modern.p12"), img)
+        .env("VEIL_PEM_PASSWORD", "p12pw")
+        .args(["cat", "/proc/self/environ"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("p12pw"));
+    // Wrong password, an EC key, no password at all: one line each.
+    let err = fails(
+        f.exec_key("--pem-path", f.key("modern.p12"), img)
+            .env("VEIL_PEM_PASSWORD", "wrong")
+            .arg("true"),
+        "wrong PKCS#12 password",
+    );
+    assert!(err.contains("wrong password"), "{err}");
+    let err = fails(
+        f.exec_key("--pem-path", f.key("ec.p12"), img)
+            .env("VEIL_PEM_PASSWORD", "p12pw")
+            .arg("true"),
+        "EC key in PKCS#12",
+    );
+    assert!(err.contains("not an RSA key"), "{err}");
+    let err = fails(
+        f.exec_key("--pem-path", f.key("legacy.p12"), img)
+            .arg("true")
+            .stdin(Stdio::null()),
+        "PKCS#12 without a password",
+    );
+    assert!(err.contains("--pem-password-file"), "{err}");
 }
 
 #[test]

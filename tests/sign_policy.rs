@@ -59,6 +59,8 @@ fn verify_flag_policy() {
     nokeys.certs.clear();
     let r = refused(check(&signed, &nokeys).unwrap());
     assert!(r.contains("signature made by unknown entity"), "{r}");
+    // ... with the way to get the key (trust checks never ask a keyserver).
+    assert!(r.contains(&format!("`veil key pull {FPR}`")), "{r}");
     // Legacy images are refused unless the policy opts in.
     let legacy = img("one-group-signed-legacy.sif").unwrap();
     refused(check(&legacy, &p).unwrap());

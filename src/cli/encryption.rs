@@ -25,15 +25,23 @@ pub struct EncryptionArgs {
     /// Read the encryption passphrase from this open file descriptor
     #[arg(long, value_name = "FD")]
     pub passphrase_fd: Option<i32>,
+    /// Read the password of a protected private key (PKCS#12, encrypted PEM or
+    /// OpenSSH) from a file (else VEIL_PEM_PASSWORD, else a prompt)
+    #[arg(long, value_name = "FILE")]
+    pub pem_password_file: Option<PathBuf>,
     /// Allow keyslots whose key derivation costs up to FACTOR times veil's default cap (a guard against hostile images; also VEIL_MAX_KDF_COST)
     #[arg(long, value_name = "FACTOR", env = "VEIL_MAX_KDF_COST", value_parser = crate::image::kdf::parse_factor)]
     pub max_kdf_cost: Option<f64>,
 }
 
 impl EncryptionArgs {
-    /// Puts `--max-kdf-cost` in force for the unlocks of this command.
+    /// Puts `--max-kdf-cost` and `--pem-password-file` in force for the unlocks of
+    /// this command.
     pub fn apply_kdf_limit(&self) {
         crate::image::kdf::set_factor(self.max_kdf_cost);
+        if let Some(f) = &self.pem_password_file {
+            crate::crypt::source::set_key_password_file(f.clone());
+        }
     }
 
     pub fn flags(&self) -> KeyFlags {

@@ -174,23 +174,7 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
             long_list,
             json,
         } => search(&mut out, &url.chosen()?, &text, long_list, json)?,
-        KeyCommand::Pull { fingerprint, url } => {
-            let p = crate::trust::pull(&store, &url.chosen()?, &fingerprint)?;
-            if p.dropped > 0 {
-                eprintln!(
-                    "veil: warning: {} sent {} other key(s) with it; only {} was taken",
-                    p.server.url, p.dropped, p.fingerprint
-                );
-            }
-            writeln!(
-                out,
-                "{} public key {} from {} in {}",
-                if p.new { "Added" } else { "Updated" },
-                p.fingerprint,
-                p.server.url,
-                store.path(Ring::Public).display()
-            )?;
-        }
+        KeyCommand::Pull { fingerprint, url } => pull(&store, &mut out, &url, &fingerprint)?,
         KeyCommand::Push { key, url } => {
             let p = crate::trust::push(&store, &url.chosen()?, &key)?;
             writeln!(
@@ -289,6 +273,33 @@ fn import(
     Ok(())
 }
 
+fn pull(
+    store: &KeyStore,
+    out: &mut impl Write,
+    url: &super::keyserver::UrlArg,
+    fingerprint: &str,
+) -> Result<()> {
+    let p = crate::trust::pull(store, &url.chosen()?, fingerprint)?;
+    for w in &p.warnings {
+        eprintln!("veil: warning: {w}");
+    }
+    if p.dropped > 0 {
+        eprintln!(
+            "veil: warning: {} sent {} other key(s) with it; only {} was taken",
+            p.server.url, p.dropped, p.fingerprint
+        );
+    }
+    writeln!(
+        out,
+        "{} public key {} from {} in {}",
+        if p.new { "Added" } else { "Updated" },
+        p.fingerprint,
+        p.server.url,
+        store.path(Ring::Public).display()
+    )?;
+    Ok(())
+}
+
 fn search(
     out: &mut impl Write,
     chosen: &crate::registry::keyserver::config::Chosen,
@@ -383,6 +394,8 @@ fn write_key(out: &mut impl Write, k: &KeyInfo) -> std::io::Result<()> {
         k.user_ids.clone()
     };
     for (i, u) in uids.iter().enumerate() {
+        // A key's user IDs are its maker's text (a pulled key's too): escaped.
+        let u = crate::registry::printable(u);
         if i == 0 {
             writeln!(out, "{}) User:              {u}", k.index)?;
         } else {

@@ -120,18 +120,21 @@ pub fn run(args: KeyserverArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A `--local`-style switch from the environment: the first of `names` that is set,
-/// read as a boolean (`1`, `true`, `yes`, `on`; `0`, `false`, `no`, `off`, or empty).
-pub fn env_switch(names: &[&str]) -> Result<bool> {
+/// A `--local`-style switch from the environment: the first of `names` set to
+/// something, read as a boolean the way the peers read theirs (Go's `ParseBool`:
+/// 1, t, true; 0, f, false; in any case; yes/no and on/off too). The variable's name
+/// when it is on.
+pub fn env_switch(names: &[&str]) -> Result<Option<String>> {
     for n in names {
-        if let Some(v) = std::env::var_os(n) {
-            let v = v.to_string_lossy().trim().to_ascii_lowercase();
-            return match v.as_str() {
-                "1" | "true" | "yes" | "on" => Ok(true),
-                "" | "0" | "false" | "no" | "off" => Ok(false),
-                _ => Err(anyhow!("{n}={v:?}: give 1/true/yes or 0/false/no")),
-            };
-        }
+        let Some(v) = std::env::var_os(n).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let v = v.to_string_lossy().trim().to_ascii_lowercase();
+        return match v.as_str() {
+            "1" | "t" | "true" | "yes" | "on" => Ok(Some(format!("{n}={v}"))),
+            "0" | "f" | "false" | "no" | "off" => Ok(None),
+            _ => Err(anyhow!("{n}={v:?}: give 1/true or 0/false")),
+        };
     }
-    Ok(false)
+    Ok(None)
 }

@@ -57,11 +57,11 @@ pub struct VerifyArgs {
     /// Verify with the keys in this file instead of the keyrings (repeatable): an OpenPGP
     /// public key (armored or binary) for PGP signatures, or a PEM public key for DSSE
     /// signatures
-    #[arg(long)]
+    #[arg(long, conflicts_with = "url")]
     key: Vec<PathBuf>,
     /// Use only the local keyrings: never fetch a missing signer's key from a keyserver
     /// (also VEIL_LOCAL_VERIFY, APPTAINER_LOCAL_VERIFY, SINGULARITY_LOCAL_VERIFY)
-    #[arg(short = 'l', long)]
+    #[arg(short = 'l', long, conflicts_with = "url")]
     local: bool,
     #[command(flatten)]
     url: super::keyserver::UrlArg,
@@ -118,12 +118,15 @@ pub fn run_sign(args: SignArgs) -> Result<ExitCode> {
 }
 
 pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
-    let local = args.local
-        || super::keyserver::env_switch(&[
+    let local_from = if args.local {
+        Some("--local".to_string())
+    } else {
+        super::keyserver::env_switch(&[
             "VEIL_LOCAL_VERIFY",
             "APPTAINER_LOCAL_VERIFY",
             "SINGULARITY_LOCAL_VERIFY",
-        ])?;
+        ])?
+    };
     args.image = args.registry.local(&args.image)?;
     // --key files replace the keyrings: OpenPGP keys (armored or binary) check PGP
     // signatures, PEM public keys check DSSE signatures.
@@ -152,21 +155,32 @@ pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
         legacy_all: args.all,
         dsse_keys,
     };
-    // Keys named by --key replace the keyrings, and the keyservers too.
-    let chosen = if local || !args.key.is_empty() {
+    // Keys named by --key replace the keyrings, and the keyservers too; and with
+    // every signer's key at hand no keyserver setting is even read.
+    let missing = crate::trust::missing_signers(&sif, &certs, &opts);
+    let chosen = if local_from.is_some() || !args.key.is_empty() || missing.is_empty() {
         None
     } else {
         Some(args.url.chosen()?)
     };
-    let missing = crate::trust::missing_signers(&sif, &certs);
     let verified = crate::trust::verify(&sif, certs, &opts, chosen.as_ref())
         .with_context(|| format!("verifying {}", args.image.display()))?;
     let outcome = verified.outcome;
+    for w in &verified.warnings {
+        eprintln!("veil: warning: {w}");
+    }
+    if outcome.is_ok() && !verified.remote.is_empty() && !args.json {
+        eprintln!(
+            "veil: note: {} signer key(s) came from a keyserver for this check only: a signature proves who signed, not that you trust them; compare the fingerprint with one you know, then `veil key pull` it",
+            verified.remote.len()
+        );
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({
             "image": args.image.display().to_string(),
             "verified": outcome.is_ok(),
+            "remote_keys": verified.remote,
             "signatures": outcome.results,
             "error": outcome.error.as_ref().map(|e| e.to_string()),
         });
@@ -183,10 +197,11 @@ pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
         }
         Some(e) => {
             drop(out);
-            let hint = if chosen.is_none() && args.key.is_empty() && !missing.is_empty() {
-                " (without --local, a signer's key missing from the keyrings is fetched from the keyserver)"
-            } else {
-                ""
+            let hint = match &local_from {
+                Some(from) if args.key.is_empty() && !missing.is_empty() => format!(
+                    " (without {from}, a signer's key missing from the keyrings is fetched from the keyserver)"
+                ),
+                _ => String::new(),
             };
             Err(anyhow::Error::new(e).context(format!(
                 "failed to verify container {}{hint}",
@@ -219,6 +234,8 @@ fn write_results(
             _ => "[LOCAL] ",
         };
         if let Some(s) = &r.signer {
+            // A user ID is the key holder's text: no terminal control reaches the screen.
+            let s = crate::registry::printable(s);
             writeln!(out, "{tag}  Signing entity: {s}")?;
         }
         if let Some(f) = r.fingerprint.as_ref().or(r.descriptor_fingerprint.as_ref()) {

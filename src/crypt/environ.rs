@@ -19,10 +19,11 @@ use super::source::ENV_PREFIXES;
 
 /// The suffixes of the variables whose value is a secret: encryption keys, and the
 /// password of a registry a run pulls its image from.
-const SECRET_SUFFIXES: [&str; 3] = [
+const SECRET_SUFFIXES: [&str; 4] = [
     "ENCRYPTION_PASSPHRASE",
     "ENCRYPTION_PEM_DATA",
     "DOCKER_PASSWORD",
+    "PEM_PASSWORD",
 ];
 
 /// Whether `var` is set to something non-empty, without leaving a copy of its value.
@@ -62,8 +63,28 @@ pub fn secret_names() -> impl Iterator<Item = String> {
 /// through the C library's pointer, outside std's environment lock.
 pub fn scrub() {
     for name in secret_names() {
-        let Ok(c) = CString::new(name.as_str()) else {
-            continue;
+        scrub_one(&name);
+    }
+}
+
+/// The value of `var` in guarded memory (`None` when unset or empty); `var` alone is
+/// then overwritten and removed, the other secret variables are left for their own
+/// readers. Same threading rule as [`scrub`].
+pub fn take_one(var: &str) -> Option<SecretBytes> {
+    use std::os::unix::ffi::OsStringExt;
+    let value = std::env::var_os(var).map(|v| Zeroizing::new(v.into_vec()));
+    let secret = value
+        .filter(|v| !v.is_empty())
+        .map(|v| SecretBytes::from_slice(&v));
+    scrub_one(var);
+    secret
+}
+
+/// Overwrites `name`'s value in place and removes it (see [`scrub`]).
+fn scrub_one(name: &str) {
+    {
+        let Ok(c) = CString::new(name) else {
+            return;
         };
         // SAFETY: getenv returns NULL or a pointer to the NUL-terminated value of
         // a live environment entry; nothing else changes the environment now (see
@@ -78,7 +99,7 @@ pub fn scrub() {
                 zeroize::Zeroize::zeroize(value);
             }
             // SAFETY: as above, no other thread uses the environment.
-            std::env::remove_var(&name);
+            std::env::remove_var(name);
         }
     }
 }

@@ -104,11 +104,42 @@ pub fn load_public_key(data: &[u8]) -> Result<PublicKey> {
     Ok(PublicKey { key })
 }
 
+/// The RSA key of a PKCS#12 file.
+fn private_from_pkcs12(
+    data: &[u8],
+    password: &dyn Fn() -> Result<Zeroizing<String>>,
+) -> Result<PrivateKey> {
+    let der = super::pkcs12::private_key_info(data, password)?;
+    let info = rsa::pkcs8::PrivateKeyInfo::try_from(&der[..])
+        .map_err(|_| CryptError::bad_key("cannot open the PKCS#12 file: wrong password?"))?;
+    if info.algorithm.oid != RSA_ENCRYPTION {
+        let kind = match info.algorithm.oid.to_string().as_str() {
+            "1.2.840.10045.2.1" => "an EC key".to_string(),
+            "1.3.101.112" => "an Ed25519 key".to_string(),
+            "1.3.101.110" => "an X25519 key".to_string(),
+            "1.2.840.10040.4.1" => "a DSA key".to_string(),
+            other => format!("a key of algorithm {other}"),
+        };
+        return Err(CryptError::bad_key(format!(
+            "the PKCS#12 file holds {kind}, not an RSA key; encrypted images use RSA keys"
+        )));
+    }
+    let key = private_from_pkcs1(info.private_key).map_err(|e| match e {
+        Parse::Der(e) => CryptError::bad_key(format!("invalid PKCS#12 private key: {e}")),
+        Parse::Inconsistent => inconsistent(),
+    })?;
+    check_size(key.size())?;
+    Ok(PrivateKey { key })
+}
+
 /// Loads an RSA private key. `password` is asked only for a password-protected key.
 pub fn load_private_key(
     data: &[u8],
     password: &dyn Fn() -> Result<Zeroizing<String>>,
 ) -> Result<PrivateKey> {
+    if pem::first_block(data).is_none() && super::pkcs12::is_pkcs12(data) {
+        return private_from_pkcs12(data, password);
+    }
     let block = pem::first_block(data).ok_or_else(|| {
         CryptError::bad_key(format!("no PEM data found; expected {PRIVATE_FORMS}"))
     })?;

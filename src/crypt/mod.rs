@@ -13,6 +13,7 @@ pub mod key;
 pub mod message;
 pub(crate) mod pem;
 mod pem_legacy;
+pub mod pkcs12;
 pub mod source;
 mod ssh;
 pub(crate) mod tty;
@@ -21,7 +22,7 @@ pub use error::{CryptError, Result};
 pub use key::{PrivateKey, PublicKey, load_private_key, load_public_key};
 pub use message::{unwrap_secret, wrap_secret};
 
-/// Fuzzing entry point: every parser here (PEM, PKCS#1/PKCS#8/SPKI,
+/// Fuzzing entry point: every parser here (PEM, PKCS#1/PKCS#8/SPKI, PKCS#12,
 /// OpenSSH wire formats, the crypto message's DER) on arbitrary bytes. Shared by the
 /// cargo-fuzz target and the corpus replay test.
 #[doc(hidden)]
@@ -31,6 +32,9 @@ pub fn fuzz_one(data: &[u8]) {
     let no_password = || Err(CryptError::bad_key("no password in fuzzing"));
     let _ = load_public_key(data);
     let _ = load_private_key(data, &no_password);
+    // The corpus's PKCS#12 files are protected with this password: with it, the MAC,
+    // the KDFs and the decryption are reached too.
+    let _ = load_private_key(data, &|| Ok(zeroize::Zeroizing::new("p12pw".to_string())));
     if let Some(key) = KEY.get_or_init(|| {
         use rsa::pkcs1::EncodeRsaPrivateKey as _;
         let rsa = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).ok()?;

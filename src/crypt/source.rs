@@ -108,7 +108,7 @@ impl KeySource {
         if self.is_pem() {
             let pem = self.read_pem()?;
             let what = self.describe();
-            let key = key::load_private_key(pem.as_slice(), &|| prompt_key_password(&what))
+            let key = key::load_private_key(pem.as_slice(), &|| key_password(&what))
                 .map_err(|e| CryptError::BadKey(format!("invalid private key ({what}): {e}")))?;
             return Ok(RunKey::Private(Box::new(key)));
         }
@@ -407,6 +407,43 @@ fn prompt_tty(prompt: &str, confirm: bool) -> Result<SecretBytes> {
     Ok(first)
 }
 
+/// `--pem-password-file`: where a protected private key's password is read from.
+/// A property of the whole invocation (like the terminal it is otherwise asked on),
+/// set once by the command line before any key is read.
+static KEY_PASSWORD_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets `--pem-password-file` (the first call wins).
+pub fn set_key_password_file(path: PathBuf) {
+    let _ = KEY_PASSWORD_FILE.set(path);
+}
+
+/// The variable a protected private key's password may come from.
+pub const KEY_PASSWORD_VAR: &str = "VEIL_PEM_PASSWORD";
+
+/// A protected private key's password: `--pem-password-file`, else
+/// `VEIL_PEM_PASSWORD`, else asked on the terminal.
+fn key_password(what: &str) -> Result<Zeroizing<String>> {
+    let bytes = if let Some(f) = KEY_PASSWORD_FILE.get() {
+        Some(strip_newline(read_file(
+            f,
+            "password file",
+            MAX_PASSPHRASE,
+        )?))
+    } else {
+        environ::take_one(KEY_PASSWORD_VAR)
+    };
+    match bytes {
+        Some(b) => {
+            let mut s = Zeroizing::new(String::with_capacity(b.len()));
+            s.push_str(std::str::from_utf8(b.as_slice()).map_err(|_| {
+                CryptError::bad_key("the private key's password is not UTF-8 text")
+            })?);
+            Ok(s)
+        }
+        None => prompt_key_password(what),
+    }
+}
+
 fn prompt_key_password(what: &str) -> Result<Zeroizing<String>> {
     tty::read_secret_line(&format!("Enter the password of the private key ({what}): "))
         .map(|pw| {
@@ -420,7 +457,7 @@ fn prompt_key_password(what: &str) -> Result<Zeroizing<String>> {
                 return CryptError::Interrupted;
             }
             CryptError::NoPassphrase(format!(
-                "the private key is password-protected and there is no terminal to ask on ({e}); decrypt it first: openssl pkey -in KEY -out plain.pem"
+                "the private key is password-protected and there is no terminal to ask on ({e}); give the password with --pem-password-file or VEIL_PEM_PASSWORD"
             ))
         })
 }

@@ -18,7 +18,7 @@ use super::options::Options;
 
 /// This build's version and the protocol's, as [`Envelope::version`] carries them
 /// (two development builds of one version may speak differently).
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "/protocol-1");
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "/protocol-2");
 
 /// The largest request read (they are a few hundred bytes, a pushed public key more).
 pub const MAX_MESSAGE: u64 = 1 << 20;

@@ -149,7 +149,7 @@ pub fn from_keyserver(answer: &[u8], want: &[u8; 20], source_name: &str) -> Resu
         // A certificate that does not parse is skipped: it is not the one asked for.
         for c in parser.take(MAX_ANSWER_CERTS).flatten() {
             if super::pgp::fpr20(&c.fingerprint()).as_ref() == Some(want) {
-                found = Some(c.strip_secret_key_material());
+                found = Some(self_signed_only(c)?);
             } else {
                 others.push(c.fingerprint().to_hex());
             }
@@ -163,6 +163,33 @@ pub fn from_keyserver(answer: &[u8], want: &[u8; 20], source_name: &str) -> Resu
             got: others.into_iter().take(3).collect(),
         }),
     }
+}
+
+/// `cert`'s public parts as its holder made them: signatures by other keys (a
+/// keyserver can attach any number of certifications, or floods of them) and user IDs
+/// and subkeys without a self-signature that verifies (anyone can append a user ID
+/// to a key) are dropped, as GnuPG drops them on a keyserver import.
+fn self_signed_only(cert: Cert) -> Result<Cert> {
+    use sequoia_openpgp::Packet;
+    let primary = sequoia_openpgp::KeyHandle::from(cert.fingerprint());
+    let packets: Vec<Packet> = cert
+        .strip_secret_key_material()
+        .into_packets()
+        .filter(|p| match p {
+            Packet::Signature(sig) => sig.get_issuers().iter().any(|h| h.aliases(&primary)),
+            _ => true,
+        })
+        .collect();
+    // Parsing again checks each self-signature; ones that do not verify are set aside.
+    let cert =
+        Cert::from_packets(packets.into_iter()).map_err(|e| SignError::KeyserverMismatch {
+            source_name: format!("the key's own signatures ({e})"),
+            want: primary.to_hex(),
+            got: Vec::new(),
+        })?;
+    Ok(cert
+        .retain_userids(|ua| ua.self_signatures().next().is_some())
+        .retain_subkeys(|ka| ka.self_signatures().next().is_some()))
 }
 
 /// Adds `cert` (public) to veil's public ring; true if it was new there.

@@ -203,8 +203,24 @@ fn check_sif<R: veil_fusefs::source::ReadAt>(sif: &Sif<R>, policy: &Policy) -> R
 /// Applies the policy's mode to a verification outcome.
 pub fn judge(outcome: &Outcome, policy: &Policy) -> Verdict {
     if let Some(e) = &outcome.error {
+        // A signer whose key is not here: trust checks never ask a keyserver (they run
+        // at every start, on nodes that may have no network), so say how to get it.
+        let unknown = outcome.results.iter().find_map(|r| {
+            (r.fingerprint.is_none()
+                && r.error
+                    .as_deref()
+                    .is_some_and(|m| m.contains("unknown entity")))
+            .then_some(r.descriptor_fingerprint.as_deref())
+            .flatten()
+        });
+        let hint = match unknown {
+            Some(f) => format!(
+                " (the key of {f} is not in the keyrings: if you trust it, `veil key pull {f}` fetches it from a keyserver)"
+            ),
+            None => String::new(),
+        };
         return Verdict::Refused {
-            reason: format!("image signature not valid: {e}"),
+            reason: format!("image signature not valid: {e}{hint}"),
         };
     }
     // Per target (group or object): who signed it. "All" = signed every target.

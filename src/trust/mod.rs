@@ -20,7 +20,7 @@ use crate::registry::keyserver::config::Chosen;
 use crate::registry::keyserver::index::{self, IndexKey};
 use crate::registry::keyserver::{self, Keyserver};
 use crate::sif::report::hex_upper;
-use crate::sif::{DataType, Extra, Sif};
+use crate::sif::{DataType, Extra, Link, Sif};
 use crate::sign::keyring::KeyStore;
 use crate::sign::{Outcome, SignError, VerifyOptions, keys, pgp::fpr20};
 
@@ -36,6 +36,18 @@ pub enum TrustError {
     NotFound {
         fingerprint: String,
         servers: Vec<String>,
+    },
+    /// No keyserver in a list (cannot come from the command line, which always has one).
+    #[error("no keyserver to ask")]
+    NoKeyserver,
+    /// The key to push is more than a keyserver request carries.
+    #[error(
+        "the public key {fingerprint} is {size} KiB exported, more than the {limit} KiB veil sends to a keyserver"
+    )]
+    TooLargeToPush {
+        fingerprint: String,
+        size: usize,
+        limit: usize,
     },
     /// The signature descriptors name more signers than one verification fetches.
     #[error(
@@ -61,7 +73,7 @@ pub struct Found {
 /// The keys `server` (the first chosen one) finds for `text`: a name, an e-mail
 /// address, a key ID or a fingerprint.
 pub fn search(chosen: &Chosen, text: &str) -> Result<Found> {
-    let server = chosen.servers[0].clone();
+    let server = first(chosen)?;
     let answer = keyserver::search(&server, text)?;
     let Some(answer) = answer else {
         return Ok(Found {
@@ -117,6 +129,14 @@ fn certs_as_index(answer: &[u8]) -> (Vec<IndexKey>, usize) {
     (keys, skipped)
 }
 
+fn first(chosen: &Chosen) -> Result<Keyserver> {
+    chosen
+        .servers
+        .first()
+        .cloned()
+        .ok_or(TrustError::NoKeyserver)
+}
+
 /// What `pull` did.
 #[derive(Debug)]
 pub struct Pulled {
@@ -126,29 +146,44 @@ pub struct Pulled {
     pub new: bool,
     /// Other keys the answer held, which were dropped.
     pub dropped: usize,
+    /// Keyservers passed over, in words.
+    pub warnings: Vec<String>,
 }
 
 /// The key with fingerprint `text` from the first chosen keyserver that has it, added
 /// to the public ring.
 pub fn pull(store: &KeyStore, chosen: &Chosen, text: &str) -> Result<Pulled> {
     let want = keys::parse_fingerprint(text)?;
-    let (cert, server, dropped) = fetch(chosen, &want)?;
+    let mut asked = Asked::default();
+    let (cert, server, dropped) = fetch(chosen, &want, &mut asked)?;
     let new = keys::add_public(store, cert)?;
     Ok(Pulled {
         fingerprint: hex_upper(&want),
         server,
         new,
         dropped,
+        warnings: asked.warnings,
     })
+}
+
+/// What asking the keyservers of one command has shown so far.
+#[derive(Debug, Default)]
+struct Asked {
+    /// Servers that could not be reached or did not answer in time: not asked again.
+    dead: BTreeSet<String>,
+    warnings: Vec<String>,
 }
 
 /// The key `want` from the first of `chosen` that has it: checked, with the server and
 /// the number of other keys it sent. A server that fails or sends another key is
 /// passed over for the next; its error is returned if none has the key.
-fn fetch(chosen: &Chosen, want: &[u8; 20]) -> Result<(Cert, Keyserver, usize)> {
+fn fetch(chosen: &Chosen, want: &[u8; 20], asked: &mut Asked) -> Result<(Cert, Keyserver, usize)> {
     let hex = hex_upper(want);
     let mut first_error: Option<TrustError> = None;
     for server in &chosen.servers {
+        if asked.dead.contains(&server.url) {
+            continue;
+        }
         let got = keyserver::get(server, &hex)
             .map_err(TrustError::from)
             .and_then(|a| match a {
@@ -163,8 +198,11 @@ fn fetch(chosen: &Chosen, want: &[u8; 20]) -> Result<(Cert, Keyserver, usize)> {
             Ok(Some((cert, dropped))) => return Ok((cert, server.clone(), dropped)),
             Ok(None) => {}
             Err(e) => {
+                if matches!(&e, TrustError::Keyserver(RegistryError::Keyserver { .. })) {
+                    asked.dead.insert(server.url.clone());
+                }
                 if chosen.servers.len() > 1 {
-                    eprintln!("veil: warning: {e}");
+                    asked.warnings.push(e.to_string());
                 }
                 first_error.get_or_insert(e);
             }
@@ -184,11 +222,22 @@ pub struct Pushed {
     pub said: String,
 }
 
+/// The most armored key text sent: the request to the helper carries it, and the
+/// helper reads at most [`crate::registry::protocol::MAX_MESSAGE`].
+const MAX_PUSH: usize = 768 << 10;
+
 /// Publishes the public key `key` (fingerprint or key ID in the keyrings) on the
 /// first chosen keyserver.
 pub fn push(store: &KeyStore, chosen: &Chosen, key: &str) -> Result<Pushed> {
     let (cert, armored) = keys::armored_public(store, key)?;
-    let server = chosen.servers[0].clone();
+    if armored.len() > MAX_PUSH {
+        return Err(TrustError::TooLargeToPush {
+            fingerprint: cert.fingerprint().to_hex(),
+            size: armored.len() >> 10,
+            limit: MAX_PUSH >> 10,
+        });
+    }
+    let server = first(chosen)?;
     let said = keyserver::push(&server, &armored)?;
     Ok(Pushed {
         fingerprint: cert.fingerprint().to_hex(),
@@ -203,16 +252,40 @@ pub struct Verified {
     pub outcome: Outcome,
     /// Fingerprints (upper-case hex) of the keys fetched from keyservers.
     pub remote: BTreeSet<String>,
+    /// Keys no keyserver had, servers passed over: for the user, in words.
+    pub warnings: Vec<String>,
 }
 
-/// The signers an image's signature descriptors name that none of `certs` is.
-pub fn missing_signers<R: ReadAt>(sif: &Sif<R>, certs: &[Cert]) -> Vec<[u8; 20]> {
+/// The signers that the signatures `opts` selects name in their descriptors and that
+/// none of `certs` is.
+pub fn missing_signers<R: ReadAt>(
+    sif: &Sif<R>,
+    certs: &[Cert],
+    opts: &VerifyOptions,
+) -> Vec<[u8; 20]> {
     let have: BTreeSet<[u8; 20]> = certs
         .iter()
         .filter_map(|c| fpr20(&c.fingerprint()))
         .collect();
+    // The groups whose signatures a current-format verification checks; legacy
+    // signatures also link to objects, so there every signature counts.
+    let mut groups: BTreeSet<u32> = opts.groups.iter().copied().collect();
+    for id in &opts.objects {
+        if let Ok(d) = sif.object(*id) {
+            groups.insert(d.group());
+        }
+    }
+    let legacy = opts.legacy || opts.legacy_all;
     let mut out = BTreeSet::new();
     for d in sif.objects_of_type(DataType::Signature) {
+        let selected = legacy
+            || match d.link() {
+                Link::Group(g) => groups.is_empty() || groups.contains(&g),
+                _ => false,
+            };
+        if !selected {
+            continue;
+        }
         if let Extra::Signature {
             fingerprint: Some(f),
             ..
@@ -237,8 +310,9 @@ pub fn verify<R: ReadAt>(
 ) -> Result<Verified> {
     let mut certs = local;
     let mut remote = BTreeSet::new();
+    let mut asked = Asked::default();
     if let Some(chosen) = keyservers {
-        let missing = missing_signers(sif, &certs);
+        let missing = missing_signers(sif, &certs, opts);
         if missing.len() > MAX_FETCHED {
             return Err(TrustError::TooManySigners {
                 count: missing.len(),
@@ -246,19 +320,13 @@ pub fn verify<R: ReadAt>(
             });
         }
         for f in missing {
-            match fetch(chosen, &f) {
+            match fetch(chosen, &f, &mut asked) {
                 Ok((cert, _, _)) => {
                     remote.insert(hex_upper(&f));
                     certs.push(cert);
                 }
                 // The verification then says which signature has no key.
-                Err(TrustError::NotFound {
-                    fingerprint,
-                    servers,
-                }) => eprintln!(
-                    "veil: warning: no key {fingerprint} on {}",
-                    servers.join(" or ")
-                ),
+                Err(e @ TrustError::NotFound { .. }) => asked.warnings.push(e.to_string()),
                 Err(e) => return Err(e),
             }
         }
@@ -271,5 +339,9 @@ pub fn verify<R: ReadAt>(
             None => None,
         };
     }
-    Ok(Verified { outcome, remote })
+    Ok(Verified {
+        outcome,
+        remote,
+        warnings: asked.warnings,
+    })
 }

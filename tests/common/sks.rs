@@ -42,26 +42,16 @@ impl Sks {
         ] {
             std::fs::create_dir_all(base.join(d)).unwrap();
         }
-        let g = new_gnupghome(base);
-        run_ok(gpg_in(&g).args([
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            "Seed <seed@example.org>",
-            "ed25519",
-            "sign",
-            "never",
-        ]));
+        // The seed key's GnuPG home; its agent is stopped when this goes, panic or not.
+        let gpg = Gpg::new(base);
+        gpg.new_key("Seed <seed@example.org>");
         run_ok(
-            gpg_in(&g)
+            gpg.cmd()
                 .arg("--output")
                 .arg(base.join("dump/seed.pgp"))
                 .arg("--export"),
         );
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", &g)
-            .args(["--kill", "all"])
-            .status();
+        drop(gpg);
         let port = free_port();
         let recon = free_port();
         std::fs::write(

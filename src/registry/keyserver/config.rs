@@ -115,10 +115,10 @@ pub fn chosen(url: Option<&str>) -> Result<Chosen> {
     }
     let (servers, file) = configured()?;
     if servers.is_empty() {
-        return Err(RegistryError::Setup(format!(
-            "no keyserver: {} lists none (add one with `veil keyserver add URL`, or give --url)",
-            file.display()
-        )));
+        return Err(RegistryError::Config {
+            path: file,
+            why: "lists no keyserver (add one with `veil keyserver add URL`, or give --url)".into(),
+        });
     }
     Ok(Chosen {
         servers,
@@ -149,15 +149,19 @@ fn save(file: &Path, list: Vec<Keyserver>) -> Result<()> {
 pub fn add(server: Keyserver, order: Option<usize>) -> Result<Vec<Keyserver>> {
     let file = path(&home()?);
     let mut list = read(&file)?.unwrap_or_else(default_list);
+    let user_error = |why: String| RegistryError::Config {
+        path: file.clone(),
+        why,
+    };
     if list.iter().any(|k| k.url == server.url) {
-        return Err(RegistryError::Setup(format!(
+        return Err(user_error(format!(
             "{} is listed already (see `veil keyserver list`)",
             server.url
         )));
     }
     let at = match order {
         Some(0) => {
-            return Err(RegistryError::Setup(
+            return Err(user_error(
                 "--order counts from 1 (the first keyserver asked)".into(),
             ));
         }
@@ -177,10 +181,13 @@ pub fn remove(url: &str) -> Result<Vec<Keyserver>> {
     let before = list.len();
     list.retain(|k| k.url != want.url);
     if list.len() == before {
-        return Err(RegistryError::Setup(format!(
-            "{} is not in the keyserver list (see `veil keyserver list`)",
-            want.url
-        )));
+        return Err(RegistryError::Config {
+            path: file.clone(),
+            why: format!(
+                "{} is not in the keyserver list (see `veil keyserver list`)",
+                want.url
+            ),
+        });
     }
     save(&file, list.clone())?;
     Ok(list)

@@ -51,7 +51,17 @@ impl Http {
         let client = reqwest::Client::builder()
             .connect_timeout(t.min(Duration::from_secs(10)))
             .timeout(t)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // A few hops, and never from HTTPS down to plain HTTP.
+                let was_https = attempt.previous().iter().any(|u| u.scheme() == "https");
+                if attempt.previous().len() > 3 {
+                    attempt.error("more than 3 redirects")
+                } else if was_https && attempt.url().scheme() != "https" {
+                    attempt.error("a redirect from HTTPS to plain HTTP")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .user_agent(concat!("veil/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| fail(server, format!("setting up the client: {e}")))?;
@@ -227,10 +237,12 @@ pub fn search(server: &Keyserver, text: &str) -> Result<Option<String>> {
     match server.protocol {
         KeyProtocol::Hkp => {
             let t = text.trim();
-            let bare = t
+            // A fingerprint copied from gpg comes in groups of four.
+            let compact: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+            let bare = compact
                 .strip_prefix("0x")
-                .or_else(|| t.strip_prefix("0X"))
-                .unwrap_or(t);
+                .or_else(|| compact.strip_prefix("0X"))
+                .unwrap_or(&compact);
             let search = if is_key_id(bare) {
                 format!("0x{bare}")
             } else {
@@ -274,7 +286,7 @@ pub fn push(server: &Keyserver, armored: &str) -> Result<String> {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
             let answer = http.send(server, req, MAX_PUSH_ANSWER)?;
-            answer.map(|a| vks_upload_words(&a))
+            answer.map(|a| vks_confirm(&http, server, &a))
         }
     };
     let said = said.ok_or_else(|| fail(server, "the keyserver answered 404 Not Found"))?;
@@ -301,6 +313,47 @@ fn plain_words(said: &str) -> String {
     printable(&words.join(" ")).chars().take(300).collect()
 }
 
+/// After a VKS upload: asks the server to send the confirmation e-mails for the
+/// addresses it does not publish yet (`/vks/v1/request-verify` with the upload's
+/// token), and says what happened.
+fn vks_confirm(http: &Http, server: &Keyserver, answer: &str) -> String {
+    let words = vks_upload_words(answer);
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(answer) else {
+        return words;
+    };
+    let token = v.get("token").and_then(|t| t.as_str());
+    let pending: Vec<&str> = v
+        .get("status")
+        .and_then(|s| s.as_object())
+        .map(|m| {
+            m.iter()
+                .filter(|(_, s)| s.as_str() == Some("unpublished"))
+                .map(|(a, _)| a.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (Some(token), false) = (token, pending.is_empty()) else {
+        return words;
+    };
+    let body = serde_json::json!({ "token": token, "addresses": pending });
+    let sent = url(server, "/vks/v1/request-verify").and_then(|u| {
+        let req = http
+            .client
+            .post(u)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        http.send(server, req, MAX_PUSH_ANSWER)
+    });
+    match sent {
+        Ok(Some(_)) => format!(
+            "{words}; a confirmation e-mail was requested for {}",
+            pending.join(", ")
+        ),
+        Ok(None) => format!("{words}; asking for the confirmation e-mails found no such service"),
+        Err(e) => format!("{words}; asking for the confirmation e-mails failed: {e}"),
+    }
+}
+
 /// A VKS upload's answer (`key_fpr`, and each address's `status`) in words.
 fn vks_upload_words(answer: &str) -> String {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(answer) else {
@@ -318,7 +371,7 @@ fn vks_upload_words(answer: &str) -> String {
             .collect();
         if !unpublished.is_empty() {
             out.push_str(&format!(
-                "; the server shows its user IDs ({}) only once each address is confirmed by e-mail (its fingerprint finds it at once)",
+                "; the server shows its user IDs ({}) only once each address is confirmed by e-mail (the key is found by its fingerprint at once)",
                 unpublished.join(", ")
             ));
         }
