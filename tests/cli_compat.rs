@@ -74,3 +74,87 @@ fn apptainer_flag_names_are_accepted() {
     );
     assert!(user.home.join("out.sif").is_file());
 }
+
+/// veil's own failures exit with a status of their kind (docs/compat.md), apart from
+/// any a container gives.
+#[test]
+fn failures_exit_with_the_status_of_their_kind() {
+    let t = tempfile::tempdir().unwrap();
+    let code = |c: &mut std::process::Command| {
+        let o = c.env("HOME", t.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        (o.status.code(), err)
+    };
+    // Usage: an unknown flag, a missing argument, on the container commands too.
+    for args in [
+        &["exec", "--no-such-flag", "x.sif", "true"][..],
+        &["exec"],
+        &["no-such-command"],
+        &["key", "pull"],
+    ] {
+        let (c, err) = code(veil().args(args));
+        assert_eq!(c, Some(249), "{args:?}: {err}");
+    }
+    // Help and version succeed.
+    assert_eq!(code(veil().args(["exec", "--help"])).0, Some(0));
+    assert_eq!(code(veil().arg("--version")).0, Some(0));
+    // The image: missing, or not an image.
+    let (c, err) = code(veil().args(["exec", "/nonexistent/app.sif", "true"]));
+    assert_eq!(c, Some(250), "{err}");
+    let junk = t.path().join("junk.sif");
+    std::fs::write(&junk, b"not an image at all").unwrap();
+    let (c, err) = code(veil().arg("exec").arg(&junk).arg("true"));
+    assert_eq!(c, Some(250), "{err}");
+    // The key of an encrypted image: none, or a wrong one.
+    let tree = t.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"x").unwrap();
+    let pw = t.path().join("pw");
+    std::fs::write(&pw, "right passphrase\n").unwrap();
+    let enc = t.path().join("enc.sif");
+    run_ok(
+        veil()
+            .env("HOME", t.path())
+            .args([
+                "build",
+                "-q",
+                "--kdf-memory",
+                "8",
+                "--kdf-time",
+                "10",
+                "--passphrase-file",
+            ])
+            .arg(&pw)
+            .arg(&enc)
+            .arg(&tree),
+    );
+    let (c, err) = code(
+        veil()
+            .arg("exec")
+            .arg(&enc)
+            .arg("true")
+            .stdin(Stdio::null()),
+    );
+    assert_eq!(c, Some(251), "{err}");
+    std::fs::write(&pw, "wrong passphrase\n").unwrap();
+    let (c, err) = code(
+        veil()
+            .args(["exec", "--passphrase-file"])
+            .arg(&pw)
+            .arg(&enc)
+            .arg("true"),
+    );
+    assert_eq!(c, Some(251), "{err}");
+    // Signatures: an unsigned image, verified or run with --verify.
+    let (c, err) = code(veil().arg("verify").arg(&enc));
+    assert_eq!(c, Some(252), "{err}");
+    let (c, err) = code(veil().args(["exec", "--verify"]).arg(&enc).arg("true"));
+    assert_eq!(c, Some(252), "{err}");
+    // Anything else.
+    let (c, err) = code(
+        veil()
+            .args(["key", "export", "0123456789ABCDEF"])
+            .arg(t.path().join("k")),
+    );
+    assert_eq!(c, Some(255), "{err}");
+}

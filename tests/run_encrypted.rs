@@ -118,6 +118,9 @@ fn build_fixture() -> Option<Fixture> {
         "openssl pkcs12 -export -legacy -keypbe PBE-SHA1-RC2-40 -nocerts -inkey rsa.pem -passout pass:p12pw -out rc2.p12",
     );
     sh("openssl pkcs12 -export -nocerts -inkey rsa.pem -passout pass:p12pw -out nocert.p12");
+    sh(
+        "openssl pkcs12 -export -nocerts -inkey rsa.pem -keypbe NONE -certpbe NONE -nomac -passout pass: -out plain.p12",
+    );
     sh("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.pem");
     sh("openssl pkcs12 -export -nocerts -inkey ec.pem -passout pass:p12pw -out ec.p12");
     std::fs::write(keys.join("p12pw.txt"), "p12pw\n").unwrap();
@@ -623,6 +626,28 @@ fn pkcs12_keys_made_by_openssl_decrypt_the_image() {
             key,
         );
     }
+    // A file with neither a MAC nor an encrypted key asks for no password.
+    ok_marker(
+        f,
+        f.exec_key("--pem-path", f.key("plain.p12"), img)
+            .stdin(Stdio::null())
+            .args(cat),
+        "plain.p12",
+    );
+    // The password variable with a key in a variable too (reading that one scrubs the
+    // secret variables, the password's included: it must be kept first).
+    let data = std::fs::read_to_string(f.key("pkcs8_enc.pem")).unwrap();
+    ok_marker(
+        f,
+        f.veil()
+            .arg("exec")
+            .arg(img)
+            .args(cat)
+            .env("VEIL_ENCRYPTION_PEM_DATA", data)
+            .env("VEIL_PEM_PASSWORD", "keypw")
+            .stdin(Stdio::null()),
+        "PEM_DATA with VEIL_PEM_PASSWORD",
+    );
     // The password from a file, and the key from a descriptor.
     ok_marker(
         f,

@@ -889,7 +889,7 @@ fn missing_image_and_bad_flags_give_one_line_errors() {
         .user
         .veil()
         .args(["exec", "/nonexistent/image.sif", "true"]));
-    assert_eq!(code, 1);
+    assert_eq!(code, 250);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("/nonexistent/image.sif"), "{stderr}");
     let (code, _, stderr) = out(e
@@ -899,12 +899,12 @@ fn missing_image_and_bad_flags_give_one_line_errors() {
         .args(["--bind", "/nonexistent-src:/x"])
         .arg(&e.image)
         .arg("true"));
-    assert_eq!(code, 1);
+    assert_eq!(code, 249);
     assert!(
         stderr.contains("bind source /nonexistent-src does not exist"),
         "{stderr}"
     );
     let (code, _, stderr) = out(e.user.veil().arg("exec").arg(&e.image));
-    assert_eq!(code, 1);
+    assert_eq!(code, 249);
     assert!(stderr.contains("exec needs a command"), "{stderr}");
 }

@@ -228,7 +228,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     if a.sandbox && (a.encrypt || a.key.flags().any()) {
         bail!("a sandbox directory cannot be encrypted");
     }
-    a.key.apply_kdf_limit();
+    a.key.apply_key_settings();
     let format = format(&a)?;
     let encryption = if a.sandbox {
         None

@@ -37,7 +37,7 @@ pub struct EncryptionArgs {
 impl EncryptionArgs {
     /// Puts `--max-kdf-cost` and `--pem-password-file` in force for the unlocks of
     /// this command.
-    pub fn apply_kdf_limit(&self) {
+    pub fn apply_key_settings(&self) {
         crate::image::kdf::set_factor(self.max_kdf_cost);
         if let Some(f) = &self.pem_password_file {
             crate::crypt::source::set_key_password_file(f.clone());

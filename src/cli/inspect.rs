@@ -190,7 +190,7 @@ fn print_sections(attrs: &Attributes, w: [bool; 7]) {
 }
 
 pub fn run(mut a: InspectArgs) -> Result<ExitCode> {
-    a.key.apply_kdf_limit();
+    a.key.apply_key_settings();
     a.image = a.registry.local(&a.image)?;
     let w = wanted(&a);
     let meta = if w.iter().any(|x| *x) {

@@ -121,9 +121,8 @@ pub fn run(args: KeyserverArgs) -> Result<ExitCode> {
 }
 
 /// A `--local`-style switch from the environment: the first of `names` set to
-/// something, read as a boolean the way the peers read theirs (Go's `ParseBool`:
-/// 1, t, true; 0, f, false; in any case; yes/no and on/off too). The variable's name
-/// when it is on.
+/// something, read as a boolean: what the peers' Go `ParseBool` takes (1, t, true,
+/// 0, f, false), in any case, and yes/no, on/off. The variable and its value when on.
 pub fn env_switch(names: &[&str]) -> Result<Option<String>> {
     for n in names {
         let Some(v) = std::env::var_os(n).filter(|v| !v.is_empty()) else {

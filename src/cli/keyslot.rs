@@ -167,7 +167,7 @@ fn unlock_key(
 }
 
 fn add(a: AddArgs) -> Result<ExitCode> {
-    a.current.apply_kdf_limit();
+    a.current.apply_key_settings();
     let img = &a.image;
     let _lock = rekey::lock(img)?;
     let p = rekey::partition(img)?;
@@ -212,7 +212,7 @@ fn add(a: AddArgs) -> Result<ExitCode> {
 }
 
 fn remove(a: RemoveArgs) -> Result<ExitCode> {
-    a.key.apply_kdf_limit();
+    a.key.apply_key_settings();
     let img = &a.image;
     let _lock = rekey::lock(img)?;
     let p = rekey::partition(img)?;
@@ -235,7 +235,7 @@ fn remove(a: RemoveArgs) -> Result<ExitCode> {
 }
 
 fn change(a: ChangeArgs) -> Result<ExitCode> {
-    a.current.apply_kdf_limit();
+    a.current.apply_key_settings();
     // The file itself, resolved once: a gocryptfs image is replaced by a new file,
     // which must be the one locked and read.
     let img = &std::fs::canonicalize(&a.image).with_context(|| format!("{}", a.image.display()))?;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod encryption;
+pub mod exit;
 mod inspect;
 mod instance;
 mod key;
@@ -84,19 +85,34 @@ fn container_command() -> Option<anyhow::Result<ExitCode>> {
     use clap::FromArgMatches;
     let name = std::env::args_os().nth(1)?;
     let (command, action) = container_tree(name.to_str()?)?;
-    let matches = command.get_matches();
+    let matches = match command.try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return Some(Ok(usage_error(&e))),
+    };
     let (_, m) = matches.subcommand()?;
     Some(if action == crate::launch::Action::Shell {
         match run::ShellArgs::from_arg_matches(m) {
             Ok(a) => run::shell(a),
-            Err(e) => e.exit(),
+            Err(e) => Ok(usage_error(&e)),
         }
     } else {
         match run::RunArgs::from_arg_matches(m) {
             Ok(a) => run::run(action, a, None),
-            Err(e) => e.exit(),
+            Err(e) => Ok(usage_error(&e)),
         }
     })
+}
+
+/// Prints a parse error (or the help or version asked for) and gives the status:
+/// success for help and version, veil's usage status for anything else (clap's own,
+/// 2, is a status programs commonly use).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.exit_code() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        exit::Failure::Usage.exit_code()
+    }
 }
 
 /// The command tree with only the container command `name`, and its action.
@@ -134,7 +150,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
     if let Some(done) = container_command() {
         return done;
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return Ok(usage_error(&e)),
+    };
     match cli.command {
         Command::Run(a) => run::run(crate::launch::Action::Run, a, None),
         Command::Exec(a) => run::run(crate::launch::Action::Exec, a, None),

@@ -170,7 +170,7 @@ pub fn request(
     args: Vec<OsString>,
 ) -> Result<RunRequest> {
     let options = options(&f, shell)?;
-    f.keys.apply_kdf_limit();
+    f.keys.apply_key_settings();
     Ok(RunRequest {
         action,
         image,

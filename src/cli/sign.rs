@@ -203,10 +203,12 @@ pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
                 ),
                 _ => String::new(),
             };
-            Err(anyhow::Error::new(e).context(format!(
-                "failed to verify container {}{hint}",
-                args.image.display()
-            )))
+            Err(anyhow::Error::new(e)
+                .context(format!(
+                    "failed to verify container {}{hint}",
+                    args.image.display()
+                ))
+                .context(super::exit::Tagged(super::exit::Failure::Verification)))
         }
     }
 }

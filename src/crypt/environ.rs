@@ -62,9 +62,38 @@ pub fn secret_names() -> impl Iterator<Item = String> {
 /// main thread, before the KDF or the launcher start any): the value is overwritten
 /// through the C library's pointer, outside std's environment lock.
 pub fn scrub() {
+    // The key password is read later, when a protected key turns up: kept first.
+    keep_key_password();
     for name in secret_names() {
         scrub_one(&name);
     }
+}
+
+/// The variable a protected private key's password may come from.
+pub const KEY_PASSWORD_VAR: &str = "VEIL_PEM_PASSWORD";
+
+/// `VEIL_PEM_PASSWORD`'s value, moved into guarded memory by the first [`scrub`] or
+/// [`key_password`], whichever comes first (a scrub for another secret must not
+/// lose it).
+static KEY_PASSWORD: std::sync::Mutex<Option<Option<SecretBytes>>> = std::sync::Mutex::new(None);
+
+fn keep_key_password() {
+    let Ok(mut kept) = KEY_PASSWORD.lock() else {
+        return;
+    };
+    if kept.is_none() {
+        *kept = Some(take_one(KEY_PASSWORD_VAR));
+    }
+}
+
+/// A copy of `VEIL_PEM_PASSWORD`'s value (`None` when unset or empty); the
+/// variable itself is gone from the environment from the first call on.
+pub fn key_password() -> Option<SecretBytes> {
+    keep_key_password();
+    let kept = KEY_PASSWORD.lock().ok()?;
+    kept.as_ref()?
+        .as_ref()
+        .map(|s| SecretBytes::from_slice(s.as_slice()))
 }
 
 /// The value of `var` in guarded memory (`None` when unset or empty); `var` alone is

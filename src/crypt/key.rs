@@ -137,7 +137,8 @@ pub fn load_private_key(
     data: &[u8],
     password: &dyn Fn() -> Result<Zeroizing<String>>,
 ) -> Result<PrivateKey> {
-    if pem::first_block(data).is_none() && super::pkcs12::is_pkcs12(data) {
+    // Binary DER that is not PEM: a PKCS#12 file (or one that says why it is not).
+    if pem::first_block(data).is_none() && data.first() == Some(&0x30) {
         return private_from_pkcs12(data, password);
     }
     let block = pem::first_block(data).ok_or_else(|| {
@@ -193,6 +194,7 @@ pub fn load_private_key(
                 })?;
             let reencrypt =
                 "re-encrypt it: openssl pkcs8 -topk8 -v2 aes-256-cbc -in KEY -out new.pem";
+            super::pkcs12::check_pbes2_cost(&info.encryption_algorithm)?;
             if let pkcs5::EncryptionScheme::Pbes1(_) = info.encryption_algorithm {
                 return Err(CryptError::bad_key(format!(
                     "the private key is encrypted with the legacy PBES1 scheme, which veil cannot read; {reencrypt}"

@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 
 use der::{Decode, Encode};
-use pkcs12::kdf::{Pkcs12KeyType, derive_key_bmp};
+use pkcs12::kdf::{Pkcs12KeyType, derive_key};
 use sha1::Sha1;
 use sha2::{Sha256, Sha384, Sha512};
 use zeroize::Zeroizing;
@@ -49,71 +49,113 @@ pub fn is_pkcs12(data: &[u8]) -> bool {
     pkcs12::pfx::Pfx::from_der(data).is_ok()
 }
 
+/// A key entry found in a file, not yet decrypted.
+enum KeyBag {
+    /// `keyBag`: a plain `PrivateKeyInfo`.
+    Plain(Zeroizing<Vec<u8>>),
+    /// `pkcs8ShroudedKeyBag`: an `EncryptedPrivateKeyInfo`.
+    Shrouded(Vec<u8>),
+}
+
 /// The one private key in the PKCS#12 file `data`, as PKCS#8 `PrivateKeyInfo` DER.
-/// `password` is asked once the file is known to be one.
+/// The file is walked first: `password` is asked only once it is known to hold one
+/// key veil can decrypt, and only if the file needs one (a MAC, an encrypted key).
 pub fn private_key_info(
     data: &[u8],
     password: &dyn Fn() -> Result<Zeroizing<String>>,
 ) -> Result<Zeroizing<Vec<u8>>> {
-    let pfx = pkcs12::pfx::Pfx::from_der(data).map_err(|e| bad(format!("not readable ({e})")))?;
+    let unreadable = |e: der::Error| bad(format!("not readable ({e})"));
+    let pfx = pkcs12::pfx::Pfx::from_der(data).map_err(unreadable)?;
     if pfx.auth_safe.content_type != ID_DATA {
         return Err(bad(
             "its contents are signed with a public key, which veil does not read (export it with a password instead)",
         ));
     }
-    let auth_safe = der::asn1::OctetString::from_der(
-        &pfx.auth_safe
-            .content
-            .to_der()
-            .map_err(|e| bad(e.to_string()))?,
-    )
-    .map_err(|e| bad(format!("not readable ({e})")))?;
+    let auth_safe =
+        der::asn1::OctetString::from_der(&pfx.auth_safe.content.to_der().map_err(unreadable)?)
+            .map_err(unreadable)?;
     let auth_safe = auth_safe.as_bytes();
-    let pw = password()?;
-    let bmp = der::asn1::BmpString::from_utf8(&pw)
-        .map_err(|_| bad("the password cannot be written as PKCS#12 wants (BMP)"))?;
-    if let Some(mac) = &pfx.mac_data {
-        check_mac(mac, &bmp, auth_safe)?;
+    let mut keys = key_bags(auth_safe)?;
+    let key = match keys.len() {
+        0 => {
+            return Err(bad(
+                "holds no private key (or only in an encrypted safe, which veil does not read)",
+            ));
+        }
+        1 => keys.remove(0),
+        n => {
+            return Err(bad(format!(
+                "holds {n} private keys; give a file with the one key (openssl pkcs12 -in F -nodes, then pick it)"
+            )));
+        }
+    };
+    if let KeyBag::Shrouded(der_bytes) = &key {
+        check_key_scheme(der_bytes)?;
     }
+    let needs_password = pfx.mac_data.is_some() || matches!(key, KeyBag::Shrouded(_));
+    if !needs_password {
+        let KeyBag::Plain(k) = key else {
+            unreachable!("a shrouded key needs a password")
+        };
+        return Ok(k);
+    }
+    let pw = password()?;
+    let bmp = bmp_password(&pw);
+    let mac_ok = match &pfx.mac_data {
+        Some(mac) => {
+            check_mac(mac, &bmp, auth_safe)?;
+            true
+        }
+        None => false,
+    };
+    match key {
+        KeyBag::Plain(k) => Ok(k),
+        KeyBag::Shrouded(der_bytes) => decrypt_key(&der_bytes, &pw, &bmp, mac_ok),
+    }
+}
+
+/// The key entries of the file's unencrypted safes (encrypted safes hold the
+/// certificates, which are not needed).
+fn key_bags(auth_safe: &[u8]) -> Result<Vec<KeyBag>> {
+    let unreadable = |e: der::Error| bad(format!("not readable ({e})"));
     let safes: Vec<cms::content_info::ContentInfo> =
-        Vec::from_der(auth_safe).map_err(|e| bad(format!("not readable ({e})")))?;
-    let mut keys: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        Vec::from_der(auth_safe).map_err(unreadable)?;
+    let mut keys = Vec::new();
     let mut bags = 0usize;
     for safe in safes {
-        // Encrypted safes hold the certificates; a key is in a plain one.
         if safe.content_type != ID_DATA {
             continue;
         }
-        let octets = der::asn1::OctetString::from_der(
-            &safe.content.to_der().map_err(|e| bad(e.to_string()))?,
-        )
-        .map_err(|e| bad(format!("not readable ({e})")))?;
+        let octets = der::asn1::OctetString::from_der(&safe.content.to_der().map_err(unreadable)?)
+            .map_err(unreadable)?;
         let contents: pkcs12::safe_bag::SafeContents =
-            Vec::from_der(octets.as_bytes()).map_err(|e| bad(format!("not readable ({e})")))?;
+            Vec::from_der(octets.as_bytes()).map_err(unreadable)?;
         for bag in contents {
             bags += 1;
             if bags > MAX_BAGS {
                 return Err(bad(format!("more than {MAX_BAGS} entries")));
             }
             // The value is the bag's explicit [0]: its contents are the bag.
-            let inner = der::asn1::AnyRef::from_der(&bag.bag_value)
-                .map_err(|e| bad(format!("not readable ({e})")))?;
+            let inner = der::asn1::AnyRef::from_der(&bag.bag_value).map_err(unreadable)?;
             if bag.bag_id == pkcs12::PKCS_12_PKCS8_KEY_BAG_OID {
-                keys.push(decrypt_key(inner.value(), &pw, &bmp)?);
+                keys.push(KeyBag::Shrouded(inner.value().to_vec()));
             } else if bag.bag_id == pkcs12::PKCS_12_KEY_BAG_OID {
-                keys.push(Zeroizing::new(inner.value().to_vec()));
+                keys.push(KeyBag::Plain(Zeroizing::new(inner.value().to_vec())));
             }
         }
     }
-    match keys.len() {
-        0 => Err(bad(
-            "holds no private key (or only in an encrypted safe, which veil does not read)",
-        )),
-        1 => Ok(keys.remove(0)),
-        n => Err(bad(format!(
-            "holds {n} private keys; give a file with the one key (openssl pkcs12 -in F -nodes, then pick it)"
-        ))),
+    Ok(keys)
+}
+
+/// The password as the PKCS#12 KDF takes it: UTF-16 big-endian with two zero bytes
+/// at the end, in memory of its final size that is wiped when dropped.
+fn bmp_password(pw: &str) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(2 * pw.encode_utf16().count() + 2));
+    for u in pw.encode_utf16() {
+        out.extend_from_slice(&u.to_be_bytes());
     }
+    out.extend_from_slice(&[0, 0]);
+    out
 }
 
 fn check_iterations(n: u64) -> Result<()> {
@@ -125,13 +167,38 @@ fn check_iterations(n: u64) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a PBES2 scheme whose KDF would cost more than a key is worth to unlock:
+/// PBKDF2 above [`MAX_ITERATIONS`], scrypt above 1 GiB or 2^24 block mixes. Shared
+/// with encrypted PKCS#8 PEM keys.
+pub(crate) fn check_pbes2_cost(scheme: &rsa::pkcs8::pkcs5::EncryptionScheme<'_>) -> Result<()> {
+    use rsa::pkcs8::pkcs5::{EncryptionScheme, pbes2::Kdf};
+    let EncryptionScheme::Pbes2(p) = scheme else {
+        return Ok(());
+    };
+    match &p.kdf {
+        Kdf::Pbkdf2(k) => check_iterations(u64::from(k.iteration_count)),
+        Kdf::Scrypt(sc) => {
+            let (n, r, par) = (
+                sc.cost_parameter,
+                u64::from(sc.block_size),
+                u64::from(sc.parallelization),
+            );
+            let memory = n.saturating_mul(r).saturating_mul(128);
+            let work = n.saturating_mul(r).saturating_mul(par);
+            if memory > 1 << 30 || work > 1 << 24 {
+                return Err(CryptError::bad_key(format!(
+                    "the key's scrypt parameters (N={n}, r={r}, p={par}) cost more than veil allows (1 GiB, 2^24 block mixes)"
+                )));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The file's MAC, keyed by the PKCS#12 KDF from the password: a mismatch is a wrong
 /// password (or a damaged file).
-fn check_mac(
-    mac: &pkcs12::mac_data::MacData,
-    bmp: &der::asn1::BmpString,
-    data: &[u8],
-) -> Result<()> {
+fn check_mac(mac: &pkcs12::mac_data::MacData, bmp: &[u8], data: &[u8]) -> Result<()> {
     use hmac::{Hmac, Mac};
     let rounds = mac.iterations;
     check_iterations(u64::try_from(rounds).unwrap_or(0))?;
@@ -139,8 +206,8 @@ fn check_mac(
     let want = mac.mac.digest.as_bytes();
     macro_rules! verify {
         ($d:ty) => {{
-            let key = Zeroizing::new(derive_key_bmp::<$d>(
-                bmp.clone(),
+            let key = Zeroizing::new(derive_key::<$d>(
+                bmp,
                 salt,
                 Pkcs12KeyType::Mac,
                 rounds,
@@ -166,31 +233,58 @@ fn check_mac(
     if ok { Ok(()) } else { Err(wrong_password()) }
 }
 
-/// A shrouded key bag's `EncryptedPrivateKeyInfo`, decrypted.
-fn decrypt_key(
-    der_bytes: &[u8],
-    pw: &str,
-    bmp: &der::asn1::BmpString,
-) -> Result<Zeroizing<Vec<u8>>> {
+/// Checks, before any password is asked, that a shrouded key's scheme is one veil
+/// decrypts, at a cost it accepts.
+fn check_key_scheme(der_bytes: &[u8]) -> Result<()> {
     let info = pkcs12::pbe_params::EncryptedPrivateKeyInfo::from_der(der_bytes)
         .map_err(|e| bad(format!("a key entry is not readable ({e})")))?;
     let alg = &info.encryption_algorithm;
-    let ciphertext = info.encrypted_data.as_bytes();
     if alg.oid == PBES2 {
         let epki = rsa::pkcs8::EncryptedPrivateKeyInfo::try_from(der_bytes).map_err(|e| {
             bad(format!(
-                "a key entry's PBES2 parameters are not readable ({e})"
+                "its key's PBES2 parameters are not ones veil reads ({e}); re-export it: openssl pkcs12 -export"
             ))
         })?;
-        if let rsa::pkcs8::pkcs5::EncryptionScheme::Pbes2(p) = &epki.encryption_algorithm {
-            let n = match &p.kdf {
-                rsa::pkcs8::pkcs5::pbes2::Kdf::Pbkdf2(k) => u64::from(k.iteration_count),
-                // scrypt's cost is bounded by pkcs5 itself; PBKDF2's is what tools use.
-                _ => 1,
-            };
-            check_iterations(n)?;
+        return check_pbes2_cost(&epki.encryption_algorithm);
+    }
+    let legacy = [
+        pkcs12::PKCS_12_PBE_WITH_SHAAND3_KEY_TRIPLE_DES_CBC,
+        pkcs12::PKCS_12_PBE_WITH_SHAAND128_BIT_RC2_CBC,
+        pkcs12::PKCS_12_PBEWITH_SHAAND40_BIT_RC2_CBC,
+    ];
+    if !legacy.contains(&alg.oid) {
+        return Err(bad(format!(
+            "its key is encrypted with {}, which veil does not read; re-export it: openssl pkcs12 -export (OpenSSL 3's default, AES-256)",
+            alg.oid
+        )));
+    }
+    let params = alg
+        .parameters
+        .as_ref()
+        .ok_or_else(|| bad("a key entry has no encryption parameters"))?
+        .decode_as::<pkcs12::pbe_params::Pkcs12PbeParams>()
+        .map_err(|e| bad(format!("a key entry's parameters are not readable ({e})")))?;
+    check_iterations(u64::try_from(params.iterations).unwrap_or(0))
+}
+
+/// A shrouded key bag's `EncryptedPrivateKeyInfo`, decrypted (its scheme checked by
+/// [`check_key_scheme`]). Once the MAC has shown the password right (`mac_ok`), a
+/// failure is a damaged file, not a wrong password.
+fn decrypt_key(der_bytes: &[u8], pw: &str, bmp: &[u8], mac_ok: bool) -> Result<Zeroizing<Vec<u8>>> {
+    let failed = || {
+        if mac_ok {
+            bad("its key does not decrypt although the password is right: the file is damaged")
+        } else {
+            wrong_password()
         }
-        let doc = epki.decrypt(pw.as_bytes()).map_err(|_| wrong_password())?;
+    };
+    let info = pkcs12::pbe_params::EncryptedPrivateKeyInfo::from_der(der_bytes)
+        .map_err(|e| bad(format!("a key entry is not readable ({e})")))?;
+    let alg = &info.encryption_algorithm;
+    if alg.oid == PBES2 {
+        let epki = rsa::pkcs8::EncryptedPrivateKeyInfo::try_from(der_bytes)
+            .map_err(|e| bad(format!("a key entry is not readable ({e})")))?;
+        let doc = epki.decrypt(pw.as_bytes()).map_err(|_| failed())?;
         return Ok(Zeroizing::new(doc.as_bytes().to_vec()));
     }
     let params = alg
@@ -200,18 +294,14 @@ fn decrypt_key(
         .decode_as::<pkcs12::pbe_params::Pkcs12PbeParams>()
         .map_err(|e| bad(format!("a key entry's parameters are not readable ({e})")))?;
     let rounds = params.iterations;
-    check_iterations(u64::try_from(rounds).unwrap_or(0))?;
     let salt = params.salt.as_bytes();
-    let derive =
-        |kind, len| Zeroizing::new(derive_key_bmp::<Sha1>(bmp.clone(), salt, kind, rounds, len));
-    let mut buf = Zeroizing::new(ciphertext.to_vec());
+    let derive = |kind, len| Zeroizing::new(derive_key::<Sha1>(bmp, salt, kind, rounds, len));
+    let mut buf = Zeroizing::new(info.encrypted_data.as_bytes().to_vec());
     let plain_len = if alg.oid == pkcs12::PKCS_12_PBE_WITH_SHAAND3_KEY_TRIPLE_DES_CBC {
         let key = derive(Pkcs12KeyType::EncryptionKey, 24);
         let iv = derive(Pkcs12KeyType::Iv, 8);
-        cbc_decrypt::<des::TdesEde3>(&key, &iv, &mut buf)?
-    } else if alg.oid == pkcs12::PKCS_12_PBE_WITH_SHAAND128_BIT_RC2_CBC
-        || alg.oid == pkcs12::PKCS_12_PBEWITH_SHAAND40_BIT_RC2_CBC
-    {
+        cbc_decrypt::<des::TdesEde3>(&key, &iv, &mut buf).map_err(|_| failed())?
+    } else {
         let bits = if alg.oid == pkcs12::PKCS_12_PBEWITH_SHAAND40_BIT_RC2_CBC {
             40
         } else {
@@ -220,12 +310,7 @@ fn decrypt_key(
         let key = derive(Pkcs12KeyType::EncryptionKey, bits / 8);
         let iv = derive(Pkcs12KeyType::Iv, 8);
         let rc2 = rc2::Rc2::new_with_eff_key_len(&key, bits);
-        cbc_decrypt_with(rc2, &iv, &mut buf)?
-    } else {
-        return Err(bad(format!(
-            "its key is encrypted with {}, which veil does not read; re-export it: openssl pkcs12 -export (OpenSSL 3's default, AES-256)",
-            alg.oid
-        )));
+        cbc_decrypt_with(rc2, &iv, &mut buf).map_err(|_| failed())?
     };
     buf.truncate(plain_len);
     Ok(buf)

@@ -417,9 +417,6 @@ pub fn set_key_password_file(path: PathBuf) {
     let _ = KEY_PASSWORD_FILE.set(path);
 }
 
-/// The variable a protected private key's password may come from.
-pub const KEY_PASSWORD_VAR: &str = "VEIL_PEM_PASSWORD";
-
 /// A protected private key's password: `--pem-password-file`, else
 /// `VEIL_PEM_PASSWORD`, else asked on the terminal.
 fn key_password(what: &str) -> Result<Zeroizing<String>> {
@@ -430,7 +427,7 @@ fn key_password(what: &str) -> Result<Zeroizing<String>> {
             MAX_PASSPHRASE,
         )?))
     } else {
-        environ::take_one(KEY_PASSWORD_VAR)
+        environ::key_password()
     };
     match bytes {
         Some(b) => {

@@ -149,7 +149,7 @@ pub fn from_keyserver(answer: &[u8], want: &[u8; 20], source_name: &str) -> Resu
         // A certificate that does not parse is skipped: it is not the one asked for.
         for c in parser.take(MAX_ANSWER_CERTS).flatten() {
             if super::pgp::fpr20(&c.fingerprint()).as_ref() == Some(want) {
-                found = Some(self_signed_only(c)?);
+                found = Some(self_signed_only(c, source_name)?);
             } else {
                 others.push(c.fingerprint().to_hex());
             }
@@ -165,31 +165,54 @@ pub fn from_keyserver(answer: &[u8], want: &[u8; 20], source_name: &str) -> Resu
     }
 }
 
-/// `cert`'s public parts as its holder made them: signatures by other keys (a
-/// keyserver can attach any number of certifications, or floods of them) and user IDs
-/// and subkeys without a self-signature that verifies (anyone can append a user ID
-/// to a key) are dropped, as GnuPG drops them on a keyserver import.
-fn self_signed_only(cert: Cert) -> Result<Cert> {
+/// `cert`'s public parts as its holder made them: the primary key, and the user IDs
+/// and subkeys it bound, each with only its verified self-signatures and
+/// self-revocations. Certifications by other keys (a keyserver can attach any number,
+/// or floods of them), signatures that do not verify or only claim to be the
+/// holder's, user attributes, and components without a valid self-signature (anyone
+/// can append a user ID to a key) are dropped, as GnuPG drops them on a keyserver
+/// import. Revocations by designated revokers are dropped too.
+fn self_signed_only(cert: Cert, source_name: &str) -> Result<Cert> {
     use sequoia_openpgp::Packet;
-    let primary = sequoia_openpgp::KeyHandle::from(cert.fingerprint());
-    let packets: Vec<Packet> = cert
-        .strip_secret_key_material()
-        .into_packets()
-        .filter(|p| match p {
-            Packet::Signature(sig) => sig.get_issuers().iter().any(|h| h.aliases(&primary)),
-            _ => true,
-        })
-        .collect();
-    // Parsing again checks each self-signature; ones that do not verify are set aside.
-    let cert =
-        Cert::from_packets(packets.into_iter()).map_err(|e| SignError::KeyserverMismatch {
-            source_name: format!("the key's own signatures ({e})"),
-            want: primary.to_hex(),
-            got: Vec::new(),
-        })?;
-    Ok(cert
-        .retain_userids(|ua| ua.self_signatures().next().is_some())
-        .retain_subkeys(|ka| ka.self_signatures().next().is_some()))
+    let cert = cert.strip_secret_key_material();
+    let pk = cert.primary_key();
+    let mut packets: Vec<Packet> = vec![Packet::PublicKey(pk.key().clone())];
+    // Sequoia verified these when it parsed the certificate.
+    packets.extend(
+        pk.self_signatures()
+            .chain(pk.self_revocations())
+            .cloned()
+            .map(Packet::Signature),
+    );
+    for ua in cert.userids() {
+        if ua.self_signatures().next().is_none() {
+            continue;
+        }
+        packets.push(Packet::UserID(ua.userid().clone()));
+        packets.extend(
+            ua.self_signatures()
+                .chain(ua.self_revocations())
+                .cloned()
+                .map(Packet::Signature),
+        );
+    }
+    for ka in cert.keys().subkeys() {
+        if ka.self_signatures().next().is_none() {
+            continue;
+        }
+        packets.push(Packet::PublicSubkey(ka.key().clone()));
+        packets.extend(
+            ka.self_signatures()
+                .chain(ka.self_revocations())
+                .cloned()
+                .map(Packet::Signature),
+        );
+    }
+    Cert::from_packets(packets.into_iter()).map_err(|e| SignError::KeyserverMismatch {
+        source_name: format!("{source_name} (its self-signed parts do not make a key: {e})"),
+        want: cert.fingerprint().to_hex(),
+        got: Vec::new(),
+    })
 }
 
 /// Adds `cert` (public) to veil's public ring; true if it was new there.

@@ -68,6 +68,12 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// True for one of veil's own failure statuses (249–255, docs/compat.md), which are
+/// kept apart from a container's.
+pub fn veil_failed(status: std::process::ExitStatus) -> bool {
+    matches!(status.code(), Some(249..=255))
+}
+
 /// Runs a command expected to fail; returns its stderr.
 pub fn run_err(cmd: &mut Command) -> String {
     let out = cmd

@@ -310,7 +310,7 @@ fn plain_words(said: &str) -> String {
         }
     }
     let words: Vec<&str> = text.split_whitespace().collect();
-    printable(&words.join(" ")).chars().take(300).collect()
+    printable(&words.join(" ")).chars().take(600).collect()
 }
 
 /// After a VKS upload: asks the server to send the confirmation e-mails for the
