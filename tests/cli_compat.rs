@@ -158,3 +158,87 @@ fn failures_exit_with_the_status_of_their_kind() {
     );
     assert_eq!(c, Some(255), "{err}");
 }
+
+/// Flag defaults from the peers' variables: the command line, then `VEIL_`, then
+/// `APPTAINER_`, then `SINGULARITY_`; binds from `*_BINDPATH` too.
+#[test]
+fn flag_defaults_come_from_the_peers_variables() {
+    let t = tempfile::tempdir().unwrap();
+    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
+    let sif = t.path().join("bb.sif");
+    run_ok(
+        veil()
+            .env("HOME", t.path())
+            .args(["build", "-q"])
+            .arg(&sif)
+            .arg(&root),
+    );
+    let exec = |vars: &[(&str, &str)], args: &[&str]| {
+        let mut c = veil();
+        c.env("HOME", t.path());
+        for p in ["VEIL_", "APPTAINER_", "SINGULARITY_"] {
+            for n in ["PWD", "CLEANENV", "BIND", "BINDPATH", "CONTAINALL"] {
+                c.env_remove(format!("{p}{n}"));
+            }
+        }
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.arg("exec");
+        c.args(&args[..args.len() - 1])
+            .arg(&sif)
+            .arg("sh")
+            .arg("-c")
+            .arg(args[args.len() - 1]);
+        c.output().unwrap()
+    };
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(
+        text(&exec(&[("SINGULARITY_PWD", "/etc")], &["pwd"])),
+        "/etc"
+    );
+    assert_eq!(
+        text(&exec(
+            &[("SINGULARITY_PWD", "/etc"), ("APPTAINER_PWD", "/tmp")],
+            &["pwd"]
+        )),
+        "/tmp"
+    );
+    assert_eq!(
+        text(&exec(
+            &[("VEIL_PWD", "/bin"), ("APPTAINER_PWD", "/tmp")],
+            &["pwd"]
+        )),
+        "/bin"
+    );
+    assert_eq!(
+        text(&exec(&[("VEIL_PWD", "/bin")], &["--pwd", "/", "pwd"])),
+        "/"
+    );
+    // A boolean flag: on, and off again by the variable before it.
+    let o = exec(
+        &[("APPTAINER_CLEANENV", "1"), ("CANARY_VAR", "x")],
+        &["echo ${CANARY_VAR:-gone}"],
+    );
+    assert_eq!(text(&o), "gone");
+    let o = exec(
+        &[
+            ("VEIL_CLEANENV", "false"),
+            ("APPTAINER_CLEANENV", "1"),
+            ("CANARY_VAR", "x"),
+        ],
+        &["echo ${CANARY_VAR:-gone}"],
+    );
+    assert_eq!(text(&o), "x");
+    // Binds from *_BINDPATH.
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "bound\n").unwrap();
+    let spec = format!("{}:/mnt", data.display());
+    let o = exec(&[("APPTAINER_BINDPATH", &spec)], &["cat /mnt/f"]);
+    assert_eq!(text(&o), "bound", "{}", String::from_utf8_lossy(&o.stderr));
+    // A value a boolean cannot take: a usage error naming the variable.
+    let o = exec(&[("APPTAINER_CONTAINALL", "maybe")], &["true"]);
+    assert_eq!(o.status.code(), Some(249));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("APPTAINER_CONTAINALL"));
+}

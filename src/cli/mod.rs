@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod build;
 mod encryption;
+mod envflags;
 pub mod exit;
 mod inspect;
 mod instance;
@@ -85,6 +86,10 @@ fn container_command() -> Option<anyhow::Result<ExitCode>> {
     use clap::FromArgMatches;
     let name = std::env::args_os().nth(1)?;
     let (command, action) = container_tree(name.to_str()?)?;
+    let command = match with_env_defaults(command, &[name.to_str()?]) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
     let matches = match command.try_get_matches() {
         Ok(m) => m,
         Err(e) => return Some(Ok(usage_error(&e))),
@@ -101,6 +106,34 @@ fn container_command() -> Option<anyhow::Result<ExitCode>> {
             Err(e) => Ok(usage_error(&e)),
         }
     })
+}
+
+/// `cmd` with the environment's defaults (envflags) on the subcommand at `path`.
+fn with_env_defaults(cmd: clap::Command, path: &[&str]) -> anyhow::Result<clap::Command> {
+    fn at(
+        cmd: clap::Command,
+        path: &[&str],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<clap::Command, String> {
+        let Some((first, rest)) = path.split_first() else {
+            return envflags::apply(cmd, env);
+        };
+        let mut err = None;
+        let cmd = cmd.mut_subcommand(*first, |sub| match at(sub.clone(), rest, env) {
+            Ok(s) => s,
+            Err(e) => {
+                err = Some(e);
+                sub
+            }
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(cmd),
+        }
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    at(cmd, path, &env)
+        .map_err(|e| anyhow::Error::msg(e).context(exit::Tagged(exit::Failure::Usage)))
 }
 
 /// Prints a parse error (or the help or version asked for) and gives the status:
@@ -150,9 +183,19 @@ pub fn main() -> anyhow::Result<ExitCode> {
     if let Some(done) = container_command() {
         return done;
     }
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => return Ok(usage_error(&e)),
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        for path in [["instance", "start"], ["instance", "run"]] {
+            cmd = with_env_defaults(cmd, &path)?;
+        }
+        match cmd
+            .try_get_matches()
+            .and_then(|m| Cli::from_arg_matches(&m))
+        {
+            Ok(c) => c,
+            Err(e) => return Ok(usage_error(&e)),
+        }
     };
     match cli.command {
         Command::Run(a) => run::run(crate::launch::Action::Run, a, None),

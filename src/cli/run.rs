@@ -115,7 +115,14 @@ fn env_var(names: &[&str]) -> Option<String> {
 fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
     let mut bind_specs = Vec::new();
     // Environment binds first, as the peers: they apply before the command line's.
-    if let Some(list) = env_var(&["VEIL_BIND", "APPTAINER_BIND", "SINGULARITY_BIND"]) {
+    if let Some(list) = env_var(&[
+        "VEIL_BIND",
+        "VEIL_BINDPATH",
+        "APPTAINER_BIND",
+        "APPTAINER_BINDPATH",
+        "SINGULARITY_BIND",
+        "SINGULARITY_BINDPATH",
+    ]) {
         bind_specs.extend(binds::parse_list(&list)?);
     }
     for b in &a.bind {
