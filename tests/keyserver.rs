@@ -184,6 +184,56 @@ fn veil_pushes_a_key_that_gpg_receives() {
             )
             .is_empty()
     );
+
+    // Apptainer's newpair form: the passphrase as -P, published at once with --push.
+    let second = t.path().join("second");
+    let out = stdout(&run_ok(veil_k(&second).args([
+        "key",
+        "newpair",
+        "-N",
+        "Pushed At Once",
+        "--type",
+        "ed25519",
+        "-P",
+        "pw",
+        "--push",
+        "--url",
+        &sks.url(),
+    ])));
+    let fpr2 = out
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(out.contains(&format!("Pushed public key {fpr2}")), "{out}");
+    run_ok(
+        gpg.cmd()
+            .args(["--keyserver", &sks.url(), "--recv-keys", &fpr2]),
+    );
+    // export OUTPUT without a key: the only one; with two keys and no terminal, a
+    // clear refusal.
+    let only = second.join("only.asc");
+    run_ok(veil_k(&second).args(["key", "export", "-a"]).arg(&only));
+    assert!(
+        std::fs::read_to_string(&only)
+            .unwrap()
+            .contains("BEGIN PGP PUBLIC KEY BLOCK")
+    );
+    run_ok(
+        veil_k(&second)
+            .args(["key", "import"])
+            .arg(t.path().join("home/.veil/keys/pgp-public")),
+    );
+    let e = run_err(
+        veil_k(&second)
+            .args(["key", "export", "-a"])
+            .arg(second.join("two.asc"))
+            .stdin(Stdio::null()),
+    );
+    assert!(e.contains("there are 2 public keys"), "{e}");
 }
 
 #[test]

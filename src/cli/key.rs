@@ -46,8 +46,17 @@ enum KeyCommand {
         #[arg(short = 'b', long, default_value_t = 4096)]
         bit_length: u32,
         /// Read the new key's passphrase from this file (else VEIL_PASSPHRASE, else ask)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "password")]
         passphrase_file: Option<PathBuf>,
+        /// The new key's passphrase itself (Apptainer's form: other users can see it in
+        /// the process list; prefer --passphrase-file)
+        #[arg(short = 'P', long)]
+        password: Option<String>,
+        /// Publish the public key on the keyserver once made (see `veil key push`)
+        #[arg(long)]
+        push: bool,
+        #[command(flatten)]
+        url: super::keyserver::UrlArg,
     },
     /// List the keys in the keyrings
     List {
@@ -66,11 +75,12 @@ enum KeyCommand {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
-    /// Export a key to a file ("-" for stdout)
+    /// Export a key to a file ("-" for stdout): `export [KEY] OUTPUT`; without KEY,
+    /// the only key, or a choice from a numbered list on a terminal
     Export {
-        /// Fingerprint or key ID
-        key: String,
-        output: PathBuf,
+        /// Fingerprint or key ID, then the output; or the output alone
+        #[arg(num_args = 1..=2, required = true, value_names = ["KEY", "OUTPUT"])]
+        args: Vec<String>,
         /// Export the secret key (as stored: still protected by its passphrase)
         #[arg(short, long)]
         secret: bool,
@@ -130,6 +140,9 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
             key_type,
             bit_length,
             passphrase_file,
+            password,
+            push,
+            url,
         } => {
             let kind = match key_type {
                 KeyType::Rsa => KeyKind::Rsa(bit_length),
@@ -141,7 +154,28 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
                 comment,
                 kind,
             };
-            newpair(&store, &mut out, &spec, passphrase_file)?;
+            let pass = match password {
+                Some(p) => {
+                    eprintln!(
+                        "veil: warning: a passphrase on the command line is visible to other users of this machine; --passphrase-file is safer"
+                    );
+                    crate::sign::passphrase::Passphrase::new(p)
+                }
+                None => PassphraseSource::standard(passphrase_file)
+                    .get("Enter a passphrase for the new key: ", true)?,
+            };
+            let fpr = newpair(&store, &mut out, &spec, &pass)?;
+            if push {
+                let p = crate::trust::push(&store, &url.chosen()?, &fpr)?;
+                writeln!(
+                    out,
+                    "Pushed public key {} to {}",
+                    p.fingerprint, p.server.url
+                )?;
+                if !p.said.is_empty() {
+                    writeln!(out, "The keyserver said: {}", p.said)?;
+                }
+            }
         }
         KeyCommand::List { secret, json } => list(&store, &mut out, secret, json)?,
         KeyCommand::Import {
@@ -149,25 +183,10 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
             passphrase_file,
         } => import(&store, &mut out, &file, passphrase_file)?,
         KeyCommand::Export {
-            key,
-            output,
+            args,
             secret,
             armor,
-        } => {
-            let (cert, bytes) = keys::export(&store, &key, secret, armor)?;
-            if output.as_os_str() == "-" {
-                out.write_all(&bytes)?;
-            } else {
-                keys::write_export(&output, &bytes, secret)?;
-                writeln!(
-                    out,
-                    "Exported {} key {} to {}",
-                    if secret { "secret" } else { "public" },
-                    cert.fingerprint().to_hex(),
-                    output.display()
-                )?;
-            }
-        }
+        } => export(&store, &mut out, &args, secret, armor)?,
         KeyCommand::Search {
             text,
             url,
@@ -206,24 +225,90 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `key export [KEY] OUTPUT`.
+fn export(
+    store: &KeyStore,
+    out: &mut impl Write,
+    args: &[String],
+    secret: bool,
+    armor: bool,
+) -> Result<()> {
+    let (key, output) = match args {
+        [key, output] => (key.clone(), PathBuf::from(output)),
+        [output] => (choose_key(store, secret)?, PathBuf::from(output)),
+        _ => unreachable!("clap takes one or two"),
+    };
+    let (cert, bytes) = keys::export(store, &key, secret, armor)?;
+    if output.as_os_str() == "-" {
+        out.write_all(&bytes)?;
+    } else {
+        keys::write_export(&output, &bytes, secret)?;
+        writeln!(
+            out,
+            "Exported {} key {} to {}",
+            if secret { "secret" } else { "public" },
+            cert.fingerprint().to_hex(),
+            output.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes the pair; its fingerprint.
 fn newpair(
     store: &KeyStore,
     out: &mut impl Write,
     spec: &NewKey,
-    passphrase_file: Option<PathBuf>,
-) -> Result<()> {
-    let pass = PassphraseSource::standard(passphrase_file)
-        .get("Enter a passphrase for the new key: ", true)?;
+    pass: &crate::sign::passphrase::Passphrase,
+) -> Result<String> {
     if pass.is_empty() {
         eprintln!("veil: warning: the secret key is not protected by a passphrase");
     }
-    let cert = keys::new_pair(store, spec, &pass)?;
-    writeln!(
-        out,
-        "Generated key pair with fingerprint {}",
-        cert.fingerprint().to_hex()
-    )?;
-    Ok(())
+    let cert = keys::new_pair(store, spec, pass)?;
+    let fpr = cert.fingerprint().to_hex();
+    writeln!(out, "Generated key pair with fingerprint {fpr}")?;
+    Ok(fpr)
+}
+
+/// The key `key export OUTPUT` means: the only one of its ring, or the one picked
+/// from a numbered list on the terminal.
+fn choose_key(store: &KeyStore, secret: bool) -> Result<String> {
+    let ring = if secret { Ring::Secret } else { Ring::Public };
+    let (_, infos) = keys::list(store, ring)?;
+    let kind = if secret { "secret" } else { "public" };
+    match infos.len() {
+        0 => anyhow::bail!("there is no {kind} key to export (see `veil key list`)"),
+        1 => return Ok(infos[0].fingerprint.clone()),
+        _ => {}
+    }
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        anyhow::bail!(
+            "there are {} {kind} keys: give the one to export, `veil key export FINGERPRINT OUTPUT` (see `veil key list`)",
+            infos.len()
+        );
+    }
+    let mut err = std::io::stderr().lock();
+    for k in &infos {
+        let uid = k
+            .user_ids
+            .first()
+            .map(|u| crate::registry::printable(u))
+            .unwrap_or_default();
+        writeln!(err, "{}) {}  {uid}", k.index, k.fingerprint)?;
+    }
+    write!(err, "Enter # of the key to export: ")?;
+    err.flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let n: usize = line
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{:?} is not a key number", line.trim()))?;
+    infos
+        .get(n)
+        .map(|k| k.fingerprint.clone())
+        .ok_or_else(|| anyhow::anyhow!("there is no key number {n}"))
 }
 
 fn list(store: &KeyStore, out: &mut impl Write, secret: bool, json: bool) -> Result<()> {
