@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("veil: error: {}", one_line(&err));
-            veil::cli::exit::classify(&err).exit_code()
+            veil::cli::exit::Status::exit_code(veil::cli::exit::classify(&err))
         }
     }
 }

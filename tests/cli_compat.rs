@@ -145,6 +145,20 @@ fn failures_exit_with_the_status_of_their_kind() {
             .arg("true"),
     );
     assert_eq!(c, Some(251), "{err}");
+    // An instance's launch reports its kind across its processes.
+    let (c, err) = code(
+        veil()
+            .args(["instance", "start", "--passphrase-file"])
+            .arg(&pw)
+            .arg(&enc)
+            .arg("wrongkey"),
+    );
+    assert_eq!(c, Some(251), "{err}");
+    let (c, err) = code(veil().args(["instance", "start", "/nonexistent/app.sif", "nothere"]));
+    assert_eq!(c, Some(250), "{err}");
+    // A variable another command reads does not break this one.
+    let (c, err) = code(veil().arg("--version").env("VEIL_VERIFY", "maybe"));
+    assert_eq!(c, Some(0), "{err}");
     // Signatures: an unsigned image, verified or run with --verify.
     let (c, err) = code(veil().arg("verify").arg(&enc));
     assert_eq!(c, Some(252), "{err}");

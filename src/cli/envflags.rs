@@ -7,42 +7,50 @@
 
 #![forbid(unsafe_code)]
 
-/// Flags of the container commands (and `instance start|run`) that the peers give a
-/// variable, and veil honours with all three prefixes.
-pub const PEER_FLAGS: &[&str] = &[
-    "contain",
-    "containall",
-    "no-home",
-    "home",
-    "pwd",
-    "cleanenv",
-    "writable-tmpfs",
-    "pid",
-    "ipc",
-    "uts",
-    "hostname",
-    "fakeroot",
-    "userns",
-    "shell",
+/// Flags of the container commands (and `instance start|run`) that the peers give
+/// variables, with the names after the prefix, in the peers' order. veil honours them
+/// with all three prefixes. Not here: `--home` (a `*_HOME` variable is often an
+/// install directory that a module set), `--shell` (Apptainer sets `APPTAINER_SHELL`
+/// inside its own containers, where a nested veil would take it), and the key flags,
+/// which have their own variables.
+pub const PEER_FLAGS: &[(&str, &[&str])] = &[
+    ("contain", &["CONTAIN"]),
+    ("containall", &["CONTAINALL"]),
+    ("no-home", &["NO_HOME"]),
+    ("pwd", &["PWD", "TARGET_PWD", "CWD", "TARGET_CWD"]),
+    ("cleanenv", &["CLEANENV"]),
+    ("writable-tmpfs", &["WRITABLE_TMPFS"]),
+    ("pid", &["PID", "UNSHARE_PID"]),
+    ("ipc", &["IPC", "UNSHARE_IPC"]),
+    ("uts", &["UTS", "UNSHARE_UTS"]),
+    ("hostname", &["HOSTNAME"]),
+    ("fakeroot", &["FAKEROOT"]),
+    ("userns", &["USERNS", "UNSHARE_USERNS"]),
+    ("sharens", &["SHARENS"]),
+    ("env-file", &["ENV_FILE"]),
 ];
 
-/// veil's own flags with a `VEIL_` variable only.
-pub const VEIL_FLAGS: &[&str] = &["verify", "require-encrypted", "sharens"];
+/// veil's own flags, with a `VEIL_` variable only.
+pub const VEIL_FLAGS: &[&str] = &["verify", "require-encrypted"];
 
 /// The prefixes, in order of precedence.
 const PREFIXES: [&str; 3] = ["VEIL_", "APPTAINER_", "SINGULARITY_"];
 
-/// The variables of the flag `long`, in order of precedence.
+/// The variables of the flag `long`, in order of precedence: by prefix, then by name.
 pub fn variables(long: &str) -> Vec<String> {
-    let name = long.to_ascii_uppercase().replace('-', "_");
-    let prefixes: &[&str] = if PEER_FLAGS.contains(&long) {
-        &PREFIXES
-    } else if VEIL_FLAGS.contains(&long) {
-        &PREFIXES[..1]
-    } else {
-        &[]
-    };
-    prefixes.iter().map(|p| format!("{p}{name}")).collect()
+    if let Some((_, names)) = PEER_FLAGS.iter().find(|(f, _)| *f == long) {
+        return PREFIXES
+            .iter()
+            .flat_map(|p| names.iter().map(move |n| format!("{p}{n}")))
+            .collect();
+    }
+    if VEIL_FLAGS.contains(&long) {
+        return vec![format!(
+            "VEIL_{}",
+            long.to_ascii_uppercase().replace('-', "_")
+        )];
+    }
+    Vec::new()
 }
 
 /// `true`/`false` of a boolean variable's value, as the peers' Go `ParseBool` reads it
@@ -72,7 +80,7 @@ pub fn apply(
     for (id, long, flag) in args {
         let Some((var, value)) = variables(&long)
             .into_iter()
-            .find_map(|v| env(&v).filter(|x| !x.is_empty()).map(|x| (v, x)))
+            .find_map(|v| env(&v).filter(|x| !x.trim().is_empty()).map(|x| (v, x)))
         else {
             continue;
         };

@@ -6,25 +6,16 @@
 
 use std::process::ExitCode;
 
-/// A kind of failure of veil's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The command line: an unknown flag, a missing or bad argument.
-    Usage,
-    /// The image: not found, unreadable, not an image veil can run, damaged.
-    Image,
-    /// The key of an encrypted image: none given, wrong, unreadable.
-    Key,
-    /// Signatures: verification failed, or the policy refused the image.
-    Verification,
-    /// This machine cannot run containers: user namespaces, FUSE.
-    Environment,
-    /// Anything else.
-    Other,
+pub use crate::support::failure::Failure;
+
+/// veil's exit status for each kind.
+pub trait Status {
+    fn code(self) -> u8;
+    fn exit_code(self) -> ExitCode;
 }
 
-impl Failure {
-    pub fn code(self) -> u8 {
+impl Status for Failure {
+    fn code(self) -> u8 {
         match self {
             Failure::Usage => 249,
             Failure::Image => 250,
@@ -35,7 +26,7 @@ impl Failure {
         }
     }
 
-    pub fn exit_code(self) -> ExitCode {
+    fn exit_code(self) -> ExitCode {
         ExitCode::from(self.code())
     }
 }
@@ -69,35 +60,24 @@ pub fn classify(err: &anyhow::Error) -> Failure {
 }
 
 // Transparent wrappers (`#[error(transparent)]`) hide the wrapped error from the
-// chain of causes, so each wrapper is opened here by hand.
+// chain of causes, so the run service's error says its own kind (and its wrapped
+// errors'); the other layers' errors are recognised here.
 fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
-    use crate::runner::RunnerError as R;
-    if let Some(r) = e.downcast_ref::<R>() {
-        return match r {
-            R::Open { .. } | R::NeedsSif(_) | R::EncryptedDirectory(_) => Some(Failure::Image),
-            R::NoKey { .. }
-            | R::Key { .. }
-            | R::PassphraseForRsa { .. }
-            | R::WrongPassphrase { .. }
-            | R::NotEncrypted(_) => Some(Failure::Key),
-            // An image that cannot be read for the check is the image's failure.
-            R::Verify {
-                err: crate::sign::SignError::Sif(_) | crate::sign::SignError::ReadImage(_),
-                ..
-            } => Some(Failure::Image),
-            R::Verify { .. } | R::Prohibited { .. } => Some(Failure::Verification),
-            R::Image(i) => Some(image_kind(i)),
-            R::Userns(_) => Some(Failure::Environment),
-            R::Launch(l) => launch_kind(l),
-            R::Instance(i) => instance_kind(i),
-            R::Registry(_) | R::Pull { .. } | R::Sign(_) => None,
-        };
+    use crate::runner::error as r;
+    if let Some(err) = e.downcast_ref::<crate::runner::RunnerError>() {
+        return err.failure();
     }
     if let Some(i) = e.downcast_ref::<crate::image::ImageError>() {
-        return Some(image_kind(i));
+        return Some(r::image_failure(i));
     }
-    if e.downcast_ref::<crate::sif::SifError>().is_some() {
-        return Some(Failure::Image);
+    if let Some(s) = e.downcast_ref::<crate::sif::SifError>() {
+        use crate::sif::SifError as S;
+        return match s {
+            // A bad argument of `veil sif`, or a write that failed: not the image's.
+            S::Invalid(_) => Some(Failure::Usage),
+            S::Io(_) => None,
+            _ => Some(Failure::Image),
+        };
     }
     if e.downcast_ref::<crate::crypt::CryptError>().is_some() {
         return Some(Failure::Key);
@@ -108,46 +88,12 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
         return Some(Failure::Environment);
     }
     if let Some(l) = e.downcast_ref::<crate::launch::LaunchError>() {
-        return launch_kind(l);
+        return r::launch_failure(l);
     }
     if let Some(i) = e.downcast_ref::<crate::runner::instance::InstanceError>() {
-        return instance_kind(i);
+        return r::instance_failure(i);
     }
     None
-}
-
-fn image_kind(i: &crate::image::ImageError) -> Failure {
-    use crate::image::ImageError as I;
-    match i {
-        I::WrongKey { .. } | I::Crypto(..) => Failure::Key,
-        _ => Failure::Image,
-    }
-}
-
-fn launch_kind(l: &crate::launch::LaunchError) -> Option<Failure> {
-    use crate::launch::LaunchError as L;
-    match l {
-        L::Userns(_) | L::NoFuse | L::FuseAccess(_) | L::NoFreeLoopDevice => {
-            Some(Failure::Environment)
-        }
-        // What the command line asked for cannot be: binds, environment, command.
-        L::BindSource(_)
-        | L::BindSpec(..)
-        | L::EnvName(_)
-        | L::EnvFlag(_)
-        | L::EnvFileLine { .. }
-        | L::EnvFileName { .. }
-        | L::NulByte
-        | L::NoCommand => Some(Failure::Usage),
-        _ => None,
-    }
-}
-
-fn instance_kind(i: &crate::runner::instance::InstanceError) -> Option<Failure> {
-    match i {
-        crate::runner::instance::InstanceError::NoPidfd => Some(Failure::Environment),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

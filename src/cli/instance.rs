@@ -167,7 +167,7 @@ fn stop(a: StopArgs) -> Result<ExitCode> {
         }
     }
     Ok(if failed > 0 {
-        ExitCode::FAILURE
+        super::exit::Status::exit_code(super::exit::Failure::Other)
     } else {
         ExitCode::SUCCESS
     })

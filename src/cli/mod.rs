@@ -144,7 +144,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     if e.exit_code() == 0 {
         ExitCode::SUCCESS
     } else {
-        exit::Failure::Usage.exit_code()
+        exit::Status::exit_code(exit::Failure::Usage)
     }
 }
 
@@ -186,8 +186,14 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let cli = {
         use clap::{CommandFactory, FromArgMatches};
         let mut cmd = Cli::command();
-        for path in [["instance", "start"], ["instance", "run"]] {
-            cmd = with_env_defaults(cmd, &path)?;
+        // The variables are read for the command being run only: one set for
+        // something else cannot break every command.
+        let argv: Vec<String> = std::env::args().skip(1).take(2).collect();
+        if let [group, sub] = argv.as_slice()
+            && group == "instance"
+            && (sub == "start" || sub == "run")
+        {
+            cmd = with_env_defaults(cmd, &["instance", sub.as_str()])?;
         }
         match cmd
             .try_get_matches()

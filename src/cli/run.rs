@@ -16,7 +16,7 @@ use crate::runner::{self, RunRequest};
 // plain comment: clap would take a doc comment for the command's about text.)
 #[derive(Debug, Args)]
 pub struct RunFlags {
-    /// Bind a host path: src[:dst[:ro|rw]], comma-separated or repeated (also APPTAINER_BIND / SINGULARITY_BIND / VEIL_BIND)
+    /// Bind a host path: src[:dst[:ro|rw]], comma-separated or repeated (also from VEIL_, APPTAINER_ or SINGULARITY_ BIND and BINDPATH, added first)
     #[arg(short = 'B', long = "bind", value_name = "SPEC")]
     bind: Vec<String>,
     /// Use minimal /dev and empty /tmp, /var/tmp and home instead of the host's
@@ -108,22 +108,23 @@ pub struct ShellArgs {
 fn env_var(names: &[&str]) -> Option<String> {
     names
         .iter()
-        .find_map(|n| std::env::var(n).ok())
-        .filter(|v| !v.is_empty())
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
 }
 
 fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
     let mut bind_specs = Vec::new();
     // Environment binds first, as the peers: they apply before the command line's.
-    if let Some(list) = env_var(&[
-        "VEIL_BIND",
-        "VEIL_BINDPATH",
-        "APPTAINER_BIND",
-        "APPTAINER_BINDPATH",
-        "SINGULARITY_BIND",
-        "SINGULARITY_BINDPATH",
-    ]) {
-        bind_specs.extend(binds::parse_list(&list)?);
+    // For each of the two names the peers read, the first prefix set; both add up,
+    // as with the peers (a site's SINGULARITY_BINDPATH and a user's APPTAINER_BIND).
+    for name in ["BIND", "BINDPATH"] {
+        let vars: Vec<String> = ["VEIL_", "APPTAINER_", "SINGULARITY_"]
+            .iter()
+            .map(|p| format!("{p}{name}"))
+            .collect();
+        let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+        if let Some(list) = env_var(&vars) {
+            bind_specs.extend(binds::parse_list(&list)?);
+        }
     }
     for b in &a.bind {
         bind_specs.extend(binds::parse_list(b)?);

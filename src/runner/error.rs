@@ -64,3 +64,74 @@ pub enum RunnerError {
 }
 
 pub type Result<T> = std::result::Result<T, RunnerError>;
+
+use crate::support::failure::Failure;
+
+impl RunnerError {
+    /// The kind of this failure (it sets veil's exit status). `None`: the error it
+    /// wraps does not say (a registry's, a policy file's).
+    pub fn failure(&self) -> Option<Failure> {
+        use RunnerError as R;
+        match self {
+            R::Open { .. } | R::NeedsSif(_) | R::EncryptedDirectory(_) => Some(Failure::Image),
+            R::NoKey { .. }
+            | R::Key { .. }
+            | R::PassphraseForRsa { .. }
+            | R::WrongPassphrase { .. }
+            | R::NotEncrypted(_) => Some(Failure::Key),
+            // An image that cannot be read for the check is the image's failure.
+            R::Verify {
+                err: crate::sign::SignError::Sif(_) | crate::sign::SignError::ReadImage(_),
+                ..
+            } => Some(Failure::Image),
+            R::Verify { .. } | R::Prohibited { .. } => Some(Failure::Verification),
+            R::Image(i) => Some(image_failure(i)),
+            R::Userns(_) => Some(Failure::Environment),
+            R::Launch(l) => launch_failure(l),
+            R::Instance(i) => instance_failure(i),
+            R::Registry(_) | R::Pull { .. } | R::Sign(_) => None,
+        }
+    }
+}
+
+/// An image error's kind: the key's for a wrong key, else the image's.
+pub fn image_failure(i: &crate::image::ImageError) -> Failure {
+    use crate::image::ImageError as I;
+    match i {
+        I::WrongKey { .. } | I::Crypto(..) => Failure::Key,
+        _ => Failure::Image,
+    }
+}
+
+/// A launch error's kind, where it has one.
+pub fn launch_failure(l: &crate::launch::LaunchError) -> Option<Failure> {
+    use crate::launch::LaunchError as L;
+    match l {
+        L::Userns(_)
+        | L::NoFuse
+        | L::FuseAccess(_)
+        | L::NoFreeLoopDevice
+        | L::LoopDevice { .. }
+        | L::DmCrypt { .. } => Some(Failure::Environment),
+        // What the command line asked for cannot be: binds, environment, command.
+        L::BindSource(_)
+        | L::BindSpec(..)
+        | L::EnvName(_)
+        | L::EnvFlag(_)
+        | L::EnvFileLine { .. }
+        | L::EnvFileName { .. }
+        | L::NulByte
+        | L::NoCommand => Some(Failure::Usage),
+        _ => None,
+    }
+}
+
+/// An instance error's kind: a launch that failed says its own.
+pub fn instance_failure(i: &super::instance::InstanceError) -> Option<Failure> {
+    use super::instance::InstanceError as E;
+    match i {
+        E::NoPidfd => Some(Failure::Environment),
+        E::NotStarted { kind, .. } | E::SessionNotStarted { kind, .. } => *kind,
+        _ => None,
+    }
+}

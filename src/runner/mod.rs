@@ -4,7 +4,7 @@
 //!
 //! Layers: `cli -> runner -> {launch, registry, sign, image, crypt}`.
 
-mod error;
+pub mod error;
 pub mod instance;
 mod open;
 mod unlock;

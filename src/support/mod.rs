@@ -4,6 +4,7 @@
 //! module, so either layer can use it without depending on the other.
 
 pub mod diag;
+pub mod failure;
 pub mod fds;
 pub mod identity;
 pub mod progress;

@@ -53,16 +53,26 @@ pub fn start(req: RunRequest, name: &str, dir: &Arc<Dir>, watch: Watch) -> Resul
                             "it ended at once (see {})",
                             dir.path.join(state::log_files(name).1).display()
                         ),
+                        kind: None,
                     }),
                 },
-                None => Err(InstanceError::NotStarted {
-                    name: name.into(),
-                    why: match reply.strip_prefix("error\n") {
-                        Some(why) => why.trim().to_string(),
-                        None => format!(
+                None => Err(match reply.strip_prefix("error ") {
+                    // "error KIND\nMESSAGE": the launch's failure and its kind.
+                    Some(rest) => {
+                        let (kind, why) = rest.split_once('\n').unwrap_or(("other", rest));
+                        InstanceError::NotStarted {
+                            name: name.into(),
+                            why: why.trim().to_string(),
+                            kind: Some(crate::support::failure::Failure::from_word(kind)),
+                        }
+                    }
+                    None => InstanceError::NotStarted {
+                        name: name.into(),
+                        why: format!(
                             "its process ended before it was ready (see {})",
                             dir.path.join(state::log_files(name).1).display()
                         ),
+                        kind: None,
                     },
                 }),
             }
@@ -74,7 +84,7 @@ pub fn start(req: RunRequest, name: &str, dir: &Arc<Dir>, watch: Watch) -> Resul
                 Ok(None) => {}
                 Ok(Some(_)) => std::process::exit(0),
                 Err(e) => {
-                    let _ = fs::File::from(w).write_all(format!("error\n{e}").as_bytes());
+                    let _ = fs::File::from(w).write_all(format!("error other\n{e}").as_bytes());
                     std::process::exit(1)
                 }
             }
@@ -97,7 +107,7 @@ fn report(ready: &Ready, msg: &str) {
 fn instance_process(req: RunRequest, name: &str, dir: &Arc<Dir>, w: OwnedFd, watch: Watch) -> i32 {
     let ready: Ready = Rc::new(RefCell::new(Some(fs::File::from(w))));
     if let Err(e) = state::reserve(dir, name) {
-        report(&ready, &format!("error\n{e}"));
+        report(&ready, &format!("error other\n{e}"));
         return 1;
     }
     let me = std::process::id() as i32;
@@ -107,7 +117,7 @@ fn instance_process(req: RunRequest, name: &str, dir: &Arc<Dir>, w: OwnedFd, wat
     let key_on_stdin = [req.keys.pem_fd, req.keys.passphrase_fd].contains(&Some(0));
     if let Err(e) = redirect(dir, &out, &err, key_on_stdin) {
         state::remove_if_of(dir, name, me, my_start);
-        report(&ready, &format!("error\n{e}"));
+        report(&ready, &format!("error other\n{e}"));
         return 1;
     }
     // What the caller left open is not held for the instance's life: only the pipe
@@ -143,7 +153,7 @@ fn instance_process(req: RunRequest, name: &str, dir: &Arc<Dir>, w: OwnedFd, wat
             else {
                 report(
                     &ready,
-                    "error
+                    "error other
 the instance's processes cannot be read in /proc",
                 );
                 let _ = nix::sys::signal::kill(started.init, nix::sys::signal::SIGKILL);
@@ -172,7 +182,7 @@ the instance's processes cannot be read in /proc",
                     watch.start(&name, started.init);
                 }
                 Err(e) => {
-                    report(&ready, &format!("error\n{e}"));
+                    report(&ready, &format!("error other\n{e}"));
                     let _ = nix::sys::signal::kill(started.init, nix::sys::signal::SIGKILL);
                 }
             }
@@ -189,7 +199,10 @@ the instance's processes cannot be read in /proc",
         Ok(code) => code,
         Err(e) => {
             eprintln!("veil: error: {e}");
-            report(&ready, &format!("error\n{e}"));
+            let kind = e
+                .failure()
+                .unwrap_or(crate::support::failure::Failure::Other);
+            report(&ready, &format!("error {}\n{e}", kind.word()));
             1
         }
     }

@@ -30,7 +30,12 @@ pub enum InstanceError {
     #[error("no place for instance state: neither XDG_RUNTIME_DIR nor HOME names a directory")]
     NoDir,
     #[error("instance {name} did not start: {why}")]
-    NotStarted { name: String, why: String },
+    NotStarted {
+        name: String,
+        why: String,
+        /// The kind of the launch's failure, when its process said.
+        kind: Option<crate::support::failure::Failure>,
+    },
     /// Starting the instance's process (the pipe to it, the forks).
     #[error("instance {name}: {op}: {err}")]
     Spawn {
@@ -41,8 +46,11 @@ pub enum InstanceError {
     #[error("{0}: an instance cannot be started from another instance")]
     FromInstance(String),
     /// A `--sharens` session (whose name the user never gave).
-    #[error("the shared session (--sharens) did not start: {0}")]
-    SessionNotStarted(String),
+    #[error("the shared session (--sharens) did not start: {why}")]
+    SessionNotStarted {
+        why: String,
+        kind: Option<crate::support::failure::Failure>,
+    },
     #[error("no user named {0}")]
     NoUser(String),
     #[error("only root may look at another user's instances")]

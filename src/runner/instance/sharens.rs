@@ -61,7 +61,9 @@ pub fn run(req: RunRequest) -> crate::runner::Result<i32> {
             }),
         };
         daemon::start(session, &name, &dir, w).map_err(|e| match e {
-            InstanceError::NotStarted { why, .. } => InstanceError::SessionNotStarted(why),
+            InstanceError::NotStarted { why, kind, .. } => {
+                InstanceError::SessionNotStarted { why, kind }
+            }
             other => other,
         })?;
     }
