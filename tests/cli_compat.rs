@@ -156,6 +156,15 @@ fn failures_exit_with_the_status_of_their_kind() {
     assert_eq!(c, Some(251), "{err}");
     let (c, err) = code(veil().args(["instance", "start", "/nonexistent/app.sif", "nothere"]));
     assert_eq!(c, Some(250), "{err}");
+    // A missing file given to verify, with a name that is not UTF-8 (no panic).
+    let (c, err) = code(veil().arg("verify").arg("/nonexistent/app.sif"));
+    assert_eq!(c, Some(250), "{err}");
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"/nonexistent/caf\xe9.sif");
+        let (c, err) = code(veil().arg("verify").arg(name));
+        assert_eq!(c, Some(250), "{err}");
+    }
     // A variable another command reads does not break this one.
     let (c, err) = code(veil().arg("--version").env("VEIL_VERIFY", "maybe"));
     assert_eq!(c, Some(0), "{err}");

@@ -172,6 +172,13 @@ mod tests {
         .unwrap()
         .get_matches_from(["exec"]);
         assert!(m.get_flag("containall"));
+        // The peers' other names, after the first one, within a prefix.
+        assert_eq!(
+            &variables("pwd")[..4],
+            ["VEIL_PWD", "VEIL_TARGET_PWD", "VEIL_CWD", "VEIL_TARGET_CWD"]
+        );
+        assert!(variables("pid").contains(&"SINGULARITY_UNSHARE_PID".to_string()));
+        assert!(variables("home").is_empty() && variables("shell").is_empty());
         let e = apply(cmd(), &env_of(&[("APPTAINER_CONTAINALL", "maybe")])).unwrap_err();
         assert!(e.contains("APPTAINER_CONTAINALL"), "{e}");
     }

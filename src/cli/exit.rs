@@ -59,41 +59,8 @@ pub fn classify(err: &anyhow::Error) -> Failure {
     Failure::Other
 }
 
-// Transparent wrappers (`#[error(transparent)]`) hide the wrapped error from the
-// chain of causes, so the run service's error says its own kind (and its wrapped
-// errors'); the other layers' errors are recognised here.
 fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
-    use crate::runner::error as r;
-    if let Some(err) = e.downcast_ref::<crate::runner::RunnerError>() {
-        return err.failure();
-    }
-    if let Some(i) = e.downcast_ref::<crate::image::ImageError>() {
-        return Some(r::image_failure(i));
-    }
-    if let Some(s) = e.downcast_ref::<crate::sif::SifError>() {
-        use crate::sif::SifError as S;
-        return match s {
-            // A bad argument of `veil sif`, or a write that failed: not the image's.
-            S::Invalid(_) => Some(Failure::Usage),
-            S::Io(_) => None,
-            _ => Some(Failure::Image),
-        };
-    }
-    if e.downcast_ref::<crate::crypt::CryptError>().is_some() {
-        return Some(Failure::Key);
-    }
-    if e.downcast_ref::<crate::support::userns::UsernsError>()
-        .is_some()
-    {
-        return Some(Failure::Environment);
-    }
-    if let Some(l) = e.downcast_ref::<crate::launch::LaunchError>() {
-        return r::launch_failure(l);
-    }
-    if let Some(i) = e.downcast_ref::<crate::runner::instance::InstanceError>() {
-        return r::instance_failure(i);
-    }
-    None
+    crate::runner::error::failure_of(e)
 }
 
 #[cfg(test)]

@@ -188,12 +188,14 @@ pub fn main() -> anyhow::Result<ExitCode> {
         let mut cmd = Cli::command();
         // The variables are read for the command being run only: one set for
         // something else cannot break every command.
-        let argv: Vec<String> = std::env::args().skip(1).take(2).collect();
+        // (args_os: a file name need not be UTF-8.)
+        let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).take(2).collect();
         if let [group, sub] = argv.as_slice()
             && group == "instance"
             && (sub == "start" || sub == "run")
         {
-            cmd = with_env_defaults(cmd, &["instance", sub.as_str()])?;
+            let sub = if sub == "start" { "start" } else { "run" };
+            cmd = with_env_defaults(cmd, &["instance", sub])?;
         }
         match cmd
             .try_get_matches()

@@ -94,6 +94,57 @@ impl RunnerError {
     }
 }
 
+/// The kind of `e` itself, if its type says one (not its causes'). Transparent
+/// wrappers (`#[error(transparent)]`) hide the wrapped error from the chain of causes,
+/// so the run service's error names its wrapped errors' kinds itself.
+pub fn failure_of(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
+    if let Some(err) = e.downcast_ref::<RunnerError>() {
+        return err.failure();
+    }
+    if let Some(i) = e.downcast_ref::<crate::image::ImageError>() {
+        return Some(image_failure(i));
+    }
+    if let Some(s) = e.downcast_ref::<crate::sif::SifError>() {
+        use crate::sif::SifError as S;
+        return match s {
+            // A bad argument of `veil sif`: the command line's.
+            S::Invalid(_) => Some(Failure::Usage),
+            // A file that is not there or not ours to read is the image's; a write
+            // that failed (a full disk) is nobody's kind.
+            S::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                Some(Failure::Image)
+            }
+            S::Io(_) => None,
+            _ => Some(Failure::Image),
+        };
+    }
+    if e.downcast_ref::<crate::crypt::CryptError>().is_some() {
+        return Some(Failure::Key);
+    }
+    if e.downcast_ref::<crate::support::userns::UsernsError>()
+        .is_some()
+    {
+        return Some(Failure::Environment);
+    }
+    if let Some(l) = e.downcast_ref::<crate::launch::LaunchError>() {
+        return launch_failure(l);
+    }
+    if let Some(i) = e.downcast_ref::<super::instance::InstanceError>() {
+        return instance_failure(i);
+    }
+    None
+}
+
+/// The kind of `e` or, failing that, of the first of its causes that has one.
+pub fn failure_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
+    std::iter::successors(Some(e), |e| e.source()).find_map(failure_of)
+}
+
 /// An image error's kind: the key's for a wrong key, else the image's.
 pub fn image_failure(i: &crate::image::ImageError) -> Failure {
     use crate::image::ImageError as I;

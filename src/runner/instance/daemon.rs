@@ -199,8 +199,7 @@ the instance's processes cannot be read in /proc",
         Ok(code) => code,
         Err(e) => {
             eprintln!("veil: error: {e}");
-            let kind = e
-                .failure()
+            let kind = crate::runner::error::failure_in_chain(&e)
                 .unwrap_or(crate::support::failure::Failure::Other);
             report(&ready, &format!("error {}\n{e}", kind.word()));
             1
