@@ -141,11 +141,11 @@ fn pgp_signed_json_output() {
 #[test]
 fn unknown_signer_is_rejected() {
     let d = require!(data(), "shared/testdata/sif is missing");
-    // An empty keyring: the signer is unknown.
+    // An empty keyring, and no keyserver asked (--local): the signer is unknown.
     let home = tempfile::tempdir().unwrap();
     let err = run_err(
         veil_in(home.path())
-            .arg("verify")
+            .args(["verify", "--local"])
             .arg(d.join("images/one-group-signed-pgp.sif")),
     );
     assert!(
