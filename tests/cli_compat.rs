@@ -265,3 +265,51 @@ fn flag_defaults_come_from_the_peers_variables() {
     assert_eq!(o.status.code(), Some(249));
     assert!(String::from_utf8_lossy(&o.stderr).contains("APPTAINER_CONTAINALL"));
 }
+
+/// `run-help IMAGE`: the definition's %help, or the peers' line when there is none.
+#[test]
+fn run_help_prints_the_images_help() {
+    let t = tempfile::tempdir().unwrap();
+    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
+    let base = t.path().join("base.sif");
+    run_ok(
+        veil()
+            .env("HOME", t.path())
+            .args(["build", "-q"])
+            .arg(&base)
+            .arg(&root),
+    );
+    let def = t.path().join("h.def");
+    std::fs::write(
+        &def,
+        format!(
+            "Bootstrap: localimage\nFrom: {}\n\n%help\n    Says hello.\n    No arguments.\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let helped = t.path().join("helped.sif");
+    run_ok(
+        veil()
+            .env("HOME", t.path())
+            .args(["build", "-q"])
+            .arg(&helped)
+            .arg(&def),
+    );
+    let out = stdout(&run_ok(
+        veil().env("HOME", t.path()).arg("run-help").arg(&helped),
+    ));
+    assert!(
+        out.contains("Says hello.") && out.contains("No arguments."),
+        "{out}"
+    );
+    let out = stdout(&run_ok(
+        veil().env("HOME", t.path()).arg("run-help").arg(&base),
+    ));
+    assert_eq!(out, "No help sections were defined for this image\n");
+    let o = veil()
+        .args(["run-help", "/nonexistent/app.sif"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(250));
+}

@@ -23,6 +23,7 @@ const COMMANDS: &[&str] = &[
     "build",
     "keyslot",
     "inspect",
+    "run-help",
     "sif",
     "key",
     "key newpair",

@@ -189,6 +189,50 @@ fn print_sections(attrs: &Attributes, w: [bool; 7]) {
     }
 }
 
+/// `veil run-help`: the image's help text (its definition's `%help`), as
+/// `apptainer run-help` prints it.
+#[derive(Debug, Args)]
+pub struct RunHelpArgs {
+    /// Key of an encrypted image whose SIF holds no metadata objects (the image itself is read)
+    #[command(flatten)]
+    key: EncryptionArgs,
+    #[command(flatten)]
+    registry: super::registry::ContainerRegistryArgs,
+    /// The image: a SIF file, a squashfs file, a sandbox directory, or oras://REGISTRY/REPOSITORY:TAG
+    image: PathBuf,
+}
+
+pub fn run_help(a: RunHelpArgs) -> Result<ExitCode> {
+    let mut ia = InspectArgs {
+        json: false,
+        encryption: false,
+        labels: false,
+        deffile: false,
+        runscript: false,
+        startscript: false,
+        environment: false,
+        test: false,
+        helpfile: true,
+        all: false,
+        key: a.key,
+        registry: a.registry,
+        image: a.image,
+    };
+    ia.key.apply_key_settings();
+    ia.image = ia.registry.local(&ia.image)?;
+    let (attrs, note) = metadata(&ia, image::open(&ia.image)?)?;
+    match attrs.helpfile.as_deref().map(str::trim_end) {
+        Some(h) if !h.trim().is_empty() => println!("{h}"),
+        _ => {
+            if let Some(n) = note {
+                eprintln!("veil run-help: {n}");
+            }
+            println!("No help sections were defined for this image");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(mut a: InspectArgs) -> Result<ExitCode> {
     a.key.apply_key_settings();
     a.image = a.registry.local(&a.image)?;

@@ -45,6 +45,8 @@ enum Command {
     Keyslot(keyslot::KeyslotArgs),
     /// Show what an image is, including its encryption parameters (no key needed)
     Inspect(inspect::InspectArgs),
+    /// Print the image's help text (its definition file's %help)
+    RunHelp(inspect::RunHelpArgs),
     /// Inspect and edit SIF files (siftool-compatible)
     Sif(sif::SifArgs),
     /// Manage OpenPGP keys (~/.veil/keys; Apptainer's and SingularityCE's keyrings are read too)
@@ -214,6 +216,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Build(args) => build::run(args),
         Command::Keyslot(args) => keyslot::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::RunHelp(args) => inspect::run_help(args),
         Command::Sif(args) => sif::run(args),
         Command::Key(args) => key::run(args),
         Command::Keyserver(args) => keyserver::run(args),
