@@ -166,15 +166,7 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
             };
             let fpr = newpair(&store, &mut out, &spec, &pass)?;
             if push {
-                let p = crate::trust::push(&store, &url.chosen()?, &fpr)?;
-                writeln!(
-                    out,
-                    "Pushed public key {} to {}",
-                    p.fingerprint, p.server.url
-                )?;
-                if !p.said.is_empty() {
-                    writeln!(out, "The keyserver said: {}", p.said)?;
-                }
+                push_key(&store, &mut out, &url, &fpr)?;
             }
         }
         KeyCommand::List { secret, json } => list(&store, &mut out, secret, json)?,
@@ -194,17 +186,7 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
             json,
         } => search(&mut out, &url.chosen()?, &text, long_list, json)?,
         KeyCommand::Pull { fingerprint, url } => pull(&store, &mut out, &url, &fingerprint)?,
-        KeyCommand::Push { key, url } => {
-            let p = crate::trust::push(&store, &url.chosen()?, &key)?;
-            writeln!(
-                out,
-                "Pushed public key {} to {}",
-                p.fingerprint, p.server.url
-            )?;
-            if !p.said.is_empty() {
-                writeln!(out, "The keyserver said: {}", p.said)?;
-            }
-        }
+        KeyCommand::Push { key, url } => push_key(&store, &mut out, &url, &key)?,
         KeyCommand::Remove { key, secret, both } => {
             let rings: &[Ring] = match (secret, both) {
                 (_, true) => &[Ring::Public, Ring::Secret],
@@ -355,6 +337,25 @@ fn import(
         }
         .map_err(crate::sign::SignError::Output)
     })?;
+    Ok(())
+}
+
+/// `key push` (and `newpair --push`): publishes `key` and says what the server said.
+fn push_key(
+    store: &KeyStore,
+    out: &mut impl Write,
+    url: &super::keyserver::UrlArg,
+    key: &str,
+) -> Result<()> {
+    let p = crate::trust::push(store, &url.chosen()?, key)?;
+    writeln!(
+        out,
+        "Pushed public key {} to {}",
+        p.fingerprint, p.server.url
+    )?;
+    if !p.said.is_empty() {
+        writeln!(out, "The keyserver said: {}", p.said)?;
+    }
     Ok(())
 }
 

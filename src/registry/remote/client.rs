@@ -71,6 +71,19 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
 const MAX_MANIFEST: usize = 4 << 20;
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// The TLS provider installed and a current-thread runtime, for one piece of work.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    // rustls needs a process-wide provider; a second install is refused, harmlessly.
+    // ring's is deprecated only for lacking post-quantum key exchange; the other
+    // provider (aws-lc) brings a large C build under the OpenSSL licence.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RegistryError::Setup(format!("starting the I/O runtime: {e}")))
+}
+
 pub(crate) struct Session {
     rt: tokio::runtime::Runtime,
     pub client: Client,
@@ -88,15 +101,7 @@ impl Session {
     /// A session for `reference`, authenticated for `op` (a token exchange where the
     /// registry asks for one).
     pub fn open(reference: &Reference, opts: &Options, op: RegistryOperation) -> Result<Session> {
-        // rustls needs a process-wide provider; a second install is refused, harmlessly.
-        // ring's is deprecated only for lacking post-quantum key exchange; the other
-        // provider (aws-lc) brings a large C build under the OpenSSL licence.
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| RegistryError::Setup(format!("starting the I/O runtime: {e}")))?;
+        let rt = runtime()?;
         let config = ClientConfig {
             protocol: if opts.no_https {
                 ClientProtocol::Http

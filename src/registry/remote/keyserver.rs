@@ -40,13 +40,7 @@ fn timeout() -> Duration {
 
 impl Http {
     fn new(server: &Keyserver) -> Result<Http> {
-        // As in client.rs: rustls needs a process-wide provider.
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| RegistryError::Setup(format!("starting the I/O runtime: {e}")))?;
+        let rt = super::client::runtime()?;
         let t = timeout();
         let client = reqwest::Client::builder()
             .connect_timeout(t.min(Duration::from_secs(10)))
