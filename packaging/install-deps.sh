@@ -31,6 +31,7 @@ packages=(
   openssh-client               # ssh-keygen: OpenSSH key fixtures, protected and not
   uidmap util-linux            # newuidmap/newgidmap, unshare
   docker-registry skopeo       # a real OCI registry on loopback for the registry tests; a second client
+  rpm                          # rpmbuild, rpm -qlp/-K: the .rpm (build-packages.sh, check-packages.sh)
   sks                          # a real HKP keyserver, started by the tests on loopback (tests/common/sks.rs)
   slurm-wlm munge              # a real one-node Slurm (slurmctld, slurmd, srun, sbatch) with its own
                                # munged, started by the tests on loopback (tests/common/slurm.rs)

@@ -180,6 +180,13 @@ fn top_command() -> clap::Command {
         .arg_required_else_help(true)
 }
 
+/// veil's whole command tree, for the man pages and completions the packages carry
+/// (packaging/docgen).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
+}
+
 /// Parses the process arguments and runs the command.
 pub fn main() -> anyhow::Result<ExitCode> {
     if let Some(done) = container_command() {
