@@ -313,3 +313,157 @@ fn run_help_prints_the_images_help() {
         .unwrap();
     assert_eq!(o.status.code(), Some(250));
 }
+
+/// The peers' mount flags shape the container: `--mount`, `--no-mount`, `-W`, `-S`,
+/// `--no-umask`, `--compat`, `--no-pid`.
+#[test]
+fn mount_and_namespace_flags_of_the_peers() {
+    let t = tempfile::tempdir().unwrap();
+    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
+    let sif = t.path().join("bb.sif");
+    run_ok(
+        veil()
+            .env("HOME", t.path())
+            .args(["build", "-q"])
+            .arg(&sif)
+            .arg(&root),
+    );
+    let exec = |args: &[&str], script: &str| {
+        let mut c = std::process::Command::new("sh");
+        c.env("HOME", t.path());
+        c.arg("-c")
+            .arg("umask 077; exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_veil"))
+            .arg("exec")
+            .args(args)
+            .arg(&sif)
+            .args(["sh", "-c", script]);
+        c.output().unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // --mount, read-only.
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f"), "mounted\n").unwrap();
+    let spec = format!(
+        "type=bind,source={},destination=/mnt/d,readonly",
+        data.display()
+    );
+    let o = exec(
+        &["--mount", &spec],
+        "cat /mnt/d/f; touch /mnt/d/g 2>/dev/null || echo ro",
+    );
+    assert_eq!(text(&o), "mounted\nro");
+    // --no-mount: the home (under the host's /tmp here) and /proc disappear.
+    let home = t.path().display().to_string();
+    let probe = format!("test -e {home} && echo home; test -e /proc/self && echo proc; true");
+    assert_eq!(text(&exec(&[], &probe)), "home\nproc");
+    assert_eq!(
+        text(&exec(
+            &["--no-mount", "tmp,home,cwd", "--no-mount", "proc"],
+            &probe
+        )),
+        ""
+    );
+    // -W and -S: /tmp and the scratch directory are in the work directory.
+    let w = t.path().join("work");
+    std::fs::create_dir(&w).unwrap();
+    let o = exec(
+        &["-W", w.to_str().unwrap(), "-S", "/scr"],
+        "echo a > /tmp/a && echo b > /scr/b && echo ok",
+    );
+    assert_eq!(text(&o), "ok");
+    assert_eq!(std::fs::read_to_string(w.join("tmp/a")).unwrap(), "a\n");
+    assert_eq!(
+        std::fs::read_to_string(w.join("scratch/scr/b")).unwrap(),
+        "b\n"
+    );
+    // -S alone: in memory.
+    let o = exec(&["-S", "/scr"], "grep -c ' /scr tmpfs ' /proc/mounts");
+    assert_eq!(text(&o), "1");
+    // --no-umask; --compat (writable root, umask 0022, own PID namespace); --no-pid.
+    assert_eq!(text(&exec(&[], "umask")), "0077");
+    assert_eq!(text(&exec(&["--no-umask"], "umask")), "0022");
+    let o = exec(&["--compat"], "umask; touch /new && echo writable; echo $$");
+    let out = text(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["0022", "writable"]);
+    assert!(lines[2].parse::<u32>().unwrap() < 10, "{out}");
+    let o = exec(&["--compat", "--no-pid"], "echo $$");
+    assert!(text(&o).parse::<u32>().unwrap() > 10);
+    // Bad values: usage errors naming the flag.
+    for (args, needle) in [
+        (&["--no-mount", "bogus"][..], "--no-mount \"bogus\""),
+        (
+            &["--mount", "type=volume,src=/x,dst=/y"][..],
+            "only type=bind",
+        ),
+        (&["-S", "relative"][..], "--scratch \"relative\""),
+        (&["--nv"][..], "--nv: veil has no GPU support"),
+    ] {
+        let o = exec(args, "true");
+        assert_eq!(o.status.code(), Some(249), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(needle) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// `build` refuses build arguments its definition does not use, unless
+/// `--warn-unused-build-args`.
+#[test]
+fn unused_build_arguments_fail_the_build_unless_warned() {
+    let t = tempfile::tempdir().unwrap();
+    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
+    let base = t.path().join("bb.sif");
+    run_ok(
+        veil()
+            .env("HOME", t.path())
+            .args(["build", "-q"])
+            .arg(&base)
+            .arg(&root),
+    );
+    let def = t.path().join("x.def");
+    std::fs::write(
+        &def,
+        format!(
+            "Bootstrap: localimage\nFrom: {}\n\n%labels\n    who {{{{ WHO }}}}\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let build = |extra: &[&str]| {
+        let mut c = veil();
+        c.env("HOME", t.path())
+            .args([
+                "build",
+                "-q",
+                "-F",
+                "--build-arg",
+                "WHO=me",
+                "--build-arg",
+                "EXTRA=1",
+            ])
+            .args(extra)
+            .arg(t.path().join("x.sif"))
+            .arg(&def);
+        c.output().unwrap()
+    };
+    let o = build(&[]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("does not use the build argument(s) EXTRA"),
+        "{err}"
+    );
+    assert!(!t.path().join("x.sif").exists());
+    let o = build(&["--warn-unused-build-args"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning"));
+}

@@ -49,7 +49,7 @@ pub fn change_password(
     let meta = file.metadata().map_err(|e| BuildError::io(path, e))?;
     let mode = meta.permissions();
     if meta.nlink() > 1 {
-        eprintln!(
+        crate::say_warn!(
             "veil keyslot: warning: {} has {} hard links; the others keep the old key",
             path.display(),
             meta.nlink() - 1

@@ -58,6 +58,8 @@ pub struct BuildOptions {
     pub force: bool,
     pub squash: SquashOptions,
     pub build_args: Vec<(String, String)>,
+    /// Unused build arguments are a warning, not an error.
+    pub warn_unused_build_args: bool,
     /// Leave out the plaintext Def.FILE and inspect metadata objects.
     pub no_metadata: bool,
     /// Do not run `%test` after the build.
@@ -91,6 +93,7 @@ impl BuildOptions {
             force: false,
             squash: SquashOptions::default(),
             build_args: Vec::new(),
+            warn_unused_build_args: false,
             no_metadata: false,
             notest: true,
             encryption: None,
@@ -115,12 +118,34 @@ pub struct Summary {
 }
 
 /// Runs a build.
+/// Build arguments the definition does not use: an error, as with Apptainer, unless
+/// `--warn-unused-build-args` makes it a warning.
+fn check_unused_args(r: &recipe::Recipe, file: &str, warn: bool) -> Result<()> {
+    if r.unused_args.is_empty() {
+        return Ok(());
+    }
+    let names = r.unused_args.join(", ");
+    if warn {
+        crate::say_warn!("veil build: warning: {file} does not use the build argument(s) {names}");
+        return Ok(());
+    }
+    Err(BuildError::Source {
+        path: file.to_string(),
+        why: format!(
+            "does not use the build argument(s) {names} (--warn-unused-build-args makes this a warning)"
+        ),
+    })
+}
+
 pub fn build(opts: &BuildOptions) -> Result<Summary> {
     let out_dir = check_output(opts)?;
     let build_time = opts.source_date_epoch.unwrap_or_else(now);
     let mtime = build_time.clamp(0, u32::MAX as i64) as u32;
     debug_time("build: start");
     let (input, def) = source::resolve(&opts.source, &opts.build_args, &opts.registry)?;
+    if let Some((r, name)) = &def {
+        check_unused_args(r, name, opts.warn_unused_build_args)?;
+    }
 
     // SIF (or squashfs) to SIF with nothing to change: reuse the filesystem as is.
     if let (Input::Image(src, file), None, false) = (&input, &def, opts.sandbox) {

@@ -58,6 +58,8 @@ pub struct FileCopy {
 pub struct Recipe {
     /// The definition file after argument substitution (stored as Def.FILE).
     pub text: String,
+    /// Build arguments given that no `{{ NAME }}` of the file uses, sorted.
+    pub unused_args: Vec<String>,
     pub bootstrap: Bootstrap,
     pub from: Option<String>,
     pub from_line: usize,
@@ -152,7 +154,12 @@ fn argument_defaults(p: &Parser<'_>, text: &str) -> Result<BTreeMap<String, Stri
 }
 
 /// Replaces `{{ NAME }}` placeholders; a name with no value is an error on its line.
-fn substitute(p: &Parser<'_>, text: &str, args: &BTreeMap<String, String>) -> Result<String> {
+fn substitute(
+    p: &Parser<'_>,
+    text: &str,
+    args: &BTreeMap<String, String>,
+    used: &mut std::collections::BTreeSet<String>,
+) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let mut rest = line;
@@ -176,6 +183,7 @@ fn substitute(p: &Parser<'_>, text: &str, args: &BTreeMap<String, String>) -> Re
                     format!("build argument {name:?} has no value (give --build-arg {name}=... or a default in %arguments)"),
                 ));
             };
+            used.insert(name.to_string());
             out.push_str(&rest[..start]);
             out.push_str(v);
             rest = &rest[start + 2 + len + 2..];
@@ -221,10 +229,18 @@ pub fn parse(file: &str, text: &str, build_args: &[(String, String)]) -> Result<
     for (k, v) in build_args {
         args.insert(k.clone(), v.clone());
     }
-    let text = substitute(&p, text, &args)?;
+    let mut used = std::collections::BTreeSet::new();
+    let text = substitute(&p, text, &args, &mut used)?;
     let (header, sections) = split_sections(&p, &text)?;
     let mut r = header_fields(&p, header)?;
     r.text = text.clone();
+    r.unused_args = build_args
+        .iter()
+        .map(|(k, _)| k.clone())
+        .filter(|k| !used.contains(k))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     for s in sections {
         add_section(&p, &mut r, s)?;
     }

@@ -202,7 +202,7 @@ pub fn enter(ids: &SubIds) -> Result<(), SandboxError> {
         ACTIVE.store(true, Ordering::SeqCst);
         return Ok(());
     }
-    eprintln!(
+    crate::say_warn!(
         "veil build: warning: {} refused the subordinate ids of /etc/sub{}id; %post runs with a single id (chown to other users will fail)",
         if status == 3 {
             "newgidmap"

@@ -44,6 +44,9 @@ pub struct BuildArgs {
     /// Read NAME=VALUE build arguments from a file, one per line
     #[arg(long, value_name = "FILE")]
     pub build_arg_file: Option<PathBuf>,
+    /// Warn about build arguments the definition file does not use, instead of failing
+    #[arg(long)]
+    pub warn_unused_build_args: bool,
     /// Encrypt the image (needed when the key comes only from environment variables)
     #[arg(short = 'e', long)]
     pub encrypt: bool,
@@ -88,7 +91,7 @@ pub struct BuildArgs {
     /// Directory for temporary files and the staging tree (default: beside the output)
     #[arg(long, value_name = "DIR")]
     pub tmpdir: Option<PathBuf>,
-    /// No progress bar
+    /// No progress bar and no report of what was written
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Run %post with the caller as the only id even when /etc/subuid and /etc/subgid give it ranges
@@ -263,6 +266,7 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         force: a.force,
         squash,
         build_args,
+        warn_unused_build_args: a.warn_unused_build_args,
         no_metadata: a.no_plaintext_metadata,
         notest: a.notest,
         encryption,
@@ -279,15 +283,17 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     };
     let s = builder::build(&opts)?;
     if s.skipped_devices > 0 {
-        eprintln!(
+        crate::say_warn!(
             "veil build: warning: {} device node(s) or socket(s) of the source were left out (keeping device nodes needs real root and --devices)",
             s.skipped_devices
         );
     }
-    if a.sandbox {
-        eprintln!("veil build: wrote sandbox {}", s.output.display());
+    if a.quiet {
+        // build's own -q: no progress bar and no report.
+    } else if a.sandbox {
+        crate::say_info!("veil build: wrote sandbox {}", s.output.display());
     } else {
-        eprintln!(
+        crate::say_info!(
             "veil build: wrote {} ({:.1} MiB squashfs, {} inodes{})",
             s.output.display(),
             s.squashfs_bytes as f64 / (1u64 << 20) as f64,

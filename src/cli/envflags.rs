@@ -28,6 +28,14 @@ pub const PEER_FLAGS: &[(&str, &[&str])] = &[
     ("userns", &["USERNS", "UNSHARE_USERNS"]),
     ("sharens", &["SHARENS"]),
     ("env-file", &["ENV_FILE"]),
+    ("mount", &["MOUNT"]),
+    ("no-mount", &["NO_MOUNT"]),
+    ("workdir", &["WORKDIR"]),
+    ("scratch", &["SCRATCH", "SCRATCHDIR"]),
+    ("no-eval", &["NO_EVAL"]),
+    ("no-umask", &["NO_UMASK"]),
+    ("no-pid", &["NO_PID"]),
+    ("compat", &["COMPAT"]),
 ];
 
 /// veil's own flags, with a `VEIL_` variable only.

@@ -21,7 +21,7 @@ use crate::image::{self, Image, Root};
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Print JSON instead of text
-    #[arg(long)]
+    #[arg(short = 'j', long)]
     json: bool,
     /// Show only the encryption parameters
     #[arg(long)]
@@ -225,7 +225,7 @@ pub fn run_help(a: RunHelpArgs) -> Result<ExitCode> {
         Some(h) if !h.trim().is_empty() => println!("{h}"),
         _ => {
             if let Some(n) = note {
-                eprintln!("veil run-help: {n}");
+                crate::say_info!("veil run-help: {n}");
             }
             println!("No help sections were defined for this image");
         }
@@ -285,7 +285,7 @@ pub fn run(mut a: InspectArgs) -> Result<ExitCode> {
     if let Some((attrs, note)) = &meta {
         print_sections(attrs, w);
         if let Some(n) = note {
-            eprintln!("veil inspect: {n}");
+            crate::say_info!("veil inspect: {n}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -99,7 +99,7 @@ pub fn run(a: InstanceArgs) -> Result<ExitCode> {
 fn start(a: StartArgs, run: bool) -> Result<ExitCode> {
     let req = super::run::request(instance::action(run), a.flags, None, a.image, a.args)?;
     let s = instance::start(req, &a.name)?;
-    eprintln!(
+    crate::say_info!(
         "veil: instance {} started (pid {}; logs in {})",
         s.name,
         s.init,
@@ -154,8 +154,8 @@ fn stop(a: StopArgs) -> Result<ExitCode> {
     let many = names.len() > 1;
     for n in names {
         match instance::stop(&n, o) {
-            Ok(true) => eprintln!("veil: instance {n} stopped"),
-            Ok(false) => eprintln!(
+            Ok(true) => crate::say_info!("veil: instance {n} stopped"),
+            Ok(false) => crate::say_warn!(
                 "veil: instance {n} killed: it was still running {} s after {signal}",
                 a.timeout
             ),

@@ -53,7 +53,7 @@ enum KeyCommand {
         #[arg(short = 'P', long)]
         password: Option<String>,
         /// Publish the public key on the keyserver once made (see `veil key push`)
-        #[arg(long)]
+        #[arg(short = 'U', long)]
         push: bool,
         #[command(flatten)]
         url: super::keyserver::UrlArg,
@@ -61,7 +61,7 @@ enum KeyCommand {
     /// List the keys in the keyrings
     List {
         /// List secret keys (the order is the one --keyidx uses)
-        #[arg(short, long)]
+        #[arg(short, long, alias = "private")]
         secret: bool,
         /// Print JSON
         #[arg(long)]
@@ -82,7 +82,7 @@ enum KeyCommand {
         #[arg(num_args = 1..=2, required = true, value_names = ["KEY", "OUTPUT"])]
         args: Vec<String>,
         /// Export the secret key (as stored: still protected by its passphrase)
-        #[arg(short, long)]
+        #[arg(short, long, alias = "private")]
         secret: bool,
         /// ASCII-armor the output
         #[arg(short, long)]
@@ -121,10 +121,10 @@ enum KeyCommand {
         /// Fingerprint or key ID
         key: String,
         /// Remove from the secret keyring instead of the public one
-        #[arg(short, long, conflicts_with = "both")]
+        #[arg(short, long, alias = "private", conflicts_with = "both")]
         secret: bool,
         /// Remove from both keyrings
-        #[arg(long)]
+        #[arg(short, long)]
         both: bool,
     },
 }
@@ -156,7 +156,7 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
             };
             let pass = match password {
                 Some(p) => {
-                    eprintln!(
+                    crate::say_warn!(
                         "veil: warning: a passphrase on the command line is visible to other users of this machine; --passphrase-file is safer"
                     );
                     crate::sign::passphrase::Passphrase::new(p)
@@ -244,7 +244,7 @@ fn newpair(
     pass: &crate::sign::passphrase::Passphrase,
 ) -> Result<String> {
     if pass.is_empty() {
-        eprintln!("veil: warning: the secret key is not protected by a passphrase");
+        crate::say_warn!("veil: warning: the secret key is not protected by a passphrase");
     }
     let cert = keys::new_pair(store, spec, pass)?;
     let fpr = cert.fingerprint().to_hex();
@@ -321,7 +321,7 @@ fn import(
             true,
         )?;
         if pass.is_empty() {
-            eprintln!("veil: warning: secret key {fpr} is stored without a passphrase");
+            crate::say_warn!("veil: warning: secret key {fpr} is stored without a passphrase");
         }
         Ok(pass)
     };
@@ -367,12 +367,14 @@ fn pull(
 ) -> Result<()> {
     let p = crate::trust::pull(store, &url.chosen()?, fingerprint)?;
     for w in &p.warnings {
-        eprintln!("veil: warning: {w}");
+        crate::say_warn!("veil: warning: {w}");
     }
     if p.dropped > 0 {
-        eprintln!(
+        crate::say_warn!(
             "veil: warning: {} sent {} other key(s) with it; only {} was taken",
-            p.server.url, p.dropped, p.fingerprint
+            p.server.url,
+            p.dropped,
+            p.fingerprint
         );
     }
     writeln!(
@@ -396,9 +398,10 @@ fn search(
     use crate::registry::keyserver::index::algorithm_name;
     let found = crate::trust::search(chosen, text)?;
     if found.skipped > 0 {
-        eprintln!(
+        crate::say_warn!(
             "veil: warning: {} line(s) of {}'s answer did not parse and were skipped",
-            found.skipped, found.server.url
+            found.skipped,
+            found.server.url
         );
     }
     if json {
@@ -465,7 +468,7 @@ fn search(
         }
     }
     if found.keys.iter().any(|k| !k.is_fingerprint()) {
-        eprintln!(
+        crate::say_info!(
             "veil: note: the keyserver gave key IDs, not fingerprints; `veil key pull` needs a fingerprint"
         );
     }

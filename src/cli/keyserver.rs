@@ -85,7 +85,7 @@ pub fn run(args: KeyserverArgs) -> Result<ExitCode> {
             let list = config::remove(&url)?;
             writeln!(out, "Removed keyserver {url}")?;
             if list.is_empty() {
-                eprintln!(
+                crate::say_warn!(
                     "veil: warning: no keyserver is left: key commands and verify need --url until you add one"
                 );
             }

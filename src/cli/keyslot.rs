@@ -184,7 +184,7 @@ fn add(a: AddArgs) -> Result<ExitCode> {
             let cost = a.new.cost();
             let slot =
                 rekey::add_keyslot(img, &p, &existing, &new, &encrypt::passphrase_keyslot(cost))?;
-            eprintln!("veil keyslot: added passphrase keyslot {slot}");
+            crate::say_info!("veil keyslot: added passphrase keyslot {slot}");
         }
         BuildKey::Recipient(key) => {
             if !p.messages.is_empty() && !a.replace {
@@ -200,11 +200,13 @@ fn add(a: AddArgs) -> Result<ExitCode> {
                 rekey::delete_message(img, *id)?;
             }
             rekey::add_message(img, &p, &msg)?;
-            eprintln!("veil keyslot: added RSA recipient keyslot {slot}");
+            crate::say_info!("veil keyslot: added RSA recipient keyslot {slot}");
             if a.replace && opened_msg.is_some() && old_slot != slot {
                 let p = rekey::partition(img)?;
                 rekey::remove_keyslot(img, &p, old_slot)?;
-                eprintln!("veil keyslot: removed the previous recipient's keyslot {old_slot}");
+                crate::say_info!(
+                    "veil keyslot: removed the previous recipient's keyslot {old_slot}"
+                );
             }
         }
     }
@@ -230,7 +232,7 @@ fn remove(a: RemoveArgs) -> Result<ExitCode> {
     if let Some(id) = msg {
         rekey::delete_message(img, id)?;
     }
-    eprintln!("veil keyslot: removed keyslot {slot}");
+    crate::say_info!("veil keyslot: removed keyslot {slot}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -251,7 +253,7 @@ fn change(a: ChangeArgs) -> Result<ExitCode> {
             BuildKey::Recipient(k) => gocryptfs::NewKey::Recipient(k),
         };
         let r = gocryptfs::change_key(img, &current, new)?;
-        eprintln!(
+        crate::say_info!(
             "veil keyslot: the gocryptfs master key is now wrapped for {}",
             if r.to_recipient {
                 "the new RSA recipient"
@@ -260,7 +262,7 @@ fn change(a: ChangeArgs) -> Result<ExitCode> {
             }
         );
         if r.changed.dropped_signatures > 0 {
-            eprintln!(
+            crate::say_warn!(
                 "veil keyslot: {} signature(s) of the old partition were removed; sign the image again",
                 r.changed.dropped_signatures
             );
@@ -307,6 +309,6 @@ fn change(a: ChangeArgs) -> Result<ExitCode> {
     };
     let p = rekey::partition(img)?;
     rekey::remove_keyslot(img, &p, old_slot)?;
-    eprintln!("veil keyslot: replaced keyslot {old_slot} with keyslot {slot}");
+    crate::say_info!("veil keyslot: replaced keyslot {old_slot} with keyslot {slot}");
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@ mod instance;
 mod key;
 mod keyserver;
 mod keyslot;
+pub mod peerflags;
 pub(crate) mod registry;
 mod run;
 mod sif;
@@ -23,8 +24,46 @@ mod sign;
 #[derive(Debug, Parser)]
 #[command(name = "veil", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    #[command(flatten)]
+    messages: Messages,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The peers' global flags for how much is said, given before the command (`veil -q
+/// build …`).
+#[derive(Debug, clap::Args)]
+#[group(multiple = false)]
+struct Messages {
+    /// Print debugging information: the decisions taken and each step's timing (as VEIL_DEBUG)
+    #[arg(short = 'd', long)]
+    debug: bool,
+    /// Print errors and warnings only: no reports of what was done, no notes, no progress bars
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Print errors only
+    #[arg(short = 's', long)]
+    silent: bool,
+    /// Print the decisions taken on the way too
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// No colours in help and usage errors (veil's own output has none)
+    #[arg(long)]
+    nocolor: bool,
+}
+
+impl Messages {
+    fn level(&self) -> Option<crate::support::say::Level> {
+        use crate::support::say::Level;
+        [
+            (self.debug, Level::Debug),
+            (self.quiet, Level::Quiet),
+            (self.silent, Level::Silent),
+            (self.verbose, Level::Verbose),
+        ]
+        .into_iter()
+        .find_map(|(on, l)| on.then_some(l))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,10 +131,14 @@ fn container_command() -> Option<anyhow::Result<ExitCode>> {
         Ok(c) => c,
         Err(e) => return Some(Err(e)),
     };
+    let command = peerflags::augment(command, "");
     let matches = match command.try_get_matches() {
         Ok(m) => m,
         Err(e) => return Some(Ok(usage_error(&e))),
     };
+    if let Err(e) = refuse_peer_flags(&matches) {
+        return Some(Err(e));
+    }
     let (_, m) = matches.subcommand()?;
     Some(if action == crate::launch::Action::Shell {
         match run::ShellArgs::from_arg_matches(m) {
@@ -138,6 +181,25 @@ fn with_env_defaults(cmd: clap::Command, path: &[&str]) -> anyhow::Result<clap::
         .map_err(|e| anyhow::Error::msg(e).context(exit::Tagged(exit::Failure::Usage)))
 }
 
+/// A usage error naming the first peer flag given that veil refuses, and why.
+fn refuse_peer_flags(m: &clap::ArgMatches) -> anyhow::Result<()> {
+    match peerflags::refused(m) {
+        Some((flag, why)) => {
+            Err(anyhow::anyhow!("{flag}: {why}").context(exit::Tagged(exit::Failure::Usage)))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Whether `--nocolor` is among the global flags (before the command), looked for
+/// before parsing so that a usage error is plain too.
+fn nocolor_asked() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a.to_str().is_some_and(|s| s.starts_with('-')))
+        .any(|a| a == "--nocolor")
+}
+
 /// Prints a parse error (or the help or version asked for) and gives the status:
 /// success for help and version, veil's usage status for anything else (clap's own,
 /// 2, is a status programs commonly use).
@@ -172,7 +234,8 @@ fn container_tree(name: &str) -> Option<(clap::Command, crate::launch::Action)> 
 
 /// The top of [`Cli`]'s command, without its subcommands.
 fn top_command() -> clap::Command {
-    clap::Command::new("veil")
+    use clap::Args;
+    Messages::augment_args(clap::Command::new("veil"))
         .version(env!("CARGO_PKG_VERSION"))
         .about(env!("CARGO_PKG_DESCRIPTION"))
         .propagate_version(true)
@@ -184,7 +247,7 @@ fn top_command() -> clap::Command {
 /// (packaging/docgen).
 pub fn command() -> clap::Command {
     use clap::CommandFactory;
-    Cli::command()
+    peerflags::augment(Cli::command(), "")
 }
 
 /// Parses the process arguments and runs the command.
@@ -206,13 +269,23 @@ pub fn main() -> anyhow::Result<ExitCode> {
             let sub = if sub == "start" { "start" } else { "run" };
             cmd = with_env_defaults(cmd, &["instance", sub])?;
         }
-        match cmd
-            .try_get_matches()
-            .and_then(|m| Cli::from_arg_matches(&m))
-        {
+        if nocolor_asked() {
+            cmd = cmd.color(clap::ColorChoice::Never);
+        }
+        let matches = match peerflags::augment(cmd, "").try_get_matches() {
+            Ok(m) => m,
+            Err(e) => return Ok(usage_error(&e)),
+        };
+        let cli = match Cli::from_arg_matches(&matches) {
             Ok(c) => c,
             Err(e) => return Ok(usage_error(&e)),
+        };
+        if let Some(level) = cli.messages.level() {
+            // SAFETY: nothing but parsing has run: this process has no other thread yet.
+            unsafe { crate::support::say::set_level(level) };
         }
+        refuse_peer_flags(&matches)?;
+        cli
     };
     match cli.command {
         Command::Run(a) => run::run(crate::launch::Action::Run, a, None),

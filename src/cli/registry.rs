@@ -118,7 +118,7 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
         } else {
             format!("; manifest {}", t.manifest_digest)
         };
-        eprintln!(
+        crate::say_info!(
             "veil: pushed {} to {} ({} bytes, {how}{manifest})",
             a.image.display(),
             uri.text,
@@ -168,7 +168,7 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         b.squash.progress = !a.quiet;
         let s = crate::builder::build(&b)?;
         if !a.quiet {
-            eprintln!(
+            crate::say_info!(
                 "veil: pulled {} to {} ({:.1} MiB squashfs)",
                 uri.text,
                 s.output.display(),
@@ -179,7 +179,7 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
     }
     let t = registry::pull(&uri, &dest, a.force, &opts)?;
     if !a.quiet {
-        eprintln!(
+        crate::say_info!(
             "veil: pulled {} to {} ({} bytes, {})",
             uri.text,
             dest.display(),
@@ -266,7 +266,7 @@ pub fn registry_cmd(a: RegistryCmd) -> Result<ExitCode> {
             };
             registry::check_login(&host, &creds, l.no_https)?;
             let file = registry::credentials::save(&host, &creds)?;
-            eprintln!(
+            crate::say_info!(
                 "veil: logged in to {host} (credentials in {})",
                 file.display()
             );
@@ -275,7 +275,7 @@ pub fn registry_cmd(a: RegistryCmd) -> Result<ExitCode> {
         RegistryCommand::Logout(l) => {
             let host = registry_host(&l.registry);
             if registry::credentials::forget(&host)? {
-                eprintln!("veil: logged out of {host}");
+                crate::say_info!("veil: logged out of {host}");
                 Ok(ExitCode::SUCCESS)
             } else {
                 bail!("not logged in to {host} (veil's login file has no entry for it)")

@@ -43,6 +43,30 @@ pub struct RunFlags {
     /// Read NAME=VALUE lines from a file
     #[arg(long, value_name = "FILE")]
     env_file: Vec<PathBuf>,
+    /// Bind in Docker's form: type=bind,source=SRC,destination=DST[,readonly] (repeatable)
+    #[arg(long, value_name = "SPEC")]
+    mount: Vec<String>,
+    /// Leave out default mounts: proc, sys, dev, devpts, tmp, home, cwd, bind-paths (/etc/hosts, /etc/localtime, /etc/resolv.conf) or one of those paths; comma-separated
+    #[arg(long, value_name = "LIST")]
+    no_mount: Vec<String>,
+    /// Host directory for /tmp, /var/tmp and --scratch directories (and the home with --contain), instead of memory or the host's /tmp
+    #[arg(short = 'W', long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// An empty writable directory at this path inside the container: in memory, or in --workdir; comma-separated or repeated
+    #[arg(short = 'S', long, value_name = "DIR")]
+    scratch: Vec<String>,
+    /// Accepted for Apptainer scripts: veil never shell-evaluates variables' values (they are set literally)
+    #[arg(long)]
+    no_eval: bool,
+    /// Start the container with umask 0022 instead of yours
+    #[arg(long)]
+    no_umask: bool,
+    /// No PID namespace, even with --containall or --compat
+    #[arg(long)]
+    no_pid: bool,
+    /// As the peers' --compat: --containall, --writable-tmpfs, --no-umask (and --no-eval, --no-init, which is how veil runs anyway)
+    #[arg(long)]
+    compat: bool,
     /// Let the container write to its root, into memory that vanishes at exit
     #[arg(long)]
     writable_tmpfs: bool,
@@ -129,6 +153,32 @@ fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
     for b in &a.bind {
         bind_specs.extend(binds::parse_list(b)?);
     }
+    for m in &a.mount {
+        bind_specs.push(binds::parse_mount(m)?);
+    }
+    let mut no_mount = binds::NoMount::default();
+    for list in &a.no_mount {
+        no_mount.add(list)?;
+    }
+    let workdir = match &a.workdir {
+        None => None,
+        Some(w) => Some(
+            w.canonicalize()
+                .with_context(|| format!("--workdir {}", w.display()))
+                .context(super::exit::Tagged(super::exit::Failure::Usage))?,
+        ),
+    };
+    let mut scratch = Vec::new();
+    for list in &a.scratch {
+        for d in list.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            if !d.starts_with('/') {
+                return Err(anyhow::anyhow!("--scratch {d:?}: not an absolute path")
+                    .context(super::exit::Tagged(super::exit::Failure::Usage)));
+            }
+            scratch.push(binds::clean(std::path::Path::new(d)));
+        }
+    }
+    let containall = a.containall || a.compat;
     let mut env_pairs = Vec::new();
     for f in &a.env_file {
         let text =
@@ -152,20 +202,24 @@ fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
     };
     Ok(Options {
         binds: bind_specs,
-        contain: a.contain || a.containall,
-        cleanenv: a.cleanenv || a.containall,
+        contain: a.contain || containall,
+        cleanenv: a.cleanenv || containall,
         no_home: a.no_home,
         home,
         pwd: a.pwd.clone(),
         env: env_pairs,
-        writable_tmpfs: a.writable_tmpfs,
-        pid: a.pid || a.containall,
-        ipc: a.ipc || a.containall,
+        writable_tmpfs: a.writable_tmpfs || a.compat,
+        pid: (a.pid || containall) && !a.no_pid,
+        ipc: a.ipc || containall,
         uts: a.uts || a.hostname.is_some(),
         hostname: a.hostname.clone(),
         fakeroot: a.fakeroot,
         shell,
         fuse: a.fuse,
+        no_mount,
+        workdir,
+        scratch,
+        no_umask: a.no_umask || a.compat,
     })
 }
 

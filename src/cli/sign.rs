@@ -20,10 +20,10 @@ use crate::sign::{Selection, VerifyOptions, sign_image};
 pub struct SignArgs {
     image: PathBuf,
     /// Sign only this object group
-    #[arg(short = 'g', long, conflicts_with_all = ["sif_id", "all"])]
+    #[arg(short = 'g', long, alias = "groupid", conflicts_with_all = ["sif_id", "all"])]
     group_id: Option<u32>,
     /// Sign only these objects (repeatable; one signature per group they are in)
-    #[arg(short = 'i', long = "sif-id", conflicts_with = "all")]
+    #[arg(short = 'i', long = "sif-id", alias = "id", conflicts_with = "all")]
     sif_id: Vec<u32>,
     /// Sign every group (the default)
     #[arg(short = 'a', long)]
@@ -43,10 +43,10 @@ pub struct VerifyArgs {
     /// The SIF image, or oras://REGISTRY/REPOSITORY:TAG
     image: PathBuf,
     /// Verify this object group (repeatable)
-    #[arg(short = 'g', long)]
+    #[arg(short = 'g', long, alias = "groupid")]
     group_id: Vec<u32>,
     /// Verify these objects (repeatable)
-    #[arg(short = 'i', long = "sif-id")]
+    #[arg(short = 'i', long = "sif-id", alias = "id")]
     sif_id: Vec<u32>,
     /// With --legacy-insecure: verify every grouped object's own legacy signature
     #[arg(short = 'a', long, requires = "legacy_insecure")]
@@ -167,10 +167,10 @@ pub fn run_verify(mut args: VerifyArgs) -> Result<ExitCode> {
         .with_context(|| format!("verifying {}", args.image.display()))?;
     let outcome = verified.outcome;
     for w in &verified.warnings {
-        eprintln!("veil: warning: {w}");
+        crate::say_warn!("veil: warning: {w}");
     }
     if outcome.is_ok() && !verified.remote.is_empty() && !args.json {
-        eprintln!(
+        crate::say_warn!(
             "veil: note: {} signer key(s) came from a keyserver for this check only: a signature proves who signed, not that you trust them; compare the fingerprint with one you know, then `veil key pull` it",
             verified.remote.len()
         );

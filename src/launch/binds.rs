@@ -1,4 +1,5 @@
-//! `--bind` / `APPTAINER_BIND` specifications: `src[:dst[:ro|rw]]`, comma-separated.
+//! `--bind` / `APPTAINER_BIND` specifications (`src[:dst[:ro|rw]]`, comma-separated),
+//! `--mount` ones (`type=bind,source=…,destination=…[,ro]`), and `--no-mount` lists.
 
 #![forbid(unsafe_code)]
 
@@ -140,5 +141,124 @@ mod tests {
         ));
         assert_eq!(clean(Path::new("//a/./b/../c/")), PathBuf::from("/a/c"));
         assert_eq!(clean(Path::new("/../../etc")), PathBuf::from("/etc"));
+    }
+}
+
+/// Parses a `--mount` specification, Docker's form as the peers take it:
+/// `type=bind,source=SRC,destination=DST[,readonly]` (also `src`, `dst`, `target`,
+/// `ro`, `readonly=true`). A field may be double-quoted (CSV), for paths with commas.
+pub fn parse_mount(spec: &str) -> Result<BindSpec> {
+    let bad = |why: &'static str| LaunchError::MountSpec(spec.into(), why);
+    let (mut kind, mut src, mut dst, mut readonly) = (None, None, None, false);
+    for field in csv_fields(spec).ok_or_else(|| bad("unbalanced quotes"))? {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v)),
+            None => (field.trim(), None),
+        };
+        match (key, value) {
+            ("type", Some(v)) => kind = Some(v.to_string()),
+            ("source" | "src", Some(v)) => src = Some(v.to_string()),
+            ("destination" | "dst" | "target", Some(v)) => dst = Some(v.to_string()),
+            ("readonly" | "ro", None | Some("true" | "1")) => readonly = true,
+            ("readonly" | "ro", Some("false" | "0")) => readonly = false,
+            ("bind-propagation", Some(_)) => {}
+            ("image-src" | "id", Some(_)) => {
+                return Err(bad("image mounts (image-src, id) are not supported"));
+            }
+            _ => {
+                return Err(bad(
+                    "unknown field; expected type, source, destination, readonly",
+                ));
+            }
+        }
+    }
+    match kind.as_deref() {
+        Some("bind") => {}
+        None => return Err(bad("type=bind is required")),
+        Some(_) => return Err(bad("only type=bind is supported")),
+    }
+    let (Some(src), Some(dst)) = (src, dst) else {
+        return Err(bad("source and destination are required"));
+    };
+    if src.is_empty() || dst.is_empty() {
+        return Err(bad("empty path"));
+    }
+    if !dst.starts_with('/') {
+        return Err(bad("the destination must be an absolute path"));
+    }
+    let src_path = Path::new(&src)
+        .canonicalize()
+        .map_err(|_| LaunchError::BindSource(src.clone()))?;
+    Ok(BindSpec {
+        src: src_path,
+        dst: clean(Path::new(&dst)),
+        readonly,
+    })
+}
+
+/// Comma-separated fields, a field in double quotes taken whole (`""` is a quote).
+fn csv_fields(s: &str) -> Option<Vec<String>> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut()?.push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut()?.push(c),
+        }
+    }
+    (!quoted).then_some(fields.into_iter().filter(|f| !f.is_empty()).collect())
+}
+
+/// The default mounts `--no-mount` leaves out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoMount {
+    pub proc: bool,
+    pub sys: bool,
+    pub dev: bool,
+    pub devpts: bool,
+    pub tmp: bool,
+    pub home: bool,
+    pub cwd: bool,
+    /// The host files bound by default (/etc/hosts, /etc/localtime,
+    /// /etc/resolv.conf): the peers' "bind path" entries.
+    pub bind_paths: bool,
+    /// Single ones of those, by destination.
+    pub paths: Vec<PathBuf>,
+}
+
+/// The host files veil binds by default, which `--no-mount PATH` can leave out.
+pub const DEFAULT_BIND_PATHS: [&str; 3] = ["/etc/hosts", "/etc/localtime", "/etc/resolv.conf"];
+
+impl NoMount {
+    /// Adds a comma-separated `--no-mount` list.
+    pub fn add(&mut self, list: &str) -> Result<()> {
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item {
+                "proc" => self.proc = true,
+                "sys" => self.sys = true,
+                "dev" => self.dev = true,
+                "devpts" => self.devpts = true,
+                "tmp" => self.tmp = true,
+                "home" => self.home = true,
+                "cwd" => self.cwd = true,
+                "bind-paths" => self.bind_paths = true,
+                // The peers' host filesystem mounts are off by default, as veil has none.
+                "hostfs" => {}
+                p if DEFAULT_BIND_PATHS.contains(&p) => self.paths.push(PathBuf::from(p)),
+                _ => return Err(LaunchError::NoMount(item.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the default bind of host file `dst` is left out.
+    pub fn skips_file(&self, dst: &str) -> bool {
+        self.bind_paths || self.paths.iter().any(|p| p == Path::new(dst))
     }
 }

@@ -49,6 +49,14 @@ pub enum LaunchError {
     BindSource(String),
     #[error("invalid bind {0:?}: {1}")]
     BindSpec(String, &'static str),
+    #[error("invalid --mount {0:?}: {1}")]
+    MountSpec(String, &'static str),
+    #[error(
+        "--no-mount {0:?}: not one of proc, sys, dev, devpts, tmp, home, cwd, hostfs, bind-paths, /etc/hosts, /etc/localtime, /etc/resolv.conf"
+    )]
+    NoMount(String),
+    #[error("--workdir {}: {err}", path.display())]
+    Workdir { path: PathBuf, err: std::io::Error },
     /// A mount point that could not be made in the image; `path` as the container sees it.
     #[error("cannot create the mount point {} in the image: {err}", path.display())]
     MountPoint { path: PathBuf, err: io::Error },

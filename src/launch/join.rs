@@ -98,6 +98,7 @@ fn enter(spec: &JoinSpec, which: &[(&str, CloneFlags)]) -> Result<()> {
 /// Runs the action in the running container and returns its exit status.
 pub fn join(spec: JoinSpec) -> Result<i32> {
     let o = &spec.options;
+    super::apply_umask(o);
     let id = Identity::current(o.fakeroot);
     let host = HostPaths::resolve(o, &id)?;
     let argv = argv_for(

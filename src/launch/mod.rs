@@ -141,10 +141,18 @@ pub fn launch(mut spec: LaunchSpec) -> Result<i32> {
     Ok(wait_for(child))
 }
 
+/// `--no-umask`: the container, forked from this process, starts with 0022.
+pub(crate) fn apply_umask(o: &Options) {
+    if o.no_umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    }
+}
+
 /// Everything that does not depend on the namespaces, computed before them.
 fn prepare(spec: LaunchSpec, instance: bool) -> Result<Prepared> {
     userns::check_kernel()?;
     let o = &spec.options;
+    apply_umask(o);
     let id = Identity::current(o.fakeroot);
     let host = HostPaths::resolve(o, &id)?;
     let direct_first = prepare::direct_first(&spec);
@@ -219,7 +227,7 @@ fn assemble<S: sys::Sys>(sys: &S, p: &Prepared, warmer: Option<fuse::Warmer>) ->
             synth.add(fs, path.as_os_str().as_bytes(), is_file);
         }
     }
-    if std::env::var_os("VEIL_DEBUG").is_some() {
+    if crate::support::say::debug() {
         for s in &steps {
             eprintln!("veil: plan: {s:?}");
         }

@@ -52,6 +52,9 @@ impl HostPaths {
         let cwd = std::env::current_dir()
             .ok()
             .and_then(|p| p.canonicalize().ok());
+        if let Some(w) = &o.workdir {
+            workdir_dirs(w, o)?;
+        }
         Ok(HostPaths {
             home_src,
             home_dst,
@@ -160,6 +163,23 @@ pub(super) fn image_identity_files(
     }
 }
 
+/// The directories of `--workdir` the mounts use, made if missing (as the peers, in the
+/// user's own directory, with the user's own rights).
+fn workdir_dirs(w: &Path, o: &Options) -> Result<()> {
+    let mut dirs = vec![w.join("tmp"), w.join("var_tmp")];
+    if o.contain {
+        dirs.push(w.join("home"));
+    }
+    dirs.extend(o.scratch.iter().map(|d| plan::scratch_dir(w, d)));
+    for d in dirs {
+        fs::create_dir_all(&d).map_err(|err| LaunchError::Workdir {
+            path: d.clone(),
+            err,
+        })?;
+    }
+    Ok(())
+}
+
 /// What the mount plan is built from. `passwd` and `group` are the image's own files.
 pub(super) fn mount_request(
     o: &Options,
@@ -186,6 +206,9 @@ pub(super) fn mount_request(
         resolv_conf: etc.resolv_conf,
         hosts: etc.hosts,
         localtime: etc.localtime,
+        no_mount: o.no_mount.clone(),
+        workdir: o.workdir.clone(),
+        scratch: o.scratch.clone(),
     }
 }
 

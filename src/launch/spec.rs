@@ -67,6 +67,15 @@ pub struct Options {
     pub shell: Option<String>,
     /// Use FUSE even with real root privileges.
     pub fuse: bool,
+    /// `--no-mount`: default mounts left out.
+    pub no_mount: binds::NoMount,
+    /// `--workdir`: host directory (canonical) for /tmp, /var/tmp, scratch
+    /// directories, and the home when contained.
+    pub workdir: Option<PathBuf>,
+    /// `--scratch`: empty writable directories inside the container.
+    pub scratch: Vec<PathBuf>,
+    /// `--no-umask`: the container starts with umask 0022, not the caller's.
+    pub no_umask: bool,
 }
 
 pub struct LaunchSpec {

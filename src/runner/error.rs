@@ -167,6 +167,9 @@ pub fn launch_failure(l: &crate::launch::LaunchError) -> Option<Failure> {
         // What the command line asked for cannot be: binds, environment, command.
         L::BindSource(_)
         | L::BindSpec(..)
+        | L::MountSpec(..)
+        | L::NoMount(..)
+        | L::Workdir { .. }
         | L::EnvName(_)
         | L::EnvFlag(_)
         | L::EnvFileLine { .. }

@@ -24,7 +24,7 @@ pub fn root_source(req: &RunRequest, image: Image) -> Result<RootSource> {
             if req.keys.any()
                 && let Some(k) = &key
             {
-                eprintln!(
+                crate::say_warn!(
                     "WARNING: {}: the image is not encrypted; ignoring {}",
                     req.image,
                     k.describe()

@@ -8,6 +8,7 @@ pub mod failure;
 pub mod fds;
 pub mod identity;
 pub mod progress;
+pub mod say;
 pub mod shell;
 pub mod signals;
 pub mod spawn;

@@ -20,7 +20,8 @@ impl Progress {
     /// A bar named `what` for `total` bytes, shown if `enabled` and stderr is a
     /// terminal.
     pub fn new(what: &str, total: u64, enabled: bool) -> Progress {
-        let shown = enabled && total > SMALL && std::io::stderr().is_terminal();
+        let shown =
+            enabled && super::say::info() && total > SMALL && std::io::stderr().is_terminal();
         Progress {
             bar: shown.then(|| bar(what, total)),
         }

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::binds::{BindSpec, clean};
+use super::binds::{BindSpec, NoMount, clean};
 
 pub const HOST: &str = "/.host";
 pub const IMAGE: &str = "/.image";
@@ -105,6 +105,12 @@ pub struct MountRequest {
     pub resolv_conf: Option<PathBuf>,
     pub hosts: Option<PathBuf>,
     pub localtime: Option<PathBuf>,
+    /// `--no-mount`.
+    pub no_mount: NoMount,
+    /// `--workdir` (canonical; its tmp, var_tmp, home and scratch exist).
+    pub workdir: Option<PathBuf>,
+    /// `--scratch` destinations.
+    pub scratch: Vec<PathBuf>,
 }
 
 /// The container root's path while the plan runs.
@@ -179,6 +185,7 @@ pub fn build(req: &MountRequest) -> Vec<Step> {
     proc_and_sys(&mut b, req);
     dev(&mut b, req);
     let bound = tmp_and_home(&mut b, req);
+    scratch(&mut b, req);
     host_files(&mut b, req);
     identity(&mut b, req);
     cwd(&mut b, req, &bound);
@@ -208,17 +215,23 @@ fn overlay_root(b: &mut Builder) {
 
 /// /proc and /sys: the host's, or a private /proc in a PID namespace.
 fn proc_and_sys(b: &mut Builder, req: &MountRequest) {
-    if req.pid_namespace {
+    if req.no_mount.proc {
+    } else if req.pid_namespace {
         let dst = b.r("/proc");
         b.push(Step::Proc { dst });
     } else {
         b.bind(host(Path::new("/proc")), Path::new("/proc"), false, "/proc");
     }
-    b.bind(host(Path::new("/sys")), Path::new("/sys"), false, "/sys");
+    if !req.no_mount.sys {
+        b.bind(host(Path::new("/sys")), Path::new("/sys"), false, "/sys");
+    }
 }
 
 /// /dev: the host's, or a minimal one when contained.
 fn dev(b: &mut Builder, req: &MountRequest) {
+    if req.no_mount.dev {
+        return;
+    }
     if !req.contain {
         b.bind_with(
             host(Path::new("/dev")),
@@ -243,12 +256,12 @@ fn dev(b: &mut Builder, req: &MountRequest) {
     }
     let dst = b.r("/dev/shm");
     b.push(Step::Tmpfs { dst, mode: 0o1777 });
-    let dst = b.r("/dev/pts");
-    b.push(Step::Devpts { dst });
-    let mut links = vec![
-        ("pts/ptmx".to_string(), "/dev/ptmx".to_string()),
-        ("/proc/self/fd".to_string(), "/dev/fd".to_string()),
-    ];
+    let mut links = vec![("/proc/self/fd".to_string(), "/dev/fd".to_string())];
+    if !req.no_mount.devpts {
+        let dst = b.r("/dev/pts");
+        b.push(Step::Devpts { dst });
+        links.push(("pts/ptmx".to_string(), "/dev/ptmx".to_string()));
+    }
     for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
         links.push((format!("/proc/self/fd/{i}"), format!("/dev/{name}")));
     }
@@ -264,8 +277,20 @@ fn dev(b: &mut Builder, req: &MountRequest) {
 /// Temporary directories and the home; returns the destinations bound, under which
 /// the working directory is visible already.
 fn tmp_and_home(b: &mut Builder, req: &MountRequest) -> Vec<PathBuf> {
-    for t in ["/tmp", "/var/tmp"] {
-        if req.contain {
+    let mut bound: Vec<PathBuf> = Vec::new();
+    for (t, in_workdir) in [("/tmp", "tmp"), ("/var/tmp", "var_tmp")] {
+        if req.no_mount.tmp {
+            continue;
+        }
+        bound.push(t.into());
+        if let Some(w) = &req.workdir {
+            b.bind(
+                host(&w.join(in_workdir)),
+                Path::new(t),
+                false,
+                "--workdir temporary directory",
+            );
+        } else if req.contain {
             let s = PathBuf::from(format!("{SESSION}{t}"));
             b.push(Step::Mkdir {
                 path: s.clone(),
@@ -281,12 +306,21 @@ fn tmp_and_home(b: &mut Builder, req: &MountRequest) -> Vec<PathBuf> {
             );
         }
     }
-    let mut bound: Vec<PathBuf> = vec!["/tmp".into(), "/var/tmp".into()];
-    if !req.no_home {
-        // Contained, the home is an empty directory, unless --home named one.
+    if !req.no_home && !req.no_mount.home {
+        // Contained, the home is an empty directory (in --workdir if given), unless
+        // --home named one.
         match (&req.home_src, req.contain && !req.custom_home) {
             (Some(src), false) => {
                 b.bind(host(src), &req.home_dst, false, "home directory");
+            }
+            (_, true) if req.workdir.is_some() => {
+                let w = req.workdir.as_deref().unwrap_or(Path::new("/"));
+                b.bind(
+                    host(&w.join("home")),
+                    &req.home_dst,
+                    false,
+                    "--workdir home directory",
+                );
             }
             _ => {
                 let s = PathBuf::from(format!("{SESSION}/home"));
@@ -302,6 +336,29 @@ fn tmp_and_home(b: &mut Builder, req: &MountRequest) -> Vec<PathBuf> {
     bound
 }
 
+/// `--scratch` directories: in `--workdir` when given, else in memory.
+fn scratch(b: &mut Builder, req: &MountRequest) {
+    for dst in &req.scratch {
+        match &req.workdir {
+            Some(w) => b.bind(
+                host(&scratch_dir(w, dst)),
+                dst,
+                false,
+                "--scratch directory",
+            ),
+            None => {
+                let dst = under(b.root, dst);
+                b.push(Step::Tmpfs { dst, mode: 0o755 });
+            }
+        }
+    }
+}
+
+/// Where scratch directory `dst` lives in workdir `w`.
+pub fn scratch_dir(w: &Path, dst: &Path) -> PathBuf {
+    w.join("scratch").join(dst.strip_prefix("/").unwrap_or(dst))
+}
+
 /// Host files the network and the clock need.
 fn host_files(b: &mut Builder, req: &MountRequest) {
     for (src, dst) in [
@@ -309,6 +366,9 @@ fn host_files(b: &mut Builder, req: &MountRequest) {
         (&req.hosts, "/etc/hosts"),
         (&req.localtime, "/etc/localtime"),
     ] {
+        if req.no_mount.skips_file(dst) {
+            continue;
+        }
         if let Some(src) = src {
             b.bind(host(src), Path::new(dst), true, "host configuration");
         }
@@ -331,6 +391,7 @@ fn identity(b: &mut Builder, req: &MountRequest) {
 fn cwd(b: &mut Builder, req: &MountRequest, bound: &[PathBuf]) {
     if let Some(cwd) = &req.cwd
         && !req.contain
+        && !req.no_mount.cwd
         && cwd != Path::new("/")
         && !bound.iter().any(|d| is_within(cwd, d))
         && !SYSTEM_DIRS.iter().any(|d| is_within(cwd, Path::new(d)))

@@ -156,8 +156,8 @@ fn optional(r: Result<PathBuf>, required: bool, loud: bool) -> Result<Option<Pat
     match r {
         Ok(p) => Ok(Some(p)),
         Err(e @ LaunchError::MountPoint { .. }) if !required => {
-            if loud || std::env::var_os("VEIL_DEBUG").is_some() {
-                eprintln!("veil: warning: skipping a mount: {e}");
+            if loud || crate::support::say::verbose() {
+                crate::say_warn!("veil: warning: skipping a mount: {e}");
             }
             Ok(None)
         }

@@ -34,10 +34,10 @@ pub fn main() -> ExitCode {
     // It may hold a registry password: no core dumps, no tracing by other processes.
     let _ = nix::sys::prctl::set_dumpable(false);
     if let Err(e) = memory::limit() {
-        eprintln!("veil-registry: warning: no memory limit ({e})");
+        crate::say_warn!("veil-registry: warning: no memory limit ({e})");
     }
     if std::io::stdin().is_terminal() {
-        eprintln!(
+        crate::say_warn!(
             "veil-registry: veil's registry helper, run by veil (veil push, veil pull, veil registry login, and runs and builds of oras:// and docker:// images)"
         );
         return ExitCode::from(2);

@@ -157,6 +157,10 @@ fn scope_key(req: &RunRequest) -> Result<String> {
         o.fakeroot,
         o.fuse
     ));
+    h.update(format!(
+        "no_mount {:?} workdir {:?} scratch {:?} no_umask {}\n",
+        o.no_mount, o.workdir, o.scratch, o.no_umask
+    ));
     // The working directory is bound into the container unless --contain.
     if !o.contain {
         let cwd = std::env::current_dir()

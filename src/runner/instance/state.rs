@@ -155,7 +155,7 @@ impl Dir {
             Ok(f) => match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive) {
                 Ok(l) => Some(l),
                 Err((_, e)) => {
-                    eprintln!(
+                    crate::say_warn!(
                         "veil: warning: {}: cannot lock: {e}",
                         self.path.join(".lock").display()
                     );
@@ -163,7 +163,7 @@ impl Dir {
                 }
             },
             Err(e) => {
-                eprintln!(
+                crate::say_warn!(
                     "veil: warning: {}: cannot lock: {e}",
                     self.path.join(".lock").display()
                 );

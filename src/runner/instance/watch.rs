@@ -77,7 +77,7 @@ impl Watch {
                 .name("veil-watch".into())
                 .spawn(f)
             {
-                eprintln!("veil: warning: cannot watch the instance: {e}");
+                crate::say_warn!("veil: warning: cannot watch the instance: {e}");
             }
         };
         if let Some(pidfd) = self.slurm_step {

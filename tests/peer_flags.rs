@@ -1,0 +1,125 @@
+//! Every flag the peers have on the commands veil shares with them parses: each one is
+//! honoured, ignored or refused with a reason, never "unexpected argument" (the list,
+//! tests/peer_flags.tsv, is taken from the peers' command definitions). And every
+//! one of them is in docs/compat.md's table.
+
+use clap::error::ErrorKind;
+
+/// (command words, long, short letters, takes a value)
+fn peer_flags() -> Vec<(Vec<&'static str>, String, Vec<char>, bool)> {
+    let text: &'static str = include_str!("peer_flags.tsv");
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [command, long, short, kind, _peers] = f[..] else {
+            panic!("bad line {line:?}");
+        };
+        let commands: Vec<&str> = match command {
+            "action" => vec![
+                "run",
+                "exec",
+                "shell",
+                "test",
+                "instance start",
+                "instance run",
+            ],
+            "global" => vec![""],
+            c => vec![c],
+        };
+        // "A:-|S:r": each peer's letter.
+        let shorts: Vec<char> = short
+            .split('|')
+            .filter_map(|s| s.rsplit(':').next())
+            .filter(|s| s.len() == 1 && *s != "-")
+            .filter_map(|s| s.chars().next())
+            .collect();
+        for c in commands {
+            out.push((
+                c.split_whitespace().collect(),
+                long.to_string(),
+                shorts.clone(),
+                kind == "value",
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_peer_flag_parses() {
+    let flags = peer_flags();
+    assert!(
+        flags.len() > 300,
+        "the list lost its flags: {}",
+        flags.len()
+    );
+    let mut unknown = Vec::new();
+    for (words, long, shorts, value) in &flags {
+        if *long == "help" || *long == "version" {
+            continue;
+        }
+        let mut forms = vec![format!("--{long}")];
+        forms.extend(shorts.iter().map(|c| format!("-{c}")));
+        for form in forms {
+            let mut argv = vec!["veil".to_string()];
+            argv.extend(words.iter().map(|w| w.to_string()));
+            argv.push(form.clone());
+            if *value {
+                argv.push("1".into());
+            }
+            if words.is_empty() {
+                argv.push("version".into());
+            }
+            // Only whether the flag is known matters: a missing image or a value
+            // veil's own argument does not take are other errors.
+            if let Err(e) = veil::cli::command().try_get_matches_from(&argv)
+                && e.kind() == ErrorKind::UnknownArgument
+            {
+                unknown.push(argv[1..].join(" "));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "peer flags veil does not know:\n  {}",
+        unknown.join("\n  ")
+    );
+}
+
+/// docs/compat.md has a row for every peer flag of every command.
+#[test]
+fn the_compat_table_lists_every_peer_flag() {
+    let doc = include_str!("../docs/compat.md");
+    let list: &str = include_str!("peer_flags.tsv");
+    let mut missing = Vec::new();
+    let mut rows = 0;
+    for line in list
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (command, long) = (f[0], f[1]);
+        if long == "help" || long == "version" {
+            continue;
+        }
+        let command = match command {
+            "action" => "actions",
+            "global" => "(global)",
+            c => c,
+        };
+        let row = format!("| {command} | `--{long}`");
+        rows += 1;
+        if !doc.lines().any(|l| l.starts_with(&row)) {
+            missing.push(row);
+        }
+    }
+    assert!(rows > 200, "{rows}");
+    assert!(
+        missing.is_empty(),
+        "docs/compat.md lacks rows:\n  {}",
+        missing.join("\n  ")
+    );
+}
