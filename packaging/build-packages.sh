@@ -9,6 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
 . packaging/target.sh
+# The packages promise a static binary that needs nothing from the system.
+case "$VEIL_TARGET" in
+  *-musl) ;;
+  *) echo "build-packages.sh: no musl toolchain (install-deps.sh installs musl-tools and the target); the packages need the static build" >&2; exit 1 ;;
+esac
+command -v dpkg-deb >/dev/null && command -v rpmbuild >/dev/null \
+  || { echo "build-packages.sh: needs dpkg-deb and rpmbuild (Debian/Ubuntu: apt-get install dpkg-dev rpm)" >&2; exit 1; }
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 release=1
 cargo build --release --locked --target "$VEIL_TARGET" --bin veil --bin veil-registry \
@@ -17,6 +24,8 @@ bin=target/$VEIL_TARGET/release
 out=target/packages
 rm -rf "$out"
 mkdir -p "$out"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
 
 # The tree both packages share, zsh's completion aside (each family looks elsewhere).
 stage() {
@@ -27,8 +36,8 @@ stage() {
   mkdir -p "$root/usr/share/man/man1"
   "$bin/veil-docgen" man "$root/usr/share/man/man1" >/dev/null
   gzip -9n "$root"/usr/share/man/man1/*.1
-  local comp
-  comp=$(mktemp -d)
+  local comp=$scratch/completions
+  mkdir -p "$comp"
   "$bin/veil-docgen" completions "$comp"
   install -D -m 644 "$comp/veil" "$root/usr/share/bash-completion/completions/veil"
   install -D -m 644 "$comp/_veil" "$root/$zsh_dir/_veil"
@@ -44,10 +53,10 @@ deb_arch=$(dpkg --print-architecture)
 root=$out/deb-root
 stage "$root" usr/share/zsh/vendor-completions
 install -D -m 644 packaging/copyright "$root/usr/share/doc/veil/copyright"
-install -D -m 644 packaging/apparmor/veil "$root/etc/apparmor.d/veil"
+# The AppArmor profile: postinst puts it in /etc/apparmor.d where AppArmor 4 is.
+install -D -m 644 packaging/apparmor/veil "$root/usr/share/veil/apparmor/veil"
 mkdir -p "$root/DEBIAN"
-install -m 755 packaging/deb/postinst packaging/deb/prerm "$root/DEBIAN/"
-echo /etc/apparmor.d/veil > "$root/DEBIAN/conffiles"
+install -m 755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$root/DEBIAN/"
 cat > "$root/DEBIAN/control" <<CONTROL
 Package: veil
 Version: $version-$release
@@ -69,7 +78,7 @@ dpkg-deb --root-owner-group -Zxz --build "$root" "$out/veil_${version}-${release
 rpm_arch=$(uname -m)
 root=$out/rpm-root
 stage "$root" usr/share/zsh/site-functions
-top=$(mktemp -d)
+top=$scratch/rpmbuild
 rpmbuild -bb --quiet --nodeps \
   --define "_topdir $top" \
   --define "_rpmdir $(pwd)/$out" \
@@ -78,5 +87,5 @@ rpmbuild -bb --quiet --nodeps \
   --define "veil_version $version" \
   --define "veil_arch $rpm_arch" \
   packaging/rpm/veil.spec
-rm -rf "$top" "$out/deb-root" "$out/rpm-root"
+rm -rf "$out/deb-root" "$out/rpm-root"
 ls -l "$out"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the packages build-packages.sh made, as root on a Debian machine (CI):
-#   - the AppArmor profile parses with an AppArmor 4 parser in its no-load mode
+#   - the AppArmor profile parses with an AppArmor 4 parser in its no-load mode, and
+#     postinst puts it in /etc/apparmor.d where AppArmor 4 is (and postrm removes it)
 #     (Debian 12's parser, 3.0, predates the `userns` rule Ubuntu 23.10+ needs, so the
 #     current Debian release's apparmor and libc6 are fetched through apt and run
 #     from a scratch directory, not installed);
@@ -27,19 +28,24 @@ mkdir -p "$aa/lists/partial" "$aa/archives/partial" "$aa/root"
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" > "$aa/sources.list"
 apt_private=(-o "Dir::Etc::SourceList=$aa/sources.list" -o Dir::Etc::SourceParts=/dev/null
   -o "Dir::State::Lists=$aa/lists" -o "Dir::Cache::Archives=$aa/archives"
-  -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+  -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
+  -o Acquire::AllowInsecureRepositories=false -o APT::Get::AllowUnauthenticated=false)
 apt-get -qq "${apt_private[@]}" update
 (cd "$aa" && apt-get -qq "${apt_private[@]}" download apparmor libc6)
 for p in "$aa"/*.deb; do dpkg-deb -x "$p" "$aa/root"; done
-lib=$aa/root/usr/lib/x86_64-linux-gnu
-parser() { "$lib/ld-linux-x86-64.so.2" --library-path "$lib" "$aa/root/usr/sbin/apparmor_parser" "$@"; }
+chmod -R a+rX "$scratch"
+ldso=$(ls "$aa"/root/usr/lib/*/ld-linux*.so.* | head -1)
+lib=$(dirname "$ldso")
+# Run as nobody: a downloaded program needs no root to parse a file.
+parser() { setpriv --reuid=65534 --regid=65534 --clear-groups "$ldso" --library-path "$lib" "$aa/root/usr/sbin/apparmor_parser" "$@"; }
 parser --version | head -1
 # The package's profile with the parser's own abi and tunables; a profile with a
 # broken rule must fail the same way (the check can fail).
 mkdir -p "$scratch/profile"
 dpkg-deb -x "$deb" "$scratch/profile"
-profile=$scratch/profile/etc/apparmor.d/veil
-[ -f "$profile" ] || fail "the .deb has no /etc/apparmor.d/veil"
+chmod -R a+rX "$scratch/profile"
+profile=$scratch/profile/usr/share/veil/apparmor/veil
+[ -f "$profile" ] || fail "the .deb has no /usr/share/veil/apparmor/veil"
 grep -q '^profile veil /usr/bin/veil ' "$profile" || fail "the profile does not name /usr/bin/veil"
 aa_check() {
   parser --skip-kernel-load --skip-cache --base "$aa/root/etc/apparmor.d" \
@@ -64,14 +70,25 @@ grep -q "digests OK" "$scratch/rpmk" || fail "rpm -K does not find its digests O
 
 echo "== dpkg -i $(basename "$deb")"
 if dpkg -s veil >/dev/null 2>&1; then fail "a veil package is installed already"; fi
+# postinst installs the profile where AppArmor 4 is: a machine without AppArmor gets
+# the AppArmor 4 abi file for the length of the check, so that this path runs too.
+made_abi=""
+if [ ! -e /etc/apparmor.d ]; then
+  install -D -m 644 "$aa/root/etc/apparmor.d/abi/4.0" /etc/apparmor.d/abi/4.0
+  made_abi=1
+fi
+cleanup() {
+  dpkg --purge veil >/dev/null 2>&1 || true
+  if [ -n "$made_abi" ]; then rm -rf /etc/apparmor.d; fi
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
 dpkg -i "$deb"
-trap 'dpkg --purge veil >/dev/null 2>&1 || true; rm -rf "$scratch"' EXIT
 [ "$(command -v veil)" = /usr/bin/veil ] || fail "veil on PATH is $(command -v veil), not /usr/bin/veil"
 veil version
 for f in /usr/libexec/veil/veil-registry /usr/share/man/man1/veil-run.1.gz \
   /usr/share/bash-completion/completions/veil /usr/share/zsh/vendor-completions/_veil \
-  /usr/share/fish/vendor_completions.d/veil.fish /usr/share/doc/veil/copyright \
-  /etc/apparmor.d/veil; do
+  /usr/share/fish/vendor_completions.d/veil.fish /usr/share/doc/veil/copyright; do
   [ -e "$f" ] || fail "the installed package lacks $f"
 done
 # Every page renders, and the run page documents a flag of run.
@@ -87,11 +104,16 @@ if ! grep -q "Connection refused" "$scratch/pull.err"; then
   cat "$scratch/pull.err" >&2; fail "the installed veil did not reach the network through its registry helper"
 fi
 
+if [ -e /etc/apparmor.d/abi/4.0 ]; then
+  cmp -s /etc/apparmor.d/veil "$profile" || fail "postinst did not install /etc/apparmor.d/veil where AppArmor 4 is"
+elif [ -e /etc/apparmor.d/veil ]; then
+  fail "postinst installed the profile for an AppArmor without the 4.0 abi"
+fi
+
 echo "== the main job, from /usr/bin/veil, as an unprivileged user"
 bash packaging/main-job.sh /usr/bin/veil
 
 echo "== dpkg --purge veil"
 dpkg --purge veil
 [ ! -e /usr/bin/veil ] && [ ! -e /etc/apparmor.d/veil ] || fail "files left after purge"
-trap 'rm -rf "$scratch"' EXIT
 echo "packages ok"

@@ -31,6 +31,7 @@ packages=(
   openssh-client               # ssh-keygen: OpenSSH key fixtures, protected and not
   uidmap util-linux            # newuidmap/newgidmap, unshare
   docker-registry skopeo       # a real OCI registry on loopback for the registry tests; a second client
+  podman runc                  # tests/podman.rs: veil inside a rootless container, with and without /dev/fuse
   rpm                          # rpmbuild, rpm -qlp/-K: the .rpm (build-packages.sh, check-packages.sh)
   sks                          # a real HKP keyserver, started by the tests on loopback (tests/common/sks.rs)
   slurm-wlm munge              # a real one-node Slurm (slurmctld, slurmd, srun, sbatch) with its own
@@ -58,6 +59,17 @@ if ! python3 -c "import oras, jwt, cryptography, bcrypt" >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   python3 -m pip install --quiet $py_modules >/dev/null 2>&1 \
     || python3 -m pip install --quiet --break-system-packages $py_modules >/dev/null
+fi
+
+# tests/podman.rs runs rootless podman as this user: podman needs a named user with
+# subordinate ids (as root only; elsewhere the test uses the caller if it has them).
+if [ "$(id -u)" -eq 0 ]; then
+  if ! id veil-podman >/dev/null 2>&1; then
+    useradd --system --create-home --home-dir /var/lib/veil-podman --shell /usr/sbin/nologin veil-podman
+  fi
+  if ! grep -q '^veil-podman:' /etc/subuid 2>/dev/null; then
+    usermod --add-subuids 1000000-1065535 --add-subgids 1000000-1065535 veil-podman
+  fi
 fi
 
 # /dev/fuse must exist and be usable by unprivileged users for rootless runs.

@@ -369,11 +369,13 @@ fn mount_and_namespace_flags_of_the_peers() {
         )),
         ""
     );
-    // -W and -S: /tmp and the scratch directory are in the work directory.
+    // -W and -S: with --contain, /tmp and the scratch directory are in the work
+    // directory, made 0700; without it, /tmp stays the host's.
     let w = t.path().join("work");
     std::fs::create_dir(&w).unwrap();
+    let ws = w.to_str().unwrap();
     let o = exec(
-        &["-W", w.to_str().unwrap(), "-S", "/scr"],
+        &["-c", "-W", ws, "-S", "/scr"],
         "echo a > /tmp/a && echo b > /scr/b && echo ok",
     );
     assert_eq!(text(&o), "ok");
@@ -382,6 +384,30 @@ fn mount_and_namespace_flags_of_the_peers() {
         std::fs::read_to_string(w.join("scratch/scr/b")).unwrap(),
         "b\n"
     );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(w.join("home"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let host_tmp = t.path().join("seen-from-the-host");
+    std::fs::write(&host_tmp, "").unwrap();
+    let probe = format!("test -e {} && echo host-tmp", host_tmp.display());
+    assert_eq!(text(&exec(&["-W", ws], &probe)), "host-tmp");
+    // A work directory whose home someone else may write to is refused.
+    let w2 = t.path().join("work2");
+    std::fs::create_dir_all(w2.join("home")).unwrap();
+    std::fs::set_permissions(w2.join("home"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = exec(&["-c", "-W", w2.to_str().unwrap()], "true");
+    assert_eq!(o.status.code(), Some(249));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("writable by you alone"));
+    // A symlink in its place is not followed.
+    let w3 = t.path().join("work3");
+    std::fs::create_dir(&w3).unwrap();
+    std::os::unix::fs::symlink(&data, w3.join("tmp")).unwrap();
+    let o = exec(&["-c", "-W", w3.to_str().unwrap()], "true");
+    assert_eq!(o.status.code(), Some(249));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("symlink"));
     // -S alone: in memory.
     let o = exec(&["-S", "/scr"], "grep -c ' /scr tmpfs ' /proc/mounts");
     assert_eq!(text(&o), "1");
@@ -395,6 +421,18 @@ fn mount_and_namespace_flags_of_the_peers() {
     assert!(lines[2].parse::<u32>().unwrap() < 10, "{out}");
     let o = exec(&["--compat", "--no-pid"], "echo $$");
     assert!(text(&o).parse::<u32>().unwrap() > 10);
+    // The peers' MOUNT variable: one mount per line; read after a global flag too.
+    let two = format!(
+        "type=bind,source={d},destination=/m1\ntype=bind,source={d},destination=/m2",
+        d = data.display()
+    );
+    let mut c = veil();
+    c.env("HOME", t.path())
+        .env("APPTAINER_MOUNT", &two)
+        .args(["-q", "exec"])
+        .arg(&sif)
+        .args(["sh", "-c", "cat /m1/f /m2/f"]);
+    assert_eq!(text(&c.output().unwrap()), "mounted\nmounted");
     // Bad values: usage errors naming the flag.
     for (args, needle) in [
         (&["--no-mount", "bogus"][..], "--no-mount \"bogus\""),
@@ -404,6 +442,15 @@ fn mount_and_namespace_flags_of_the_peers() {
         ),
         (&["-S", "relative"][..], "--scratch \"relative\""),
         (&["--nv"][..], "--nv: veil has no GPU support"),
+        (&["-S", "/proc/x"][..], "--scratch \"/proc/x\""),
+        (
+            &["--no-privs", "--fakeroot"][..],
+            "--no-privs with --fakeroot",
+        ),
+        (
+            &["--mount", "type=bind,src=/tmp,src=/etc,dst=/d"][..],
+            "given twice",
+        ),
     ] {
         let o = exec(args, "true");
         assert_eq!(o.status.code(), Some(249), "{args:?}");

@@ -123,3 +123,53 @@ fn the_compat_table_lists_every_peer_flag() {
         missing.join("\n  ")
     );
 }
+
+/// What the table says veil does with an ignored or refused flag is what the code
+/// says (`veil::cli::peerflags::FLAGS`).
+#[test]
+fn the_compat_table_gives_the_codes_reasons() {
+    use veil::cli::peerflags::{FLAGS, Treatment};
+    let doc = include_str!("../docs/compat.md");
+    let actions = [
+        "run",
+        "exec",
+        "shell",
+        "test",
+        "instance start",
+        "instance run",
+    ];
+    let mut wrong = Vec::new();
+    for f in FLAGS {
+        let (kind, why) = match f.treatment {
+            Treatment::Ignored(w) => ("ignored", w),
+            Treatment::Refused(w) => ("refused", w),
+        };
+        for c in f.commands {
+            let command = match *c {
+                "" => "(global)",
+                // The action rows cover run, exec, shell, test and instance start|run;
+                // a flag of `run` alone has a row of its own.
+                c if actions.contains(&c)
+                    && (f.commands.contains(&"exec") || c.starts_with("instance")) =>
+                {
+                    "actions"
+                }
+                c => c,
+            };
+            let row = format!("| {command} | `--{}`", f.long);
+            let Some(line) = doc.lines().find(|l| l.starts_with(&row)) else {
+                wrong.push(format!("{row}: no row"));
+                continue;
+            };
+            if !line.contains(&format!("{kind}: {why}")) {
+                wrong.push(format!("{row}: not \"{kind}: {why}\""));
+            }
+        }
+    }
+    wrong.dedup();
+    assert!(
+        wrong.is_empty(),
+        "docs/compat.md differs from the code:\n  {}",
+        wrong.join("\n  ")
+    );
+}

@@ -257,11 +257,31 @@ pub fn extract_squashfs<R: ReadAt>(
     root: &Rooted,
     devices: bool,
 ) -> Result<Skipped> {
+    extract(fs_, image, root, devices, is_root())
+}
+
+/// As [`extract_squashfs`], every file the caller's, no device nodes: an image
+/// unpacked for a run in a user namespace that maps only the caller (`launch::unpack`).
+pub fn extract_squashfs_as_caller<R: ReadAt>(
+    fs_: &Squashfs<R>,
+    image: &Path,
+    root: &Rooted,
+) -> Result<Skipped> {
+    extract(fs_, image, root, false, false)
+}
+
+fn extract<R: ReadAt>(
+    fs_: &Squashfs<R>,
+    image: &Path,
+    root: &Rooted,
+    devices: bool,
+    owners: bool,
+) -> Result<Skipped> {
     let mut x = Extract {
         fs: fs_,
         image,
         root,
-        owners: is_root(),
+        owners,
         devices: devices && can_mknod(),
         skipped: Skipped::default(),
         dirs: Vec::new(),

@@ -53,7 +53,7 @@ pub fn prepare(
                 section: "post",
                 trace: true,
             };
-            eprintln!("veil build: running %post");
+            crate::say_info!("veil build: running %post");
             post::run_in_root(&ctx, p, &staged.dir.root(), &[])?;
         }
     }
@@ -76,7 +76,7 @@ pub fn run_test(staged: &Staged, def: Option<&Definition>, notest: bool) -> Resu
         section: "test",
         trace: false,
     };
-    eprintln!("veil build: running %test");
+    crate::say_info!("veil build: running %test");
     let script = recipe::Script {
         body: "for f in /.singularity.d/env/*.sh; do [ -f \"$f\" ] && . \"$f\"; done\nexec /.singularity.d/test\n".into(),
         interpreter: None,

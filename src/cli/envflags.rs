@@ -36,6 +36,8 @@ pub const PEER_FLAGS: &[(&str, &[&str])] = &[
     ("no-umask", &["NO_UMASK"]),
     ("no-pid", &["NO_PID"]),
     ("compat", &["COMPAT"]),
+    ("unsquash", &["UNSQUASH"]),
+    ("no-privs", &["NO_PRIVS"]),
 ];
 
 /// veil's own flags, with a `VEIL_` variable only.

@@ -123,6 +123,9 @@ enum KeyCommand {
         /// Remove from the secret keyring instead of the public one
         #[arg(short, long, alias = "private", conflicts_with = "both")]
         secret: bool,
+        /// The public keyring (the default; with --secret: both, as Apptainer's -p -r)
+        #[arg(short, long)]
+        public: bool,
         /// Remove from both keyrings
         #[arg(short, long)]
         both: bool,
@@ -187,7 +190,14 @@ pub fn run(args: KeyArgs) -> Result<ExitCode> {
         } => search(&mut out, &url.chosen()?, &text, long_list, json)?,
         KeyCommand::Pull { fingerprint, url } => pull(&store, &mut out, &url, &fingerprint)?,
         KeyCommand::Push { key, url } => push_key(&store, &mut out, &url, &key)?,
-        KeyCommand::Remove { key, secret, both } => {
+        KeyCommand::Remove {
+            key,
+            secret,
+            public,
+            both,
+        } => {
+            let both = both || (public && secret);
+            let secret = secret && !both;
             let rings: &[Ring] = match (secret, both) {
                 (_, true) => &[Ring::Public, Ring::Secret],
                 (true, _) => &[Ring::Secret],

@@ -181,6 +181,19 @@ fn with_env_defaults(cmd: clap::Command, path: &[&str]) -> anyhow::Result<clap::
         .map_err(|e| anyhow::Error::msg(e).context(exit::Tagged(exit::Failure::Usage)))
 }
 
+/// The global flags, as they may come before the command.
+const GLOBAL_FLAGS: [&str; 9] = [
+    "-d",
+    "--debug",
+    "-q",
+    "--quiet",
+    "-s",
+    "--silent",
+    "-v",
+    "--verbose",
+    "--nocolor",
+];
+
 /// A usage error naming the first peer flag given that veil refuses, and why.
 fn refuse_peer_flags(m: &clap::ArgMatches) -> anyhow::Result<()> {
     match peerflags::refused(m) {
@@ -205,6 +218,13 @@ fn nocolor_asked() -> bool {
 /// 2, is a status programs commonly use).
 fn usage_error(e: &clap::Error) -> ExitCode {
     let _ = e.print();
+    if e.kind() == clap::error::ErrorKind::UnknownArgument
+        && let Some(clap::error::ContextValue::String(arg)) =
+            e.get(clap::error::ContextKind::InvalidArg)
+        && GLOBAL_FLAGS.contains(&arg.as_str())
+    {
+        eprintln!("tip: veil's global flags go before the command: veil {arg} COMMAND …");
+    }
     if e.exit_code() == 0 {
         ExitCode::SUCCESS
     } else {
@@ -261,13 +281,21 @@ pub fn main() -> anyhow::Result<ExitCode> {
         // The variables are read for the command being run only: one set for
         // something else cannot break every command.
         // (args_os: a file name need not be UTF-8.)
-        let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).take(2).collect();
-        if let [group, sub] = argv.as_slice()
-            && group == "instance"
-            && (sub == "start" || sub == "run")
-        {
-            let sub = if sub == "start" { "start" } else { "run" };
-            cmd = with_env_defaults(cmd, &["instance", sub])?;
+        // Global flags (`veil -q run …`) come first; the command follows them.
+        let argv: Vec<std::ffi::OsString> = std::env::args_os()
+            .skip(1)
+            .skip_while(|a| GLOBAL_FLAGS.iter().any(|g| a == g))
+            .take(2)
+            .collect();
+        let words: Vec<&str> = argv.iter().filter_map(|a| a.to_str()).collect();
+        match words.as_slice() {
+            ["instance", sub @ ("start" | "run"), ..] => {
+                cmd = with_env_defaults(cmd, &["instance", sub])?;
+            }
+            [name @ ("run" | "exec" | "shell" | "test"), ..] => {
+                cmd = with_env_defaults(cmd, &[name])?;
+            }
+            _ => {}
         }
         if nocolor_asked() {
             cmd = cmd.color(clap::ColorChoice::Never);

@@ -77,9 +77,8 @@ const CGROUPS: Treatment = Refused(
 const GPU: Treatment = Refused(
     "veil has no GPU support yet: bind the driver's libraries and /dev/nvidia* (or /dev/dri, /dev/kfd) with --bind",
 );
-const NETWORK: Treatment = Refused(
-    "veil's containers share the host's network: network namespaces need root (Apptainer sets them up as root with CNI)",
-);
+const NETWORK: Treatment =
+    Refused("veil makes no network namespaces yet: the container shares the host's network");
 const CREDENTIALS: Treatment = Refused(
     "veil takes registry credentials from `veil registry login`, VEIL_/APPTAINER_DOCKER_USERNAME and _PASSWORD, or Docker's config (docs/registry.md)",
 );
@@ -156,13 +155,6 @@ pub static FLAGS: &[PeerFlag] = &[
         None,
         false,
         Refused("veil has no privileges to keep: it runs as you")
-    ),
-    flag!(
-        ACTIONS,
-        "no-privs",
-        None,
-        false,
-        Ignored("veil's containers run with your own rights only")
     ),
     flag!(ACTIONS, "app", None, true, SCIF),
     flag!(ACTIONS, "apply-cgroups", None, true, CGROUPS),
@@ -247,25 +239,11 @@ pub static FLAGS: &[PeerFlag] = &[
     ),
     flag!(
         ACTIONS,
-        "tmp-sandbox",
-        None,
-        false,
-        Refused("veil does not extract images to disk: it serves them with FUSE")
-    ),
-    flag!(
-        ACTIONS,
         "no-tmp-sandbox",
         None,
         false,
-        Ignored("veil never extracts images to a temporary sandbox")
-    ),
-    flag!(
-        ACTIONS,
-        "unsquash",
-        None,
-        false,
-        Refused(
-            "not supported yet: veil serves the image with its FUSE server, which needs /dev/fuse"
+        Ignored(
+            "veil unpacks an image (into memory) only with --unsquash, or where /dev/fuse is missing"
         )
     ),
     flag!(
@@ -273,7 +251,9 @@ pub static FLAGS: &[PeerFlag] = &[
         "disable-cache",
         None,
         false,
-        Ignored("veil's cache of pulled images is private to you; `veil cache clean` empties it")
+        Refused(
+            "veil caches docker:// and oras:// images for runs: point VEIL_CACHEDIR at a job-local directory, or `veil cache clean` after"
+        )
     ),
     flag!(
         ACTIONS,
@@ -367,7 +347,9 @@ pub static FLAGS: &[PeerFlag] = &[
         "tmpdir",
         None,
         true,
-        Ignored("a run keeps nothing on disk")
+        Ignored(
+            "a run writes nothing but the cache of docker:// and oras:// images (VEIL_CACHEDIR)"
+        )
     ),
     flag!(
         ACTIONS,
@@ -403,20 +385,26 @@ pub static FLAGS: &[PeerFlag] = &[
         "bind",
         Some('B'),
         true,
-        Refused("binds during %post are not supported")
+        Refused("binds during %post are not supported: copy files in with %files")
     ),
     flag!(
         BUILD,
         "mount",
         None,
         true,
-        Refused("binds during %post are not supported")
+        Refused("binds during %post are not supported: copy files in with %files")
     ),
     flag!(BUILD, "builder", None, true, REMOTE_BUILD),
     flag!(BUILD, "buildkit-host", None, true, REMOTE_BUILD),
     flag!(BUILD, "detached", Some('d'), false, REMOTE_BUILD),
     flag!(BUILD, "remote", Some('r'), false, REMOTE_BUILD),
-    flag!(BUILD, "library", None, true, REMOTE_BUILD),
+    flag!(
+        BUILD,
+        "library",
+        None,
+        true,
+        Refused("library:// images are not supported: use oras:// or docker://")
+    ),
     flag!(
         BUILD,
         "data",
@@ -453,7 +441,7 @@ pub static FLAGS: &[PeerFlag] = &[
         "no-cleanup",
         None,
         false,
-        Ignored("veil always removes what a failed build left")
+        Refused("veil always removes what a failed build left")
     ),
     flag!(
         BUILD,
@@ -530,15 +518,8 @@ pub static FLAGS: &[PeerFlag] = &[
         None,
         false,
         Refused(
-            "not supported: import the key, then export it and import again with the passphrase you want"
+            "not supported: change the key's passphrase with `gpg --passwd` before importing it"
         )
-    ),
-    flag!(
-        &["key remove"],
-        "public",
-        Some('p'),
-        false,
-        Ignored("veil removes from the public keyring unless told --secret")
     ),
 ];
 

@@ -49,7 +49,7 @@ pub struct RunFlags {
     /// Leave out default mounts: proc, sys, dev, devpts, tmp, home, cwd, bind-paths (/etc/hosts, /etc/localtime, /etc/resolv.conf) or one of those paths; comma-separated
     #[arg(long, value_name = "LIST")]
     no_mount: Vec<String>,
-    /// Host directory for /tmp, /var/tmp and --scratch directories (and the home with --contain), instead of memory or the host's /tmp
+    /// Host directory for --scratch directories, and with --contain for /tmp, /var/tmp and the home (DIR/tmp, DIR/var_tmp, DIR/home), instead of memory
     #[arg(short = 'W', long, value_name = "DIR")]
     workdir: Option<PathBuf>,
     /// An empty writable directory at this path inside the container: in memory, or in --workdir; comma-separated or repeated
@@ -58,13 +58,19 @@ pub struct RunFlags {
     /// Accepted for Apptainer scripts: veil never shell-evaluates variables' values (they are set literally)
     #[arg(long)]
     no_eval: bool,
+    /// Accepted for Apptainer scripts: without --fakeroot the container has no privileges to drop (refused with --fakeroot)
+    #[arg(long)]
+    no_privs: bool,
     /// Start the container with umask 0022 instead of yours
     #[arg(long)]
     no_umask: bool,
+    /// Unpack the image into memory instead of serving it with FUSE (what veil does by itself where /dev/fuse is missing; --tmp-sandbox: SingularityCE's name)
+    #[arg(long, alias = "tmp-sandbox")]
+    unsquash: bool,
     /// No PID namespace, even with --containall or --compat
     #[arg(long)]
     no_pid: bool,
-    /// As the peers' --compat: --containall, --writable-tmpfs, --no-umask (and --no-eval, --no-init, which is how veil runs anyway)
+    /// As the peers' --compat: --containall, --writable-tmpfs and --no-umask (and --no-eval, which is how veil runs anyway)
     #[arg(long)]
     compat: bool,
     /// Let the container write to its root, into memory that vanishes at exit
@@ -135,6 +141,34 @@ fn env_var(names: &[&str]) -> Option<String> {
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
 }
 
+/// The `--scratch` destinations, cleaned; refused where they would cover the root,
+/// /proc, /sys or /dev.
+fn scratch_dirs(lists: &[String]) -> Result<Vec<PathBuf>> {
+    let mut scratch = Vec::new();
+    for list in lists {
+        for d in list.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let clean = binds::clean(std::path::Path::new(d));
+            let why = if !d.starts_with('/') {
+                Some("not an absolute path")
+            } else if clean == std::path::Path::new("/")
+                || ["/proc", "/sys", "/dev"]
+                    .iter()
+                    .any(|p| clean.starts_with(p))
+            {
+                Some("would cover the container's root, /proc, /sys or /dev")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(anyhow::anyhow!("--scratch {d:?}: {why}")
+                    .context(super::exit::Tagged(super::exit::Failure::Usage)));
+            }
+            scratch.push(clean);
+        }
+    }
+    Ok(scratch)
+}
+
 fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
     let mut bind_specs = Vec::new();
     // Environment binds first, as the peers: they apply before the command line's.
@@ -153,8 +187,17 @@ fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
     for b in &a.bind {
         bind_specs.extend(binds::parse_list(b)?);
     }
-    for m in &a.mount {
-        bind_specs.push(binds::parse_mount(m)?);
+    // One mount per value, or per line of one (as the peers' MOUNT variables).
+    for m in a.mount.iter().flat_map(|m| m.lines()) {
+        if !m.trim().is_empty() {
+            bind_specs.push(binds::parse_mount(m)?);
+        }
+    }
+    if a.no_privs && a.fakeroot {
+        return Err(anyhow::anyhow!(
+            "--no-privs with --fakeroot: veil cannot take the capabilities of --fakeroot's root in its user namespace; leave out one of them"
+        )
+        .context(super::exit::Tagged(super::exit::Failure::Usage)));
     }
     let mut no_mount = binds::NoMount::default();
     for list in &a.no_mount {
@@ -168,16 +211,7 @@ fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
                 .context(super::exit::Tagged(super::exit::Failure::Usage))?,
         ),
     };
-    let mut scratch = Vec::new();
-    for list in &a.scratch {
-        for d in list.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-            if !d.starts_with('/') {
-                return Err(anyhow::anyhow!("--scratch {d:?}: not an absolute path")
-                    .context(super::exit::Tagged(super::exit::Failure::Usage)));
-            }
-            scratch.push(binds::clean(std::path::Path::new(d)));
-        }
-    }
+    let scratch = scratch_dirs(&a.scratch)?;
     let containall = a.containall || a.compat;
     let mut env_pairs = Vec::new();
     for f in &a.env_file {
@@ -220,6 +254,7 @@ fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
         workdir,
         scratch,
         no_umask: a.no_umask || a.compat,
+        unsquash: a.unsquash,
     })
 }
 

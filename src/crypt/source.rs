@@ -246,7 +246,7 @@ pub fn select_for_build(flags: &KeyFlags, encrypt: bool) -> Result<Option<BuildK
         return Ok(None);
     };
     if !flags.any() && !encrypt {
-        eprintln!(
+        crate::say_warn!(
             "WARNING: encryption related environment variables found ({}), but --encrypt was not specified: NOT encrypting the image",
             src.describe()
         );

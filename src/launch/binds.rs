@@ -150,11 +150,21 @@ mod tests {
 pub fn parse_mount(spec: &str) -> Result<BindSpec> {
     let bad = |why: &'static str| LaunchError::MountSpec(spec.into(), why);
     let (mut kind, mut src, mut dst, mut readonly) = (None, None, None, false);
-    for field in csv_fields(spec).ok_or_else(|| bad("unbalanced quotes"))? {
+    let mut seen = std::collections::HashSet::new();
+    for field in csv_fields(spec).ok_or_else(|| bad("malformed quotes"))? {
         let (key, value) = match field.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v)),
             None => (field.trim(), None),
         };
+        let canonical = match key {
+            "source" | "src" => "source",
+            "destination" | "dst" | "target" => "destination",
+            "readonly" | "ro" => "readonly",
+            k => k,
+        };
+        if !seen.insert(canonical.to_string()) {
+            return Err(bad("a field is given twice"));
+        }
         match (key, value) {
             ("type", Some(v)) => kind = Some(v.to_string()),
             ("source" | "src", Some(v)) => src = Some(v.to_string()),
@@ -196,23 +206,48 @@ pub fn parse_mount(spec: &str) -> Result<BindSpec> {
     })
 }
 
-/// Comma-separated fields, a field in double quotes taken whole (`""` is a quote).
+/// Comma-separated fields (CSV): a field that starts with a double quote runs to the
+/// closing one (`""` inside is a quote) and may hold commas; a quote anywhere else,
+/// or text after a closing quote, is malformed (`None`).
 fn csv_fields(s: &str) -> Option<Vec<String>> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
+    let mut fields = Vec::new();
     let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut()?.push('"');
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    '"' => break,
+                    c => field.push(c),
+                }
             }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(String::new()),
-            (c, _) => fields.last_mut()?.push(c),
+            if !matches!(chars.peek(), None | Some(',')) {
+                return None;
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                if c == '"' {
+                    return None;
+                }
+                field.push(c);
+                chars.next();
+            }
+        }
+        if !field.is_empty() {
+            fields.push(field);
+        }
+        if chars.next().is_none() {
+            return Some(fields);
         }
     }
-    (!quoted).then_some(fields.into_iter().filter(|f| !f.is_empty()).collect())
 }
 
 /// The default mounts `--no-mount` leaves out.
@@ -260,5 +295,53 @@ impl NoMount {
     /// Whether the default bind of host file `dst` is left out.
     pub fn skips_file(&self, dst: &str) -> bool {
         self.bind_paths || self.paths.iter().any(|p| p == Path::new(dst))
+    }
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+
+    #[test]
+    fn mount_specs_parse_as_docker_writes_them() {
+        let tmp = std::env::temp_dir();
+        let t = tmp.display();
+        let b = parse_mount(&format!("type=bind,source={t},destination=/d,readonly")).unwrap();
+        assert_eq!((b.dst.as_path(), b.readonly), (Path::new("/d"), true));
+        let b = parse_mount(&format!("type=bind,src={t},dst=/e,ro=false")).unwrap();
+        assert!(!b.readonly);
+        let b = parse_mount(&format!("type=bind,\"src={t}\",\"target=/a,b\"")).unwrap();
+        assert_eq!(b.dst, Path::new("/a,b"));
+        for bad in [
+            format!("type=volume,src={t},dst=/d"),
+            format!("src={t},dst=/d"),
+            format!("type=bind,src={t}"),
+            format!("type=bind,src={t},dst=rel"),
+            format!("type=bind,src={t},src=/etc,dst=/d"),
+            format!("type=bind,src={t},dst=/d,readonly,ro=false"),
+            format!("type=bind,src={t},dst=/d\"x"),
+            format!("type=bind,\"src={t}\"x,dst=/d"),
+            format!("type=bind,\"src={t},dst=/d"),
+            format!("type=bind,src={t},dst=/d,image-src=/x"),
+            format!("type=bind,src={t},dst=/d,bogus=1"),
+        ] {
+            assert!(parse_mount(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_mount_lists() {
+        let mut n = NoMount::default();
+        n.add("proc, tmp,/etc/hosts,hostfs").unwrap();
+        assert!(
+            n.proc
+                && n.tmp
+                && !n.sys
+                && n.skips_file("/etc/hosts")
+                && !n.skips_file("/etc/localtime")
+        );
+        n.add("bind-paths").unwrap();
+        assert!(n.skips_file("/etc/localtime"));
+        assert!(n.add("/etc/passwd").is_err() && n.add("nope").is_err());
     }
 }

@@ -51,6 +51,12 @@ pub enum LaunchError {
     BindSpec(String, &'static str),
     #[error("invalid --mount {0:?}: {1}")]
     MountSpec(String, &'static str),
+    #[error("unpacking the image into memory: {0}")]
+    Unpack(String),
+    #[error(
+        "the image needs {need_mib} MiB of memory unpacked, and {available_mib} MiB are available: give veil /dev/fuse (podman/docker run --device /dev/fuse) to serve it without unpacking"
+    )]
+    UnpackMemory { need_mib: u64, available_mib: u64 },
     #[error(
         "--no-mount {0:?}: not one of proc, sys, dev, devpts, tmp, home, cwd, hostfs, bind-paths, /etc/hosts, /etc/localtime, /etc/resolv.conf"
     )]

@@ -98,9 +98,9 @@ fn enter(spec: &JoinSpec, which: &[(&str, CloneFlags)]) -> Result<()> {
 /// Runs the action in the running container and returns its exit status.
 pub fn join(spec: JoinSpec) -> Result<i32> {
     let o = &spec.options;
-    super::apply_umask(o);
     let id = Identity::current(o.fakeroot);
     let host = HostPaths::resolve(o, &id)?;
+    super::apply_umask(o);
     let argv = argv_for(
         spec.action,
         &spec.image_name,

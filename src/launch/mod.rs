@@ -49,6 +49,7 @@ mod spec;
 mod stage;
 mod steps;
 mod sys;
+pub mod unpack;
 
 use std::ffi::CString;
 use std::fs;
@@ -152,9 +153,11 @@ pub(crate) fn apply_umask(o: &Options) {
 fn prepare(spec: LaunchSpec, instance: bool) -> Result<Prepared> {
     userns::check_kernel()?;
     let o = &spec.options;
-    apply_umask(o);
     let id = Identity::current(o.fakeroot);
     let host = HostPaths::resolve(o, &id)?;
+    // After the work directories exist (made with the user's umask): the container
+    // starts with the one asked for.
+    apply_umask(o);
     let direct_first = prepare::direct_first(&spec);
     let argv = prepare::action_argv(&spec, &id, &host.home_dst)?;
     let program = spec
@@ -168,12 +171,7 @@ fn prepare(spec: LaunchSpec, instance: bool) -> Result<Prepared> {
         RootSource::Directory(_) => None,
     };
     let mode = Mode::choose(spec.root, real_root, o.fuse, dmcrypt::available);
-    // Checked now for a clear error before any namespace exists; the descriptor used
-    // for the mount is opened again inside the user namespace, as the kernel requires
-    // (it refuses a /dev/fuse opened in another user namespace).
-    if let Mode::Fuse(_) = &mode {
-        drop(fuse::open_fuse()?);
-    }
+    let mode = fuse_or_unpacked(mode, o.unsquash, spec.unpacker)?;
     Ok(Prepared {
         options: spec.options,
         image_name: spec.image_name,
@@ -190,6 +188,48 @@ fn prepare(spec: LaunchSpec, instance: bool) -> Result<Prepared> {
             init::Lifetime::Action
         },
     })
+}
+
+/// A FUSE root stays one where `/dev/fuse` can be opened; it is unpacked into memory
+/// instead with `--unsquash`, or where FUSE is missing and an unpacker was given.
+/// Checked now for a clear error before any namespace exists; the descriptor used for
+/// the mount is opened again inside the user namespace, as the kernel requires (it
+/// refuses a /dev/fuse opened in another user namespace).
+fn fuse_or_unpacked(
+    mode: Mode,
+    unsquash: bool,
+    unpacker: Option<unpack::Unpacker>,
+) -> Result<Mode> {
+    let Mode::Fuse(fs) = mode else {
+        return Ok(mode);
+    };
+    let why = if unsquash {
+        "--unsquash".to_string()
+    } else {
+        match (fuse::open_fuse(), &unpacker) {
+            (Ok(fd), _) => {
+                drop(fd);
+                return Ok(Mode::Fuse(fs));
+            }
+            (Err(e), None) => return Err(e),
+            (Err(e @ (LaunchError::NoFuse | LaunchError::FuseAccess(_))), Some(_)) => e.to_string(),
+            (Err(e), Some(_)) => return Err(e),
+        }
+    };
+    let Some(unpacker) = unpacker else {
+        return Err(LaunchError::Unpack("not possible for this command".into()));
+    };
+    let bytes = unpack::size_in_memory(&fs)?;
+    unpack::check_memory(bytes)?;
+    crate::say_info!(
+        "veil: note: unpacking the image into memory ({} MiB; {why})",
+        bytes.div_ceil(1 << 20)
+    );
+    Ok(Mode::Unpacked(unpack::Unpacked {
+        fs,
+        unpacker,
+        bytes,
+    }))
 }
 
 /// The warmer, for an image served with FUSE.

@@ -163,19 +163,44 @@ pub(super) fn image_identity_files(
     }
 }
 
-/// The directories of `--workdir` the mounts use, made if missing (as the peers, in the
-/// user's own directory, with the user's own rights).
+/// The directories of `--workdir` the mounts use, made if missing (mode 0700, in the
+/// user's own directory). Each one, and every directory between it and the work
+/// directory, must be a directory (not a symlink) of the user's that no one else may
+/// write to: a work directory such as /tmp is shared, and a `tmp` or `home` another
+/// user made there in advance must not become the container's.
 fn workdir_dirs(w: &Path, o: &Options) -> Result<()> {
-    let mut dirs = vec![w.join("tmp"), w.join("var_tmp")];
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let mut dirs = Vec::new();
     if o.contain {
-        dirs.push(w.join("home"));
+        dirs.extend([w.join("tmp"), w.join("var_tmp"), w.join("home")]);
     }
     dirs.extend(o.scratch.iter().map(|d| plan::scratch_dir(w, d)));
+    let uid = nix::unistd::geteuid().as_raw();
+    let bad = |path: &Path, why: &str| LaunchError::Workdir {
+        path: path.to_path_buf(),
+        err: std::io::Error::other(why.to_string()),
+    };
     for d in dirs {
-        fs::create_dir_all(&d).map_err(|err| LaunchError::Workdir {
-            path: d.clone(),
-            err,
-        })?;
+        let rel = d.strip_prefix(w).unwrap_or(&d);
+        let mut p = w.to_path_buf();
+        for c in rel.components() {
+            p.push(c);
+            match fs::DirBuilder::new().mode(0o700).create(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(LaunchError::Workdir { path: p, err }),
+            }
+            let m = fs::symlink_metadata(&p).map_err(|err| LaunchError::Workdir {
+                path: p.clone(),
+                err,
+            })?;
+            if !m.is_dir() {
+                return Err(bad(&p, "not a directory (a symlink is not followed)"));
+            }
+            if m.uid() != uid || m.mode() & 0o022 != 0 {
+                return Err(bad(&p, "must be yours and writable by you alone"));
+            }
+        }
     }
     Ok(())
 }

@@ -76,6 +76,8 @@ pub struct Options {
     pub scratch: Vec<PathBuf>,
     /// `--no-umask`: the container starts with umask 0022, not the caller's.
     pub no_umask: bool,
+    /// `--unsquash`: unpack a squashfs root into memory instead of serving it with FUSE.
+    pub unsquash: bool,
 }
 
 pub struct LaunchSpec {
@@ -89,6 +91,9 @@ pub struct LaunchSpec {
     /// stopped, the launcher leaves the caller's session before the container starts,
     /// and this is called with the processes' ids once the container runs.
     pub instance: Option<Box<dyn FnOnce(Started)>>,
+    /// How to unpack a squashfs root where FUSE cannot serve it (`unpack`); without
+    /// one, such a launch fails.
+    pub unpacker: Option<super::unpack::Unpacker>,
 }
 
 /// The processes of a container that has started.
@@ -106,6 +111,8 @@ pub(super) enum Mode {
     Directory(PathBuf),
     /// FUSE served by the launcher, in a user namespace.
     Fuse(Arc<Squashfs<crate::image::Source>>),
+    /// A squashfs unpacked into a ramfs, then used as a read-only directory.
+    Unpacked(super::unpack::Unpacked),
     /// Real root: the kernel's squashfs over a loop device, no user namespace.
     Kernel(crate::image::FileRegion),
     /// Real root, encrypted image: the kernel's squashfs over dm-crypt over a loop device.
@@ -116,6 +123,7 @@ pub(super) enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RootKind {
     Directory,
+    Unpacked,
     Fuse,
     Kernel,
     KernelCrypt,
@@ -133,6 +141,7 @@ impl Mode {
     pub fn kind(&self) -> RootKind {
         match self {
             Mode::Directory(_) => RootKind::Directory,
+            Mode::Unpacked(_) => RootKind::Unpacked,
             Mode::Fuse(_) => RootKind::Fuse,
             Mode::Kernel(_) => RootKind::Kernel,
             Mode::KernelCrypt(_) => RootKind::KernelCrypt,

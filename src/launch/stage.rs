@@ -74,7 +74,15 @@ impl Devices for RealDevices<'_> {
             }
             // Mounted once the staging area exists (`steps::stage_and_serve`).
             Mode::Fuse(_) => StagedImage::Fuse,
+            Mode::Unpacked(_) => StagedImage::Unpacked,
         })
+    }
+
+    fn unpack(&mut self) -> Result<()> {
+        let Mode::Unpacked(u) = self.mode else {
+            return Ok(());
+        };
+        (u.unpacker)(&u.fs, &steps::image_dir()).map_err(super::error::LaunchError::Unpack)
     }
 
     fn staged(&mut self) {

@@ -163,7 +163,8 @@ pub fn launch_failure(l: &crate::launch::LaunchError) -> Option<Failure> {
         | L::FuseAccess(_)
         | L::NoFreeLoopDevice
         | L::LoopDevice { .. }
-        | L::DmCrypt { .. } => Some(Failure::Environment),
+        | L::DmCrypt { .. }
+        | L::UnpackMemory { .. } => Some(Failure::Environment),
         // What the command line asked for cannot be: binds, environment, command.
         L::BindSource(_)
         | L::BindSpec(..)

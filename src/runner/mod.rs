@@ -161,6 +161,7 @@ pub(crate) fn run_with(
     };
     let root = root_source(&req, image)?;
     crate::support::diag::debug_time("image opened");
+    let unpacker = Some(unpacker(&req.image));
     let spec = LaunchSpec {
         action: req.action,
         image_name: req.image,
@@ -168,8 +169,21 @@ pub(crate) fn run_with(
         args: req.args,
         options: req.options,
         instance,
+        unpacker,
     };
     let code = launch::launch(spec)?;
     crate::support::diag::debug_time("launcher done");
     Ok(code)
+}
+
+/// How a launch unpacks an image where FUSE cannot serve it: the builder's confined
+/// extraction, every file the caller's.
+fn unpacker(image: &str) -> launch::unpack::Unpacker {
+    let name = std::path::PathBuf::from(image);
+    std::sync::Arc::new(move |fs, dir| {
+        let root = crate::builder::rooted::Rooted::open(dir).map_err(|e| e.to_string())?;
+        crate::builder::fsops::extract_squashfs_as_caller(fs, &name, &root)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }

@@ -107,7 +107,8 @@ pub struct MountRequest {
     pub localtime: Option<PathBuf>,
     /// `--no-mount`.
     pub no_mount: NoMount,
-    /// `--workdir` (canonical; its tmp, var_tmp, home and scratch exist).
+    /// `--workdir` (canonical; its tmp, var_tmp and home with --contain, and its
+    /// scratch directories, exist and are the user's alone).
     pub workdir: Option<PathBuf>,
     /// `--scratch` destinations.
     pub scratch: Vec<PathBuf>,
@@ -161,6 +162,21 @@ impl Builder {
             attrs,
             file,
             required: false,
+            why,
+        });
+    }
+
+    /// A directory veil made for this run (`--workdir`): nosuid, nodev, and its
+    /// absence an error, never a silent fallback to the image's directory.
+    fn bind_required(&mut self, src: PathBuf, dst: &Path, why: &'static str) {
+        let dst = under(self.root, dst);
+        self.push(Step::Bind {
+            src,
+            dst,
+            recursive: true,
+            attrs: Attrs::NOSUID_NODEV,
+            file: false,
+            required: true,
             why,
         });
     }
@@ -283,11 +299,10 @@ fn tmp_and_home(b: &mut Builder, req: &MountRequest) -> Vec<PathBuf> {
             continue;
         }
         bound.push(t.into());
-        if let Some(w) = &req.workdir {
-            b.bind(
+        if let (Some(w), true) = (&req.workdir, req.contain) {
+            b.bind_required(
                 host(&w.join(in_workdir)),
                 Path::new(t),
-                false,
                 "--workdir temporary directory",
             );
         } else if req.contain {
@@ -315,10 +330,9 @@ fn tmp_and_home(b: &mut Builder, req: &MountRequest) -> Vec<PathBuf> {
             }
             (_, true) if req.workdir.is_some() => {
                 let w = req.workdir.as_deref().unwrap_or(Path::new("/"));
-                b.bind(
+                b.bind_required(
                     host(&w.join("home")),
                     &req.home_dst,
-                    false,
                     "--workdir home directory",
                 );
             }
@@ -336,16 +350,13 @@ fn tmp_and_home(b: &mut Builder, req: &MountRequest) -> Vec<PathBuf> {
     bound
 }
 
-/// `--scratch` directories: in `--workdir` when given, else in memory.
+/// `--scratch` directories: in `--workdir` when given, else in memory. Mounted after
+/// /proc, /dev, /tmp and the home: the command line refuses destinations that would
+/// cover the first two.
 fn scratch(b: &mut Builder, req: &MountRequest) {
     for dst in &req.scratch {
         match &req.workdir {
-            Some(w) => b.bind(
-                host(&scratch_dir(w, dst)),
-                dst,
-                false,
-                "--scratch directory",
-            ),
+            Some(w) => b.bind_required(host(&scratch_dir(w, dst)), dst, "--scratch directory"),
             None => {
                 let dst = under(b.root, dst);
                 b.push(Step::Tmpfs { dst, mode: 0o755 });

@@ -65,6 +65,8 @@ pub(super) enum StagedImage<'a> {
     Mapped { major: u32, minor: u32 },
     /// Mounted with FUSE later ([`mount_image`]).
     Fuse,
+    /// A ramfs, into which the image is unpacked ([`Devices::unpack`]).
+    Unpacked,
 }
 
 /// The staging tmpfs with the image root mounted at `.image` and an empty `.host`.
@@ -112,6 +114,15 @@ fn stage_image<S: Sys>(sys: &S, staged: &StagedImage<'_>) -> Result<()> {
             mount_mapped(sys, major, minor, &stage.join(".dm"), &image)
         }
         StagedImage::Fuse => Ok(()),
+        StagedImage::Unpacked => sys
+            .mount(
+                Some(Path::new("veil")),
+                &image,
+                Some("ramfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=0755"),
+            )
+            .ctx("mounting a ramfs for the unpacked image"),
     }
 }
 
@@ -168,6 +179,10 @@ pub(super) trait Devices {
     fn fuse(&self) -> Option<RawFd>;
     /// Starts serving the mounted FUSE image.
     fn serve(&mut self) -> Result<()>;
+    /// For an unpacked image: writes its tree into the staged `.image`.
+    fn unpack(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The launcher's side once its namespaces exist: the mount namespace made private,
@@ -182,7 +197,20 @@ pub(super) fn stage_and_serve<S: Sys, D: Devices>(
 ) -> Result<()> {
     make_private(sys)?;
     let image = devices.image()?;
+    let unpacked = matches!(image, StagedImage::Unpacked);
     stage_image(sys, &image)?;
+    if unpacked {
+        devices.unpack()?;
+        // Read-only from here on, as any image; the container writes to an overlay.
+        sys.mount(
+            None,
+            &image_dir(),
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None,
+        )
+        .ctx("making the unpacked image read-only")?;
+    }
     devices.staged();
     if let Some(fd) = devices.fuse() {
         mount_image(sys, fd, owner.0, owner.1, image_name)?;

@@ -51,6 +51,7 @@ impl Devices for NamedDevices<'_> {
         self.sys.record(Call::Note("image"));
         Ok(match self.kind {
             RootKind::Directory => StagedImage::Directory(5),
+            RootKind::Unpacked => StagedImage::Unpacked,
             RootKind::Fuse => StagedImage::Fuse,
             RootKind::Kernel => StagedImage::Block(&self.loop_dev),
             RootKind::KernelCrypt => StagedImage::Mapped {
@@ -67,6 +68,10 @@ impl Devices for NamedDevices<'_> {
     }
     fn serve(&mut self) -> Result<()> {
         self.sys.record(Call::Note("serve"));
+        Ok(())
+    }
+    fn unpack(&mut self) -> Result<()> {
+        self.sys.record(Call::Note("unpack"));
         Ok(())
     }
 }
@@ -260,7 +265,12 @@ fn check_invariants(calls: &[Call], what: &str) {
             flags.contains(MsFlags::MS_NODEV) || devices,
             "{what}: {c:?}"
         );
-        if dst == Path::new("/tmp/.image") {
+        // The image is read-only from the start; a ramfs to unpack into becomes so
+        // right after the unpacking.
+        let unpacking = fstype.as_deref() == Some("ramfs")
+            && matches!(calls.get(i + 1), Some(Call::Mount { dst: d, flags: f, .. })
+                if d == dst && f.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY));
+        if dst == Path::new("/tmp/.image") && !unpacking {
             assert!(flags.contains(MsFlags::MS_RDONLY), "{what}: {c:?}");
         }
     }
@@ -331,6 +341,41 @@ fn plain_image_is_served_read_only_with_fuse_and_is_the_root_itself() {
         );
     }
     assert!(calls.ends_with(&pivot_into("/.image")));
+}
+
+#[test]
+fn unpacked_image_goes_into_a_ramfs_made_read_only_then_under_an_overlay() {
+    let calls = rehearse(RootKind::Unpacked, &Options::default());
+    check_invariants(&calls, "unpacked");
+    let ramfs = mount(
+        "veil",
+        "/tmp/.image",
+        Some("ramfs"),
+        NOSUID_NODEV,
+        Some("mode=0755"),
+    );
+    let at = calls.iter().position(|c| *c == ramfs).expect("no ramfs");
+    // (The unpacking itself, between the two, makes no call on the seam.)
+    let Call::Mount { flags, dst, .. } = &calls[at + 1] else {
+        panic!("{:?}", calls[at + 1]);
+    };
+    assert_eq!(dst, Path::new("/tmp/.image"));
+    assert!(
+        flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY),
+        "{flags:?}"
+    );
+    // No FUSE, and the root is an overlay over the unpacked tree, as for a sandbox.
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "fuse.veil"))
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "overlay"))
+    );
+    assert!(!calls.contains(&Call::Note("serve")));
 }
 
 /// The mount of a squashfs as `squashfs_kind` chooses it.

@@ -102,7 +102,7 @@ fn apply_one<S: LaunchSys>(sys: &S, step: &Step, root: &Path) -> Result<()> {
         }
         Step::Symlink { target, link } => match sys.symlink(target, link) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                eprintln!(
+                crate::say_warn!(
                     "veil: warning: cannot create {}: {e}",
                     display(root, link).display()
                 );
@@ -137,13 +137,24 @@ fn apply_bind<S: LaunchSys>(
     if recursive {
         flags |= MsFlags::MS_REC;
     }
-    sys.mount(Some(src), &dst, None, flags, None)
-        .map_err(|err| LaunchError::Bind {
-            src: strip_host(src),
-            dst: display(root, &dst),
-            why: why.to_string(),
-            err,
-        })?;
+    match sys.mount(Some(src), &dst, None, flags, None) {
+        // A default bind of something the host lacks (a minimal container as the
+        // host, without /var/tmp): nothing to bind.
+        Err(nix::errno::Errno::ENOENT) if !required => {
+            crate::support::diag::debug_note(&format!(
+                "skipping the bind of {} ({why}): not on the host",
+                strip_host(src).display()
+            ));
+            return Ok(());
+        }
+        r => r,
+    }
+    .map_err(|err| LaunchError::Bind {
+        src: strip_host(src),
+        dst: display(root, &dst),
+        why: why.to_string(),
+        err,
+    })?;
     // A bind keeps the flags of what it binds (the host's home may well allow
     // set-user-ID programs); the plan's are set on it and, for a recursive bind, on
     // every mount it brought along.
