@@ -29,7 +29,8 @@ echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror tri
 apt_private=(-o "Dir::Etc::SourceList=$aa/sources.list" -o Dir::Etc::SourceParts=/dev/null
   -o "Dir::State::Lists=$aa/lists" -o "Dir::Cache::Archives=$aa/archives"
   -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
-  -o Acquire::AllowInsecureRepositories=false -o APT::Get::AllowUnauthenticated=false)
+  -o Acquire::AllowInsecureRepositories=false -o APT::Get::AllowUnauthenticated=false
+  -o APT::Sandbox::User=root)
 apt-get -qq "${apt_private[@]}" update
 (cd "$aa" && apt-get -qq "${apt_private[@]}" download apparmor libc6)
 for p in "$aa"/*.deb; do dpkg-deb -x "$p" "$aa/root"; done
@@ -37,7 +38,10 @@ chmod -R a+rX "$scratch"
 ldso=$(ls "$aa"/root/usr/lib/*/ld-linux*.so.* | head -1)
 lib=$(dirname "$ldso")
 # Run as nobody: a downloaded program needs no root to parse a file.
-parser() { setpriv --reuid=65534 --regid=65534 --clear-groups "$ldso" --library-path "$lib" "$aa/root/usr/sbin/apparmor_parser" "$@"; }
+parser() {
+  setpriv --reuid=65534 --regid=65534 --clear-groups "$ldso" --library-path "$lib" \
+    "$aa/root/usr/sbin/apparmor_parser" --config-file /dev/null "$@"
+}
 parser --version | head -1
 # The package's profile with the parser's own abi and tunables; a profile with a
 # broken rule must fail the same way (the check can fail).
