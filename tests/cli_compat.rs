@@ -514,3 +514,73 @@ fn unused_build_arguments_fail_the_build_unless_warned() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("warning"));
 }
+
+/// Re-keying a gocryptfs image rewrites it: a progress bar on a terminal, none with
+/// the global `-q` or off a terminal.
+#[test]
+fn rekeying_shows_a_progress_bar_on_a_terminal_only() {
+    let script = require!(which("script"), "no script(1) (util-linux)");
+    let t = tempfile::tempdir().unwrap();
+    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
+    let mut noise = vec![0u8; 12 << 20];
+    getrandom::fill(&mut noise).unwrap();
+    std::fs::write(root.join("noise"), &noise).unwrap();
+    let p = |n: &str| t.path().join(n);
+    std::fs::write(p("a"), "first passphrase\n").unwrap();
+    std::fs::write(p("b"), "second passphrase\n").unwrap();
+    let img = p("g.sif");
+    run_ok(
+        veil()
+            .env("HOME", t.path())
+            .args([
+                "build",
+                "-q",
+                "--encryption-format",
+                "gocryptfs",
+                "--scryptn",
+                "10",
+            ])
+            .arg("--passphrase-file")
+            .arg(p("a"))
+            .arg(&img)
+            .arg(&root),
+    );
+    let change = |global: &[&str], from: &str, to: &str| {
+        let line = format!(
+            "{} {} keyslot change {} --passphrase-file {} --new-passphrase-file {}",
+            env!("CARGO_BIN_EXE_veil"),
+            global.join(" "),
+            img.display(),
+            p(from).display(),
+            p(to).display()
+        );
+        let o = std::process::Command::new(&script)
+            .env("HOME", t.path())
+            .env("TERM", "xterm")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let shown = change(&[], "a", "b");
+    assert!(
+        shown.contains("re-key") && shown.contains("100%"),
+        "{shown:?}"
+    );
+    let shown = change(&["-q"], "b", "a");
+    assert!(!shown.contains('%'), "{shown:?}");
+    // Off a terminal: no bar.
+    let o = run_ok(
+        veil()
+            .env("HOME", t.path())
+            .args(["keyslot", "change"])
+            .arg(&img)
+            .arg("--passphrase-file")
+            .arg(p("a"))
+            .arg("--new-passphrase-file")
+            .arg(p("b")),
+    );
+    assert!(!String::from_utf8_lossy(&o.stderr).contains('%'));
+}

@@ -213,13 +213,17 @@ fn copy_out(src: &impl ReadAt, image: &Path, to: &TempPath) -> Result<()> {
     let to = to.path();
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0u64;
+    // The image is rewritten whole: a bar on a terminal (not with -q).
+    let progress = crate::support::progress::Progress::new("re-key", src.len(), true);
     while at < src.len() {
         let n = (src.len() - at).min(buf.len() as u64) as usize;
         src.read_exact_at(&mut buf[..n], at)
             .map_err(|e| BuildError::io(image, e))?;
         w.write_all(&buf[..n]).map_err(|e| BuildError::io(to, e))?;
         at += n as u64;
+        progress.add(n as u64);
     }
+    progress.finish();
     w.flush().map_err(|e| BuildError::io(to, e))
 }
 
