@@ -84,3 +84,121 @@ fn help_texts_match_their_snapshots() {
         differ.join("\n  ")
     );
 }
+
+/// The errors of compatibility flags, one file per case under tests/snapshots/errors
+/// (its exit status, then what veil printed on stderr), so that a change to a reason
+/// shows as a diff. `VEIL_BLESS=1` rewrites them.
+const ERROR_CASES: &[(&str, &[&str])] = &[
+    ("run-nv", &["run", "--nv", "/nonexistent/x.sif"]),
+    (
+        "run-net",
+        &["run", "--net", "--network", "none", "/nonexistent/x.sif"],
+    ),
+    (
+        "run-overlay",
+        &["run", "--overlay", "o.img", "/nonexistent/x.sif"],
+    ),
+    (
+        "run-memory",
+        &["run", "--memory", "1G", "/nonexistent/x.sif"],
+    ),
+    (
+        "exec-no-mount-bogus",
+        &["exec", "--no-mount", "bogus", "/nonexistent/x.sif", "true"],
+    ),
+    (
+        "exec-mount-volume",
+        &[
+            "exec",
+            "--mount",
+            "type=volume,src=/tmp,dst=/d",
+            "/nonexistent/x.sif",
+            "true",
+        ],
+    ),
+    (
+        "exec-scratch-proc",
+        &["exec", "-S", "/proc/x", "/nonexistent/x.sif", "true"],
+    ),
+    (
+        "exec-no-privs-fakeroot",
+        &[
+            "exec",
+            "--no-privs",
+            "--fakeroot",
+            "/nonexistent/x.sif",
+            "true",
+        ],
+    ),
+    (
+        "run-global-flag-after",
+        &["run", "-q", "/nonexistent/x.sif"],
+    ),
+    ("global-quiet-silent", &["-q", "-s", "version"]),
+    ("global-config", &["-c", "apptainer.conf", "version"]),
+    (
+        "build-json",
+        &["build", "--json", "/nonexistent/out.sif", "x.def"],
+    ),
+    (
+        "build-section",
+        &[
+            "build",
+            "--section",
+            "post",
+            "/nonexistent/out.sif",
+            "x.def",
+        ],
+    ),
+    (
+        "verify-certificate",
+        &["verify", "--certificate", "c.pem", "/nonexistent/x.sif"],
+    ),
+    ("key-list-global", &["key", "list", "-g"]),
+    (
+        "inspect-app",
+        &["inspect", "--app", "a", "/nonexistent/x.sif"],
+    ),
+];
+
+#[test]
+fn compat_flag_errors_match_their_snapshots() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/errors");
+    let bless = std::env::var_os("VEIL_BLESS").is_some();
+    if bless {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mut differ = Vec::new();
+    for (name, args) in ERROR_CASES {
+        let o = veil()
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", "/usr/bin:/bin")
+            .env("COLUMNS", "100")
+            .args(*args)
+            .output()
+            .unwrap();
+        assert_ne!(o.status.code(), Some(0), "{name}");
+        let text = format!(
+            "status: {}\n{}",
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let file = dir.join(format!("{name}.txt"));
+        if bless {
+            std::fs::write(&file, &text).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&file) {
+            Ok(want) if want == text => {}
+            Ok(want) => differ.push(format!("{name}: differs:\n--- want\n{want}--- got\n{text}")),
+            Err(_) => differ.push(format!("{name}: no snapshot ({})", file.display())),
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "error output changed; check it and rerun with VEIL_BLESS=1:\n{}",
+        differ.join("\n")
+    );
+}
