@@ -421,6 +421,12 @@ fn mount_and_namespace_flags_of_the_peers() {
     assert!(lines[2].parse::<u32>().unwrap() < 10, "{out}");
     let o = exec(&["--compat", "--no-pid"], "echo $$");
     assert!(text(&o).parse::<u32>().unwrap() > 10);
+    // --net --network none: a network namespace with loopback alone, up.
+    let o = exec(
+        &["--net", "--network", "none"],
+        "grep -c : /proc/net/dev; /bin/busybox ip link show lo | grep -c ',UP'",
+    );
+    assert_eq!(text(&o), "1\n1");
     // The peers' MOUNT variable: one mount per line; read after a global flag too.
     let two = format!(
         "type=bind,source={d},destination=/m1\ntype=bind,source={d},destination=/m2",
@@ -442,6 +448,10 @@ fn mount_and_namespace_flags_of_the_peers() {
         ),
         (&["-S", "relative"][..], "--scratch \"relative\""),
         (&["--nv"][..], "--nv: veil has no GPU support"),
+        (
+            &["--network", "bridge"][..],
+            "--network \"bridge\": veil makes only",
+        ),
         (&["-S", "/proc/x"][..], "--scratch \"/proc/x\""),
         (
             &["--no-privs", "--fakeroot"][..],

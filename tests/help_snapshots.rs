@@ -91,8 +91,18 @@ fn help_texts_match_their_snapshots() {
 const ERROR_CASES: &[(&str, &[&str])] = &[
     ("run-nv", &["run", "--nv", "/nonexistent/x.sif"]),
     (
-        "run-net",
-        &["run", "--net", "--network", "none", "/nonexistent/x.sif"],
+        "run-network-bridge",
+        &["run", "--net", "--network", "bridge", "/nonexistent/x.sif"],
+    ),
+    (
+        "run-network-args",
+        &[
+            "run",
+            "--net",
+            "--network-args",
+            "portmap=80:80/tcp",
+            "/nonexistent/x.sif",
+        ],
     ),
     (
         "run-overlay",

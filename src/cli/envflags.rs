@@ -38,6 +38,8 @@ pub const PEER_FLAGS: &[(&str, &[&str])] = &[
     ("compat", &["COMPAT"]),
     ("unsquash", &["UNSQUASH"]),
     ("no-privs", &["NO_PRIVS"]),
+    ("net", &["NET", "UNSHARE_NET"]),
+    ("network", &["NETWORK"]),
 ];
 
 /// veil's own flags, with a `VEIL_` variable only.

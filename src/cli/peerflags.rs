@@ -77,8 +77,9 @@ const CGROUPS: Treatment = Refused(
 const GPU: Treatment = Refused(
     "veil has no GPU support yet: bind the driver's libraries and /dev/nvidia* (or /dev/dri, /dev/kfd) with --bind",
 );
-const NETWORK: Treatment =
-    Refused("veil makes no network namespaces yet: the container shares the host's network");
+const NETWORK: Treatment = Refused(
+    "veil makes only --net --network none (a network namespace with loopback alone); port maps, other networks and joining one need root",
+);
 const CREDENTIALS: Treatment = Refused(
     "veil takes registry credentials from `veil registry login`, VEIL_/APPTAINER_DOCKER_USERNAME and _PASSWORD, or Docker's config (docs/registry.md)",
 );
@@ -264,8 +265,6 @@ pub static FLAGS: &[PeerFlag] = &[
             "veil shares the host's network and /etc/resolv.conf: bind another with --bind FILE:/etc/resolv.conf"
         )
     ),
-    flag!(ACTIONS, "net", Some('n'), false, NETWORK),
-    flag!(ACTIONS, "network", None, true, NETWORK),
     flag!(ACTIONS, "network-args", None, true, NETWORK),
     flag!(ACTIONS, "netns-path", None, true, NETWORK),
     flag!(

@@ -67,6 +67,12 @@ pub struct RunFlags {
     /// Unpack the image into memory instead of serving it with FUSE (what veil does by itself where /dev/fuse is missing; --tmp-sandbox: SingularityCE's name)
     #[arg(long, alias = "tmp-sandbox")]
     unsquash: bool,
+    /// A network namespace of the container's own, with loopback alone (what --network none makes; other networks need root)
+    #[arg(short = 'n', long)]
+    net: bool,
+    /// The network with --net: only "none" (the peers' default bridge and the CNI networks need root)
+    #[arg(long, value_name = "TYPE")]
+    network: Option<String>,
     /// No PID namespace, even with --containall or --compat
     #[arg(long)]
     no_pid: bool,
@@ -139,6 +145,19 @@ fn env_var(names: &[&str]) -> Option<String> {
     names
         .iter()
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+}
+
+/// Whether the container gets a network namespace: `--net` or `--network`, with no
+/// network but `none` (loopback alone); the others need root.
+fn network(a: &RunFlags) -> Result<bool> {
+    match a.network.as_deref().map(str::trim) {
+        None => Ok(a.net),
+        Some("none" | "") => Ok(true),
+        Some(other) => Err(anyhow::anyhow!(
+            "--network {other:?}: veil makes only --network none (a network namespace with loopback alone); the peers' bridge and CNI networks need root"
+        )
+        .context(super::exit::Tagged(super::exit::Failure::Usage))),
+    }
 }
 
 /// The `--scratch` destinations, cleaned; refused where they would cover the root,
@@ -255,6 +274,7 @@ fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
         scratch,
         no_umask: a.no_umask || a.compat,
         unsquash: a.unsquash,
+        net: network(a)?,
     })
 }
 

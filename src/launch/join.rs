@@ -39,12 +39,13 @@ pub struct JoinSpec {
 }
 
 /// The namespaces a process can be joined in, with their names under /proc/PID/ns.
-const NAMESPACES: [(&str, CloneFlags); 5] = [
+const NAMESPACES: [(&str, CloneFlags); 6] = [
     ("user", CloneFlags::CLONE_NEWUSER),
     ("mnt", CloneFlags::CLONE_NEWNS),
     ("pid", CloneFlags::CLONE_NEWPID),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
 ];
 
 /// The namespaces of `pid` that this process is not in.

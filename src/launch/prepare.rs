@@ -247,6 +247,7 @@ pub(super) fn container_namespaces(
         pid: o.pid,
         uts: o.uts || o.hostname.is_some(),
         ipc: o.ipc,
+        net: o.net,
         hostname: hostname(o),
         locked_userns,
     }

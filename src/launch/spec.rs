@@ -78,6 +78,8 @@ pub struct Options {
     pub no_umask: bool,
     /// `--unsquash`: unpack a squashfs root into memory instead of serving it with FUSE.
     pub unsquash: bool,
+    /// `--net` (`--network none`): a network namespace with loopback alone.
+    pub net: bool,
 }
 
 pub struct LaunchSpec {

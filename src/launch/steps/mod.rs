@@ -245,6 +245,8 @@ pub(super) struct ContainerNamespaces {
     pub pid: bool,
     pub uts: bool,
     pub ipc: bool,
+    /// A network namespace with loopback alone (`--net --network none`).
+    pub net: bool,
     pub hostname: Option<String>,
     /// A user namespace nested in the launcher's (uid 0 inside): entered, with a new
     /// mount namespace, once the mounts are made, so that they are locked for the container.
@@ -278,8 +280,15 @@ pub(super) fn enter_container<S: LaunchSys>(
     if ns.ipc {
         flags |= CloneFlags::CLONE_NEWIPC;
     }
+    if ns.net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     sys.unshare(flags)
         .ctx("creating the container's namespaces")?;
+    if ns.net {
+        sys.loopback_up()
+            .ctx("bringing up the loopback interface")?;
+    }
     sys.pivot_root(Path::new(STAGE), &Path::new(STAGE).join(".host"))
         .ctx("entering the staging area")?;
     sys.chdir(Path::new("/")).ctx("chdir /")?;

@@ -672,3 +672,25 @@ fn writable_tmpfs_keeps_the_overlay_root_writable_but_nosuid_nodev() {
     assert!(!calls.contains(&set_attrs("/.root", Attrs::READ_ONLY, false)));
     assert!(calls.ends_with(&pivot_into("/.root")));
 }
+
+#[test]
+fn net_gives_the_container_a_network_namespace_with_loopback_up() {
+    let o = Options {
+        net: true,
+        ..Options::default()
+    };
+    let calls = rehearse(RootKind::Fuse, &o);
+    check_invariants(&calls, "net");
+    let at = calls
+        .iter()
+        .position(|c| matches!(c, Call::Unshare(f) if f.contains(CloneFlags::CLONE_NEWNET)))
+        .expect("no network namespace");
+    assert_eq!(calls[at + 1], Call::LoopbackUp);
+    let plain = rehearse(RootKind::Fuse, &Options::default());
+    assert!(!plain.contains(&Call::LoopbackUp));
+    assert!(
+        !plain
+            .iter()
+            .any(|c| matches!(c, Call::Unshare(f) if f.contains(CloneFlags::CLONE_NEWNET)))
+    );
+}

@@ -8,6 +8,7 @@
 //! /proc is).
 
 mod attrs;
+mod loopback;
 #[cfg(test)]
 pub(crate) mod recording;
 
@@ -45,6 +46,8 @@ pub trait Sys {
     /// setns(2) into the namespace open at `fd`.
     fn setns(&self, fd: BorrowedFd<'_>, flags: CloneFlags) -> nix::Result<()>;
     fn sethostname(&self, name: &str) -> nix::Result<()>;
+    /// Brings up `lo` in this process's network namespace.
+    fn loopback_up(&self) -> nix::Result<()>;
     /// Enters new user and mount namespaces with one id mapped (`support::userns`).
     fn enter_userns(
         &self,
@@ -121,6 +124,9 @@ impl Sys for RealSys {
     }
     fn sethostname(&self, name: &str) -> nix::Result<()> {
         nix::unistd::sethostname(name)
+    }
+    fn loopback_up(&self) -> nix::Result<()> {
+        loopback::up()
     }
     fn enter_userns(
         &self,

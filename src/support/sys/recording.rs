@@ -44,6 +44,7 @@ pub enum Call {
         flags: CloneFlags,
     },
     Sethostname(String),
+    LoopbackUp,
     EnterUserns {
         uid: u32,
         gid: u32,
@@ -192,6 +193,10 @@ impl Sys for RecordingSys {
     }
     fn sethostname(&self, name: &str) -> nix::Result<()> {
         self.record(Call::Sethostname(name.to_string()));
+        Ok(())
+    }
+    fn loopback_up(&self) -> nix::Result<()> {
+        self.record(Call::LoopbackUp);
         Ok(())
     }
     fn enter_userns(
