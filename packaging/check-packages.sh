@@ -25,12 +25,16 @@ mirror=$(apt-get -qq --print-uris download base-files | head -1 | cut -d"'" -f2 
 [ -n "$mirror" ] || fail "cannot tell which Debian archive apt uses"
 aa=$scratch/apt
 mkdir -p "$aa/lists/partial" "$aa/archives/partial" "$aa/root"
+# apt downloads as its unprivileged _apt user, into directories that user may write.
+chmod 755 "$scratch"
+if id _apt >/dev/null 2>&1; then
+  chown _apt "$aa" "$aa/lists/partial" "$aa/archives/partial"
+fi
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror trixie main" > "$aa/sources.list"
 apt_private=(-o "Dir::Etc::SourceList=$aa/sources.list" -o Dir::Etc::SourceParts=/dev/null
   -o "Dir::State::Lists=$aa/lists" -o "Dir::Cache::Archives=$aa/archives"
   -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
-  -o Acquire::AllowInsecureRepositories=false -o APT::Get::AllowUnauthenticated=false
-  -o APT::Sandbox::User=root)
+  -o Acquire::AllowInsecureRepositories=false -o APT::Get::AllowUnauthenticated=false)
 apt-get -qq "${apt_private[@]}" update
 (cd "$aa" && apt-get -qq "${apt_private[@]}" download apparmor libc6)
 for p in "$aa"/*.deb; do dpkg-deb -x "$p" "$aa/root"; done

@@ -96,8 +96,11 @@ impl Drop for Podman {
     fn drop(&mut self) {
         // Rootless podman keeps a pause process holding its user namespace: stop it.
         let pid = self.dir.path().join("xdg/libpod/tmp/pause.pid");
+        // (Only a process of the podman user's: the file is that user's to write.)
         if let Ok(p) = std::fs::read_to_string(pid)
             && let Ok(p) = p.trim().parse::<i32>()
+            && std::fs::metadata(format!("/proc/{p}"))
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == self.uid)
         {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
@@ -287,4 +290,13 @@ fn veil_runs_inside_rootless_podman_with_and_without_dev_fuse() {
         "in-the-image",
     );
     assert!(err.is_empty(), "{err}");
+    // --no-tmp-sandbox forbids it: the missing device is the error.
+    let o = p.veil(false, &["exec", "--no-tmp-sandbox", "/plain.sif", "true"]);
+    assert_eq!(
+        o.status.code(),
+        Some(253),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--device /dev/fuse"));
 }

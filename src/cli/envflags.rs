@@ -37,6 +37,7 @@ pub const PEER_FLAGS: &[(&str, &[&str])] = &[
     ("no-pid", &["NO_PID"]),
     ("compat", &["COMPAT"]),
     ("unsquash", &["UNSQUASH"]),
+    ("no-tmp-sandbox", &["NO_TMP_SANDBOX"]),
     ("no-privs", &["NO_PRIVS"]),
     ("net", &["NET", "UNSHARE_NET"]),
     ("network", &["NETWORK"]),

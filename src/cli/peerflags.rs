@@ -239,15 +239,6 @@ pub static FLAGS: &[PeerFlag] = &[
         Ignored("veil always runs SIF images natively")
     ),
     flag!(
-        ACTIONS,
-        "no-tmp-sandbox",
-        None,
-        false,
-        Ignored(
-            "veil unpacks an image (into memory) only with --unsquash, or where /dev/fuse is missing"
-        )
-    ),
-    flag!(
         BOTH,
         "disable-cache",
         None,

@@ -65,8 +65,11 @@ pub struct RunFlags {
     #[arg(long)]
     no_umask: bool,
     /// Unpack the image into memory instead of serving it with FUSE (what veil does by itself where /dev/fuse is missing; --tmp-sandbox: SingularityCE's name)
-    #[arg(long, alias = "tmp-sandbox")]
+    #[arg(long, alias = "tmp-sandbox", conflicts_with = "no_tmp_sandbox")]
     unsquash: bool,
+    /// Never unpack the image: where /dev/fuse is missing, fail instead (SingularityCE's name)
+    #[arg(long)]
+    no_tmp_sandbox: bool,
     /// A network namespace of the container's own, with loopback alone (what --network none makes; other networks need root)
     #[arg(short = 'n', long)]
     net: bool,
@@ -275,6 +278,7 @@ fn options(a: &RunFlags, shell: Option<String>) -> Result<Options> {
         no_umask: a.no_umask || a.compat,
         unsquash: a.unsquash,
         net: network(a)?,
+        no_unpack: a.no_tmp_sandbox,
     })
 }
 

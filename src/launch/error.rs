@@ -58,6 +58,12 @@ pub enum LaunchError {
     )]
     UnpackMemory { need_mib: u64, available_mib: u64 },
     #[error(
+        "/dev/fuse cannot be used, and the memory available cannot be read (/proc/meminfo) to unpack the image instead: --unsquash unpacks it all the same"
+    )]
+    UnpackMemoryUnknown,
+    #[error("interrupted ({0}) while the image was unpacked; the container was not started")]
+    Interrupted(nix::sys::signal::Signal),
+    #[error(
         "--no-mount {0:?}: not one of proc, sys, dev, devpts, tmp, home, cwd, hostfs, bind-paths, /etc/hosts, /etc/localtime, /etc/resolv.conf"
     )]
     NoMount(String),

@@ -171,7 +171,7 @@ fn prepare(spec: LaunchSpec, instance: bool) -> Result<Prepared> {
         RootSource::Directory(_) => None,
     };
     let mode = Mode::choose(spec.root, real_root, o.fuse, dmcrypt::available);
-    let mode = fuse_or_unpacked(mode, o.unsquash, spec.unpacker)?;
+    let mode = fuse_or_unpacked(mode, o, spec.unpacker)?;
     Ok(Prepared {
         options: spec.options,
         image_name: spec.image_name,
@@ -195,32 +195,32 @@ fn prepare(spec: LaunchSpec, instance: bool) -> Result<Prepared> {
 /// Checked now for a clear error before any namespace exists; the descriptor used for
 /// the mount is opened again inside the user namespace, as the kernel requires (it
 /// refuses a /dev/fuse opened in another user namespace).
-fn fuse_or_unpacked(
-    mode: Mode,
-    unsquash: bool,
-    unpacker: Option<unpack::Unpacker>,
-) -> Result<Mode> {
+fn fuse_or_unpacked(mode: Mode, o: &Options, unpacker: Option<unpack::Unpacker>) -> Result<Mode> {
     let Mode::Fuse(fs) = mode else {
         return Ok(mode);
     };
-    let why = if unsquash {
+    let why = if o.unsquash {
         "--unsquash".to_string()
     } else {
-        match (fuse::open_fuse(), &unpacker) {
-            (Ok(fd), _) => {
+        match fuse::open_fuse() {
+            Ok(fd) => {
                 drop(fd);
                 return Ok(Mode::Fuse(fs));
             }
-            (Err(e), None) => return Err(e),
-            (Err(e @ (LaunchError::NoFuse | LaunchError::FuseAccess(_))), Some(_)) => e.to_string(),
-            (Err(e), Some(_)) => return Err(e),
+            // Only where /dev/fuse is missing or closed to this user; not for a
+            // passing failure (out of descriptors, say), not when FUSE was asked for,
+            // and not with --no-tmp-sandbox, which forbids unpacking.
+            Err(e) if unpacker.is_some() && !o.fuse && !o.no_unpack && fuse_missing(&e) => {
+                e.to_string()
+            }
+            Err(e) => return Err(e),
         }
     };
     let Some(unpacker) = unpacker else {
         return Err(LaunchError::Unpack("not possible for this command".into()));
     };
     let bytes = unpack::size_in_memory(&fs)?;
-    unpack::check_memory(bytes)?;
+    unpack::check_memory(bytes, unpack::available(), o.unsquash)?;
     crate::say_info!(
         "veil: note: unpacking the image into memory ({} MiB; {why})",
         bytes.div_ceil(1 << 20)
@@ -230,6 +230,17 @@ fn fuse_or_unpacked(
         unpacker,
         bytes,
     }))
+}
+
+/// Whether opening /dev/fuse failed because there is none, or none for this user.
+fn fuse_missing(e: &LaunchError) -> bool {
+    match e {
+        LaunchError::NoFuse => true,
+        LaunchError::FuseAccess(io) => {
+            matches!(io.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+        }
+        _ => false,
+    }
 }
 
 /// The warmer, for an image served with FUSE.

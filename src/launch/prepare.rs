@@ -180,6 +180,18 @@ fn workdir_dirs(w: &Path, o: &Options) -> Result<()> {
         path: path.to_path_buf(),
         err: std::io::Error::other(why.to_string()),
     };
+    // A work directory others may write to must be sticky (as /tmp), or they could
+    // rename what is checked below and put something else in its place.
+    let wm = fs::metadata(w).map_err(|err| LaunchError::Workdir {
+        path: w.to_path_buf(),
+        err,
+    })?;
+    if wm.mode() & 0o022 != 0 && wm.mode() & 0o1000 == 0 {
+        return Err(bad(
+            w,
+            "others may write to it and it is not sticky (as /tmp is)",
+        ));
+    }
     for d in dirs {
         let rel = d.strip_prefix(w).unwrap_or(&d);
         let mut p = w.to_path_buf();

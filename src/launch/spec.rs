@@ -80,6 +80,8 @@ pub struct Options {
     pub unsquash: bool,
     /// `--net` (`--network none`): a network namespace with loopback alone.
     pub net: bool,
+    /// `--no-tmp-sandbox`: never unpack the image instead of serving it with FUSE.
+    pub no_unpack: bool,
 }
 
 pub struct LaunchSpec {

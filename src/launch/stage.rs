@@ -82,7 +82,13 @@ impl Devices for RealDevices<'_> {
         let Mode::Unpacked(u) = self.mode else {
             return Ok(());
         };
-        (u.unpacker)(&u.fs, &steps::image_dir()).map_err(super::error::LaunchError::Unpack)
+        (u.unpacker)(&u.fs, &steps::image_dir()).map_err(super::error::LaunchError::Unpack)?;
+        // Signals are blocked while the launch is set up, to be forwarded to the
+        // container later: a Ctrl-C during a long unpacking must not start it.
+        match crate::support::signals::pending_termination() {
+            Some(sig) => Err(super::error::LaunchError::Interrupted(sig)),
+            None => Ok(()),
+        }
     }
 
     fn staged(&mut self) {

@@ -164,7 +164,10 @@ pub fn launch_failure(l: &crate::launch::LaunchError) -> Option<Failure> {
         | L::NoFreeLoopDevice
         | L::LoopDevice { .. }
         | L::DmCrypt { .. }
-        | L::UnpackMemory { .. } => Some(Failure::Environment),
+        | L::UnpackMemory { .. }
+        | L::UnpackMemoryUnknown => Some(Failure::Environment),
+        // A squashfs that could not be read or unpacked.
+        L::Unpack(_) => Some(Failure::Image),
         // What the command line asked for cannot be: binds, environment, command.
         L::BindSource(_)
         | L::BindSpec(..)

@@ -52,3 +52,18 @@ pub fn die_of(sig: libc::c_int) {
         libc::raise(sig);
     }
 }
+
+/// The first of SIGINT, SIGTERM and SIGHUP pending for this thread while signals are
+/// blocked (a Ctrl-C during long work done before they are forwarded), if any.
+pub fn pending_termination() -> Option<Signal> {
+    // SAFETY: an all-zero sigset_t is a valid (empty) set, and sigpending fills it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t.
+    if unsafe { libc::sigpending(&mut set) } != 0 {
+        return None;
+    }
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]
+        .into_iter()
+        // SAFETY: `set` was filled by sigpending; sigismember only reads it.
+        .find(|s| unsafe { libc::sigismember(&set, *s as libc::c_int) } == 1)
+}

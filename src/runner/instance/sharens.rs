@@ -158,8 +158,8 @@ fn scope_key(req: &RunRequest) -> Result<String> {
         o.fuse
     ));
     h.update(format!(
-        "no_mount {:?} workdir {:?} scratch {:?} no_umask {} unsquash {} net {}\n",
-        o.no_mount, o.workdir, o.scratch, o.no_umask, o.unsquash, o.net
+        "no_mount {:?} workdir {:?} scratch {:?} no_umask {} unsquash {} net {} no_unpack {}\n",
+        o.no_mount, o.workdir, o.scratch, o.no_umask, o.unsquash, o.net, o.no_unpack
     ));
     // The working directory is bound into the container unless --contain.
     if !o.contain {
