@@ -147,10 +147,6 @@ const ERROR_CASES: &[(&str, &[&str])] = &[
     ("global-quiet-silent", &["-q", "-s", "version"]),
     ("global-config", &["-c", "apptainer.conf", "version"]),
     (
-        "build-json",
-        &["build", "--json", "/nonexistent/out.sif", "x.def"],
-    ),
-    (
         "build-section",
         &[
             "build",

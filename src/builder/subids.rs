@@ -226,10 +226,11 @@ pub fn enter_for_build(
     build_args: &[(String, String)],
     notest: bool,
     ignore_subuid: bool,
+    json: bool,
 ) {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    if uid == 0 || !super::runs_scripts_in_image(source, build_args, notest) {
+    if uid == 0 || !super::runs_scripts_in_image(source, build_args, notest, json) {
         return;
     }
     let single = || {

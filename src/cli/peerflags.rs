@@ -412,13 +412,6 @@ pub static FLAGS: &[PeerFlag] = &[
     flag!(BUILD, "ignore-proot", None, false, NOT_NEEDED_ROOTLESS),
     flag!(
         BUILD,
-        "json",
-        None,
-        false,
-        Refused("JSON definitions are not supported: give the definition file")
-    ),
-    flag!(
-        BUILD,
         "mksquashfs-args",
         None,
         true,
