@@ -186,6 +186,17 @@ fn check_line(what: &str, v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// One fuzzing input (fuzz/fuzz_targets/recipe.rs): JSON bytes; whatever text comes
+/// out must be one the definition parser takes or refuses, never panics on.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    if let Ok(json) = std::str::from_utf8(data)
+        && let Ok(text) = to_text(json)
+    {
+        let _ = super::recipe::parse("fuzz.json", &text, &[]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,16 +251,5 @@ mod tests {
         ] {
             assert!(to_text(bad).is_err(), "{bad}");
         }
-    }
-}
-
-/// One fuzzing input (fuzz/fuzz_targets/recipe.rs): JSON bytes; whatever text comes
-/// out must be one the definition parser takes or refuses, never panics on.
-#[doc(hidden)]
-pub fn fuzz_one(data: &[u8]) {
-    if let Ok(json) = std::str::from_utf8(data)
-        && let Ok(text) = to_text(json)
-    {
-        let _ = super::recipe::parse("fuzz.json", &text, &[]);
     }
 }
