@@ -14,7 +14,7 @@ fn peer_flags() -> Vec<(Vec<&'static str>, String, Vec<char>, bool)> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
     {
         let f: Vec<&str> = line.split('\t').collect();
-        let [command, long, short, kind, _peers] = f[..] else {
+        let [command, long, short, kind, _peers, ..] = f[..] else {
             panic!("bad line {line:?}");
         };
         let commands: Vec<&str> = match command {
