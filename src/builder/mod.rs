@@ -19,7 +19,6 @@ pub mod gocryptfs;
 pub mod gocryptfs_rekey;
 pub mod inspect;
 pub mod isolate;
-pub mod jsondef;
 #[doc(hidden)]
 pub mod layer_fuzz;
 pub mod layout;
@@ -61,8 +60,6 @@ pub struct BuildOptions {
     pub build_args: Vec<(String, String)>,
     /// Unused build arguments are a warning, not an error.
     pub warn_unused_build_args: bool,
-    /// The source is a definition in JSON (`--json`).
-    pub json_definition: bool,
     /// Leave out the plaintext Def.FILE and inspect metadata objects.
     pub no_metadata: bool,
     /// Do not run `%test` after the build.
@@ -97,7 +94,6 @@ impl BuildOptions {
             squash: SquashOptions::default(),
             build_args: Vec::new(),
             warn_unused_build_args: false,
-            json_definition: false,
             no_metadata: false,
             notest: true,
             encryption: None,
@@ -146,12 +142,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary> {
     let build_time = opts.source_date_epoch.unwrap_or_else(now);
     let mtime = build_time.clamp(0, u32::MAX as i64) as u32;
     debug_time("build: start");
-    let (input, def) = source::resolve(
-        &opts.source,
-        &opts.build_args,
-        &opts.registry,
-        opts.json_definition,
-    )?;
+    let (input, def) = source::resolve(&opts.source, &opts.build_args, &opts.registry)?;
     if let Some((r, name)) = &def {
         check_unused_args(r, name, opts.warn_unused_build_args)?;
     }

@@ -53,12 +53,7 @@ fn is_image(path: &Path) -> bool {
 /// the image: what decides, before anything else happens, whether the build moves into
 /// a user namespace with subordinate ids. A source that does not parse says no here;
 /// the build itself reports why.
-pub fn runs_scripts_in_image(
-    source: &str,
-    build_args: &[(String, String)],
-    notest: bool,
-    json: bool,
-) -> bool {
+pub fn runs_scripts_in_image(source: &str, build_args: &[(String, String)], notest: bool) -> bool {
     let p = Path::new(source);
     let Ok(md) = std::fs::metadata(p) else {
         return false;
@@ -66,20 +61,11 @@ pub fn runs_scripts_in_image(
     if !md.is_file() || md.len() > MAX_DEFINITION || is_image(p) || archive::is_tar(p) {
         return false;
     }
-    let Ok(text) = definition_text(p, json) else {
+    let Ok(text) = std::fs::read_to_string(p) else {
         return false;
     };
     recipe::parse(source, &text, build_args)
         .is_ok_and(|r| r.post.is_some() || (r.test.is_some() && !notest))
-}
-
-/// A definition's text: the file's, or written from a JSON definition (`--json`).
-fn definition_text(p: &Path, json: bool) -> Result<String> {
-    let text = std::fs::read_to_string(p).map_err(|e| BuildError::io(p, e))?;
-    if !json {
-        return Ok(text);
-    }
-    super::jsondef::to_text(&text).map_err(|why| BuildError::source(p, &why))
 }
 
 /// Resolves the source argument: a definition file is parsed, anything else is used
@@ -88,7 +74,6 @@ pub fn resolve(
     source: &str,
     build_args: &[(String, String)],
     reg: &registry::Options,
-    json: bool,
 ) -> Result<(Input, Option<Definition>)> {
     if ImageUri::is_uri(source) {
         let uri = ImageUri::parse(source)?;
@@ -124,12 +109,8 @@ pub fn resolve(
     if md.len() > MAX_DEFINITION {
         return Err(not_a_source());
     }
-    let text = if json {
-        definition_text(p, true)?
-    } else {
-        let text = std::fs::read(p).map_err(|e| BuildError::io(p, e))?;
-        String::from_utf8(text).map_err(|_| not_a_source())?
-    };
+    let text = std::fs::read(p).map_err(|e| BuildError::io(p, e))?;
+    let text = String::from_utf8(text).map_err(|_| not_a_source())?;
     let name = p.display().to_string();
     let r = recipe::parse(&name, &text, build_args)?;
     let input = bootstrap(&r, &name, p, reg)?;

@@ -226,11 +226,10 @@ pub fn enter_for_build(
     build_args: &[(String, String)],
     notest: bool,
     ignore_subuid: bool,
-    json: bool,
 ) {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    if uid == 0 || !super::runs_scripts_in_image(source, build_args, notest, json) {
+    if uid == 0 || !super::runs_scripts_in_image(source, build_args, notest) {
         return;
     }
     let single = || {

@@ -47,9 +47,6 @@ pub struct BuildArgs {
     /// Warn about build arguments the definition file does not use, instead of failing
     #[arg(long)]
     pub warn_unused_build_args: bool,
-    /// The definition file is in JSON, as the peers' build --json reads it
-    #[arg(long)]
-    pub json: bool,
     /// Encrypt the image (needed when the key comes only from environment variables)
     #[arg(short = 'e', long)]
     pub encrypt: bool,
@@ -212,7 +209,7 @@ fn format(a: &BuildArgs) -> Result<builder::encrypt::Format> {
 
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let build_args = parse_args(&a.build_arg, a.build_arg_file.as_ref())?;
-    builder::subids::enter_for_build(&a.source, &build_args, a.notest, a.ignore_subuid, a.json);
+    builder::subids::enter_for_build(&a.source, &build_args, a.notest, a.ignore_subuid);
     // Before any key is read: neither a build script nor another process of the user
     // may read this process's memory.
     builder::isolate::protect_process()?;
@@ -270,7 +267,6 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         squash,
         build_args,
         warn_unused_build_args: a.warn_unused_build_args,
-        json_definition: a.json,
         no_metadata: a.no_plaintext_metadata,
         notest: a.notest,
         encryption,

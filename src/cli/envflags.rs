@@ -36,7 +36,7 @@ pub const PEER_FLAGS: &[(&str, &[&str])] = &[
     ("no-umask", &["NO_UMASK"]),
     ("no-pid", &["NO_PID"]),
     ("compat", &["COMPAT"]),
-    ("unsquash", &["UNSQUASH"]),
+    ("unsquash", &["UNSQUASH", "TMP_SANDBOX"]),
     ("no-tmp-sandbox", &["NO_TMP_SANDBOX"]),
     ("no-privs", &["NO_PRIVS"]),
     ("net", &["NET", "UNSHARE_NET"]),

@@ -253,7 +253,7 @@ pub static FLAGS: &[PeerFlag] = &[
         None,
         true,
         Refused(
-            "veil shares the host's network and /etc/resolv.conf: bind another with --bind FILE:/etc/resolv.conf"
+            "veil binds the host's /etc/resolv.conf: bind another with --bind FILE:/etc/resolv.conf"
         )
     ),
     flag!(ACTIONS, "network-args", None, true, NETWORK),
@@ -408,6 +408,15 @@ pub static FLAGS: &[PeerFlag] = &[
         None,
         false,
         Refused("not supported: veil keeps the source's permissions")
+    ),
+    flag!(
+        BUILD,
+        "json",
+        None,
+        false,
+        Ignored(
+            "the peers accept it and do nothing with it either (their JSON definitions are gone since 2019)"
+        )
     ),
     flag!(BUILD, "ignore-proot", None, false, NOT_NEEDED_ROOTLESS),
     flag!(

@@ -73,7 +73,7 @@ pub struct RunFlags {
     /// A network namespace of the container's own, with loopback alone (what --network none makes; other networks need root)
     #[arg(short = 'n', long)]
     net: bool,
-    /// The network with --net: only "none" (the peers' default bridge and the CNI networks need root)
+    /// The network: only "none" (it makes the namespace by itself; the peers' bridge and CNI networks need root)
     #[arg(long, value_name = "TYPE")]
     network: Option<String>,
     /// No PID namespace, even with --containall or --compat
@@ -103,7 +103,7 @@ pub struct RunFlags {
     /// Accepted for Apptainer scripts: veil always runs in a user namespace
     #[arg(short = 'u', long)]
     userns: bool,
-    /// Serve the image with FUSE even when running as root (instead of a loop device)
+    /// Serve the image with FUSE even when running as root (instead of a loop device); never unpack it instead
     #[arg(long)]
     fuse: bool,
     /// Refuse to run a SIF that is unsigned, tampered with, or signed by a key not in your keyrings
@@ -155,7 +155,7 @@ fn env_var(names: &[&str]) -> Option<String> {
 fn network(a: &RunFlags) -> Result<bool> {
     match a.network.as_deref().map(str::trim) {
         None => Ok(a.net),
-        Some("none" | "") => Ok(true),
+        Some("none") => Ok(true),
         Some(other) => Err(anyhow::anyhow!(
             "--network {other:?}: veil makes only --network none (a network namespace with loopback alone); the peers' bridge and CNI networks need root"
         )

@@ -199,7 +199,9 @@ fn fuse_or_unpacked(mode: Mode, o: &Options, unpacker: Option<unpack::Unpacker>)
     let Mode::Fuse(fs) = mode else {
         return Ok(mode);
     };
-    let why = if o.unsquash {
+    let why = if o.unsquash && !o.no_unpack {
+        // (--no-tmp-sandbox wins over --unsquash from a variable; both on the command
+        // line are refused by the parser.)
         "--unsquash".to_string()
     } else {
         match fuse::open_fuse() {

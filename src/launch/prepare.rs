@@ -175,6 +175,10 @@ fn workdir_dirs(w: &Path, o: &Options) -> Result<()> {
         dirs.extend([w.join("tmp"), w.join("var_tmp"), w.join("home")]);
     }
     dirs.extend(o.scratch.iter().map(|d| plan::scratch_dir(w, d)));
+    if dirs.is_empty() {
+        // Without --contain or --scratch the work directory is not used at all.
+        return Ok(());
+    }
     let uid = nix::unistd::geteuid().as_raw();
     let bad = |path: &Path, why: &str| LaunchError::Workdir {
         path: path.to_path_buf(),
@@ -191,6 +195,10 @@ fn workdir_dirs(w: &Path, o: &Options) -> Result<()> {
             w,
             "others may write to it and it is not sticky (as /tmp is)",
         ));
+    }
+    // Its owner may rename what is in it, sticky or not: yours, or root's (/tmp).
+    if wm.uid() != uid && wm.uid() != 0 {
+        return Err(bad(w, "belongs to another user"));
     }
     for d in dirs {
         let rel = d.strip_prefix(w).unwrap_or(&d);

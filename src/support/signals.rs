@@ -53,8 +53,9 @@ pub fn die_of(sig: libc::c_int) {
     }
 }
 
-/// The first of SIGINT, SIGTERM and SIGHUP pending for this thread while signals are
-/// blocked (a Ctrl-C during long work done before they are forwarded), if any.
+/// The first of SIGINT, SIGTERM and SIGHUP pending for this process or thread while
+/// signals are blocked (a Ctrl-C during long work done before they are forwarded),
+/// if any; one this process ignores (under nohup, say) does not count.
 pub fn pending_termination() -> Option<Signal> {
     // SAFETY: an all-zero sigset_t is a valid (empty) set, and sigpending fills it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -65,5 +66,14 @@ pub fn pending_termination() -> Option<Signal> {
     [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]
         .into_iter()
         // SAFETY: `set` was filled by sigpending; sigismember only reads it.
-        .find(|s| unsafe { libc::sigismember(&set, *s as libc::c_int) } == 1)
+        .find(|s| unsafe { libc::sigismember(&set, *s as libc::c_int) } == 1 && !ignored(*s))
+}
+
+/// Whether `sig`'s disposition is to be ignored.
+fn ignored(sig: Signal) -> bool {
+    // SAFETY: an all-zero sigaction is a valid value for the kernel to overwrite.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`.
+    let r = unsafe { libc::sigaction(sig as libc::c_int, std::ptr::null(), &mut old) };
+    r == 0 && old.sa_sigaction == libc::SIG_IGN
 }
