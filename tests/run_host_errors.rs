@@ -31,7 +31,14 @@ fn disabled_user_namespaces_and_fuse_give_the_fix() {
         "mksquashfs or /dev/fuse missing"
     );
     let run = || {
-        let o = e.veil().arg("exec").arg(&sif).arg("true").output().unwrap();
+        // (--no-tmp-sandbox: without /dev/fuse veil would unpack the image instead.)
+        let o = e
+            .veil()
+            .args(["exec", "--no-tmp-sandbox"])
+            .arg(&sif)
+            .arg("true")
+            .output()
+            .unwrap();
         // This machine cannot run containers: veil's status for that.
         assert_eq!(o.status.code(), Some(253));
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -68,6 +75,14 @@ fn disabled_user_namespaces_and_fuse_give_the_fix() {
     assert!(
         err.contains("cannot open /dev/fuse") && err.contains("chmod 0666 /dev/fuse"),
         "{err}"
+    );
+    // Without --no-tmp-sandbox: the image is unpacked into memory instead, with a note
+    // that names why.
+    let o = run_ok(e.veil().arg("exec").arg(&sif).arg("true"));
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        note.contains("unpacking the image into memory") && note.contains("cannot open /dev/fuse"),
+        "{note}"
     );
     drop(guard);
     // And everything works again afterwards.
