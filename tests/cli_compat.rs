@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::*;
@@ -183,19 +184,25 @@ fn failures_exit_with_the_status_of_their_kind() {
 }
 
 /// Flag defaults from the peers' variables: the command line, then `VEIL_`, then
-/// `APPTAINER_`, then `SINGULARITY_`; binds from `*_BINDPATH` too.
-#[test]
-fn flag_defaults_come_from_the_peers_variables() {
-    let t = tempfile::tempdir().unwrap();
-    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
-    let sif = t.path().join("bb.sif");
+/// A busybox image, built by veil, at `dir/name` (`None` without busybox).
+fn busybox_sif(dir: &Path, name: &str) -> Option<PathBuf> {
+    let root = busybox_rootfs(dir)?;
+    let sif = dir.join(name);
     run_ok(
         veil()
-            .env("HOME", t.path())
+            .env("HOME", dir)
             .args(["build", "-q"])
             .arg(&sif)
             .arg(&root),
     );
+    Some(sif)
+}
+
+/// `APPTAINER_`, then `SINGULARITY_`; binds from `*_BINDPATH` too.
+#[test]
+fn flag_defaults_come_from_the_peers_variables() {
+    let t = tempfile::tempdir().unwrap();
+    let sif = require!(busybox_sif(t.path(), "bb.sif"), "busybox is not installed");
     let exec = |vars: &[(&str, &str)], args: &[&str]| {
         let mut c = veil();
         c.env("HOME", t.path());
@@ -270,14 +277,9 @@ fn flag_defaults_come_from_the_peers_variables() {
 #[test]
 fn run_help_prints_the_images_help() {
     let t = tempfile::tempdir().unwrap();
-    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
-    let base = t.path().join("base.sif");
-    run_ok(
-        veil()
-            .env("HOME", t.path())
-            .args(["build", "-q"])
-            .arg(&base)
-            .arg(&root),
+    let base = require!(
+        busybox_sif(t.path(), "base.sif"),
+        "busybox is not installed"
     );
     let def = t.path().join("h.def");
     std::fs::write(
@@ -319,15 +321,7 @@ fn run_help_prints_the_images_help() {
 #[test]
 fn mount_and_namespace_flags_of_the_peers() {
     let t = tempfile::tempdir().unwrap();
-    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
-    let sif = t.path().join("bb.sif");
-    run_ok(
-        veil()
-            .env("HOME", t.path())
-            .args(["build", "-q"])
-            .arg(&sif)
-            .arg(&root),
-    );
+    let sif = require!(busybox_sif(t.path(), "bb.sif"), "busybox is not installed");
     let exec = |args: &[&str], script: &str| {
         let mut c = std::process::Command::new("sh");
         c.env("HOME", t.path());
@@ -401,6 +395,18 @@ fn mount_and_namespace_flags_of_the_peers() {
     let o = exec(&["-c", "-W", w2.to_str().unwrap()], "true");
     assert_eq!(o.status.code(), Some(249));
     assert!(String::from_utf8_lossy(&o.stderr).contains("writable by you alone"));
+    // A work directory others may write to must be sticky; unused (no --contain or
+    // --scratch), it is not even looked at.
+    let w4 = t.path().join("work4");
+    std::fs::create_dir(&w4).unwrap();
+    std::fs::set_permissions(&w4, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = exec(&["-c", "-W", w4.to_str().unwrap()], "true");
+    assert_eq!(o.status.code(), Some(249));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not sticky"));
+    assert_eq!(
+        text(&exec(&["-W", w4.to_str().unwrap()], "echo unused")),
+        "unused"
+    );
     // A symlink in its place is not followed.
     let w3 = t.path().join("work3");
     std::fs::create_dir(&w3).unwrap();
@@ -477,15 +483,7 @@ fn mount_and_namespace_flags_of_the_peers() {
 #[test]
 fn unused_build_arguments_fail_the_build_unless_warned() {
     let t = tempfile::tempdir().unwrap();
-    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
-    let base = t.path().join("bb.sif");
-    run_ok(
-        veil()
-            .env("HOME", t.path())
-            .args(["build", "-q"])
-            .arg(&base)
-            .arg(&root),
-    );
+    let base = require!(busybox_sif(t.path(), "bb.sif"), "busybox is not installed");
     let def = t.path().join("x.def");
     std::fs::write(
         &def,
@@ -599,15 +597,7 @@ fn rekeying_shows_a_progress_bar_on_a_terminal_only() {
 #[test]
 fn build_json_is_accepted_and_changes_nothing() {
     let t = tempfile::tempdir().unwrap();
-    let root = require!(busybox_rootfs(t.path()), "busybox is not installed");
-    let base = t.path().join("bb.sif");
-    run_ok(
-        veil()
-            .env("HOME", t.path())
-            .args(["build", "-q"])
-            .arg(&base)
-            .arg(&root),
-    );
+    let base = require!(busybox_sif(t.path(), "bb.sif"), "busybox is not installed");
     let def = t.path().join("x.def");
     std::fs::write(
         &def,

@@ -48,10 +48,25 @@ const COMMANDS: &[&str] = &[
     "completion",
 ];
 
+/// Compares `text` with the snapshot `dir/NAME.txt`, noting a difference in
+/// `differ`; with `VEIL_BLESS` set, writes it instead.
+fn check_snapshot(dir: &Path, name: &str, text: &str, differ: &mut Vec<String>) {
+    let file = dir.join(format!("{name}.txt"));
+    if std::env::var_os("VEIL_BLESS").is_some() {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&file, text).unwrap();
+        return;
+    }
+    match std::fs::read_to_string(&file) {
+        Ok(want) if want == text => {}
+        Ok(want) => differ.push(format!("{name}: differs:\n--- want\n{want}--- got\n{text}")),
+        Err(_) => differ.push(format!("{name}: no snapshot ({})", file.display())),
+    }
+}
+
 #[test]
 fn help_texts_match_their_snapshots() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/help");
-    let bless = std::env::var_os("VEIL_BLESS").is_some();
     let mut differ = Vec::new();
     for cmd in COMMANDS {
         let mut c = veil();
@@ -65,18 +80,7 @@ fn help_texts_match_their_snapshots() {
         } else {
             format!("veil-{}", cmd.replace(' ', "-"))
         };
-        let file = dir.join(format!("{name}.txt"));
-        if bless {
-            std::fs::write(&file, &text).unwrap();
-            continue;
-        }
-        match std::fs::read_to_string(&file) {
-            Ok(want) if want == text => {}
-            Ok(_) => differ.push(format!(
-                "{name}: differs (diff it with `veil {cmd} --help`)"
-            )),
-            Err(_) => differ.push(format!("{name}: no snapshot ({})", file.display())),
-        }
+        check_snapshot(&dir, &name, &text, &mut differ);
     }
     assert!(
         differ.is_empty(),
@@ -170,10 +174,6 @@ const ERROR_CASES: &[(&str, &[&str])] = &[
 #[test]
 fn compat_flag_errors_match_their_snapshots() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/errors");
-    let bless = std::env::var_os("VEIL_BLESS").is_some();
-    if bless {
-        std::fs::create_dir_all(&dir).unwrap();
-    }
     let home = tempfile::tempdir().unwrap();
     let mut differ = Vec::new();
     for (name, args) in ERROR_CASES {
@@ -191,16 +191,7 @@ fn compat_flag_errors_match_their_snapshots() {
             o.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&o.stderr)
         );
-        let file = dir.join(format!("{name}.txt"));
-        if bless {
-            std::fs::write(&file, &text).unwrap();
-            continue;
-        }
-        match std::fs::read_to_string(&file) {
-            Ok(want) if want == text => {}
-            Ok(want) => differ.push(format!("{name}: differs:\n--- want\n{want}--- got\n{text}")),
-            Err(_) => differ.push(format!("{name}: no snapshot ({})", file.display())),
-        }
+        check_snapshot(&dir, name, &text, &mut differ);
     }
     assert!(
         differ.is_empty(),

@@ -4,28 +4,37 @@
 //! one of them is in docs/compat.md's table.
 
 use clap::error::ErrorKind;
+use veil::cli::peerflags::ACTIONS;
+
+/// The rows of tests/peer_flags.tsv: (command, long, short, kind).
+fn rows() -> impl Iterator<Item = [&'static str; 4]> {
+    let text: &'static str = include_str!("peer_flags.tsv");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let [command, long, short, kind, ..] = f[..] else {
+                panic!("bad line {line:?}");
+            };
+            [command, long, short, kind]
+        })
+}
+
+/// The table's name for a command: the action rows cover every container command.
+fn table_command(command: &str) -> &str {
+    match command {
+        "action" => "actions",
+        "global" => "(global)",
+        c => c,
+    }
+}
 
 /// (command words, long, short letters, takes a value)
 fn peer_flags() -> Vec<(Vec<&'static str>, String, Vec<char>, bool)> {
-    let text: &'static str = include_str!("peer_flags.tsv");
     let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let f: Vec<&str> = line.split('\t').collect();
-        let [command, long, short, kind, _peers, ..] = f[..] else {
-            panic!("bad line {line:?}");
-        };
+    for [command, long, short, kind] in rows() {
         let commands: Vec<&str> = match command {
-            "action" => vec![
-                "run",
-                "exec",
-                "shell",
-                "test",
-                "instance start",
-                "instance run",
-            ],
+            "action" => ACTIONS.to_vec(),
             "global" => vec![""],
             c => vec![c],
         };
@@ -93,30 +102,20 @@ fn every_peer_flag_parses() {
 #[test]
 fn the_compat_table_lists_every_peer_flag() {
     let doc = include_str!("../docs/compat.md");
-    let list: &str = include_str!("peer_flags.tsv");
     let mut missing = Vec::new();
-    let mut rows = 0;
-    for line in list
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let f: Vec<&str> = line.split('\t').collect();
-        let (command, long) = (f[0], f[1]);
+    let mut rows_seen = 0;
+    for [command, long, ..] in rows() {
         if long == "help" || long == "version" {
             continue;
         }
-        let command = match command {
-            "action" => "actions",
-            "global" => "(global)",
-            c => c,
-        };
+        let command = table_command(command);
         let row = format!("| {command} | `--{long}`");
-        rows += 1;
+        rows_seen += 1;
         if !doc.lines().any(|l| l.starts_with(&row)) {
             missing.push(row);
         }
     }
-    assert!(rows > 200, "{rows}");
+    assert!(rows_seen > 200, "{rows_seen}");
     assert!(
         missing.is_empty(),
         "docs/compat.md lacks rows:\n  {}",
@@ -130,14 +129,6 @@ fn the_compat_table_lists_every_peer_flag() {
 fn the_compat_table_gives_the_codes_reasons() {
     use veil::cli::peerflags::{FLAGS, Treatment};
     let doc = include_str!("../docs/compat.md");
-    let actions = [
-        "run",
-        "exec",
-        "shell",
-        "test",
-        "instance start",
-        "instance run",
-    ];
     let mut wrong = Vec::new();
     for f in FLAGS {
         let (kind, why) = match f.treatment {
@@ -149,7 +140,7 @@ fn the_compat_table_gives_the_codes_reasons() {
                 "" => "(global)",
                 // The action rows cover run, exec, shell, test and instance start|run;
                 // a flag of `run` alone has a row of its own.
-                c if actions.contains(&c)
+                c if ACTIONS.contains(&c)
                     && (f.commands.contains(&"exec") || c.starts_with("instance")) =>
                 {
                     "actions"

@@ -34,7 +34,7 @@ pub struct PeerFlag {
 use Treatment::{Ignored, Refused};
 
 /// The commands that take the peers' action flags.
-const ACTIONS: &[&str] = &[
+pub const ACTIONS: &[&str] = &[
     "run",
     "exec",
     "shell",

@@ -194,3 +194,70 @@ fn direct_root_and_writable_tmpfs() {
     assert!(w.iter().any(|s| matches!(s, Step::Overlay { .. })));
     assert!(!w.contains(&Step::RemountRootReadOnly));
 }
+
+/// `--no-mount` leaves out exactly what it names.
+#[test]
+fn no_mount_leaves_out_what_it_names() {
+    let dsts = |r: &MountRequest| -> Vec<String> {
+        build(r)
+            .iter()
+            .filter_map(|s| match s {
+                Step::Bind { dst, .. }
+                | Step::Tmpfs { dst, .. }
+                | Step::Proc { dst }
+                | Step::Devpts { dst } => Some(dst.display().to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let all = dsts(&MountRequest {
+        contain: true,
+        pid_namespace: true,
+        ..req()
+    });
+    for (item, gone) in [
+        ("proc", &["/.root/proc"][..]),
+        ("sys", &["/.root/sys"]),
+        (
+            "dev",
+            &[
+                "/.root/dev",
+                "/.root/dev/pts",
+                "/.root/dev/null",
+                "/.root/dev/shm",
+            ],
+        ),
+        ("devpts", &["/.root/dev/pts"]),
+        ("tmp", &["/.root/tmp", "/.root/var/tmp"]),
+        ("home", &["/.root/home/ann"]),
+        ("bind-paths", &["/.root/etc/resolv.conf"]),
+        ("/etc/resolv.conf", &["/.root/etc/resolv.conf"]),
+    ] {
+        let mut no_mount = NoMount::default();
+        no_mount.add(item).unwrap();
+        let left = dsts(&MountRequest {
+            contain: true,
+            pid_namespace: true,
+            no_mount,
+            ..req()
+        });
+        for g in gone {
+            assert!(all.contains(&g.to_string()), "{g} not there to start with");
+            assert!(!left.contains(&g.to_string()), "--no-mount {item} kept {g}");
+        }
+        // Nothing else goes (what goes is those or under them).
+        for d in all.iter().filter(|d| !left.contains(d)) {
+            assert!(
+                gone.iter().any(|g| Path::new(d).starts_with(g)),
+                "--no-mount {item} also dropped {d}"
+            );
+        }
+    }
+    // cwd: the working directory is bound only when not contained.
+    let mut no_mount = NoMount::default();
+    no_mount.add("cwd").unwrap();
+    assert!(dsts(&req()).contains(&"/.root/work/project".to_string()));
+    assert!(
+        !dsts(&MountRequest { no_mount, ..req() }).contains(&"/.root/work/project".to_string())
+    );
+}
